@@ -1,0 +1,345 @@
+//! Configuration: reading the configuration folder (DESIGN §1–2) and the checked types the
+//! rest of the daemon runs on.
+//!
+//! Two phases, as in Vector and ripgrep: [`raw`] mirrors the TOML files with serde
+//! (`deny_unknown_fields`), and [`validate::validate`] — pure, no I/O — turns them into the
+//! types below, reporting every problem at once. Only [`load`] touches the disk. Nothing that
+//! runs later parses or checks configuration again.
+
+pub mod raw;
+pub mod validate;
+
+use crate::format::FormatSpec;
+use crate::keytemplate::KeyTemplate;
+use crate::select::Filters;
+use crate::template::Template;
+use chrono::TimeDelta;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The default configuration folder.
+pub const DEFAULT_DIR: &str = "/etc/s3-importd";
+
+/// A checked configuration folder.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub dir: PathBuf,
+    pub settings: Settings,
+    /// Sorted by name.
+    pub connections: Vec<Connection>,
+}
+
+impl Config {
+    /// The connection called `name`.
+    pub fn connection(&self, name: &str) -> Option<&Connection> {
+        self.connections.iter().find(|c| c.name == name)
+    }
+}
+
+/// `s3-importd.toml`, checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The SQLite state file, resolved against the configuration folder.
+    pub state: PathBuf,
+    pub timezone: chrono_tz::Tz,
+    pub max_concurrent_runs: usize,
+    pub max_concurrent_objects: usize,
+    pub shutdown_timeout: Duration,
+    pub log_format: LogFormat,
+    pub aws_principal: Option<String>,
+}
+
+/// `log_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// One connection, checked.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// The connection file's stem.
+    pub name: String,
+    /// The connection file, as shown in messages.
+    pub file: String,
+    pub description: String,
+    pub enabled: bool,
+    pub schedule: Schedule,
+    pub backfill: TimeDelta,
+    pub settle: TimeDelta,
+    pub source: SourceSpec,
+    pub filters: Filters,
+    pub format: FormatSpec,
+    pub template: Template,
+    pub target: TargetSpec,
+}
+
+/// `schedule`.
+#[derive(Debug, Clone)]
+pub enum Schedule {
+    Daily,
+    Hourly,
+    /// A 5-field cron expression, parsed, with its text.
+    Cron(Box<croner::Cron>, String),
+}
+
+/// `[source]`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    S3(S3Spec),
+    Dir(DirSpec),
+}
+
+impl SourceSpec {
+    /// The key prefix the include and exclude globs are matched below.
+    pub fn prefix(&self) -> &str {
+        match self {
+            SourceSpec::S3(s) => &s.prefix,
+            SourceSpec::Dir(_) => "",
+        }
+    }
+}
+
+/// An S3 (or S3-compatible) bucket and folder, with the identity to read it as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Spec {
+    pub bucket: String,
+    pub region: String,
+    /// Empty for the whole bucket.
+    pub prefix: String,
+    pub role_arn: Option<String>,
+    pub external_id: Option<String>,
+    pub endpoint: Option<String>,
+    pub force_path_style: bool,
+    pub challenge_file: Option<String>,
+}
+
+/// A local folder standing in for a bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirSpec {
+    /// Resolved against the configuration folder.
+    pub path: PathBuf,
+}
+
+/// `[target]`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetSpec {
+    File(FileTargetSpec),
+    Stdout,
+}
+
+/// A local folder that receives one JSONL file per load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileTargetSpec {
+    /// Resolved against the configuration folder.
+    pub path: PathBuf,
+    pub key: KeyTemplate,
+}
+
+/// One problem in the configuration: the file, the key path within it, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, relative to the configuration folder.
+    pub file: String,
+    /// The dotted key path, such as `source.bucket`; empty for the file as a whole.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Every problem found in a configuration folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// How a connection names its template.
+#[derive(Debug)]
+pub enum TemplateChoice {
+    Inline(raw::RawTemplate),
+    Named(String),
+    Missing,
+}
+
+/// The whole folder as read from disk, before validation.
+#[derive(Debug, Default)]
+pub struct RawConfig {
+    pub dir: PathBuf,
+    pub settings: raw::RawSettings,
+    /// `templates/NAME.toml` by name.
+    pub templates: BTreeMap<String, raw::RawTemplate>,
+    /// `connections/NAME.toml`: name, file as shown, contents.
+    pub connections: Vec<(String, String, raw::RawConnection, TemplateChoice)>,
+}
+
+/// Reads and checks a configuration folder.
+pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
+    let mut errors = Vec::new();
+    let mut raw = RawConfig {
+        dir: dir.to_path_buf(),
+        ..RawConfig::default()
+    };
+    if !dir.is_dir() {
+        return Err(ConfigErrors(vec![ConfigError {
+            file: dir.display().to_string(),
+            key: String::new(),
+            message: "is not a folder; give the configuration folder with --config DIR or S3_IMPORTD_CONFIG"
+                .into(),
+        }]));
+    }
+    let settings_file = dir.join("s3-importd.toml");
+    if settings_file.exists() {
+        if let Some(s) = read_toml(dir, &settings_file, &mut errors) {
+            raw.settings = s;
+        }
+    }
+    for (name, path) in toml_files(dir, "templates", &mut errors) {
+        if let Some(t) = read_toml(dir, &path, &mut errors) {
+            raw.templates.insert(name, t);
+        }
+    }
+    for (name, path) in toml_files(dir, "connections", &mut errors) {
+        let Some(mut c) = read_toml::<raw::RawConnection>(dir, &path, &mut errors) else {
+            continue;
+        };
+        let file = shown(dir, &path);
+        let choice = match c.template.take() {
+            None => TemplateChoice::Missing,
+            Some(toml::Value::String(n)) => TemplateChoice::Named(n),
+            Some(toml::Value::Table(t)) => match serde_path_to_error::deserialize(toml::Value::Table(t)) {
+                Ok(t) => TemplateChoice::Inline(t),
+                Err(e) => {
+                    errors.push(ConfigError {
+                        file: file.clone(),
+                        key: format!("template.{}", e.path())
+                            .trim_end_matches(".?")
+                            .to_string(),
+                        message: e.into_inner().message().to_string(),
+                    });
+                    continue;
+                }
+            },
+            Some(_) => {
+                errors.push(ConfigError {
+                    file: file.clone(),
+                    key: "template".into(),
+                    message: "must be a table ([template]) or the name of a file in templates/".into(),
+                });
+                continue;
+            }
+        };
+        raw.connections.push((name, file, c, choice));
+    }
+    match validate::validate(raw) {
+        Ok(config) if errors.is_empty() => Ok(config),
+        Ok(_) => Err(ConfigErrors(errors)),
+        Err(more) => {
+            errors.extend(more);
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+/// A path as shown in messages: relative to the configuration folder when inside it.
+fn shown(dir: &Path, path: &Path) -> String {
+    path.strip_prefix(dir).unwrap_or(path).display().to_string()
+}
+
+/// The `*.toml` files of a subfolder, sorted, with their stems.
+fn toml_files(dir: &Path, sub: &str, errors: &mut Vec<ConfigError>) -> Vec<(String, PathBuf)> {
+    let folder = dir.join(sub);
+    let entries = match std::fs::read_dir(&folder) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => {
+            errors.push(ConfigError {
+                file: format!("{sub}/"),
+                key: String::new(),
+                message: format!("cannot be read: {e}"),
+            });
+            return Vec::new();
+        }
+    };
+    let mut files: Vec<(String, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+        .filter_map(|p| Some((p.file_stem()?.to_str()?.to_string(), p)))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Reads and deserializes one TOML file, recording what goes wrong.
+fn read_toml<T: serde::de::DeserializeOwned>(
+    dir: &Path,
+    path: &Path,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    let file = shown(dir, path);
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            errors.push(ConfigError {
+                file,
+                key: String::new(),
+                message: format!("cannot be read: {e}"),
+            });
+            return None;
+        }
+    };
+    match parse_toml(&text) {
+        Ok(v) => Some(v),
+        Err((key, message)) => {
+            errors.push(ConfigError { file, key, message });
+            None
+        }
+    }
+}
+
+/// Deserializes TOML text, returning the key path and message of the first problem.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, (String, String)> {
+    let de = toml::Deserializer::parse(text).map_err(|e| (String::new(), describe_toml_error(text, &e)))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { String::new() } else { key };
+        (key, describe_toml_error(text, e.inner()))
+    })
+}
+
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end_matches('.').to_string();
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("{message} (line {line})")
+        }
+        None => message,
+    }
+}

@@ -1,0 +1,863 @@
+//! The second phase of configuration: a pure function from [`RawConfig`] to [`Config`] that
+//! checks every value and reports every problem, each with its file, key path and fix.
+//!
+//! It does no I/O: paths are resolved against the configuration folder but never opened, and
+//! templates named by connections are looked up in the map the loader read.
+
+use super::raw::{
+    CountOrText, RawConnection, RawField, RawFormat, RawSettings, RawSource, RawTarget, RawTemplate,
+};
+use super::*;
+use crate::format::{Compression, FormatKind};
+use crate::template::{BadRowLimit, Column, Field, FieldType, TimeFormat, UnknownFields};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use regex::Regex;
+use std::sync::LazyLock;
+
+static NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$").expect("constant regex"));
+static ROLE_ARN: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^arn:aws(-cn|-us-gov|-iso|-iso-b)?:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$")
+        .expect("constant regex")
+});
+static PRINCIPAL_ARN: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^arn:aws(-cn|-us-gov|-iso|-iso-b)?:(iam|sts)::[0-9]{12}:[A-Za-z0-9+=,.@_/:-]+$")
+        .expect("constant regex")
+});
+static EXTERNAL_ID: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9+=,.@:/_-]{2,1224}$").expect("constant regex"));
+static REGION: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$").expect("constant regex"));
+static BUCKET: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$").expect("constant regex"));
+static IPV4: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$").expect("constant regex"));
+static TABLE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$").expect("constant regex"));
+
+/// Collects the problems of one file.
+struct Problems<'a> {
+    file: &'a str,
+    out: &'a mut Vec<ConfigError>,
+}
+
+impl Problems<'_> {
+    fn add(&mut self, key: &str, message: impl Into<String>) {
+        self.out.push(ConfigError {
+            file: self.file.to_string(),
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Checks a configuration folder as read. Returns every problem found.
+pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let settings = settings(
+        &raw.dir,
+        raw.settings,
+        &mut Problems {
+            file: "s3-importd.toml",
+            out: &mut errors,
+        },
+    );
+    let mut templates = BTreeMap::new();
+    for (name, t) in &raw.templates {
+        let file = format!("templates/{name}.toml");
+        let mut p = Problems {
+            file: &file,
+            out: &mut errors,
+        };
+        if let Some(t) = template(t, name, "", true, &mut p) {
+            templates.insert(name.clone(), t);
+        }
+    }
+    let mut connections = Vec::new();
+    for (name, file, c, choice) in raw.connections {
+        let mut p = Problems {
+            file: &file,
+            out: &mut errors,
+        };
+        if let Some(c) = connection(&raw.dir, &name, &file, c, choice, &raw.templates, &mut p) {
+            connections.push(c);
+        }
+    }
+    connections.sort_by(|a, b| a.name.cmp(&b.name));
+    match settings {
+        Some(settings) if errors.is_empty() => Ok(Config {
+            dir: raw.dir,
+            settings,
+            connections,
+        }),
+        _ => Err(errors),
+    }
+}
+
+fn in_range(p: &mut Problems<'_>, key: &str, value: Option<i64>, default: i64, min: i64, max: i64) -> i64 {
+    match value {
+        None => default,
+        Some(v) if (min..=max).contains(&v) => v,
+        Some(v) => {
+            p.add(key, format!("{v} is out of range; use {min} to {max}"));
+            default
+        }
+    }
+}
+
+fn settings(dir: &Path, s: RawSettings, p: &mut Problems<'_>) -> Option<Settings> {
+    let before = p.out.len();
+    let state = dir.join(s.state.as_deref().unwrap_or("/var/lib/s3-importd/state.db"));
+    if s.state
+        .as_deref()
+        .is_some_and(|v| v.starts_with("postgres://") || v.starts_with("postgresql://"))
+    {
+        p.add(
+            "state",
+            "a PostgreSQL state store is not supported by this version; give a SQLite file path",
+        );
+    }
+    let timezone = match s.timezone.as_deref().unwrap_or("UTC").parse::<chrono_tz::Tz>() {
+        Ok(tz) => tz,
+        Err(_) => {
+            p.add(
+                "timezone",
+                format!(
+                    "{:?} is not a time zone; use an IANA name such as \"UTC\" or \"Europe/Berlin\"",
+                    s.timezone.unwrap_or_default()
+                ),
+            );
+            chrono_tz::UTC
+        }
+    };
+    let max_concurrent_runs = in_range(p, "max_concurrent_runs", s.max_concurrent_runs, 2, 1, 64) as usize;
+    let max_concurrent_objects =
+        in_range(p, "max_concurrent_objects", s.max_concurrent_objects, 4, 1, 64) as usize;
+    let shutdown = in_range(p, "shutdown_timeout_s", s.shutdown_timeout_s, 30, 0, 3600) as u64;
+    let log_format = match s.log_format.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            p.add(
+                "log_format",
+                format!("{other:?} is not a log format; use \"text\" or \"json\""),
+            );
+            LogFormat::Text
+        }
+    };
+    if let Some(a) = &s.aws_principal {
+        if !PRINCIPAL_ARN.is_match(a) {
+            p.add(
+                "aws_principal",
+                format!("{a:?} is not an IAM ARN; use the daemon's role or user ARN, e.g. \"arn:aws:iam::111122223333:role/s3-importd\""),
+            );
+        }
+    }
+    (p.out.len() == before).then_some(Settings {
+        state,
+        timezone,
+        max_concurrent_runs,
+        max_concurrent_objects,
+        shutdown_timeout: Duration::from_secs(shutdown),
+        log_format,
+        aws_principal: s.aws_principal,
+    })
+}
+
+fn connection(
+    dir: &Path,
+    name: &str,
+    file: &str,
+    c: RawConnection,
+    choice: TemplateChoice,
+    templates: &BTreeMap<String, RawTemplate>,
+    p: &mut Problems<'_>,
+) -> Option<Connection> {
+    let before = p.out.len();
+    if !NAME.is_match(name) {
+        p.add(
+            "",
+            "the file name is the connection's name and may use only letters, digits, `.`, `_` and `-` (at most 64, starting with a letter or digit); rename the file",
+        );
+    }
+    let schedule = schedule(c.schedule.as_deref(), p);
+    let backfill = in_range(p, "backfill_days", c.backfill_days, 90, 1, 36500);
+    let settle = in_range(p, "settle_seconds", c.settle_seconds, 60, 0, 7 * 86400);
+    let (source, filters) = match c.source {
+        Some(s) => source(dir, s, p),
+        None => {
+            p.add("source", "missing; add a [source] table with the bucket to read");
+            (None, None)
+        }
+    };
+    let format = format(c.format.unwrap_or_default(), p);
+    let template = match choice {
+        TemplateChoice::Inline(t) => template(&t, name, "template.", format.has_header, p),
+        TemplateChoice::Named(n) => match templates.get(&n) {
+            Some(t) => template(t, name, "template.", format.has_header, p),
+            None => {
+                let known: Vec<&str> = templates.keys().map(String::as_str).collect();
+                p.add(
+                    "template",
+                    format!(
+                        "no template {n:?}: there is no templates/{n}.toml{}",
+                        if known.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (templates: {})", known.join(", "))
+                        }
+                    ),
+                );
+                None
+            }
+        },
+        TemplateChoice::Missing => {
+            p.add(
+                "template",
+                "missing; add a [template] with [[template.fields]], or template = \"NAME\" for templates/NAME.toml",
+            );
+            None
+        }
+    };
+    let target = match c.target {
+        Some(t) => target(dir, t, name, template.as_ref().map(|t| t.table.as_str()), p),
+        None => {
+            p.add(
+                "target",
+                "missing; add a [target] table, e.g. type = \"file\" with a path",
+            );
+            None
+        }
+    };
+    if p.out.len() != before {
+        return None;
+    }
+    Some(Connection {
+        name: name.to_string(),
+        file: file.to_string(),
+        description: c.description.unwrap_or_default(),
+        enabled: c.enabled.unwrap_or(true),
+        schedule: schedule?,
+        backfill: TimeDelta::days(backfill),
+        settle: TimeDelta::seconds(settle),
+        source: source?,
+        filters: filters?,
+        format,
+        template: template?,
+        target: target?,
+    })
+}
+
+fn schedule(text: Option<&str>, p: &mut Problems<'_>) -> Option<Schedule> {
+    match text.unwrap_or("daily") {
+        "daily" => Some(Schedule::Daily),
+        "hourly" => Some(Schedule::Hourly),
+        expr => {
+            let fields = expr.split_whitespace().count();
+            let parser = croner::parser::CronParser::builder()
+                .seconds(croner::parser::Seconds::Disallowed)
+                .year(croner::parser::Year::Disallowed)
+                .build();
+            match parser.parse(expr) {
+                Ok(cron) if fields == 5 => Some(Schedule::Cron(Box::new(cron), expr.to_string())),
+                Ok(_) => {
+                    p.add("schedule", format!("{expr:?} has {fields} fields; use \"daily\", \"hourly\" or 5 cron fields (minute hour day month weekday), e.g. \"30 2 * * *\""));
+                    None
+                }
+                Err(e) => {
+                    p.add("schedule", format!("{expr:?} is not a cron expression ({e}); use \"daily\", \"hourly\" or 5 cron fields, e.g. \"30 2 * * *\""));
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// The keys among `pairs` that are set.
+fn set_keys<'k>(pairs: &[(&'k str, bool)]) -> Vec<&'k str> {
+    pairs.iter().filter(|(_, set)| *set).map(|(k, _)| *k).collect()
+}
+
+fn globs(list: &Option<Vec<String>>, key: &str, p: &mut Problems<'_>) -> Option<GlobSet> {
+    let list = list.as_ref()?;
+    let mut builder = GlobSetBuilder::new();
+    for (i, g) in list.iter().enumerate() {
+        match Glob::new(g) {
+            Ok(glob) => {
+                builder.add(glob);
+            }
+            Err(e) => p.add(
+                &format!("{key}[{i}]"),
+                format!("{g:?} is not a glob: {}", e.kind()),
+            ),
+        }
+    }
+    builder.build().ok()
+}
+
+fn source(dir: &Path, s: RawSource, p: &mut Problems<'_>) -> (Option<SourceSpec>, Option<Filters>) {
+    let filters = Filters {
+        include: globs(&s.include, "source.include", p),
+        exclude: globs(&s.exclude, "source.exclude", p),
+    };
+    let kind = s.kind.as_deref().unwrap_or("s3");
+    let s3_keys = [
+        ("bucket", s.bucket.is_some()),
+        ("region", s.region.is_some()),
+        ("prefix", s.prefix.is_some()),
+        ("role_arn", s.role_arn.is_some()),
+        ("external_id", s.external_id.is_some()),
+        ("endpoint", s.endpoint.is_some()),
+        ("force_path_style", s.force_path_style.is_some()),
+        ("challenge_file", s.challenge_file.is_some()),
+    ];
+    let spec = match kind {
+        "s3" => {
+            if s.path.is_some() {
+                p.add("source.path", "is a key of a dir source; an s3 source reads `bucket` and `prefix` (or set type = \"dir\")");
+            }
+            s3_source(s, p).map(SourceSpec::S3)
+        }
+        "dir" => {
+            for k in set_keys(&s3_keys) {
+                p.add(
+                    &format!("source.{k}"),
+                    "is a key of an s3 source; a dir source reads only `path`, `include` and `exclude`",
+                );
+            }
+            match s.path {
+                Some(path) if !path.is_empty() => Some(SourceSpec::Dir(DirSpec { path: dir.join(path) })),
+                _ => {
+                    p.add(
+                        "source.path",
+                        "missing; a dir source needs the folder to read, e.g. path = \"inbox\"",
+                    );
+                    None
+                }
+            }
+        }
+        other => {
+            p.add(
+                "source.type",
+                format!("{other:?} is not a source type; use \"s3\" or \"dir\""),
+            );
+            None
+        }
+    };
+    (spec, Some(filters))
+}
+
+/// Checks a bucket name, returning the problem and the fix.
+pub fn bucket_problem(b: &str) -> Option<String> {
+    if let Some(rest) = b.strip_prefix("s3://") {
+        let bare = rest.split('/').next().unwrap_or(rest);
+        return Some(format!(
+            "{b:?} is an s3:// URL; give the bare bucket name, bucket = {bare:?}, and put any folder in prefix"
+        ));
+    }
+    if b.starts_with("http://") || b.starts_with("https://") {
+        return Some(format!(
+            "{b:?} is a URL; give the bare bucket name, and the URL of an S3-compatible service as endpoint"
+        ));
+    }
+    if let Some((bare, path)) = b.split_once('/') {
+        return Some(format!(
+            "{b:?} has a path; give the bare bucket name, bucket = {bare:?}, and put the folder in prefix = \"{path}\""
+        ));
+    }
+    if !BUCKET.is_match(b)
+        || b.contains("..")
+        || IPV4.is_match(b)
+        || b.starts_with("xn--")
+        || b.ends_with("-s3alias")
+    {
+        return Some(format!(
+            "{b:?} is not a valid bucket name; bucket names are 3 to 63 lower-case letters, digits, `.` and `-`, starting and ending with a letter or digit"
+        ));
+    }
+    None
+}
+
+fn s3_source(s: RawSource, p: &mut Problems<'_>) -> Option<S3Spec> {
+    let before = p.out.len();
+    let bucket = match s.bucket {
+        Some(b) => {
+            if let Some(problem) = bucket_problem(&b) {
+                p.add("source.bucket", problem);
+            }
+            b
+        }
+        None => {
+            p.add(
+                "source.bucket",
+                "missing; name the bucket to read, e.g. bucket = \"acme-exports\"",
+            );
+            String::new()
+        }
+    };
+    let region = match s.region {
+        Some(r) if REGION.is_match(&r) => r,
+        Some(r) => {
+            p.add(
+                "source.region",
+                format!("{r:?} is not an AWS region; use a name like \"us-east-1\""),
+            );
+            r
+        }
+        None => {
+            p.add(
+                "source.region",
+                "missing; give the bucket's region, e.g. region = \"us-east-1\"",
+            );
+            String::new()
+        }
+    };
+    let prefix = s.prefix.unwrap_or_default();
+    if prefix.starts_with('/') {
+        p.add(
+            "source.prefix",
+            format!(
+                "{prefix:?} starts with `/`; S3 keys have no leading slash, use {:?}",
+                prefix.trim_start_matches('/')
+            ),
+        );
+    }
+    if let Some(arn) = &s.role_arn {
+        if !ROLE_ARN.is_match(arn) {
+            p.add(
+                "source.role_arn",
+                format!("{arn:?} is not an IAM role ARN; it looks like \"arn:aws:iam::123456789012:role/s3-importd-acme\""),
+            );
+        }
+    }
+    if let Some(id) = &s.external_id {
+        if !EXTERNAL_ID.is_match(id) {
+            p.add(
+                "source.external_id",
+                "must be 2 to 1224 characters of letters, digits and + = , . @ : / _ -",
+            );
+        }
+        if s.role_arn.is_none() {
+            p.add(
+                "source.external_id",
+                "is sent with AssumeRole, so it needs role_arn as well",
+            );
+        }
+    }
+    if let Some(e) = &s.endpoint {
+        if !(e.starts_with("http://") || e.starts_with("https://")) || e.contains(char::is_whitespace) {
+            p.add(
+                "source.endpoint",
+                format!("{e:?} is not an http:// or https:// URL"),
+            );
+        }
+    }
+    if s.challenge_file.as_deref() == Some("") {
+        p.add(
+            "source.challenge_file",
+            "is empty; name the object `check` should find, or remove the key",
+        );
+    }
+    (p.out.len() == before).then_some(S3Spec {
+        bucket,
+        region,
+        prefix,
+        role_arn: s.role_arn,
+        external_id: s.external_id,
+        endpoint: s.endpoint,
+        force_path_style: s.force_path_style.unwrap_or(false),
+        challenge_file: s.challenge_file,
+    })
+}
+
+fn format(f: RawFormat, p: &mut Problems<'_>) -> FormatSpec {
+    let kind = match f.kind.as_deref().unwrap_or("csv") {
+        "csv" => FormatKind::Csv,
+        "tsv" => FormatKind::Tsv,
+        "jsonl" => FormatKind::Jsonl,
+        "auto" => FormatKind::Auto,
+        "json" => {
+            p.add(
+                "format.type",
+                "\"json\" is not supported by this version yet; use \"jsonl\", \"csv\" or \"tsv\"",
+            );
+            FormatKind::Auto
+        }
+        other => {
+            p.add(
+                "format.type",
+                format!("{other:?} is not a format; use \"csv\", \"tsv\", \"jsonl\" or \"auto\""),
+            );
+            FormatKind::Auto
+        }
+    };
+    let compression = match f.compression.as_deref().unwrap_or("auto") {
+        "auto" => Compression::Auto,
+        "none" => Compression::None,
+        "gzip" => Compression::Gzip,
+        c @ ("zstd" | "bzip2") => {
+            p.add(
+                "format.compression",
+                format!("{c:?} is not supported by this version yet; use \"gzip\", \"none\" or \"auto\""),
+            );
+            Compression::Auto
+        }
+        other => {
+            p.add(
+                "format.compression",
+                format!("{other:?} is not a compression; use \"auto\", \"none\" or \"gzip\""),
+            );
+            Compression::Auto
+        }
+    };
+    let delimiter = match f.delimiter.as_deref() {
+        None => b',',
+        Some(d) if d.len() == 1 && d.is_ascii() && d != "\"" && d != "\n" && d != "\r" => d.as_bytes()[0],
+        Some(d) => {
+            p.add(
+                "format.delimiter",
+                format!("{d:?} is not a single ASCII character; use e.g. \",\", \";\", \"|\" or \"\\t\""),
+            );
+            b','
+        }
+    };
+    if f.delimiter.is_some() && kind != FormatKind::Csv && kind != FormatKind::Auto {
+        p.add("format.delimiter", "applies only to type = \"csv\"");
+    }
+    match f.encoding.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("utf-8") | Some("utf8") => {}
+        Some(e @ ("latin-1" | "latin1" | "windows-1252")) => p.add(
+            "format.encoding",
+            format!("{e:?} is not supported by this version yet; files must be UTF-8"),
+        ),
+        Some(e) => p.add(
+            "format.encoding",
+            format!("{e:?} is not an encoding; use \"utf-8\""),
+        ),
+    }
+    FormatSpec {
+        kind,
+        compression,
+        delimiter,
+        has_header: f.has_header.unwrap_or(true),
+    }
+}
+
+fn template(
+    t: &RawTemplate,
+    connection: &str,
+    at: &str,
+    has_header: bool,
+    p: &mut Problems<'_>,
+) -> Option<Template> {
+    let before = p.out.len();
+    let table = t.table.clone().unwrap_or_else(|| connection.to_string());
+    if !TABLE.is_match(&table) {
+        p.add(
+            &format!("{at}table"),
+            format!("{table:?} is not a table name; use letters, digits and `_`, starting with a letter"),
+        );
+    }
+    let unknown_fields = match t.unknown_fields.as_deref().unwrap_or("ignore") {
+        "ignore" => UnknownFields::Ignore,
+        "reject" => UnknownFields::Reject,
+        "keep" => UnknownFields::Keep,
+        other => {
+            p.add(
+                &format!("{at}unknown_fields"),
+                format!("{other:?} is not a choice; use \"ignore\", \"reject\" or \"keep\""),
+            );
+            UnknownFields::Ignore
+        }
+    };
+    let max_bad_rows = bad_row_limit(t.max_bad_rows.as_ref(), &format!("{at}max_bad_rows"), p);
+    if t.fields.is_empty() {
+        p.add(
+            &format!("{at}fields"),
+            "no fields; add at least one [[template.fields]] with a name and a type",
+        );
+    }
+    let mut fields = Vec::new();
+    for (i, f) in t.fields.iter().enumerate() {
+        let key = format!("{at}fields[{i}]");
+        if let Some(f) = field(f, i, &key, has_header, p) {
+            if fields.iter().any(|g: &Field| g.name == f.name) {
+                p.add(
+                    &format!("{key}.name"),
+                    format!("{:?} is used by an earlier field; names must be unique", f.name),
+                );
+            }
+            fields.push(f);
+        }
+    }
+    (p.out.len() == before).then_some(Template {
+        table,
+        unknown_fields,
+        max_bad_rows,
+        fields,
+    })
+}
+
+fn bad_row_limit(v: Option<&CountOrText>, key: &str, p: &mut Problems<'_>) -> BadRowLimit {
+    let fix = "use a count such as \"10\" or a share such as \"1%\"";
+    match v {
+        None => BadRowLimit::Share(0.01),
+        Some(CountOrText::Count(n)) if *n >= 0 => BadRowLimit::Count(*n as u64),
+        Some(CountOrText::Count(n)) => {
+            p.add(key, format!("{n} is negative; {fix}"));
+            BadRowLimit::Count(0)
+        }
+        Some(CountOrText::Text(t)) => {
+            let t = t.trim();
+            if let Some(share) = t.strip_suffix('%') {
+                match share.trim().parse::<f64>() {
+                    Ok(s) if (0.0..=100.0).contains(&s) => BadRowLimit::Share(s / 100.0),
+                    _ => {
+                        p.add(key, format!("{t:?} is not a share between 0% and 100%; {fix}"));
+                        BadRowLimit::Count(0)
+                    }
+                }
+            } else {
+                match t.parse::<u64>() {
+                    Ok(n) => BadRowLimit::Count(n),
+                    Err(_) => {
+                        p.add(key, format!("{t:?} is not a count or a share; {fix}"));
+                        BadRowLimit::Count(0)
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn field(f: &RawField, index: usize, key: &str, has_header: bool, p: &mut Problems<'_>) -> Option<Field> {
+    let before = p.out.len();
+    let name = match &f.name {
+        Some(n) if !n.is_empty() && !n.starts_with("_source_") => n.clone(),
+        Some(n) if n.starts_with("_source_") => {
+            p.add(
+                &format!("{key}.name"),
+                format!("{n:?} is reserved for provenance; choose another name"),
+            );
+            n.clone()
+        }
+        _ => {
+            p.add(
+                &format!("{key}.name"),
+                "missing; every field needs the name it is delivered under",
+            );
+            String::new()
+        }
+    };
+    let kind_name = f.kind.as_deref().unwrap_or("string");
+    let format = f.format.clone();
+    let kind = match kind_name {
+        "string" => Some(FieldType::String),
+        "integer" => Some(FieldType::Integer),
+        "float" => Some(FieldType::Float),
+        "boolean" => Some(FieldType::Boolean),
+        "json" => Some(FieldType::Json),
+        "date" => {
+            if let Some(fmt) = &format {
+                strftime_problem(fmt, &format!("{key}.format"), p);
+            }
+            Some(FieldType::Date(format.clone()))
+        }
+        "timestamp" => Some(FieldType::Timestamp(match format.as_deref() {
+            None => TimeFormat::Iso,
+            Some("unix") => TimeFormat::Unix,
+            Some("unix_ms") => TimeFormat::UnixMs,
+            Some(fmt) => {
+                strftime_problem(fmt, &format!("{key}.format"), p);
+                TimeFormat::Strftime(fmt.to_string())
+            }
+        })),
+        "decimal" => {
+            p.add(&format!("{key}.type"), "\"decimal\" is not supported by this version yet; use \"string\" to keep exact digits, or \"float\"");
+            None
+        }
+        other => {
+            p.add(
+                &format!("{key}.type"),
+                format!(
+                    "{other:?} is not a field type; use one of {}",
+                    FieldType::NAMES.join(", ")
+                ),
+            );
+            None
+        }
+    };
+    if format.is_some() && !matches!(kind_name, "date" | "timestamp") {
+        p.add(
+            &format!("{key}.format"),
+            "applies only to date and timestamp fields",
+        );
+    }
+    let column = match &f.column {
+        Some(CountOrText::Count(n)) if *n >= 1 => Column::Index(*n as usize - 1),
+        Some(CountOrText::Count(n)) => {
+            p.add(
+                &format!("{key}.column"),
+                format!("{n} is not a column number; columns are numbered from 1"),
+            );
+            Column::Index(0)
+        }
+        Some(CountOrText::Text(t)) if has_header => Column::Name(t.clone()),
+        Some(CountOrText::Text(t)) => {
+            match t.trim().parse::<usize>() {
+                Ok(n) if n >= 1 => Column::Index(n - 1),
+                _ => {
+                    p.add(&format!("{key}.column"), format!("{t:?} is not a column number; with has_header = false, columns are numbered from 1"));
+                    Column::Index(0)
+                }
+            }
+        }
+        None if has_header => Column::Name(name.clone()),
+        None => Column::Index(index),
+    };
+    let kind = kind?;
+    let field = Field {
+        name,
+        column,
+        kind,
+        required: f.required.unwrap_or(false),
+        values: f.values.clone(),
+        default: f.default.clone(),
+    };
+    if let Some(d) = &field.default {
+        let probe = Field {
+            default: None,
+            values: None,
+            ..field.clone()
+        };
+        if let Err(e) = probe.check(crate::template::RawValue::Text(d)) {
+            p.add(&format!("{key}.default"), e);
+        }
+    }
+    (p.out.len() == before).then_some(field)
+}
+
+fn strftime_problem(fmt: &str, key: &str, p: &mut Problems<'_>) {
+    use chrono::format::{Item, StrftimeItems};
+    if StrftimeItems::new(fmt).any(|i| matches!(i, Item::Error)) {
+        p.add(
+            key,
+            format!("{fmt:?} is not a strftime format; e.g. \"%d/%m/%Y %H:%M\""),
+        );
+    }
+}
+
+fn target(
+    dir: &Path,
+    t: RawTarget,
+    connection: &str,
+    table: Option<&str>,
+    p: &mut Problems<'_>,
+) -> Option<TargetSpec> {
+    let keys = [
+        ("path", t.path.is_some()),
+        ("format", t.format.is_some()),
+        ("delimiter", t.delimiter.is_some()),
+        ("quote_all", t.quote_all.is_some()),
+        ("key", t.key.is_some()),
+        ("bucket", t.bucket.is_some()),
+        ("region", t.region.is_some()),
+        ("prefix", t.prefix.is_some()),
+        ("role_arn", t.role_arn.is_some()),
+        ("external_id", t.external_id.is_some()),
+        ("endpoint", t.endpoint.is_some()),
+        ("force_path_style", t.force_path_style.is_some()),
+        ("url", t.url.is_some()),
+        ("batch_size", t.batch_size.is_some()),
+        ("headers", t.headers.is_some()),
+        ("token_env", t.token_env.is_some()),
+        ("token_file", t.token_file.is_some()),
+        ("timeout_s", t.timeout_s.is_some()),
+        ("max_retries", t.max_retries.is_some()),
+        ("url_env", t.url_env.is_some()),
+        ("url_file", t.url_file.is_some()),
+        ("table", t.table.is_some()),
+        ("mode", t.mode.is_some()),
+        ("create_table", t.create_table.is_some()),
+    ];
+    let Some(kind) = t.kind.as_deref() else {
+        p.add(
+            "target.type",
+            "missing; use \"file\", \"stdout\", \"s3\", \"http\" or \"postgres\"",
+        );
+        return None;
+    };
+    let allowed: &[&str] = match kind {
+        "file" => &["path", "format", "delimiter", "quote_all", "key"],
+        "stdout" => &[],
+        "s3" | "http" | "postgres" => {
+            p.add(
+                "target.type",
+                format!("{kind:?} targets are not supported by this version yet; use \"file\" or \"stdout\""),
+            );
+            return None;
+        }
+        other => {
+            p.add("target.type", format!("{other:?} is not a target type; use \"file\", \"stdout\", \"s3\", \"http\" or \"postgres\""));
+            return None;
+        }
+    };
+    let before = p.out.len();
+    for k in set_keys(&keys) {
+        if !allowed.contains(&k) {
+            p.add(&format!("target.{k}"), format!("is not a key of a {kind} target"));
+        }
+    }
+    match kind {
+        "file" => {
+            let path = match &t.path {
+                Some(path) if !path.is_empty() => dir.join(path),
+                _ => {
+                    p.add(
+                        "target.path",
+                        "missing; a file target needs the folder to write into, e.g. path = \"/srv/imports\"",
+                    );
+                    PathBuf::new()
+                }
+            };
+            match t.format.as_deref() {
+                None | Some("jsonl") => {}
+                Some("csv") => p.add(
+                    "target.format",
+                    "\"csv\" output is not supported by this version yet; use \"jsonl\"",
+                ),
+                Some(other) => p.add(
+                    "target.format",
+                    format!("{other:?} is not an output format; use \"jsonl\" or \"csv\""),
+                ),
+            }
+            if t.delimiter.is_some() || t.quote_all.is_some() {
+                p.add(
+                    "target.delimiter",
+                    "delimiter and quote_all apply to CSV output, which this version does not write yet",
+                );
+            }
+            let key = match &t.key {
+                None => Some(KeyTemplate::default_for("jsonl")),
+                Some(toml::Value::String(text)) => match KeyTemplate::parse(text) {
+                    Ok(k) => Some(k),
+                    Err(e) => {
+                        p.add("target.key", format!("{text:?}: {e}"));
+                        None
+                    }
+                },
+                Some(_) => {
+                    p.add("target.key", "must be a string: the key template, e.g. \"[integration_name]/[table_name]/[table_version]/[timestamp_loaded].jsonl\"");
+                    None
+                }
+            };
+            if let (Some(k), Some(table)) = (&key, table) {
+                if let Err(e) = k.check_for(connection, table) {
+                    p.add("target.key", format!("{:?}: {e}", k.to_string()));
+                }
+            }
+            (p.out.len() == before).then_some(TargetSpec::File(FileTargetSpec { path, key: key? }))
+        }
+        _ => (p.out.len() == before).then_some(TargetSpec::Stdout),
+    }
+}

@@ -1,0 +1,302 @@
+//! CSV and TSV: the header is matched against the template once, then every record is checked
+//! on its own. Records are read as bytes into one reused buffer; a record that is not valid
+//! UTF-8 or has the wrong number of fields is a row error.
+
+use super::{Failure, ParseError, Provenanced};
+use crate::template::{Column, RawValue, Template, UnknownFields};
+use serde_json::Value;
+use std::io::BufRead;
+
+pub(super) fn parse(
+    input: impl BufRead,
+    delimiter: u8,
+    has_header: bool,
+    template: &Template,
+    sink: &mut Provenanced<'_, '_>,
+) -> Result<(), Failure> {
+    let mut reader = ::csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(false)
+        .flexible(true)
+        .terminator(::csv::Terminator::Any(b'\n'))
+        .from_reader(input);
+    let mut record = ::csv::ByteRecord::new();
+    let io = |e: ::csv::Error| match e.into_kind() {
+        ::csv::ErrorKind::Io(e) => Failure::Io(e),
+        other => Failure::Io(std::io::Error::other(format!("{other:?}"))),
+    };
+
+    // Where each field's value is, and which columns no field claims.
+    let header: Option<Vec<String>> = if has_header {
+        if !reader.read_byte_record(&mut record).map_err(io)? {
+            return Ok(());
+        }
+        let last = record.len().saturating_sub(1);
+        let names = record.iter().enumerate().map(|(i, c)| {
+            let c = if i == last {
+                c.strip_suffix(b"\r").unwrap_or(c)
+            } else {
+                c
+            };
+            String::from_utf8_lossy(c).into_owned()
+        });
+        Some(names.collect())
+    } else {
+        None
+    };
+    let mut positions = Vec::with_capacity(template.fields.len());
+    let mut missing = Vec::new();
+    for field in &template.fields {
+        let at = match (&field.column, &header) {
+            (Column::Index(i), _) => Some(*i),
+            (Column::Name(n), Some(h)) => h.iter().position(|c| c == n),
+            (Column::Name(_), None) => None,
+        };
+        if at.is_none() && field.required {
+            if let Column::Name(n) = &field.column {
+                missing.push(n.clone());
+            }
+        }
+        positions.push(at);
+    }
+    if let Some(found) = &header {
+        if !missing.is_empty() {
+            return Err(Failure::File(ParseError::MissingColumns {
+                missing,
+                found: found.clone(),
+            }));
+        }
+    }
+    let unclaimed =
+        |width: usize| -> Vec<usize> { (0..width).filter(|i| !positions.contains(&Some(*i))).collect() };
+    let mut expected_width = header.as_ref().map(Vec::len);
+    let mut extra_columns = match &header {
+        Some(h) => unclaimed(h.len()),
+        None => Vec::new(),
+    };
+    if let (Some(h), UnknownFields::Reject) = (&header, template.unknown_fields) {
+        if !extra_columns.is_empty() {
+            return Err(Failure::File(ParseError::UnknownColumns {
+                unknown: extra_columns.iter().map(|i| h[*i].clone()).collect(),
+            }));
+        }
+    }
+    let column_name = |i: usize| match &header {
+        Some(h) => h[i].clone(),
+        None => format!("column_{}", i + 1),
+    };
+
+    while reader.read_byte_record(&mut record).map_err(io)? {
+        let line = record.position().map_or(0, |p| p.line());
+        let raw = || {
+            record
+                .iter()
+                .map(String::from_utf8_lossy)
+                .collect::<Vec<_>>()
+                .join(&char::from(delimiter).to_string())
+                .trim_end_matches('\r')
+                .to_string()
+        };
+        // Records end at `\n` only, so that line numbers stay exact for CRLF files; the `\r`
+        // of a CRLF ending is taken off the last cell here.
+        let mut cells: Vec<&str> = Vec::with_capacity(record.len());
+        let mut invalid = None;
+        for (i, cell) in record.iter().enumerate() {
+            let cell = if i + 1 == record.len() {
+                cell.strip_suffix(b"\r").unwrap_or(cell)
+            } else {
+                cell
+            };
+            match std::str::from_utf8(cell) {
+                Ok(s) => cells.push(s),
+                Err(_) => {
+                    invalid = Some(i);
+                    break;
+                }
+            }
+        }
+        if let Some(i) = invalid {
+            sink.broken(line, format!("column {} is not valid UTF-8", i + 1), raw());
+            continue;
+        }
+        if cells.len() == 1 && cells[0].is_empty() {
+            continue;
+        }
+        let width = *expected_width.get_or_insert_with(|| {
+            extra_columns = unclaimed(cells.len());
+            cells.len()
+        });
+        if cells.len() != width {
+            sink.broken(
+                line,
+                format!("has {} fields; expected {width}", cells.len()),
+                raw(),
+            );
+            continue;
+        }
+        if header.is_none() && template.unknown_fields == UnknownFields::Reject && !extra_columns.is_empty() {
+            sink.broken(
+                line,
+                format!(
+                    "has {width} fields but the template claims only {}",
+                    width - extra_columns.len()
+                ),
+                raw(),
+            );
+            continue;
+        }
+        let checked = template.check_row(|i, _| match positions[i].and_then(|at| cells.get(at)) {
+            Some(text) => RawValue::Text(text),
+            None => RawValue::Missing,
+        });
+        let keep = template.unknown_fields == UnknownFields::Keep;
+        let extra = extra_columns
+            .iter()
+            .filter(|_| keep)
+            .map(|i| (column_name(*i), Value::String(cells[*i].to_string())));
+        sink.emit(line, checked, extra, raw)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::format::testing::Collect;
+    use crate::format::{FormatKind, FormatSpec, ParseError, ParseStats, Provenance, parse};
+    use crate::template::*;
+    use serde_json::json;
+
+    fn field(name: &str, column: Column, kind: FieldType, required: bool) -> Field {
+        Field {
+            name: name.into(),
+            column,
+            kind,
+            required,
+            values: None,
+            default: None,
+        }
+    }
+
+    fn template(unknown: UnknownFields) -> Template {
+        Template {
+            table: "t".into(),
+            unknown_fields: unknown,
+            max_bad_rows: BadRowLimit::Count(0),
+            fields: vec![
+                field("id", Column::Name("Product ID".into()), FieldType::Integer, true),
+                field("name", Column::Name("name".into()), FieldType::String, false),
+            ],
+        }
+    }
+
+    fn run(text: &str, t: &Template, has_header: bool) -> (Result<ParseStats, ParseError>, Collect) {
+        let mut sink = Collect::default();
+        let spec = FormatSpec {
+            kind: FormatKind::Csv,
+            has_header,
+            ..FormatSpec::default()
+        };
+        let r = parse(
+            text.as_bytes(),
+            "k.csv",
+            &spec,
+            t,
+            Provenance {
+                key: "k.csv",
+                version: "v",
+            },
+            &mut sink,
+        );
+        (r, sink)
+    }
+
+    fn strip(rows: &[serde_json::Value]) -> Vec<serde_json::Value> {
+        rows.iter()
+            .map(|r| {
+                let mut r = r.clone();
+                let o = r.as_object_mut().unwrap();
+                o.remove("_source_key");
+                o.remove("_source_version");
+                r
+            })
+            .collect()
+    }
+
+    #[test]
+    fn header_quotes_crlf_bom_and_bad_rows() {
+        let text = "\u{feff}Product ID,name,color\r\n1,\"a, \"\"b\"\"\",red\r\n2,\"multi\nline\",blue\r\nx,c,green\r\n4,d\r\n";
+        let (r, sink) = run(text, &template(UnknownFields::Ignore), true);
+        assert_eq!(r.unwrap(), ParseStats { rows: 4, bad_rows: 2 });
+        assert_eq!(
+            strip(&sink.rows),
+            vec![
+                json!({"id": 1, "name": "a, \"b\"", "_source_line": 2}),
+                json!({"id": 2, "name": "multi\nline", "_source_line": 3}),
+            ]
+        );
+        assert_eq!(sink.errors.len(), 2);
+        assert_eq!(sink.errors[0].line, 5);
+        assert_eq!(sink.errors[0].field.as_deref(), Some("id"));
+        assert_eq!(sink.errors[0].reason, "\"x\" is not an integer");
+        assert_eq!(sink.errors[0].raw, "x,c,green");
+        assert_eq!(sink.errors[1].line, 6);
+        assert_eq!(sink.errors[1].field, None);
+        assert_eq!(sink.errors[1].reason, "has 2 fields; expected 3");
+    }
+
+    #[test]
+    fn missing_required_column_rejects_the_file() {
+        let (r, sink) = run("id,name\n1,a\n", &template(UnknownFields::Ignore), true);
+        let err = r.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the header lacks the required column \"Product ID\"; the header found is \"id\", \"name\""
+        );
+        assert!(sink.rows.is_empty());
+    }
+
+    #[test]
+    fn unknown_columns_reject_or_keep() {
+        let text = "Product ID,name,color\n1,a,red\n";
+        let (r, _) = run(text, &template(UnknownFields::Reject), true);
+        assert!(matches!(r, Err(ParseError::UnknownColumns { ref unknown }) if unknown == &["color"]));
+        let (r, sink) = run(text, &template(UnknownFields::Keep), true);
+        assert!(r.is_ok());
+        assert_eq!(
+            strip(&sink.rows),
+            vec![json!({"id": 1, "name": "a", "color": "red", "_source_line": 2})]
+        );
+    }
+
+    #[test]
+    fn without_header_columns_are_indexes() {
+        let mut t = template(UnknownFields::Keep);
+        t.fields[0].column = Column::Index(1);
+        t.fields[1].column = Column::Index(0);
+        let (r, sink) = run("a,1,z\nb,2,y\n", &t, false);
+        assert_eq!(r.unwrap().rows, 2);
+        assert_eq!(
+            strip(&sink.rows)[1],
+            json!({"id": 2, "name": "b", "column_3": "y", "_source_line": 2})
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_a_row_error() {
+        let mut sink = Collect::default();
+        let bytes = b"Product ID,name\n1,ok\n2,\xff\xfe\n";
+        let r = parse(
+            &bytes[..],
+            "k.csv",
+            &FormatSpec::default(),
+            &template(UnknownFields::Ignore),
+            Provenance {
+                key: "k",
+                version: "v",
+            },
+            &mut sink,
+        );
+        assert_eq!(r.unwrap(), ParseStats { rows: 2, bad_rows: 1 });
+        assert_eq!(sink.errors[0].reason, "column 2 is not valid UTF-8");
+    }
+}

@@ -1,0 +1,467 @@
+//! File formats: turning the bytes of one object into checked rows and row errors.
+//!
+//! [`parse`] reads from any `Read` (a decompressed S3 body, a local file, a byte slice in a
+//! test) and hands every row to a [`RowSink`] as it goes, so memory does not grow with the
+//! object. It does no I/O of its own beyond that reader and the sink: fetching is the source's
+//! job, spooling the sink's. A broken row is a value ([`RowError`]), not a failure; only a
+//! reader that fails, or a file that cannot be read as its format at all, ends the object.
+
+mod csv;
+mod jsonl;
+
+use crate::template::{FieldError, Template};
+use serde_json::{Map, Value};
+use std::io::{self, BufRead, BufReader, Read};
+
+/// `[format] type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FormatKind {
+    Csv,
+    Tsv,
+    Jsonl,
+    /// Chosen per object from the key's extension.
+    Auto,
+}
+
+/// `[format] compression`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// From the key's extension, else from the first bytes.
+    Auto,
+    None,
+    Gzip,
+}
+
+/// A checked `[format]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormatSpec {
+    pub kind: FormatKind,
+    pub compression: Compression,
+    /// The CSV delimiter; TSV always uses a tab.
+    pub delimiter: u8,
+    pub has_header: bool,
+}
+
+impl Default for FormatSpec {
+    fn default() -> Self {
+        FormatSpec {
+            kind: FormatKind::Csv,
+            compression: Compression::Auto,
+            delimiter: b',',
+            has_header: true,
+        }
+    }
+}
+
+/// Where a row came from; added to every delivered row as `_source_key`, `_source_version`
+/// and `_source_line`.
+#[derive(Debug, Clone, Copy)]
+pub struct Provenance<'a> {
+    pub key: &'a str,
+    pub version: &'a str,
+}
+
+/// The longest raw record kept with a row error.
+pub const RAW_CAP: usize = 1024;
+
+/// A row that failed its template or could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RowError {
+    /// The 1-based line the row starts on.
+    pub line: u64,
+    /// The field that failed, when one did.
+    pub field: Option<String>,
+    pub reason: String,
+    /// The record as read, capped at [`RAW_CAP`] bytes.
+    pub raw: String,
+}
+
+/// Receives the rows of one object as they are parsed.
+pub trait RowSink {
+    /// A row that passed its template.
+    fn row(&mut self, row: &Map<String, Value>) -> io::Result<()>;
+    /// A row that did not; one call per failing field.
+    fn error(&mut self, error: RowError);
+}
+
+/// Counts for one parsed object.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ParseStats {
+    pub rows: u64,
+    pub bad_rows: u64,
+}
+
+/// Why an object could not be parsed at all. Every variant but [`ParseError::Read`] and
+/// [`ParseError::Sink`] is a property of the file: importing it again gives the same answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("reading the object failed: {0}")]
+    Read(#[source] io::Error),
+    #[error("writing the spool failed: {0}")]
+    Sink(#[source] io::Error),
+    #[error("cannot tell the format from the key's extension; set `type` in [format] (csv, tsv, jsonl)")]
+    UnknownFormat,
+    #[error("the {codec} stream is corrupt or truncated: {source}")]
+    Corrupt {
+        codec: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the header lacks the required column{} {}; the header found is {}", if .missing.len() > 1 { "s" } else { "" }, quoted(.missing), quoted(.found))]
+    MissingColumns {
+        missing: Vec<String>,
+        found: Vec<String>,
+    },
+    #[error("the header has column{} no field claims: {} (unknown_fields = \"reject\"); add fields for them or set unknown_fields = \"ignore\"", if .unknown.len() > 1 { "s" } else { "" }, quoted(.unknown))]
+    UnknownColumns { unknown: Vec<String> },
+}
+
+fn quoted(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl ParseError {
+    /// Whether importing the same object again could succeed (the source or the disk failed,
+    /// not the file).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ParseError::Read(_) | ParseError::Sink(_))
+    }
+}
+
+/// The format an object is parsed as: the configured one, or the one its extension names.
+pub fn resolve_kind(kind: FormatKind, key: &str) -> Option<FormatKind> {
+    if kind != FormatKind::Auto {
+        return Some(kind);
+    }
+    let name = key.rsplit('/').next().unwrap_or(key).to_ascii_lowercase();
+    let name = name.strip_suffix(".gz").unwrap_or(&name);
+    let ext = name.rsplit_once('.').map(|(_, e)| e)?;
+    match ext {
+        "csv" => Some(FormatKind::Csv),
+        "tsv" | "tab" => Some(FormatKind::Tsv),
+        "jsonl" | "ndjson" => Some(FormatKind::Jsonl),
+        _ => None,
+    }
+}
+
+/// A reader over the decompressed bytes of an object. I/O errors of the inner reader are
+/// reported as reads failing; errors raised by a decoder as corruption.
+fn decompress<'r>(
+    compression: Compression,
+    key: &str,
+    reader: Box<dyn Read + 'r>,
+) -> io::Result<(Box<dyn BufRead + 'r>, Option<&'static str>)> {
+    const BUF: usize = 64 * 1024;
+    let mut buffered = BufReader::with_capacity(BUF, reader);
+    let gzip = match compression {
+        Compression::Gzip => true,
+        Compression::None => false,
+        Compression::Auto => {
+            key.to_ascii_lowercase().ends_with(".gz") || buffered.fill_buf()?.starts_with(&[0x1f, 0x8b])
+        }
+    };
+    if gzip {
+        let decoder = flate2::bufread::MultiGzDecoder::new(buffered);
+        Ok((Box::new(BufReader::with_capacity(BUF, decoder)), Some("gzip")))
+    } else {
+        Ok((Box::new(buffered), None))
+    }
+}
+
+/// A reader that remembers whether its inner reader failed, so that a failing source is told
+/// apart from a decoder rejecting the bytes it produced.
+struct Watched<R> {
+    inner: R,
+    failed: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl<R: Read> Read for Watched<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|_| self.failed.set(true))
+    }
+}
+
+/// Parses one object read from `reader`, checking every row against `template` and handing
+/// rows and row errors to `sink`.
+pub fn parse(
+    reader: impl Read,
+    key: &str,
+    spec: &FormatSpec,
+    template: &Template,
+    provenance: Provenance<'_>,
+    sink: &mut dyn RowSink,
+) -> Result<ParseStats, ParseError> {
+    let kind = resolve_kind(spec.kind, key).ok_or(ParseError::UnknownFormat)?;
+    let failed = std::rc::Rc::new(std::cell::Cell::new(false));
+    let watched = Watched {
+        inner: reader,
+        failed: failed.clone(),
+    };
+    let (input, codec) = decompress(spec.compression, key, Box::new(watched)).map_err(ParseError::Read)?;
+    // Errors the sink raises are told apart by wrapping them in this marker on the way out.
+    let classify = |e: io::Error| -> ParseError {
+        if e.get_ref().is_some_and(|inner| inner.is::<SinkFailed>()) {
+            ParseError::Sink(e)
+        } else if failed.get() {
+            ParseError::Read(e)
+        } else if let Some(codec) = codec {
+            ParseError::Corrupt { codec, source: e }
+        } else {
+            ParseError::Read(e)
+        }
+    };
+    let mut sink = Provenanced {
+        inner: sink,
+        provenance,
+        stats: ParseStats::default(),
+    };
+    let result = match kind {
+        FormatKind::Csv => csv::parse(input, spec.delimiter, spec.has_header, template, &mut sink),
+        FormatKind::Tsv => csv::parse(input, b'\t', spec.has_header, template, &mut sink),
+        FormatKind::Jsonl => jsonl::parse(input, template, &mut sink),
+        FormatKind::Auto => return Err(ParseError::UnknownFormat),
+    };
+    match result {
+        Ok(()) => Ok(sink.stats),
+        Err(Failure::Io(e)) => Err(classify(e)),
+        Err(Failure::File(e)) => Err(e),
+    }
+}
+
+/// A failure inside a format parser: an I/O error (classified by [`parse`]) or a property of
+/// the file.
+enum Failure {
+    Io(io::Error),
+    File(ParseError),
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Self {
+        Failure::Io(e)
+    }
+}
+
+/// The marker carried by I/O errors that came from the sink.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct SinkFailed(io::Error);
+
+/// The sink as the format parsers see it: adds provenance, counts rows and turns field errors
+/// into row errors.
+struct Provenanced<'s, 'p> {
+    inner: &'s mut dyn RowSink,
+    provenance: Provenance<'p>,
+    stats: ParseStats,
+}
+
+impl Provenanced<'_, '_> {
+    /// Delivers a checked row (with `extra` unknown fields kept) or its errors.
+    fn emit(
+        &mut self,
+        line: u64,
+        checked: Result<Map<String, Value>, Vec<FieldError>>,
+        extra: impl IntoIterator<Item = (String, Value)>,
+        raw: impl FnOnce() -> String,
+    ) -> Result<(), Failure> {
+        match checked {
+            Ok(mut row) => {
+                row.extend(extra);
+                row.insert(
+                    "_source_key".into(),
+                    Value::String(self.provenance.key.to_string()),
+                );
+                row.insert(
+                    "_source_version".into(),
+                    Value::String(self.provenance.version.to_string()),
+                );
+                row.insert("_source_line".into(), Value::from(line));
+                self.stats.rows += 1;
+                self.inner
+                    .row(&row)
+                    .map_err(|e| Failure::Io(io::Error::other(SinkFailed(e))))
+            }
+            Err(errors) => {
+                let raw = cap(raw());
+                for e in errors {
+                    self.inner.error(RowError {
+                        line,
+                        field: Some(e.field),
+                        reason: e.reason,
+                        raw: raw.clone(),
+                    });
+                }
+                self.bad_row();
+                Ok(())
+            }
+        }
+    }
+
+    /// Reports a row that could not be read as a row at all.
+    fn broken(&mut self, line: u64, reason: String, raw: String) {
+        self.inner.error(RowError {
+            line,
+            field: None,
+            reason,
+            raw: cap(raw),
+        });
+        self.bad_row();
+    }
+
+    fn bad_row(&mut self) {
+        self.stats.rows += 1;
+        self.stats.bad_rows += 1;
+    }
+}
+
+/// Caps a raw record at [`RAW_CAP`] bytes, on a character boundary.
+fn cap(mut raw: String) -> String {
+    if raw.len() > RAW_CAP {
+        let mut cut = RAW_CAP;
+        while !raw.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        raw.truncate(cut);
+    }
+    raw
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A sink that keeps everything, for the tests of the format parsers.
+    use super::*;
+
+    #[derive(Default)]
+    pub struct Collect {
+        pub rows: Vec<Value>,
+        pub errors: Vec<RowError>,
+    }
+
+    impl RowSink for Collect {
+        fn row(&mut self, row: &Map<String, Value>) -> io::Result<()> {
+            self.rows.push(Value::Object(row.clone()));
+            Ok(())
+        }
+        fn error(&mut self, error: RowError) {
+            self.errors.push(error);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::Collect;
+    use super::*;
+    use crate::template::{BadRowLimit, Column, Field, FieldType, UnknownFields};
+    use serde_json::json;
+    use std::io::Write;
+
+    fn template() -> Template {
+        Template {
+            table: "t".into(),
+            unknown_fields: UnknownFields::Ignore,
+            max_bad_rows: BadRowLimit::Count(0),
+            fields: vec![Field {
+                name: "id".into(),
+                column: Column::Name("id".into()),
+                kind: FieldType::Integer,
+                required: true,
+                values: None,
+                default: None,
+            }],
+        }
+    }
+
+    fn run(bytes: &[u8], key: &str) -> (Result<ParseStats, ParseError>, Collect) {
+        let mut sink = Collect::default();
+        let spec = FormatSpec {
+            kind: FormatKind::Auto,
+            ..FormatSpec::default()
+        };
+        let r = parse(
+            bytes,
+            key,
+            &spec,
+            &template(),
+            Provenance { key, version: "v1" },
+            &mut sink,
+        );
+        (r, sink)
+    }
+
+    #[test]
+    fn kinds_by_extension() {
+        let cases = [
+            ("a/b.csv", Some(FormatKind::Csv)),
+            ("a/b.CSV.gz", Some(FormatKind::Csv)),
+            ("b.tsv", Some(FormatKind::Tsv)),
+            ("b.ndjson", Some(FormatKind::Jsonl)),
+            ("b.jsonl.gz", Some(FormatKind::Jsonl)),
+            ("b.parquet", None),
+            ("b", None),
+            ("dir.csv/b", None),
+        ];
+        for (key, want) in cases {
+            assert_eq!(resolve_kind(FormatKind::Auto, key), want, "{key}");
+        }
+        assert_eq!(resolve_kind(FormatKind::Jsonl, "b.csv"), Some(FormatKind::Jsonl));
+    }
+
+    #[test]
+    fn gzip_by_magic_and_provenance() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"id\n1\n2\n").unwrap();
+        let bytes = gz.finish().unwrap();
+        // No .gz in the key: the magic bytes tell.
+        let (r, sink) = run(&bytes, "x.csv");
+        assert_eq!(r.unwrap(), ParseStats { rows: 2, bad_rows: 0 });
+        assert_eq!(
+            sink.rows[1],
+            json!({"id": 2, "_source_key": "x.csv", "_source_version": "v1", "_source_line": 3})
+        );
+    }
+
+    #[test]
+    fn corrupt_gzip_is_a_file_error() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&b"id\n1\n".repeat(1000)).unwrap();
+        let bytes = gz.finish().unwrap();
+        let (r, sink) = run(&bytes[..bytes.len() / 2], "x.csv.gz");
+        let err = r.unwrap_err();
+        assert!(matches!(err, ParseError::Corrupt { codec: "gzip", .. }), "{err}");
+        assert!(!err.is_transient());
+        let _ = sink;
+    }
+
+    #[test]
+    fn failing_reader_is_transient() {
+        struct Broken;
+        impl Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::new(io::ErrorKind::ConnectionReset, "reset by peer"))
+            }
+        }
+        let mut sink = Collect::default();
+        let r = parse(
+            Broken,
+            "x.csv.gz",
+            &FormatSpec::default(),
+            &template(),
+            Provenance {
+                key: "x",
+                version: "v",
+            },
+            &mut sink,
+        );
+        assert!(r.unwrap_err().is_transient());
+    }
+
+    #[test]
+    fn unknown_extension() {
+        let (r, _) = run(b"id\n1\n", "x.parquet");
+        assert!(matches!(r, Err(ParseError::UnknownFormat)));
+    }
+}

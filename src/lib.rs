@@ -1,0 +1,10 @@
+//! s3-importd: imports files from Amazon S3 (and S3-compatible stores, and local folders) on a
+//! schedule, checked against a data template, exactly once.
+//!
+//! See `ARCHITECTURE.md` for the map of the modules and the invariants they keep.
+
+pub mod config;
+pub mod format;
+pub mod keytemplate;
+pub mod select;
+pub mod template;
