@@ -3,8 +3,15 @@
 //!
 //! See `ARCHITECTURE.md` for the map of the modules and the invariants they keep.
 
+pub mod clock;
 pub mod config;
+pub mod fault;
 pub mod format;
 pub mod keytemplate;
+pub mod run;
 pub mod select;
+pub mod source;
+pub mod spool;
+pub mod state;
+pub mod target;
 pub mod template;

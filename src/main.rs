@@ -1,1 +1,208 @@
-fn main() {}
+//! The `s3-importd` command line: parses arguments, loads the configuration, and hands each
+//! command to its handler. The edge of the program: errors become messages and exit codes
+//! here (0 success, 1 a run or check failed, 2 bad usage or configuration).
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use s3_importd::clock::SystemClock;
+use s3_importd::config::{self, Config, LogFormat};
+use s3_importd::run::{RunEnv, RunSummary};
+use s3_importd::state::SqliteStore;
+use s3_importd::{source, target};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "s3-importd",
+    version,
+    about = "Imports files from Amazon S3 on a schedule, exactly once"
+)]
+struct Cli {
+    /// The configuration folder.
+    #[arg(long, global = true, env = "S3_IMPORTD_CONFIG", default_value = config::DEFAULT_DIR)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the named connections (all enabled ones without names) once, now.
+    Run {
+        /// Connection names; without any, every enabled connection.
+        names: Vec<String>,
+        /// Lists what would be imported and changes nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Checks every configuration file and prints every problem found.
+    Validate,
+}
+
+/// Exit codes of DESIGN §3.
+const EXIT_FAILED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match config::load(&cli.config) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{}", in_dir(&cli.config, e));
+            }
+            eprintln!(
+                "{} problem{} in {}",
+                errors.0.len(),
+                if errors.0.len() == 1 { "" } else { "s" },
+                cli.config.display()
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    init_logging(config.settings.log_format);
+    match cli.command {
+        Command::Validate => {
+            let enabled = config.connections.iter().filter(|c| c.enabled).count();
+            println!(
+                "{}: configuration ok: {} connection{} ({} enabled)",
+                cli.config.display(),
+                config.connections.len(),
+                if config.connections.len() == 1 { "" } else { "s" },
+                enabled
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Run { names, dry_run } => {
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::from(EXIT_FAILED);
+                }
+            };
+            match runtime.block_on(run_command(&config, &names, dry_run)) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(EXIT_FAILED)
+                }
+            }
+        }
+    }
+}
+
+/// A configuration error with its file shown inside the configuration folder.
+fn in_dir(dir: &std::path::Path, e: &config::ConfigError) -> String {
+    let mut e = e.clone();
+    if !e.file.starts_with('/') {
+        e.file = dir.join(&e.file).display().to_string();
+    }
+    e.to_string()
+}
+
+/// Logs go to standard error (standard output carries summaries and `stdout` rows). Under
+/// systemd the journal stamps every line, so text logs then carry no time of their own.
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("S3_IMPORTD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let _ = match (format, journal) {
+        (LogFormat::Json, _) => builder.json().try_init(),
+        (LogFormat::Text, true) => builder.without_time().try_init(),
+        (LogFormat::Text, false) => builder.try_init(),
+    };
+}
+
+async fn run_command(config: &Config, names: &[String], dry_run: bool) -> anyhow::Result<ExitCode> {
+    let mut chosen = Vec::new();
+    if names.is_empty() {
+        chosen.extend(config.connections.iter().filter(|c| c.enabled));
+        if chosen.is_empty() {
+            println!("no enabled connections in {}", config.dir.display());
+            return Ok(ExitCode::SUCCESS);
+        }
+    } else {
+        for name in names {
+            match config.connection(name) {
+                Some(c) => chosen.push(c),
+                None => {
+                    let known: Vec<&str> = config.connections.iter().map(|c| c.name.as_str()).collect();
+                    eprintln!(
+                        "error: no connection {name:?} in {}; the connections are: {}",
+                        config.dir.display(),
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    );
+                    return Ok(ExitCode::from(EXIT_USAGE));
+                }
+            }
+        }
+    }
+    let state_path = &config.settings.state;
+    let state = SqliteStore::open(state_path).context("opening the state store")?;
+    let spool_root = state_path
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join("spool");
+    let clock = SystemClock;
+
+    use futures::StreamExt;
+    let summaries: Vec<RunSummary> = futures::stream::iter(chosen)
+        .map(|connection| {
+            let (state, spool_root, clock) = (&state, &spool_root, &clock);
+            async move {
+                let source = source::for_connection(connection).await;
+                let target = target::for_connection(connection);
+                let env = RunEnv {
+                    connection,
+                    source: source.as_ref(),
+                    target: target.as_ref(),
+                    state,
+                    clock,
+                    spool_root,
+                    max_concurrent_objects: config.settings.max_concurrent_objects,
+                };
+                s3_importd::run::run(&env, dry_run).await
+            }
+        })
+        .buffered(config.settings.max_concurrent_runs)
+        .collect()
+        .await;
+
+    let mut ok = true;
+    for s in &summaries {
+        println!("{}", s.line());
+        if dry_run {
+            for m in &s.candidates {
+                println!(
+                    "  would import {} ({} bytes, modified {})",
+                    m.key,
+                    m.size,
+                    m.last_modified.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                );
+            }
+            for (reason, n) in &s.skipped {
+                println!("  skipped {n}: {reason}");
+            }
+        }
+        for p in &s.problems {
+            println!("  {p}");
+        }
+        ok &= s.succeeded();
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    })
+}

@@ -35,6 +35,23 @@ static IPV4: LazyLock<Regex> =
 static TABLE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$").expect("constant regex"));
 
+/// Resolves a configured path against the configuration folder, removing `.` and `..`
+/// lexically so that messages show the path an operator would write.
+pub fn resolve(dir: &Path, path: &str) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for part in dir.join(path).components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 /// Collects the problems of one file.
 struct Problems<'a> {
     file: &'a str,
@@ -107,7 +124,7 @@ fn in_range(p: &mut Problems<'_>, key: &str, value: Option<i64>, default: i64, m
 
 fn settings(dir: &Path, s: RawSettings, p: &mut Problems<'_>) -> Option<Settings> {
     let before = p.out.len();
-    let state = dir.join(s.state.as_deref().unwrap_or("/var/lib/s3-importd/state.db"));
+    let state = resolve(dir, s.state.as_deref().unwrap_or("/var/lib/s3-importd/state.db"));
     if s.state
         .as_deref()
         .is_some_and(|v| v.starts_with("postgres://") || v.starts_with("postgresql://"))
@@ -326,7 +343,9 @@ fn source(dir: &Path, s: RawSource, p: &mut Problems<'_>) -> (Option<SourceSpec>
                 );
             }
             match s.path {
-                Some(path) if !path.is_empty() => Some(SourceSpec::Dir(DirSpec { path: dir.join(path) })),
+                Some(path) if !path.is_empty() => Some(SourceSpec::Dir(DirSpec {
+                    path: resolve(dir, &path),
+                })),
                 _ => {
                     p.add(
                         "source.path",
@@ -811,7 +830,7 @@ fn target(
     match kind {
         "file" => {
             let path = match &t.path {
-                Some(path) if !path.is_empty() => dir.join(path),
+                Some(path) if !path.is_empty() => resolve(dir, path),
                 _ => {
                     p.add(
                         "target.path",
@@ -859,5 +878,33 @@ fn target(
             (p.out.len() == before).then_some(TargetSpec::File(FileTargetSpec { path, key: key? }))
         }
         _ => (p.out.len() == before).then_some(TargetSpec::Stdout),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve;
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn resolves_paths_lexically() {
+        let cases = [
+            ("config", "../target/x", "target/x"),
+            ("config", "./a/./b", "config/a/b"),
+            (
+                "/etc/s3-importd",
+                "/var/lib/s3-importd/state.db",
+                "/var/lib/s3-importd/state.db",
+            ),
+            ("/etc/s3-importd", "state.db", "/etc/s3-importd/state.db"),
+            ("..", "../x", "../../x"),
+        ];
+        for (dir, path, want) in cases {
+            assert_eq!(
+                resolve(Path::new(dir), path),
+                PathBuf::from(want),
+                "{dir} + {path}"
+            );
+        }
     }
 }

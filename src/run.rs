@@ -1,0 +1,542 @@
+//! One run of one connection: the pipeline of DESIGN §5.
+//!
+//! ```text
+//! recover pending loads → list → select → fetch + parse + check + spool (concurrently)
+//!   → prepare → record pending load → deliver → commit
+//! ```
+//!
+//! This module owns the order of those steps and the exactly-once protocol between the target
+//! and the state store; every step itself lives elsewhere (sources, [`crate::select`],
+//! [`crate::format`], targets, the state store). It reads time only from the injected clock.
+
+use crate::clock::Clock;
+use crate::config::Connection;
+use crate::fault;
+use crate::format::{self, ParseError, ParseStats, Provenance};
+use crate::select::{self, ObjectMeta, SkipReason, Verdict, Window};
+use crate::source::{Source, SourceError};
+use crate::spool::{Spool, Spooled};
+use crate::state::{
+    CommitPlan, Outcome, PendingLoad, Quarantined, RunRecord, Settled, StateError, StateStore,
+};
+use crate::target::{Delivery, LoadInfo, Target, TargetError};
+use chrono::{DateTime, SecondsFormat, Utc};
+use futures::StreamExt;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+/// How many times an object (or a delivery) is tried within one run when it fails in a way
+/// that may pass (a dropped connection, throttling that outlasted the SDK's own retries).
+const ATTEMPTS: u32 = 3;
+
+/// The first pause between attempts; it doubles each time.
+const BACKOFF: Duration = Duration::from_millis(500);
+
+/// Everything one run works with.
+pub struct RunEnv<'a> {
+    pub connection: &'a Connection,
+    pub source: &'a dyn Source,
+    pub target: &'a dyn Target,
+    pub state: &'a dyn StateStore,
+    pub clock: &'a dyn Clock,
+    /// The folder runs spool into (`spool/` beside the state file).
+    pub spool_root: &'a Path,
+    pub max_concurrent_objects: usize,
+}
+
+/// Why a run stopped before its end.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("delivery failed: {0}")]
+    Target(#[from] TargetError),
+    #[error("spool {path}: {source}")]
+    Spool {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    pub connection: String,
+    pub run_id: String,
+    pub dry_run: bool,
+    pub listed: u64,
+    /// Candidates: in the window, admitted by the globs, not in the ledger.
+    pub new: u64,
+    pub imported: u64,
+    pub rejected: u64,
+    pub failed: u64,
+    /// Rows delivered.
+    pub rows: u64,
+    pub bad_rows: u64,
+    /// Bytes of the objects imported or rejected, as stored (compressed).
+    pub bytes: u64,
+    pub skipped: BTreeMap<SkipReason, u64>,
+    pub duration: Duration,
+    pub watermark_before: Option<DateTime<Utc>>,
+    pub watermark_after: Option<DateTime<Utc>>,
+    /// Where the load went, when rows were delivered.
+    pub output: Option<String>,
+    /// With `dry_run`: what a run would import, in order.
+    pub candidates: Vec<ObjectMeta>,
+    /// One line per rejected or failed object.
+    pub problems: Vec<String>,
+    /// Why the run itself failed.
+    pub error: Option<String>,
+}
+
+fn show_time(t: Option<DateTime<Utc>>) -> String {
+    t.map_or_else(
+        || "none".to_string(),
+        |t| t.to_rfc3339_opts(SecondsFormat::Secs, true),
+    )
+}
+
+impl RunSummary {
+    /// Whether the run completed with no object failed. Rejected objects are bad data,
+    /// quarantined as designed, and do not fail a run.
+    pub fn succeeded(&self) -> bool {
+        self.error.is_none() && self.failed == 0
+    }
+
+    /// The one-line summary `run` prints.
+    pub fn line(&self) -> String {
+        if self.dry_run {
+            return format!(
+                "{} (dry run): listed {}, new {}; watermark {}",
+                self.connection,
+                self.listed,
+                self.new,
+                show_time(self.watermark_before)
+            );
+        }
+        let mut line = format!(
+            "{}: listed {}, new {}, imported {}, rejected {}, failed {}; rows {}, bad rows {}; {:.1}s; watermark {} → {}",
+            self.connection,
+            self.listed,
+            self.new,
+            self.imported,
+            self.rejected,
+            self.failed,
+            self.rows,
+            self.bad_rows,
+            self.duration.as_secs_f64(),
+            show_time(self.watermark_before),
+            show_time(self.watermark_after),
+        );
+        if let Some(out) = &self.output {
+            line.push_str(&format!("; output {out}"));
+        }
+        if let Some(e) = &self.error {
+            line.push_str(&format!("; error: {e}"));
+        }
+        line
+    }
+}
+
+/// Runs one connection once. With `dry_run`, lists and selects only, and changes nothing.
+pub async fn run(env: &RunEnv<'_>, dry_run: bool) -> RunSummary {
+    let mut summary = RunSummary {
+        connection: env.connection.name.clone(),
+        run_id: uuid::Uuid::now_v7().to_string(),
+        dry_run,
+        ..RunSummary::default()
+    };
+    let span = info_span!("run", connection = %env.connection.name, run_id = %summary.run_id);
+    async {
+        let timer = Instant::now();
+        let started = env.clock.now();
+        info!(dry_run, "run started");
+        let result = execute(env, dry_run, &mut summary).await;
+        summary.duration = timer.elapsed();
+        if let Err(e) = &result {
+            summary.error = Some(e.to_string());
+            warn!(error = %e, "run failed");
+        }
+        if !dry_run {
+            if let Err(e) = env.state.finish_run(&record(&summary, started, env.clock.now())) {
+                warn!(error = %e, "recording the run failed");
+            }
+        }
+        info!(
+            listed = summary.listed,
+            new = summary.new,
+            imported = summary.imported,
+            rejected = summary.rejected,
+            failed = summary.failed,
+            rows = summary.rows,
+            bad_rows = summary.bad_rows,
+            bytes = summary.bytes,
+            duration_ms = summary.duration.as_millis() as u64,
+            watermark_before = %show_time(summary.watermark_before),
+            watermark_after = %show_time(summary.watermark_after),
+            output = summary.output.as_deref().unwrap_or(""),
+            "run finished"
+        );
+    }
+    .instrument(span)
+    .await;
+    summary
+}
+
+fn record(s: &RunSummary, started: DateTime<Utc>, finished: DateTime<Utc>) -> RunRecord {
+    RunRecord {
+        run_id: s.run_id.clone(),
+        connection: s.connection.clone(),
+        started_at: Some(started),
+        finished_at: Some(finished),
+        outcome: if s.succeeded() { "ok" } else { "failed" }.to_string(),
+        listed: s.listed,
+        new: s.new,
+        imported: s.imported,
+        rejected: s.rejected,
+        failed: s.failed,
+        rows: s.rows,
+        bad_rows: s.bad_rows,
+        bytes: s.bytes,
+        watermark_before: s.watermark_before,
+        watermark_after: s.watermark_after,
+        output: s.output.clone(),
+        error: s.error.clone().or_else(|| s.problems.first().cloned()),
+    }
+}
+
+async fn execute(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<(), RunError> {
+    let c = env.connection;
+    if !dry_run {
+        recover(env).await?;
+    }
+    let state = env.state.connection(&c.name)?;
+    s.watermark_before = state.watermark;
+    s.watermark_after = state.watermark;
+    let now = env.clock.now();
+    let window = Window::for_run(now, state.watermark, c.backfill, c.settle);
+    if !dry_run {
+        env.state.start_run(&c.name, &s.run_id, now)?;
+    }
+
+    let mut candidates = Vec::new();
+    let mut state_error = None;
+    let prefix = c.source.prefix();
+    let skipped = &mut s.skipped;
+    s.listed = env
+        .source
+        .list(&mut |meta| {
+            let verdict = match select::classify(&meta, prefix, &c.filters, &window) {
+                Verdict::Candidate => match env.state.is_settled(&c.name, &meta.key, &meta.etag) {
+                    Ok(true) => Verdict::Skip(SkipReason::AlreadySettled),
+                    Ok(false) => Verdict::Candidate,
+                    Err(e) => {
+                        state_error.get_or_insert(e);
+                        return;
+                    }
+                },
+                other => other,
+            };
+            match verdict {
+                Verdict::Candidate => candidates.push(meta),
+                Verdict::Skip(reason) => *skipped.entry(reason).or_default() += 1,
+            }
+        })
+        .await?;
+    if let Some(e) = state_error {
+        return Err(e.into());
+    }
+    select::order(&mut candidates);
+    s.new = candidates.len() as u64;
+    info!(listed = s.listed, new = s.new, "listed");
+    if dry_run {
+        s.candidates = candidates;
+        return Ok(());
+    }
+
+    let spool = Spool::create(env.spool_root, &c.name, &s.run_id).map_err(|source| RunError::Spool {
+        path: env.spool_root.to_path_buf(),
+        source,
+    })?;
+    let results: Vec<(ObjectMeta, Processed)> = futures::stream::iter(candidates.into_iter().enumerate())
+        .map(|(index, meta)| {
+            let spool = &spool;
+            async move {
+                let processed = process(env, spool, index, &meta).await;
+                (meta, processed)
+            }
+        })
+        .buffered(env.max_concurrent_objects.max(1))
+        .collect()
+        .await;
+
+    let mut plan = CommitPlan {
+        connection: c.name.clone(),
+        run_id: s.run_id.clone(),
+        settled: Vec::new(),
+        quarantine: Vec::new(),
+        watermark: now,
+    };
+    let mut spools = Vec::new();
+    let mut failed_at = Vec::new();
+    let mut imported_at = Vec::new();
+    for (meta, processed) in results {
+        let quarantined = |errors: Vec<format::RowError>| {
+            errors.into_iter().map(|error| Quarantined {
+                key: meta.key.clone(),
+                etag: meta.etag.clone(),
+                error,
+            })
+        };
+        match processed {
+            Processed::Imported { stats, spooled } => {
+                let good = stats.rows - stats.bad_rows;
+                debug!(key = %meta.key, rows = good, bad_rows = stats.bad_rows, "object spooled");
+                s.imported += 1;
+                s.rows += good;
+                s.bad_rows += stats.bad_rows;
+                s.bytes += meta.size;
+                plan.settled.push(settled(&meta, Outcome::Imported, stats, None));
+                plan.quarantine.extend(quarantined(spooled.errors));
+                imported_at.push(meta.last_modified);
+                if good > 0 {
+                    spools.push(spooled.path);
+                }
+            }
+            Processed::Rejected {
+                stats,
+                reason,
+                errors,
+            } => {
+                warn!(key = %meta.key, rows = stats.rows, bad_rows = stats.bad_rows, reason = %reason, "object rejected");
+                s.rejected += 1;
+                s.bad_rows += stats.bad_rows;
+                s.bytes += meta.size;
+                s.problems.push(format!("{}: rejected: {reason}", meta.key));
+                plan.settled
+                    .push(settled(&meta, Outcome::Rejected, stats, Some(reason)));
+                plan.quarantine.extend(quarantined(errors));
+            }
+            Processed::Failed(error) => {
+                warn!(key = %meta.key, error = %error, "object failed; the next run tries it again");
+                s.failed += 1;
+                s.problems.push(format!("{}: failed: {error}", meta.key));
+                failed_at.push(meta.last_modified);
+            }
+        }
+    }
+
+    plan.watermark = select::next_watermark(state.watermark, &window, failed_at.iter().copied());
+    let delivered = if spools.is_empty() {
+        env.state.commit(&plan)?;
+        Ok(())
+    } else {
+        let load = LoadInfo {
+            connection: &c.name,
+            table: &c.template.table,
+            table_version: state.table_version,
+            loaded_at: env.clock.now(),
+            run_id: &s.run_id,
+        };
+        deliver(env, &load, &spools, &plan)
+            .await
+            .map(|output| s.output = Some(output))
+    };
+    if let Err(e) = delivered {
+        // Nothing imported reached the target: only rejections are settled, and the
+        // watermark stays behind every object that must be imported again.
+        warn!(error = %e, "delivery failed; the imported objects are tried again by the next run");
+        failed_at.extend(imported_at);
+        s.failed += s.imported;
+        s.imported = 0;
+        s.rows = 0;
+        plan.settled.retain(|x| x.outcome == Outcome::Rejected);
+        let rejected: Vec<&str> = plan.settled.iter().map(|x| x.key.as_str()).collect();
+        plan.quarantine.retain(|q| rejected.contains(&q.key.as_str()));
+        plan.watermark = select::next_watermark(state.watermark, &window, failed_at.iter().copied());
+        env.state.commit(&plan)?;
+        s.watermark_after = Some(plan.watermark.max(state.watermark.unwrap_or(plan.watermark)));
+        return Err(e);
+    }
+    s.watermark_after = Some(plan.watermark.max(state.watermark.unwrap_or(plan.watermark)));
+    if let Err(e) = spool.remove() {
+        debug!(error = %e, "removing the spool failed");
+    }
+    Ok(())
+}
+
+fn settled(meta: &ObjectMeta, outcome: Outcome, stats: ParseStats, reason: Option<String>) -> Settled {
+    Settled {
+        key: meta.key.clone(),
+        etag: meta.etag.clone(),
+        last_modified: meta.last_modified,
+        size: meta.size,
+        outcome,
+        rows: stats.rows - stats.bad_rows,
+        bad_rows: stats.bad_rows,
+        reason,
+    }
+}
+
+/// Settles the loads earlier runs left pending: commits those the target holds completely,
+/// drops the others so that their objects are imported again.
+async fn recover(env: &RunEnv<'_>) -> Result<(), RunError> {
+    for pending in env.state.pending_loads(&env.connection.name)? {
+        let delivery: Delivery = serde_json::from_value(pending.delivery.clone())
+            .map_err(|e| TargetError::Record(e.to_string()))?;
+        if env.target.recover(&delivery).await? {
+            env.state.commit(&pending.plan)?;
+            info!(pending_run = %pending.run_id, output = %delivery.output, "committed a load delivered before an interruption");
+        } else {
+            env.state.discard_load(&pending.run_id)?;
+            info!(pending_run = %pending.run_id, "dropped a load interrupted before delivery; its objects are imported again");
+        }
+    }
+    Ok(())
+}
+
+/// Delivers a load exactly once: fixes its output, records the intent, writes, commits.
+async fn deliver(
+    env: &RunEnv<'_>,
+    load: &LoadInfo<'_>,
+    spools: &[PathBuf],
+    plan: &CommitPlan,
+) -> Result<String, RunError> {
+    let delivery = env.target.prepare(load).await?;
+    let record = serde_json::to_value(&delivery).map_err(|e| TargetError::Record(e.to_string()))?;
+    env.state.begin_load(&PendingLoad {
+        run_id: plan.run_id.clone(),
+        connection: plan.connection.clone(),
+        delivery: record,
+        plan: plan.clone(),
+    })?;
+    fault::point("after-prepare");
+    let mut attempt = 1;
+    loop {
+        match env.target.deliver(&delivery, spools).await {
+            Ok(()) => break,
+            Err(e) if attempt < ATTEMPTS => {
+                warn!(error = %e, attempt, "delivery failed; trying again");
+                tokio::time::sleep(BACKOFF * 2u32.pow(attempt - 1)).await;
+                attempt += 1;
+            }
+            Err(e) => {
+                // The target may hold the load even though it reported a failure (a rename
+                // done, its sync not): ask, rather than deliver it twice later.
+                if env.target.recover(&delivery).await.unwrap_or(false) {
+                    break;
+                }
+                env.state.discard_load(&plan.run_id)?;
+                return Err(e.into());
+            }
+        }
+    }
+    fault::point("after-deliver");
+    env.state.commit(plan)?;
+    fault::point("after-commit");
+    Ok(delivery.output)
+}
+
+/// What became of one object.
+enum Processed {
+    Imported {
+        stats: ParseStats,
+        spooled: Spooled,
+    },
+    Rejected {
+        stats: ParseStats,
+        reason: String,
+        errors: Vec<format::RowError>,
+    },
+    Failed(String),
+}
+
+/// Why one attempt at an object failed.
+enum Attempt {
+    Transient(String),
+    Permanent(String),
+}
+
+/// Fetches, parses, checks and spools one object, trying again when that may help.
+async fn process(env: &RunEnv<'_>, spool: &Spool, index: usize, meta: &ObjectMeta) -> Processed {
+    let mut attempt = 1;
+    loop {
+        match process_once(env, spool, index, meta).await {
+            Ok(p) => return p,
+            Err(Attempt::Transient(e)) if attempt < ATTEMPTS => {
+                debug!(key = %meta.key, error = %e, attempt, "object failed; trying again");
+                tokio::time::sleep(BACKOFF * 2u32.pow(attempt - 1)).await;
+                attempt += 1;
+            }
+            Err(Attempt::Transient(e)) | Err(Attempt::Permanent(e)) => return Processed::Failed(e),
+        }
+    }
+}
+
+async fn process_once(
+    env: &RunEnv<'_>,
+    spool: &Spool,
+    index: usize,
+    meta: &ObjectMeta,
+) -> Result<Processed, Attempt> {
+    let c = env.connection;
+    let reader = env.source.open(meta).await.map_err(|e| {
+        if e.is_transient() {
+            Attempt::Transient(e.to_string())
+        } else {
+            Attempt::Permanent(e.to_string())
+        }
+    })?;
+    let mut writer = spool
+        .writer(index)
+        .map_err(|e| Attempt::Permanent(format!("creating the spool file failed: {e}")))?;
+    let bridge = tokio_util::io::SyncIoBridge::new(reader);
+    let (format_spec, template) = (c.format.clone(), c.template.clone());
+    let (key, etag) = (meta.key.clone(), meta.etag.clone());
+    // Parsing is CPU work on a blocking reader: it runs on the blocking pool, not the runtime.
+    let parsed = tokio::task::spawn_blocking(move || {
+        let provenance = Provenance {
+            key: &key,
+            version: &etag,
+        };
+        let result = format::parse(bridge, &key, &format_spec, &template, provenance, &mut writer);
+        (result, writer.finish())
+    })
+    .await
+    .map_err(|e| Attempt::Permanent(format!("parsing task failed: {e}")))?;
+    let (result, finished) = parsed;
+    let spooled = finished.map_err(|e| Attempt::Transient(format!("writing the spool failed: {e}")))?;
+    match result {
+        Ok(stats) => {
+            if c.template.max_bad_rows.exceeded(stats.bad_rows, stats.rows) {
+                let _ = std::fs::remove_file(&spooled.path);
+                Ok(Processed::Rejected {
+                    stats,
+                    reason: format!(
+                        "{} of {} rows are bad, over max_bad_rows; none of its rows were delivered",
+                        stats.bad_rows, stats.rows
+                    ),
+                    errors: spooled.errors,
+                })
+            } else {
+                Ok(Processed::Imported { stats, spooled })
+            }
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&spooled.path);
+            match e {
+                e @ (ParseError::Read(_) | ParseError::Sink(_)) => Err(Attempt::Transient(e.to_string())),
+                e => Ok(Processed::Rejected {
+                    stats: ParseStats::default(),
+                    reason: e.to_string(),
+                    errors: spooled.errors,
+                }),
+            }
+        }
+    }
+}

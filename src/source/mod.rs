@@ -1,0 +1,68 @@
+//! Sources: where objects are listed and read from (an S3 bucket, or a local folder standing
+//! in for one).
+//!
+//! A source knows how to list every object under its folder and how to open one listed
+//! version as a byte stream. It knows nothing of windows, ledgers or formats: which objects are
+//! imported is [`crate::select`]'s business, what their bytes mean is [`crate::format`]'s.
+
+pub mod dir;
+pub mod s3;
+
+use crate::config::{Connection, SourceSpec};
+use crate::select::ObjectMeta;
+use async_trait::async_trait;
+use tokio::io::AsyncRead;
+
+/// A readable stream of one object's (still compressed) bytes.
+pub type ObjectReader = Box<dyn AsyncRead + Send + Unpin>;
+
+/// Something objects are imported from.
+#[async_trait]
+pub trait Source: Send + Sync {
+    /// Lists every object under the folder, every page, handing each to `visit` as it arrives.
+    /// Returns how many were listed. Keeps none of them.
+    async fn list(&self, visit: &mut (dyn FnMut(ObjectMeta) + Send)) -> Result<u64, SourceError>;
+
+    /// Opens one listed version. Fails with [`SourceError::Changed`] when the object is no
+    /// longer that version.
+    async fn open(&self, object: &ObjectMeta) -> Result<ObjectReader, SourceError>;
+
+    /// Where the source reads from, for messages: `s3://bucket/prefix` or a folder.
+    fn location(&self) -> String;
+}
+
+/// Why listing or reading failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("listing {location} failed: {message}")]
+    List { location: String, message: String },
+    #[error("reading {location}{key} failed: {message}")]
+    Read {
+        location: String,
+        key: String,
+        message: String,
+        /// Whether trying again soon may help (throttling, 5xx, network).
+        transient: bool,
+    },
+    #[error("{location}{key} changed since it was listed; the next run imports the new version")]
+    Changed { location: String, key: String },
+}
+
+impl SourceError {
+    /// Whether trying the same request again soon may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SourceError::List { .. } => false,
+            SourceError::Read { transient, .. } => *transient,
+            SourceError::Changed { .. } => false,
+        }
+    }
+}
+
+/// Builds the source a connection reads from.
+pub async fn for_connection(connection: &Connection) -> Box<dyn Source> {
+    match &connection.source {
+        SourceSpec::S3(spec) => Box::new(s3::S3Source::new(&connection.name, spec).await),
+        SourceSpec::Dir(spec) => Box::new(dir::DirSource::new(spec.path.clone())),
+    }
+}

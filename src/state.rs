@@ -1,0 +1,593 @@
+//! The state store: per connection, the watermark and table version; the ledger of settled
+//! object versions; the quarantine of bad rows; run history; and pending loads, the intent
+//! records that make delivery exactly once.
+//!
+//! [`StateStore`] is the narrow interface the run uses; [`SqliteStore`] implements it on one
+//! SQLite file in WAL mode with versioned migrations. Every change a run makes to the ledger
+//! and watermark happens in one transaction ([`StateStore::commit`]), so a crash leaves either
+//! all of a run's bookkeeping or none of it.
+
+use crate::format::RowError;
+use chrono::{DateTime, TimeZone, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Why the state store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state store {path}: {source}")]
+    Sqlite {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("state store {path}: cannot create its folder: {source}")]
+    Folder {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "state store {path}: schema version {found} is newer than this binary knows ({known}); upgrade s3-importd"
+    )]
+    TooNew { path: String, found: i64, known: i64 },
+    #[error("state store {path}: a stored record cannot be read: {message}")]
+    Corrupt { path: String, message: String },
+}
+
+/// What the state store holds for one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionState {
+    pub watermark: Option<DateTime<Utc>>,
+    /// `[table_version]`: starts at 1, raised by `reset`.
+    pub table_version: u64,
+}
+
+/// How a settled object version ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Imported,
+    Rejected,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Imported => "imported",
+            Outcome::Rejected => "rejected",
+        }
+    }
+}
+
+/// One ledger entry: an object version that will not be imported again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settled {
+    pub key: String,
+    pub etag: String,
+    pub last_modified: DateTime<Utc>,
+    pub size: u64,
+    pub outcome: Outcome,
+    pub rows: u64,
+    pub bad_rows: u64,
+    /// Why a rejected version was rejected.
+    pub reason: Option<String>,
+}
+
+/// A bad row, with the object version it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantined {
+    pub key: String,
+    pub etag: String,
+    pub error: RowError,
+}
+
+/// Everything a run records when it ends, applied in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitPlan {
+    pub connection: String,
+    pub run_id: String,
+    pub settled: Vec<Settled>,
+    pub quarantine: Vec<Quarantined>,
+    pub watermark: DateTime<Utc>,
+}
+
+/// A load that was being delivered: what the target was told (where it writes), and what to
+/// commit once the delivery is known to be complete.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingLoad {
+    pub run_id: String,
+    pub connection: String,
+    /// The target's own record of the delivery (e.g. the output key).
+    pub delivery: serde_json::Value,
+    pub plan: CommitPlan,
+}
+
+/// The counts of a finished run, for the run history.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub connection: String,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// `ok`, `failed` (some objects or the run failed), `interrupted`, `recovered`.
+    pub outcome: String,
+    pub listed: u64,
+    pub new: u64,
+    pub imported: u64,
+    pub rejected: u64,
+    pub failed: u64,
+    pub rows: u64,
+    pub bad_rows: u64,
+    pub bytes: u64,
+    pub watermark_before: Option<DateTime<Utc>>,
+    pub watermark_after: Option<DateTime<Utc>>,
+    pub output: Option<String>,
+    pub error: Option<String>,
+}
+
+/// The state a run reads and writes.
+pub trait StateStore: Send + Sync {
+    /// The watermark and table version of a connection (defaults for a new one).
+    fn connection(&self, name: &str) -> Result<ConnectionState, StateError>;
+    /// Whether this version of an object is in the ledger.
+    fn is_settled(&self, connection: &str, key: &str, etag: &str) -> Result<bool, StateError>;
+    /// Records the start of a run; earlier runs of the connection still marked running are
+    /// marked interrupted (one process runs a connection at a time).
+    fn start_run(&self, connection: &str, run_id: &str, at: DateTime<Utc>) -> Result<(), StateError>;
+    /// Records the end of a run.
+    fn finish_run(&self, record: &RunRecord) -> Result<(), StateError>;
+    /// The loads of a connection whose delivery was started but never committed.
+    fn pending_loads(&self, connection: &str) -> Result<Vec<PendingLoad>, StateError>;
+    /// Records the intent to deliver a load, before the target is touched.
+    fn begin_load(&self, load: &PendingLoad) -> Result<(), StateError>;
+    /// Applies a plan: ledger entries, quarantined rows and the watermark, and drops the pending
+    /// load of the same run if there is one. All or nothing.
+    fn commit(&self, plan: &CommitPlan) -> Result<(), StateError>;
+    /// Drops a pending load that was never delivered.
+    fn discard_load(&self, run_id: &str) -> Result<(), StateError>;
+}
+
+/// The schema, one entry per version; a database at version N has run the first N.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE connections (
+    name TEXT PRIMARY KEY,
+    watermark_ms INTEGER,
+    table_version INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE ledger (
+    connection TEXT NOT NULL,
+    key TEXT NOT NULL,
+    etag TEXT NOT NULL,
+    last_modified_ms INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    rows INTEGER NOT NULL,
+    bad_rows INTEGER NOT NULL,
+    reason TEXT,
+    run_id TEXT NOT NULL,
+    PRIMARY KEY (connection, key, etag)
+);
+CREATE INDEX ledger_by_time ON ledger (connection, last_modified_ms);
+CREATE TABLE quarantine (
+    id INTEGER PRIMARY KEY,
+    connection TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    etag TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    field TEXT,
+    reason TEXT NOT NULL,
+    raw TEXT NOT NULL
+);
+CREATE INDEX quarantine_by_connection ON quarantine (connection, id);
+CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY,
+    connection TEXT NOT NULL,
+    started_at_ms INTEGER NOT NULL,
+    finished_at_ms INTEGER,
+    outcome TEXT NOT NULL,
+    listed INTEGER NOT NULL DEFAULT 0,
+    new INTEGER NOT NULL DEFAULT 0,
+    imported INTEGER NOT NULL DEFAULT 0,
+    rejected INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    rows INTEGER NOT NULL DEFAULT 0,
+    bad_rows INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    watermark_before_ms INTEGER,
+    watermark_after_ms INTEGER,
+    output TEXT,
+    error TEXT
+);
+CREATE INDEX runs_by_connection ON runs (connection, started_at_ms);
+CREATE TABLE pending_loads (
+    run_id TEXT PRIMARY KEY,
+    connection TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+"#];
+
+/// The state store on one SQLite file.
+pub struct SqliteStore {
+    path: PathBuf,
+    db: Mutex<Connection>,
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(v: i64) -> Option<DateTime<Utc>> {
+    Utc.timestamp_millis_opt(v).single()
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the state file and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<SqliteStore, StateError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| StateError::Folder {
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
+        let store = SqliteStore {
+            path: path.to_path_buf(),
+            db: Mutex::new(Connection::open(path).map_err(|source| StateError::Sqlite {
+                path: path.display().to_string(),
+                source,
+            })?),
+        };
+        store.with(|db| {
+            db.busy_timeout(std::time::Duration::from_secs(10))?;
+            db.pragma_update(None, "journal_mode", "WAL")?;
+            // FULL: a committed run survives a power cut, not only a crash.
+            db.pragma_update(None, "synchronous", "FULL")?;
+            db.pragma_update(None, "foreign_keys", "ON")?;
+            Ok(())
+        })?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// The state file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StateError {
+        StateError::Sqlite {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, StateError> {
+        let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut db).map_err(|e| self.err(e))
+    }
+
+    fn migrate(&self) -> Result<(), StateError> {
+        let known = MIGRATIONS.len() as i64;
+        let found: i64 = self.with(|db| db.pragma_query_value(None, "user_version", |r| r.get(0)))?;
+        if found > known {
+            return Err(StateError::TooNew {
+                path: self.path.display().to_string(),
+                found,
+                known,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            self.with(|db| {
+                let tx = db.transaction()?;
+                tx.execute_batch(sql)?;
+                tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+                tx.commit()
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Recent runs of a connection, newest first.
+    pub fn runs(&self, connection: &str, limit: usize) -> Result<Vec<RunRecord>, StateError> {
+        self.with(|db| {
+            let mut stmt = db.prepare(
+                "SELECT run_id, connection, started_at_ms, finished_at_ms, outcome, listed, new, imported,
+                        rejected, failed, rows, bad_rows, bytes, watermark_before_ms, watermark_after_ms,
+                        output, error
+                 FROM runs WHERE connection = ?1 ORDER BY started_at_ms DESC, rowid DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![connection, limit as i64], |r| {
+                Ok(RunRecord {
+                    run_id: r.get(0)?,
+                    connection: r.get(1)?,
+                    started_at: r.get::<_, Option<i64>>(2)?.and_then(from_ms),
+                    finished_at: r.get::<_, Option<i64>>(3)?.and_then(from_ms),
+                    outcome: r.get(4)?,
+                    listed: r.get::<_, i64>(5)? as u64,
+                    new: r.get::<_, i64>(6)? as u64,
+                    imported: r.get::<_, i64>(7)? as u64,
+                    rejected: r.get::<_, i64>(8)? as u64,
+                    failed: r.get::<_, i64>(9)? as u64,
+                    rows: r.get::<_, i64>(10)? as u64,
+                    bad_rows: r.get::<_, i64>(11)? as u64,
+                    bytes: r.get::<_, i64>(12)? as u64,
+                    watermark_before: r.get::<_, Option<i64>>(13)?.and_then(from_ms),
+                    watermark_after: r.get::<_, Option<i64>>(14)?.and_then(from_ms),
+                    output: r.get(15)?,
+                    error: r.get(16)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// The ledger of a connection, oldest first: (key, etag, outcome).
+    pub fn ledger(&self, connection: &str) -> Result<Vec<(String, String, String)>, StateError> {
+        self.with(|db| {
+            let mut stmt = db.prepare(
+                "SELECT key, etag, outcome FROM ledger WHERE connection = ?1 ORDER BY last_modified_ms, key",
+            )?;
+            let rows = stmt.query_map(params![connection], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect()
+        })
+    }
+
+    /// The latest quarantined rows of a connection, newest first.
+    pub fn quarantine(&self, connection: &str, limit: usize) -> Result<Vec<Quarantined>, StateError> {
+        self.with(|db| {
+            let mut stmt = db.prepare(
+                "SELECT key, etag, line, field, reason, raw FROM quarantine
+                 WHERE connection = ?1 ORDER BY id DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![connection, limit as i64], |r| {
+                Ok(Quarantined {
+                    key: r.get(0)?,
+                    etag: r.get(1)?,
+                    error: RowError {
+                        line: r.get::<_, i64>(2)? as u64,
+                        field: r.get(3)?,
+                        reason: r.get(4)?,
+                        raw: r.get(5)?,
+                    },
+                })
+            })?;
+            rows.collect()
+        })
+    }
+}
+
+impl StateStore for SqliteStore {
+    fn connection(&self, name: &str) -> Result<ConnectionState, StateError> {
+        let row = self.with(|db| {
+            db.query_row(
+                "SELECT watermark_ms, table_version FROM connections WHERE name = ?1",
+                params![name],
+                |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, i64>(1)?)),
+            )
+            .optional()
+        })?;
+        Ok(match row {
+            Some((wm, version)) => ConnectionState {
+                watermark: wm.and_then(from_ms),
+                table_version: version.max(1) as u64,
+            },
+            None => ConnectionState {
+                watermark: None,
+                table_version: 1,
+            },
+        })
+    }
+
+    fn is_settled(&self, connection: &str, key: &str, etag: &str) -> Result<bool, StateError> {
+        self.with(|db| {
+            db.prepare_cached("SELECT 1 FROM ledger WHERE connection = ?1 AND key = ?2 AND etag = ?3")?
+                .exists(params![connection, key, etag])
+        })
+    }
+
+    fn start_run(&self, connection: &str, run_id: &str, at: DateTime<Utc>) -> Result<(), StateError> {
+        self.with(|db| {
+            let tx = db.transaction()?;
+            tx.execute(
+                "UPDATE runs SET outcome = 'interrupted' WHERE connection = ?1 AND outcome = 'running'",
+                params![connection],
+            )?;
+            tx.execute(
+                "INSERT INTO runs (run_id, connection, started_at_ms, outcome) VALUES (?1, ?2, ?3, 'running')",
+                params![run_id, connection, ms(at)],
+            )?;
+            tx.commit()
+        })
+    }
+
+    fn finish_run(&self, r: &RunRecord) -> Result<(), StateError> {
+        self.with(|db| {
+            db.execute(
+                "UPDATE runs SET finished_at_ms = ?2, outcome = ?3, listed = ?4, new = ?5, imported = ?6,
+                        rejected = ?7, failed = ?8, rows = ?9, bad_rows = ?10, bytes = ?11,
+                        watermark_before_ms = ?12, watermark_after_ms = ?13, output = ?14, error = ?15
+                 WHERE run_id = ?1",
+                params![
+                    r.run_id,
+                    r.finished_at.map(ms),
+                    r.outcome,
+                    r.listed as i64,
+                    r.new as i64,
+                    r.imported as i64,
+                    r.rejected as i64,
+                    r.failed as i64,
+                    r.rows as i64,
+                    r.bad_rows as i64,
+                    r.bytes as i64,
+                    r.watermark_before.map(ms),
+                    r.watermark_after.map(ms),
+                    r.output,
+                    r.error,
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn pending_loads(&self, connection: &str) -> Result<Vec<PendingLoad>, StateError> {
+        let records: Vec<String> = self.with(|db| {
+            let mut stmt =
+                db.prepare("SELECT record FROM pending_loads WHERE connection = ?1 ORDER BY rowid")?;
+            let rows = stmt.query_map(params![connection], |r| r.get(0))?;
+            rows.collect()
+        })?;
+        records
+            .iter()
+            .map(|r| {
+                serde_json::from_str(r).map_err(|e| StateError::Corrupt {
+                    path: self.path.display().to_string(),
+                    message: format!("pending load of {connection}: {e}"),
+                })
+            })
+            .collect()
+    }
+
+    fn begin_load(&self, load: &PendingLoad) -> Result<(), StateError> {
+        let record = serde_json::to_string(load).map_err(|e| StateError::Corrupt {
+            path: self.path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        self.with(|db| {
+            db.execute(
+                "INSERT INTO pending_loads (run_id, connection, record) VALUES (?1, ?2, ?3)",
+                params![load.run_id, load.connection, record],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn commit(&self, plan: &CommitPlan) -> Result<(), StateError> {
+        self.with(|db| {
+            let tx = db.transaction()?;
+            {
+                let mut ledger = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO ledger
+                        (connection, key, etag, last_modified_ms, size, outcome, rows, bad_rows, reason, run_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )?;
+                for s in &plan.settled {
+                    ledger.execute(params![
+                        plan.connection,
+                        s.key,
+                        s.etag,
+                        ms(s.last_modified),
+                        s.size as i64,
+                        s.outcome.as_str(),
+                        s.rows as i64,
+                        s.bad_rows as i64,
+                        s.reason,
+                        plan.run_id,
+                    ])?;
+                }
+                let mut quarantine = tx.prepare_cached(
+                    "INSERT INTO quarantine (connection, run_id, key, etag, line, field, reason, raw)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?;
+                for q in &plan.quarantine {
+                    quarantine.execute(params![
+                        plan.connection,
+                        plan.run_id,
+                        q.key,
+                        q.etag,
+                        q.error.line as i64,
+                        q.error.field,
+                        q.error.reason,
+                        q.error.raw,
+                    ])?;
+                }
+            }
+            tx.execute(
+                "INSERT INTO connections (name, watermark_ms) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET watermark_ms = max(coalesce(watermark_ms, ?2), ?2)",
+                params![plan.connection, ms(plan.watermark)],
+            )?;
+            tx.execute("DELETE FROM pending_loads WHERE run_id = ?1", params![plan.run_id])?;
+            tx.commit()
+        })
+    }
+
+    fn discard_load(&self, run_id: &str) -> Result<(), StateError> {
+        self.with(|db| {
+            db.execute("DELETE FROM pending_loads WHERE run_id = ?1", params![run_id])?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(run: &str, wm: i64, keys: &[&str]) -> CommitPlan {
+        CommitPlan {
+            connection: "c".into(),
+            run_id: run.into(),
+            settled: keys
+                .iter()
+                .map(|k| Settled {
+                    key: k.to_string(),
+                    etag: "e1".into(),
+                    last_modified: from_ms(wm).unwrap(),
+                    size: 1,
+                    outcome: Outcome::Imported,
+                    rows: 1,
+                    bad_rows: 0,
+                    reason: None,
+                })
+                .collect(),
+            quarantine: vec![],
+            watermark: from_ms(wm).unwrap(),
+        }
+    }
+
+    #[test]
+    fn migrates_commits_and_recovers_pending_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/state.db");
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            store.connection("c").unwrap(),
+            ConnectionState {
+                watermark: None,
+                table_version: 1
+            }
+        );
+        store.start_run("c", "r1", from_ms(0).unwrap()).unwrap();
+        let pending = PendingLoad {
+            run_id: "r1".into(),
+            connection: "c".into(),
+            delivery: serde_json::json!({"key": "k"}),
+            plan: plan("r1", 5000, &["a", "b"]),
+        };
+        store.begin_load(&pending).unwrap();
+        drop(store);
+
+        // Reopening keeps everything and does not migrate twice.
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.pending_loads("c").unwrap(), vec![pending.clone()]);
+        assert!(!store.is_settled("c", "a", "e1").unwrap());
+        store.commit(&pending.plan).unwrap();
+        assert!(store.pending_loads("c").unwrap().is_empty());
+        assert!(store.is_settled("c", "a", "e1").unwrap());
+        assert!(!store.is_settled("c", "a", "e2").unwrap());
+        assert_eq!(store.connection("c").unwrap().watermark, from_ms(5000));
+
+        // The watermark never moves back.
+        store.commit(&plan("r2", 1000, &[])).unwrap();
+        assert_eq!(store.connection("c").unwrap().watermark, from_ms(5000));
+
+        // A new run marks a run left running as interrupted.
+        store.start_run("c", "r3", from_ms(9000).unwrap()).unwrap();
+        let runs = store.runs("c", 10).unwrap();
+        assert_eq!(runs[0].outcome, "running");
+        assert_eq!(runs[1].outcome, "interrupted");
+    }
+}

@@ -1,0 +1,116 @@
+//! The `file` target: one JSON Lines file per load under a local folder, named by the key
+//! template.
+//!
+//! A load is written to a hidden temporary file beside its final name, synced, and renamed
+//! into place, so the final name exists only once the whole load is on disk: that existence
+//! is what [`FileTarget::recover`] checks.
+
+use super::{Delivery, LoadInfo, Target, TargetError};
+use crate::config::FileTargetSpec;
+use crate::keytemplate::{KeyValues, with_suffix};
+use async_trait::async_trait;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// How many `-N` suffixes are tried before giving up on a free name.
+const MAX_SUFFIX: u32 = 1000;
+
+/// Writes loads as files under a folder.
+pub struct FileTarget {
+    spec: FileTargetSpec,
+}
+
+impl FileTarget {
+    pub fn new(spec: FileTargetSpec) -> FileTarget {
+        FileTarget { spec }
+    }
+}
+
+/// The temporary name a load is written under before it is renamed to `path`.
+fn temp_path(path: &Path, run_id: &str) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{run_id}.tmp"))
+}
+
+fn detail_path(delivery: &Delivery, key: &str) -> Result<String, TargetError> {
+    delivery
+        .detail
+        .get(key)
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+        .ok_or_else(|| TargetError::Record(format!("no {key:?} in {}", delivery.detail)))
+}
+
+fn write_load(path: &Path, temp: &Path, spools: &[PathBuf]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut out = File::create(temp)?;
+    for spool in spools {
+        io::copy(&mut File::open(spool)?, &mut out)?;
+    }
+    out.sync_all()?;
+    drop(out);
+    std::fs::rename(temp, path)?;
+    // The rename is durable only once the folder is synced.
+    File::open(dir)?.sync_all()
+}
+
+#[async_trait]
+impl Target for FileTarget {
+    async fn prepare(&self, load: &LoadInfo<'_>) -> Result<Delivery, TargetError> {
+        let key = self.spec.key.expand(&KeyValues {
+            integration_name: load.connection,
+            table_name: load.table,
+            table_version: load.table_version,
+            loaded_at: load.loaded_at,
+        })?;
+        for n in 1..=MAX_SUFFIX {
+            let candidate = with_suffix(&key, n);
+            let path = self.spec.path.join(&candidate);
+            if !path.exists() {
+                return Ok(Delivery {
+                    output: path.display().to_string(),
+                    detail: serde_json::json!({
+                        "key": candidate,
+                        "path": path,
+                        "temp": temp_path(&path, load.run_id),
+                    }),
+                });
+            }
+        }
+        Err(TargetError::NoFreeKey {
+            key,
+            tried: MAX_SUFFIX,
+        })
+    }
+
+    async fn deliver(&self, delivery: &Delivery, spools: &[PathBuf]) -> Result<(), TargetError> {
+        let path = PathBuf::from(detail_path(delivery, "path")?);
+        let temp = PathBuf::from(detail_path(delivery, "temp")?);
+        let spools = spools.to_vec();
+        let result = tokio::task::spawn_blocking(move || {
+            write_load(&path, &temp, &spools).map_err(|source| {
+                // Leave nothing half-written behind; the next try starts afresh.
+                let _ = std::fs::remove_file(&temp);
+                TargetError::Io { path, source }
+            })
+        })
+        .await;
+        result.map_err(|e| TargetError::Task(e.to_string()))?
+    }
+
+    async fn recover(&self, delivery: &Delivery) -> Result<bool, TargetError> {
+        let path = PathBuf::from(detail_path(delivery, "path")?);
+        let temp = PathBuf::from(detail_path(delivery, "temp")?);
+        match std::fs::remove_file(&temp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(TargetError::Io { path: temp, source }),
+        }
+        Ok(path.exists())
+    }
+}

@@ -1,0 +1,76 @@
+//! Targets: where a load's rows go (DESIGN §2, targets).
+//!
+//! A load is delivered in three steps so that it happens exactly once across crashes:
+//! [`Target::prepare`] fixes where the load goes before anything is written (the run records
+//! that as a pending load), [`Target::deliver`] writes the spooled rows, and after a crash
+//! [`Target::recover`] tells whether a pending load's delivery completed. Targets know nothing
+//! of sources, ledgers or watermarks.
+
+pub mod file;
+pub mod stdout;
+
+use crate::config::{Connection, TargetSpec};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// What a load is, for naming its output.
+#[derive(Debug, Clone)]
+pub struct LoadInfo<'a> {
+    pub connection: &'a str,
+    pub table: &'a str,
+    pub table_version: u64,
+    pub loaded_at: DateTime<Utc>,
+    pub run_id: &'a str,
+}
+
+/// Where a prepared load goes; stored with the pending load.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// Where the rows go, as shown to the user (an output key, `stdout`).
+    pub output: String,
+    /// The target's own details, needed to deliver and to recover.
+    pub detail: serde_json::Value,
+}
+
+/// Why a delivery failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("writing {path} failed: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no free output key for {key}: {tried} names with suffixes are taken")]
+    NoFreeKey { key: String, tried: u32 },
+    #[error("the output key cannot be built: {0}")]
+    Key(#[from] crate::keytemplate::KeyTemplateError),
+    #[error("the pending delivery record is unreadable: {0}")]
+    Record(String),
+    #[error("delivery task failed: {0}")]
+    Task(String),
+}
+
+/// Somewhere rows are delivered.
+#[async_trait]
+pub trait Target: Send + Sync {
+    /// Fixes where a load goes, before anything is written. Never picks an output that exists.
+    async fn prepare(&self, load: &LoadInfo<'_>) -> Result<Delivery, TargetError>;
+
+    /// Writes the rows of the spool files, in order, as one load.
+    async fn deliver(&self, delivery: &Delivery, spools: &[PathBuf]) -> Result<(), TargetError>;
+
+    /// After a crash: whether a prepared load was delivered completely. Removes any partial
+    /// output, so that a load found undelivered can simply be imported again.
+    async fn recover(&self, delivery: &Delivery) -> Result<bool, TargetError>;
+}
+
+/// Builds the target a connection delivers to.
+pub fn for_connection(connection: &Connection) -> Box<dyn Target> {
+    match &connection.target {
+        TargetSpec::File(spec) => Box::new(file::FileTarget::new(spec.clone())),
+        TargetSpec::Stdout => Box::new(stdout::StdoutTarget),
+    }
+}

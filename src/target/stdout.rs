@@ -1,0 +1,51 @@
+//! The `stdout` target: rows as JSON Lines on standard output, for debugging and pipes.
+//! Logs go to standard error, so standard output carries nothing but rows.
+//!
+//! Standard output cannot be asked what it received, so a load interrupted by a crash is
+//! delivered again by the next run: at least once, not exactly once.
+
+use super::{Delivery, LoadInfo, Target, TargetError};
+use async_trait::async_trait;
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+/// Writes loads to standard output.
+pub struct StdoutTarget;
+
+#[async_trait]
+impl Target for StdoutTarget {
+    async fn prepare(&self, _load: &LoadInfo<'_>) -> Result<Delivery, TargetError> {
+        Ok(Delivery {
+            output: "stdout".into(),
+            detail: serde_json::Value::Null,
+        })
+    }
+
+    async fn deliver(&self, _delivery: &Delivery, spools: &[PathBuf]) -> Result<(), TargetError> {
+        let spools = spools.to_vec();
+        let result = tokio::task::spawn_blocking(move || {
+            let stdout = io::stdout();
+            let mut out = stdout.lock();
+            for spool in &spools {
+                let mut file = std::fs::File::open(spool).map_err(|source| TargetError::Io {
+                    path: spool.clone(),
+                    source,
+                })?;
+                io::copy(&mut file, &mut out).map_err(|source| TargetError::Io {
+                    path: PathBuf::from("stdout"),
+                    source,
+                })?;
+            }
+            out.flush().map_err(|source| TargetError::Io {
+                path: PathBuf::from("stdout"),
+                source,
+            })
+        })
+        .await;
+        result.map_err(|e| TargetError::Task(e.to_string()))?
+    }
+
+    async fn recover(&self, _delivery: &Delivery) -> Result<bool, TargetError> {
+        Ok(false)
+    }
+}
