@@ -193,7 +193,7 @@ impl KeyTemplate {
                 Piece::Element(Element::IntegrationName) => integration_name.chars().count(),
                 Piece::Element(Element::TableName) => table_name.chars().count(),
                 Piece::Element(Element::TableVersion) => VERSION_WIDTH,
-                Piece::Element(Element::TimestampLoaded) => 11,
+                Piece::Element(Element::TimestampLoaded) => 10,
                 Piece::Element(Element::YearLoaded) => 4,
                 Piece::Element(_) => 2,
             })

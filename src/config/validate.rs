@@ -275,14 +275,14 @@ fn schedule(text: Option<&str>, p: &mut Problems<'_>) -> Option<Schedule> {
                 .seconds(croner::parser::Seconds::Disallowed)
                 .year(croner::parser::Year::Disallowed)
                 .build();
+            if fields != 5 {
+                p.add("schedule", format!("{expr:?} has {fields} field{}; use \"daily\", \"hourly\" or 5 cron fields (minute hour day month weekday), e.g. \"30 2 * * *\"", if fields == 1 { "" } else { "s" }));
+                return None;
+            }
             match parser.parse(expr) {
-                Ok(cron) if fields == 5 => Some(Schedule::Cron(Box::new(cron), expr.to_string())),
-                Ok(_) => {
-                    p.add("schedule", format!("{expr:?} has {fields} fields; use \"daily\", \"hourly\" or 5 cron fields (minute hour day month weekday), e.g. \"30 2 * * *\""));
-                    None
-                }
+                Ok(cron) => Some(Schedule::Cron(Box::new(cron), expr.to_string())),
                 Err(e) => {
-                    p.add("schedule", format!("{expr:?} is not a cron expression ({e}); use \"daily\", \"hourly\" or 5 cron fields, e.g. \"30 2 * * *\""));
+                    p.add("schedule", format!("{expr:?} is not a cron expression ({}); use \"daily\", \"hourly\" or 5 cron fields, e.g. \"30 2 * * *\"", e.to_string().trim_end_matches('.')));
                     None
                 }
             }
@@ -571,7 +571,8 @@ fn template(
 ) -> Option<Template> {
     let before = p.out.len();
     let table = t.table.clone().unwrap_or_else(|| connection.to_string());
-    if !TABLE.is_match(&table) {
+    // A table named after its connection is checked with the connection's name.
+    if t.table.is_some() && !TABLE.is_match(&table) {
         p.add(
             &format!("{at}table"),
             format!("{table:?} is not a table name; use letters, digits and `_`, starting with a letter"),

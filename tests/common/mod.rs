@@ -1,0 +1,217 @@
+//! Test support: the moto server started by `scripts/test`, S3 helpers, configuration
+//! folders, the real binary, and a recording TCP proxy.
+//!
+//! Tests that need moto fail (never skip) when it is missing, naming the command to use.
+#![allow(dead_code)]
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::primitives::ByteStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The moto endpoint `scripts/test` started.
+pub fn moto() -> String {
+    std::env::var("S3_IMPORTD_TEST_MOTO")
+        .expect("S3_IMPORTD_TEST_MOTO is not set: run the tests with scripts/test, which starts moto")
+}
+
+/// A client for moto with static credentials.
+pub fn s3() -> Client {
+    let config = aws_sdk_s3::config::Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+        .endpoint_url(moto())
+        .force_path_style(true)
+        .build();
+    Client::from_conf(config)
+}
+
+/// A fresh bucket with a unique name.
+pub async fn bucket(client: &Client, stem: &str) -> String {
+    let name = format!("{stem}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    client.create_bucket().bucket(&name).send().await.expect("create bucket");
+    name
+}
+
+/// Puts one object.
+pub async fn put(client: &Client, bucket: &str, key: &str, body: impl Into<Vec<u8>>) {
+    client
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(ByteStream::from(body.into()))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
+}
+
+/// A configuration folder with a state file and an output folder inside a temp dir.
+pub struct ConfigDir {
+    pub temp: tempfile::TempDir,
+}
+
+impl ConfigDir {
+    pub fn new() -> ConfigDir {
+        let temp = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(temp.path().join("connections")).expect("mkdir");
+        std::fs::write(temp.path().join("s3-importd.toml"), "state = \"state/state.db\"\n").expect("write");
+        ConfigDir { temp }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.temp.path()
+    }
+
+    pub fn out(&self) -> PathBuf {
+        self.temp.path().join("out")
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.temp.path().join("state/state.db")
+    }
+
+    /// Writes `connections/NAME.toml`.
+    pub fn connection(&self, name: &str, toml: &str) {
+        std::fs::write(self.temp.path().join(format!("connections/{name}.toml")), toml).expect("write");
+    }
+
+    /// Every row in every output file, parsed.
+    pub fn rows(&self) -> Vec<serde_json::Value> {
+        output_files(&self.out())
+            .iter()
+            .flat_map(|f| {
+                std::fs::read_to_string(f)
+                    .expect("read output")
+                    .lines()
+                    .map(|l| serde_json::from_str(l).expect("output row is JSON"))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+/// Every file under a folder, sorted, hidden ones included.
+pub fn output_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect();
+    files.sort();
+    files
+}
+
+/// A connection over a moto bucket into a file target, with JSONL objects of `{"id": …}`.
+pub fn s3_connection(bucket: &str, prefix: &str, extra_source: &str) -> String {
+    format!(
+        r#"
+settle_seconds = 0
+[source]
+bucket = "{bucket}"
+region = "us-east-1"
+prefix = "{prefix}"
+endpoint = "{endpoint}"
+force_path_style = true
+{extra_source}
+
+[format]
+type = "jsonl"
+
+[template]
+table = "items"
+[[template.fields]]
+name = "id"
+type = "string"
+required = true
+
+[target]
+type = "file"
+path = "out"
+"#,
+        endpoint = moto()
+    )
+}
+
+/// The real binary with the test environment.
+pub fn binary(config: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_s3-importd"));
+    cmd.arg("--config").arg(config);
+    cmd.env("S3_IMPORTD_LOG", "info");
+    cmd
+}
+
+/// Runs the binary to the end (bounded by its own work; moto answers quickly).
+pub fn run_binary(config: &Path, args: &[&str]) -> Output {
+    binary(config).args(args).output().expect("run s3-importd")
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A TCP proxy in front of `upstream` that records every byte in each direction.
+pub struct RecordingProxy {
+    pub url: String,
+    pub requests: Arc<Mutex<Vec<u8>>>,
+    pub responses: Arc<Mutex<Vec<u8>>>,
+}
+
+impl RecordingProxy {
+    pub async fn start(upstream: &str) -> RecordingProxy {
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let responses = Arc::new(Mutex::new(Vec::new()));
+        let (req, resp) = (requests.clone(), responses.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::spawn(pipe(cr, sw, req.clone()));
+                tokio::spawn(pipe(sr, cw, resp.clone()));
+            }
+        });
+        RecordingProxy {
+            url,
+            requests,
+            responses,
+        }
+    }
+
+    pub fn requests(&self) -> String {
+        text(&self.requests.lock().unwrap())
+    }
+
+    pub fn responses(&self) -> String {
+        text(&self.responses.lock().unwrap())
+    }
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    log: Arc<Mutex<Vec<u8>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match tokio::time::timeout(Duration::from_secs(60), from.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => break,
+        };
+        log.lock().unwrap().extend_from_slice(&buf[..n]);
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}

@@ -1,0 +1,213 @@
+//! Bad configuration files and the exact messages they produce: each names the file, the key
+//! path and the fix. `validate` prints every problem of every file at once and exits 2.
+
+mod common;
+
+use common::*;
+
+const GOOD_TAIL: &str = r#"
+[template]
+[[template.fields]]
+name = "id"
+
+[target]
+type = "file"
+path = "out"
+"#;
+
+fn s3_source(body: &str) -> String {
+    format!("[source]\n{body}\n{GOOD_TAIL}")
+}
+
+/// Loads a folder holding the given connection files and returns every message.
+fn problems(files: &[(&str, &str)]) -> Vec<String> {
+    let cfg = ConfigDir::new();
+    for (name, body) in files {
+        let path = cfg.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    }
+    match s3_importd::config::load(cfg.path()) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn bad_files_and_their_messages() {
+    let b = "bucket = \"acme-exports\"\nregion = \"us-east-1\"";
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (
+            s3_source("bucket = \"s3://acme-exports/products\"\nregion = \"us-east-1\""),
+            vec![
+                "connections/c.toml: source.bucket: \"s3://acme-exports/products\" is an s3:// URL; give the bare bucket name, bucket = \"acme-exports\", and put any folder in prefix",
+            ],
+        ),
+        (
+            s3_source("bucket = \"https://acme-exports.s3.amazonaws.com\"\nregion = \"us-east-1\""),
+            vec![
+                "connections/c.toml: source.bucket: \"https://acme-exports.s3.amazonaws.com\" is a URL; give the bare bucket name, and the URL of an S3-compatible service as endpoint",
+            ],
+        ),
+        (
+            s3_source("bucket = \"acme-exports/products\"\nregion = \"us-east-1\""),
+            vec![
+                "connections/c.toml: source.bucket: \"acme-exports/products\" has a path; give the bare bucket name, bucket = \"acme-exports\", and put the folder in prefix = \"products\"",
+            ],
+        ),
+        (
+            s3_source("bucket = \"Acme_Exports\"\nregion = \"us-east-1\""),
+            vec![
+                "connections/c.toml: source.bucket: \"Acme_Exports\" is not a valid bucket name; bucket names are 3 to 63 lower-case letters, digits, `.` and `-`, starting and ending with a letter or digit",
+            ],
+        ),
+        (
+            s3_source(&format!("{b}\nrole_arn = \"arn:aws:iam::1234:user/bob\"")),
+            vec![
+                "connections/c.toml: source.role_arn: \"arn:aws:iam::1234:user/bob\" is not an IAM role ARN; it looks like \"arn:aws:iam::123456789012:role/s3-importd-acme\"",
+            ],
+        ),
+        (
+            s3_source(&format!("{b}\nexternal_id = \"abc-123\"")),
+            vec!["connections/c.toml: source.external_id: is sent with AssumeRole, so it needs role_arn as well"],
+        ),
+        (
+            s3_source(&format!("{b}\ninclude = [\"*.csv\", \"a[\"]")),
+            vec!["connections/c.toml: source.include[1]: \"a[\" is not a glob: unclosed character class; missing ']'"],
+        ),
+        (
+            s3_source(&format!("{b}\nbuckett = \"x\"")),
+            vec![
+                "connections/c.toml: source.buckett: unknown field `buckett`, expected one of `type`, `bucket`, `region`, `prefix`, `role_arn`, `external_id`, `endpoint`, `force_path_style`, `challenge_file`, `path`, `include`, `exclude` (line 4)",
+            ],
+        ),
+        (
+            s3_source(&format!("{b}\nprefix = \"/products/\"")),
+            vec!["connections/c.toml: source.prefix: \"/products/\" starts with `/`; S3 keys have no leading slash, use \"products/\""],
+        ),
+        (
+            format!("[source]\n{b}\n[template]\n[[template.fields]]\nname = \"id\"\n[target]\ntype = \"file\"\npath = \"out\"\nkey = \"[integration_name]/[table_name].jsonl\""),
+            vec![
+                "connections/c.toml: target.key: \"[integration_name]/[table_name].jsonl\": the required elements [table_version], [timestamp_loaded] are missing; every key needs [integration_name], [table_name], [table_version] and [timestamp_loaded]",
+            ],
+        ),
+        (
+            format!("[source]\n{b}\n[template]\n[[template.fields]]\nname = \"id\"\n[target]\ntype = \"file\"\npath = \"out\"\nkey = \"my files/[integration_name]/[table_name]/[table_version]/[timestamp_loaded]\""),
+            vec![
+                "connections/c.toml: target.key: \"my files/[integration_name]/[table_name]/[table_version]/[timestamp_loaded]\": contains ' '; keys may not contain spaces or any of ! @ # $ % ^ & *",
+            ],
+        ),
+        (
+            format!("[source]\n{b}\n[template]\n[[template.fields]]\nname = \"id\"\n[target]\ntype = \"file\"\npath = \"out\"\nkey = \"{}/[integration_name]/[table_name]/[table_version]/[timestamp_loaded]\"", "x".repeat(480)),
+            vec!["connections/c.toml: target.key: \"xxxxxxxxxx…[timestamp_loaded]\": expands to up to 506 characters; keys are limited to 500: shorten the text or the names"],
+        ),
+        (
+            format!("[source]\n{b}\n[template]\n[[template.fields]]\nname = \"id\"\n[target]\ntype = \"file\"\npath = \"out\"\nkey = \"[integration_name]/[table_name]/[table_version]/[timestamp_loaded]#1\""),
+            vec![
+                "connections/c.toml: target.key: \"[integration_name]/[table_name]/[table_version]/[timestamp_loaded]#1\": contains '#'; keys may not contain spaces or any of ! @ # $ % ^ & *",
+            ],
+        ),
+        (
+            format!("schedule = \"every day\"\nbackfill_days = 0\n[source]\n{b}\n[template]\nmax_bad_rows = \"lots\"\n[[template.fields]]\nname = \"id\"\ntype = \"money\"\n[target]\ntype = \"ftp\""),
+            vec![
+                "connections/c.toml: schedule: \"every day\" has 2 fields; use \"daily\", \"hourly\" or 5 cron fields (minute hour day month weekday), e.g. \"30 2 * * *\"",
+                "connections/c.toml: backfill_days: 0 is out of range; use 1 to 36500",
+                "connections/c.toml: template.max_bad_rows: \"lots\" is not a count or a share; use a count such as \"10\" or a share such as \"1%\"",
+                "connections/c.toml: template.fields[0].type: \"money\" is not a field type; use one of string, integer, float, boolean, date, timestamp, json",
+                "connections/c.toml: target.type: \"ftp\" is not a target type; use \"file\", \"stdout\", \"s3\", \"http\" or \"postgres\"",
+            ],
+        ),
+        (
+            "[source]\ntype = \"dir\"\npath = \"in\"\nbucket = \"acme-exports\"\n[template]\n[[template.fields]]\nname = \"id\"\n[target]\ntype = \"stdout\"\npath = \"out\"".to_string(),
+            vec![
+                "connections/c.toml: source.bucket: is a key of an s3 source; a dir source reads only `path`, `include` and `exclude`",
+                "connections/c.toml: target.path: is not a key of a stdout target",
+            ],
+        ),
+        (
+            "[source]\ntype = \"dir\"\npath = \"in\"\n[target]\ntype = \"stdout\"".to_string(),
+            vec![
+                "connections/c.toml: template: missing; add a [template] with [[template.fields]], or template = \"NAME\" for templates/NAME.toml",
+            ],
+        ),
+        (
+            "[source]\ntype = \"dir\"\npath = \"in\"\ntemplate = \"products\"\n[target]\ntype = \"stdout\"".to_string(),
+            vec![
+                "connections/c.toml: source.template: unknown field `template`, expected one of `type`, `bucket`, `region`, `prefix`, `role_arn`, `external_id`, `endpoint`, `force_path_style`, `challenge_file`, `path`, `include`, `exclude` (line 4)",
+            ],
+        ),
+        (
+            "template = \"products\"\n[source]\ntype = \"dir\"\npath = \"in\"\n[target]\ntype = \"stdout\"".to_string(),
+            vec!["connections/c.toml: template: no template \"products\": there is no templates/products.toml"],
+        ),
+        (
+            "[source]\ntype = \"dir\"\npath = \"in\"\n[template]\n[[template.fields]]\nname = \"id\"\ncolour = \"x\"\n[target]\ntype = \"stdout\"".to_string(),
+            vec![
+                "connections/c.toml: template.fields[0].colour: unknown field `colour`, expected one of `name`, `column`, `type`, `required`, `format`, `values`, `default`",
+            ],
+        ),
+        ("[source\n".to_string(), vec!["connections/c.toml: unclosed table, expected `]` (line 1)"]),
+    ];
+    for (body, want) in cases {
+        let got = problems(&[("connections/c.toml", &body)]);
+        assert_eq!(got.len(), want.len(), "for\n{body}\ngot {got:#?}");
+        for (g, w) in got.iter().zip(&want) {
+            // `…` in an expected message stands for text too long to spell out.
+            let matches = match w.split_once('…') {
+                Some((head, tail)) => g.starts_with(head) && g.ends_with(tail),
+                None => g == w,
+            };
+            assert!(matches, "for\n{body}\n got: {g}\nwant: {w}");
+        }
+    }
+}
+
+#[test]
+fn settings_problems_are_reported_with_connection_problems() {
+    let got = problems(&[
+        ("s3-importd.toml", "timezone = \"Mars/Olympus\"\nlog_format = \"xml\"\nmax_concurrent_runs = 0\n"),
+        ("connections/a b.toml", "[source]\ntype = \"dir\"\npath = \"in\"\n[template]\n[[template.fields]]\nname = \"id\"\n[target]\ntype = \"stdout\""),
+    ]);
+    assert_eq!(
+        got,
+        vec![
+            "s3-importd.toml: timezone: \"Mars/Olympus\" is not a time zone; use an IANA name such as \"UTC\" or \"Europe/Berlin\"",
+            "s3-importd.toml: max_concurrent_runs: 0 is out of range; use 1 to 64",
+            "s3-importd.toml: log_format: \"xml\" is not a log format; use \"text\" or \"json\"",
+            "connections/a b.toml: the file name is the connection's name and may use only letters, digits, `.`, `_` and `-` (at most 64, starting with a letter or digit); rename the file",
+        ]
+    );
+}
+
+#[test]
+fn validate_prints_every_problem_and_exits_2() {
+    let cfg = ConfigDir::new();
+    cfg.connection("one", &s3_source("bucket = \"s3://one\"\nregion = \"us-east-1\""));
+    cfg.connection("two", &s3_source("bucket = \"two-ok\"\nregion = \"mars\""));
+    let out = run_binary(cfg.path(), &["validate"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    let dir = cfg.path().display();
+    assert!(
+        err.contains(&format!("{dir}/connections/one.toml: source.bucket: \"s3://one\" is an s3:// URL")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{dir}/connections/two.toml: source.region: \"mars\" is not an AWS region; use a name like \"us-east-1\""
+        )),
+        "{err}"
+    );
+    assert!(err.contains("2 problems in"), "{err}");
+
+    // `run` refuses a bad configuration the same way.
+    let out = run_binary(cfg.path(), &["run"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    // A good folder validates.
+    let good = ConfigDir::new();
+    good.connection("fine", &s3_source("bucket = \"fine-bucket\"\nregion = \"eu-west-1\""));
+    let out = run_binary(good.path(), &["validate"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("configuration ok: 1 connection (1 enabled)"));
+}

@@ -1,0 +1,226 @@
+//! End-to-end runs of the real binary against moto: the whole folder is listed and imported
+//! once, overwrites are imported again, AssumeRole is used as configured, and a kill at any
+//! point of a delivery loses and duplicates nothing.
+
+mod common;
+
+use common::*;
+use futures::StreamExt;
+use std::collections::BTreeSet;
+use std::io::BufRead;
+use std::process::Stdio;
+use std::time::Duration;
+
+fn stdout_of(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "s3-importd failed: {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn ids(rows: &[serde_json::Value]) -> Vec<String> {
+    let mut ids: Vec<String> = rows.iter().map(|r| r["id"].as_str().unwrap_or("?").to_string()).collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn imports_every_object_under_the_prefix_exactly_once() {
+    let client = s3();
+    let b = bucket(&client, "many").await;
+    let inside = 1050;
+    futures::stream::iter(0..inside)
+        .for_each_concurrent(16, |i| {
+            let (client, b) = (&client, &b);
+            async move { put(client, b, &format!("in/{i:05}.jsonl"), format!("{{\"id\": \"in-{i}\"}}\n")).await }
+        })
+        .await;
+    for i in 0..10 {
+        put(&client, &b, &format!("other/{i}.jsonl"), format!("{{\"id\": \"other-{i}\"}}\n")).await;
+        put(&client, &b, &format!("in-sibling/{i}.jsonl"), format!("{{\"id\": \"sib-{i}\"}}\n")).await;
+    }
+    put(&client, &b, "in/folder/", Vec::new()).await;
+    put(&client, &b, "in/empty.jsonl", Vec::new()).await;
+
+    let cfg = ConfigDir::new();
+    cfg.connection("many", &s3_connection(&b, "in/", ""));
+    let out = stdout_of(&run_binary(cfg.path(), &["run"]));
+    assert!(
+        out.contains("many: listed 1052, new 1050, imported 1050, rejected 0, failed 0; rows 1050, bad rows 0;"),
+        "{out}"
+    );
+    let rows = cfg.rows();
+    let expected: Vec<String> = {
+        let mut v: Vec<String> = (0..inside).map(|i| format!("in-{i}")).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids(&rows), expected);
+    assert!(rows.iter().all(|r| r["_source_key"].as_str().is_some_and(|k| k.starts_with("in/"))));
+    assert_eq!(output_files(&cfg.out()).len(), 1, "one load, one output file");
+
+    // A second run finds nothing new and writes nothing.
+    let out = stdout_of(&run_binary(cfg.path(), &["run"]));
+    assert!(out.contains("many: listed 1052, new 0, imported 0,"), "{out}");
+    assert_eq!(output_files(&cfg.out()).len(), 1);
+
+    // An object overwritten in place is a new version and is imported again, alone.
+    put(&client, &b, "in/00007.jsonl", "{\"id\": \"in-7-v2\"}\n").await;
+    let out = stdout_of(&run_binary(cfg.path(), &["run"]));
+    assert!(out.contains("many: listed 1052, new 1, imported 1,"), "{out}");
+    let files = output_files(&cfg.out());
+    assert_eq!(files.len(), 2);
+    let newest = std::fs::read_to_string(files.iter().max_by_key(|f| f.metadata().unwrap().modified().unwrap()).unwrap())
+        .unwrap();
+    assert_eq!(newest.lines().count(), 1);
+    assert!(newest.contains("\"in-7-v2\""), "{newest}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn assume_role_sends_role_and_external_id_and_lists_with_its_credentials() {
+    let client = s3();
+    let b = bucket(&client, "role").await;
+    put(&client, &b, "data/a.jsonl", "{\"id\": \"a\"}\n").await;
+    let proxy = RecordingProxy::start(&moto()).await;
+
+    let cfg = ConfigDir::new();
+    let conn = s3_connection(&b, "data/", "role_arn = \"arn:aws:iam::123456789012:role/s3-importd-test\"\nexternal_id = \"ext-123-abc\"")
+        .replace(&moto(), &proxy.url);
+    cfg.connection("roles", &conn);
+    let out = tokio::task::spawn_blocking({
+        let (path, url) = (cfg.path().to_path_buf(), proxy.url.clone());
+        move || binary(&path).arg("run").env("AWS_ENDPOINT_URL_STS", url).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let out = stdout_of(&out);
+    assert!(out.contains("imported 1"), "{out}");
+    assert_eq!(ids(&cfg.rows()), vec!["a"]);
+
+    let requests = proxy.requests();
+    assert!(requests.contains("Action=AssumeRole"), "{requests}");
+    assert!(requests.contains("RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fs3-importd-test"), "{requests}");
+    assert!(requests.contains("ExternalId=ext-123-abc"), "{requests}");
+    assert!(requests.contains("RoleSessionName=s3-importd-roles"), "{requests}");
+
+    // The listing is signed with the credentials AssumeRole returned, not the base ones.
+    let responses = proxy.responses();
+    let key_id = responses
+        .split("<AccessKeyId>")
+        .nth(1)
+        .and_then(|s| s.split("</AccessKeyId>").next())
+        .expect("an AssumeRole response with an AccessKeyId");
+    assert_ne!(key_id, "testing");
+    let listing = requests
+        .split("\r\n\r\n")
+        .find(|block| block.contains("list-type=2"))
+        .expect("a ListObjectsV2 request");
+    assert!(listing.contains(&format!("Credential={key_id}/")), "{listing}");
+}
+
+/// Runs the binary with a fault point and kills it (SIGKILL) once it stops there.
+fn kill_at(cfg: &ConfigDir, point: &str) {
+    let mut child = binary(cfg.path())
+        .arg("run")
+        .env("S3_IMPORTD_FAULT", point)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("fault point") {
+                let _ = tx.send(line);
+                return;
+            }
+        }
+    });
+    let reached = rx.recv_timeout(Duration::from_secs(120));
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    assert!(reached.is_ok(), "the run never reached fault point {point}");
+}
+
+fn assert_exactly_once(cfg: &ConfigDir, expected: &[String]) {
+    let rows = cfg.rows();
+    let provenance: BTreeSet<(String, u64)> = rows
+        .iter()
+        .map(|r| (r["_source_key"].as_str().unwrap().to_string(), r["_source_line"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(provenance.len(), rows.len(), "a row was delivered twice");
+    assert_eq!(ids(&rows), expected);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kill_at_any_point_of_a_delivery_loses_and_duplicates_nothing() {
+    let client = s3();
+    let b = bucket(&client, "kill").await;
+    let mut expected = Vec::new();
+    for i in 0..40 {
+        put(&client, &b, &format!("k/{i:03}.jsonl"), format!("{{\"id\": \"{i}-a\"}}\n{{\"id\": \"{i}-b\"}}\n")).await;
+        expected.extend([format!("{i}-a"), format!("{i}-b")]);
+    }
+    expected.sort();
+    let cfg = ConfigDir::new();
+    cfg.connection("kill", &s3_connection(&b, "k/", ""));
+
+    // Killed after the output is written and before the ledger is committed: the next run
+    // finds the output and commits it instead of writing it again.
+    let cfg = tokio::task::spawn_blocking(move || {
+        kill_at(&cfg, "after-deliver");
+        assert_eq!(output_files(&cfg.out()).len(), 1);
+        let out = stdout_of(&run_binary(cfg.path(), &["run"]));
+        assert!(out.contains("new 0, imported 0"), "{out}");
+        cfg
+    })
+    .await
+    .unwrap();
+    assert_exactly_once(&cfg, &expected);
+    assert_eq!(output_files(&cfg.out()).len(), 1);
+
+    // Killed after the load is prepared and before anything is written: the next run drops
+    // the pending load and imports the objects again.
+    for i in 40..50 {
+        put(&client, &b, &format!("k/{i:03}.jsonl"), format!("{{\"id\": \"{i}-a\"}}\n")).await;
+        expected.push(format!("{i}-a"));
+    }
+    expected.sort();
+    let cfg = tokio::task::spawn_blocking(move || {
+        kill_at(&cfg, "after-prepare");
+        assert_eq!(output_files(&cfg.out()).len(), 1, "nothing written before delivery");
+        let out = stdout_of(&run_binary(cfg.path(), &["run"]));
+        assert!(out.contains("new 10, imported 10"), "{out}");
+        cfg
+    })
+    .await
+    .unwrap();
+    assert_exactly_once(&cfg, &expected);
+    assert_eq!(output_files(&cfg.out()).len(), 2);
+
+    // Killed after the commit: the next run has nothing left to do.
+    put(&client, &b, "k/050.jsonl", "{\"id\": \"50-a\"}\n").await;
+    expected.push("50-a".to_string());
+    expected.sort();
+    let cfg = tokio::task::spawn_blocking(move || {
+        kill_at(&cfg, "after-commit");
+        let out = stdout_of(&run_binary(cfg.path(), &["run"]));
+        assert!(out.contains("new 0, imported 0"), "{out}");
+        cfg
+    })
+    .await
+    .unwrap();
+    assert_exactly_once(&cfg, &expected);
+    assert_eq!(output_files(&cfg.out()).len(), 3);
+    assert!(
+        output_files(&cfg.out())
+            .iter()
+            .all(|f| !f.file_name().unwrap().to_string_lossy().starts_with('.')),
+        "a temporary file was left behind"
+    );
+}
