@@ -162,10 +162,8 @@ pub async fn run(env: &RunEnv<'_>, dry_run: bool) -> RunSummary {
             summary.error = Some(e.to_string());
             warn!(error = %e, "run failed");
         }
-        if !dry_run {
-            if let Err(e) = env.state.finish_run(&record(&summary, started, env.clock.now())) {
-                warn!(error = %e, "recording the run failed");
-            }
+        if !dry_run && let Err(e) = env.state.finish_run(&record(&summary, started, env.clock.now())) {
+            warn!(error = %e, "recording the run failed");
         }
         info!(
             listed = summary.listed,

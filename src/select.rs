@@ -262,7 +262,8 @@ mod tests {
             lower: t(-100),
             upper: t(0),
         };
-        let cases: [(Option<DateTime<Utc>>, Vec<DateTime<Utc>>, DateTime<Utc>); 5] = [
+        type Case = (Option<DateTime<Utc>>, Vec<DateTime<Utc>>, DateTime<Utc>);
+        let cases: [Case; 5] = [
             (None, vec![], t(0)),
             (Some(t(-50)), vec![], t(0)),
             // a failure holds the watermark at its LastModified

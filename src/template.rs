@@ -157,7 +157,7 @@ impl Field {
     /// values are coerced to the field's type and checked against the allowed values.
     pub fn check(&self, raw: RawValue<'_>) -> Result<Value, String> {
         let raw = match raw {
-            RawValue::Text(t) if t.is_empty() => RawValue::Missing,
+            RawValue::Text("") => RawValue::Missing,
             RawValue::Json(Value::Null) => RawValue::Missing,
             other => other,
         };

@@ -165,8 +165,14 @@ fn bad_files_and_their_messages() {
 #[test]
 fn settings_problems_are_reported_with_connection_problems() {
     let got = problems(&[
-        ("s3-importd.toml", "timezone = \"Mars/Olympus\"\nlog_format = \"xml\"\nmax_concurrent_runs = 0\n"),
-        ("connections/a b.toml", "[source]\ntype = \"dir\"\npath = \"in\"\n[template]\n[[template.fields]]\nname = \"id\"\n[target]\ntype = \"stdout\""),
+        (
+            "s3-importd.toml",
+            "timezone = \"Mars/Olympus\"\nlog_format = \"xml\"\nmax_concurrent_runs = 0\n",
+        ),
+        (
+            "connections/a b.toml",
+            "[source]\ntype = \"dir\"\npath = \"in\"\n[template]\n[[template.fields]]\nname = \"id\"\n[target]\ntype = \"stdout\"",
+        ),
     ]);
     assert_eq!(
         got,
@@ -189,7 +195,9 @@ fn validate_prints_every_problem_and_exits_2() {
     let err = text(&out.stderr);
     let dir = cfg.path().display();
     assert!(
-        err.contains(&format!("{dir}/connections/one.toml: source.bucket: \"s3://one\" is an s3:// URL")),
+        err.contains(&format!(
+            "{dir}/connections/one.toml: source.bucket: \"s3://one\" is an s3:// URL"
+        )),
         "{err}"
     );
     assert!(
@@ -206,7 +214,10 @@ fn validate_prints_every_problem_and_exits_2() {
 
     // A good folder validates.
     let good = ConfigDir::new();
-    good.connection("fine", &s3_source("bucket = \"fine-bucket\"\nregion = \"eu-west-1\""));
+    good.connection(
+        "fine",
+        &s3_source("bucket = \"fine-bucket\"\nregion = \"eu-west-1\""),
+    );
     let out = run_binary(good.path(), &["validate"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("configuration ok: 1 connection (1 enabled)"));

@@ -23,7 +23,10 @@ fn stdout_of(out: &std::process::Output) -> String {
 }
 
 fn ids(rows: &[serde_json::Value]) -> Vec<String> {
-    let mut ids: Vec<String> = rows.iter().map(|r| r["id"].as_str().unwrap_or("?").to_string()).collect();
+    let mut ids: Vec<String> = rows
+        .iter()
+        .map(|r| r["id"].as_str().unwrap_or("?").to_string())
+        .collect();
     ids.sort();
     ids
 }
@@ -36,12 +39,32 @@ async fn imports_every_object_under_the_prefix_exactly_once() {
     futures::stream::iter(0..inside)
         .for_each_concurrent(16, |i| {
             let (client, b) = (&client, &b);
-            async move { put(client, b, &format!("in/{i:05}.jsonl"), format!("{{\"id\": \"in-{i}\"}}\n")).await }
+            async move {
+                put(
+                    client,
+                    b,
+                    &format!("in/{i:05}.jsonl"),
+                    format!("{{\"id\": \"in-{i}\"}}\n"),
+                )
+                .await
+            }
         })
         .await;
     for i in 0..10 {
-        put(&client, &b, &format!("other/{i}.jsonl"), format!("{{\"id\": \"other-{i}\"}}\n")).await;
-        put(&client, &b, &format!("in-sibling/{i}.jsonl"), format!("{{\"id\": \"sib-{i}\"}}\n")).await;
+        put(
+            &client,
+            &b,
+            &format!("other/{i}.jsonl"),
+            format!("{{\"id\": \"other-{i}\"}}\n"),
+        )
+        .await;
+        put(
+            &client,
+            &b,
+            &format!("in-sibling/{i}.jsonl"),
+            format!("{{\"id\": \"sib-{i}\"}}\n"),
+        )
+        .await;
     }
     put(&client, &b, "in/folder/", Vec::new()).await;
     put(&client, &b, "in/empty.jsonl", Vec::new()).await;
@@ -50,7 +73,9 @@ async fn imports_every_object_under_the_prefix_exactly_once() {
     cfg.connection("many", &s3_connection(&b, "in/", ""));
     let out = stdout_of(&run_binary(cfg.path(), &["run"]));
     assert!(
-        out.contains("many: listed 1052, new 1050, imported 1050, rejected 0, failed 0; rows 1050, bad rows 0;"),
+        out.contains(
+            "many: listed 1052, new 1050, imported 1050, rejected 0, failed 0; rows 1050, bad rows 0;"
+        ),
         "{out}"
     );
     let rows = cfg.rows();
@@ -60,7 +85,10 @@ async fn imports_every_object_under_the_prefix_exactly_once() {
         v
     };
     assert_eq!(ids(&rows), expected);
-    assert!(rows.iter().all(|r| r["_source_key"].as_str().is_some_and(|k| k.starts_with("in/"))));
+    assert!(
+        rows.iter()
+            .all(|r| r["_source_key"].as_str().is_some_and(|k| k.starts_with("in/")))
+    );
     assert_eq!(output_files(&cfg.out()).len(), 1, "one load, one output file");
 
     // A second run finds nothing new and writes nothing.
@@ -74,8 +102,13 @@ async fn imports_every_object_under_the_prefix_exactly_once() {
     assert!(out.contains("many: listed 1052, new 1, imported 1,"), "{out}");
     let files = output_files(&cfg.out());
     assert_eq!(files.len(), 2);
-    let newest = std::fs::read_to_string(files.iter().max_by_key(|f| f.metadata().unwrap().modified().unwrap()).unwrap())
-        .unwrap();
+    let newest = std::fs::read_to_string(
+        files
+            .iter()
+            .max_by_key(|f| f.metadata().unwrap().modified().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(newest.lines().count(), 1);
     assert!(newest.contains("\"in-7-v2\""), "{newest}");
 }
@@ -88,12 +121,22 @@ async fn assume_role_sends_role_and_external_id_and_lists_with_its_credentials()
     let proxy = RecordingProxy::start(&moto()).await;
 
     let cfg = ConfigDir::new();
-    let conn = s3_connection(&b, "data/", "role_arn = \"arn:aws:iam::123456789012:role/s3-importd-test\"\nexternal_id = \"ext-123-abc\"")
-        .replace(&moto(), &proxy.url);
+    let conn = s3_connection(
+        &b,
+        "data/",
+        "role_arn = \"arn:aws:iam::123456789012:role/s3-importd-test\"\nexternal_id = \"ext-123-abc\"",
+    )
+    .replace(&moto(), &proxy.url);
     cfg.connection("roles", &conn);
     let out = tokio::task::spawn_blocking({
         let (path, url) = (cfg.path().to_path_buf(), proxy.url.clone());
-        move || binary(&path).arg("run").env("AWS_ENDPOINT_URL_STS", url).output().unwrap()
+        move || {
+            binary(&path)
+                .arg("run")
+                .env("AWS_ENDPOINT_URL_STS", url)
+                .output()
+                .unwrap()
+        }
     })
     .await
     .unwrap();
@@ -103,9 +146,15 @@ async fn assume_role_sends_role_and_external_id_and_lists_with_its_credentials()
 
     let requests = proxy.requests();
     assert!(requests.contains("Action=AssumeRole"), "{requests}");
-    assert!(requests.contains("RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fs3-importd-test"), "{requests}");
+    assert!(
+        requests.contains("RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fs3-importd-test"),
+        "{requests}"
+    );
     assert!(requests.contains("ExternalId=ext-123-abc"), "{requests}");
-    assert!(requests.contains("RoleSessionName=s3-importd-roles"), "{requests}");
+    assert!(
+        requests.contains("RoleSessionName=s3-importd-roles"),
+        "{requests}"
+    );
 
     // The listing is signed with the credentials AssumeRole returned, not the base ones.
     let responses = proxy.responses();
@@ -151,7 +200,12 @@ fn assert_exactly_once(cfg: &ConfigDir, expected: &[String]) {
     let rows = cfg.rows();
     let provenance: BTreeSet<(String, u64)> = rows
         .iter()
-        .map(|r| (r["_source_key"].as_str().unwrap().to_string(), r["_source_line"].as_u64().unwrap()))
+        .map(|r| {
+            (
+                r["_source_key"].as_str().unwrap().to_string(),
+                r["_source_line"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(provenance.len(), rows.len(), "a row was delivered twice");
     assert_eq!(ids(&rows), expected);
@@ -163,7 +217,13 @@ async fn a_kill_at_any_point_of_a_delivery_loses_and_duplicates_nothing() {
     let b = bucket(&client, "kill").await;
     let mut expected = Vec::new();
     for i in 0..40 {
-        put(&client, &b, &format!("k/{i:03}.jsonl"), format!("{{\"id\": \"{i}-a\"}}\n{{\"id\": \"{i}-b\"}}\n")).await;
+        put(
+            &client,
+            &b,
+            &format!("k/{i:03}.jsonl"),
+            format!("{{\"id\": \"{i}-a\"}}\n{{\"id\": \"{i}-b\"}}\n"),
+        )
+        .await;
         expected.extend([format!("{i}-a"), format!("{i}-b")]);
     }
     expected.sort();
@@ -187,13 +247,23 @@ async fn a_kill_at_any_point_of_a_delivery_loses_and_duplicates_nothing() {
     // Killed after the load is prepared and before anything is written: the next run drops
     // the pending load and imports the objects again.
     for i in 40..50 {
-        put(&client, &b, &format!("k/{i:03}.jsonl"), format!("{{\"id\": \"{i}-a\"}}\n")).await;
+        put(
+            &client,
+            &b,
+            &format!("k/{i:03}.jsonl"),
+            format!("{{\"id\": \"{i}-a\"}}\n"),
+        )
+        .await;
         expected.push(format!("{i}-a"));
     }
     expected.sort();
     let cfg = tokio::task::spawn_blocking(move || {
         kill_at(&cfg, "after-prepare");
-        assert_eq!(output_files(&cfg.out()).len(), 1, "nothing written before delivery");
+        assert_eq!(
+            output_files(&cfg.out()).len(),
+            1,
+            "nothing written before delivery"
+        );
         let out = stdout_of(&run_binary(cfg.path(), &["run"]));
         assert!(out.contains("new 10, imported 10"), "{out}");
         cfg

@@ -71,7 +71,10 @@ async fn first_run_skips_objects_older_than_backfill_days() {
     assert!(new > old);
 
     let cfg = ConfigDir::new();
-    cfg.connection("bf", &format!("backfill_days = 1\n{}", s3_connection(&b, "p/", "")));
+    cfg.connection(
+        "bf",
+        &format!("backfill_days = 1\n{}", s3_connection(&b, "p/", "")),
+    );
     let c = connection(&cfg, "bf");
     let source = source_of(&c).await;
     // One day after `new` was written: `old` is just outside the backfill window.
@@ -135,7 +138,10 @@ async fn versions_sharing_a_second_and_seen_late_are_imported_once_each() {
     let lm = last_modified(&a, &b).await;
 
     let cfg = ConfigDir::new();
-    cfg.connection("late", &s3_connection(&b, "p/", "").replace("settle_seconds = 0", "settle_seconds = 60"));
+    cfg.connection(
+        "late",
+        &s3_connection(&b, "p/", "").replace("settle_seconds = 0", "settle_seconds = 60"),
+    );
     let c = connection(&cfg, "late");
     let s3source = source_of(&c).await;
     let source = Hiding {
@@ -160,7 +166,11 @@ async fn versions_sharing_a_second_and_seen_late_are_imported_once_each() {
     let s = run_once(&cfg, &c, &source, &clock).await;
     assert_eq!((s.new, s.imported), (0, 0), "{}", s.line());
 
-    let mut ids: Vec<String> = cfg.rows().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    let mut ids: Vec<String> = cfg
+        .rows()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
     ids.sort();
     assert_eq!(ids, vec![format!("a{attempt}"), format!("b{attempt}")]);
 }
@@ -198,7 +208,9 @@ async fn a_failed_object_holds_the_watermark_and_is_imported_by_the_next_run() {
     let b = bucket(&client, "flaky").await;
     put(&client, &b, "p/1.jsonl", "{\"id\": \"one\"}\n").await;
     put(&client, &b, "p/2.jsonl", "{\"id\": \"two\"}\n").await;
-    let lm = last_modified("p/1.jsonl", &b).await.min(last_modified("p/2.jsonl", &b).await);
+    let lm = last_modified("p/1.jsonl", &b)
+        .await
+        .min(last_modified("p/2.jsonl", &b).await);
 
     let cfg = ConfigDir::new();
     cfg.connection("flaky", &s3_connection(&b, "p/", ""));

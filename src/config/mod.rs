@@ -214,10 +214,10 @@ pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
         }]));
     }
     let settings_file = dir.join("s3-importd.toml");
-    if settings_file.exists() {
-        if let Some(s) = read_toml(dir, &settings_file, &mut errors) {
-            raw.settings = s;
-        }
+    if settings_file.exists()
+        && let Some(s) = read_toml(dir, &settings_file, &mut errors)
+    {
+        raw.settings = s;
     }
     for (name, path) in toml_files(dir, "templates", &mut errors) {
         if let Some(t) = read_toml(dir, &path, &mut errors) {

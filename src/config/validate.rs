@@ -162,13 +162,13 @@ fn settings(dir: &Path, s: RawSettings, p: &mut Problems<'_>) -> Option<Settings
             LogFormat::Text
         }
     };
-    if let Some(a) = &s.aws_principal {
-        if !PRINCIPAL_ARN.is_match(a) {
-            p.add(
+    if let Some(a) = &s.aws_principal
+        && !PRINCIPAL_ARN.is_match(a)
+    {
+        p.add(
                 "aws_principal",
                 format!("{a:?} is not an IAM ARN; use the daemon's role or user ARN, e.g. \"arn:aws:iam::111122223333:role/s3-importd\""),
             );
-        }
     }
     (p.out.len() == before).then_some(Settings {
         state,
@@ -441,13 +441,13 @@ fn s3_source(s: RawSource, p: &mut Problems<'_>) -> Option<S3Spec> {
             ),
         );
     }
-    if let Some(arn) = &s.role_arn {
-        if !ROLE_ARN.is_match(arn) {
-            p.add(
+    if let Some(arn) = &s.role_arn
+        && !ROLE_ARN.is_match(arn)
+    {
+        p.add(
                 "source.role_arn",
                 format!("{arn:?} is not an IAM role ARN; it looks like \"arn:aws:iam::123456789012:role/s3-importd-acme\""),
             );
-        }
     }
     if let Some(id) = &s.external_id {
         if !EXTERNAL_ID.is_match(id) {
@@ -463,13 +463,13 @@ fn s3_source(s: RawSource, p: &mut Problems<'_>) -> Option<S3Spec> {
             );
         }
     }
-    if let Some(e) = &s.endpoint {
-        if !(e.starts_with("http://") || e.starts_with("https://")) || e.contains(char::is_whitespace) {
-            p.add(
-                "source.endpoint",
-                format!("{e:?} is not an http:// or https:// URL"),
-            );
-        }
+    if let Some(e) = &s.endpoint
+        && (!(e.starts_with("http://") || e.starts_with("https://")) || e.contains(char::is_whitespace))
+    {
+        p.add(
+            "source.endpoint",
+            format!("{e:?} is not an http:// or https:// URL"),
+        );
     }
     if s.challenge_file.as_deref() == Some("") {
         p.add(
@@ -871,10 +871,10 @@ fn target(
                     None
                 }
             };
-            if let (Some(k), Some(table)) = (&key, table) {
-                if let Err(e) = k.check_for(connection, table) {
-                    p.add("target.key", format!("{:?}: {e}", k.to_string()));
-                }
+            if let (Some(k), Some(table)) = (&key, table)
+                && let Err(e) = k.check_for(connection, table)
+            {
+                p.add("target.key", format!("{:?}: {e}", k.to_string()));
             }
             (p.out.len() == before).then_some(TargetSpec::File(FileTargetSpec { path, key: key? }))
         }

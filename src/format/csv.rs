@@ -52,20 +52,21 @@ pub(super) fn parse(
             (Column::Name(n), Some(h)) => h.iter().position(|c| c == n),
             (Column::Name(_), None) => None,
         };
-        if at.is_none() && field.required {
-            if let Column::Name(n) = &field.column {
-                missing.push(n.clone());
-            }
+        if at.is_none()
+            && field.required
+            && let Column::Name(n) = &field.column
+        {
+            missing.push(n.clone());
         }
         positions.push(at);
     }
-    if let Some(found) = &header {
-        if !missing.is_empty() {
-            return Err(Failure::File(ParseError::MissingColumns {
-                missing,
-                found: found.clone(),
-            }));
-        }
+    if let Some(found) = &header
+        && !missing.is_empty()
+    {
+        return Err(Failure::File(ParseError::MissingColumns {
+            missing,
+            found: found.clone(),
+        }));
     }
     let unclaimed =
         |width: usize| -> Vec<usize> { (0..width).filter(|i| !positions.contains(&Some(*i))).collect() };
@@ -74,12 +75,12 @@ pub(super) fn parse(
         Some(h) => unclaimed(h.len()),
         None => Vec::new(),
     };
-    if let (Some(h), UnknownFields::Reject) = (&header, template.unknown_fields) {
-        if !extra_columns.is_empty() {
-            return Err(Failure::File(ParseError::UnknownColumns {
-                unknown: extra_columns.iter().map(|i| h[*i].clone()).collect(),
-            }));
-        }
+    if let (Some(h), UnknownFields::Reject) = (&header, template.unknown_fields)
+        && !extra_columns.is_empty()
+    {
+        return Err(Failure::File(ParseError::UnknownColumns {
+            unknown: extra_columns.iter().map(|i| h[*i].clone()).collect(),
+        }));
     }
     let column_name = |i: usize| match &header {
         Some(h) => h[i].clone(),

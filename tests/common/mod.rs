@@ -33,7 +33,12 @@ pub fn s3() -> Client {
 /// A fresh bucket with a unique name.
 pub async fn bucket(client: &Client, stem: &str) -> String {
     let name = format!("{stem}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    client.create_bucket().bucket(&name).send().await.expect("create bucket");
+    client
+        .create_bucket()
+        .bucket(&name)
+        .send()
+        .await
+        .expect("create bucket");
     name
 }
 
@@ -58,7 +63,11 @@ impl ConfigDir {
     pub fn new() -> ConfigDir {
         let temp = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(temp.path().join("connections")).expect("mkdir");
-        std::fs::write(temp.path().join("s3-importd.toml"), "state = \"state/state.db\"\n").expect("write");
+        std::fs::write(
+            temp.path().join("s3-importd.toml"),
+            "state = \"state/state.db\"\n",
+        )
+        .expect("write");
         ConfigDir { temp }
     }
 
