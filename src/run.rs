@@ -210,6 +210,12 @@ fn record(s: &RunSummary, started: DateTime<Utc>, finished: DateTime<Utc>) -> Ru
 
 async fn execute(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<(), RunError> {
     let c = env.connection;
+    // Held until the run ends; a dry run changes nothing and needs no lock.
+    let _lock = if dry_run {
+        None
+    } else {
+        Some(env.state.lock(&c.name)?)
+    };
     if !dry_run {
         recover(env).await?;
     }

@@ -35,7 +35,22 @@ pub enum StateError {
     TooNew { path: String, found: i64, known: i64 },
     #[error("state store {path}: a stored record cannot be read: {message}")]
     Corrupt { path: String, message: String },
+    #[error(
+        "connection {connection} is being run by another s3-importd process; try again when that run ends"
+    )]
+    Busy { connection: String },
+    #[error("lock file {path}: {source}")]
+    Lock {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
+
+/// Held while one run of a connection is under way; dropping it lets the next run in. Two
+/// processes sharing a state store (a `run` from cron beside the daemon) never run the same
+/// connection at once.
+pub struct ConnectionLock(#[allow(dead_code)] Box<dyn std::any::Any + Send + Sync>);
 
 /// What the state store holds for one connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +145,8 @@ pub struct RunRecord {
 
 /// The state a run reads and writes.
 pub trait StateStore: Send + Sync {
+    /// Takes the connection's run lock, or fails with [`StateError::Busy`] at once.
+    fn lock(&self, connection: &str) -> Result<ConnectionLock, StateError>;
     /// The watermark and table version of a connection (defaults for a new one).
     fn connection(&self, name: &str) -> Result<ConnectionState, StateError>;
     /// Whether this version of an object is in the ledger.
@@ -360,6 +377,31 @@ impl SqliteStore {
 }
 
 impl StateStore for SqliteStore {
+    fn lock(&self, connection: &str) -> Result<ConnectionLock, StateError> {
+        // Lock files live beside the state file: `locks/NAME.lock`, held with flock(2), which
+        // the kernel releases when the process ends however it ends.
+        let dir = self.path.parent().unwrap_or(Path::new(".")).join("locks");
+        let path = dir.join(format!("{connection}.lock"));
+        let lock_error = |source| StateError::Lock {
+            path: path.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(lock_error)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(lock_error)?;
+        match file.try_lock() {
+            Ok(()) => Ok(ConnectionLock(Box::new(file))),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StateError::Busy {
+                connection: connection.to_string(),
+            }),
+            Err(std::fs::TryLockError::Error(e)) => Err(lock_error(e)),
+        }
+    }
+
     fn connection(&self, name: &str) -> Result<ConnectionState, StateError> {
         let row = self.with(|db| {
             db.query_row(
@@ -583,6 +625,14 @@ mod tests {
         // The watermark never moves back.
         store.commit(&plan("r2", 1000, &[])).unwrap();
         assert_eq!(store.connection("c").unwrap().watermark, from_ms(5000));
+
+        // One run of a connection at a time, across processes too.
+        let held = store.lock("c").unwrap();
+        let other = SqliteStore::open(&path).unwrap();
+        assert!(matches!(other.lock("c"), Err(StateError::Busy { .. })));
+        assert!(other.lock("d").is_ok());
+        drop(held);
+        assert!(other.lock("c").is_ok());
 
         // A new run marks a run left running as interrupted.
         store.start_run("c", "r3", from_ms(9000).unwrap()).unwrap();
