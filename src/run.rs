@@ -13,11 +13,12 @@ use crate::clock::Clock;
 use crate::config::Connection;
 use crate::fault;
 use crate::format::{self, ParseError, ParseStats, Provenance};
+use crate::keytemplate::KeyValues;
 use crate::select::{self, ObjectMeta, SkipReason, Verdict, Window};
 use crate::source::{Source, SourceError};
 use crate::spool::{Spool, Spooled};
 use crate::state::{
-    CommitPlan, Outcome, PendingLoad, Quarantined, RunRecord, Settled, StateError, StateStore,
+    CommitPlan, Outcome, PendingLoad, Quarantined, RunCounts, RunRecord, Settled, StateError, StateStore,
 };
 use crate::target::{Delivery, LoadInfo, Target, TargetError};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -69,17 +70,7 @@ pub struct RunSummary {
     pub connection: String,
     pub run_id: String,
     pub dry_run: bool,
-    pub listed: u64,
-    /// Candidates: in the window, admitted by the globs, not in the ledger.
-    pub new: u64,
-    pub imported: u64,
-    pub rejected: u64,
-    pub failed: u64,
-    /// Rows delivered.
-    pub rows: u64,
-    pub bad_rows: u64,
-    /// Bytes of the objects imported or rejected, as stored (compressed).
-    pub bytes: u64,
+    pub counts: RunCounts,
     pub skipped: BTreeMap<SkipReason, u64>,
     pub duration: Duration,
     pub watermark_before: Option<DateTime<Utc>>,
@@ -105,7 +96,7 @@ impl RunSummary {
     /// Whether the run completed with no object failed. Rejected objects are bad data,
     /// quarantined as designed, and do not fail a run.
     pub fn succeeded(&self) -> bool {
-        self.error.is_none() && self.failed == 0
+        self.error.is_none() && self.counts.failed == 0
     }
 
     /// The one-line summary `run` prints.
@@ -114,21 +105,21 @@ impl RunSummary {
             return format!(
                 "{} (dry run): listed {}, new {}; watermark {}",
                 self.connection,
-                self.listed,
-                self.new,
+                self.counts.listed,
+                self.counts.new,
                 show_time(self.watermark_before)
             );
         }
         let mut line = format!(
             "{}: listed {}, new {}, imported {}, rejected {}, failed {}; rows {}, bad rows {}; {:.1}s; watermark {} → {}",
             self.connection,
-            self.listed,
-            self.new,
-            self.imported,
-            self.rejected,
-            self.failed,
-            self.rows,
-            self.bad_rows,
+            self.counts.listed,
+            self.counts.new,
+            self.counts.imported,
+            self.counts.rejected,
+            self.counts.failed,
+            self.counts.rows,
+            self.counts.bad_rows,
             self.duration.as_secs_f64(),
             show_time(self.watermark_before),
             show_time(self.watermark_after),
@@ -166,14 +157,14 @@ pub async fn run(env: &RunEnv<'_>, dry_run: bool) -> RunSummary {
             warn!(error = %e, "recording the run failed");
         }
         info!(
-            listed = summary.listed,
-            new = summary.new,
-            imported = summary.imported,
-            rejected = summary.rejected,
-            failed = summary.failed,
-            rows = summary.rows,
-            bad_rows = summary.bad_rows,
-            bytes = summary.bytes,
+            listed = summary.counts.listed,
+            new = summary.counts.new,
+            imported = summary.counts.imported,
+            rejected = summary.counts.rejected,
+            failed = summary.counts.failed,
+            rows = summary.counts.rows,
+            bad_rows = summary.counts.bad_rows,
+            bytes = summary.counts.bytes,
             duration_ms = summary.duration.as_millis() as u64,
             watermark_before = %show_time(summary.watermark_before),
             watermark_after = %show_time(summary.watermark_after),
@@ -193,14 +184,7 @@ fn record(s: &RunSummary, started: DateTime<Utc>, finished: DateTime<Utc>) -> Ru
         started_at: Some(started),
         finished_at: Some(finished),
         outcome: if s.succeeded() { "ok" } else { "failed" }.to_string(),
-        listed: s.listed,
-        new: s.new,
-        imported: s.imported,
-        rejected: s.rejected,
-        failed: s.failed,
-        rows: s.rows,
-        bad_rows: s.bad_rows,
-        bytes: s.bytes,
+        counts: s.counts,
         watermark_before: s.watermark_before,
         watermark_after: s.watermark_after,
         output: s.output.clone(),
@@ -232,7 +216,7 @@ async fn execute(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<
     let mut state_error = None;
     let prefix = c.source.prefix();
     let skipped = &mut s.skipped;
-    s.listed = env
+    s.counts.listed = env
         .source
         .list(&mut |meta| {
             let verdict = match select::classify(&meta, prefix, &c.filters, &window) {
@@ -256,8 +240,8 @@ async fn execute(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<
         return Err(e.into());
     }
     select::order(&mut candidates);
-    s.new = candidates.len() as u64;
-    info!(listed = s.listed, new = s.new, "listed");
+    s.counts.new = candidates.len() as u64;
+    info!(listed = s.counts.listed, new = s.counts.new, "listed");
     if dry_run {
         s.candidates = candidates;
         return Ok(());
@@ -301,10 +285,10 @@ async fn execute(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<
             Processed::Imported { stats, spooled } => {
                 let good = stats.rows - stats.bad_rows;
                 debug!(key = %meta.key, rows = good, bad_rows = stats.bad_rows, "object spooled");
-                s.imported += 1;
-                s.rows += good;
-                s.bad_rows += stats.bad_rows;
-                s.bytes += meta.size;
+                s.counts.imported += 1;
+                s.counts.rows += good;
+                s.counts.bad_rows += stats.bad_rows;
+                s.counts.bytes += meta.size;
                 plan.settled.push(settled(&meta, Outcome::Imported, stats, None));
                 plan.quarantine.extend(quarantined(spooled.errors));
                 imported_at.push(meta.last_modified);
@@ -318,9 +302,9 @@ async fn execute(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<
                 errors,
             } => {
                 warn!(key = %meta.key, rows = stats.rows, bad_rows = stats.bad_rows, reason = %reason, "object rejected");
-                s.rejected += 1;
-                s.bad_rows += stats.bad_rows;
-                s.bytes += meta.size;
+                s.counts.rejected += 1;
+                s.counts.bad_rows += stats.bad_rows;
+                s.counts.bytes += meta.size;
                 s.problems.push(format!("{}: rejected: {reason}", meta.key));
                 plan.settled
                     .push(settled(&meta, Outcome::Rejected, stats, Some(reason)));
@@ -328,7 +312,7 @@ async fn execute(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<
             }
             Processed::Failed(error) => {
                 warn!(key = %meta.key, error = %error, "object failed; the next run tries it again");
-                s.failed += 1;
+                s.counts.failed += 1;
                 s.problems.push(format!("{}: failed: {error}", meta.key));
                 failed_at.push(meta.last_modified);
             }
@@ -341,10 +325,12 @@ async fn execute(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<
         Ok(())
     } else {
         let load = LoadInfo {
-            connection: &c.name,
-            table: &c.template.table,
-            table_version: state.table_version,
-            loaded_at: env.clock.now(),
+            key: KeyValues {
+                integration_name: &c.name,
+                table_name: &c.template.table,
+                table_version: state.table_version,
+                loaded_at: env.clock.now(),
+            },
             run_id: &s.run_id,
         };
         deliver(env, &load, &spools, &plan)
@@ -356,9 +342,9 @@ async fn execute(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<
         // watermark stays behind every object that must be imported again.
         warn!(error = %e, "delivery failed; the imported objects are tried again by the next run");
         failed_at.extend(imported_at);
-        s.failed += s.imported;
-        s.imported = 0;
-        s.rows = 0;
+        s.counts.failed += s.counts.imported;
+        s.counts.imported = 0;
+        s.counts.rows = 0;
         plan.settled.retain(|x| x.outcome == Outcome::Rejected);
         let rejected: Vec<&str> = plan.settled.iter().map(|x| x.key.as_str()).collect();
         plan.quarantine.retain(|q| rejected.contains(&q.key.as_str()));

@@ -120,23 +120,33 @@ pub struct PendingLoad {
     pub plan: CommitPlan,
 }
 
-/// The counts of a finished run, for the run history.
+/// What a run counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunCounts {
+    /// Objects listed under the folder.
+    pub listed: u64,
+    /// Candidates: in the window, admitted by the globs, not in the ledger.
+    pub new: u64,
+    pub imported: u64,
+    pub rejected: u64,
+    pub failed: u64,
+    /// Rows delivered.
+    pub rows: u64,
+    pub bad_rows: u64,
+    /// Bytes of the objects imported or rejected, as stored (compressed).
+    pub bytes: u64,
+}
+
+/// A run in the run history.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunRecord {
     pub run_id: String,
     pub connection: String,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
-    /// `ok`, `failed` (some objects or the run failed), `interrupted`, `recovered`.
+    /// `running`, `ok`, `failed` (some objects or the run failed), `interrupted`.
     pub outcome: String,
-    pub listed: u64,
-    pub new: u64,
-    pub imported: u64,
-    pub rejected: u64,
-    pub failed: u64,
-    pub rows: u64,
-    pub bad_rows: u64,
-    pub bytes: u64,
+    pub counts: RunCounts,
     pub watermark_before: Option<DateTime<Utc>>,
     pub watermark_after: Option<DateTime<Utc>>,
     pub output: Option<String>,
@@ -323,14 +333,16 @@ impl SqliteStore {
                     started_at: r.get::<_, Option<i64>>(2)?.and_then(from_ms),
                     finished_at: r.get::<_, Option<i64>>(3)?.and_then(from_ms),
                     outcome: r.get(4)?,
-                    listed: r.get::<_, i64>(5)? as u64,
-                    new: r.get::<_, i64>(6)? as u64,
-                    imported: r.get::<_, i64>(7)? as u64,
-                    rejected: r.get::<_, i64>(8)? as u64,
-                    failed: r.get::<_, i64>(9)? as u64,
-                    rows: r.get::<_, i64>(10)? as u64,
-                    bad_rows: r.get::<_, i64>(11)? as u64,
-                    bytes: r.get::<_, i64>(12)? as u64,
+                    counts: RunCounts {
+                        listed: r.get::<_, i64>(5)? as u64,
+                        new: r.get::<_, i64>(6)? as u64,
+                        imported: r.get::<_, i64>(7)? as u64,
+                        rejected: r.get::<_, i64>(8)? as u64,
+                        failed: r.get::<_, i64>(9)? as u64,
+                        rows: r.get::<_, i64>(10)? as u64,
+                        bad_rows: r.get::<_, i64>(11)? as u64,
+                        bytes: r.get::<_, i64>(12)? as u64,
+                    },
                     watermark_before: r.get::<_, Option<i64>>(13)?.and_then(from_ms),
                     watermark_after: r.get::<_, Option<i64>>(14)?.and_then(from_ms),
                     output: r.get(15)?,
@@ -456,14 +468,14 @@ impl StateStore for SqliteStore {
                     r.run_id,
                     r.finished_at.map(ms),
                     r.outcome,
-                    r.listed as i64,
-                    r.new as i64,
-                    r.imported as i64,
-                    r.rejected as i64,
-                    r.failed as i64,
-                    r.rows as i64,
-                    r.bad_rows as i64,
-                    r.bytes as i64,
+                    r.counts.listed as i64,
+                    r.counts.new as i64,
+                    r.counts.imported as i64,
+                    r.counts.rejected as i64,
+                    r.counts.failed as i64,
+                    r.counts.rows as i64,
+                    r.counts.bad_rows as i64,
+                    r.counts.bytes as i64,
                     r.watermark_before.map(ms),
                     r.watermark_after.map(ms),
                     r.output,

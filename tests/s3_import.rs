@@ -196,6 +196,24 @@ fn kill_at(cfg: &ConfigDir, point: &str) {
     assert!(reached.is_ok(), "the run never reached fault point {point}");
 }
 
+/// Kills a run at `point`, checks how many output files it left, runs again, and returns the
+/// second run's output.
+async fn kill_then_rerun(
+    cfg: ConfigDir,
+    point: &'static str,
+    files_after_kill: usize,
+) -> (ConfigDir, String) {
+    tokio::task::spawn_blocking(move || {
+        kill_at(&cfg, point);
+        let files = output_files(&cfg.out()).len();
+        assert_eq!(files, files_after_kill, "output files after a kill at {point}");
+        let out = stdout_of(&run_binary(cfg.path(), &["run"]));
+        (cfg, out)
+    })
+    .await
+    .expect("join")
+}
+
 fn assert_exactly_once(cfg: &ConfigDir, expected: &[String]) {
     let rows = cfg.rows();
     let provenance: BTreeSet<(String, u64)> = rows
@@ -232,15 +250,8 @@ async fn a_kill_at_any_point_of_a_delivery_loses_and_duplicates_nothing() {
 
     // Killed after the output is written and before the ledger is committed: the next run
     // finds the output and commits it instead of writing it again.
-    let cfg = tokio::task::spawn_blocking(move || {
-        kill_at(&cfg, "after-deliver");
-        assert_eq!(output_files(&cfg.out()).len(), 1);
-        let out = stdout_of(&run_binary(cfg.path(), &["run"]));
-        assert!(out.contains("new 0, imported 0"), "{out}");
-        cfg
-    })
-    .await
-    .unwrap();
+    let (cfg, out) = kill_then_rerun(cfg, "after-deliver", 1).await;
+    assert!(out.contains("new 0, imported 0"), "{out}");
     assert_exactly_once(&cfg, &expected);
     assert_eq!(output_files(&cfg.out()).len(), 1);
 
@@ -257,19 +268,8 @@ async fn a_kill_at_any_point_of_a_delivery_loses_and_duplicates_nothing() {
         expected.push(format!("{i}-a"));
     }
     expected.sort();
-    let cfg = tokio::task::spawn_blocking(move || {
-        kill_at(&cfg, "after-prepare");
-        assert_eq!(
-            output_files(&cfg.out()).len(),
-            1,
-            "nothing written before delivery"
-        );
-        let out = stdout_of(&run_binary(cfg.path(), &["run"]));
-        assert!(out.contains("new 10, imported 10"), "{out}");
-        cfg
-    })
-    .await
-    .unwrap();
+    let (cfg, out) = kill_then_rerun(cfg, "after-prepare", 1).await;
+    assert!(out.contains("new 10, imported 10"), "{out}");
     assert_exactly_once(&cfg, &expected);
     assert_eq!(output_files(&cfg.out()).len(), 2);
 
@@ -277,14 +277,8 @@ async fn a_kill_at_any_point_of_a_delivery_loses_and_duplicates_nothing() {
     put(&client, &b, "k/050.jsonl", "{\"id\": \"50-a\"}\n").await;
     expected.push("50-a".to_string());
     expected.sort();
-    let cfg = tokio::task::spawn_blocking(move || {
-        kill_at(&cfg, "after-commit");
-        let out = stdout_of(&run_binary(cfg.path(), &["run"]));
-        assert!(out.contains("new 0, imported 0"), "{out}");
-        cfg
-    })
-    .await
-    .unwrap();
+    let (cfg, out) = kill_then_rerun(cfg, "after-commit", 3).await;
+    assert!(out.contains("new 0, imported 0"), "{out}");
     assert_exactly_once(&cfg, &expected);
     assert_eq!(output_files(&cfg.out()).len(), 3);
     assert!(

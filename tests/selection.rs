@@ -53,6 +53,58 @@ async fn last_modified(key: &str, b: &str) -> DateTime<Utc> {
     DateTime::from_timestamp(t.secs(), t.subsec_nanos()).expect("time")
 }
 
+/// A source with injected faults: one key hidden from listings (as an eventually consistent
+/// listing or a multipart upload that completes late would), one key failing to read (as a
+/// dropped connection would).
+struct Faulty<'a> {
+    inner: &'a dyn Source,
+    hidden: Mutex<Option<String>>,
+    failing: Mutex<Option<String>>,
+}
+
+impl<'a> Faulty<'a> {
+    fn new(inner: &'a dyn Source) -> Faulty<'a> {
+        Faulty {
+            inner,
+            hidden: Mutex::new(None),
+            failing: Mutex::new(None),
+        }
+    }
+}
+
+#[async_trait]
+impl Source for Faulty<'_> {
+    async fn list(&self, visit: &mut (dyn FnMut(ObjectMeta) + Send)) -> Result<u64, SourceError> {
+        let hidden = self.hidden.lock().unwrap().clone();
+        let mut seen = 0;
+        self.inner
+            .list(&mut |m| {
+                if Some(&m.key) != hidden.as_ref() {
+                    seen += 1;
+                    visit(m);
+                }
+            })
+            .await?;
+        Ok(seen)
+    }
+
+    async fn open(&self, object: &ObjectMeta) -> Result<ObjectReader, SourceError> {
+        if self.failing.lock().unwrap().as_deref() == Some(object.key.as_str()) {
+            return Err(SourceError::Read {
+                location: self.location(),
+                key: object.key.clone(),
+                message: "connection reset".into(),
+                transient: false,
+            });
+        }
+        self.inner.open(object).await
+    }
+
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+}
+
 #[tokio::test]
 async fn first_run_skips_objects_older_than_backfill_days() {
     let client = s3();
@@ -80,40 +132,15 @@ async fn first_run_skips_objects_older_than_backfill_days() {
     // One day after `new` was written: `old` is just outside the backfill window.
     let clock = ManualClock::new(new + TimeDelta::days(1));
     let s = run_once(&cfg, &c, &source, &clock).await;
-    assert_eq!((s.listed, s.new, s.imported), (2, 1, 1), "{}", s.line());
+    assert_eq!(
+        (s.counts.listed, s.counts.new, s.counts.imported),
+        (2, 1, 1),
+        "{}",
+        s.line()
+    );
     assert_eq!(s.skipped.get(&SkipReason::TooOld), Some(&1));
     let ids: Vec<_> = cfg.rows().iter().map(|r| r["id"].clone()).collect();
     assert_eq!(ids, vec![serde_json::json!("new")]);
-}
-
-/// Hides one key from listings until revealed, as an eventually consistent listing or a
-/// multipart upload that completes late would.
-struct Hiding<'a> {
-    inner: &'a dyn Source,
-    hidden: Mutex<Option<String>>,
-}
-
-#[async_trait]
-impl Source for Hiding<'_> {
-    async fn list(&self, visit: &mut (dyn FnMut(ObjectMeta) + Send)) -> Result<u64, SourceError> {
-        let hidden = self.hidden.lock().unwrap().clone();
-        let mut seen = 0;
-        self.inner
-            .list(&mut |m| {
-                if Some(&m.key) != hidden.as_ref() {
-                    seen += 1;
-                    visit(m);
-                }
-            })
-            .await?;
-        Ok(seen)
-    }
-    async fn open(&self, object: &ObjectMeta) -> Result<ObjectReader, SourceError> {
-        self.inner.open(object).await
-    }
-    fn location(&self) -> String {
-        self.inner.location()
-    }
 }
 
 #[tokio::test]
@@ -144,27 +171,30 @@ async fn versions_sharing_a_second_and_seen_late_are_imported_once_each() {
     );
     let c = connection(&cfg, "late");
     let s3source = source_of(&c).await;
-    let source = Hiding {
-        inner: &s3source,
-        hidden: Mutex::new(Some(late.clone())),
-    };
+    let source = Faulty::new(&s3source);
+    *source.hidden.lock().unwrap() = Some(late.clone());
 
     // The first run sees only `a`; its watermark passes their shared second.
     let clock = ManualClock::new(lm + TimeDelta::seconds(61));
     let s = run_once(&cfg, &c, &source, &clock).await;
-    assert_eq!((s.new, s.imported), (1, 1), "{}", s.line());
+    assert_eq!((s.counts.new, s.counts.imported), (1, 1), "{}", s.line());
     assert!(s.watermark_after.unwrap() > lm);
 
     // `b` appears an hour later with the same LastModified: imported, and `a` is not again.
     *source.hidden.lock().unwrap() = None;
     clock.advance(TimeDelta::hours(1));
     let s = run_once(&cfg, &c, &source, &clock).await;
-    assert_eq!((s.listed, s.new, s.imported), (2, 1, 1), "{}", s.line());
+    assert_eq!(
+        (s.counts.listed, s.counts.new, s.counts.imported),
+        (2, 1, 1),
+        "{}",
+        s.line()
+    );
     assert_eq!(s.skipped.get(&SkipReason::AlreadySettled), Some(&1));
 
     clock.advance(TimeDelta::hours(1));
     let s = run_once(&cfg, &c, &source, &clock).await;
-    assert_eq!((s.new, s.imported), (0, 0), "{}", s.line());
+    assert_eq!((s.counts.new, s.counts.imported), (0, 0), "{}", s.line());
 
     let mut ids: Vec<String> = cfg
         .rows()
@@ -173,33 +203,6 @@ async fn versions_sharing_a_second_and_seen_late_are_imported_once_each() {
         .collect();
     ids.sort();
     assert_eq!(ids, vec![format!("a{attempt}"), format!("b{attempt}")]);
-}
-
-/// Fails reading one key until allowed, as a network fault would.
-struct Flaky<'a> {
-    inner: &'a dyn Source,
-    failing: Mutex<Option<String>>,
-}
-
-#[async_trait]
-impl Source for Flaky<'_> {
-    async fn list(&self, visit: &mut (dyn FnMut(ObjectMeta) + Send)) -> Result<u64, SourceError> {
-        self.inner.list(visit).await
-    }
-    async fn open(&self, object: &ObjectMeta) -> Result<ObjectReader, SourceError> {
-        if self.failing.lock().unwrap().as_deref() == Some(object.key.as_str()) {
-            return Err(SourceError::Read {
-                location: self.location(),
-                key: object.key.clone(),
-                message: "connection reset".into(),
-                transient: false,
-            });
-        }
-        self.inner.open(object).await
-    }
-    fn location(&self) -> String {
-        self.inner.location()
-    }
 }
 
 #[tokio::test]
@@ -216,13 +219,16 @@ async fn a_failed_object_holds_the_watermark_and_is_imported_by_the_next_run() {
     cfg.connection("flaky", &s3_connection(&b, "p/", ""));
     let c = connection(&cfg, "flaky");
     let s3source = source_of(&c).await;
-    let source = Flaky {
-        inner: &s3source,
-        failing: Mutex::new(Some("p/2.jsonl".into())),
-    };
+    let source = Faulty::new(&s3source);
+    *source.failing.lock().unwrap() = Some("p/2.jsonl".into());
     let clock = ManualClock::new(lm + TimeDelta::days(3));
     let s = run_once(&cfg, &c, &source, &clock).await;
-    assert_eq!((s.new, s.imported, s.failed), (2, 1, 1), "{}", s.line());
+    assert_eq!(
+        (s.counts.new, s.counts.imported, s.counts.failed),
+        (2, 1, 1),
+        "{}",
+        s.line()
+    );
     assert!(!s.succeeded());
     assert!(s.watermark_after.unwrap() <= last_modified("p/2.jsonl", &b).await);
     assert!(s.problems[0].contains("p/2.jsonl"), "{:?}", s.problems);
@@ -231,7 +237,12 @@ async fn a_failed_object_holds_the_watermark_and_is_imported_by_the_next_run() {
     *source.failing.lock().unwrap() = None;
     clock.advance(TimeDelta::days(2));
     let s = run_once(&cfg, &c, &source, &clock).await;
-    assert_eq!((s.new, s.imported, s.failed), (1, 1, 0), "{}", s.line());
+    assert_eq!(
+        (s.counts.new, s.counts.imported, s.counts.failed),
+        (1, 1, 0),
+        "{}",
+        s.line()
+    );
     let state = SqliteStore::open(&cfg.state()).unwrap();
     assert_eq!(state.connection("flaky").unwrap().watermark, Some(clock.now()));
 }

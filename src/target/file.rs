@@ -7,7 +7,7 @@
 
 use super::{Delivery, LoadInfo, Target, TargetError};
 use crate::config::FileTargetSpec;
-use crate::keytemplate::{KeyValues, with_suffix};
+use crate::keytemplate::with_suffix;
 use async_trait::async_trait;
 use std::fs::File;
 use std::io;
@@ -62,12 +62,7 @@ fn write_load(path: &Path, temp: &Path, spools: &[PathBuf]) -> io::Result<()> {
 #[async_trait]
 impl Target for FileTarget {
     async fn prepare(&self, load: &LoadInfo<'_>) -> Result<Delivery, TargetError> {
-        let key = self.spec.key.expand(&KeyValues {
-            integration_name: load.connection,
-            table_name: load.table,
-            table_version: load.table_version,
-            loaded_at: load.loaded_at,
-        })?;
+        let key = self.spec.key.expand(&load.key)?;
         for n in 1..=MAX_SUFFIX {
             let candidate = with_suffix(&key, n);
             let path = self.spec.path.join(&candidate);

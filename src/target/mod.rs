@@ -10,18 +10,16 @@ pub mod file;
 pub mod stdout;
 
 use crate::config::{Connection, TargetSpec};
+use crate::keytemplate::KeyValues;
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// What a load is, for naming its output.
 #[derive(Debug, Clone)]
 pub struct LoadInfo<'a> {
-    pub connection: &'a str,
-    pub table: &'a str,
-    pub table_version: u64,
-    pub loaded_at: DateTime<Utc>,
+    /// What the key template is expanded with.
+    pub key: KeyValues<'a>,
     pub run_id: &'a str,
 }
 
