@@ -9,6 +9,7 @@ pub mod fault;
 pub mod format;
 pub mod keytemplate;
 pub mod run;
+pub mod schedule;
 pub mod select;
 pub mod source;
 pub mod spool;

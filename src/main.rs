@@ -12,6 +12,9 @@ use s3_importd::{source, target};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod commands;
+use commands::status;
+
 #[derive(Parser)]
 #[command(
     name = "s3-importd",
@@ -38,11 +41,20 @@ enum Command {
     },
     /// Checks every configuration file and prints every problem found.
     Validate,
+    /// Shows each connection's schedule, watermark, last run, last error and quarantine.
+    Status {
+        /// One connection; without it, all of them.
+        name: Option<String>,
+        /// Prints one JSON object per connection, one per line.
+        #[arg(long)]
+        json: bool,
+        /// How many of the latest quarantined rows to show for a named connection.
+        #[arg(long, default_value_t = 10)]
+        quarantine: usize,
+    },
 }
 
-/// Exit codes of DESIGN §3.
-const EXIT_FAILED: u8 = 1;
-const EXIT_USAGE: u8 = 2;
+use commands::{EXIT_FAILED, EXIT_USAGE};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -74,6 +86,17 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Command::Status {
+            name,
+            json,
+            quarantine,
+        } => match status::command(&config, name.as_deref(), json, quarantine) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(EXIT_FAILED)
+            }
+        },
         Command::Run { names, dry_run } => {
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
@@ -121,32 +144,16 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn run_command(config: &Config, names: &[String], dry_run: bool) -> anyhow::Result<ExitCode> {
-    let mut chosen = Vec::new();
-    if names.is_empty() {
-        chosen.extend(config.connections.iter().filter(|c| c.enabled));
-        if chosen.is_empty() {
-            println!("no enabled connections in {}", config.dir.display());
-            return Ok(ExitCode::SUCCESS);
+    let chosen = match commands::pick(config, names, true) {
+        Ok(c) => c,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Ok(ExitCode::from(EXIT_USAGE));
         }
-    } else {
-        for name in names {
-            match config.connection(name) {
-                Some(c) => chosen.push(c),
-                None => {
-                    let known: Vec<&str> = config.connections.iter().map(|c| c.name.as_str()).collect();
-                    eprintln!(
-                        "error: no connection {name:?} in {}; the connections are: {}",
-                        config.dir.display(),
-                        if known.is_empty() {
-                            "none".to_string()
-                        } else {
-                            known.join(", ")
-                        }
-                    );
-                    return Ok(ExitCode::from(EXIT_USAGE));
-                }
-            }
-        }
+    };
+    if chosen.is_empty() {
+        println!("no enabled connections in {}", config.dir.display());
+        return Ok(ExitCode::SUCCESS);
     }
     let state_path = &config.settings.state;
     let state = SqliteStore::open(state_path).context("opening the state store")?;

@@ -137,6 +137,19 @@ pub struct RunCounts {
     pub bytes: u64,
 }
 
+/// A connection's state as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overview {
+    pub state: ConnectionState,
+    /// Object versions in the ledger.
+    pub ledger_size: u64,
+    /// Rows in the quarantine.
+    pub quarantined: u64,
+    pub last_run: Option<RunRecord>,
+    /// The latest run that recorded an error.
+    pub last_error: Option<RunRecord>,
+}
+
 /// A run in the run history.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -319,13 +332,24 @@ impl SqliteStore {
 
     /// Recent runs of a connection, newest first.
     pub fn runs(&self, connection: &str, limit: usize) -> Result<Vec<RunRecord>, StateError> {
+        self.runs_where(connection, "", limit)
+    }
+
+    /// Recent runs of a connection matching an extra SQL condition, newest first.
+    fn runs_where(
+        &self,
+        connection: &str,
+        condition: &str,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StateError> {
         self.with(|db| {
-            let mut stmt = db.prepare(
+            let mut stmt = db.prepare(&format!(
                 "SELECT run_id, connection, started_at_ms, finished_at_ms, outcome, listed, new, imported,
                         rejected, failed, rows, bad_rows, bytes, watermark_before_ms, watermark_after_ms,
                         output, error
-                 FROM runs WHERE connection = ?1 ORDER BY started_at_ms DESC, rowid DESC LIMIT ?2",
-            )?;
+                 FROM runs WHERE connection = ?1 {condition}
+                 ORDER BY started_at_ms DESC, rowid DESC LIMIT ?2"
+            ))?;
             let rows = stmt.query_map(params![connection, limit as i64], |r| {
                 Ok(RunRecord {
                     run_id: r.get(0)?,
@@ -350,6 +374,28 @@ impl SqliteStore {
                 })
             })?;
             rows.collect()
+        })
+    }
+
+    /// What `status` shows of a connection.
+    pub fn overview(&self, connection: &str) -> Result<Overview, StateError> {
+        let state = self.connection(connection)?;
+        let (ledger_size, quarantined) = self.with(|db| {
+            let count = |table: &str| {
+                db.query_row(
+                    &format!("SELECT count(*) FROM {table} WHERE connection = ?1"),
+                    params![connection],
+                    |r| r.get::<_, i64>(0),
+                )
+            };
+            Ok((count("ledger")? as u64, count("quarantine")? as u64))
+        })?;
+        Ok(Overview {
+            state,
+            ledger_size,
+            quarantined,
+            last_run: self.runs(connection, 1)?.pop(),
+            last_error: self.runs_where(connection, "AND error IS NOT NULL", 1)?.pop(),
         })
     }
 

@@ -6,7 +6,9 @@
 //! business of [`crate::format`]; this module only turns a raw value into a typed JSON value
 //! or a reason it cannot be one.
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc};
+use chrono::{DateTime, LocalResult, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc};
+use chrono_tz::Tz;
+use rust_decimal::Decimal;
 use serde_json::{Map, Number, Value};
 
 /// A checked data template.
@@ -77,19 +79,25 @@ pub enum Column {
 pub enum FieldType {
     String,
     Integer,
+    /// An exact decimal number, delivered as a JSON string of its digits.
+    Decimal,
     Float,
     Boolean,
     Date(Option<String>),
-    Timestamp(TimeFormat),
+    /// A point in time; `zone` is where a time written without an offset was read.
+    Timestamp {
+        format: TimeFormat,
+        zone: Tz,
+    },
     Json,
 }
 
 /// How a timestamp is written in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TimeFormat {
-    /// RFC 3339, or ISO 8601 without a zone (read as UTC).
+    /// RFC 3339, or ISO 8601 without an offset (read in the field's zone).
     Iso,
-    /// A strftime pattern; without a zone in it the time is read as UTC.
+    /// A strftime pattern; without an offset in it the time is read in the field's zone.
     Strftime(String),
     /// Unix seconds.
     Unix,
@@ -102,6 +110,7 @@ impl FieldType {
     pub const NAMES: &'static [&'static str] = &[
         "string",
         "integer",
+        "decimal",
         "float",
         "boolean",
         "date",
@@ -230,6 +239,20 @@ fn coerce(kind: &FieldType, raw: RawValue<'_>) -> Result<Value, String> {
                 .map_err(|_| fail("an integer")),
             _ => Err(fail("an integer")),
         },
+        FieldType::Decimal => {
+            let text = match raw {
+                RawValue::Text(t) => Some(t.trim().to_string()),
+                RawValue::Json(Value::String(s)) => Some(s.trim().to_string()),
+                // serde_json prints a float with the shortest digits that read back as the
+                // same number, which are the digits the file had for any decimal a float can
+                // tell apart (up to 15 significant digits).
+                RawValue::Json(Value::Number(n)) => Some(n.to_string()),
+                _ => None,
+            };
+            text.and_then(|t| parse_decimal(&t))
+                .map(|d| Value::String(d.to_string()))
+                .ok_or_else(|| fail("a decimal number (at most 28 digits)"))
+        }
         FieldType::Float => {
             let f = match raw {
                 RawValue::Text(t) => t.trim().parse::<f64>().ok(),
@@ -263,7 +286,7 @@ fn coerce(kind: &FieldType, raw: RawValue<'_>) -> Result<Value, String> {
                 .map(|d| Value::String(d.format("%Y-%m-%d").to_string()))
                 .map_err(|_| fail(&format!("a date in the format {pattern}")))
         }
-        FieldType::Timestamp(format) => parse_timestamp(raw, format)
+        FieldType::Timestamp { format, zone } => parse_timestamp(raw, format, *zone)
             .map(|t| Value::String(t.to_rfc3339_opts(SecondsFormat::AutoSi, true))),
         FieldType::Json => match raw {
             RawValue::Json(v) => Ok(v.clone()),
@@ -291,7 +314,37 @@ fn parse_bool(t: &str) -> Option<bool> {
     }
 }
 
-fn parse_timestamp(raw: RawValue<'_>, format: &TimeFormat) -> Result<DateTime<Utc>, String> {
+/// Parses an exact decimal: digits with an optional sign, point and exponent. The scale is
+/// kept (`19.90` stays `19.90`); nothing is rounded, so more digits than a 96-bit mantissa
+/// holds is an error rather than a different number.
+fn parse_decimal(t: &str) -> Option<Decimal> {
+    let plain = t.strip_prefix('+').unwrap_or(t);
+    if plain.contains(['e', 'E']) {
+        return Decimal::from_scientific(plain).ok();
+    }
+    // `from_str_exact` refuses what it would have to round, but also accepts `_` separators,
+    // which no data file means.
+    if plain.contains('_') || plain.is_empty() {
+        return None;
+    }
+    Decimal::from_str_exact(plain).ok()
+}
+
+/// Reads a time written without an offset as local time in `zone`. A time that happens twice
+/// (when clocks go back) is taken at its first occurrence; one that never happens (when clocks
+/// go forward) is an error.
+fn in_zone(local: NaiveDateTime, zone: Tz, raw: RawValue<'_>) -> Result<DateTime<Utc>, String> {
+    match zone.from_local_datetime(&local) {
+        LocalResult::Single(t) => Ok(t.with_timezone(&Utc)),
+        LocalResult::Ambiguous(first, _) => Ok(first.with_timezone(&Utc)),
+        LocalResult::None => Err(format!(
+            "{} does not exist in {zone}: clocks skip it when daylight saving time starts",
+            shown(raw)
+        )),
+    }
+}
+
+fn parse_timestamp(raw: RawValue<'_>, format: &TimeFormat, zone: Tz) -> Result<DateTime<Utc>, String> {
     let fail = |what: &str| format!("{} is not {what}", shown(raw));
     match format {
         TimeFormat::Unix | TimeFormat::UnixMs => {
@@ -313,7 +366,7 @@ fn parse_timestamp(raw: RawValue<'_>, format: &TimeFormat) -> Result<DateTime<Ut
             }
             for pattern in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
                 if let Ok(t) = NaiveDateTime::parse_from_str(text, pattern) {
-                    return Ok(t.and_utc());
+                    return in_zone(t, zone, raw);
                 }
             }
             Err(fail("an RFC 3339 / ISO 8601 timestamp"))
@@ -323,9 +376,10 @@ fn parse_timestamp(raw: RawValue<'_>, format: &TimeFormat) -> Result<DateTime<Ut
             if let Ok(t) = DateTime::parse_from_str(text, pattern) {
                 return Ok(t.with_timezone(&Utc));
             }
-            NaiveDateTime::parse_from_str(text, pattern)
-                .map(|t| t.and_utc())
-                .map_err(|_| fail(&format!("a timestamp in the format {pattern}")))
+            match NaiveDateTime::parse_from_str(text, pattern) {
+                Ok(t) => in_zone(t, zone, raw),
+                Err(_) => Err(fail(&format!("a timestamp in the format {pattern}"))),
+            }
         }
     }
 }
@@ -349,10 +403,13 @@ mod tests {
     #[test]
     fn coercion_table() {
         use FieldType as T;
-        let ts = || T::Timestamp(TimeFormat::Iso);
+        let at = |format: TimeFormat, zone: Tz| T::Timestamp { format, zone };
+        let ts = || at(TimeFormat::Iso, Tz::UTC);
+        let berlin = chrono_tz::Europe::Berlin;
         let j = |v: &'static Value| RawValue::Json(v);
         let n42 = Box::leak(Box::new(json!(42)));
         let f15 = Box::leak(Box::new(json!(1.5)));
+        let f1999 = Box::leak(Box::new(json!(19.99)));
         let tru = Box::leak(Box::new(json!(true)));
         let obj = Box::leak(Box::new(json!({"a": 1})));
         let cases: Vec<(FieldType, RawValue<'static>, Result<Value, &str>)> = vec![
@@ -424,19 +481,69 @@ mod tests {
                 Err("\"yesterday\" is not an RFC 3339 / ISO 8601 timestamp"),
             ),
             (
-                T::Timestamp(TimeFormat::Unix),
+                at(TimeFormat::Unix, berlin),
                 RawValue::Text("0"),
                 Ok(json!("1970-01-01T00:00:00Z")),
             ),
             (
-                T::Timestamp(TimeFormat::UnixMs),
+                at(TimeFormat::UnixMs, Tz::UTC),
                 RawValue::Text("1500"),
                 Ok(json!("1970-01-01T00:00:01.500Z")),
             ),
             (
-                T::Timestamp(TimeFormat::Strftime("%d/%m/%Y %H:%M".into())),
+                at(TimeFormat::Strftime("%d/%m/%Y %H:%M".into()), Tz::UTC),
                 RawValue::Text("02/01/2026 03:04"),
                 Ok(json!("2026-01-02T03:04:00Z")),
+            ),
+            // Without an offset, the time is read in the field's zone: winter, summer, the hour
+            // that happens twice (first occurrence) and the hour that never happens.
+            (
+                at(TimeFormat::Iso, berlin),
+                RawValue::Text("2026-01-02T03:04:05"),
+                Ok(json!("2026-01-02T02:04:05Z")),
+            ),
+            (
+                at(TimeFormat::Strftime("%d/%m/%Y %H:%M".into()), berlin),
+                RawValue::Text("02/07/2026 03:04"),
+                Ok(json!("2026-07-02T01:04:00Z")),
+            ),
+            (
+                at(TimeFormat::Iso, berlin),
+                RawValue::Text("2026-10-25 02:30:00"),
+                Ok(json!("2026-10-25T00:30:00Z")),
+            ),
+            (
+                at(TimeFormat::Iso, berlin),
+                RawValue::Text("2026-03-29 02:30:00"),
+                Err(
+                    "\"2026-03-29 02:30:00\" does not exist in Europe/Berlin: clocks skip it when daylight saving time starts",
+                ),
+            ),
+            // An offset in the value wins over the zone.
+            (
+                at(TimeFormat::Iso, berlin),
+                RawValue::Text("2026-01-02T03:04:05Z"),
+                Ok(json!("2026-01-02T03:04:05Z")),
+            ),
+            (T::Decimal, RawValue::Text("19.99"), Ok(json!("19.99"))),
+            (T::Decimal, RawValue::Text(" -0.50 "), Ok(json!("-0.50"))),
+            (T::Decimal, RawValue::Text("+3"), Ok(json!("3"))),
+            (T::Decimal, RawValue::Text("1.5e3"), Ok(json!("1500"))),
+            (T::Decimal, j(f1999), Ok(json!("19.99"))),
+            (
+                T::Decimal,
+                RawValue::Text("123456789012345678901234567890.5"),
+                Err("\"123456789012345678901234567890.5\" is not a decimal number (at most 28 digits)"),
+            ),
+            (
+                T::Decimal,
+                RawValue::Text("1_000"),
+                Err("\"1_000\" is not a decimal number (at most 28 digits)"),
+            ),
+            (
+                T::Decimal,
+                RawValue::Text("12,5"),
+                Err("\"12,5\" is not a decimal number (at most 28 digits)"),
             ),
             (T::Json, RawValue::Text("[1,2]"), Ok(json!([1, 2]))),
             (T::Json, j(obj), Ok(json!({"a": 1}))),

@@ -76,6 +76,16 @@ fn bad_files_and_their_messages() {
             vec!["connections/c.toml: source.include[1]: \"a[\" is not a glob: unclosed character class; missing ']'"],
         ),
         (
+            format!("[source]\n{b}\n[format]\ncompression = \"lz4\"\nencoding = \"utf-16\"\n[template]\ntimezone = \"Mars/Olympus\"\n[[template.fields]]\nname = \"id\"\ntimezone = \"UTC\"\n[[template.fields]]\nname = \"at\"\ntype = \"timestamp\"\ntimezone = \"CET+1\"\n[target]\ntype = \"file\"\npath = \"out\""),
+            vec![
+                "connections/c.toml: format.compression: \"lz4\" is not a compression; use \"auto\", \"none\", \"gzip\", \"zstd\" or \"bzip2\"",
+                "connections/c.toml: format.encoding: \"utf-16\" is not a supported encoding; use \"utf-8\", \"latin-1\" or \"windows-1252\"",
+                "connections/c.toml: template.timezone: \"Mars/Olympus\" is not a time zone; use an IANA name such as \"UTC\" or \"Europe/Berlin\"",
+                "connections/c.toml: template.fields[0].timezone: applies only to timestamp fields",
+                "connections/c.toml: template.fields[1].timezone: \"CET+1\" is not a time zone; use an IANA name such as \"UTC\" or \"Europe/Berlin\"",
+            ],
+        ),
+        (
             s3_source(&format!("{b}\nbuckett = \"x\"")),
             vec![
                 "connections/c.toml: source.buckett: unknown field `buckett`, expected one of `type`, `bucket`, `region`, `prefix`, `role_arn`, `external_id`, `endpoint`, `force_path_style`, `challenge_file`, `path`, `include`, `exclude` (line 4)",
@@ -113,7 +123,7 @@ fn bad_files_and_their_messages() {
                 "connections/c.toml: schedule: \"every day\" has 2 fields; use \"daily\", \"hourly\" or 5 cron fields (minute hour day month weekday), e.g. \"30 2 * * *\"",
                 "connections/c.toml: backfill_days: 0 is out of range; use 1 to 36500",
                 "connections/c.toml: template.max_bad_rows: \"lots\" is not a count or a share; use a count such as \"10\" or a share such as \"1%\"",
-                "connections/c.toml: template.fields[0].type: \"money\" is not a field type; use one of string, integer, float, boolean, date, timestamp, json",
+                "connections/c.toml: template.fields[0].type: \"money\" is not a field type; use one of string, integer, decimal, float, boolean, date, timestamp, json",
                 "connections/c.toml: target.type: \"ftp\" is not a target type; use \"file\", \"stdout\", \"s3\", \"http\" or \"postgres\"",
             ],
         ),
@@ -143,7 +153,7 @@ fn bad_files_and_their_messages() {
         (
             "[source]\ntype = \"dir\"\npath = \"in\"\n[template]\n[[template.fields]]\nname = \"id\"\ncolour = \"x\"\n[target]\ntype = \"stdout\"".to_string(),
             vec![
-                "connections/c.toml: template.fields[0].colour: unknown field `colour`, expected one of `name`, `column`, `type`, `required`, `format`, `values`, `default`",
+                "connections/c.toml: template.fields[0].colour: unknown field `colour`, expected one of `name`, `column`, `type`, `required`, `format`, `timezone`, `values`, `default`",
             ],
         ),
         ("[source\n".to_string(), vec!["connections/c.toml: unclosed table, expected `]` (line 1)"]),

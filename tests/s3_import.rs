@@ -11,17 +11,6 @@ use std::io::BufRead;
 use std::process::Stdio;
 use std::time::Duration;
 
-fn stdout_of(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "s3-importd failed: {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
 fn ids(rows: &[serde_json::Value]) -> Vec<String> {
     let mut ids: Vec<String> = rows
         .iter()

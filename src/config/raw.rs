@@ -80,6 +80,8 @@ pub struct RawTemplate {
     pub table: Option<String>,
     pub unknown_fields: Option<String>,
     pub max_bad_rows: Option<CountOrText>,
+    /// The zone timestamps without an offset are read in (default UTC).
+    pub timezone: Option<String>,
     #[serde(default)]
     pub fields: Vec<RawField>,
 }
@@ -103,6 +105,7 @@ pub struct RawField {
     pub kind: Option<String>,
     pub required: Option<bool>,
     pub format: Option<String>,
+    pub timezone: Option<String>,
     pub values: Option<Vec<String>>,
     pub default: Option<String>,
 }

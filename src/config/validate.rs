@@ -8,8 +8,9 @@ use super::raw::{
     CountOrText, RawConnection, RawField, RawFormat, RawSettings, RawSource, RawTarget, RawTemplate,
 };
 use super::*;
-use crate::format::{Compression, FormatKind};
+use crate::format::{Compression, Encoding, FormatKind};
 use crate::template::{BadRowLimit, Column, Field, FieldType, TimeFormat, UnknownFields};
+use chrono_tz::Tz;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use regex::Regex;
 use std::sync::LazyLock;
@@ -493,19 +494,13 @@ fn format(f: RawFormat, p: &mut Problems<'_>) -> FormatSpec {
     let kind = match f.kind.as_deref().unwrap_or("csv") {
         "csv" => FormatKind::Csv,
         "tsv" => FormatKind::Tsv,
-        "jsonl" => FormatKind::Jsonl,
+        "jsonl" | "ndjson" => FormatKind::Jsonl,
+        "json" => FormatKind::Json,
         "auto" => FormatKind::Auto,
-        "json" => {
-            p.add(
-                "format.type",
-                "\"json\" is not supported by this version yet; use \"jsonl\", \"csv\" or \"tsv\"",
-            );
-            FormatKind::Auto
-        }
         other => {
             p.add(
                 "format.type",
-                format!("{other:?} is not a format; use \"csv\", \"tsv\", \"jsonl\" or \"auto\""),
+                format!("{other:?} is not a format; use \"csv\", \"tsv\", \"json\", \"jsonl\" or \"auto\""),
             );
             FormatKind::Auto
         }
@@ -514,17 +509,14 @@ fn format(f: RawFormat, p: &mut Problems<'_>) -> FormatSpec {
         "auto" => Compression::Auto,
         "none" => Compression::None,
         "gzip" => Compression::Gzip,
-        c @ ("zstd" | "bzip2") => {
-            p.add(
-                "format.compression",
-                format!("{c:?} is not supported by this version yet; use \"gzip\", \"none\" or \"auto\""),
-            );
-            Compression::Auto
-        }
+        "zstd" => Compression::Zstd,
+        "bzip2" => Compression::Bzip2,
         other => {
             p.add(
                 "format.compression",
-                format!("{other:?} is not a compression; use \"auto\", \"none\" or \"gzip\""),
+                format!(
+                    "{other:?} is not a compression; use \"auto\", \"none\", \"gzip\", \"zstd\" or \"bzip2\""
+                ),
             );
             Compression::Auto
         }
@@ -543,22 +535,26 @@ fn format(f: RawFormat, p: &mut Problems<'_>) -> FormatSpec {
     if f.delimiter.is_some() && kind != FormatKind::Csv && kind != FormatKind::Auto {
         p.add("format.delimiter", "applies only to type = \"csv\"");
     }
-    match f.encoding.as_deref().map(str::to_ascii_lowercase).as_deref() {
-        None | Some("utf-8") | Some("utf8") => {}
-        Some(e @ ("latin-1" | "latin1" | "windows-1252")) => p.add(
-            "format.encoding",
-            format!("{e:?} is not supported by this version yet; files must be UTF-8"),
-        ),
-        Some(e) => p.add(
-            "format.encoding",
-            format!("{e:?} is not an encoding; use \"utf-8\""),
-        ),
-    }
+    let encoding = match f.encoding.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("utf-8") | Some("utf8") => Encoding::Utf8,
+        Some("latin-1" | "latin1" | "iso-8859-1" | "windows-1252" | "cp1252") => Encoding::Windows1252,
+        Some(_) => {
+            p.add(
+                "format.encoding",
+                format!(
+                    "{:?} is not a supported encoding; use \"utf-8\", \"latin-1\" or \"windows-1252\"",
+                    f.encoding.as_deref().unwrap_or_default()
+                ),
+            );
+            Encoding::Utf8
+        }
+    };
     FormatSpec {
         kind,
         compression,
         delimiter,
         has_header: f.has_header.unwrap_or(true),
+        encoding,
     }
 }
 
@@ -591,6 +587,7 @@ fn template(
         }
     };
     let max_bad_rows = bad_row_limit(t.max_bad_rows.as_ref(), &format!("{at}max_bad_rows"), p);
+    let zone = zone(t.timezone.as_deref(), &format!("{at}timezone"), p).unwrap_or(Tz::UTC);
     if t.fields.is_empty() {
         p.add(
             &format!("{at}fields"),
@@ -600,7 +597,7 @@ fn template(
     let mut fields = Vec::new();
     for (i, f) in t.fields.iter().enumerate() {
         let key = format!("{at}fields[{i}]");
-        if let Some(f) = field(f, i, &key, has_header, p) {
+        if let Some(f) = field(f, i, &key, has_header, zone, p) {
             if fields.iter().any(|g: &Field| g.name == f.name) {
                 p.add(
                     &format!("{key}.name"),
@@ -650,7 +647,29 @@ fn bad_row_limit(v: Option<&CountOrText>, key: &str, p: &mut Problems<'_>) -> Ba
     }
 }
 
-fn field(f: &RawField, index: usize, key: &str, has_header: bool, p: &mut Problems<'_>) -> Option<Field> {
+/// A time zone by its IANA name.
+fn zone(name: Option<&str>, key: &str, p: &mut Problems<'_>) -> Option<Tz> {
+    let name = name?;
+    match name.parse::<Tz>() {
+        Ok(z) => Some(z),
+        Err(_) => {
+            p.add(
+                key,
+                format!("{name:?} is not a time zone; use an IANA name such as \"UTC\" or \"Europe/Berlin\""),
+            );
+            None
+        }
+    }
+}
+
+fn field(
+    f: &RawField,
+    index: usize,
+    key: &str,
+    has_header: bool,
+    template_zone: Tz,
+    p: &mut Problems<'_>,
+) -> Option<Field> {
     let before = p.out.len();
     let name = match &f.name {
         Some(n) if !n.is_empty() && !n.starts_with("_source_") => n.clone(),
@@ -674,6 +693,7 @@ fn field(f: &RawField, index: usize, key: &str, has_header: bool, p: &mut Proble
     let kind = match kind_name {
         "string" => Some(FieldType::String),
         "integer" => Some(FieldType::Integer),
+        "decimal" => Some(FieldType::Decimal),
         "float" => Some(FieldType::Float),
         "boolean" => Some(FieldType::Boolean),
         "json" => Some(FieldType::Json),
@@ -683,19 +703,18 @@ fn field(f: &RawField, index: usize, key: &str, has_header: bool, p: &mut Proble
             }
             Some(FieldType::Date(format.clone()))
         }
-        "timestamp" => Some(FieldType::Timestamp(match format.as_deref() {
-            None => TimeFormat::Iso,
-            Some("unix") => TimeFormat::Unix,
-            Some("unix_ms") => TimeFormat::UnixMs,
-            Some(fmt) => {
-                strftime_problem(fmt, &format!("{key}.format"), p);
-                TimeFormat::Strftime(fmt.to_string())
-            }
-        })),
-        "decimal" => {
-            p.add(&format!("{key}.type"), "\"decimal\" is not supported by this version yet; use \"string\" to keep exact digits, or \"float\"");
-            None
-        }
+        "timestamp" => Some(FieldType::Timestamp {
+            format: match format.as_deref() {
+                None => TimeFormat::Iso,
+                Some("unix") => TimeFormat::Unix,
+                Some("unix_ms") => TimeFormat::UnixMs,
+                Some(fmt) => {
+                    strftime_problem(fmt, &format!("{key}.format"), p);
+                    TimeFormat::Strftime(fmt.to_string())
+                }
+            },
+            zone: zone(f.timezone.as_deref(), &format!("{key}.timezone"), p).unwrap_or(template_zone),
+        }),
         other => {
             p.add(
                 &format!("{key}.type"),
@@ -712,6 +731,9 @@ fn field(f: &RawField, index: usize, key: &str, has_header: bool, p: &mut Proble
             &format!("{key}.format"),
             "applies only to date and timestamp fields",
         );
+    }
+    if f.timezone.is_some() && kind_name != "timestamp" {
+        p.add(&format!("{key}.timezone"), "applies only to timestamp fields");
     }
     let column = match &f.column {
         Some(CountOrText::Count(n)) if *n >= 1 => Column::Index(*n as usize - 1),

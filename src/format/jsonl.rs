@@ -17,24 +17,14 @@ pub(super) fn parse(
 ) -> Result<(), Failure> {
     let mut buf = Vec::new();
     let mut line = 0u64;
-    let claimed: Vec<&str> = template
-        .fields
-        .iter()
-        .filter_map(|f| match &f.column {
-            Column::Name(n) => Some(n.as_str()),
-            Column::Index(_) => None,
-        })
-        .collect();
+    let claimed = claimed(template);
     loop {
         buf.clear();
         let Some(complete) = read_line(&mut input, &mut buf, MAX_LINE)? else {
             return Ok(());
         };
         line += 1;
-        let mut bytes = buf.as_slice();
-        if line == 1 {
-            bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
-        }
+        let bytes = buf.as_slice();
         let raw = || String::from_utf8_lossy(bytes).into_owned();
         if !complete {
             sink.broken(line, format!("line is longer than {MAX_LINE} bytes"), raw());
@@ -43,45 +33,75 @@ pub(super) fn parse(
         if bytes.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let object: Map<String, Value> = match serde_json::from_slice::<Value>(bytes) {
-            Ok(Value::Object(o)) => o,
-            Ok(_) => {
-                sink.broken(line, "is not a JSON object".to_string(), raw());
-                continue;
-            }
-            Err(e) => {
-                sink.broken(line, format!("is not valid JSON: {e}"), raw());
-                continue;
-            }
-        };
-        let unknown: Vec<&String> = object.keys().filter(|k| !claimed.contains(&k.as_str())).collect();
-        if template.unknown_fields == UnknownFields::Reject && !unknown.is_empty() {
-            let names = unknown
-                .iter()
-                .map(|k| format!("{k:?}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            sink.broken(
-                line,
-                format!("has keys no field claims: {names} (unknown_fields = \"reject\")"),
-                raw(),
-            );
-            continue;
+        match serde_json::from_slice::<Value>(bytes) {
+            Ok(value) => value_row(line, value, &claimed, template, sink, Some(bytes))?,
+            Err(e) => sink.broken(line, format!("is not valid JSON: {e}"), raw()),
         }
-        let checked = template.check_row(|_, field| match &field.column {
-            Column::Name(n) => object.get(n).map_or(RawValue::Missing, RawValue::Json),
-            Column::Index(_) => RawValue::Missing,
-        });
-        let extra: Vec<(String, Value)> = if template.unknown_fields == UnknownFields::Keep {
-            unknown
-                .iter()
-                .map(|k| ((*k).clone(), object[k.as_str()].clone()))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        sink.emit(line, checked, extra, raw)?;
     }
+}
+
+/// The keys the template's fields read.
+pub(super) fn claimed(template: &Template) -> Vec<&str> {
+    template
+        .fields
+        .iter()
+        .filter_map(|f| match &f.column {
+            Column::Name(n) => Some(n.as_str()),
+            Column::Index(_) => None,
+        })
+        .collect()
+}
+
+/// Checks one JSON value as a row: an object against the template, anything else is a bad
+/// row. `line_bytes` is the text of the line for JSON Lines; a value from a JSON array is
+/// shown re-serialized.
+pub(super) fn value_row(
+    line: u64,
+    value: Value,
+    claimed: &[&str],
+    template: &Template,
+    sink: &mut Provenanced<'_, '_>,
+    line_bytes: Option<&[u8]>,
+) -> Result<(), Failure> {
+    let raw = |value: &Value| match line_bytes {
+        Some(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        None => value.to_string(),
+    };
+    let object: Map<String, Value> = match value {
+        Value::Object(o) => o,
+        other => {
+            sink.broken(line, "is not a JSON object".to_string(), raw(&other));
+            return Ok(());
+        }
+    };
+    let unknown: Vec<&String> = object.keys().filter(|k| !claimed.contains(&k.as_str())).collect();
+    if template.unknown_fields == UnknownFields::Reject && !unknown.is_empty() {
+        let names = unknown
+            .iter()
+            .map(|k| format!("{k:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let raw = raw(&Value::Object(object.clone()));
+        sink.broken(
+            line,
+            format!("has keys no field claims: {names} (unknown_fields = \"reject\")"),
+            raw,
+        );
+        return Ok(());
+    }
+    let checked = template.check_row(|_, field| match &field.column {
+        Column::Name(n) => object.get(n).map_or(RawValue::Missing, RawValue::Json),
+        Column::Index(_) => RawValue::Missing,
+    });
+    let extra: Vec<(String, Value)> = if template.unknown_fields == UnknownFields::Keep {
+        unknown
+            .iter()
+            .map(|k| ((*k).clone(), object[k.as_str()].clone()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    sink.emit(line, checked, extra, || raw(&Value::Object(object.clone())))
 }
 
 /// Reads one line (without its `\n` or `\r\n`) into `buf`, keeping at most `max` bytes.

@@ -7,6 +7,7 @@
 //! reader that fails, or a file that cannot be read as its format at all, ends the object.
 
 mod csv;
+mod json;
 mod jsonl;
 
 use crate::template::{FieldError, Template};
@@ -18,6 +19,8 @@ use std::io::{self, BufRead, BufReader, Read};
 pub enum FormatKind {
     Csv,
     Tsv,
+    /// A top-level array of objects (one row each), or one object (one row).
+    Json,
     Jsonl,
     /// Chosen per object from the key's extension.
     Auto,
@@ -26,10 +29,22 @@ pub enum FormatKind {
 /// `[format] compression`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
-    /// From the key's extension, else from the first bytes.
+    /// From the first bytes of the object, else from the key's extension.
     Auto,
     None,
     Gzip,
+    Zstd,
+    Bzip2,
+}
+
+/// `[format] encoding`: how the (decompressed) bytes are turned into text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Utf8,
+    /// Windows-1252, which the WHATWG Encoding Standard also uses for the labels `latin-1` and
+    /// `iso-8859-1`: the two differ only in 0x80–0x9F, C1 control codes that real files do
+    /// not contain.
+    Windows1252,
 }
 
 /// A checked `[format]` table.
@@ -40,6 +55,7 @@ pub struct FormatSpec {
     /// The CSV delimiter; TSV always uses a tab.
     pub delimiter: u8,
     pub has_header: bool,
+    pub encoding: Encoding,
 }
 
 impl Default for FormatSpec {
@@ -49,10 +65,10 @@ impl Default for FormatSpec {
             compression: Compression::Auto,
             delimiter: b',',
             has_header: true,
+            encoding: Encoding::Utf8,
         }
     }
 }
-
 /// Where a row came from; added to every delivered row as `_source_key`, `_source_version`
 /// and `_source_line`.
 #[derive(Debug, Clone, Copy)]
@@ -99,8 +115,16 @@ pub enum ParseError {
     Read(#[source] io::Error),
     #[error("writing the spool failed: {0}")]
     Sink(#[source] io::Error),
-    #[error("cannot tell the format from the key's extension; set `type` in [format] (csv, tsv, jsonl)")]
+    #[error(
+        "cannot tell the format from the key's extension (.csv, .tsv, .json, .jsonl, .ndjson, before any .gz, .zst or .bz2); set `type` in [format]"
+    )]
     UnknownFormat,
+    #[error("is not valid JSON: {reason} at line {line}, column {column}")]
+    Json { line: u64, column: u64, reason: String },
+    #[error("the top-level JSON value is {found}; a json file must hold an array of objects or one object")]
+    NotRows { found: &'static str },
+    #[error("the JSON value starting on line {line} is larger than {limit} bytes; no row may be that large")]
+    TooLarge { line: u64, limit: usize },
     #[error("the {codec} stream is corrupt or truncated: {source}")]
     Corrupt {
         codec: &'static str,
@@ -132,43 +156,156 @@ impl ParseError {
     }
 }
 
-/// The format an object is parsed as: the configured one, or the one its extension names.
+/// The format an object is parsed as: the configured one, or the one its extension names
+/// (looked up before any compression suffix: `a.csv.gz` is CSV).
 pub fn resolve_kind(kind: FormatKind, key: &str) -> Option<FormatKind> {
     if kind != FormatKind::Auto {
         return Some(kind);
     }
     let name = key.rsplit('/').next().unwrap_or(key).to_ascii_lowercase();
-    let name = name.strip_suffix(".gz").unwrap_or(&name);
+    let name = match codec_by_extension(&name) {
+        Some(codec) => &name[..name.len() - codec.extension_len(&name)],
+        None => &name,
+    };
     let ext = name.rsplit_once('.').map(|(_, e)| e)?;
     match ext {
         "csv" => Some(FormatKind::Csv),
         "tsv" | "tab" => Some(FormatKind::Tsv),
+        "json" => Some(FormatKind::Json),
         "jsonl" | "ndjson" => Some(FormatKind::Jsonl),
         _ => None,
     }
 }
 
-/// A reader over the decompressed bytes of an object. I/O errors of the inner reader are
-/// reported as reads failing; errors raised by a decoder as corruption.
+/// A compression codec an object can be read through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Gzip,
+    Zstd,
+    Bzip2,
+}
+
+impl Codec {
+    /// The name used in `[format] compression` and in error messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Gzip => "gzip",
+            Codec::Zstd => "zstd",
+            Codec::Bzip2 => "bzip2",
+        }
+    }
+
+    const EXTENSIONS: &'static [(&'static str, Codec)] = &[
+        (".gz", Codec::Gzip),
+        (".gzip", Codec::Gzip),
+        (".zst", Codec::Zstd),
+        (".zstd", Codec::Zstd),
+        (".bz2", Codec::Bzip2),
+    ];
+
+    /// The length of the extension of this codec that `name` ends with.
+    fn extension_len(self, name: &str) -> usize {
+        Codec::EXTENSIONS
+            .iter()
+            .find(|(ext, c)| *c == self && name.ends_with(ext))
+            .map_or(0, |(ext, _)| ext.len())
+    }
+
+    /// The codec whose magic number `head` starts with.
+    fn by_magic(head: &[u8]) -> Option<Codec> {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Some(Codec::Gzip)
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Some(Codec::Zstd)
+        } else if head.starts_with(b"BZh") {
+            Some(Codec::Bzip2)
+        } else {
+            None
+        }
+    }
+}
+
+fn codec_by_extension(lowercase_name: &str) -> Option<Codec> {
+    Codec::EXTENSIONS
+        .iter()
+        .find(|(ext, _)| lowercase_name.ends_with(ext))
+        .map(|(_, c)| *c)
+}
+
+/// The codec an object is read through. With `auto`, the magic number decides when it names
+/// a codec (it cannot lie), else the extension (so that a damaged `.gz` fails as corrupt gzip
+/// rather than being parsed as text).
+pub fn choose_codec(compression: Compression, key: &str, head: &[u8]) -> Option<Codec> {
+    match compression {
+        Compression::None => None,
+        Compression::Gzip => Some(Codec::Gzip),
+        Compression::Zstd => Some(Codec::Zstd),
+        Compression::Bzip2 => Some(Codec::Bzip2),
+        Compression::Auto => Codec::by_magic(head).or_else(|| codec_by_extension(&key.to_ascii_lowercase())),
+    }
+}
+
+const BUF: usize = 64 * 1024;
+
+/// A reader over the decompressed bytes of an object, with the codec used.
 fn decompress<'r>(
     compression: Compression,
     key: &str,
     reader: Box<dyn Read + 'r>,
-) -> io::Result<(Box<dyn BufRead + 'r>, Option<&'static str>)> {
-    const BUF: usize = 64 * 1024;
-    let mut buffered = BufReader::with_capacity(BUF, reader);
-    let gzip = match compression {
-        Compression::Gzip => true,
-        Compression::None => false,
-        Compression::Auto => {
-            key.to_ascii_lowercase().ends_with(".gz") || buffered.fill_buf()?.starts_with(&[0x1f, 0x8b])
-        }
+) -> io::Result<(Box<dyn Read + 'r>, Option<Codec>)> {
+    let (head, rest) = peek(reader, 4)?;
+    let codec = choose_codec(compression, key, &head);
+    let buffered = BufReader::with_capacity(BUF, io::Cursor::new(head).chain(rest));
+    let reader: Box<dyn Read + 'r> = match codec {
+        None => Box::new(buffered),
+        Some(Codec::Gzip) => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        // Both decoders read every frame or stream of a concatenated file, as gzip does.
+        Some(Codec::Zstd) => Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?),
+        Some(Codec::Bzip2) => Box::new(bzip2::bufread::MultiBzDecoder::new(buffered)),
     };
-    if gzip {
-        let decoder = flate2::bufread::MultiGzDecoder::new(buffered);
-        Ok((Box::new(BufReader::with_capacity(BUF, decoder)), Some("gzip")))
-    } else {
-        Ok((Box::new(buffered), None))
+    Ok((reader, codec))
+}
+
+/// Reads the first `n` bytes (fewer at the end of input) and returns them and the reader of
+/// the rest. A reader may hand out fewer bytes per call than asked, so this reads until it
+/// has `n` or the input ends.
+fn peek<R: Read>(mut reader: R, n: usize) -> io::Result<(Vec<u8>, R)> {
+    let mut head = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        match reader.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    head.truncate(got);
+    Ok((head, reader))
+}
+
+/// The text of an object as UTF-8: a UTF-8 byte order mark is taken off; other encodings are
+/// transcoded as they stream.
+fn decode<'r>(encoding: Encoding, reader: Box<dyn Read + 'r>) -> io::Result<Box<dyn BufRead + 'r>> {
+    match encoding {
+        Encoding::Utf8 => {
+            let (mut head, rest) = peek(reader, 3)?;
+            if head == b"\xef\xbb\xbf" {
+                head.clear();
+            }
+            Ok(Box::new(BufReader::with_capacity(
+                BUF,
+                io::Cursor::new(head).chain(rest),
+            )))
+        }
+        Encoding::Windows1252 => {
+            // A file that starts with a UTF-8 byte order mark is UTF-8 whatever the
+            // configuration says; the decoder honours the mark and takes it off.
+            let decoder = encoding_rs_io::DecodeReaderBytesBuilder::new()
+                .encoding(Some(encoding_rs::WINDOWS_1252))
+                .build(reader);
+            Ok(Box::new(BufReader::with_capacity(BUF, decoder)))
+        }
     }
 }
 
@@ -209,11 +346,15 @@ pub fn parse(
         } else if failed.get() {
             ParseError::Read(e)
         } else if let Some(codec) = codec {
-            ParseError::Corrupt { codec, source: e }
+            ParseError::Corrupt {
+                codec: codec.name(),
+                source: e,
+            }
         } else {
             ParseError::Read(e)
         }
     };
+    let input = decode(spec.encoding, input).map_err(classify)?;
     let mut sink = Provenanced {
         inner: sink,
         provenance,
@@ -223,6 +364,7 @@ pub fn parse(
         FormatKind::Csv => csv::parse(input, spec.delimiter, spec.has_header, template, &mut sink),
         FormatKind::Tsv => csv::parse(input, b'\t', spec.has_header, template, &mut sink),
         FormatKind::Jsonl => jsonl::parse(input, template, &mut sink),
+        FormatKind::Json => json::parse(input, template, &mut sink),
         FormatKind::Auto => return Err(ParseError::UnknownFormat),
     };
     match result {
@@ -400,6 +542,10 @@ mod tests {
             ("b.tsv", Some(FormatKind::Tsv)),
             ("b.ndjson", Some(FormatKind::Jsonl)),
             ("b.jsonl.gz", Some(FormatKind::Jsonl)),
+            ("b.json", Some(FormatKind::Json)),
+            ("b.json.zst", Some(FormatKind::Json)),
+            ("b.tsv.bz2", Some(FormatKind::Tsv)),
+            ("b.gz", None),
             ("b.parquet", None),
             ("b", None),
             ("dir.csv/b", None),
@@ -457,6 +603,109 @@ mod tests {
             &mut sink,
         );
         assert!(r.unwrap_err().is_transient());
+    }
+
+    fn compressed(codec: Codec, data: &[u8]) -> Vec<u8> {
+        match codec {
+            Codec::Gzip => {
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                gz.write_all(data).unwrap();
+                gz.finish().unwrap()
+            }
+            Codec::Zstd => zstd::encode_all(data, 3).unwrap(),
+            Codec::Bzip2 => {
+                let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+                bz.write_all(data).unwrap();
+                bz.finish().unwrap()
+            }
+        }
+    }
+
+    #[test]
+    fn codecs_by_extension_and_magic() {
+        let gz = [0x1f, 0x8b, 8, 0];
+        let zst = [0x28, 0xb5, 0x2f, 0xfd];
+        let cases: &[(Compression, &str, &[u8], Option<Codec>)] = &[
+            (Compression::Auto, "a.csv", b"id,x", None),
+            (Compression::Auto, "a.csv.gz", b"", Some(Codec::Gzip)),
+            (Compression::Auto, "a.CSV.ZST", b"id", Some(Codec::Zstd)),
+            (Compression::Auto, "a.json.bz2", b"[", Some(Codec::Bzip2)),
+            // The magic number wins over the extension, and finds codecs without one.
+            (Compression::Auto, "a.csv.gz", &zst, Some(Codec::Zstd)),
+            (Compression::Auto, "a.csv", &gz, Some(Codec::Gzip)),
+            (Compression::Auto, "a", b"BZh9", Some(Codec::Bzip2)),
+            // Forced choices are taken as they are.
+            (Compression::None, "a.csv.gz", &gz, None),
+            (Compression::Zstd, "a.csv", b"id", Some(Codec::Zstd)),
+        ];
+        for (compression, key, head, want) in cases {
+            assert_eq!(
+                choose_codec(*compression, key, head),
+                *want,
+                "{compression:?} {key}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_codec_reads_and_fails_cleanly_when_truncated() {
+        let data = "id\n".to_string() + &"1\n2\n3\n".repeat(2000);
+        for codec in [Codec::Gzip, Codec::Zstd, Codec::Bzip2] {
+            // Two streams back to back, as `cat a.gz b.gz` makes: both are read.
+            let mut bytes = compressed(codec, data.as_bytes());
+            bytes.extend(compressed(codec, b"4\n"));
+            let (r, _) = run(&bytes, "x.csv");
+            assert_eq!(
+                r.unwrap(),
+                ParseStats {
+                    rows: 6001,
+                    bad_rows: 0
+                },
+                "{codec:?}"
+            );
+            let whole = compressed(codec, data.as_bytes());
+            let (r, _) = run(&whole[..whole.len() - 10], "x.csv");
+            match r {
+                Err(ParseError::Corrupt { codec: name, .. }) => assert_eq!(name, codec.name()),
+                other => panic!("{codec:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn byte_order_mark_and_windows_1252() {
+        for key in ["x.csv", "x.jsonl", "x.json"] {
+            let body: &[u8] = if key.ends_with(".csv") {
+                b"id\n5\n"
+            } else {
+                b"{\"id\": 5}\n"
+            };
+            let bytes = [&b"\xef\xbb\xbf"[..], body].concat();
+            let (r, sink) = run(&bytes, key);
+            assert_eq!(r.unwrap().rows, 1, "{key}");
+            assert_eq!(sink.rows[0]["id"], json!(5), "{key}");
+        }
+        let mut t = template();
+        t.fields.push(Field {
+            name: "name".into(),
+            column: Column::Name("name".into()),
+            kind: FieldType::String,
+            required: true,
+            values: None,
+            default: None,
+        });
+        let spec = FormatSpec {
+            encoding: Encoding::Windows1252,
+            ..FormatSpec::default()
+        };
+        let mut sink = Collect::default();
+        let bytes = b"id,name\n1,Cr\xe8me br\xfbl\xe9e \x80 5\n";
+        let provenance = Provenance {
+            key: "k",
+            version: "v",
+        };
+        parse(&bytes[..], "k.csv", &spec, &t, provenance, &mut sink).unwrap();
+        assert_eq!(sink.rows[0]["name"], json!("Crème brûlée € 5"));
     }
 
     #[test]

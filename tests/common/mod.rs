@@ -159,6 +159,18 @@ pub fn run_binary(config: &Path, args: &[&str]) -> Output {
     binary(config).args(args).output().expect("run s3-importd")
 }
 
+/// The standard output of a run that must have succeeded.
+pub fn stdout_of(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "s3-importd failed: {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }

@@ -1,0 +1,44 @@
+//! Command handlers of the binary beyond `run` and `validate`: each turns a loaded
+//! configuration and its arguments into output and an exit code. They are the edge of the
+//! program, so they use `anyhow`; the work itself lives in the library.
+
+pub mod status;
+
+/// Exit codes of DESIGN §3: 0 success, 1 a run or check failed, 2 bad usage or configuration.
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+use s3_importd::config::{Config, Connection};
+
+/// The connections named on the command line, or every one (`all_enabled` = only the enabled
+/// ones) when none is named. An unknown name is an error that lists the known ones.
+pub fn pick<'c>(
+    config: &'c Config,
+    names: &[String],
+    all_enabled: bool,
+) -> Result<Vec<&'c Connection>, String> {
+    if names.is_empty() {
+        return Ok(config
+            .connections
+            .iter()
+            .filter(|c| c.enabled || !all_enabled)
+            .collect());
+    }
+    names
+        .iter()
+        .map(|name| {
+            config.connection(name).ok_or_else(|| {
+                let known: Vec<&str> = config.connections.iter().map(|c| c.name.as_str()).collect();
+                format!(
+                    "no connection {name:?} in {}; the connections are: {}",
+                    config.dir.display(),
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                )
+            })
+        })
+        .collect()
+}

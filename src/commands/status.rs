@@ -1,0 +1,196 @@
+//! `s3-importd status [NAME] [--json]`: what the state store knows of each connection, with
+//! its schedule and next run, and for a named connection the latest quarantined rows. Reads
+//! the state; changes nothing.
+
+use super::{EXIT_USAGE, pick};
+use anyhow::Context;
+use chrono::{DateTime, SecondsFormat, Utc};
+use s3_importd::config::{Config, Connection};
+use s3_importd::schedule;
+use s3_importd::state::{Overview, Quarantined, RunRecord, SqliteStore};
+use serde_json::{Value, json};
+use std::process::ExitCode;
+
+pub fn command(
+    config: &Config,
+    name: Option<&str>,
+    as_json: bool,
+    quarantine: usize,
+) -> anyhow::Result<ExitCode> {
+    let names: Vec<String> = name.map(str::to_string).into_iter().collect();
+    let chosen = match pick(config, &names, false) {
+        Ok(c) => c,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
+    let state = SqliteStore::open(&config.settings.state).context("opening the state store")?;
+    let now = Utc::now();
+    // Quarantined rows are listed only for a named connection, to keep the overview short.
+    let shown = if name.is_some() { quarantine } else { 0 };
+    for c in chosen {
+        let overview = state
+            .overview(&c.name)
+            .with_context(|| format!("reading the state of {}", c.name))?;
+        let rows = state
+            .quarantine(&c.name, shown)
+            .with_context(|| format!("reading the quarantine of {}", c.name))?;
+        let next = c
+            .enabled
+            .then(|| schedule::next_run(&c.schedule, &c.name, config.settings.timezone, now))
+            .flatten();
+        if as_json {
+            println!("{}", to_json(config, c, &overview, next, &rows));
+        } else {
+            print!("{}", to_text(config, c, &overview, next, &rows));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn time(t: Option<DateTime<Utc>>) -> Option<String> {
+    t.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
+}
+
+fn duration_s(run: &RunRecord) -> Option<f64> {
+    let (start, end) = (run.started_at?, run.finished_at?);
+    Some((end - start).num_milliseconds() as f64 / 1000.0)
+}
+
+fn run_json(run: &RunRecord) -> Value {
+    let c = &run.counts;
+    json!({
+        "run_id": run.run_id,
+        "started_at": time(run.started_at),
+        "duration_s": duration_s(run),
+        "outcome": run.outcome,
+        "objects_listed": c.listed,
+        "objects_new": c.new,
+        "objects_imported": c.imported,
+        "objects_rejected": c.rejected,
+        "objects_failed": c.failed,
+        "rows": c.rows,
+        "bad_rows": c.bad_rows,
+        "bytes": c.bytes,
+        "watermark_before": time(run.watermark_before),
+        "watermark_after": time(run.watermark_after),
+        "output": run.output,
+        "error": run.error,
+    })
+}
+
+fn quarantined_json(q: &Quarantined) -> Value {
+    json!({
+        "key": q.key,
+        "version": q.etag,
+        "line": q.error.line,
+        "field": q.error.field,
+        "reason": q.error.reason,
+        "raw": q.error.raw,
+    })
+}
+
+fn to_json(
+    config: &Config,
+    c: &Connection,
+    o: &Overview,
+    next: Option<DateTime<Utc>>,
+    rows: &[Quarantined],
+) -> Value {
+    json!({
+        "connection": c.name,
+        "enabled": c.enabled,
+        "schedule": schedule::describe(&c.schedule, &c.name),
+        "cron": schedule::cron_text(&c.schedule, &c.name),
+        "timezone": config.settings.timezone.name(),
+        "next_run": time(next),
+        "watermark": time(o.state.watermark),
+        "table_version": o.state.table_version,
+        "ledger_size": o.ledger_size,
+        "quarantined_rows": o.quarantined,
+        "last_run": o.last_run.as_ref().map(run_json),
+        "last_error": o.last_error.as_ref().map(|r| json!({
+            "run_id": r.run_id,
+            "at": time(r.started_at),
+            "error": r.error,
+        })),
+        "latest_quarantined": rows.iter().map(quarantined_json).collect::<Vec<_>>(),
+    })
+}
+
+fn to_text(
+    config: &Config,
+    c: &Connection,
+    o: &Overview,
+    next: Option<DateTime<Utc>>,
+    rows: &[Quarantined],
+) -> String {
+    let none = || "none".to_string();
+    let mut out = format!(
+        "{}: {}, {} ({}), next run {}\n",
+        c.name,
+        if c.enabled { "enabled" } else { "disabled" },
+        schedule::describe(&c.schedule, &c.name),
+        config.settings.timezone.name(),
+        time(next).unwrap_or_else(|| "none".to_string()),
+    );
+    out += &format!(
+        "  watermark {}, table version {}, ledger {} object versions, quarantined rows {}\n",
+        time(o.state.watermark).unwrap_or_else(none),
+        o.state.table_version,
+        o.ledger_size,
+        o.quarantined
+    );
+    match &o.last_run {
+        Some(r) => {
+            let c = &r.counts;
+            out += &format!(
+                "  last run {} ({}), {}: listed {}, new {}, imported {}, rejected {}, failed {}; rows {}, bad rows {}\n",
+                time(r.started_at).unwrap_or_else(none),
+                duration_s(r).map_or_else(|| "still running".to_string(), |d| format!("{d:.1} s")),
+                r.outcome,
+                c.listed,
+                c.new,
+                c.imported,
+                c.rejected,
+                c.failed,
+                c.rows,
+                c.bad_rows
+            );
+        }
+        None => out += "  last run: never\n",
+    }
+    match &o.last_error {
+        Some(r) => {
+            out += &format!(
+                "  last error ({}): {}\n",
+                time(r.started_at).unwrap_or_else(none),
+                r.error.as_deref().unwrap_or_default()
+            )
+        }
+        None => out += "  last error: none\n",
+    }
+    if !rows.is_empty() {
+        out += &format!(
+            "  latest quarantined rows ({} of {}):\n",
+            rows.len(),
+            o.quarantined
+        );
+        for q in rows {
+            out += &format!(
+                "    {} line {}{}: {}\n      raw: {}\n",
+                q.key,
+                q.error.line,
+                q.error
+                    .field
+                    .as_ref()
+                    .map(|f| format!(" field {f}"))
+                    .unwrap_or_default(),
+                q.error.reason,
+                q.error.raw.replace('\n', "\\n")
+            );
+        }
+    }
+    out
+}

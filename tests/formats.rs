@@ -1,0 +1,301 @@
+//! End-to-end runs of the real binary against moto for the formats and templates: every codec
+//! chosen by `compression = "auto"`, a corrupt stream, a latin-1 file, a JSON array of 100,000
+//! objects, a file over `max_bad_rows` and a header missing a required column.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::io::Write;
+
+/// A connection over `prefix` of a moto bucket with the given `[format]` keys and a template
+/// of products (id, name, price as decimal, updated_at read in Europe/Berlin).
+fn products(bucket: &str, prefix: &str, format: &str, template_extra: &str) -> String {
+    format!(
+        r#"
+settle_seconds = 0
+[source]
+bucket = "{bucket}"
+region = "us-east-1"
+prefix = "{prefix}"
+endpoint = "{endpoint}"
+force_path_style = true
+
+[format]
+{format}
+
+[template]
+table = "products"
+timezone = "Europe/Berlin"
+{template_extra}
+
+[[template.fields]]
+name = "id"
+column = "Product ID"
+type = "integer"
+required = true
+
+[[template.fields]]
+name = "name"
+type = "string"
+required = true
+
+[[template.fields]]
+name = "price"
+type = "decimal"
+
+[[template.fields]]
+name = "updated_at"
+type = "timestamp"
+
+[target]
+type = "file"
+path = "out"
+"#,
+        endpoint = moto()
+    )
+}
+
+const CSV: &str = "Product ID,name,price,updated_at\n1,Tea pot,19.99,2026-07-01 12:00:00\n2,Cup,0.10,2026-01-01T00:00:00Z\n";
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(data).unwrap();
+    gz.finish().unwrap()
+}
+
+fn bzip2(data: &[u8]) -> Vec<u8> {
+    let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
+    bz.write_all(data).unwrap();
+    bz.finish().unwrap()
+}
+
+/// Rows sorted by (source key, line), without the version (an ETag moto chooses).
+fn rows_by_key(cfg: &ConfigDir) -> Vec<Value> {
+    let mut rows = cfg.rows();
+    for r in &mut rows {
+        r.as_object_mut().unwrap().remove("_source_version");
+    }
+    rows.sort_by_key(|r| {
+        (
+            r["_source_key"].as_str().unwrap_or("").to_string(),
+            r["_source_line"].as_u64(),
+        )
+    });
+    rows
+}
+
+fn status_json(cfg: &ConfigDir, name: &str) -> Value {
+    let out = stdout_of(&run_binary(cfg.path(), &["status", name, "--json"]));
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_codec_by_extension_and_magic_and_a_corrupt_stream() {
+    let client = s3();
+    let b = bucket(&client, "codecs").await;
+    put(&client, &b, "in/a.csv.gz", gzip(CSV.as_bytes())).await;
+    put(
+        &client,
+        &b,
+        "in/b.csv.zst",
+        zstd::encode_all(CSV.as_bytes(), 3).unwrap(),
+    )
+    .await;
+    put(&client, &b, "in/c.csv.bz2", bzip2(CSV.as_bytes())).await;
+    // No compression suffix: the magic number tells.
+    put(&client, &b, "in/d.csv", gzip(CSV.as_bytes())).await;
+    put(&client, &b, "in/e.csv", CSV).await;
+    let whole = gzip(CSV.repeat(200).as_bytes());
+    put(&client, &b, "in/f.csv.gz", whole[..whole.len() / 2].to_vec()).await;
+
+    let cfg = ConfigDir::new();
+    cfg.connection(
+        "codecs",
+        &products(&b, "in/", "type = \"auto\"\ncompression = \"auto\"", ""),
+    );
+    let out = text(&run_binary(cfg.path(), &["run"]).stdout);
+    assert!(
+        out.contains("codecs: listed 6, new 6, imported 5, rejected 1, failed 0; rows 10, bad rows 0;"),
+        "{out}"
+    );
+    assert!(
+        out.contains("in/f.csv.gz: rejected: the gzip stream is corrupt or truncated"),
+        "the corrupt object is named with its reason: {out}"
+    );
+    let rows = rows_by_key(&cfg);
+    let keys: Vec<&str> = rows.iter().filter_map(|r| r["_source_key"].as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "in/a.csv.gz",
+            "in/a.csv.gz",
+            "in/b.csv.zst",
+            "in/b.csv.zst",
+            "in/c.csv.bz2",
+            "in/c.csv.bz2",
+            "in/d.csv",
+            "in/d.csv",
+            "in/e.csv",
+            "in/e.csv"
+        ],
+        "none of the corrupt object's rows were delivered"
+    );
+    for pair in rows.chunks(2) {
+        assert_eq!(
+            pair[0],
+            json!({"id": 1, "name": "Tea pot", "price": "19.99",
+                   "updated_at": "2026-07-01T10:00:00Z", // 12:00 in Berlin in summer
+                   "_source_key": pair[0]["_source_key"], "_source_line": 2})
+        );
+        assert_eq!(pair[1]["price"], json!("0.10"), "the scale of a decimal is kept");
+        assert_eq!(pair[1]["updated_at"], json!("2026-01-01T00:00:00Z"));
+    }
+    // The rejected object is settled: not retried until it changes.
+    let again = stdout_of(&run_binary(cfg.path(), &["run"]));
+    assert!(again.contains("codecs: listed 6, new 0,"), "{again}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn latin1_and_a_json_array_of_100000_objects() {
+    let client = s3();
+    let b = bucket(&client, "text").await;
+    put(
+        &client,
+        &b,
+        "latin/prices.csv",
+        b"Product ID;name;price;updated_at\n1;Cr\xe8me br\xfbl\xe9e;4.50;\n".to_vec(),
+    )
+    .await;
+    let mut array = String::from("[\n");
+    for i in 0..100_000 {
+        if i > 0 {
+            array.push_str(",\n");
+        }
+        array.push_str(&format!(
+            "  {{\"Product ID\": {i}, \"name\": \"item {i}\", \"price\": \"{i}.05\"}}"
+        ));
+    }
+    array.push_str("\n]\n");
+    put(&client, &b, "json/all.json", array).await;
+
+    let cfg = ConfigDir::new();
+    cfg.connection(
+        "latin",
+        &products(
+            &b,
+            "latin/",
+            "type = \"csv\"\ndelimiter = \";\"\nencoding = \"latin-1\"",
+            "",
+        ),
+    );
+    cfg.connection("json", &products(&b, "json/", "type = \"auto\"", ""));
+    let out = stdout_of(&run_binary(cfg.path(), &["run"]));
+    assert!(
+        out.contains("latin: listed 1, new 1, imported 1, rejected 0, failed 0; rows 1, bad rows 0;"),
+        "{out}"
+    );
+    assert!(
+        out.contains("json: listed 1, new 1, imported 1, rejected 0, failed 0; rows 100000, bad rows 0;"),
+        "{out}"
+    );
+    let rows = rows_by_key(&cfg);
+    assert_eq!(rows.len(), 100_001);
+    assert_eq!(rows[0]["name"], json!("item 0"));
+    assert_eq!(
+        rows[0]["_source_line"],
+        json!(2),
+        "an element's line is the line it starts on"
+    );
+    assert_eq!(rows[99_999]["price"], json!("99999.05"));
+    assert_eq!(rows[99_999]["_source_line"], json!(100_001));
+    assert_eq!(rows[100_000]["name"], json!("Crème brûlée"));
+    assert_eq!(rows[100_000]["updated_at"], Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_max_bad_rows_delivers_nothing_and_fills_the_quarantine() {
+    let client = s3();
+    let b = bucket(&client, "bad").await;
+    let mut csv = String::from("Product ID,name,price,updated_at\n");
+    for i in 0..10 {
+        if i % 3 == 0 {
+            csv.push_str(&format!("x{i},bad {i},1.00,\n"));
+        } else {
+            csv.push_str(&format!("{i},good {i},1.00,\n"));
+        }
+    }
+    put(&client, &b, "in/mixed.csv", csv).await;
+    put(&client, &b, "in/fine.csv", CSV).await;
+
+    let cfg = ConfigDir::new();
+    cfg.connection(
+        "bad",
+        &products(&b, "in/", "type = \"csv\"", "max_bad_rows = \"10%\""),
+    );
+    let out = text(&run_binary(cfg.path(), &["run"]).stdout);
+    assert!(
+        out.contains("bad: listed 2, new 2, imported 1, rejected 1, failed 0; rows 2, bad rows 4;"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "in/mixed.csv: rejected: 4 of 10 rows are bad, over max_bad_rows; none of its rows were delivered"
+        ),
+        "{out}"
+    );
+    let rows = rows_by_key(&cfg);
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rows.iter().all(|r| r["_source_key"] == json!("in/fine.csv")),
+        "{rows:?}"
+    );
+
+    let status = status_json(&cfg, "bad");
+    assert_eq!(status["quarantined_rows"], json!(4));
+    let latest = status["latest_quarantined"].as_array().unwrap();
+    let mut lines: Vec<u64> = latest.iter().map(|q| q["line"].as_u64().unwrap()).collect();
+    lines.sort();
+    assert_eq!(lines, [2, 5, 8, 11]);
+    let q = latest.iter().find(|q| q["line"] == json!(5)).unwrap();
+    assert_eq!(q["key"], json!("in/mixed.csv"));
+    assert_eq!(q["field"], json!("id"));
+    assert_eq!(q["reason"], json!("\"x3\" is not an integer"));
+    assert_eq!(q["raw"], json!("x3,bad 3,1.00,"));
+    assert!(q["version"].as_str().is_some_and(|v| !v.is_empty()));
+
+    let text_status = stdout_of(&run_binary(cfg.path(), &["status", "bad"]));
+    assert!(text_status.contains("quarantined rows 4"), "{text_status}");
+    assert!(
+        text_status.contains("in/mixed.csv line 5 field id: \"x3\" is not an integer"),
+        "{text_status}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_header_missing_a_required_column_rejects_the_file() {
+    let client = s3();
+    let b = bucket(&client, "header").await;
+    put(&client, &b, "in/a.csv", "id,title,price\n1,Tea pot,2.00\n").await;
+    let cfg = ConfigDir::new();
+    cfg.connection("header", &products(&b, "in/", "type = \"csv\"", ""));
+    let out = text(&run_binary(cfg.path(), &["run"]).stdout);
+    assert!(
+        out.contains("header: listed 1, new 1, imported 0, rejected 1, failed 0; rows 0, bad rows 0;"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "in/a.csv: rejected: the header lacks the required columns \"Product ID\", \"name\"; the header found is \"id\", \"title\", \"price\""
+        ),
+        "{out}"
+    );
+    assert!(cfg.rows().is_empty());
+    let status = status_json(&cfg, "header");
+    assert!(
+        status["last_error"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("lacks the required columns")),
+        "{status}"
+    );
+}
