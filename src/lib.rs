@@ -8,6 +8,7 @@ pub mod config;
 pub mod fault;
 pub mod format;
 pub mod keytemplate;
+pub mod policy;
 pub mod run;
 pub mod schedule;
 pub mod select;

@@ -41,6 +41,28 @@ enum Command {
     },
     /// Checks every configuration file and prints every problem found.
     Validate,
+    /// Verifies a connection's access step by step, with the fix to try for each failure.
+    Check { name: String },
+    /// Lists what the next run would import, and parses the first rows of the newest object.
+    Preview {
+        name: String,
+        /// How many of the objects to import to list.
+        #[arg(long, default_value_t = 20)]
+        files: usize,
+        /// How many rows of the newest object to parse and show.
+        #[arg(long, default_value_t = 10)]
+        rows: u64,
+    },
+    /// Prints the IAM policies a connection needs, ready to paste into the AWS console.
+    Policy {
+        name: String,
+        /// Also prints a fresh random external ID, and uses it in the trust policy.
+        #[arg(long)]
+        new_external_id: bool,
+        /// Prints one JSON object holding every document.
+        #[arg(long)]
+        json: bool,
+    },
     /// Shows each connection's schedule, watermark, last run, last error and quarantine.
     Status {
         /// One connection; without it, all of them.
@@ -97,21 +119,36 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_FAILED)
             }
         },
-        Command::Run { names, dry_run } => {
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::from(EXIT_FAILED);
-                }
-            };
-            match runtime.block_on(run_command(&config, &names, dry_run)) {
-                Ok(code) => code,
-                Err(e) => {
+        Command::Policy {
+            name,
+            new_external_id,
+            json,
+        } => block_on(commands::policy::command(&config, &name, new_external_id, json)),
+        Command::Check { name } => block_on(commands::check::command(&config, &name)),
+        Command::Preview { name, files, rows } => block_on(async {
+            commands::preview::command(&config, &name, files, rows)
+                .await
+                .unwrap_or_else(|e| {
                     eprintln!("error: {e:#}");
                     ExitCode::from(EXIT_FAILED)
-                }
-            }
+                })
+        }),
+        Command::Run { names, dry_run } => block_on(async {
+            run_command(&config, &names, dry_run).await.unwrap_or_else(|e| {
+                eprintln!("error: {e:#}");
+                ExitCode::from(EXIT_FAILED)
+            })
+        }),
+    }
+}
+
+/// Runs a command handler on a fresh runtime.
+fn block_on(handler: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt.block_on(handler),
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            ExitCode::from(EXIT_FAILED)
         }
     }
 }

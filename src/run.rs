@@ -12,7 +12,7 @@
 use crate::clock::Clock;
 use crate::config::Connection;
 use crate::fault;
-use crate::format::{self, ParseError, ParseStats, Provenance};
+use crate::format::{self, ParseError, ParseStats, Provenance, RowSink};
 use crate::keytemplate::KeyValues;
 use crate::select::{self, ObjectMeta, SkipReason, Verdict, Window};
 use crate::source::{Source, SourceError};
@@ -468,6 +468,40 @@ async fn process(env: &RunEnv<'_>, spool: &Spool, index: usize, meta: &ObjectMet
     }
 }
 
+/// Why an object could not be handed to the parser.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("parsing task failed: {0}")]
+    Task(String),
+}
+
+/// Opens one object version and parses it into `sink` on the blocking pool (parsing is CPU
+/// work on a blocking reader, so it stays off the runtime's threads). Returns the parse result
+/// and the sink. Used by runs (into the spool) and by `preview` (into a sample).
+pub async fn parse_object<S: RowSink + Send + 'static>(
+    source: &dyn Source,
+    connection: &Connection,
+    meta: &ObjectMeta,
+    mut sink: S,
+) -> Result<(Result<ParseStats, ParseError>, S), ObjectError> {
+    let reader = source.open(meta).await?;
+    let bridge = tokio_util::io::SyncIoBridge::new(reader);
+    let (format_spec, template) = (connection.format.clone(), connection.template.clone());
+    let (key, etag) = (meta.key.clone(), meta.etag.clone());
+    tokio::task::spawn_blocking(move || {
+        let provenance = Provenance {
+            key: &key,
+            version: &etag,
+        };
+        let result = format::parse(bridge, &key, &format_spec, &template, provenance, &mut sink);
+        (result, sink)
+    })
+    .await
+    .map_err(|e| ObjectError::Task(e.to_string()))
+}
+
 async fn process_once(
     env: &RunEnv<'_>,
     spool: &Spool,
@@ -475,31 +509,16 @@ async fn process_once(
     meta: &ObjectMeta,
 ) -> Result<Processed, Attempt> {
     let c = env.connection;
-    let reader = env.source.open(meta).await.map_err(|e| {
-        if e.is_transient() {
-            Attempt::Transient(e.to_string())
-        } else {
-            Attempt::Permanent(e.to_string())
-        }
-    })?;
-    let mut writer = spool
+    let writer = spool
         .writer(index)
         .map_err(|e| Attempt::Permanent(format!("creating the spool file failed: {e}")))?;
-    let bridge = tokio_util::io::SyncIoBridge::new(reader);
-    let (format_spec, template) = (c.format.clone(), c.template.clone());
-    let (key, etag) = (meta.key.clone(), meta.etag.clone());
-    // Parsing is CPU work on a blocking reader: it runs on the blocking pool, not the runtime.
-    let parsed = tokio::task::spawn_blocking(move || {
-        let provenance = Provenance {
-            key: &key,
-            version: &etag,
-        };
-        let result = format::parse(bridge, &key, &format_spec, &template, provenance, &mut writer);
-        (result, writer.finish())
-    })
-    .await
-    .map_err(|e| Attempt::Permanent(format!("parsing task failed: {e}")))?;
-    let (result, finished) = parsed;
+    let (result, writer) = parse_object(env.source, c, meta, writer)
+        .await
+        .map_err(|e| match e {
+            ObjectError::Source(e) if e.is_transient() => Attempt::Transient(e.to_string()),
+            other => Attempt::Permanent(other.to_string()),
+        })?;
+    let finished = writer.finish();
     let spooled = finished.map_err(|e| Attempt::Transient(format!("writing the spool failed: {e}")))?;
     match result {
         Ok(stats) => {

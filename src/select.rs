@@ -95,7 +95,7 @@ impl fmt::Display for SkipReason {
             SkipReason::FolderMarker => "folder marker",
             SkipReason::Empty => "empty",
             SkipReason::Excluded => "excluded by a glob",
-            SkipReason::TooOld => "older than the window",
+            SkipReason::TooOld => "older than the backfill window or the last sync",
             SkipReason::TooFresh => "too fresh to settle",
             SkipReason::AlreadySettled => "already imported",
         })

@@ -8,52 +8,53 @@ use common::*;
 use serde_json::{Value, json};
 use std::io::Write;
 
-/// A connection over `prefix` of a moto bucket with the given `[format]` keys and a template
-/// of products (id, name, price as decimal, updated_at read in Europe/Berlin).
-fn products(bucket: &str, prefix: &str, format: &str, template_extra: &str) -> String {
-    format!(
-        r#"
-settle_seconds = 0
-[source]
-bucket = "{bucket}"
-region = "us-east-1"
-prefix = "{prefix}"
-endpoint = "{endpoint}"
-force_path_style = true
-
-[format]
-{format}
-
-[template]
+/// The products template: id, name, price as decimal, updated_at read in Europe/Berlin.
+const TEMPLATE: &str = r#"
 table = "products"
 timezone = "Europe/Berlin"
-{template_extra}
 
-[[template.fields]]
+[[fields]]
 name = "id"
 column = "Product ID"
 type = "integer"
 required = true
 
-[[template.fields]]
+[[fields]]
 name = "name"
 type = "string"
 required = true
 
-[[template.fields]]
+[[fields]]
 name = "price"
 type = "decimal"
 
-[[template.fields]]
+[[fields]]
 name = "updated_at"
 type = "timestamp"
+"#;
 
-[target]
-type = "file"
-path = "out"
-"#,
-        endpoint = moto()
+/// A connection over `prefix` of a moto bucket with the given `[format]` keys and the
+/// products template inline, with `template_extra` keys added to it.
+fn products(bucket: &str, prefix: &str, format: &str, template_extra: &str) -> String {
+    let inline = TEMPLATE.replace("[[fields]]", "[[template.fields]]");
+    let (head, fields) = inline.split_once("\n[[").unwrap_or((&inline, ""));
+    connection(
+        bucket,
+        prefix,
+        format,
+        &format!("[template]{head}\n{template_extra}\n[[{fields}"),
     )
+}
+
+/// A connection with the given `[format]` keys and `template`: a `[template]` table, or a
+/// `template = "NAME"` line.
+fn connection(bucket: &str, prefix: &str, format: &str, template: &str) -> String {
+    let rest = if template.starts_with("template =") {
+        format!("{template}\n[format]\n{format}\n")
+    } else {
+        format!("\n[format]\n{format}\n{template}")
+    };
+    s3_connection_with(bucket, prefix, "", &rest)
 }
 
 const CSV: &str = "Product ID,name,price,updated_at\n1,Tea pot,19.99,2026-07-01 12:00:00\n2,Cup,0.10,2026-01-01T00:00:00Z\n";
@@ -189,7 +190,13 @@ async fn latin1_and_a_json_array_of_100000_objects() {
             "",
         ),
     );
-    cfg.connection("json", &products(&b, "json/", "type = \"auto\"", ""));
+    // This one names its template: templates/products.toml.
+    std::fs::create_dir_all(cfg.path().join("templates")).unwrap();
+    std::fs::write(cfg.path().join("templates/products.toml"), TEMPLATE).unwrap();
+    cfg.connection(
+        "json",
+        &connection(&b, "json/", "type = \"auto\"", "template = \"products\""),
+    );
     let out = stdout_of(&run_binary(cfg.path(), &["run"]));
     assert!(
         out.contains("latin: listed 1, new 1, imported 1, rejected 0, failed 0; rows 1, bad rows 0;"),

@@ -2,6 +2,9 @@
 //! configuration and its arguments into output and an exit code. They are the edge of the
 //! program, so they use `anyhow`; the work itself lives in the library.
 
+pub mod check;
+pub mod policy;
+pub mod preview;
 pub mod status;
 
 /// Exit codes of DESIGN §3: 0 success, 1 a run or check failed, 2 bad usage or configuration.

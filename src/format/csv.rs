@@ -117,7 +117,7 @@ pub(super) fn parse(
             }
         }
         if let Some(i) = invalid {
-            sink.broken(line, format!("column {} is not valid UTF-8", i + 1), raw());
+            sink.broken(line, format!("column {} is not valid UTF-8", i + 1), raw())?;
             continue;
         }
         if cells.len() == 1 && cells[0].is_empty() {
@@ -132,7 +132,7 @@ pub(super) fn parse(
                 line,
                 format!("has {} fields; expected {width}", cells.len()),
                 raw(),
-            );
+            )?;
             continue;
         }
         if header.is_none() && template.unknown_fields == UnknownFields::Reject && !extra_columns.is_empty() {
@@ -143,7 +143,7 @@ pub(super) fn parse(
                     width - extra_columns.len()
                 ),
                 raw(),
-            );
+            )?;
             continue;
         }
         let checked = template.check_row(|i, _| match positions[i].and_then(|at| cells.get(at)) {
@@ -162,53 +162,23 @@ pub(super) fn parse(
 
 #[cfg(test)]
 mod tests {
-    use crate::format::testing::Collect;
-    use crate::format::{FormatKind, FormatSpec, ParseError, ParseStats, Provenance, parse};
+    use crate::format::testing::{Collect, field, id_template, parse_with};
+    use crate::format::{FormatKind, FormatSpec, ParseError, ParseStats};
     use crate::template::*;
     use serde_json::json;
 
-    fn field(name: &str, column: Column, kind: FieldType, required: bool) -> Field {
-        Field {
-            name: name.into(),
-            column,
-            kind,
-            required,
-            values: None,
-            default: None,
-        }
-    }
-
     fn template(unknown: UnknownFields) -> Template {
-        Template {
-            table: "t".into(),
-            unknown_fields: unknown,
-            max_bad_rows: BadRowLimit::Count(0),
-            fields: vec![
-                field("id", Column::Name("Product ID".into()), FieldType::Integer, true),
-                field("name", Column::Name("name".into()), FieldType::String, false),
-            ],
-        }
+        let name = field("name", Column::Name("name".into()), FieldType::String, false);
+        id_template("Product ID", unknown, vec![name])
     }
 
     fn run(text: &str, t: &Template, has_header: bool) -> (Result<ParseStats, ParseError>, Collect) {
-        let mut sink = Collect::default();
         let spec = FormatSpec {
             kind: FormatKind::Csv,
             has_header,
             ..FormatSpec::default()
         };
-        let r = parse(
-            text.as_bytes(),
-            "k.csv",
-            &spec,
-            t,
-            Provenance {
-                key: "k.csv",
-                version: "v",
-            },
-            &mut sink,
-        );
-        (r, sink)
+        parse_with(text.as_bytes(), "k.csv", &spec, t)
     }
 
     fn strip(rows: &[serde_json::Value]) -> Vec<serde_json::Value> {
@@ -284,18 +254,12 @@ mod tests {
 
     #[test]
     fn invalid_utf8_is_a_row_error() {
-        let mut sink = Collect::default();
         let bytes = b"Product ID,name\n1,ok\n2,\xff\xfe\n";
-        let r = parse(
-            &bytes[..],
+        let (r, sink) = parse_with(
+            bytes,
             "k.csv",
             &FormatSpec::default(),
             &template(UnknownFields::Ignore),
-            Provenance {
-                key: "k",
-                version: "v",
-            },
-            &mut sink,
         );
         assert_eq!(r.unwrap(), ParseStats { rows: 2, bad_rows: 1 });
         assert_eq!(sink.errors[0].reason, "column 2 is not valid UTF-8");

@@ -218,45 +218,18 @@ impl<'de> DeserializeSeed<'de> for ElementSeed {
 
 #[cfg(test)]
 mod tests {
-    use crate::format::testing::Collect;
-    use crate::format::{FormatKind, FormatSpec, ParseError, ParseStats, Provenance, parse};
-    use crate::template::*;
+    use crate::format::testing::{Collect, id_template, parse_with};
+    use crate::format::{FormatKind, FormatSpec, ParseError, ParseStats};
+    use crate::template::UnknownFields;
     use serde_json::json;
 
-    fn template() -> Template {
-        Template {
-            table: "t".into(),
-            unknown_fields: UnknownFields::Ignore,
-            max_bad_rows: BadRowLimit::Count(0),
-            fields: vec![Field {
-                name: "id".into(),
-                column: Column::Name("id".into()),
-                kind: FieldType::Integer,
-                required: true,
-                values: None,
-                default: None,
-            }],
-        }
-    }
-
     fn run(text: &str) -> (Result<ParseStats, ParseError>, Collect) {
-        let mut sink = Collect::default();
         let spec = FormatSpec {
             kind: FormatKind::Json,
             ..FormatSpec::default()
         };
-        let r = parse(
-            text.as_bytes(),
-            "k.json",
-            &spec,
-            &template(),
-            Provenance {
-                key: "k.json",
-                version: "v",
-            },
-            &mut sink,
-        );
-        (r, sink)
+        let template = id_template("id", UnknownFields::Ignore, Vec::new());
+        parse_with(text.as_bytes(), "k.json", &spec, &template)
     }
 
     #[test]

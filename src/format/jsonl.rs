@@ -27,7 +27,7 @@ pub(super) fn parse(
         let bytes = buf.as_slice();
         let raw = || String::from_utf8_lossy(bytes).into_owned();
         if !complete {
-            sink.broken(line, format!("line is longer than {MAX_LINE} bytes"), raw());
+            sink.broken(line, format!("line is longer than {MAX_LINE} bytes"), raw())?;
             continue;
         }
         if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -35,7 +35,7 @@ pub(super) fn parse(
         }
         match serde_json::from_slice::<Value>(bytes) {
             Ok(value) => value_row(line, value, &claimed, template, sink, Some(bytes))?,
-            Err(e) => sink.broken(line, format!("is not valid JSON: {e}"), raw()),
+            Err(e) => sink.broken(line, format!("is not valid JSON: {e}"), raw())?,
         }
     }
 }
@@ -70,7 +70,7 @@ pub(super) fn value_row(
     let object: Map<String, Value> = match value {
         Value::Object(o) => o,
         other => {
-            sink.broken(line, "is not a JSON object".to_string(), raw(&other));
+            sink.broken(line, "is not a JSON object".to_string(), raw(&other))?;
             return Ok(());
         }
     };
@@ -86,7 +86,7 @@ pub(super) fn value_row(
             line,
             format!("has keys no field claims: {names} (unknown_fields = \"reject\")"),
             raw,
-        );
+        )?;
         return Ok(());
     }
     let checked = template.check_row(|_, field| match &field.column {
@@ -142,45 +142,23 @@ fn read_line(input: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> std::io
 #[cfg(test)]
 mod tests {
     use super::read_line;
-    use crate::format::testing::Collect;
-    use crate::format::{FormatKind, FormatSpec, Provenance, parse};
+    use crate::format::testing::{Collect, id_template, parse_with};
+    use crate::format::{FormatKind, FormatSpec};
     use crate::template::*;
     use serde_json::json;
 
-    fn template(unknown: UnknownFields) -> Template {
-        Template {
-            table: "t".into(),
-            unknown_fields: unknown,
-            max_bad_rows: BadRowLimit::Count(0),
-            fields: vec![Field {
-                name: "id".into(),
-                column: Column::Name("ID".into()),
-                kind: FieldType::Integer,
-                required: true,
-                values: None,
-                default: None,
-            }],
-        }
-    }
-
     fn run(text: &str, unknown: UnknownFields) -> Collect {
-        let mut sink = Collect::default();
         let spec = FormatSpec {
             kind: FormatKind::Jsonl,
             ..FormatSpec::default()
         };
-        parse(
+        let (r, sink) = parse_with(
             text.as_bytes(),
             "k",
             &spec,
-            &template(unknown),
-            Provenance {
-                key: "k",
-                version: "v",
-            },
-            &mut sink,
-        )
-        .unwrap();
+            &id_template("ID", unknown, Vec::new()),
+        );
+        r.unwrap();
         sink
     }
 

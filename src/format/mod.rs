@@ -98,6 +98,51 @@ pub trait RowSink {
     fn row(&mut self, row: &Map<String, Value>) -> io::Result<()>;
     /// A row that did not; one call per failing field.
     fn error(&mut self, error: RowError);
+    /// Whether the parser should go on after the row just handed over; a preview stops after
+    /// its first rows.
+    fn wants_more(&self) -> bool {
+        true
+    }
+}
+
+/// A sink that keeps the first rows of an object, good and bad, and stops the parser after
+/// `limit` of them (`preview`).
+#[derive(Debug, Default)]
+pub struct Sample {
+    pub limit: u64,
+    /// The good rows, with provenance.
+    pub rows: Vec<Map<String, Value>>,
+    /// The errors of the bad rows, one per failing field.
+    pub errors: Vec<RowError>,
+    bad_lines: u64,
+    last_bad_line: Option<u64>,
+}
+
+impl Sample {
+    pub fn new(limit: u64) -> Sample {
+        Sample {
+            limit,
+            ..Sample::default()
+        }
+    }
+}
+
+impl RowSink for Sample {
+    fn row(&mut self, row: &Map<String, Value>) -> io::Result<()> {
+        self.rows.push(row.clone());
+        Ok(())
+    }
+    fn error(&mut self, error: RowError) {
+        // A bad row reports one error per failing field; it counts once.
+        if self.last_bad_line != Some(error.line) {
+            self.bad_lines += 1;
+            self.last_bad_line = Some(error.line);
+        }
+        self.errors.push(error);
+    }
+    fn wants_more(&self) -> bool {
+        (self.rows.len() as u64) + self.bad_lines < self.limit
+    }
 }
 
 /// Counts for one parsed object.
@@ -368,7 +413,7 @@ pub fn parse(
         FormatKind::Auto => return Err(ParseError::UnknownFormat),
     };
     match result {
-        Ok(()) => Ok(sink.stats),
+        Ok(()) | Err(Failure::Stopped) => Ok(sink.stats),
         Err(Failure::Io(e)) => Err(classify(e)),
         Err(Failure::File(e)) => Err(e),
     }
@@ -379,6 +424,8 @@ pub fn parse(
 enum Failure {
     Io(io::Error),
     File(ParseError),
+    /// The sink wanted no more rows; not a failure to the caller.
+    Stopped,
 }
 
 impl From<io::Error> for Failure {
@@ -424,7 +471,8 @@ impl Provenanced<'_, '_> {
                 self.stats.rows += 1;
                 self.inner
                     .row(&row)
-                    .map_err(|e| Failure::Io(io::Error::other(SinkFailed(e))))
+                    .map_err(|e| Failure::Io(io::Error::other(SinkFailed(e))))?;
+                self.go_on()
             }
             Err(errors) => {
                 let raw = cap(raw());
@@ -437,13 +485,13 @@ impl Provenanced<'_, '_> {
                     });
                 }
                 self.bad_row();
-                Ok(())
+                self.go_on()
             }
         }
     }
 
     /// Reports a row that could not be read as a row at all.
-    fn broken(&mut self, line: u64, reason: String, raw: String) {
+    fn broken(&mut self, line: u64, reason: String, raw: String) -> Result<(), Failure> {
         self.inner.error(RowError {
             line,
             field: None,
@@ -451,6 +499,16 @@ impl Provenanced<'_, '_> {
             raw: cap(raw),
         });
         self.bad_row();
+        self.go_on()
+    }
+
+    /// Stops the parser when the sink has all it wants.
+    fn go_on(&self) -> Result<(), Failure> {
+        if self.inner.wants_more() {
+            Ok(())
+        } else {
+            Err(Failure::Stopped)
+        }
     }
 
     fn bad_row(&mut self) {
@@ -473,8 +531,47 @@ fn cap(mut raw: String) -> String {
 
 #[cfg(test)]
 pub(crate) mod testing {
-    //! A sink that keeps everything, for the tests of the format parsers.
+    //! Helpers for the tests of the format parsers: a sink that keeps everything, fields and
+    //! templates in one line, and a parse of bytes with a given spec.
     use super::*;
+    use crate::template::{BadRowLimit, Column, Field, FieldType, UnknownFields};
+
+    /// A field with no default and no allowed values.
+    pub fn field(name: &str, column: Column, kind: FieldType, required: bool) -> Field {
+        Field {
+            name: name.into(),
+            column,
+            kind,
+            required,
+            values: None,
+            default: None,
+        }
+    }
+
+    /// A template with a required integer `id` read from `column`, and the given fields after.
+    pub fn id_template(column: &str, unknown_fields: UnknownFields, more: Vec<Field>) -> Template {
+        let mut fields = vec![field("id", Column::Name(column.into()), FieldType::Integer, true)];
+        fields.extend(more);
+        Template {
+            table: "t".into(),
+            unknown_fields,
+            max_bad_rows: BadRowLimit::Count(0),
+            fields,
+        }
+    }
+
+    /// Parses `bytes` as the object `key` (which is also its provenance, version `v`).
+    pub fn parse_with(
+        bytes: &[u8],
+        key: &str,
+        spec: &FormatSpec,
+        template: &Template,
+    ) -> (Result<ParseStats, ParseError>, Collect) {
+        let mut sink = Collect::default();
+        let provenance = Provenance { key, version: "v" };
+        let r = parse(bytes, key, spec, template, provenance, &mut sink);
+        (r, sink)
+    }
 
     #[derive(Default)]
     pub struct Collect {
@@ -495,43 +592,22 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
-    use super::testing::Collect;
+    use super::testing::{Collect, field, id_template, parse_with};
     use super::*;
-    use crate::template::{BadRowLimit, Column, Field, FieldType, UnknownFields};
+    use crate::template::{Column, FieldType, UnknownFields};
     use serde_json::json;
     use std::io::Write;
 
     fn template() -> Template {
-        Template {
-            table: "t".into(),
-            unknown_fields: UnknownFields::Ignore,
-            max_bad_rows: BadRowLimit::Count(0),
-            fields: vec![Field {
-                name: "id".into(),
-                column: Column::Name("id".into()),
-                kind: FieldType::Integer,
-                required: true,
-                values: None,
-                default: None,
-            }],
-        }
+        id_template("id", UnknownFields::Ignore, Vec::new())
     }
 
     fn run(bytes: &[u8], key: &str) -> (Result<ParseStats, ParseError>, Collect) {
-        let mut sink = Collect::default();
         let spec = FormatSpec {
             kind: FormatKind::Auto,
             ..FormatSpec::default()
         };
-        let r = parse(
-            bytes,
-            key,
-            &spec,
-            &template(),
-            Provenance { key, version: "v1" },
-            &mut sink,
-        );
-        (r, sink)
+        parse_with(bytes, key, &spec, &template())
     }
 
     #[test]
@@ -566,7 +642,7 @@ mod tests {
         assert_eq!(r.unwrap(), ParseStats { rows: 2, bad_rows: 0 });
         assert_eq!(
             sink.rows[1],
-            json!({"id": 2, "_source_key": "x.csv", "_source_version": "v1", "_source_line": 3})
+            json!({"id": 2, "_source_key": "x.csv", "_source_version": "v", "_source_line": 3})
         );
     }
 
@@ -591,15 +667,16 @@ mod tests {
             }
         }
         let mut sink = Collect::default();
+        let provenance = Provenance {
+            key: "x",
+            version: "v",
+        };
         let r = parse(
             Broken,
             "x.csv.gz",
             &FormatSpec::default(),
             &template(),
-            Provenance {
-                key: "x",
-                version: "v",
-            },
+            provenance,
             &mut sink,
         );
         assert!(r.unwrap_err().is_transient());
@@ -685,27 +762,42 @@ mod tests {
             assert_eq!(r.unwrap().rows, 1, "{key}");
             assert_eq!(sink.rows[0]["id"], json!(5), "{key}");
         }
-        let mut t = template();
-        t.fields.push(Field {
-            name: "name".into(),
-            column: Column::Name("name".into()),
-            kind: FieldType::String,
-            required: true,
-            values: None,
-            default: None,
-        });
+        let name = field("name", Column::Name("name".into()), FieldType::String, true);
+        let t = id_template("id", UnknownFields::Ignore, vec![name]);
         let spec = FormatSpec {
             encoding: Encoding::Windows1252,
             ..FormatSpec::default()
         };
-        let mut sink = Collect::default();
         let bytes = b"id,name\n1,Cr\xe8me br\xfbl\xe9e \x80 5\n";
+        let (r, sink) = parse_with(bytes, "k.csv", &spec, &t);
+        r.unwrap();
+        assert_eq!(sink.rows[0]["name"], json!("Crème brûlée € 5"));
+    }
+
+    #[test]
+    fn a_sample_stops_after_its_rows_good_or_bad() {
+        let mut text = String::from("id\n");
+        for i in 0..1000 {
+            text.push_str(if i % 2 == 0 { "x\n" } else { "7\n" });
+        }
+        let mut sample = Sample::new(5);
         let provenance = Provenance {
             key: "k",
             version: "v",
         };
-        parse(&bytes[..], "k.csv", &spec, &t, provenance, &mut sink).unwrap();
-        assert_eq!(sink.rows[0]["name"], json!("Crème brûlée € 5"));
+        let stats = parse(
+            text.as_bytes(),
+            "k.csv",
+            &FormatSpec::default(),
+            &template(),
+            provenance,
+            &mut sample,
+        )
+        .unwrap();
+        assert_eq!(stats, ParseStats { rows: 5, bad_rows: 3 });
+        assert_eq!(sample.rows.len(), 2);
+        let lines: Vec<u64> = sample.errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [2, 4, 6]);
     }
 
     #[test]

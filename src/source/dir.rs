@@ -60,7 +60,10 @@ impl Source for DirSource {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<ObjectMeta, String>>(64);
         let root = self.root.clone();
         let walker = tokio::task::spawn_blocking(move || {
+            // Symbolic links are followed, so files can be linked into a drop folder; walkdir
+            // reports a link loop as an error instead of walking it forever.
             let entries = walkdir::WalkDir::new(&root)
+                .follow_links(true)
                 .sort_by_file_name()
                 .into_iter()
                 .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));

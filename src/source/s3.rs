@@ -38,16 +38,10 @@ pub fn session_name(connection: &str) -> String {
     name
 }
 
-/// Builds an S3 client for a bucket's region, endpoint and identity.
-pub async fn client(
-    connection: &str,
-    region: &str,
-    endpoint: Option<&str>,
-    force_path_style: bool,
-    role_arn: Option<&str>,
-    external_id: Option<&str>,
-) -> Client {
-    let base = aws_config::defaults(BehaviorVersion::latest())
+/// The shared AWS configuration for a region: the default credential chain, standard retries
+/// and time-outs.
+pub async fn base_config(region: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(region.to_string()))
         .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
         .timeout_config(
@@ -57,7 +51,45 @@ pub async fn client(
                 .build(),
         )
         .load()
-        .await;
+        .await
+}
+
+/// An error and its causes in one line (`a: b: c`), for people: the SDK's own context display
+/// also prints the raw response, which is no help in a terminal.
+pub fn cause_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        // Wrappers often repeat their cause's text; keep each piece once.
+        if !parts.last().is_some_and(|last| last.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
+}
+
+/// The ARN of the identity the default credential chain resolves to (`sts:GetCallerIdentity`).
+pub async fn caller_arn(region: &str) -> Result<String, String> {
+    let base = base_config(region).await;
+    let sts = aws_sdk_sts::Client::new(&base);
+    match sts.get_caller_identity().send().await {
+        Ok(out) => out.arn.ok_or_else(|| "the answer named no ARN".to_string()),
+        Err(e) => Err(cause_chain(&e)),
+    }
+}
+
+/// Builds an S3 client for a bucket's region, endpoint and identity.
+pub async fn client(
+    connection: &str,
+    region: &str,
+    endpoint: Option<&str>,
+    force_path_style: bool,
+    role_arn: Option<&str>,
+    external_id: Option<&str>,
+) -> Client {
+    let base = base_config(region).await;
     let mut config = aws_sdk_s3::config::Builder::from(&base).force_path_style(force_path_style);
     if let Some(role) = role_arn {
         let mut provider = AssumeRoleProvider::builder(role)

@@ -117,17 +117,11 @@ pub fn output_files(dir: &Path) -> Vec<PathBuf> {
 
 /// A connection over a moto bucket into a file target, with JSONL objects of `{"id": …}`.
 pub fn s3_connection(bucket: &str, prefix: &str, extra_source: &str) -> String {
-    format!(
+    s3_connection_with(
+        bucket,
+        prefix,
+        extra_source,
         r#"
-settle_seconds = 0
-[source]
-bucket = "{bucket}"
-region = "us-east-1"
-prefix = "{prefix}"
-endpoint = "{endpoint}"
-force_path_style = true
-{extra_source}
-
 [format]
 type = "jsonl"
 
@@ -137,6 +131,30 @@ table = "items"
 name = "id"
 type = "string"
 required = true
+"#,
+    )
+}
+
+/// A connection over a moto bucket into a file target (`out`), with `rest` (top-level keys
+/// first, then `[format]` and `[template]` tables) after the source.
+pub fn s3_connection_with(bucket: &str, prefix: &str, extra_source: &str, rest: &str) -> String {
+    // Top-level keys must come before the first table, so they are split off `rest`.
+    let (top, tables) = match rest.find("\n[") {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    format!(
+        r#"
+settle_seconds = 0
+{top}
+[source]
+bucket = "{bucket}"
+region = "us-east-1"
+prefix = "{prefix}"
+endpoint = "{endpoint}"
+force_path_style = true
+{extra_source}
+{tables}
 
 [target]
 type = "file"

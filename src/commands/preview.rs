@@ -1,0 +1,157 @@
+//! `s3-importd preview NAME [--files N] [--rows N]`: what the next run would import and why
+//! the other objects are skipped, then the first rows of the newest candidate parsed against
+//! the template, as an aligned table followed by the row errors. Changes no state: selection
+//! runs as a dry run, and the sample is parsed into memory, not the spool.
+
+use super::{EXIT_FAILED, EXIT_USAGE, pick};
+use anyhow::Context;
+use chrono::SecondsFormat;
+use s3_importd::clock::SystemClock;
+use s3_importd::config::Config;
+use s3_importd::format::Sample;
+use s3_importd::run::{self, RunEnv};
+use s3_importd::state::SqliteStore;
+use s3_importd::{source, target};
+use serde_json::Value;
+use std::process::ExitCode;
+
+/// The widest a cell of the sample table is shown.
+const CELL: usize = 32;
+
+pub async fn command(config: &Config, name: &str, files: usize, rows: u64) -> anyhow::Result<ExitCode> {
+    let connection = match pick(config, &[name.to_string()], false) {
+        Ok(mut c) => c.remove(0),
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
+    let state = SqliteStore::open(&config.settings.state).context("opening the state store")?;
+    let source = source::for_connection(connection).await;
+    let target = target::for_connection(connection);
+    let spool_root = config.settings.state.with_file_name("spool");
+    let env = RunEnv {
+        connection,
+        source: source.as_ref(),
+        target: target.as_ref(),
+        state: &state,
+        clock: &SystemClock,
+        spool_root: &spool_root,
+        max_concurrent_objects: 1,
+    };
+    let summary = run::run(&env, true).await;
+    if let Some(e) = &summary.error {
+        println!("preview {name}: {e}");
+        return Ok(ExitCode::from(EXIT_FAILED));
+    }
+    let candidates = &summary.candidates;
+    let skipped: u64 = summary.skipped.values().sum();
+    println!(
+        "preview {name}: {} listed in {}; the next run would import {}, and skip {skipped}",
+        summary.counts.listed,
+        source.location(),
+        candidates.len()
+    );
+    for m in candidates.iter().take(files) {
+        println!(
+            "  {}  {} bytes  modified {}",
+            m.key,
+            m.size,
+            m.last_modified.to_rfc3339_opts(SecondsFormat::Secs, true)
+        );
+    }
+    if candidates.len() > files {
+        println!("  … and {} more (--files to show more)", candidates.len() - files);
+    }
+    if !summary.skipped.is_empty() {
+        let reasons: Vec<String> = summary.skipped.iter().map(|(r, n)| format!("{n} {r}")).collect();
+        println!("skipped: {}", reasons.join("; "));
+    }
+    let Some(newest) = candidates.iter().max_by_key(|m| (m.last_modified, m.key.clone())) else {
+        println!("nothing to import, so no rows to preview");
+        return Ok(ExitCode::SUCCESS);
+    };
+    println!();
+    println!(
+        "first rows of {} (the newest), read as the template says:",
+        newest.key
+    );
+    let (result, sample) =
+        match run::parse_object(source.as_ref(), connection, newest, Sample::new(rows)).await {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                println!("  cannot read it: {e}");
+                return Ok(ExitCode::from(EXIT_FAILED));
+            }
+        };
+    if let Err(e) = result {
+        println!("  the whole file would be rejected: {e}");
+        return Ok(ExitCode::from(EXIT_FAILED));
+    }
+    print!("{}", table(&sample));
+    if sample.errors.is_empty() {
+        println!("no row errors in these rows");
+    } else {
+        println!("row errors:");
+        for e in &sample.errors {
+            println!(
+                "  line {}{}: {}",
+                e.line,
+                e.field
+                    .as_ref()
+                    .map(|f| format!(" field {f}"))
+                    .unwrap_or_default(),
+                e.reason
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The good rows as an aligned table: the line, then the fields in the order of the first row.
+fn table(sample: &Sample) -> String {
+    let Some(first) = sample.rows.first() else {
+        return "  (no good rows among them)\n".to_string();
+    };
+    let columns: Vec<&String> = first.keys().filter(|k| !k.starts_with("_source_")).collect();
+    let mut grid: Vec<Vec<String>> = vec![
+        std::iter::once("line".to_string())
+            .chain(columns.iter().map(|c| c.to_string()))
+            .collect(),
+    ];
+    for row in &sample.rows {
+        let line = row.get("_source_line").map(cell).unwrap_or_default();
+        grid.push(
+            std::iter::once(line)
+                .chain(columns.iter().map(|c| row.get(*c).map(cell).unwrap_or_default()))
+                .collect(),
+        );
+    }
+    let widths: Vec<usize> = (0..grid[0].len())
+        .map(|i| grid.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in grid {
+        let cells: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        out.push_str("  ");
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// A value as a table cell: strings bare, everything else as JSON, cut to [`CELL`] characters
+/// and kept on one line.
+fn cell(v: &Value) -> String {
+    let text = match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let text = text.replace(['\n', '\r'], " ");
+    if text.chars().count() > CELL {
+        text.chars().take(CELL - 1).chain(std::iter::once('…')).collect()
+    } else {
+        text
+    }
+}

@@ -1,0 +1,175 @@
+//! The IAM documents a connection needs, as JSON that pastes into the AWS console as it is:
+//! the source role's permission policy (list the folder, read its objects, nothing else), the
+//! role's trust policy (the daemon's principal may assume it, with the external ID), and the
+//! bucket policy of an S3 destination.
+//!
+//! Pure functions of names and ARNs; finding the daemon's own principal
+//! (`sts:GetCallerIdentity`) is the command's job, not this module's.
+
+use serde_json::{Value, json};
+
+/// The policy language version every document uses.
+const VERSION: &str = "2012-10-17";
+
+/// The ARN partition of a region: `aws`, `aws-cn` or `aws-us-gov`.
+pub fn partition(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}
+
+/// `s3:ListBucket` on the bucket, limited to keys under `prefix` by an `s3:prefix` condition
+/// when there is a prefix.
+fn list_statement(sid: &str, arn: &str, prefix: &str, principal: Option<&str>) -> Value {
+    let mut statement = json!({
+        "Sid": sid,
+        "Effect": "Allow",
+    });
+    if let Some(p) = principal {
+        statement["Principal"] = json!({ "AWS": p });
+    }
+    statement["Action"] = json!("s3:ListBucket");
+    statement["Resource"] = json!(arn);
+    if !prefix.is_empty() {
+        // Listing the folder itself sends the prefix as it is; listing below it sends longer
+        // prefixes, hence both patterns.
+        statement["Condition"] = json!({ "StringLike": { "s3:prefix": [prefix, format!("{prefix}*")] } });
+    }
+    statement
+}
+
+/// The objects under `prefix` (the whole bucket without one) as an ARN pattern. The prefix is
+/// used as the source uses it: `products/` is a folder, `products` also matches
+/// `products-old/…`, exactly as listing with that prefix does.
+fn objects(arn: &str, prefix: &str) -> String {
+    format!("{arn}/{prefix}*")
+}
+
+/// The permission policy of the role a source assumes: list the folder, read its objects.
+pub fn permission_policy(bucket: &str, prefix: &str, region: &str) -> Value {
+    let arn = format!("arn:{}:s3:::{bucket}", partition(region));
+    json!({
+        "Version": VERSION,
+        "Statement": [
+            list_statement("ListTheFolder", &arn, prefix, None),
+            {
+                "Sid": "ReadTheFolder",
+                "Effect": "Allow",
+                "Action": "s3:GetObject",
+                "Resource": objects(&arn, prefix),
+            },
+        ],
+    })
+}
+
+/// The trust policy of a source role: `principal` may assume it, presenting `external_id`
+/// when one is set.
+pub fn trust_policy(principal: &str, external_id: Option<&str>) -> Value {
+    let mut statement = json!({
+        "Sid": "S3ImportdAssumesThisRole",
+        "Effect": "Allow",
+        "Principal": { "AWS": principal },
+        "Action": "sts:AssumeRole",
+    });
+    if let Some(id) = external_id {
+        statement["Condition"] = json!({ "StringEquals": { "sts:ExternalId": id } });
+    }
+    json!({ "Version": VERSION, "Statement": [statement] })
+}
+
+/// The bucket policy of an S3 destination: `principal` may write objects under `prefix`
+/// (multipart uploads included, and aborting them), read them back and list the folder.
+pub fn bucket_policy(bucket: &str, prefix: &str, region: &str, principal: &str) -> Value {
+    let arn = format!("arn:{}:s3:::{bucket}", partition(region));
+    json!({
+        "Version": VERSION,
+        "Statement": [
+            list_statement("S3ImportdListsTheFolder", &arn, prefix, Some(principal)),
+            {
+                "Sid": "S3ImportdWritesTheFolder",
+                "Effect": "Allow",
+                "Principal": { "AWS": principal },
+                "Action": [
+                    "s3:PutObject",
+                    "s3:GetObject",
+                    "s3:DeleteObject",
+                    "s3:AbortMultipartUpload",
+                    "s3:ListMultipartUploadParts",
+                ],
+                "Resource": objects(&arn, prefix),
+            },
+            {
+                "Sid": "S3ImportdFindsUnfinishedUploads",
+                "Effect": "Allow",
+                "Principal": { "AWS": principal },
+                "Action": "s3:ListBucketMultipartUploads",
+                "Resource": arn,
+            },
+        ],
+    })
+}
+
+/// The principal a trust policy names for a caller: the role behind an assumed-role session
+/// ARN (`arn:aws:sts::1:assumed-role/NAME/session` → `arn:aws:iam::1:role/NAME`), else the ARN
+/// as it is. A role with a path shows without it in session ARNs; such a role must be set as
+/// `aws_principal` instead.
+pub fn principal_of_caller(arn: &str) -> String {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    if let [a, partition, "sts", "", account, resource] = parts.as_slice()
+        && let Some(rest) = resource.strip_prefix("assumed-role/")
+        && let Some((role, _session)) = rest.split_once('/')
+    {
+        return format!("{a}:{partition}:iam::{account}:role/{role}");
+    }
+    arn.to_string()
+}
+
+/// A fresh external ID: a random UUID, as the hosted connectors hand out.
+pub fn new_external_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_principals() {
+        let cases = [
+            (
+                "arn:aws:sts::111122223333:assumed-role/s3-importd/i-0abc",
+                "arn:aws:iam::111122223333:role/s3-importd",
+            ),
+            (
+                "arn:aws-cn:sts::111122223333:assumed-role/r/s",
+                "arn:aws-cn:iam::111122223333:role/r",
+            ),
+            (
+                "arn:aws:iam::111122223333:user/ops",
+                "arn:aws:iam::111122223333:user/ops",
+            ),
+            ("arn:aws:iam::111122223333:root", "arn:aws:iam::111122223333:root"),
+        ];
+        for (caller, want) in cases {
+            assert_eq!(principal_of_caller(caller), want);
+        }
+    }
+
+    #[test]
+    fn partitions() {
+        assert_eq!(partition("us-east-1"), "aws");
+        assert_eq!(partition("cn-north-1"), "aws-cn");
+        assert_eq!(partition("us-gov-west-1"), "aws-us-gov");
+    }
+
+    #[test]
+    fn external_ids_are_fresh_uuids() {
+        let (a, b) = (new_external_id(), new_external_id());
+        assert_ne!(a, b);
+        assert!(uuid::Uuid::parse_str(&a).is_ok());
+    }
+}

@@ -1,0 +1,293 @@
+//! The connection set-up commands end to end: `policy` documents (golden), `check` against
+//! moto for a passing connection and each failure it must explain, and `preview`.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+const PRINCIPAL: &str = "arn:aws:iam::111122223333:role/s3-importd";
+
+/// A configuration folder whose `s3-importd.toml` names the daemon's principal (or not).
+fn config(principal: bool) -> ConfigDir {
+    let cfg = ConfigDir::new();
+    let mut settings = "state = \"state/state.db\"\n".to_string();
+    if principal {
+        settings.push_str(&format!("aws_principal = \"{PRINCIPAL}\"\n"));
+    }
+    std::fs::write(cfg.path().join("s3-importd.toml"), settings).unwrap();
+    cfg
+}
+
+fn policy_json(cfg: &ConfigDir, args: &[&str]) -> Value {
+    let out = stdout_of(
+        &binary(cfg.path())
+            .env("AWS_ENDPOINT_URL_STS", moto())
+            .args(args)
+            .output()
+            .unwrap(),
+    );
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[test]
+fn policy_documents() {
+    let cfg = config(true);
+    let role = "arn:aws:iam::123456789012:role/s3-importd-acme";
+    cfg.connection(
+        "acme",
+        &s3_connection(
+            "acme-exports",
+            "products/",
+            &format!("role_arn = \"{role}\"\nexternal_id = \"ext-123\""),
+        ),
+    );
+    cfg.connection(
+        "whole",
+        &s3_connection("acme-exports", "", &format!("role_arn = \"{role}\"")),
+    );
+    cfg.connection("plain", &s3_connection("acme-exports", "in/", ""));
+
+    let doc = policy_json(&cfg, &["policy", "acme", "--json"]);
+    assert_eq!(
+        doc["permission_policy"],
+        json!({
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "ListTheFolder",
+                    "Effect": "Allow",
+                    "Action": "s3:ListBucket",
+                    "Resource": "arn:aws:s3:::acme-exports",
+                    "Condition": {"StringLike": {"s3:prefix": ["products/", "products/*"]}}
+                },
+                {
+                    "Sid": "ReadTheFolder",
+                    "Effect": "Allow",
+                    "Action": "s3:GetObject",
+                    "Resource": "arn:aws:s3:::acme-exports/products/*"
+                }
+            ]
+        })
+    );
+    assert_eq!(
+        doc["trust_policy"],
+        json!({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Sid": "S3ImportdAssumesThisRole",
+                "Effect": "Allow",
+                "Principal": {"AWS": PRINCIPAL},
+                "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"sts:ExternalId": "ext-123"}}
+            }]
+        })
+    );
+
+    // No prefix: the whole bucket, no condition; no external ID: no condition either.
+    let doc = policy_json(&cfg, &["policy", "whole", "--json"]);
+    let statements = doc["permission_policy"]["Statement"].as_array().unwrap();
+    assert!(statements[0].get("Condition").is_none(), "{doc}");
+    assert_eq!(statements[1]["Resource"], json!("arn:aws:s3:::acme-exports/*"));
+    assert!(
+        doc["trust_policy"]["Statement"][0].get("Condition").is_none(),
+        "{doc}"
+    );
+
+    // A fresh external ID is printed and used.
+    let doc = policy_json(&cfg, &["policy", "whole", "--new-external-id", "--json"]);
+    let id = doc["new_external_id"].as_str().unwrap();
+    assert_eq!(id.len(), 36);
+    assert_eq!(
+        doc["trust_policy"]["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"],
+        json!(id)
+    );
+
+    // Without a role, only the permission policy, for the daemon's own identity.
+    let doc = policy_json(&cfg, &["policy", "plain", "--json"]);
+    assert_eq!(doc["trust_policy"], Value::Null);
+
+    // The text form: every document between the comment lines pastes as JSON as it is.
+    let text = stdout_of(&run_binary(cfg.path(), &["policy", "acme"]));
+    let blocks: Vec<Value> = text
+        .split("\n#")
+        .filter_map(|chunk| chunk.find("\n{").map(|at| &chunk[at..]))
+        .map(|json| serde_json::from_str(json.trim()).unwrap_or_else(|e| panic!("{e}: {json}")))
+        .collect();
+    assert_eq!(blocks.len(), 2, "{text}");
+    assert_eq!(blocks[1]["Statement"][0]["Principal"]["AWS"], json!(PRINCIPAL));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_asks_sts_for_the_principal_when_none_is_configured() {
+    let cfg = config(false);
+    cfg.connection(
+        "acme",
+        &s3_connection(
+            "acme-exports",
+            "p/",
+            "role_arn = \"arn:aws:iam::123456789012:role/r\"",
+        ),
+    );
+    let sts = aws_sdk_sts::Client::from_conf(
+        aws_sdk_sts::config::Builder::new()
+            .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
+            .region(aws_sdk_sts::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_sts::config::Credentials::new(
+                "testing", "testing", None, None, "tests",
+            ))
+            .endpoint_url(moto())
+            .build(),
+    );
+    let caller = sts.get_caller_identity().send().await.unwrap().arn.unwrap();
+    let doc = policy_json(&cfg, &["policy", "acme", "--json"]);
+    assert_eq!(
+        doc["trust_policy"]["Statement"][0]["Principal"]["AWS"],
+        json!(caller)
+    );
+}
+
+/// Runs `check` with STS on moto; returns (exit code, stdout).
+fn check(cfg: &ConfigDir, name: &str) -> (i32, String) {
+    let out = binary(cfg.path())
+        .env("AWS_ENDPOINT_URL_STS", moto())
+        .args(["check", name])
+        .output()
+        .unwrap();
+    (out.status.code().unwrap_or(-1), text(&out.stdout))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_passes_and_explains_each_failure() {
+    let client = s3();
+    let b = bucket(&client, "check").await;
+    put(&client, &b, "in/a.jsonl", "{\"id\": \"1\"}\n").await;
+    put(&client, &b, "in/s3-importd-challenge-7f3a", Vec::new()).await;
+    let cold = bucket(&client, "cold").await;
+    client
+        .put_object()
+        .bucket(&cold)
+        .key("in/archived.jsonl")
+        .storage_class(aws_sdk_s3::types::StorageClass::Glacier)
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(
+            b"{\"id\": \"1\"}\n",
+        ))
+        .send()
+        .await
+        .unwrap();
+
+    let cfg = config(true);
+    let role = "role_arn = \"arn:aws:iam::123456789012:role/s3-importd-acme\"\nexternal_id = \"x-1\"";
+    cfg.connection(
+        "good",
+        &s3_connection(
+            &b,
+            "in/",
+            &format!("{role}\nchallenge_file = \"s3-importd-challenge-7f3a\""),
+        ),
+    );
+    cfg.connection("nobucket", &s3_connection("no-such-bucket-s3i", "in/", ""));
+    cfg.connection(
+        "nochallenge",
+        &s3_connection(&b, "in/", "challenge_file = \"s3-importd-challenge-other\""),
+    );
+    cfg.connection("archived", &s3_connection(&cold, "in/", ""));
+    std::fs::write(cfg.path().join("blocker"), "a file where a folder should be").unwrap();
+    cfg.connection(
+        "blocked",
+        &s3_connection(&b, "in/", "").replace("path = \"out\"", "path = \"blocker/out\""),
+    );
+
+    let (code, out) = check(&cfg, "good");
+    assert_eq!(code, 0, "{out}");
+    for line in [
+        "  ok       configuration: connections/good.toml is valid",
+        "  ok       credentials: found (access key …ting)",
+        "  ok       assume role: arn:aws:iam::123456789012:role/s3-importd-acme as session s3-importd-good",
+        &format!("  ok       bucket: {b} exists in us-east-1"),
+        &format!("  ok       list the folder: 2 objects under s3://{b}/in/"),
+        "  ok       read an object: in/a.jsonl (first 12 bytes)",
+        "  ok       challenge file: in/s3-importd-challenge-7f3a exists and is empty",
+        "all checks passed",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+
+    let (code, out) = check(&cfg, "nobucket");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("  FAILED   bucket: bucket no-such-bucket-s3i does not exist\n"),
+        "{out}"
+    );
+    assert!(out.contains("fix: check `bucket` in [source]"), "{out}");
+    assert!(
+        out.contains("  skipped  list the folder: needs the bucket"),
+        "{out}"
+    );
+
+    let (code, out) = check(&cfg, "nochallenge");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "  FAILED   challenge file: in/s3-importd-challenge-other does not exist in s3://{b}/in/"
+        )),
+        "{out}"
+    );
+
+    let (code, out) = check(&cfg, "archived");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("  FAILED   read an object: reading s3://"), "{out}");
+    assert!(out.contains("InvalidObjectState"), "{out}");
+    assert!(
+        out.contains("fix: the object is archived (Glacier or Deep Archive)"),
+        "{out}"
+    );
+
+    let (code, out) = check(&cfg, "blocked");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("blocker is in the way of"), "{out}");
+    assert!(out.contains("fix: point `path` in [target] at a folder"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn preview_lists_candidates_and_parses_the_newest_without_changing_state() {
+    let client = s3();
+    let b = bucket(&client, "preview").await;
+    put(&client, &b, "in/a.jsonl", "{\"id\": \"a1\"}\n").await;
+    put(&client, &b, "in/empty.jsonl", Vec::new()).await;
+    put(&client, &b, "in/skip.txt", "x").await;
+    // Newest last: LastModified has one-second resolution.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    put(
+        &client,
+        &b,
+        "in/b.jsonl",
+        "{\"id\": \"b1\", \"n\": 1}\n{\"nope\": 2}\n{\"id\": \"b3\"}\n{\"id\": \"b4\"}\n",
+    )
+    .await;
+    let cfg = config(false);
+    cfg.connection("p", &s3_connection(&b, "in/", "include = [\"*.jsonl\"]"));
+
+    let out = stdout_of(&run_binary(cfg.path(), &["preview", "p", "--rows", "3"]));
+    assert!(
+        out.contains(&format!(
+            "preview p: 4 listed in s3://{b}/in/; the next run would import 2, and skip 2"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("  in/a.jsonl  13 bytes  modified "), "{out}");
+    assert!(out.contains("skipped: 1 empty; 1 excluded by a glob"), "{out}");
+    assert!(out.contains("first rows of in/b.jsonl (the newest)"), "{out}");
+    assert!(out.contains("  line  id\n  1     b1\n  3     b3\n"), "{out}");
+    assert!(!out.contains("b4"), "only the first 3 rows: {out}");
+    assert!(
+        out.contains("row errors:\n  line 2 field id: required value is missing"),
+        "{out}"
+    );
+
+    let status = stdout_of(&run_binary(cfg.path(), &["status", "p", "--json"]));
+    let status: Value = serde_json::from_str(status.trim()).unwrap();
+    assert_eq!(status["last_run"], Value::Null, "preview records no run");
+    assert_eq!(status["ledger_size"], json!(0));
+    assert!(cfg.rows().is_empty());
+}
