@@ -291,3 +291,132 @@ async fn preview_lists_candidates_and_parses_the_newest_without_changing_state()
     assert_eq!(status["ledger_size"], json!(0));
     assert!(cfg.rows().is_empty());
 }
+
+/// A moto server of the test's own, with IAM enforced after the first `free_actions`
+/// requests (moto's `INITIAL_NO_AUTH_ACTION_COUNT`). Stopped when dropped.
+struct EnforcingMoto {
+    child: std::process::Child,
+    url: String,
+}
+
+impl EnforcingMoto {
+    fn start(free_actions: u32) -> EnforcingMoto {
+        let program = std::env::var("S3_IMPORTD_TEST_MOTO_SERVER")
+            .expect("S3_IMPORTD_TEST_MOTO_SERVER is not set: run the tests with scripts/test");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(program)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", free_actions.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        // Owned at once, so that the process is stopped even if it never answers.
+        let server = EnforcingMoto {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        // Bounded wait for the port to accept connections.
+        for _ in 0..150 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("moto_server did not start on port {port}");
+    }
+}
+
+impl Drop for EnforcingMoto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_generated_policy_is_enough_and_denies_reading_outside_the_folder() {
+    // Six set-up requests go unchecked; every request after them is checked against IAM.
+    let own = EnforcingMoto::start(6);
+    let creds = aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "tests");
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .credentials_provider(creds.clone())
+            .endpoint_url(&own.url)
+            .force_path_style(true)
+            .build(),
+    );
+    let iam = aws_sdk_iam::Client::from_conf(
+        aws_sdk_iam::config::Builder::new()
+            .behavior_version(aws_sdk_iam::config::BehaviorVersion::latest())
+            .region(aws_sdk_iam::config::Region::new("us-east-1"))
+            .credentials_provider(creds)
+            .endpoint_url(&own.url)
+            .build(),
+    );
+    let b = "least-privilege";
+    let endpoint = &own.url;
+    let cfg = config(false);
+    let conn = |prefix: &str| s3_connection(b, prefix, "").replace(&moto(), endpoint);
+    cfg.connection("inside", &conn("in/"));
+    cfg.connection("outside", &conn("out/"));
+    let policy = policy_json(&cfg, &["policy", "inside", "--json"])["permission_policy"].to_string();
+
+    s3.create_bucket().bucket(b).send().await.unwrap(); // 1
+    put(&s3, b, "in/a.jsonl", "{\"id\": \"a\"}\n").await; // 2
+    put(&s3, b, "out/secret.jsonl", "{\"id\": \"s\"}\n").await; // 3
+    iam.create_user().user_name("importer").send().await.unwrap(); // 4
+    iam.put_user_policy()
+        .user_name("importer")
+        .policy_name("s3-importd")
+        .policy_document(policy)
+        .send()
+        .await
+        .unwrap(); // 5
+    let key = iam
+        .create_access_key()
+        .user_name("importer")
+        .send()
+        .await
+        .unwrap()
+        .access_key
+        .unwrap(); // 6
+
+    // Enforcement is on: the set-up identity, which holds no policy, is refused.
+    let refused = s3.list_objects_v2().bucket(b).send().await;
+    assert!(refused.is_err(), "moto enforces IAM now");
+
+    let as_importer = |args: &[&str]| {
+        binary(cfg.path())
+            .env("AWS_ACCESS_KEY_ID", key.access_key_id())
+            .env("AWS_SECRET_ACCESS_KEY", key.secret_access_key())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = stdout_of(&as_importer(&["run", "inside"]));
+    assert!(
+        out.contains("inside: listed 1, new 1, imported 1, rejected 0, failed 0; rows 1"),
+        "{out}"
+    );
+    assert_eq!(cfg.rows().len(), 1);
+
+    // Outside the folder, reading is denied. (moto does not evaluate the s3:prefix condition
+    // on ListBucket, so the listing itself is allowed here; AWS refuses it.)
+    let out = as_importer(&["run", "outside"]);
+    let text_out = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text_out}");
+    assert!(text_out.contains("failed 1"), "{text_out}");
+    assert!(text_out.contains("AccessDenied"), "{text_out}");
+    assert_eq!(
+        cfg.rows().len(),
+        1,
+        "nothing from outside the folder was delivered"
+    );
+}
