@@ -44,3 +44,28 @@ impl Clock for ManualClock {
         *self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+/// A clock that starts at a given instant and then moves with tokio's timer. Under
+/// `tokio::time::pause`, time jumps as tasks sleep, so scheduler tests cover days in
+/// milliseconds while every timestamp stays consistent with the sleeps.
+#[derive(Debug, Clone, Copy)]
+pub struct TokioClock {
+    start: DateTime<Utc>,
+    base: tokio::time::Instant,
+}
+
+impl TokioClock {
+    pub fn starting_at(start: DateTime<Utc>) -> TokioClock {
+        TokioClock {
+            start,
+            base: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> DateTime<Utc> {
+        let elapsed = self.base.elapsed();
+        self.start + TimeDelta::from_std(elapsed).unwrap_or(TimeDelta::MAX)
+    }
+}

@@ -5,6 +5,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod daemon;
 pub mod fault;
 pub mod format;
 pub mod keytemplate;

@@ -31,6 +31,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Runs every enabled connection on its schedule until SIGTERM/SIGINT; SIGHUP reloads.
+    Daemon,
     /// Runs the named connections (all enabled ones without names) once, now.
     Run {
         /// Connection names; without any, every enabled connection.
@@ -62,6 +64,13 @@ enum Command {
         /// Prints one JSON object holding every document.
         #[arg(long)]
         json: bool,
+    },
+    /// Rewinds a connection so that objects modified since DATE are imported again.
+    Reset {
+        name: String,
+        /// YYYY-MM-DD (midnight UTC) or an RFC 3339 time.
+        #[arg(long)]
+        since: String,
     },
     /// Shows each connection's schedule, watermark, last run, last error and quarantine.
     Status {
@@ -124,6 +133,20 @@ fn main() -> ExitCode {
             new_external_id,
             json,
         } => block_on(commands::policy::command(&config, &name, new_external_id, json)),
+        Command::Daemon => block_on(async {
+            commands::daemon::command(config, cli.config.clone())
+                .await
+                .unwrap_or_else(|e| {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(EXIT_FAILED)
+                })
+        }),
+        Command::Reset { name, since } => {
+            commands::reset::command(&config, &name, &since).unwrap_or_else(|e| {
+                eprintln!("error: {e:#}");
+                ExitCode::from(EXIT_FAILED)
+            })
+        }
         Command::Check { name } => block_on(commands::check::command(&config, &name)),
         Command::Preview { name, files, rows } => block_on(async {
             commands::preview::command(&config, &name, files, rows)
@@ -215,6 +238,8 @@ async fn run_command(config: &Config, names: &[String], dry_run: bool) -> anyhow
                     clock,
                     spool_root,
                     max_concurrent_objects: config.settings.max_concurrent_objects,
+                    stop: tokio_util::sync::CancellationToken::new(),
+                    next_run: None,
                 };
                 s3_importd::run::run(&env, dry_run).await
             }

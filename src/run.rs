@@ -26,6 +26,7 @@ use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 /// How many times an object (or a delivery) is tried within one run when it fails in a way
@@ -45,6 +46,11 @@ pub struct RunEnv<'a> {
     /// The folder runs spool into (`spool/` beside the state file).
     pub spool_root: &'a Path,
     pub max_concurrent_objects: usize,
+    /// Cancelled when the daemon stops: no further object is started; those already read
+    /// are delivered and committed, the rest wait for the next run.
+    pub stop: CancellationToken,
+    /// When the daemon runs this connection next, for the summary event.
+    pub next_run: Option<DateTime<Utc>>,
 }
 
 /// Why a run stopped before its end.
@@ -169,6 +175,7 @@ pub async fn run(env: &RunEnv<'_>, dry_run: bool) -> RunSummary {
             watermark_before = %show_time(summary.watermark_before),
             watermark_after = %show_time(summary.watermark_after),
             output = summary.output.as_deref().unwrap_or(""),
+            next_run = %show_time(env.next_run),
             "run finished"
         );
     }
@@ -251,7 +258,10 @@ async fn execute(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<
         path: env.spool_root.to_path_buf(),
         source,
     })?;
+    let listed: Vec<ObjectMeta> = candidates.clone();
+    // When the daemon stops, objects not yet started are left out; those started finish.
     let results: Vec<(ObjectMeta, Processed)> = futures::stream::iter(candidates.into_iter().enumerate())
+        .take_until(env.stop.clone().cancelled_owned())
         .map(|(index, meta)| {
             let spool = &spool;
             async move {
@@ -273,6 +283,8 @@ async fn execute(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<
     let mut spools = Vec::new();
     let mut failed_at = Vec::new();
     let mut imported_at = Vec::new();
+    // `buffered` keeps the order, so the objects handled are a prefix of the candidates.
+    let handled = results.len();
     for (meta, processed) in results {
         let quarantined = |errors: Vec<format::RowError>| {
             errors.into_iter().map(|error| Quarantined {
@@ -319,6 +331,18 @@ async fn execute(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<
         }
     }
 
+    let left = &listed[handled..];
+    if !left.is_empty() {
+        info!(
+            left = left.len(),
+            "stopping: objects not started are left for the next run"
+        );
+        s.problems.push(format!(
+            "stopped before {} of the objects; the next run imports them",
+            left.len()
+        ));
+        failed_at.extend(left.iter().map(|m| m.last_modified));
+    }
     plan.watermark = select::next_watermark(state.watermark, &window, failed_at.iter().copied());
     let delivered = if spools.is_empty() {
         env.state.commit(&plan)?;

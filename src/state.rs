@@ -39,6 +39,10 @@ pub enum StateError {
         "connection {connection} is being run by another s3-importd process; try again when that run ends"
     )]
     Busy { connection: String },
+    #[error(
+        "connection {connection} has a load whose delivery was interrupted; run it once (s3-importd run {connection}) to settle it, then reset"
+    )]
+    PendingLoad { connection: String },
     #[error("lock file {path}: {source}")]
     Lock {
         path: String,
@@ -135,6 +139,15 @@ pub struct RunCounts {
     pub bad_rows: u64,
     /// Bytes of the objects imported or rejected, as stored (compressed).
     pub bytes: u64,
+}
+
+/// What [`SqliteStore::reset`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reset {
+    pub before: ConnectionState,
+    pub after: ConnectionState,
+    /// Ledger entries forgotten.
+    pub forgotten: u64,
 }
 
 /// A connection's state as `status` shows it.
@@ -374,6 +387,49 @@ impl SqliteStore {
                 })
             })?;
             rows.collect()
+        })
+    }
+
+    /// When the latest run of a connection that reached its end (`ok` or `failed`, not
+    /// `running` or `interrupted`) started.
+    pub fn last_completed_run_start(&self, connection: &str) -> Result<Option<DateTime<Utc>>, StateError> {
+        Ok(self
+            .runs_where(connection, "AND outcome IN ('ok', 'failed')", 1)?
+            .pop()
+            .and_then(|r| r.started_at))
+    }
+
+    /// Rewinds a connection so that object versions modified at or after `since` are imported
+    /// again: forgets their ledger entries, moves the watermark back to `since` (never
+    /// forward) and raises the table version. One transaction. Refused while a load of the
+    /// connection is pending, since committing it later would bring entries back.
+    pub fn reset(&self, connection: &str, since: DateTime<Utc>) -> Result<Reset, StateError> {
+        if !self.pending_loads(connection)?.is_empty() {
+            return Err(StateError::PendingLoad {
+                connection: connection.to_string(),
+            });
+        }
+        let before = self.connection(connection)?;
+        let forgotten = self.with(|db| {
+            let tx = db.transaction()?;
+            let forgotten = tx.execute(
+                "DELETE FROM ledger WHERE connection = ?1 AND last_modified_ms >= ?2",
+                params![connection, ms(since)],
+            )?;
+            tx.execute(
+                "INSERT INTO connections (name, watermark_ms, table_version) VALUES (?1, NULL, 2)
+                 ON CONFLICT (name) DO UPDATE SET
+                     watermark_ms = CASE WHEN watermark_ms IS NULL THEN NULL ELSE min(watermark_ms, ?2) END,
+                     table_version = table_version + 1",
+                params![connection, ms(since)],
+            )?;
+            tx.commit()?;
+            Ok(forgotten as u64)
+        })?;
+        Ok(Reset {
+            before,
+            after: self.connection(connection)?,
+            forgotten,
         })
     }
 

@@ -43,6 +43,8 @@ async fn run_once(cfg: &ConfigDir, c: &Connection, source: &dyn Source, clock: &
         clock,
         spool_root: &cfg.path().join("spool"),
         max_concurrent_objects: 4,
+        stop: tokio_util::sync::CancellationToken::new(),
+        next_run: None,
     };
     run(&env, false).await
 }

@@ -3,8 +3,10 @@
 //! program, so they use `anyhow`; the work itself lives in the library.
 
 pub mod check;
+pub mod daemon;
 pub mod policy;
 pub mod preview;
+pub mod reset;
 pub mod status;
 
 /// Exit codes of DESIGN §3: 0 success, 1 a run or check failed, 2 bad usage or configuration.

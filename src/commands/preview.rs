@@ -38,6 +38,8 @@ pub async fn command(config: &Config, name: &str, files: usize, rows: u64) -> an
         clock: &SystemClock,
         spool_root: &spool_root,
         max_concurrent_objects: 1,
+        stop: tokio_util::sync::CancellationToken::new(),
+        next_run: None,
     };
     let summary = run::run(&env, true).await;
     if let Some(e) = &summary.error {

@@ -1,0 +1,105 @@
+//! `s3-importd daemon`: the process side of `s3_importd::daemon` — signals become control
+//! messages (SIGHUP reloads the configuration folder, SIGTERM/SIGINT stop, a second stop
+//! signal exits at once) and the service manager hears of it through sd_notify.
+
+use anyhow::Context;
+use s3_importd::clock::SystemClock;
+use s3_importd::config::{self, Config};
+use s3_importd::daemon::{self, Control, Notifier, Parts, StoreRunner};
+use s3_importd::state::SqliteStore;
+use sd_notify::NotifyState;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+/// sd_notify over `$NOTIFY_SOCKET`; without the variable (not under systemd) every call does
+/// nothing.
+struct SdNotifier;
+
+impl SdNotifier {
+    fn send(&self, states: &[NotifyState]) {
+        if let Err(e) = sd_notify::notify(states) {
+            warn!(error = %e, "telling systemd failed");
+        }
+    }
+}
+
+impl Notifier for SdNotifier {
+    fn ready(&self) {
+        self.send(&[NotifyState::Ready]);
+    }
+    fn reloading(&self) {
+        // Type=notify-reload wants the monotonic time with RELOADING=1; Type=notify ignores it.
+        match NotifyState::monotonic_usec_now() {
+            Ok(now) => self.send(&[NotifyState::Reloading, now]),
+            Err(_) => self.send(&[NotifyState::Reloading]),
+        }
+    }
+    fn stopping(&self) {
+        self.send(&[NotifyState::Stopping]);
+    }
+    fn watchdog(&self) {
+        self.send(&[NotifyState::Watchdog]);
+    }
+}
+
+pub async fn command(config: Config, dir: PathBuf) -> anyhow::Result<ExitCode> {
+    let state = Arc::new(SqliteStore::open(&config.settings.state).context("opening the state store")?);
+    let clock = Arc::new(SystemClock);
+    let runner = StoreRunner {
+        state: state.clone(),
+        clock: clock.clone(),
+        spool_root: config.settings.state.with_file_name("spool"),
+        max_concurrent_objects: config.settings.max_concurrent_objects,
+    };
+    let mut hangup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => {
+                    info!(config = %dir.display(), "SIGHUP: reloading the configuration");
+                    let loaded = config::load(&dir).map(Box::new).map_err(|e| e.0);
+                    if tx.send(Control::Reload(loaded)).await.is_err() {
+                        return;
+                    }
+                }
+                _ = terminate.recv() => stop(&tx, &mut stopping).await,
+                _ = interrupt.recv() => stop(&tx, &mut stopping).await,
+            }
+        }
+    });
+    let parts = Parts {
+        runner: Arc::new(runner),
+        history: state,
+        clock,
+        notifier: Arc::new(SdNotifier),
+        watchdog: sd_notify::watchdog_enabled(),
+    };
+    let finished = daemon::serve(config, parts, rx).await;
+    info!(clean = finished, "daemon stopped");
+    if !finished {
+        // Runs stuck past shutdown_timeout_s may hold blocking threads the runtime would wait
+        // for; the state store is consistent at every commit, so leave now.
+        std::process::exit(0);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The first stop signal asks for a graceful stop; the second exits at once. SQLite commits
+/// are atomic, so the state store is consistent whenever the process ends.
+async fn stop(tx: &mpsc::Sender<Control>, stopping: &mut bool) {
+    if *stopping {
+        error!("second stop signal: exiting at once");
+        std::process::exit(0);
+    }
+    *stopping = true;
+    info!("stop signal: finishing in-flight objects (a second signal exits at once)");
+    let _ = tx.send(Control::Stop).await;
+}

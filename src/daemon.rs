@@ -1,0 +1,621 @@
+//! The daemon: runs every enabled connection on its schedule until told to stop.
+//!
+//! One loop owns the schedule. It sleeps until the earliest next run (never longer than a
+//! minute, so a wall clock that jumps is noticed), starts the runs that are due, and answers
+//! control messages: a reloaded configuration, or stop. Runs are tasks of their own: a
+//! connection never runs twice at once (a tick that finds it still running is skipped and
+//! logged), and at most `max_concurrent_runs` run together while the rest wait for a permit.
+//!
+//! What is not here: signals, configuration files and sd_notify's socket are the binary's
+//! business (`main.rs`), which turns them into [`Control`] messages and a [`Notifier`]; what a
+//! run does is [`Runner`]'s. So the loop can be tested with a fake runner under
+//! `tokio::time::pause` and a [`crate::clock::TokioClock`].
+//!
+//! tokio-cron-scheduler is not used: its job loop reads the wall clock (`Utc::now()`) and
+//! polls every 500 ms, so neither an injected clock nor paused time can drive it, and the
+//! overlap, queueing and catch-up rules above would sit on top of it anyway. Cron expressions
+//! are parsed and evaluated by croner, the parser tokio-cron-scheduler itself uses.
+
+use crate::clock::Clock;
+use crate::config::{Config, ConfigError, Connection};
+use crate::run::RunEnv;
+use crate::schedule;
+use crate::state::SqliteStore;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+/// The longest the loop sleeps before looking at the clock again.
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+/// What the binary tells the running daemon.
+#[derive(Debug)]
+pub enum Control {
+    /// The configuration folder was read again (SIGHUP): apply it, or keep the old one and
+    /// log every problem.
+    Reload(Result<Box<Config>, Vec<ConfigError>>),
+    /// Stop scheduling and let in-flight runs reach a safe point (SIGTERM, SIGINT).
+    Stop,
+}
+
+/// The service manager's view of the daemon (sd_notify). Outside systemd it does nothing.
+pub trait Notifier: Send + Sync {
+    fn ready(&self);
+    fn reloading(&self);
+    fn stopping(&self);
+    fn watchdog(&self);
+}
+
+/// A notifier for a daemon no service manager watches.
+pub struct NoNotifier;
+
+impl Notifier for NoNotifier {
+    fn ready(&self) {}
+    fn reloading(&self) {}
+    fn stopping(&self) {}
+    fn watchdog(&self) {}
+}
+
+/// Runs one connection once.
+#[async_trait]
+pub trait Runner: Send + Sync {
+    /// Runs `connection` now. `stop` is cancelled when the daemon stops; `next_run` is when
+    /// the schedule runs it again, for the summary event.
+    async fn run(
+        &self,
+        connection: Arc<Connection>,
+        stop: CancellationToken,
+        next_run: Option<DateTime<Utc>>,
+    );
+}
+
+/// What the daemon needs to know of past runs.
+pub trait History: Send + Sync {
+    /// When the latest run of `connection` that reached its end started; `None` if no run
+    /// ever did.
+    fn last_completed_start(&self, connection: &str) -> Option<DateTime<Utc>>;
+}
+
+impl History for SqliteStore {
+    fn last_completed_start(&self, connection: &str) -> Option<DateTime<Utc>> {
+        match self.last_completed_run_start(connection) {
+            Ok(t) => t,
+            Err(e) => {
+                // Without history the connection is treated as never run: running it once
+                // too often is harmless (the ledger skips what it has), missing it is not.
+                warn!(connection, error = %e, "reading the run history failed");
+                None
+            }
+        }
+    }
+}
+
+/// The runner of the real daemon: builds the connection's source and target and runs it
+/// against the shared state store.
+pub struct StoreRunner {
+    pub state: Arc<SqliteStore>,
+    pub clock: Arc<dyn Clock>,
+    pub spool_root: PathBuf,
+    pub max_concurrent_objects: usize,
+}
+
+#[async_trait]
+impl Runner for StoreRunner {
+    async fn run(
+        &self,
+        connection: Arc<Connection>,
+        stop: CancellationToken,
+        next_run: Option<DateTime<Utc>>,
+    ) {
+        let source = crate::source::for_connection(&connection).await;
+        let target = crate::target::for_connection(&connection);
+        let env = RunEnv {
+            connection: &connection,
+            source: source.as_ref(),
+            target: target.as_ref(),
+            state: self.state.as_ref(),
+            clock: self.clock.as_ref(),
+            spool_root: &self.spool_root,
+            max_concurrent_objects: self.max_concurrent_objects,
+            stop,
+            next_run,
+        };
+        // The run logs its start, its summary and its errors itself.
+        let _summary = crate::run::run(&env, false).await;
+    }
+}
+
+/// Whether a connection must run as soon as the daemon starts: it never completed a run, or
+/// a scheduled run fell between its last run and now (the daemon was down).
+pub fn needs_catch_up(
+    connection: &Connection,
+    zone: chrono_tz::Tz,
+    last_start: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> bool {
+    match last_start {
+        None => true,
+        Some(last) => schedule::next_run(&connection.schedule, &connection.name, zone, last)
+            .is_some_and(|due| due <= now),
+    }
+}
+
+/// One scheduled connection.
+struct Entry {
+    connection: Arc<Connection>,
+    /// When it runs next; `None` for a schedule that never fires again.
+    next: Option<DateTime<Utc>>,
+}
+
+/// The daemon's parts that do not change while it runs.
+pub struct Parts {
+    pub runner: Arc<dyn Runner>,
+    pub history: Arc<dyn History>,
+    pub clock: Arc<dyn Clock>,
+    pub notifier: Arc<dyn Notifier>,
+    /// `WatchdogSec` of the unit, when set: a keep-alive is sent twice as often.
+    pub watchdog: Option<Duration>,
+}
+
+/// Runs the schedule until [`Control::Stop`] (or the control channel closes), then waits up to
+/// `shutdown_timeout` for in-flight runs. Returns whether they all finished in time.
+pub async fn serve(config: Config, parts: Parts, mut control: mpsc::Receiver<Control>) -> bool {
+    let Parts {
+        runner,
+        history,
+        clock,
+        notifier,
+        watchdog,
+    } = parts;
+    let mut config = config;
+    let mut entries = schedule_all(&config, &BTreeMap::new(), history.as_ref(), clock.now());
+    let mut permits = Arc::new(Semaphore::new(config.settings.max_concurrent_runs));
+    let mut running: HashSet<String> = HashSet::new();
+    let mut tasks: JoinSet<String> = JoinSet::new();
+    let stop = CancellationToken::new();
+    let mut keepalive = watchdog.map(|w| tokio::time::interval((w / 2).max(Duration::from_millis(100))));
+    notifier.ready();
+    info!(connections = entries.len(), "daemon started");
+
+    loop {
+        let now = clock.now();
+        for (name, entry) in entries.iter_mut() {
+            let Some(due) = entry.next.filter(|due| *due <= now) else {
+                continue;
+            };
+            let zone = config.settings.timezone;
+            entry.next = schedule::next_run(&entry.connection.schedule, name, zone, due.max(now));
+            if running.contains(name) {
+                info!(connection = %name, "still running; this scheduled run is skipped");
+                continue;
+            }
+            running.insert(name.clone());
+            let (runner, connection, stop, permits, next) = (
+                runner.clone(),
+                entry.connection.clone(),
+                stop.clone(),
+                permits.clone(),
+                entry.next,
+            );
+            tasks.spawn(async move {
+                let name = connection.name.clone();
+                // Queued runs wait here for one of the max_concurrent_runs permits.
+                let permit = tokio::select! {
+                    p = permits.acquire_owned() => p.ok(),
+                    () = stop.cancelled() => None,
+                };
+                if permit.is_some() {
+                    runner.run(connection, stop, next).await;
+                }
+                name
+            });
+        }
+        let wake = entries.values().filter_map(|e| e.next).min();
+        let nap = wake
+            .map(|w| (w - clock.now()).to_std().unwrap_or(Duration::ZERO))
+            .unwrap_or(MAX_SLEEP)
+            .min(MAX_SLEEP);
+        let keepalive_tick = async {
+            match keepalive.as_mut() {
+                Some(k) => {
+                    k.tick().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(nap) => {}
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                match done {
+                    Ok(name) => { running.remove(&name); }
+                    Err(e) => {
+                        // A run that panicked: its name is lost with it, so forget every name
+                        // whose task is gone. Cannot happen unless a bug does.
+                        error!(error = %e, "a run task failed");
+                        running.retain(|_| false);
+                    }
+                }
+            }
+            message = control.recv() => match message {
+                Some(Control::Reload(Ok(new))) => {
+                    notifier.reloading();
+                    if new.settings.state != config.settings.state {
+                        warn!("the state file changed; the daemon keeps the old one until it restarts");
+                    }
+                    if new.settings.max_concurrent_runs != config.settings.max_concurrent_runs {
+                        // Runs holding a permit of the old semaphore finish with it.
+                        permits = Arc::new(Semaphore::new(new.settings.max_concurrent_runs));
+                    }
+                    entries = schedule_all(&new, &entries, history.as_ref(), clock.now());
+                    config = *new;
+                    info!(connections = entries.len(), "configuration reloaded");
+                    notifier.ready();
+                }
+                Some(Control::Reload(Err(problems))) => {
+                    notifier.reloading();
+                    for p in &problems {
+                        error!(problem = %p, "configuration problem");
+                    }
+                    error!(problems = problems.len(), "the new configuration is invalid; the old one keeps running");
+                    notifier.ready();
+                }
+                Some(Control::Stop) | None => break,
+            },
+            () = keepalive_tick => notifier.watchdog(),
+        }
+    }
+
+    notifier.stopping();
+    stop.cancel();
+    info!(
+        in_flight = tasks.len(),
+        "stopping: in-flight runs finish their objects"
+    );
+    let finished = tokio::time::timeout(config.settings.shutdown_timeout, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await
+    .is_ok();
+    if !finished {
+        warn!(
+            in_flight = tasks.len(),
+            "in-flight runs did not finish within shutdown_timeout_s; stopping anyway (the next run recovers their loads)"
+        );
+    }
+    finished
+}
+
+/// The schedule of every enabled connection of `config`. A connection already scheduled
+/// keeps its next run when its schedule is unchanged; any other connection runs now when it
+/// needs catching up, else at its next scheduled time.
+fn schedule_all(
+    config: &Config,
+    old: &BTreeMap<String, Entry>,
+    history: &dyn History,
+    now: DateTime<Utc>,
+) -> BTreeMap<String, Entry> {
+    let zone = config.settings.timezone;
+    let mut entries = BTreeMap::new();
+    for c in config.connections.iter().filter(|c| c.enabled) {
+        let cron = schedule::cron_text(&c.schedule, &c.name);
+        let kept = old
+            .get(&c.name)
+            .filter(|e| schedule::cron_text(&e.connection.schedule, &c.name) == cron)
+            .map(|e| e.next);
+        let next = match kept {
+            Some(next) => next,
+            None if needs_catch_up(c, zone, history.last_completed_start(&c.name), now) => {
+                info!(connection = %c.name, "never ran, or missed a scheduled run: running now");
+                Some(now)
+            }
+            None => schedule::next_run(&c.schedule, &c.name, zone, now),
+        };
+        info!(
+            connection = %c.name,
+            schedule = %schedule::describe(&c.schedule, &c.name),
+            next_run = %next.map_or_else(|| "never".to_string(), |t| t.to_rfc3339()),
+            "scheduled"
+        );
+        entries.insert(
+            c.name.clone(),
+            Entry {
+                connection: Arc::new(c.clone()),
+                next,
+            },
+        );
+    }
+    for name in old.keys().filter(|n| !entries.contains_key(*n)) {
+        info!(connection = %name, "no longer scheduled (removed or disabled); a run in flight finishes");
+    }
+    entries
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::TokioClock;
+    use chrono::TimeZone;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// 2026-01-01T00:00:00Z, a Thursday.
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
+    }
+
+    /// A configuration with the given (name, schedule) connections and settings lines.
+    fn config(connections: &[(&str, &str)], settings: &str) -> Config {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("connections")).unwrap();
+        std::fs::write(dir.path().join("s3-importd.toml"), settings).unwrap();
+        for (name, schedule) in connections {
+            let toml = format!(
+                "schedule = \"{schedule}\"\n[source]\ntype = \"dir\"\npath = \"in\"\n[template]\n[[template.fields]]\nname = \"id\"\n[target]\ntype = \"stdout\"\n"
+            );
+            std::fs::write(dir.path().join(format!("connections/{name}.toml")), toml).unwrap();
+        }
+        let loaded = crate::config::load(dir.path());
+        loaded.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A finished run: connection, start, end.
+    type RunLog = (String, DateTime<Utc>, DateTime<Utc>);
+
+    /// Records when each run starts and ends; a run takes its connection's duration.
+    struct FakeRunner {
+        clock: TokioClock,
+        took: BTreeMap<String, Duration>,
+        ignores_stop: bool,
+        log: Mutex<Vec<RunLog>>,
+    }
+
+    #[async_trait]
+    impl Runner for FakeRunner {
+        async fn run(&self, c: Arc<Connection>, stop: CancellationToken, _next: Option<DateTime<Utc>>) {
+            let start = self.clock.now();
+            let took = self.took.get(&c.name).copied().unwrap_or(Duration::from_secs(1));
+            if self.ignores_stop {
+                tokio::time::sleep(took).await;
+            } else {
+                tokio::select! {
+                    () = tokio::time::sleep(took) => {}
+                    () = stop.cancelled() => {}
+                }
+            }
+            self.log
+                .lock()
+                .unwrap()
+                .push((c.name.clone(), start, self.clock.now()));
+        }
+    }
+
+    struct FakeHistory(BTreeMap<String, DateTime<Utc>>);
+
+    impl History for FakeHistory {
+        fn last_completed_start(&self, connection: &str) -> Option<DateTime<Utc>> {
+            self.0.get(connection).copied()
+        }
+    }
+
+    #[derive(Default)]
+    struct Counting {
+        ready: AtomicUsize,
+        reloading: AtomicUsize,
+        stopping: AtomicUsize,
+        watchdog: AtomicUsize,
+    }
+
+    impl Notifier for Counting {
+        fn ready(&self) {
+            self.ready.fetch_add(1, Ordering::SeqCst);
+        }
+        fn reloading(&self) {
+            self.reloading.fetch_add(1, Ordering::SeqCst);
+        }
+        fn stopping(&self) {
+            self.stopping.fetch_add(1, Ordering::SeqCst);
+        }
+        fn watchdog(&self) {
+            self.watchdog.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    struct Harness {
+        runner: Arc<FakeRunner>,
+        notifier: Arc<Counting>,
+        control: mpsc::Sender<Control>,
+        daemon: tokio::task::JoinHandle<bool>,
+    }
+
+    impl Harness {
+        fn start(
+            config: Config,
+            history: &[(&str, DateTime<Utc>)],
+            took: &[(&str, u64)],
+            ignores_stop: bool,
+        ) -> Harness {
+            let clock = TokioClock::starting_at(t0());
+            let runner = Arc::new(FakeRunner {
+                clock,
+                took: took
+                    .iter()
+                    .map(|(n, m)| (n.to_string(), Duration::from_secs(m * 60)))
+                    .collect(),
+                ignores_stop,
+                log: Mutex::new(Vec::new()),
+            });
+            let notifier = Arc::new(Counting::default());
+            let (control, rx) = mpsc::channel(4);
+            let parts = Parts {
+                runner: runner.clone(),
+                history: Arc::new(FakeHistory(
+                    history.iter().map(|(n, t)| (n.to_string(), *t)).collect(),
+                )),
+                clock: Arc::new(clock),
+                notifier: notifier.clone(),
+                watchdog: Some(Duration::from_secs(60)),
+            };
+            let daemon = tokio::spawn(serve(config, parts, rx));
+            Harness {
+                runner,
+                notifier,
+                control,
+                daemon,
+            }
+        }
+
+        /// (name, start minute, end minute) of every finished run, in start order.
+        fn runs(&self) -> Vec<(String, i64, i64)> {
+            let mut runs: Vec<_> = self
+                .runner
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(n, s, e)| (n.clone(), (*s - t0()).num_minutes(), (*e - t0()).num_minutes()))
+                .collect();
+            runs.sort_by_key(|r| (r.1, r.0.clone()));
+            runs
+        }
+
+        async fn stop(mut self) -> (bool, Vec<(String, i64, i64)>, Arc<Counting>) {
+            self.control.send(Control::Stop).await.unwrap();
+            let runs_of = |h: &Harness| h.runs();
+            let clean = (&mut self.daemon).await.unwrap();
+            (clean, runs_of(&self), self.notifier)
+        }
+    }
+
+    async fn wait_minutes(m: u64) {
+        tokio::time::sleep(Duration::from_secs(m * 60)).await;
+    }
+
+    #[test]
+    fn catch_up_rules() {
+        let cfg = config(&[("c", "30 2 * * *")], "");
+        let c = &cfg.connections[0];
+        let at = |d, h, m| Utc.with_ymd_and_hms(2026, 1, d, h, m, 0).unwrap();
+        let cases = [
+            (None, at(5, 12, 0), true),
+            // Ran today at 02:30; next is tomorrow.
+            (Some(at(5, 2, 30)), at(5, 12, 0), false),
+            // Ran yesterday; today's 02:30 passed while the daemon was down.
+            (Some(at(4, 2, 30)), at(5, 12, 0), true),
+            // Ran yesterday; today's run is still ahead.
+            (Some(at(4, 2, 30)), at(5, 1, 0), false),
+        ];
+        for (last, now, want) in cases {
+            assert_eq!(
+                needs_catch_up(c, chrono_tz::Tz::UTC, last, now),
+                want,
+                "{last:?} {now}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn runs_on_schedule_catches_up_and_never_overlaps() {
+        let cfg = config(
+            &[
+                ("every10", "*/10 * * * *"),
+                ("fresh", "0 5 * * *"),
+                ("slow", "*/10 * * * *"),
+            ],
+            "",
+        );
+        // `every10` and `slow` ran just now; `fresh` never ran, so it runs at once.
+        let h = Harness::start(cfg, &[("every10", t0()), ("slow", t0())], &[("slow", 25)], false);
+        wait_minutes(45).await;
+        let (clean, runs, notifier) = h.stop().await;
+        assert!(clean);
+        let of = |name: &str| {
+            runs.iter()
+                .filter(|r| r.0 == name)
+                .map(|r| (r.1, r.2))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(of("fresh"), [(0, 0)]);
+        assert_eq!(of("every10"), [(10, 10), (20, 20), (30, 30), (40, 40)]);
+        // 25 minutes a run: the ticks at 20 and 30 find it running and are skipped; the run
+        // started at 40 is stopped by the shutdown at 45.
+        assert_eq!(of("slow"), [(10, 35), (40, 45)]);
+        assert_eq!(notifier.ready.load(Ordering::SeqCst), 1);
+        assert_eq!(notifier.stopping.load(Ordering::SeqCst), 1);
+        // WatchdogSec=60 s: a keep-alive every 30 s.
+        assert!(
+            notifier.watchdog.load(Ordering::SeqCst) >= 89,
+            "{:?}",
+            notifier.watchdog
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_most_max_concurrent_runs_the_rest_queue() {
+        let cfg = config(
+            &[("a", "0 5 * * *"), ("b", "0 5 * * *"), ("c", "0 5 * * *")],
+            "max_concurrent_runs = 2\n",
+        );
+        let h = Harness::start(cfg, &[], &[("a", 10), ("b", 20), ("c", 10)], false);
+        wait_minutes(30).await;
+        let (_, runs, _) = h.stop().await;
+        assert_eq!(
+            runs,
+            [
+                ("a".to_string(), 0, 10),
+                ("b".to_string(), 0, 20),
+                ("c".to_string(), 10, 20)
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reload_adds_and_removes_and_an_invalid_configuration_keeps_the_old() {
+        let cfg = config(&[("old", "*/10 * * * *")], "");
+        let h = Harness::start(cfg, &[("old", t0())], &[], false);
+        wait_minutes(15).await;
+        h.control
+            .send(Control::Reload(Err(vec![ConfigError {
+                file: "connections/x.toml".into(),
+                key: "schedule".into(),
+                message: "bad".into(),
+            }])))
+            .await
+            .unwrap();
+        wait_minutes(10).await;
+        let new = config(&[("new", "0 5 * * *")], "");
+        h.control.send(Control::Reload(Ok(Box::new(new)))).await.unwrap();
+        wait_minutes(20).await;
+        let (_, runs, notifier) = h.stop().await;
+        let of = |name: &str| {
+            runs.iter()
+                .filter(|r| r.0 == name)
+                .map(|r| r.1)
+                .collect::<Vec<_>>()
+        };
+        // `old` kept running through the invalid reload, and stopped with the valid one.
+        assert_eq!(of("old"), [10, 20]);
+        // `new` never ran: it runs as soon as it is added.
+        assert_eq!(of("new"), [25]);
+        assert_eq!(notifier.reloading.load(Ordering::SeqCst), 2);
+        assert_eq!(notifier.ready.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_that_will_not_stop_is_left_after_the_shutdown_timeout() {
+        let cfg = config(&[("stuck", "0 5 * * *")], "shutdown_timeout_s = 5\n");
+        let h = Harness::start(cfg, &[], &[("stuck", 60)], true);
+        wait_minutes(1).await;
+        let before = tokio::time::Instant::now();
+        let (clean, runs, _) = h.stop().await;
+        assert!(!clean);
+        assert!(runs.is_empty());
+        assert_eq!(before.elapsed(), Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,306 @@
+//! The daemon end to end: the real binary with a `dir` source, driven by signals, watched
+//! through a notify socket of the test's own (as systemd would), and `reset`.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixDatagram;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A connection over the folder `in/NAME` into `out`, run daily (so only catch-up runs it
+/// during a test).
+fn dir_connection(cfg: &ConfigDir, name: &str, rows: &[&str]) {
+    let inbox = cfg.path().join("in").join(name);
+    std::fs::create_dir_all(&inbox).unwrap();
+    let body: String = rows.iter().map(|id| format!("{{\"id\": \"{id}\"}}\n")).collect();
+    std::fs::write(inbox.join("rows.jsonl"), body).unwrap();
+    cfg.connection(
+        name,
+        &format!(
+            "settle_seconds = 0\n[source]\ntype = \"dir\"\npath = \"in/{name}\"\n[format]\ntype = \"jsonl\"\n[template]\n[[template.fields]]\nname = \"id\"\nrequired = true\n[target]\ntype = \"file\"\npath = \"out\"\n"
+        ),
+    );
+}
+
+/// The daemon under test: its notify socket, and its stderr lines as they come.
+struct Daemon {
+    child: Child,
+    notify: UnixDatagram,
+    log: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Daemon {
+    fn start(cfg: &ConfigDir, env: &[(&str, &str)]) -> Daemon {
+        let socket = cfg.path().join("notify.sock");
+        let notify = UnixDatagram::bind(&socket).unwrap();
+        notify.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut cmd = binary(cfg.path());
+        cmd.arg("daemon")
+            .env("NOTIFY_SOCKET", &socket)
+            .env("WATCHDOG_USEC", "400000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Daemon {
+            child,
+            notify,
+            log,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next sd_notify message other than a watchdog keep-alive (which are counted).
+    fn next_state(&self, keepalives: &mut usize) -> String {
+        let mut buf = [0u8; 512];
+        loop {
+            let n = self.notify.recv(&mut buf).expect("a notify message within 20 s");
+            let msg = String::from_utf8_lossy(&buf[..n]).trim_end().to_string();
+            if msg == "WATCHDOG=1" {
+                *keepalives += 1;
+                continue;
+            }
+            return msg;
+        }
+    }
+
+    /// Waits (at most 20 s) for a log line containing `needle`.
+    fn wait_log(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.log.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("no log line with {needle:?}; seen:\n{}", self.seen.join("\n"));
+    }
+
+    fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (at most `limit`) for the process to exit; returns its exit code and how long
+    /// it took.
+    fn wait_exit(&mut self, limit: Duration) -> (Option<i32>, Duration) {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status.code(), start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("the daemon did not exit within {limit:?}");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ids(cfg: &ConfigDir) -> Vec<String> {
+    let mut ids: Vec<String> = cfg
+        .rows()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap_or("?").to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Waits (at most 20 s) until the output holds exactly `want`.
+fn wait_rows(cfg: &ConfigDir, want: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if ids(cfg) == want {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(ids(cfg), want);
+}
+
+#[test]
+fn catches_up_reloads_and_stops_on_signals() {
+    let cfg = ConfigDir::new();
+    dir_connection(&cfg, "first", &["f1", "f2"]);
+    let mut d = Daemon::start(&cfg, &[]);
+    let mut keepalives = 0;
+    assert_eq!(d.next_state(&mut keepalives), "READY=1");
+    // Never ran: it runs at once.
+    wait_rows(&cfg, &["f1", "f2"]);
+    let summary = d.wait_log("run finished");
+    assert!(summary.contains("connection=first"), "{summary}");
+    assert!(
+        summary.contains("imported=1") && summary.contains("rows=2"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("next_run=20"),
+        "the summary names the next run: {summary}"
+    );
+
+    // Added while running: SIGHUP schedules it, and it runs at once (it never ran).
+    dir_connection(&cfg, "second", &["s1"]);
+    d.signal("HUP");
+    let reloading = d.next_state(&mut keepalives);
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading:?}"
+    );
+    assert_eq!(d.next_state(&mut keepalives), "READY=1");
+    wait_rows(&cfg, &["f1", "f2", "s1"]);
+
+    // An invalid configuration is logged with every problem; the old one keeps running.
+    std::fs::write(
+        cfg.path().join("connections/broken.toml"),
+        "schedule = \"every day\"\nbackfill_days = -1\n",
+    )
+    .unwrap();
+    d.signal("HUP");
+    d.wait_log("connections/broken.toml: schedule");
+    d.wait_log("connections/broken.toml: backfill_days");
+    d.wait_log("the old one keeps running");
+    std::fs::remove_file(cfg.path().join("connections/broken.toml")).unwrap();
+
+    d.signal("TERM");
+    let mut state = d.next_state(&mut keepalives);
+    while state.starts_with("RELOADING=1") || state == "READY=1" {
+        state = d.next_state(&mut keepalives);
+    }
+    assert_eq!(state, "STOPPING=1");
+    let (code, _) = d.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+    assert!(keepalives > 0, "WATCHDOG_USEC is set: keep-alives are sent");
+
+    // status shows the daily time the daemon uses.
+    let status = stdout_of(&run_binary(cfg.path(), &["status", "first"]));
+    assert!(status.contains("first: enabled, daily at "), "{status}");
+    assert!(status.contains("last run 20"), "{status}");
+}
+
+#[test]
+fn a_stuck_run_is_left_after_the_shutdown_timeout_and_recovered_exactly_once() {
+    let cfg = ConfigDir::new();
+    std::fs::write(
+        cfg.path().join("s3-importd.toml"),
+        "state = \"state/state.db\"\nshutdown_timeout_s = 2\n",
+    )
+    .unwrap();
+    dir_connection(&cfg, "stuck", &["a", "b"]);
+    let mut d = Daemon::start(&cfg, &[("S3_IMPORTD_FAULT", "after-prepare")]);
+    d.wait_log("fault point after-prepare reached");
+
+    // While the daemon runs the connection, reset is refused.
+    let out = run_binary(cfg.path(), &["reset", "stuck", "--since", "2020-01-01"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("stuck is running right now"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    d.signal("TERM");
+    let (code, took) = d.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+    assert!(
+        took >= Duration::from_secs(2),
+        "waited for the in-flight run: {took:?}"
+    );
+    d.wait_log("did not finish within shutdown_timeout_s");
+    assert!(ids(&cfg).is_empty());
+
+    // The next run finds the interrupted load and imports the objects once.
+    let out = stdout_of(&run_binary(cfg.path(), &["run"]));
+    assert!(out.contains("stuck: listed 1, new 1, imported 1"), "{out}");
+    assert_eq!(ids(&cfg), ["a", "b"]);
+}
+
+#[test]
+fn a_second_stop_signal_exits_at_once() {
+    let cfg = ConfigDir::new();
+    dir_connection(&cfg, "stuck", &["a"]);
+    let mut d = Daemon::start(&cfg, &[("S3_IMPORTD_FAULT", "after-prepare")]);
+    d.wait_log("fault point after-prepare reached");
+    d.signal("INT");
+    d.wait_log("stop signal: finishing in-flight objects");
+    d.signal("INT");
+    let (code, took) = d.wait_exit(Duration::from_secs(5));
+    assert_eq!(code, Some(0));
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // The state store is intact: status reads it.
+    stdout_of(&run_binary(cfg.path(), &["status"]));
+}
+
+#[test]
+fn reset_imports_again_into_a_new_table_version() {
+    let cfg = ConfigDir::new();
+    dir_connection(&cfg, "again", &["x"]);
+    stdout_of(&run_binary(cfg.path(), &["run"]));
+    let out = stdout_of(&run_binary(cfg.path(), &["run"]));
+    assert!(out.contains("new 0"), "{out}");
+    let out = stdout_of(&run_binary(
+        cfg.path(),
+        &["reset", "again", "--since", "2000-01-01"],
+    ));
+    assert!(
+        out.starts_with(
+            "reset again: forgot 1 object versions modified since 2000-01-01T00:00:00Z; watermark 20"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("→ 2000-01-01T00:00:00Z; table version 1 → 2;"),
+        "{out}"
+    );
+    let out = stdout_of(&run_binary(cfg.path(), &["run"]));
+    assert!(out.contains("new 1, imported 1"), "{out}");
+    let files = output_files(&cfg.out());
+    let versions: Vec<String> = files
+        .iter()
+        .map(|f| {
+            f.strip_prefix(cfg.out())
+                .unwrap()
+                .components()
+                .nth(2)
+                .unwrap()
+                .as_os_str()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(versions, ["1", "2"], "{files:?}");
+    let bad = run_binary(cfg.path(), &["reset", "again", "--since", "last week"]);
+    assert_eq!(bad.status.code(), Some(2));
+}
