@@ -115,7 +115,7 @@ impl Runner for StoreRunner {
         next_run: Option<DateTime<Utc>>,
     ) {
         let source = crate::source::for_connection(&connection).await;
-        let target = crate::target::for_connection(&connection);
+        let target = crate::target::for_connection(&connection).await;
         let env = RunEnv {
             connection: &connection,
             source: source.as_ref(),

@@ -3,6 +3,7 @@
 //!
 //! See `ARCHITECTURE.md` for the map of the modules and the invariants they keep.
 
+pub mod aws;
 pub mod clock;
 pub mod config;
 pub mod daemon;

@@ -229,7 +229,7 @@ async fn run_command(config: &Config, names: &[String], dry_run: bool) -> anyhow
             let (state, spool_root, clock) = (&state, &spool_root, &clock);
             async move {
                 let source = source::for_connection(connection).await;
-                let target = target::for_connection(connection);
+                let target = target::for_connection(connection).await;
                 let env = RunEnv {
                     connection,
                     source: source.as_ref(),

@@ -136,6 +136,7 @@ pub fn new_external_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn caller_principals() {
@@ -157,6 +158,46 @@ mod tests {
         for (caller, want) in cases {
             assert_eq!(principal_of_caller(caller), want);
         }
+    }
+
+    #[test]
+    fn bucket_policy_golden() {
+        let doc = bucket_policy("dest", "loads/", "eu-west-1", "arn:aws:iam::111122223333:role/w");
+        let principal = json!({"AWS": "arn:aws:iam::111122223333:role/w"});
+        assert_eq!(
+            doc,
+            json!({
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Sid": "S3ImportdListsTheFolder",
+                        "Effect": "Allow",
+                        "Principal": principal,
+                        "Action": "s3:ListBucket",
+                        "Resource": "arn:aws:s3:::dest",
+                        "Condition": {"StringLike": {"s3:prefix": ["loads/", "loads/*"]}}
+                    },
+                    {
+                        "Sid": "S3ImportdWritesTheFolder",
+                        "Effect": "Allow",
+                        "Principal": principal,
+                        "Action": ["s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
+                        "Resource": "arn:aws:s3:::dest/loads/*"
+                    },
+                    {
+                        "Sid": "S3ImportdFindsUnfinishedUploads",
+                        "Effect": "Allow",
+                        "Principal": principal,
+                        "Action": "s3:ListBucketMultipartUploads",
+                        "Resource": "arn:aws:s3:::dest"
+                    }
+                ]
+            })
+        );
+        // Without a prefix: the whole bucket, and no condition.
+        let doc = bucket_policy("dest", "", "cn-north-1", "p");
+        assert!(doc["Statement"][0].get("Condition").is_none());
+        assert_eq!(doc["Statement"][1]["Resource"], json!("arn:aws-cn:s3:::dest/*"));
     }
 
     #[test]

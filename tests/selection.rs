@@ -32,7 +32,7 @@ async fn source_of(c: &Connection) -> S3Source {
 async fn run_once(cfg: &ConfigDir, c: &Connection, source: &dyn Source, clock: &ManualClock) -> RunSummary {
     let state = SqliteStore::open(&cfg.state()).expect("state");
     let target = match &c.target {
-        config::TargetSpec::File(spec) => FileTarget::new(spec.clone()),
+        config::TargetSpec::File(spec) => FileTarget::new(spec.clone(), vec!["id".to_string()]),
         other => panic!("not file: {other:?}"),
     };
     let env = RunEnv {

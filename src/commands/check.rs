@@ -61,7 +61,7 @@ pub async fn command(config: &Config, name: &str) -> ExitCode {
         SourceSpec::Dir(_) => true,
     };
     source_steps(&mut report, connection, reachable).await;
-    target_step(&mut report, connection);
+    target_step(&mut report, connection).await;
     if report.failed {
         println!("some checks FAILED");
         ExitCode::from(EXIT_FAILED)
@@ -74,12 +74,12 @@ pub async fn command(config: &Config, name: &str) -> ExitCode {
 /// Credentials, AssumeRole, and the bucket with its region. Returns whether the bucket can be
 /// listed, which the later steps need.
 async fn s3_access(report: &mut Report, connection: &str, spec: &S3Spec) -> bool {
-    let base = source::s3::base_config(&spec.region).await;
+    let base = s3_importd::aws::base_config(&spec.region).await;
     let credentials = match base.credentials_provider() {
         Some(provider) => provider
             .provide_credentials()
             .await
-            .map_err(|e| source::s3::cause_chain(&e)),
+            .map_err(|e| s3_importd::aws::cause_chain(&e)),
         None => Err("no credential provider is configured".to_string()),
     };
     match credentials {
@@ -105,14 +105,14 @@ async fn s3_access(report: &mut Report, connection: &str, spec: &S3Spec) -> bool
         let mut request = sts
             .assume_role()
             .role_arn(role)
-            .role_session_name(source::s3::session_name(connection));
+            .role_session_name(s3_importd::aws::session_name(connection));
         if let Some(id) = &spec.external_id {
             request = request.external_id(id);
         }
         match request.send().await {
             Ok(_) => report.ok(
                 "assume role",
-                format!("{role} as session {}", source::s3::session_name(connection)),
+                format!("{role} as session {}", s3_importd::aws::session_name(connection)),
             ),
             Err(e) => {
                 let denied = e.code() == Some("AccessDenied");
@@ -128,13 +128,13 @@ async fn s3_access(report: &mut Report, connection: &str, spec: &S3Spec) -> bool
                 } else {
                     format!("check role_arn {role:?} in [source], and that the role exists")
                 };
-                report.failed("assume role", source::s3::cause_chain(&e), fix);
+                report.failed("assume role", s3_importd::aws::cause_chain(&e), fix);
                 report.skipped("bucket", "the role");
                 return false;
             }
         }
     }
-    let client = source::s3::client(
+    let client = s3_importd::aws::client(
         connection,
         &spec.region,
         spec.endpoint.as_deref(),
@@ -172,7 +172,7 @@ fn explain_bucket_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
         .raw_response()
         .and_then(|r| r.headers().get("x-amz-bucket-region"))
         .map(str::to_string);
-    let detail = source::s3::cause_chain(e);
+    let detail = s3_importd::aws::cause_chain(e);
     match (e.code(), region) {
         (_, Some(actual)) if actual != spec.region => (
             format!("{} is in region {actual}, not {}", spec.bucket, spec.region),
@@ -324,9 +324,64 @@ fn read_fix(e: &SourceError) -> String {
 }
 
 /// Whether the target accepts writes.
-fn target_step(report: &mut Report, connection: &Connection) {
+async fn target_step(report: &mut Report, connection: &Connection) {
     match &connection.target {
         TargetSpec::Stdout => report.ok("target", "standard output"),
+        TargetSpec::S3(spec) => {
+            let s3 = &spec.s3;
+            let client = s3_importd::aws::client(
+                &connection.name,
+                &s3.region,
+                s3.endpoint.as_deref(),
+                s3.force_path_style,
+                s3.role_arn.as_deref(),
+                s3.external_id.as_deref(),
+            )
+            .await;
+            let key = format!("{}.s3-importd-probe-{}", s3.prefix, uuid::Uuid::new_v4().simple());
+            let put = client
+                .put_object()
+                .bucket(&s3.bucket)
+                .key(&key)
+                .body(aws_sdk_s3::primitives::ByteStream::from_static(b""))
+                .send()
+                .await;
+            if let Err(e) = put {
+                let fix = match e.code() {
+                    Some("NoSuchBucket") => "check `bucket` in [target]".to_string(),
+                    Some("AccessDenied") => format!(
+                        "apply the bucket policy printed by `s3-importd policy {}` to {} (s3:PutObject and s3:DeleteObject on the folder)",
+                        connection.name, s3.bucket
+                    ),
+                    _ => "check `bucket`, `region`, `endpoint` and `role_arn` in [target]".to_string(),
+                };
+                report.failed(
+                    "target",
+                    format!(
+                        "cannot write s3://{}/{key}: {}",
+                        s3.bucket,
+                        s3_importd::aws::cause_chain(&e)
+                    ),
+                    fix,
+                );
+                return;
+            }
+            match client.delete_object().bucket(&s3.bucket).key(&key).send().await {
+                Ok(_) => report.ok(
+                    "target",
+                    format!("s3://{}/{} accepts writes (a probe object was put and deleted)", s3.bucket, s3.prefix),
+                ),
+                Err(e) => report.failed(
+                    "target",
+                    format!(
+                        "wrote s3://{}/{key} but cannot delete it: {}",
+                        s3.bucket,
+                        s3_importd::aws::cause_chain(&e)
+                    ),
+                    "allow s3:DeleteObject on the target folder (check uses it to clean up its probe), and delete the probe object",
+                ),
+            }
+        }
         TargetSpec::File(spec) => {
             // The target creates its folder on the first load; until then, the nearest folder
             // that exists must let it do so. Nothing is created here.

@@ -3,9 +3,9 @@
 //! built by `s3_importd::policy`; this handler finds the daemon's principal and prints.
 
 use super::{EXIT_FAILED, EXIT_USAGE, pick};
-use s3_importd::config::{Config, SourceSpec};
+use s3_importd::aws::caller_arn;
+use s3_importd::config::{Config, SourceSpec, TargetSpec};
 use s3_importd::policy;
-use s3_importd::source::s3::caller_arn;
 use serde_json::{Value, json};
 use std::process::ExitCode;
 
@@ -25,31 +25,51 @@ pub async fn command(config: &Config, name: &str, new_external_id: bool, as_json
     let external_id = fresh_id.as_deref().or(source.external_id.as_deref());
     let permission = policy::permission_policy(&source.bucket, &source.prefix, &source.region);
 
-    // The trust policy names the daemon's own identity: configured, or asked of STS.
-    let (trust, principal_note) = match &source.role_arn {
-        None => (None, None),
-        Some(_) => {
-            let (principal, note) = match &config.settings.aws_principal {
-                Some(p) => (p.clone(), "aws_principal in s3-importd.toml"),
-                None => match caller_arn(&source.region).await {
-                    Ok(arn) => (
-                        policy::principal_of_caller(&arn),
-                        "the identity s3-importd runs as, from sts:GetCallerIdentity",
-                    ),
-                    Err(e) => {
-                        eprintln!(
-                            "error: cannot tell which AWS identity s3-importd runs as ({e}); set aws_principal in s3-importd.toml to the daemon's role or user ARN"
-                        );
-                        return ExitCode::from(EXIT_FAILED);
-                    }
-                },
-            };
-            (
-                Some(policy::trust_policy(&principal, external_id)),
-                Some(format!("{principal} is {note}")),
-            )
-        }
+    // The trust policy (and an S3 destination's bucket policy, unless the target assumes a
+    // role of its own) names the daemon's own identity: configured, or asked of STS.
+    let target = match &connection.target {
+        TargetSpec::S3(t) => Some(&t.s3),
+        _ => None,
     };
+    let needs_principal = source.role_arn.is_some() || target.is_some_and(|t| t.role_arn.is_none());
+    let principal = if needs_principal {
+        match &config.settings.aws_principal {
+            Some(p) => Some((p.clone(), "aws_principal in s3-importd.toml")),
+            None => match caller_arn(&source.region).await {
+                Ok(arn) => Some((
+                    policy::principal_of_caller(&arn),
+                    "the identity s3-importd runs as, from sts:GetCallerIdentity",
+                )),
+                Err(e) => {
+                    eprintln!(
+                        "error: cannot tell which AWS identity s3-importd runs as ({e}); set aws_principal in s3-importd.toml to the daemon's role or user ARN"
+                    );
+                    return ExitCode::from(EXIT_FAILED);
+                }
+            },
+        }
+    } else {
+        None
+    };
+    let (trust, principal_note) = match (&source.role_arn, &principal) {
+        (Some(_), Some((p, note))) => (
+            Some(policy::trust_policy(p, external_id)),
+            Some(format!("{p} is {note}")),
+        ),
+        _ => (None, None),
+    };
+    let bucket = target.map(|t| {
+        let writer = match (&t.role_arn, &principal) {
+            (Some(role), _) => role.clone(),
+            (None, Some((p, _))) => p.clone(),
+            (None, None) => String::new(),
+        };
+        (
+            t,
+            writer.clone(),
+            policy::bucket_policy(&t.bucket, &t.prefix, &t.region, &writer),
+        )
+    });
 
     if as_json {
         let doc = json!({
@@ -58,6 +78,7 @@ pub async fn command(config: &Config, name: &str, new_external_id: bool, as_json
             "new_external_id": fresh_id,
             "permission_policy": permission,
             "trust_policy": trust,
+            "bucket_policy": bucket.as_ref().map(|(_, _, doc)| doc),
         });
         println!("{doc}");
         return ExitCode::SUCCESS;
@@ -90,6 +111,15 @@ pub async fn command(config: &Config, name: &str, new_external_id: bool, as_json
             );
         }
         println!("{}", pretty(trust));
+    }
+    if let Some((t, writer, doc)) = &bucket {
+        println!();
+        println!(
+            "# Bucket policy of the destination bucket {}\n# (S3 > the bucket > Permissions > Bucket policy > Edit)",
+            t.bucket
+        );
+        println!("# it lets {writer} write loads under {:?}", t.prefix);
+        println!("{}", pretty(doc));
     }
     ExitCode::SUCCESS
 }

@@ -28,7 +28,7 @@ pub async fn command(config: &Config, name: &str, files: usize, rows: u64) -> an
     };
     let state = SqliteStore::open(&config.settings.state).context("opening the state store")?;
     let source = source::for_connection(connection).await;
-    let target = target::for_connection(connection);
+    let target = target::for_connection(connection).await;
     let spool_root = config.settings.state.with_file_name("spool");
     let env = RunEnv {
         connection,

@@ -128,7 +128,28 @@ pub struct DirSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetSpec {
     File(FileTargetSpec),
+    S3(S3TargetSpec),
     Stdout,
+}
+
+/// How the `file` and `s3` targets write a load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    Jsonl,
+    /// CSV with a header row; `delimiter` is `,`, `|` or a tab.
+    Csv {
+        delimiter: u8,
+        quote_all: bool,
+    },
+}
+
+/// A bucket that receives one object per load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3TargetSpec {
+    /// The bucket, folder and identity (`challenge_file` is unused for targets).
+    pub s3: S3Spec,
+    pub format: OutputFormat,
+    pub key: KeyTemplate,
 }
 
 /// A local folder that receives one JSONL file per load.
@@ -136,6 +157,7 @@ pub enum TargetSpec {
 pub struct FileTargetSpec {
     /// Resolved against the configuration folder.
     pub path: PathBuf,
+    pub format: OutputFormat,
     pub key: KeyTemplate,
 }
 

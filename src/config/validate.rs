@@ -398,19 +398,47 @@ pub fn bucket_problem(b: &str) -> Option<String> {
     None
 }
 
+/// The S3 keys a source and a target share, as written.
+struct RawS3 {
+    bucket: Option<String>,
+    region: Option<String>,
+    prefix: Option<String>,
+    role_arn: Option<String>,
+    external_id: Option<String>,
+    endpoint: Option<String>,
+    force_path_style: Option<bool>,
+    challenge_file: Option<String>,
+}
+
 fn s3_source(s: RawSource, p: &mut Problems<'_>) -> Option<S3Spec> {
+    let raw = RawS3 {
+        bucket: s.bucket,
+        region: s.region,
+        prefix: s.prefix,
+        role_arn: s.role_arn,
+        external_id: s.external_id,
+        endpoint: s.endpoint,
+        force_path_style: s.force_path_style,
+        challenge_file: s.challenge_file,
+    };
+    s3_location(raw, "source", "read", p)
+}
+
+/// Checks a bucket, its region and folder, and the identity to reach it with; `at` is the
+/// table (`source` or `target`) the keys are reported under, `verb` what is done there.
+fn s3_location(s: RawS3, at: &str, verb: &str, p: &mut Problems<'_>) -> Option<S3Spec> {
     let before = p.out.len();
     let bucket = match s.bucket {
         Some(b) => {
             if let Some(problem) = bucket_problem(&b) {
-                p.add("source.bucket", problem);
+                p.add(&format!("{at}.bucket"), problem);
             }
             b
         }
         None => {
             p.add(
-                "source.bucket",
-                "missing; name the bucket to read, e.g. bucket = \"acme-exports\"",
+                &format!("{at}.bucket"),
+                format!("missing; name the bucket to {verb}, e.g. bucket = \"acme-exports\""),
             );
             String::new()
         }
@@ -419,14 +447,14 @@ fn s3_source(s: RawSource, p: &mut Problems<'_>) -> Option<S3Spec> {
         Some(r) if REGION.is_match(&r) => r,
         Some(r) => {
             p.add(
-                "source.region",
+                &format!("{at}.region"),
                 format!("{r:?} is not an AWS region; use a name like \"us-east-1\""),
             );
             r
         }
         None => {
             p.add(
-                "source.region",
+                &format!("{at}.region"),
                 "missing; give the bucket's region, e.g. region = \"us-east-1\"",
             );
             String::new()
@@ -435,7 +463,7 @@ fn s3_source(s: RawSource, p: &mut Problems<'_>) -> Option<S3Spec> {
     let prefix = s.prefix.unwrap_or_default();
     if prefix.starts_with('/') {
         p.add(
-            "source.prefix",
+            &format!("{at}.prefix"),
             format!(
                 "{prefix:?} starts with `/`; S3 keys have no leading slash, use {:?}",
                 prefix.trim_start_matches('/')
@@ -446,20 +474,20 @@ fn s3_source(s: RawSource, p: &mut Problems<'_>) -> Option<S3Spec> {
         && !ROLE_ARN.is_match(arn)
     {
         p.add(
-                "source.role_arn",
+                &format!("{at}.role_arn"),
                 format!("{arn:?} is not an IAM role ARN; it looks like \"arn:aws:iam::123456789012:role/s3-importd-acme\""),
             );
     }
     if let Some(id) = &s.external_id {
         if !EXTERNAL_ID.is_match(id) {
             p.add(
-                "source.external_id",
+                &format!("{at}.external_id"),
                 "must be 2 to 1224 characters of letters, digits and + = , . @ : / _ -",
             );
         }
         if s.role_arn.is_none() {
             p.add(
-                "source.external_id",
+                &format!("{at}.external_id"),
                 "is sent with AssumeRole, so it needs role_arn as well",
             );
         }
@@ -468,13 +496,13 @@ fn s3_source(s: RawSource, p: &mut Problems<'_>) -> Option<S3Spec> {
         && (!(e.starts_with("http://") || e.starts_with("https://")) || e.contains(char::is_whitespace))
     {
         p.add(
-            "source.endpoint",
+            &format!("{at}.endpoint"),
             format!("{e:?} is not an http:// or https:// URL"),
         );
     }
     if s.challenge_file.as_deref() == Some("") {
         p.add(
-            "source.challenge_file",
+            &format!("{at}.challenge_file"),
             "is empty; name the object `check` should find, or remove the key",
         );
     }
@@ -779,6 +807,73 @@ fn field(
     (p.out.len() == before).then_some(field)
 }
 
+/// The output format and key template of a `file` or `s3` target.
+fn output(
+    t: &RawTarget,
+    connection: &str,
+    table: Option<&str>,
+    p: &mut Problems<'_>,
+) -> (OutputFormat, Option<KeyTemplate>) {
+    let csv = match t.format.as_deref() {
+        None | Some("jsonl") => false,
+        Some("csv") => true,
+        Some(other) => {
+            p.add(
+                "target.format",
+                format!("{other:?} is not an output format; use \"jsonl\" or \"csv\""),
+            );
+            false
+        }
+    };
+    let delimiter = match t.delimiter.as_deref() {
+        None | Some(",") => b',',
+        Some("|") => b'|',
+        Some("\t") => b'\t',
+        Some(other) => {
+            p.add(
+                "target.delimiter",
+                format!("{other:?} is not an output delimiter; use \",\", \"|\" or \"\\t\""),
+            );
+            b','
+        }
+    };
+    if !csv && (t.delimiter.is_some() || t.quote_all.is_some()) {
+        p.add(
+            "target.delimiter",
+            "delimiter and quote_all apply to CSV output; add format = \"csv\" or remove them",
+        );
+    }
+    let format = if csv {
+        OutputFormat::Csv {
+            delimiter,
+            quote_all: t.quote_all.unwrap_or(false),
+        }
+    } else {
+        OutputFormat::Jsonl
+    };
+    let extension = if csv { "csv" } else { "jsonl" };
+    let key = match &t.key {
+        None => Some(KeyTemplate::default_for(extension)),
+        Some(toml::Value::String(text)) => match KeyTemplate::parse(text) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                p.add("target.key", format!("{text:?}: {e}"));
+                None
+            }
+        },
+        Some(_) => {
+            p.add("target.key", "must be a string: the key template, e.g. \"[integration_name]/[table_name]/[table_version]/[timestamp_loaded].jsonl\"");
+            None
+        }
+    };
+    if let (Some(k), Some(table)) = (&key, table)
+        && let Err(e) = k.check_for(connection, table)
+    {
+        p.add("target.key", format!("{:?}: {e}", k.to_string()));
+    }
+    (format, key)
+}
+
 fn strftime_problem(fmt: &str, key: &str, p: &mut Problems<'_>) {
     use chrono::format::{Item, StrftimeItems};
     if StrftimeItems::new(fmt).any(|i| matches!(i, Item::Error)) {
@@ -831,11 +926,24 @@ fn target(
     };
     let allowed: &[&str] = match kind {
         "file" => &["path", "format", "delimiter", "quote_all", "key"],
+        "s3" => &[
+            "bucket",
+            "region",
+            "prefix",
+            "role_arn",
+            "external_id",
+            "endpoint",
+            "force_path_style",
+            "format",
+            "delimiter",
+            "quote_all",
+            "key",
+        ],
         "stdout" => &[],
-        "s3" | "http" | "postgres" => {
+        "http" | "postgres" => {
             p.add(
                 "target.type",
-                format!("{kind:?} targets are not supported by this version yet; use \"file\" or \"stdout\""),
+                format!("{kind:?} targets are not supported by this version yet; use \"file\", \"s3\" or \"stdout\""),
             );
             return None;
         }
@@ -862,43 +970,31 @@ fn target(
                     PathBuf::new()
                 }
             };
-            match t.format.as_deref() {
-                None | Some("jsonl") => {}
-                Some("csv") => p.add(
-                    "target.format",
-                    "\"csv\" output is not supported by this version yet; use \"jsonl\"",
-                ),
-                Some(other) => p.add(
-                    "target.format",
-                    format!("{other:?} is not an output format; use \"jsonl\" or \"csv\""),
-                ),
-            }
-            if t.delimiter.is_some() || t.quote_all.is_some() {
-                p.add(
-                    "target.delimiter",
-                    "delimiter and quote_all apply to CSV output, which this version does not write yet",
-                );
-            }
-            let key = match &t.key {
-                None => Some(KeyTemplate::default_for("jsonl")),
-                Some(toml::Value::String(text)) => match KeyTemplate::parse(text) {
-                    Ok(k) => Some(k),
-                    Err(e) => {
-                        p.add("target.key", format!("{text:?}: {e}"));
-                        None
-                    }
-                },
-                Some(_) => {
-                    p.add("target.key", "must be a string: the key template, e.g. \"[integration_name]/[table_name]/[table_version]/[timestamp_loaded].jsonl\"");
-                    None
-                }
+            let (format, key) = output(&t, connection, table, p);
+            (p.out.len() == before).then_some(TargetSpec::File(FileTargetSpec {
+                path,
+                format,
+                key: key?,
+            }))
+        }
+        "s3" => {
+            let (format, key) = output(&t, connection, table, p);
+            let raw = RawS3 {
+                bucket: t.bucket,
+                region: t.region,
+                prefix: t.prefix,
+                role_arn: t.role_arn,
+                external_id: t.external_id,
+                endpoint: t.endpoint,
+                force_path_style: t.force_path_style,
+                challenge_file: None,
             };
-            if let (Some(k), Some(table)) = (&key, table)
-                && let Err(e) = k.check_for(connection, table)
-            {
-                p.add("target.key", format!("{:?}: {e}", k.to_string()));
-            }
-            (p.out.len() == before).then_some(TargetSpec::File(FileTargetSpec { path, key: key? }))
+            let s3 = s3_location(raw, "target", "write into", p);
+            (p.out.len() == before).then_some(TargetSpec::S3(S3TargetSpec {
+                s3: s3?,
+                format,
+                key: key?,
+            }))
         }
         _ => (p.out.len() == before).then_some(TargetSpec::Stdout),
     }

@@ -1,12 +1,12 @@
-//! The `file` target: one JSON Lines file per load under a local folder, named by the key
-//! template.
+//! The `file` target: one file per load (JSON Lines or CSV, written by [`writer`]) under a
+//! local folder, named by the key template.
 //!
 //! A load is written to a hidden temporary file beside its final name, synced, and renamed
 //! into place, so the final name exists only once the whole load is on disk: that existence
 //! is what [`FileTarget::recover`] checks.
 
-use super::{Delivery, LoadInfo, Target, TargetError};
-use crate::config::FileTargetSpec;
+use super::{Delivery, LoadInfo, Target, TargetError, writer};
+use crate::config::{FileTargetSpec, OutputFormat};
 use crate::keytemplate::with_suffix;
 use async_trait::async_trait;
 use std::fs::File;
@@ -19,11 +19,13 @@ const MAX_SUFFIX: u32 = 1000;
 /// Writes loads as files under a folder.
 pub struct FileTarget {
     spec: FileTargetSpec,
+    /// The template's field names: the CSV header.
+    fields: Vec<String>,
 }
 
 impl FileTarget {
-    pub fn new(spec: FileTargetSpec) -> FileTarget {
-        FileTarget { spec }
+    pub fn new(spec: FileTargetSpec, fields: Vec<String>) -> FileTarget {
+        FileTarget { spec, fields }
     }
 }
 
@@ -45,13 +47,18 @@ fn detail_path(delivery: &Delivery, key: &str) -> Result<String, TargetError> {
         .ok_or_else(|| TargetError::Record(format!("no {key:?} in {}", delivery.detail)))
 }
 
-fn write_load(path: &Path, temp: &Path, spools: &[PathBuf]) -> io::Result<()> {
+fn write_file(
+    path: &Path,
+    temp: &Path,
+    spools: &[PathBuf],
+    format: OutputFormat,
+    fields: &[String],
+) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let mut out = File::create(temp)?;
-    for spool in spools {
-        io::copy(&mut File::open(spool)?, &mut out)?;
-    }
+    let mut out = io::BufWriter::with_capacity(256 * 1024, File::create(temp)?);
+    writer::write_load(spools, format, fields, &mut out)?;
+    let out = out.into_inner().map_err(|e| e.into_error())?;
     out.sync_all()?;
     drop(out);
     std::fs::rename(temp, path)?;
@@ -87,8 +94,9 @@ impl Target for FileTarget {
         let path = PathBuf::from(detail_path(delivery, "path")?);
         let temp = PathBuf::from(detail_path(delivery, "temp")?);
         let spools = spools.to_vec();
+        let (format, fields) = (self.spec.format, self.fields.clone());
         let result = tokio::task::spawn_blocking(move || {
-            write_load(&path, &temp, &spools).map_err(|source| {
+            write_file(&path, &temp, &spools, format, &fields).map_err(|source| {
                 // Leave nothing half-written behind; the next try starts afresh.
                 let _ = std::fs::remove_file(&temp);
                 TargetError::Io { path, source }

@@ -7,7 +7,9 @@
 //! of sources, ledgers or watermarks.
 
 pub mod file;
+pub mod s3;
 pub mod stdout;
+pub mod writer;
 
 use crate::config::{Connection, TargetSpec};
 use crate::keytemplate::KeyValues;
@@ -45,6 +47,12 @@ pub enum TargetError {
     NoFreeKey { key: String, tried: u32 },
     #[error("the output key cannot be built: {0}")]
     Key(#[from] crate::keytemplate::KeyTemplateError),
+    #[error("s3://{bucket}/{key}: {message}")]
+    S3 {
+        bucket: String,
+        key: String,
+        message: String,
+    },
     #[error("the pending delivery record is unreadable: {0}")]
     Record(String),
     #[error("delivery task failed: {0}")]
@@ -66,9 +74,16 @@ pub trait Target: Send + Sync {
 }
 
 /// Builds the target a connection delivers to.
-pub fn for_connection(connection: &Connection) -> Box<dyn Target> {
+pub async fn for_connection(connection: &Connection) -> Box<dyn Target> {
+    let fields: Vec<String> = connection
+        .template
+        .fields
+        .iter()
+        .map(|f| f.name.clone())
+        .collect();
     match &connection.target {
-        TargetSpec::File(spec) => Box::new(file::FileTarget::new(spec.clone())),
+        TargetSpec::File(spec) => Box::new(file::FileTarget::new(spec.clone(), fields)),
+        TargetSpec::S3(spec) => Box::new(s3::S3Target::new(&connection.name, spec.clone(), fields).await),
         TargetSpec::Stdout => Box::new(stdout::StdoutTarget),
     }
 }

@@ -1,0 +1,267 @@
+//! The `s3` target, the destination: one object per load in a bucket, written by the same
+//! [`writer`] as the `file` target and streamed with a multipart upload in parts of
+//! [`PART_SIZE`], so memory stays flat whatever the load's size.
+//!
+//! Exactly once: [`S3Target::prepare`] fixes a key no object has before anything is
+//! uploaded, and the run records it as a pending load. An object appears under that key only
+//! when CompleteMultipartUpload succeeds, all at once; so after a crash the key either holds
+//! the whole load ([`S3Target::recover`] says delivered) or nothing, and then any unfinished
+//! upload to it is aborted and the load is imported again under a new key.
+
+use super::{Delivery, LoadInfo, Target, TargetError, writer};
+use crate::aws::{cause_chain, http_status};
+use crate::config::S3TargetSpec;
+use crate::keytemplate::with_suffix;
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use std::io::{self, Write};
+use std::path::PathBuf;
+use tokio::sync::mpsc;
+
+/// The size of every part but the last (S3 wants at least 5 MiB).
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// How many `-N` suffixes are tried before giving up on a free key.
+const MAX_SUFFIX: u32 = 1000;
+
+/// Writes loads as objects into a bucket.
+pub struct S3Target {
+    client: Client,
+    spec: S3TargetSpec,
+    /// The template's field names: the CSV header.
+    fields: Vec<String>,
+}
+
+impl S3Target {
+    pub async fn new(connection: &str, spec: S3TargetSpec, fields: Vec<String>) -> S3Target {
+        let s3 = &spec.s3;
+        let client = crate::aws::client(
+            connection,
+            &s3.region,
+            s3.endpoint.as_deref(),
+            s3.force_path_style,
+            s3.role_arn.as_deref(),
+            s3.external_id.as_deref(),
+        )
+        .await;
+        S3Target { client, spec, fields }
+    }
+
+    fn error(&self, key: &str, message: String) -> TargetError {
+        TargetError::S3 {
+            bucket: self.spec.s3.bucket.clone(),
+            key: key.to_string(),
+            message,
+        }
+    }
+
+    /// Whether an object exists under `key`.
+    async fn exists(&self, key: &str) -> Result<bool, TargetError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.spec.s3.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if http_status(&e) == Some(404) => Ok(false),
+            Err(e) => Err(self.error(key, cause_chain(&e))),
+        }
+    }
+
+    /// Aborts every unfinished multipart upload to exactly `key`.
+    async fn abort_uploads(&self, key: &str) -> Result<u32, TargetError> {
+        let bucket = &self.spec.s3.bucket;
+        let listed = self
+            .client
+            .list_multipart_uploads()
+            .bucket(bucket)
+            .prefix(key)
+            .send()
+            .await
+            .map_err(|e| self.error(key, cause_chain(&e)))?;
+        let mut aborted = 0;
+        for upload in listed.uploads() {
+            let (Some(k), Some(id)) = (upload.key(), upload.upload_id()) else {
+                continue;
+            };
+            if k != key {
+                continue;
+            }
+            self.client
+                .abort_multipart_upload()
+                .bucket(bucket)
+                .key(k)
+                .upload_id(id)
+                .send()
+                .await
+                .map_err(|e| self.error(key, cause_chain(&e)))?;
+            aborted += 1;
+        }
+        Ok(aborted)
+    }
+
+    /// Streams the load into an open multipart upload and completes it.
+    async fn upload(&self, key: &str, upload_id: &str, spools: Vec<PathBuf>) -> Result<(), TargetError> {
+        let bucket = &self.spec.s3.bucket;
+        // The writer runs on the blocking pool and hands over full parts; one part waits in
+        // the channel while another is uploaded, so at most three are in memory.
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1);
+        let (format, fields) = (self.spec.format, self.fields.clone());
+        let producer = tokio::task::spawn_blocking(move || {
+            let mut parts = PartWriter {
+                buf: Vec::with_capacity(PART_SIZE),
+                tx,
+            };
+            writer::write_load(&spools, format, &fields, &mut parts)?;
+            parts.finish()
+        });
+        let mut completed = Vec::new();
+        while let Some(part) = rx.recv().await {
+            let number = completed.len() as i32 + 1;
+            let out = self
+                .client
+                .upload_part()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .body(ByteStream::from(part))
+                .send()
+                .await
+                .map_err(|e| self.error(key, format!("uploading part {number}: {}", cause_chain(&e))))?;
+            completed.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(out.e_tag)
+                    .build(),
+            );
+        }
+        producer
+            .await
+            .map_err(|e| TargetError::Task(e.to_string()))?
+            .map_err(|e| self.error(key, format!("writing the load: {e}")))?;
+        self.client
+            .complete_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(completed))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.error(key, format!("completing the upload: {}", cause_chain(&e))))?;
+        Ok(())
+    }
+}
+
+/// Collects written bytes into parts of [`PART_SIZE`] and sends each full part on.
+struct PartWriter {
+    buf: Vec<u8>,
+    tx: mpsc::Sender<Vec<u8>>,
+}
+
+impl PartWriter {
+    fn send(&mut self) -> io::Result<()> {
+        let part = std::mem::replace(&mut self.buf, Vec::with_capacity(PART_SIZE));
+        self.tx
+            .blocking_send(part)
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the upload stopped"))
+    }
+
+    /// Sends the last part; a load always has at least one (a CSV header, or a row).
+    fn finish(mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+impl Write for PartWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = PART_SIZE - self.buf.len();
+        let take = room.min(data.len());
+        self.buf.extend_from_slice(&data[..take]);
+        if self.buf.len() == PART_SIZE {
+            self.send()?;
+        }
+        Ok(take)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        // Parts leave only when full (or at the end): S3 refuses small parts but the last.
+        Ok(())
+    }
+}
+
+fn detail<'d>(delivery: &'d Delivery, name: &str) -> Result<&'d str, TargetError> {
+    delivery
+        .detail
+        .get(name)
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| TargetError::Record(format!("no {name:?} in {}", delivery.detail)))
+}
+
+#[async_trait]
+impl Target for S3Target {
+    async fn prepare(&self, load: &LoadInfo<'_>) -> Result<Delivery, TargetError> {
+        let key = format!("{}{}", self.spec.s3.prefix, self.spec.key.expand(&load.key)?);
+        for n in 1..=MAX_SUFFIX {
+            let candidate = with_suffix(&key, n);
+            if !self.exists(&candidate).await? {
+                return Ok(Delivery {
+                    output: format!("s3://{}/{candidate}", self.spec.s3.bucket),
+                    detail: serde_json::json!({ "bucket": self.spec.s3.bucket, "key": candidate }),
+                });
+            }
+        }
+        Err(TargetError::NoFreeKey {
+            key,
+            tried: MAX_SUFFIX,
+        })
+    }
+
+    async fn deliver(&self, delivery: &Delivery, spools: &[PathBuf]) -> Result<(), TargetError> {
+        let key = detail(delivery, "key")?;
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.spec.s3.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.error(key, format!("starting the upload: {}", cause_chain(&e))))?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| self.error(key, "the service returned no upload ID".to_string()))?
+            .to_string();
+        crate::fault::point("s3-upload-started");
+        let result = self.upload(key, &upload_id, spools.to_vec()).await;
+        if result.is_err() {
+            // Never leave an unfinished upload behind (it is billed, and invisible).
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.spec.s3.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        result
+    }
+
+    async fn recover(&self, delivery: &Delivery) -> Result<bool, TargetError> {
+        let key = detail(delivery, "key")?;
+        if self.exists(key).await? {
+            return Ok(true);
+        }
+        self.abort_uploads(key).await?;
+        Ok(false)
+    }
+}

@@ -1,0 +1,149 @@
+//! The one writer of the `file` and `s3` targets: the spooled rows of a load as JSON Lines
+//! (copied as they are) or as CSV with a header row, into any `Write`.
+//!
+//! CSV columns are the template's fields, then the provenance columns; fields kept by
+//! `unknown_fields = "keep"` vary from row to row and appear only in JSON Lines output.
+//! Values: strings as they are, numbers and booleans as JSON writes them, JSON values as JSON
+//! text, null as an empty cell. This module writes bytes; where they go is the target's job.
+
+use crate::config::OutputFormat;
+use serde_json::{Map, Value};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::PathBuf;
+
+/// The provenance columns every row carries, in the order CSV output puts them.
+pub const PROVENANCE: [&str; 3] = ["_source_key", "_source_version", "_source_line"];
+
+/// Writes the rows of `spools`, in order, to `out` in `format`; `fields` are the template's
+/// field names (the CSV header before the provenance columns).
+pub fn write_load(
+    spools: &[PathBuf],
+    format: OutputFormat,
+    fields: &[String],
+    out: impl Write,
+) -> io::Result<()> {
+    match format {
+        OutputFormat::Jsonl => {
+            let mut out = out;
+            for spool in spools {
+                io::copy(&mut File::open(spool)?, &mut out)?;
+            }
+            out.flush()
+        }
+        OutputFormat::Csv { delimiter, quote_all } => {
+            let mut csv = csv::WriterBuilder::new()
+                .delimiter(delimiter)
+                .quote_style(if quote_all {
+                    csv::QuoteStyle::Always
+                } else {
+                    csv::QuoteStyle::Necessary
+                })
+                .from_writer(out);
+            let columns: Vec<&str> = fields.iter().map(String::as_str).chain(PROVENANCE).collect();
+            csv.write_record(&columns)?;
+            let mut line = String::new();
+            let mut cells: Vec<String> = Vec::with_capacity(columns.len());
+            for spool in spools {
+                let mut reader = BufReader::new(File::open(spool)?);
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line)? == 0 {
+                        break;
+                    }
+                    let row: Map<String, Value> = serde_json::from_str(&line).map_err(|e| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("spool {}: {e}", spool.display()),
+                        )
+                    })?;
+                    cells.clear();
+                    cells.extend(columns.iter().map(|c| cell(row.get(*c))));
+                    csv.write_record(&cells)?;
+                }
+            }
+            csv.flush()
+        }
+    }
+}
+
+/// One value as a CSV cell.
+fn cell(value: Option<&Value>) -> String {
+    match value {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spool(rows: &[Value]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("000000.jsonl");
+        let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    fn written(format: OutputFormat, rows: &[Value]) -> String {
+        let (_dir, path) = spool(rows);
+        let mut out = Vec::new();
+        let fields = vec![
+            "id".to_string(),
+            "name".to_string(),
+            "price".to_string(),
+            "tags".to_string(),
+        ];
+        write_load(&[path], format, &fields, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn csv_with_each_delimiter_and_quote_all() {
+        let rows = [
+            json!({"id": 1, "name": "Tea, \"pot\"", "price": "19.99", "tags": ["a"], "extra": 1,
+                   "_source_key": "k.csv", "_source_version": "e1", "_source_line": 2}),
+            json!({"id": 2, "name": null, "price": "0.10", "tags": null,
+                   "_source_key": "k.csv", "_source_version": "e1", "_source_line": 3}),
+        ];
+        let cases = [
+            (
+                b',',
+                false,
+                "id,name,price,tags,_source_key,_source_version,_source_line\n1,\"Tea, \"\"pot\"\"\",19.99,\"[\"\"a\"\"]\",k.csv,e1,2\n2,,0.10,,k.csv,e1,3\n",
+            ),
+            (
+                b'|',
+                false,
+                "id|name|price|tags|_source_key|_source_version|_source_line\n1|\"Tea, \"\"pot\"\"\"|19.99|\"[\"\"a\"\"]\"|k.csv|e1|2\n2||0.10||k.csv|e1|3\n",
+            ),
+            (
+                b'\t',
+                false,
+                "id\tname\tprice\ttags\t_source_key\t_source_version\t_source_line\n1\t\"Tea, \"\"pot\"\"\"\t19.99\t\"[\"\"a\"\"]\"\tk.csv\te1\t2\n2\t\t0.10\t\tk.csv\te1\t3\n",
+            ),
+            (
+                b',',
+                true,
+                "\"id\",\"name\",\"price\",\"tags\",\"_source_key\",\"_source_version\",\"_source_line\"\n\"1\",\"Tea, \"\"pot\"\"\",\"19.99\",\"[\"\"a\"\"]\",\"k.csv\",\"e1\",\"2\"\n\"2\",\"\",\"0.10\",\"\",\"k.csv\",\"e1\",\"3\"\n",
+            ),
+        ];
+        for (delimiter, quote_all, want) in cases {
+            assert_eq!(
+                written(OutputFormat::Csv { delimiter, quote_all }, &rows),
+                want,
+                "{delimiter} {quote_all}"
+            );
+        }
+    }
+
+    #[test]
+    fn jsonl_is_the_spool_as_it_is() {
+        let rows = [json!({"id": 1, "extra": true})];
+        assert_eq!(written(OutputFormat::Jsonl, &rows), "{\"id\":1,\"extra\":true}\n");
+    }
+}
