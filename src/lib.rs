@@ -13,6 +13,7 @@ pub mod keytemplate;
 pub mod policy;
 pub mod run;
 pub mod schedule;
+pub mod secret;
 pub mod select;
 pub mod source;
 pub mod spool;

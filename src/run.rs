@@ -20,7 +20,7 @@ use crate::spool::{Spool, Spooled};
 use crate::state::{
     CommitPlan, Outcome, PendingLoad, Quarantined, RunCounts, RunRecord, Settled, StateError, StateStore,
 };
-use crate::target::{Delivery, LoadInfo, Target, TargetError};
+use crate::target::{Delivery, LoadInfo, LoadPart, Target, TargetError};
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt;
 use std::collections::BTreeMap;
@@ -305,7 +305,12 @@ async fn execute(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<
                 plan.quarantine.extend(quarantined(spooled.errors));
                 imported_at.push(meta.last_modified);
                 if good > 0 {
-                    spools.push(spooled.path);
+                    spools.push(LoadPart {
+                        spool: spooled.path,
+                        key: meta.key.clone(),
+                        version: meta.etag.clone(),
+                        last_modified: meta.last_modified,
+                    });
                 }
             }
             Processed::Rejected {
@@ -418,7 +423,7 @@ async fn recover(env: &RunEnv<'_>) -> Result<(), RunError> {
 async fn deliver(
     env: &RunEnv<'_>,
     load: &LoadInfo<'_>,
-    spools: &[PathBuf],
+    spools: &[LoadPart],
     plan: &CommitPlan,
 ) -> Result<String, RunError> {
     let delivery = env.target.prepare(load).await?;
@@ -434,7 +439,7 @@ async fn deliver(
     loop {
         match env.target.deliver(&delivery, spools).await {
             Ok(()) => break,
-            Err(e) if attempt < ATTEMPTS => {
+            Err(e) if attempt < ATTEMPTS && e.worth_retrying() => {
                 warn!(error = %e, attempt, "delivery failed; trying again");
                 tokio::time::sleep(BACKOFF * 2u32.pow(attempt - 1)).await;
                 attempt += 1;

@@ -86,6 +86,26 @@ fn bad_files_and_their_messages() {
             ],
         ),
         (
+            "[source]\ntype = \"dir\"\npath = \"in\"\n[template]\n[[template.fields]]\nname = \"id\"\n[target]\ntype = \"http\"\nurl = \"ftp://x\"\nbatch_size = 0\ntoken_env = \"T\"\ntoken_file = \"t\"\n[target.headers]\n\"Bad Header\" = \"x\"\nX-Ok = 1\n".to_string(),
+            vec![
+                "connections/c.toml: target.url: \"ftp://x\" is not an http:// or https:// URL",
+                "connections/c.toml: target.batch_size: 0 is out of range; use 1 to 100000",
+                "connections/c.toml: target.headers.Bad Header: is not an HTTP header name",
+                "connections/c.toml: target.headers.X-Ok: must be a string on one line",
+                "connections/c.toml: target.token_file: give token_env or token_file, not both",
+            ],
+        ),
+        (
+            "[source]\ntype = \"dir\"\npath = \"in\"\n[template]\n[[template.fields]]\nname = \"id\"\n[target]\ntype = \"s3\"\nbucket = \"s3://dest\"\nformat = \"jsonl\"\ndelimiter = \";\"\nkey = \"[table_name].csv\"\n".to_string(),
+            vec![
+                "connections/c.toml: target.delimiter: \";\" is not an output delimiter; use \",\", \"|\" or \"\\t\"",
+                "connections/c.toml: target.delimiter: delimiter and quote_all apply to CSV output; add format = \"csv\" or remove them",
+                "connections/c.toml: target.key: \"[table_name].csv\": the required elements [integration_name], [table_version], [timestamp_loaded] are missing; every key needs [integration_name], [table_name], [table_version] and [timestamp_loaded]",
+                "connections/c.toml: target.bucket: \"s3://dest\" is an s3:// URL; give the bare bucket name, bucket = \"dest\", and put any folder in prefix",
+                "connections/c.toml: target.region: missing; give the bucket's region, e.g. region = \"us-east-1\"",
+            ],
+        ),
+        (
             s3_source(&format!("{b}\nbuckett = \"x\"")),
             vec![
                 "connections/c.toml: source.buckett: unknown field `buckett`, expected one of `type`, `bucket`, `region`, `prefix`, `role_arn`, `external_id`, `endpoint`, `force_path_style`, `challenge_file`, `path`, `include`, `exclude` (line 4)",

@@ -327,6 +327,17 @@ fn read_fix(e: &SourceError) -> String {
 async fn target_step(report: &mut Report, connection: &Connection) {
     match &connection.target {
         TargetSpec::Stdout => report.ok("target", "standard output"),
+        TargetSpec::Http(spec) => {
+            let target = s3_importd::target::http::HttpTarget::new(connection, spec.clone());
+            match target.probe().await {
+                Ok(status) => report.ok("target", format!("{} answers (HTTP {status} to HEAD)", spec.url)),
+                Err(e) => report.failed(
+                    "target",
+                    e,
+                    "check `url` in [target], that this host may reach it, and the token's environment variable or file",
+                ),
+            }
+        }
         TargetSpec::S3(spec) => {
             let s3 = &spec.s3;
             let client = s3_importd::aws::client(

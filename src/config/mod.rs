@@ -129,7 +129,30 @@ pub struct DirSpec {
 pub enum TargetSpec {
     File(FileTargetSpec),
     S3(S3TargetSpec),
+    Http(HttpTargetSpec),
     Stdout,
+}
+
+/// An HTTP endpoint that receives batches of rows as JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpTargetSpec {
+    pub url: String,
+    pub batch_size: usize,
+    /// Extra request headers; values are treated as secrets (an API key often sits here).
+    pub headers: Vec<(String, crate::secret::Secret)>,
+    pub token: Option<TokenSource>,
+    pub timeout: Duration,
+    pub max_retries: usize,
+}
+
+/// Where a bearer token (or another secret) is read from, when a delivery needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// An environment variable of the daemon.
+    Env(String),
+    /// A file: `given` as written; a relative one is looked up in `$CREDENTIALS_DIRECTORY`
+    /// (systemd's `LoadCredential=`) when that is set, else at `in_config_dir`.
+    File { given: String, in_config_dir: PathBuf },
 }
 
 /// How the `file` and `s3` targets write a load.

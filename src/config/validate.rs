@@ -9,6 +9,7 @@ use super::raw::{
 };
 use super::*;
 use crate::format::{Compression, Encoding, FormatKind};
+use crate::secret::Secret;
 use crate::template::{BadRowLimit, Column, Field, FieldType, TimeFormat, UnknownFields};
 use chrono_tz::Tz;
 use globset::{Glob, GlobSet, GlobSetBuilder};
@@ -940,10 +941,19 @@ fn target(
             "key",
         ],
         "stdout" => &[],
-        "http" | "postgres" => {
+        "http" => &[
+            "url",
+            "batch_size",
+            "headers",
+            "token_env",
+            "token_file",
+            "timeout_s",
+            "max_retries",
+        ],
+        "postgres" => {
             p.add(
                 "target.type",
-                format!("{kind:?} targets are not supported by this version yet; use \"file\", \"s3\" or \"stdout\""),
+                format!("{kind:?} targets are not supported by this version yet; use \"file\", \"s3\", \"http\" or \"stdout\""),
             );
             return None;
         }
@@ -996,7 +1006,84 @@ fn target(
                 key: key?,
             }))
         }
+        "http" => {
+            let spec = http_target(dir, t, p);
+            (p.out.len() == before).then_some(TargetSpec::Http(spec))
+        }
         _ => (p.out.len() == before).then_some(TargetSpec::Stdout),
+    }
+}
+
+/// The keys of an `http` target.
+fn http_target(dir: &Path, t: RawTarget, p: &mut Problems<'_>) -> HttpTargetSpec {
+    let url = match t.url {
+        Some(u)
+            if (u.starts_with("http://") || u.starts_with("https://"))
+                && !u.contains(char::is_whitespace) =>
+        {
+            u
+        }
+        Some(u) => {
+            p.add("target.url", format!("{u:?} is not an http:// or https:// URL"));
+            u
+        }
+        None => {
+            p.add("target.url", "missing; give the endpoint rows are POSTed to, e.g. url = \"https://ingest.example.com/rows\"");
+            String::new()
+        }
+    };
+    let batch_size = in_range(p, "target.batch_size", t.batch_size, 500, 1, 100_000) as usize;
+    let timeout = Duration::from_secs(in_range(p, "target.timeout_s", t.timeout_s, 30, 1, 3600) as u64);
+    let max_retries = in_range(p, "target.max_retries", t.max_retries, 5, 0, 100) as usize;
+    let mut headers = Vec::new();
+    for (name, value) in t.headers.unwrap_or_default() {
+        let key = format!("target.headers.{name}");
+        let valid_name = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !valid_name {
+            p.add(&key, "is not an HTTP header name");
+            continue;
+        }
+        match value {
+            toml::Value::String(v) if !v.contains(['\r', '\n']) => headers.push((name, Secret::new(v))),
+            _ => p.add(&key, "must be a string on one line"),
+        }
+    }
+    let token = match (t.token_env, t.token_file) {
+        (Some(_), Some(_)) => {
+            p.add("target.token_file", "give token_env or token_file, not both");
+            None
+        }
+        (Some(var), None) if !var.is_empty() => Some(TokenSource::Env(var)),
+        (None, Some(file)) if !file.is_empty() => Some(TokenSource::File {
+            in_config_dir: resolve(dir, &file),
+            given: file,
+        }),
+        (Some(_), None) => {
+            p.add(
+                "target.token_env",
+                "is empty; name the environment variable that holds the token",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            p.add(
+                "target.token_file",
+                "is empty; name the file that holds the token",
+            );
+            None
+        }
+        (None, None) => None,
+    };
+    HttpTargetSpec {
+        url,
+        batch_size,
+        headers,
+        token,
+        timeout,
+        max_retries,
     }
 }
 

@@ -5,7 +5,7 @@
 //! into place, so the final name exists only once the whole load is on disk: that existence
 //! is what [`FileTarget::recover`] checks.
 
-use super::{Delivery, LoadInfo, Target, TargetError, writer};
+use super::{Delivery, LoadInfo, LoadPart, Target, TargetError, writer};
 use crate::config::{FileTargetSpec, OutputFormat};
 use crate::keytemplate::with_suffix;
 use async_trait::async_trait;
@@ -90,10 +90,10 @@ impl Target for FileTarget {
         })
     }
 
-    async fn deliver(&self, delivery: &Delivery, spools: &[PathBuf]) -> Result<(), TargetError> {
+    async fn deliver(&self, delivery: &Delivery, parts: &[LoadPart]) -> Result<(), TargetError> {
+        let spools = super::spools(parts);
         let path = PathBuf::from(detail_path(delivery, "path")?);
         let temp = PathBuf::from(detail_path(delivery, "temp")?);
-        let spools = spools.to_vec();
         let (format, fields) = (self.spec.format, self.fields.clone());
         let result = tokio::task::spawn_blocking(move || {
             write_file(&path, &temp, &spools, format, &fields).map_err(|source| {

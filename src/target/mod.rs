@@ -7,6 +7,7 @@
 //! of sources, ledgers or watermarks.
 
 pub mod file;
+pub mod http;
 pub mod s3;
 pub mod stdout;
 pub mod writer;
@@ -14,6 +15,7 @@ pub mod writer;
 use crate::config::{Connection, TargetSpec};
 use crate::keytemplate::KeyValues;
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -23,6 +25,21 @@ pub struct LoadInfo<'a> {
     /// What the key template is expanded with.
     pub key: KeyValues<'a>,
     pub run_id: &'a str,
+}
+
+/// One object's rows in a load: its spool file and where the rows came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadPart {
+    /// The spool file of checked rows, one JSON object per line.
+    pub spool: PathBuf,
+    pub key: String,
+    pub version: String,
+    pub last_modified: DateTime<Utc>,
+}
+
+/// The spool files of a load's parts, in order.
+pub fn spools(parts: &[LoadPart]) -> Vec<PathBuf> {
+    parts.iter().map(|p| p.spool.clone()).collect()
 }
 
 /// Where a prepared load goes; stored with the pending load.
@@ -53,10 +70,23 @@ pub enum TargetError {
         key: String,
         message: String,
     },
+    #[error("{url}: {message}")]
+    Http { url: String, message: String },
     #[error("the pending delivery record is unreadable: {0}")]
     Record(String),
     #[error("delivery task failed: {0}")]
     Task(String),
+}
+
+impl TargetError {
+    /// Whether delivering the same load again at once may succeed. An HTTP refusal is final
+    /// here: the `http` target already retried what was worth retrying.
+    pub fn worth_retrying(&self) -> bool {
+        matches!(
+            self,
+            TargetError::Io { .. } | TargetError::S3 { .. } | TargetError::Task(_)
+        )
+    }
 }
 
 /// Somewhere rows are delivered.
@@ -65,8 +95,8 @@ pub trait Target: Send + Sync {
     /// Fixes where a load goes, before anything is written. Never picks an output that exists.
     async fn prepare(&self, load: &LoadInfo<'_>) -> Result<Delivery, TargetError>;
 
-    /// Writes the rows of the spool files, in order, as one load.
-    async fn deliver(&self, delivery: &Delivery, spools: &[PathBuf]) -> Result<(), TargetError>;
+    /// Writes the rows of the spooled objects, in order, as one load.
+    async fn deliver(&self, delivery: &Delivery, parts: &[LoadPart]) -> Result<(), TargetError>;
 
     /// After a crash: whether a prepared load was delivered completely. Removes any partial
     /// output, so that a load found undelivered can simply be imported again.
@@ -84,6 +114,7 @@ pub async fn for_connection(connection: &Connection) -> Box<dyn Target> {
     match &connection.target {
         TargetSpec::File(spec) => Box::new(file::FileTarget::new(spec.clone(), fields)),
         TargetSpec::S3(spec) => Box::new(s3::S3Target::new(&connection.name, spec.clone(), fields).await),
+        TargetSpec::Http(spec) => Box::new(http::HttpTarget::new(connection, spec.clone())),
         TargetSpec::Stdout => Box::new(stdout::StdoutTarget),
     }
 }

@@ -8,7 +8,7 @@
 //! the whole load ([`S3Target::recover`] says delivered) or nothing, and then any unfinished
 //! upload to it is aborted and the load is imported again under a new key.
 
-use super::{Delivery, LoadInfo, Target, TargetError, writer};
+use super::{Delivery, LoadInfo, LoadPart, Target, TargetError, writer};
 use crate::aws::{cause_chain, http_status};
 use crate::config::S3TargetSpec;
 use crate::keytemplate::with_suffix;
@@ -226,7 +226,8 @@ impl Target for S3Target {
         })
     }
 
-    async fn deliver(&self, delivery: &Delivery, spools: &[PathBuf]) -> Result<(), TargetError> {
+    async fn deliver(&self, delivery: &Delivery, parts: &[LoadPart]) -> Result<(), TargetError> {
+        let spools = super::spools(parts);
         let key = detail(delivery, "key")?;
         let created = self
             .client
@@ -241,7 +242,7 @@ impl Target for S3Target {
             .ok_or_else(|| self.error(key, "the service returned no upload ID".to_string()))?
             .to_string();
         crate::fault::point("s3-upload-started");
-        let result = self.upload(key, &upload_id, spools.to_vec()).await;
+        let result = self.upload(key, &upload_id, spools).await;
         if result.is_err() {
             // Never leave an unfinished upload behind (it is billed, and invisible).
             let _ = self

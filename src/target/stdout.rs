@@ -4,7 +4,7 @@
 //! Standard output cannot be asked what it received, so a load interrupted by a crash is
 //! delivered again by the next run: at least once, not exactly once.
 
-use super::{Delivery, LoadInfo, Target, TargetError};
+use super::{Delivery, LoadInfo, LoadPart, Target, TargetError};
 use async_trait::async_trait;
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -21,8 +21,8 @@ impl Target for StdoutTarget {
         })
     }
 
-    async fn deliver(&self, _delivery: &Delivery, spools: &[PathBuf]) -> Result<(), TargetError> {
-        let spools = spools.to_vec();
+    async fn deliver(&self, _delivery: &Delivery, parts: &[LoadPart]) -> Result<(), TargetError> {
+        let spools = super::spools(parts);
         let result = tokio::task::spawn_blocking(move || {
             let stdout = io::stdout();
             let mut out = stdout.lock();
