@@ -1,7 +1,10 @@
 //! A value that must never reach a log: tokens, passwords, database URLs. `Debug` and
 //! `Display` print `***`; only [`Secret::expose`] gives the value, at the point of use.
+//! [`read`] fetches one from where the configuration says it is.
 
+use crate::config::SecretSource;
 use std::fmt;
+use std::path::Path;
 
 /// A secret string.
 #[derive(Clone, PartialEq, Eq)]
@@ -27,6 +30,28 @@ impl fmt::Debug for Secret {
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
+    }
+}
+
+/// Reads a secret from where the configuration says it is: inline, an environment variable,
+/// or a file (a relative one among systemd's credentials when the service has them, else
+/// beside the configuration). `what` names the keys in messages (`token_env`/`token_file`).
+/// Read at the point of use, so a rotated file needs no restart.
+pub fn read(source: &SecretSource, env_key: &str, file_key: &str) -> Result<Secret, String> {
+    match source {
+        SecretSource::Inline(s) => Ok(s.clone()),
+        SecretSource::Env(var) => std::env::var(var)
+            .map(|v| Secret::new(v.trim()))
+            .map_err(|_| format!("the environment variable {var} ({env_key}) is not set")),
+        SecretSource::File { given, in_config_dir } => {
+            let path = match std::env::var_os("CREDENTIALS_DIRECTORY") {
+                Some(dir) if Path::new(given).is_relative() => Path::new(&dir).join(given),
+                _ => in_config_dir.clone(),
+            };
+            std::fs::read_to_string(&path)
+                .map(|v| Secret::new(v.trim()))
+                .map_err(|e| format!("reading {} ({file_key}): {e}", path.display()))
+        }
     }
 }
 

@@ -106,6 +106,21 @@ fn bad_files_and_their_messages() {
             ],
         ),
         (
+            "[source]\ntype = \"dir\"\npath = \"in\"\n[template]\n[[template.fields]]\nname = \"id\"\n[target]\ntype = \"postgres\"\nurl = \"mysql://u:pw@h/db\"\nurl_env = \"DB\"\ntable = \"a.b.c\"\nmode = \"upsert\"\nkey = [\"id\", \"sku\"]\n".to_string(),
+            vec![
+                "connections/c.toml: target.url: give exactly one of url, url_env and url_file",
+                "connections/c.toml: target.table: \"a.b.c\" is not a table name; use letters, digits and `_`, optionally after a schema and a dot (\"imports.products\")",
+                "connections/c.toml: target.key[1]: \"sku\" is not a field of the template; upsert keys are field names (id)",
+            ],
+        ),
+        (
+            "[source]\ntype = \"dir\"\npath = \"in\"\n[template]\n[[template.fields]]\nname = \"id\"\n[target]\ntype = \"postgres\"\nurl = \"mysql://u:pw@h/db\"\nmode = \"upsert\"\n".to_string(),
+            vec![
+                "connections/c.toml: target.url: is not a postgres:// or postgresql:// URL",
+                "connections/c.toml: target.key: missing; upsert needs the columns that identify a row, e.g. key = [\"id\"]",
+            ],
+        ),
+        (
             s3_source(&format!("{b}\nbuckett = \"x\"")),
             vec![
                 "connections/c.toml: source.buckett: unknown field `buckett`, expected one of `type`, `bucket`, `region`, `prefix`, `role_arn`, `external_id`, `endpoint`, `force_path_style`, `challenge_file`, `path`, `include`, `exclude` (line 4)",

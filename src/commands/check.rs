@@ -327,6 +327,18 @@ fn read_fix(e: &SourceError) -> String {
 async fn target_step(report: &mut Report, connection: &Connection) {
     match &connection.target {
         TargetSpec::Stdout => report.ok("target", "standard output"),
+        TargetSpec::Postgres(spec) => {
+            let fields = connection.template.fields.clone();
+            let target = s3_importd::target::postgres::PostgresTarget::new(spec.clone(), fields);
+            match target.probe().await {
+                Ok(detail) => report.ok("target", detail),
+                Err(e) => report.failed(
+                    "target",
+                    e.to_string(),
+                    "check the URL (url, url_env or url_file), that this host may reach the server, and the table",
+                ),
+            }
+        }
         TargetSpec::Http(spec) => {
             let target = s3_importd::target::http::HttpTarget::new(connection, spec.clone());
             match target.probe().await {

@@ -130,7 +130,29 @@ pub enum TargetSpec {
     File(FileTargetSpec),
     S3(S3TargetSpec),
     Http(HttpTargetSpec),
+    Postgres(PostgresTargetSpec),
     Stdout,
+}
+
+/// A PostgreSQL table that receives the rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresTargetSpec {
+    /// The connection URL (it may hold a password).
+    pub url: SecretSource,
+    /// The schema, when the table name is qualified.
+    pub schema: Option<String>,
+    pub table: String,
+    pub mode: WriteMode,
+    pub create_table: bool,
+}
+
+/// How rows are written into a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Insert; a row already there (same key, version and line) is left alone.
+    Append,
+    /// Insert or update by these columns; the last row of a file wins among its duplicates.
+    Upsert(Vec<String>),
 }
 
 /// An HTTP endpoint that receives batches of rows as JSON.
@@ -140,14 +162,16 @@ pub struct HttpTargetSpec {
     pub batch_size: usize,
     /// Extra request headers; values are treated as secrets (an API key often sits here).
     pub headers: Vec<(String, crate::secret::Secret)>,
-    pub token: Option<TokenSource>,
+    pub token: Option<SecretSource>,
     pub timeout: Duration,
     pub max_retries: usize,
 }
 
-/// Where a bearer token (or another secret) is read from, when a delivery needs it.
+/// Where a secret (a bearer token, a database URL) is read from, when a delivery needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenSource {
+pub enum SecretSource {
+    /// Written in the configuration itself.
+    Inline(crate::secret::Secret),
     /// An environment variable of the daemon.
     Env(String),
     /// A file: `given` as written; a relative one is looked up in `$CREDENTIALS_DIRECTORY`

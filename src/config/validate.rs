@@ -239,7 +239,7 @@ fn connection(
         }
     };
     let target = match c.target {
-        Some(t) => target(dir, t, name, template.as_ref().map(|t| t.table.as_str()), p),
+        Some(t) => target(dir, t, name, template.as_ref(), p),
         None => {
             p.add(
                 "target",
@@ -889,9 +889,14 @@ fn target(
     dir: &Path,
     t: RawTarget,
     connection: &str,
-    table: Option<&str>,
+    template: Option<&Template>,
     p: &mut Problems<'_>,
 ) -> Option<TargetSpec> {
+    let table = template.map(|t| t.table.as_str());
+    // Without a valid template, field names cannot be checked; its problems are reported.
+    let fields: Vec<String> = template
+        .map(|t| t.fields.iter().map(|f| f.name.clone()).collect())
+        .unwrap_or_default();
     let keys = [
         ("path", t.path.is_some()),
         ("format", t.format.is_some()),
@@ -950,13 +955,15 @@ fn target(
             "timeout_s",
             "max_retries",
         ],
-        "postgres" => {
-            p.add(
-                "target.type",
-                format!("{kind:?} targets are not supported by this version yet; use \"file\", \"s3\", \"http\" or \"stdout\""),
-            );
-            return None;
-        }
+        "postgres" => &[
+            "url",
+            "url_env",
+            "url_file",
+            "table",
+            "mode",
+            "key",
+            "create_table",
+        ],
         other => {
             p.add("target.type", format!("{other:?} is not a target type; use \"file\", \"stdout\", \"s3\", \"http\" or \"postgres\""));
             return None;
@@ -1010,7 +1017,118 @@ fn target(
             let spec = http_target(dir, t, p);
             (p.out.len() == before).then_some(TargetSpec::Http(spec))
         }
+        "postgres" => {
+            let spec = postgres_target(dir, t, table, &fields, p);
+            (p.out.len() == before).then_some(TargetSpec::Postgres(spec))
+        }
         _ => (p.out.len() == before).then_some(TargetSpec::Stdout),
+    }
+}
+
+/// A PostgreSQL identifier s3-importd is willing to write unquoted-looking: letters, digits
+/// and `_`, not starting with a digit, at most 63 bytes (PostgreSQL's limit).
+static PG_IDENT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$").expect("a valid pattern"));
+
+/// The keys of a `postgres` target.
+fn postgres_target(
+    dir: &Path,
+    t: RawTarget,
+    template_table: Option<&str>,
+    fields: &[String],
+    p: &mut Problems<'_>,
+) -> PostgresTargetSpec {
+    let url = match (t.url, t.url_env, t.url_file) {
+        (Some(u), None, None) => {
+            if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) {
+                // The URL may hold a password: it is not repeated in the message.
+                p.add("target.url", "is not a postgres:// or postgresql:// URL");
+            }
+            SecretSource::Inline(Secret::new(u))
+        }
+        (None, Some(var), None) if !var.is_empty() => SecretSource::Env(var),
+        (None, None, Some(file)) if !file.is_empty() => SecretSource::File {
+            in_config_dir: resolve(dir, &file),
+            given: file,
+        },
+        (None, None, None) => {
+            p.add(
+                "target.url",
+                "missing; give url, url_env (an environment variable) or url_file (a file, e.g. from systemd's LoadCredential=)",
+            );
+            SecretSource::Env(String::new())
+        }
+        _ => {
+            p.add("target.url", "give exactly one of url, url_env and url_file");
+            SecretSource::Env(String::new())
+        }
+    };
+    let name = t
+        .table
+        .clone()
+        .or_else(|| template_table.map(str::to_string))
+        .unwrap_or_default();
+    let (schema, table) = match name.split_once('.') {
+        Some((s, t)) => (Some(s.to_string()), t.to_string()),
+        None => (None, name.clone()),
+    };
+    if schema
+        .iter()
+        .chain(std::iter::once(&table))
+        .any(|part| !PG_IDENT.is_match(part))
+    {
+        p.add(
+            "target.table",
+            format!("{name:?} is not a table name; use letters, digits and `_`, optionally after a schema and a dot (\"imports.products\")"),
+        );
+    }
+    let mode = match (t.mode.as_deref().unwrap_or("append"), &t.key) {
+        ("append", None) => WriteMode::Append,
+        ("append", Some(_)) => {
+            p.add(
+                "target.key",
+                "applies to mode = \"upsert\"; append mode keys rows by their source and line",
+            );
+            WriteMode::Append
+        }
+        ("upsert", Some(toml::Value::Array(items))) if !items.is_empty() => {
+            let mut key = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                match item.as_str() {
+                    Some(k) if fields.is_empty() || fields.iter().any(|f| f == k) => key.push(k.to_string()),
+                    Some(k) => p.add(
+                        &format!("target.key[{i}]"),
+                        format!(
+                            "{k:?} is not a field of the template; upsert keys are field names ({})",
+                            fields.join(", ")
+                        ),
+                    ),
+                    None => p.add(&format!("target.key[{i}]"), "must be a field name"),
+                }
+            }
+            WriteMode::Upsert(key)
+        }
+        ("upsert", _) => {
+            p.add(
+                "target.key",
+                "missing; upsert needs the columns that identify a row, e.g. key = [\"id\"]",
+            );
+            WriteMode::Upsert(Vec::new())
+        }
+        (other, _) => {
+            p.add(
+                "target.mode",
+                format!("{other:?} is not a mode; use \"append\" or \"upsert\""),
+            );
+            WriteMode::Append
+        }
+    };
+    PostgresTargetSpec {
+        url,
+        schema,
+        table,
+        mode,
+        create_table: t.create_table.unwrap_or(false),
     }
 }
 
@@ -1056,8 +1174,8 @@ fn http_target(dir: &Path, t: RawTarget, p: &mut Problems<'_>) -> HttpTargetSpec
             p.add("target.token_file", "give token_env or token_file, not both");
             None
         }
-        (Some(var), None) if !var.is_empty() => Some(TokenSource::Env(var)),
-        (None, Some(file)) if !file.is_empty() => Some(TokenSource::File {
+        (Some(var), None) if !var.is_empty() => Some(SecretSource::Env(var)),
+        (None, Some(file)) if !file.is_empty() => Some(SecretSource::File {
             in_config_dir: resolve(dir, &file),
             given: file,
         }),

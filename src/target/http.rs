@@ -8,7 +8,7 @@
 //! `Retry-After`) up to `max_retries`; any other status fails the object at once.
 
 use super::{Delivery, LoadInfo, LoadPart, Target, TargetError};
-use crate::config::{Connection, HttpTargetSpec, SourceSpec, TokenSource};
+use crate::config::{Connection, HttpTargetSpec, SourceSpec};
 use crate::secret::Secret;
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
@@ -64,23 +64,11 @@ impl HttpTarget {
     /// Reads the bearer token, when one is configured; at delivery time, so a rotated token
     /// file is picked up.
     fn token(&self) -> Result<Option<Secret>, TargetError> {
-        match &self.spec.token {
-            None => Ok(None),
-            Some(TokenSource::Env(var)) => std::env::var(var)
-                .map(|t| Some(Secret::new(t.trim())))
-                .map_err(|_| self.error(format!("the environment variable {var} (token_env) is not set"))),
-            Some(TokenSource::File { given, in_config_dir }) => {
-                let path = token_path(given, in_config_dir);
-                std::fs::read_to_string(&path)
-                    .map(|t| Some(Secret::new(t.trim())))
-                    .map_err(|e| {
-                        self.error(format!(
-                            "reading the token file {} (token_file): {e}",
-                            path.display()
-                        ))
-                    })
-            }
-        }
+        self.spec
+            .token
+            .as_ref()
+            .map(|source| crate::secret::read(source, "token_env", "token_file").map_err(|e| self.error(e)))
+            .transpose()
     }
 
     /// For `check`: whether the token can be read and the endpoint answers at all (any HTTP
@@ -156,15 +144,6 @@ impl HttpTarget {
                 warn!(url = %self.spec.url, idempotency_key = %idempotency_key, error = %refusal, wait_ms = wait.as_millis() as u64, "batch refused; trying again");
             })
             .await
-    }
-}
-
-/// A token file's path: a relative one is looked up among systemd's credentials when the
-/// service has any, else beside the configuration.
-fn token_path(given: &str, in_config_dir: &std::path::Path) -> std::path::PathBuf {
-    match std::env::var_os("CREDENTIALS_DIRECTORY") {
-        Some(dir) if std::path::Path::new(given).is_relative() => std::path::Path::new(&dir).join(given),
-        _ => in_config_dir.to_path_buf(),
     }
 }
 

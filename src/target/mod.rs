@@ -8,6 +8,7 @@
 
 pub mod file;
 pub mod http;
+pub mod postgres;
 pub mod s3;
 pub mod stdout;
 pub mod writer;
@@ -72,6 +73,8 @@ pub enum TargetError {
     },
     #[error("{url}: {message}")]
     Http { url: String, message: String },
+    #[error("postgres table {table}: {message}")]
+    Postgres { table: String, message: String },
     #[error("the pending delivery record is unreadable: {0}")]
     Record(String),
     #[error("delivery task failed: {0}")]
@@ -115,6 +118,10 @@ pub async fn for_connection(connection: &Connection) -> Box<dyn Target> {
         TargetSpec::File(spec) => Box::new(file::FileTarget::new(spec.clone(), fields)),
         TargetSpec::S3(spec) => Box::new(s3::S3Target::new(&connection.name, spec.clone(), fields).await),
         TargetSpec::Http(spec) => Box::new(http::HttpTarget::new(connection, spec.clone())),
+        TargetSpec::Postgres(spec) => Box::new(postgres::PostgresTarget::new(
+            spec.clone(),
+            connection.template.fields.clone(),
+        )),
         TargetSpec::Stdout => Box::new(stdout::StdoutTarget),
     }
 }
