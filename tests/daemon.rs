@@ -19,9 +19,7 @@ fn dir_connection(cfg: &ConfigDir, name: &str, rows: &[&str]) {
     std::fs::write(inbox.join("rows.jsonl"), body).unwrap();
     cfg.connection(
         name,
-        &format!(
-            "settle_seconds = 0\n[source]\ntype = \"dir\"\npath = \"in/{name}\"\n[format]\ntype = \"jsonl\"\n[template]\n[[template.fields]]\nname = \"id\"\nrequired = true\n[target]\ntype = \"file\"\npath = \"out\"\n"
-        ),
+        &dir_connection_toml(name, ID_TEMPLATE, "type = \"file\"\npath = \"out\""),
     );
 }
 

@@ -109,12 +109,8 @@ fn connection(cfg: &ConfigDir, name: &str, rows: usize, url: &str, extra: &str) 
         .map(|i| format!("{{\"id\": \"{name}-{i}\"}}\n"))
         .collect();
     std::fs::write(inbox.join("rows.jsonl"), body).unwrap();
-    cfg.connection(
-        name,
-        &format!(
-            "settle_seconds = 0\n[source]\ntype = \"dir\"\npath = \"in/{name}\"\n[format]\ntype = \"jsonl\"\n[template]\ntable = \"items\"\n[[template.fields]]\nname = \"id\"\nrequired = true\n[target]\ntype = \"http\"\nurl = \"{url}\"\nbatch_size = 2\n{extra}\n"
-        ),
-    );
+    let target = format!("type = \"http\"\nurl = \"{url}\"\nbatch_size = 2\n{extra}");
+    cfg.connection(name, &dir_connection_toml(name, ID_TEMPLATE, &target));
 }
 
 fn key_of(s: &Seen) -> String {

@@ -63,11 +63,10 @@ type = "json"
 /// the environment variable S3I_TEST_PG_URL.
 fn connection(cfg: &ConfigDir, name: &str, table: &str, target: &str) {
     std::fs::create_dir_all(cfg.path().join("in").join(name)).unwrap();
+    let target = format!("type = \"postgres\"\nurl_env = \"S3I_TEST_PG_URL\"\ntable = \"{table}\"\n{target}");
     cfg.connection(
         name,
-        &format!(
-            "settle_seconds = 0\n[source]\ntype = \"dir\"\npath = \"in/{name}\"\n[format]\ntype = \"jsonl\"\n[template]\ntable = \"items\"\n{FIELDS}\n[target]\ntype = \"postgres\"\nurl_env = \"S3I_TEST_PG_URL\"\ntable = \"{table}\"\n{target}\n"
-        ),
+        &dir_connection_toml(name, &format!("table = \"items\"\n{FIELDS}"), &target),
     );
 }
 

@@ -8,7 +8,7 @@ use common::*;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-/// A connection over a `dir` inbox (one JSONL file of `rows` ids) into `[target]`.
+/// A connection over a `dir` inbox (one JSONL file of `rows` ids) into the `[target]` body.
 fn connection(cfg: &ConfigDir, name: &str, rows: &[String], target: &str) {
     let inbox = cfg.path().join("in").join(name);
     std::fs::create_dir_all(&inbox).unwrap();
@@ -17,34 +17,15 @@ fn connection(cfg: &ConfigDir, name: &str, rows: &[String], target: &str) {
         .map(|id| format!("{{\"id\": \"{id}\", \"price\": \"1.50\", \"note\": \"a, \\\"b\\\"\"}}\n"))
         .collect();
     std::fs::write(inbox.join("rows.jsonl"), body).unwrap();
-    cfg.connection(
-        name,
-        &format!(
-            r#"settle_seconds = 0
-[source]
-type = "dir"
-path = "in/{name}"
-[format]
-type = "jsonl"
-[template]
-table = "items"
-[[template.fields]]
-name = "id"
-required = true
-[[template.fields]]
-name = "price"
-type = "decimal"
-[[template.fields]]
-name = "note"
-{target}
-"#
-        ),
+    let template = format!(
+        "{ID_TEMPLATE}\n[[template.fields]]\nname = \"price\"\ntype = \"decimal\"\n[[template.fields]]\nname = \"note\""
     );
+    cfg.connection(name, &dir_connection_toml(name, &template, target));
 }
 
 fn s3_target(bucket: &str, extra: &str) -> String {
     format!(
-        "[target]\ntype = \"s3\"\nbucket = \"{bucket}\"\nregion = \"us-east-1\"\nprefix = \"loads/\"\nendpoint = \"{}\"\nforce_path_style = true\n{extra}\n",
+        "type = \"s3\"\nbucket = \"{bucket}\"\nregion = \"us-east-1\"\nprefix = \"loads/\"\nendpoint = \"{}\"\nforce_path_style = true\n{extra}\n",
         moto()
     )
 }
@@ -263,7 +244,7 @@ fn file_target_writes_csv() {
         &cfg,
         "local",
         &ids(3),
-        "[target]\ntype = \"file\"\npath = \"out\"\nformat = \"csv\"\ndelimiter = \"|\"\n",
+        "type = \"file\"\npath = \"out\"\nformat = \"csv\"\ndelimiter = \"|\"\n",
     );
     stdout_of(&run_binary(cfg.path(), &["run"]));
     let files = output_files(&cfg.out());

@@ -14,7 +14,6 @@ use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
 use chrono::SecondsFormat;
 use std::time::Duration;
-use tokio::io::AsyncBufReadExt;
 use tracing::warn;
 
 /// The most of a refusing response's body kept in the error.
@@ -234,21 +233,12 @@ impl Target for HttpTarget {
                 quote(&part.version),
                 quote(&part.last_modified.to_rfc3339_opts(SecondsFormat::Secs, true)),
             );
-            let file = tokio::fs::File::open(&part.spool)
-                .await
-                .map_err(|source| TargetError::Io {
-                    path: part.spool.clone(),
-                    source,
-                })?;
-            let mut lines = tokio::io::BufReader::new(file).lines();
+            let mut lines = super::SpoolLines::open(&part.spool).await?;
             let mut batch: u64 = 0;
             let mut rows = 0;
             let mut body = head.clone();
             loop {
-                let line = lines.next_line().await.map_err(|source| TargetError::Io {
-                    path: part.spool.clone(),
-                    source,
-                })?;
+                let line = lines.next().await?;
                 let end = line.is_none();
                 if let Some(line) = line {
                     if rows > 0 {

@@ -43,6 +43,37 @@ pub fn spools(parts: &[LoadPart]) -> Vec<PathBuf> {
     parts.iter().map(|p| p.spool.clone()).collect()
 }
 
+/// Reads a spool file a line (one checked row as JSON) at a time, for targets that send rows
+/// one by one rather than copying the file.
+pub struct SpoolLines {
+    path: PathBuf,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::fs::File>>,
+}
+
+impl SpoolLines {
+    pub async fn open(path: &std::path::Path) -> Result<SpoolLines, TargetError> {
+        use tokio::io::AsyncBufReadExt;
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|source| TargetError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(SpoolLines {
+            path: path.to_path_buf(),
+            lines: tokio::io::BufReader::new(file).lines(),
+        })
+    }
+
+    /// The next row's JSON text, or `None` at the end.
+    pub async fn next(&mut self) -> Result<Option<String>, TargetError> {
+        self.lines.next_line().await.map_err(|source| TargetError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
 /// Where a prepared load goes; stored with the pending load.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {

@@ -17,7 +17,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
-use tokio::io::AsyncBufReadExt;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
@@ -320,17 +319,8 @@ impl PostgresTarget {
             .map_err(|e| self.db_error("starting COPY", e))?;
         let writer = BinaryCopyInWriter::new(sink, &types);
         let mut writer = std::pin::pin!(writer);
-        let file = tokio::fs::File::open(&part.spool)
-            .await
-            .map_err(|source| TargetError::Io {
-                path: part.spool.clone(),
-                source,
-            })?;
-        let mut lines = tokio::io::BufReader::new(file).lines();
-        while let Some(line) = lines.next_line().await.map_err(|source| TargetError::Io {
-            path: part.spool.clone(),
-            source,
-        })? {
+        let mut lines = super::SpoolLines::open(&part.spool).await?;
+        while let Some(line) = lines.next().await? {
             let row: Map<String, Value> = serde_json::from_str(&line)
                 .map_err(|e| self.error(format!("a spooled row of {} is unreadable: {e}", part.key)))?;
             let cells = self.cells(&row).map_err(|e| {

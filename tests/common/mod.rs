@@ -164,6 +164,17 @@ path = "out"
     )
 }
 
+/// A connection over the folder `in/NAME` of JSON Lines files (settled at once) with the given
+/// `[template]` body (table and fields) and `[target]` body.
+pub fn dir_connection_toml(name: &str, template: &str, target: &str) -> String {
+    format!(
+        "settle_seconds = 0\n[source]\ntype = \"dir\"\npath = \"in/{name}\"\n[format]\ntype = \"jsonl\"\n[template]\n{template}\n[target]\n{target}\n"
+    )
+}
+
+/// The template most tests use: a required string `id`, delivered as table `items`.
+pub const ID_TEMPLATE: &str = "table = \"items\"\n[[template.fields]]\nname = \"id\"\nrequired = true";
+
 /// The real binary with the test environment.
 pub fn binary(config: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_s3-importd"));
