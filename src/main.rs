@@ -5,7 +5,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use s3_importd::clock::SystemClock;
-use s3_importd::config::{self, Config, LogFormat};
+use s3_importd::config::{self, Config, LogFormat, TargetSpec};
 use s3_importd::run::{RunEnv, RunSummary};
 use s3_importd::state::SqliteStore;
 use s3_importd::{source, target};
@@ -224,6 +224,9 @@ async fn run_command(config: &Config, names: &[String], dry_run: bool) -> anyhow
     let clock = SystemClock;
 
     use futures::StreamExt;
+    // Rows own standard output when a connection delivers to it; the summaries then go to
+    // standard error, so that a pipe receives JSON rows and nothing else.
+    let rows_on_stdout = chosen.iter().any(|c| matches!(c.target, TargetSpec::Stdout));
     let summaries: Vec<RunSummary> = futures::stream::iter(chosen)
         .map(|connection| {
             let (state, spool_root, clock) = (&state, &spool_root, &clock);
@@ -249,25 +252,31 @@ async fn run_command(config: &Config, names: &[String], dry_run: bool) -> anyhow
         .await;
 
     let mut ok = true;
+    let mut report = String::new();
     for s in &summaries {
-        println!("{}", s.line());
+        report.push_str(&format!("{}\n", s.line()));
         if dry_run {
             for m in &s.candidates {
-                println!(
-                    "  would import {} ({} bytes, modified {})",
+                report.push_str(&format!(
+                    "  would import {} ({} bytes, modified {})\n",
                     m.key,
                     m.size,
                     m.last_modified.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                );
+                ));
             }
             for (reason, n) in &s.skipped {
-                println!("  skipped {n}: {reason}");
+                report.push_str(&format!("  skipped {n}: {reason}\n"));
             }
         }
         for p in &s.problems {
-            println!("  {p}");
+            report.push_str(&format!("  {p}\n"));
         }
         ok &= s.succeeded();
+    }
+    if rows_on_stdout {
+        eprint!("{report}");
+    } else {
+        print!("{report}");
     }
     Ok(if ok {
         ExitCode::SUCCESS

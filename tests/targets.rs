@@ -255,3 +255,22 @@ fn file_target_writes_csv() {
     assert_eq!(lines.len(), 4);
     assert_eq!(lines[0], "id|price|note|_source_key|_source_version|_source_line");
 }
+
+#[test]
+fn stdout_target_prints_rows_and_nothing_else() {
+    let cfg = ConfigDir::new();
+    connection(&cfg, "pipe", &ids(3), "type = \"stdout\"");
+    let out = run_binary(cfg.path(), &["run"]);
+    let stdout = stdout_of(&out);
+    let rows: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON row: {l:?}: {e}")))
+        .collect();
+    let got: Vec<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(got, ["id-000000", "id-000001", "id-000002"]);
+    assert_eq!(rows[0]["_source_line"], json!(1));
+    assert!(
+        text(&out.stderr).contains("pipe: listed 1, new 1, imported 1"),
+        "the summary goes to stderr"
+    );
+}
