@@ -2,9 +2,11 @@
 //! (integers, decimals, floats, booleans, timestamps and strings that need CSV quoting) as
 //! CSV with a header or as JSON Lines, until about the requested number of bytes.
 //!
-//! `cargo run --release --example bench_data -- csv 1000000 > data.csv`. Used by
-//! `scripts/bench-memory`; not part of the daemon. The same arguments always give the same
-//! bytes (a fixed-seed xorshift generator, no dependency).
+//! `cargo run --release --example bench_data -- csv 1000000 > data.csv` writes about a million
+//! bytes; `… -- jsonl 5000 rows` writes exactly 5,000 rows — the same rows, in the same order,
+//! as the first 5,000 of any CSV output. Used by `scripts/bench` and `scripts/bench-memory`;
+//! not part of the daemon. The same arguments always give the same bytes (a fixed-seed
+//! xorshift generator, no dependency).
 
 use std::io::{self, BufWriter, Write};
 
@@ -40,16 +42,17 @@ impl Rng {
 
 fn main() -> io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let (format, bytes) = match (
+    let (format, limit) = match (
         args.get(1).map(String::as_str),
         args.get(2).and_then(|b| b.parse::<u64>().ok()),
     ) {
         (Some(f @ ("csv" | "jsonl")), Some(b)) => (f.to_string(), b),
         _ => {
-            eprintln!("usage: bench_data csv|jsonl BYTES");
+            eprintln!("usage: bench_data csv|jsonl LIMIT [bytes|rows]");
             std::process::exit(2);
         }
     };
+    let by_rows = args.get(3).is_some_and(|u| u == "rows");
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
     let mut written = 0u64;
@@ -61,7 +64,7 @@ fn main() -> io::Result<()> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut id = 0u64;
     let mut line = String::with_capacity(512);
-    while written < bytes {
+    while if by_rows { id < limit } else { written < limit } {
         id += 1;
         let name: Vec<&str> = (0..2 + rng.below(4))
             .map(|_| WORDS[rng.below(WORDS.len() as u64) as usize])

@@ -1,0 +1,96 @@
+# Shared by scripts/bench and scripts/bench-memory (sourced, not run): building the release
+# binaries, generating data once, and running one import case under /usr/bin/time.
+#
+# After `bench_setup DIR`: $bin (s3-importd), $gen (bench_data), $ceiling (bench_ceiling),
+# $work (DIR, absolute). `run_case NAME SOURCE_TOML FORMAT [SETTINGS]` imports into a fresh
+# state and sets: case_seconds, case_rss_kb, case_cpu (percent), case_rows, case_bytes_in.
+
+mb=$((1024 * 1024))
+
+bench_setup() {
+    work=$(mkdir -p "$1" && cd "$1" && pwd)
+    cargo build --release --quiet --bin s3-importd --example bench_data --example bench_ceiling
+    bin=$PWD/target/release/s3-importd
+    gen=$PWD/target/release/examples/bench_data
+    ceiling=$PWD/target/release/examples/bench_ceiling
+    mkdir -p "$work/data"
+}
+
+# gen_file FORMAT LIMIT UNIT FILE [gzip]: writes FILE once (kept for later runs).
+gen_file() {
+    local format=$1 limit=$2 unit=$3 file=$4 compress=${5:-}
+    if [[ -s $file ]]; then return; fi
+    echo "generating $file" >&2
+    if [[ -n $compress ]]; then
+        "$gen" "$format" "$limit" "$unit" | gzip -1 > "$file.tmp"
+    else
+        "$gen" "$format" "$limit" "$unit" > "$file.tmp"
+    fi
+    mv "$file.tmp" "$file"
+}
+
+# The ten-column template of bench_data's rows.
+bench_template() {
+    cat <<'TOML'
+[template]
+table = "products"
+max_bad_rows = 0
+[[template.fields]]
+name = "id"
+type = "integer"
+required = true
+[[template.fields]]
+name = "sku"
+type = "string"
+[[template.fields]]
+name = "name"
+type = "string"
+[[template.fields]]
+name = "price"
+type = "decimal"
+[[template.fields]]
+name = "quantity"
+type = "integer"
+[[template.fields]]
+name = "weight_kg"
+type = "float"
+[[template.fields]]
+name = "in_stock"
+type = "boolean"
+[[template.fields]]
+name = "category"
+type = "string"
+values = ["kitchen", "garden", "toys", "books", "tools", "office"]
+[[template.fields]]
+name = "updated_at"
+type = "timestamp"
+[[template.fields]]
+name = "note"
+type = "string"
+TOML
+}
+
+# run_case NAME SOURCE_TOML FORMAT [SETTINGS_TOML]: one import into a `file` target, fresh
+# state. SOURCE_TOML is the body of [source].
+run_case() {
+    local name=$1 source=$2 format=$3 settings=${4:-}
+    local dir=$work/run-$name
+    rm -rf "$dir"
+    mkdir -p "$dir/connections"
+    printf 'state = "state/state.db"\n%s\n' "$settings" > "$dir/s3-importd.toml"
+    {
+        printf 'settle_seconds = 0\nbackfill_days = 36500\n[source]\n%s\n[format]\ntype = "%s"\n' "$source" "$format"
+        bench_template
+        printf '[target]\ntype = "file"\npath = "out"\n'
+    } > "$dir/connections/bench.toml"
+    local start end
+    start=$(date +%s.%N)
+    /usr/bin/time -f '%M %P' -o "$dir/time" "$bin" --config "$dir" run > "$dir/summary" 2> "$dir/log"
+    end=$(date +%s.%N)
+    read -r case_rss_kb case_cpu < "$dir/time"
+    case_cpu=${case_cpu%\%}
+    case_seconds=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", b - a }')
+    case_rows=$(grep -o 'rows [0-9]*' "$dir/summary" | head -1 | cut -d' ' -f2)
+    # Outputs are as large as the input: keep the disk for the next case.
+    rm -rf "$dir/out" "$dir/state/spool"
+}
