@@ -5,6 +5,7 @@
 //! Shared by the S3 source, the S3 target and the `check` and `policy` commands. Nothing here
 //! lists or reads objects.
 
+use crate::config::S3Spec;
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::sts::AssumeRoleProvider;
@@ -69,26 +70,19 @@ pub async fn caller_arn(region: &str) -> Result<String, String> {
 }
 
 /// Builds an S3 client for a bucket's region, endpoint and identity.
-pub async fn client(
-    connection: &str,
-    region: &str,
-    endpoint: Option<&str>,
-    force_path_style: bool,
-    role_arn: Option<&str>,
-    external_id: Option<&str>,
-) -> Client {
-    let base = base_config(region).await;
-    let mut config = aws_sdk_s3::config::Builder::from(&base).force_path_style(force_path_style);
-    if let Some(role) = role_arn {
+pub async fn client(connection: &str, spec: &S3Spec) -> Client {
+    let base = base_config(&spec.region).await;
+    let mut config = aws_sdk_s3::config::Builder::from(&base).force_path_style(spec.force_path_style);
+    if let Some(role) = spec.role_arn.as_deref() {
         let mut provider = AssumeRoleProvider::builder(role)
             .session_name(session_name(connection))
             .configure(&base);
-        if let Some(id) = external_id {
+        if let Some(id) = spec.external_id.as_deref() {
             provider = provider.external_id(id);
         }
         config = config.credentials_provider(provider.build().await);
     }
-    if let Some(url) = endpoint {
+    if let Some(url) = spec.endpoint.as_deref() {
         config = config.endpoint_url(url);
     }
     Client::from_conf(config.build())

@@ -134,15 +134,7 @@ async fn s3_access(report: &mut Report, connection: &str, spec: &S3Spec) -> bool
             }
         }
     }
-    let client = s3_importd::aws::client(
-        connection,
-        &spec.region,
-        spec.endpoint.as_deref(),
-        spec.force_path_style,
-        spec.role_arn.as_deref(),
-        spec.external_id.as_deref(),
-    )
-    .await;
+    let client = s3_importd::aws::client(connection, spec).await;
     let probe = client
         .list_objects_v2()
         .bucket(&spec.bucket)
@@ -352,15 +344,7 @@ async fn target_step(report: &mut Report, connection: &Connection) {
         }
         TargetSpec::S3(spec) => {
             let s3 = &spec.s3;
-            let client = s3_importd::aws::client(
-                &connection.name,
-                &s3.region,
-                s3.endpoint.as_deref(),
-                s3.force_path_style,
-                s3.role_arn.as_deref(),
-                s3.external_id.as_deref(),
-            )
-            .await;
+            let client = s3_importd::aws::client(&connection.name, s3).await;
             let key = format!("{}.s3-importd-probe-{}", s3.prefix, uuid::Uuid::new_v4().simple());
             let put = client
                 .put_object()

@@ -28,15 +28,7 @@ fn to_chrono(t: &aws_sdk_s3::primitives::DateTime) -> Option<DateTime<Utc>> {
 
 impl S3Source {
     pub async fn new(connection: &str, spec: &S3Spec) -> S3Source {
-        let client = client(
-            connection,
-            &spec.region,
-            spec.endpoint.as_deref(),
-            spec.force_path_style,
-            spec.role_arn.as_deref(),
-            spec.external_id.as_deref(),
-        )
-        .await;
+        let client = client(connection, spec).await;
         S3Source {
             client,
             bucket: spec.bucket.clone(),

@@ -36,16 +36,7 @@ pub struct S3Target {
 
 impl S3Target {
     pub async fn new(connection: &str, spec: S3TargetSpec, fields: Vec<String>) -> S3Target {
-        let s3 = &spec.s3;
-        let client = crate::aws::client(
-            connection,
-            &s3.region,
-            s3.endpoint.as_deref(),
-            s3.force_path_style,
-            s3.role_arn.as_deref(),
-            s3.external_id.as_deref(),
-        )
-        .await;
+        let client = crate::aws::client(connection, &spec.s3).await;
         S3Target { client, spec, fields }
     }
 
