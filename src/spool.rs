@@ -5,8 +5,7 @@
 //! A run spools into `spool/<connection>/<run_id>/` beside the state file and removes the
 //! folder when it ends; a run that finds an old folder of its connection removes it first.
 
-use crate::format::{RowError, RowSink};
-use serde_json::{Map, Value};
+use crate::format::{Row, RowError, RowSink};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -83,8 +82,8 @@ impl SpoolWriter {
 }
 
 impl RowSink for SpoolWriter {
-    fn row(&mut self, row: &Map<String, Value>) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, row)?;
+    fn row(&mut self, row: &Row<'_>) -> io::Result<()> {
+        row.write_json(&mut self.out)?;
         self.out.write_all(b"\n")
     }
 

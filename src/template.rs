@@ -9,7 +9,7 @@
 use chrono::{DateTime, LocalResult, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
-use serde_json::{Map, Number, Value};
+use serde_json::{Number, Value};
 
 /// A checked data template.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,26 +138,26 @@ pub struct FieldError {
 }
 
 impl Template {
-    /// Checks every field of one row. `get` finds a field's raw value from its index and field. Returns the row in field
-    /// order, or every field that failed.
+    /// Checks every field of one row. `get` finds a field's raw value from its index and field.
+    /// The values go into `values` in field order (it is cleared first, so one buffer serves
+    /// every row); the error is every field that failed.
     pub fn check_row<'a>(
         &self,
         mut get: impl FnMut(usize, &Field) -> RawValue<'a>,
-    ) -> Result<Map<String, Value>, Vec<FieldError>> {
-        let mut row = Map::new();
+        values: &mut Vec<Value>,
+    ) -> Result<(), Vec<FieldError>> {
+        values.clear();
         let mut errors = Vec::new();
         for (i, field) in self.fields.iter().enumerate() {
             match field.check(get(i, field)) {
-                Ok(v) => {
-                    row.insert(field.name.clone(), v);
-                }
+                Ok(v) => values.push(v),
                 Err(reason) => errors.push(FieldError {
                     field: field.name.clone(),
                     reason,
                 }),
             }
         }
-        if errors.is_empty() { Ok(row) } else { Err(errors) }
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
     }
 }
 

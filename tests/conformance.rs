@@ -2,9 +2,9 @@
 //! their authors expect, and the JSONTestSuite parsing cases are accepted or rejected as the
 //! suite says, through the same `format::parse` a run uses. Needs no services.
 
-use s3_importd::format::{self, FormatKind, FormatSpec, ParseError, Provenance, RowError, RowSink};
+use s3_importd::format::{self, FormatKind, FormatSpec, ParseError, Provenance, Row, RowError, RowSink};
 use s3_importd::template::{BadRowLimit, Template, UnknownFields};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::path::Path;
 
 #[derive(Default)]
@@ -14,8 +14,8 @@ struct Collect {
 }
 
 impl RowSink for Collect {
-    fn row(&mut self, row: &Map<String, Value>) -> std::io::Result<()> {
-        let mut row = row.clone();
+    fn row(&mut self, row: &Row<'_>) -> std::io::Result<()> {
+        let mut row = row.to_map();
         for k in ["_source_key", "_source_version", "_source_line"] {
             row.remove(k);
         }

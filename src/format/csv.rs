@@ -146,16 +146,22 @@ pub(super) fn parse(
             )?;
             continue;
         }
-        let checked = template.check_row(|i, _| match positions[i].and_then(|at| cells.get(at)) {
-            Some(text) => RawValue::Text(text),
-            None => RawValue::Missing,
-        });
-        let keep = template.unknown_fields == UnknownFields::Keep;
-        let extra = extra_columns
-            .iter()
-            .filter(|_| keep)
-            .map(|i| (column_name(*i), Value::String(cells[*i].to_string())));
-        sink.emit(line, checked, extra, raw)?;
+        let checked = template.check_row(
+            |i, _| match positions[i].and_then(|at| cells.get(at)) {
+                Some(text) => RawValue::Text(text),
+                None => RawValue::Missing,
+            },
+            &mut sink.values,
+        );
+        let extra: Vec<(String, Value)> = if template.unknown_fields == UnknownFields::Keep {
+            extra_columns
+                .iter()
+                .map(|i| (column_name(*i), Value::String(cells[*i].to_string())))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        sink.emit(line, checked, &extra, raw)?;
     }
     Ok(())
 }

@@ -89,10 +89,13 @@ pub(super) fn value_row(
         )?;
         return Ok(());
     }
-    let checked = template.check_row(|_, field| match &field.column {
-        Column::Name(n) => object.get(n).map_or(RawValue::Missing, RawValue::Json),
-        Column::Index(_) => RawValue::Missing,
-    });
+    let checked = template.check_row(
+        |_, field| match &field.column {
+            Column::Name(n) => object.get(n).map_or(RawValue::Missing, RawValue::Json),
+            Column::Index(_) => RawValue::Missing,
+        },
+        &mut sink.values,
+    );
     let extra: Vec<(String, Value)> = if template.unknown_fields == UnknownFields::Keep {
         unknown
             .iter()
@@ -101,7 +104,7 @@ pub(super) fn value_row(
     } else {
         Vec::new()
     };
-    sink.emit(line, checked, extra, || raw(&Value::Object(object.clone())))
+    sink.emit(line, checked, &extra, || raw(&Value::Object(object.clone())))
 }
 
 /// Reads one line (without its `\n` or `\r\n`) into `buf`, keeping at most `max` bytes.

@@ -92,10 +92,65 @@ pub struct RowError {
     pub raw: String,
 }
 
+/// One row that passed its template: the template's fields in order, then the fields kept by
+/// `unknown_fields = "keep"`, then its provenance. Borrowed from the parser, which reuses its
+/// buffers for the next row.
+pub struct Row<'a> {
+    /// The template's field names.
+    pub names: &'a [String],
+    /// Their values, in the same order.
+    pub values: &'a [Value],
+    pub extra: &'a [(String, Value)],
+    pub provenance: Provenance<'a>,
+    /// The 1-based line the row starts on.
+    pub line: u64,
+    /// The template's names as JSON keys (`"id":`), rendered once per object.
+    keys_json: &'a [String],
+    /// `"_source_key":…,"_source_version":…,"_source_line":`, rendered once per object.
+    provenance_json: &'a str,
+}
+
+impl Row<'_> {
+    /// The row as a JSON object, as it is delivered.
+    pub fn to_map(&self) -> Map<String, Value> {
+        let mut map = Map::new();
+        for (name, value) in self.names.iter().zip(self.values) {
+            map.insert(name.clone(), value.clone());
+        }
+        for (name, value) in self.extra {
+            map.insert(name.clone(), value.clone());
+        }
+        map.insert("_source_key".into(), Value::from(self.provenance.key));
+        map.insert("_source_version".into(), Value::from(self.provenance.version));
+        map.insert("_source_line".into(), Value::from(self.line));
+        map
+    }
+
+    /// Writes the row as one JSON object (no newline), the same text `to_map` would give,
+    /// without building the map.
+    pub fn write_json(&self, out: &mut dyn io::Write) -> io::Result<()> {
+        out.write_all(b"{")?;
+        for (key, value) in self.keys_json.iter().zip(self.values) {
+            out.write_all(key.as_bytes())?;
+            serde_json::to_writer(&mut *out, value)?;
+            out.write_all(b",")?;
+        }
+        for (name, value) in self.extra {
+            serde_json::to_writer(&mut *out, name)?;
+            out.write_all(b":")?;
+            serde_json::to_writer(&mut *out, value)?;
+            out.write_all(b",")?;
+        }
+        out.write_all(self.provenance_json.as_bytes())?;
+        serde_json::to_writer(&mut *out, &self.line)?;
+        out.write_all(b"}")
+    }
+}
+
 /// Receives the rows of one object as they are parsed.
 pub trait RowSink {
     /// A row that passed its template.
-    fn row(&mut self, row: &Map<String, Value>) -> io::Result<()>;
+    fn row(&mut self, row: &Row<'_>) -> io::Result<()>;
     /// A row that did not; one call per failing field.
     fn error(&mut self, error: RowError);
     /// Whether the parser should go on after the row just handed over; a preview stops after
@@ -128,8 +183,8 @@ impl Sample {
 }
 
 impl RowSink for Sample {
-    fn row(&mut self, row: &Map<String, Value>) -> io::Result<()> {
-        self.rows.push(row.clone());
+    fn row(&mut self, row: &Row<'_>) -> io::Result<()> {
+        self.rows.push(row.to_map());
         Ok(())
     }
     fn error(&mut self, error: RowError) {
@@ -400,11 +455,7 @@ pub fn parse(
         }
     };
     let input = decode(spec.encoding, input).map_err(classify)?;
-    let mut sink = Provenanced {
-        inner: sink,
-        provenance,
-        stats: ParseStats::default(),
-    };
+    let mut sink = Provenanced::new(sink, provenance, template);
     let result = match kind {
         FormatKind::Csv => csv::parse(input, spec.delimiter, spec.has_header, template, &mut sink),
         FormatKind::Tsv => csv::parse(input, b'\t', spec.has_header, template, &mut sink),
@@ -445,30 +496,54 @@ struct Provenanced<'s, 'p> {
     inner: &'s mut dyn RowSink,
     provenance: Provenance<'p>,
     stats: ParseStats,
+    /// The template's field names, and as JSON keys.
+    names: Vec<String>,
+    keys_json: Vec<String>,
+    provenance_json: String,
+    /// The values of the row being checked, reused from row to row.
+    values: Vec<Value>,
 }
 
-impl Provenanced<'_, '_> {
-    /// Delivers a checked row (with `extra` unknown fields kept) or its errors.
+impl<'s, 'p> Provenanced<'s, 'p> {
+    fn new(inner: &'s mut dyn RowSink, provenance: Provenance<'p>, template: &Template) -> Self {
+        let json = |s: &str| serde_json::to_string(s).unwrap_or_default();
+        let names: Vec<String> = template.fields.iter().map(|f| f.name.clone()).collect();
+        Provenanced {
+            inner,
+            provenance,
+            stats: ParseStats::default(),
+            keys_json: names.iter().map(|n| format!("{}:", json(n))).collect(),
+            names,
+            provenance_json: format!(
+                "\"_source_key\":{},\"_source_version\":{},\"_source_line\":",
+                json(provenance.key),
+                json(provenance.version)
+            ),
+            values: Vec::new(),
+        }
+    }
+
+    /// Delivers the row checked into `self.values` (with `extra` unknown fields kept) or its
+    /// errors.
     fn emit(
         &mut self,
         line: u64,
-        checked: Result<Map<String, Value>, Vec<FieldError>>,
-        extra: impl IntoIterator<Item = (String, Value)>,
+        checked: Result<(), Vec<FieldError>>,
+        extra: &[(String, Value)],
         raw: impl FnOnce() -> String,
     ) -> Result<(), Failure> {
         match checked {
-            Ok(mut row) => {
-                row.extend(extra);
-                row.insert(
-                    "_source_key".into(),
-                    Value::String(self.provenance.key.to_string()),
-                );
-                row.insert(
-                    "_source_version".into(),
-                    Value::String(self.provenance.version.to_string()),
-                );
-                row.insert("_source_line".into(), Value::from(line));
+            Ok(()) => {
                 self.stats.rows += 1;
+                let row = Row {
+                    names: &self.names,
+                    values: &self.values,
+                    extra,
+                    provenance: self.provenance,
+                    line,
+                    keys_json: &self.keys_json,
+                    provenance_json: &self.provenance_json,
+                };
                 self.inner
                     .row(&row)
                     .map_err(|e| Failure::Io(io::Error::other(SinkFailed(e))))?;
@@ -580,8 +655,8 @@ pub(crate) mod testing {
     }
 
     impl RowSink for Collect {
-        fn row(&mut self, row: &Map<String, Value>) -> io::Result<()> {
-            self.rows.push(Value::Object(row.clone()));
+        fn row(&mut self, row: &Row<'_>) -> io::Result<()> {
+            self.rows.push(Value::Object(row.to_map()));
             Ok(())
         }
         fn error(&mut self, error: RowError) {
@@ -798,6 +873,40 @@ mod tests {
         assert_eq!(sample.rows.len(), 2);
         let lines: Vec<u64> = sample.errors.iter().map(|e| e.line).collect();
         assert_eq!(lines, [2, 4, 6]);
+    }
+
+    #[test]
+    fn a_row_writes_the_json_its_map_holds() {
+        let names = vec!["id".to_string(), "na\"me".to_string()];
+        let values = vec![json!(7), json!("tea \"pot\"\n")];
+        let extra = vec![("colour".to_string(), json!(null))];
+        let provenance = Provenance {
+            key: "a/\"b\".csv",
+            version: "e1",
+        };
+        let mut sink = Collect::default();
+        let t = id_template("id", UnknownFields::Keep, Vec::new());
+        let mut p = Provenanced::new(&mut sink, provenance, &t);
+        p.names = names.clone();
+        p.keys_json = names
+            .iter()
+            .map(|n| format!("{}:", serde_json::to_string(n).unwrap()))
+            .collect();
+        let row = Row {
+            names: &p.names,
+            values: &values,
+            extra: &extra,
+            provenance,
+            line: 12,
+            keys_json: &p.keys_json,
+            provenance_json: &p.provenance_json,
+        };
+        let mut written = Vec::new();
+        row.write_json(&mut written).unwrap();
+        assert_eq!(
+            String::from_utf8(written).unwrap(),
+            serde_json::to_string(&row.to_map()).unwrap()
+        );
     }
 
     #[test]
