@@ -239,7 +239,7 @@ pub async fn serve(config: Config, parts: Parts, mut control: mpsc::Receiver<Con
                         // A run that panicked: its name is lost with it, so forget every name
                         // whose task is gone. Cannot happen unless a bug does.
                         error!(error = %e, "a run task failed");
-                        running.retain(|_| false);
+                        running.clear();
                     }
                 }
             }

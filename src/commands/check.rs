@@ -3,7 +3,7 @@
 //! it needs failed). Exits 0 only when no step failed. Changes no state; the only thing it
 //! writes is a probe file in a `file` target's folder, removed at once.
 
-use super::{EXIT_FAILED, EXIT_USAGE, pick};
+use super::{EXIT_FAILED, pick_one};
 use aws_sdk_s3::config::ProvideCredentials;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use s3_importd::config::{Config, Connection, S3Spec, SourceSpec, TargetSpec};
@@ -45,12 +45,9 @@ impl Report {
 }
 
 pub async fn command(config: &Config, name: &str) -> ExitCode {
-    let connection = match pick(config, &[name.to_string()], false) {
-        Ok(mut c) => c.remove(0),
-        Err(message) => {
-            eprintln!("error: {message}");
-            return ExitCode::from(EXIT_USAGE);
-        }
+    let connection = match pick_one(config, name) {
+        Ok(c) => c,
+        Err(code) => return code,
     };
     println!("check {name}");
     let mut report = Report { failed: false };
@@ -205,10 +202,7 @@ async fn source_steps(report: &mut Report, connection: &Connection, reachable: b
     let source = source::for_connection(connection).await;
     let mut first: Option<ObjectMeta> = None;
     let mut challenge_meta: Option<ObjectMeta> = None;
-    let prefix = match &connection.source {
-        SourceSpec::S3(spec) => spec.prefix.as_str(),
-        SourceSpec::Dir(_) => "",
-    };
+    let prefix = connection.source.prefix();
     let listed = source
         .list(&mut |meta: ObjectMeta| {
             if Some(&meta.key) == challenge.as_ref() {

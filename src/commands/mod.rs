@@ -15,6 +15,18 @@ pub const EXIT_USAGE: u8 = 2;
 
 use s3_importd::config::{Config, Connection};
 
+/// The one connection a command is about; an unknown name is reported (with the known ones)
+/// and becomes exit code 2.
+pub fn pick_one<'c>(config: &'c Config, name: &str) -> Result<&'c Connection, std::process::ExitCode> {
+    match pick(config, &[name.to_string()], false) {
+        Ok(mut chosen) => Ok(chosen.remove(0)),
+        Err(message) => {
+            eprintln!("error: {message}");
+            Err(std::process::ExitCode::from(EXIT_USAGE))
+        }
+    }
+}
+
 /// The connections named on the command line, or every one (`all_enabled` = only the enabled
 /// ones) when none is named. An unknown name is an error that lists the known ones.
 pub fn pick<'c>(

@@ -2,7 +2,7 @@
 //! connection needs, each ready to paste into the AWS console. The documents themselves are
 //! built by `s3_importd::policy`; this handler finds the daemon's principal and prints.
 
-use super::{EXIT_FAILED, EXIT_USAGE, pick};
+use super::{EXIT_FAILED, EXIT_USAGE, pick_one};
 use s3_importd::aws::caller_arn;
 use s3_importd::config::{Config, SourceSpec, TargetSpec};
 use s3_importd::policy;
@@ -10,12 +10,9 @@ use serde_json::{Value, json};
 use std::process::ExitCode;
 
 pub async fn command(config: &Config, name: &str, new_external_id: bool, as_json: bool) -> ExitCode {
-    let connection = match pick(config, &[name.to_string()], false) {
-        Ok(mut c) => c.remove(0),
-        Err(message) => {
-            eprintln!("error: {message}");
-            return ExitCode::from(EXIT_USAGE);
-        }
+    let connection = match pick_one(config, name) {
+        Ok(c) => c,
+        Err(code) => return code,
     };
     let SourceSpec::S3(source) = &connection.source else {
         eprintln!("error: {name} reads a local folder (type = \"dir\"); IAM policies are for s3 sources");

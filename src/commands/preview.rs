@@ -3,7 +3,7 @@
 //! the template, as an aligned table followed by the row errors. Changes no state: selection
 //! runs as a dry run, and the sample is parsed into memory, not the spool.
 
-use super::{EXIT_FAILED, EXIT_USAGE, pick};
+use super::{EXIT_FAILED, pick_one};
 use anyhow::Context;
 use chrono::SecondsFormat;
 use s3_importd::clock::SystemClock;
@@ -19,12 +19,9 @@ use std::process::ExitCode;
 const CELL: usize = 32;
 
 pub async fn command(config: &Config, name: &str, files: usize, rows: u64) -> anyhow::Result<ExitCode> {
-    let connection = match pick(config, &[name.to_string()], false) {
-        Ok(mut c) => c.remove(0),
-        Err(message) => {
-            eprintln!("error: {message}");
-            return Ok(ExitCode::from(EXIT_USAGE));
-        }
+    let connection = match pick_one(config, name) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
     };
     let state = SqliteStore::open(&config.settings.state).context("opening the state store")?;
     let source = source::for_connection(connection).await;

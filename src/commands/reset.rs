@@ -2,7 +2,7 @@
 //! DATE are imported again, into a new `[table_version]`. Refused while the connection runs
 //! (in the daemon or another `run`): it takes the same lock a run takes.
 
-use super::{EXIT_FAILED, EXIT_USAGE, pick};
+use super::{EXIT_FAILED, EXIT_USAGE, pick_one};
 use anyhow::Context;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use s3_importd::config::Config;
@@ -22,12 +22,9 @@ pub fn parse_since(text: &str) -> Result<DateTime<Utc>, String> {
 }
 
 pub fn command(config: &Config, name: &str, since: &str) -> anyhow::Result<ExitCode> {
-    let connection = match pick(config, &[name.to_string()], false) {
-        Ok(mut c) => c.remove(0),
-        Err(message) => {
-            eprintln!("error: {message}");
-            return Ok(ExitCode::from(EXIT_USAGE));
-        }
+    let connection = match pick_one(config, name) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
     };
     let since = match parse_since(since) {
         Ok(t) => t,

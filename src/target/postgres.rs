@@ -21,10 +21,10 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
 /// The provenance columns, in the order they follow the template's fields.
-const PROVENANCE: [(&str, &str); 3] = [
-    ("_source_key", "text"),
-    ("_source_version", "text"),
-    ("_source_line", "bigint"),
+const PROVENANCE: [(&str, &str, Type); 3] = [
+    ("_source_key", "text", Type::TEXT),
+    ("_source_version", "text", Type::TEXT),
+    ("_source_line", "bigint", Type::INT8),
 ];
 
 /// The temporary table each object is copied into first.
@@ -116,9 +116,11 @@ impl PostgresTarget {
                 (f.name.clone(), sql, wire)
             })
             .collect();
-        columns.push(("_source_key".into(), "text", Type::TEXT));
-        columns.push(("_source_version".into(), "text", Type::TEXT));
-        columns.push(("_source_line".into(), "bigint", Type::INT8));
+        columns.extend(
+            PROVENANCE
+                .iter()
+                .map(|(name, sql, wire)| (name.to_string(), *sql, wire.clone())),
+        );
         columns
     }
 
@@ -152,7 +154,7 @@ impl PostgresTarget {
                 .iter()
                 .map(|(name, sql, _)| format!("{} {sql}", quote(name)))
                 .collect();
-            for name in ["_source_key", "_source_version", "_source_line"] {
+            for (name, _, _) in &PROVENANCE {
                 if let Some(d) = defs.iter_mut().find(|d| d.starts_with(&quote(name))) {
                     d.push_str(" NOT NULL");
                 }
