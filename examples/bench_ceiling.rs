@@ -3,6 +3,8 @@
 //!
 //! `bench_ceiling csv FILE`: the csv crate reading `ByteRecord`s into one reused record.
 //! `bench_ceiling jsonl FILE`: serde_json parsing each line into a typed struct.
+//! `bench_ceiling jsonl-sonic FILE`: the same with sonic-rs (SIMD), to see how far a faster
+//! JSON parser would move the ceiling.
 //! Prints one line: `rows=N bytes=N seconds=S`. Used by `scripts/bench`; not part of the
 //! daemon.
 
@@ -29,7 +31,7 @@ struct Product {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let (Some(kind), Some(path)) = (args.get(1), args.get(2)) else {
-        eprintln!("usage: bench_ceiling csv|jsonl FILE");
+        eprintln!("usage: bench_ceiling csv|jsonl|jsonl-sonic FILE");
         std::process::exit(2);
     };
     let bytes = std::fs::metadata(path)?.len();
@@ -44,7 +46,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 rows += 1;
             }
         }
-        "jsonl" => {
+        "jsonl" | "jsonl-sonic" => {
+            let sonic = kind == "jsonl-sonic";
             let mut reader = BufReader::with_capacity(1 << 16, file);
             let mut line = Vec::new();
             loop {
@@ -52,13 +55,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 if reader.read_until(b'\n', &mut line)? == 0 {
                     break;
                 }
-                let product: Product = serde_json::from_slice(&line)?;
+                let product: Product = if sonic {
+                    sonic_rs::from_slice(&line)?
+                } else {
+                    serde_json::from_slice(&line)?
+                };
                 std::hint::black_box(&product);
                 rows += 1;
             }
         }
         other => {
-            eprintln!("unknown kind {other:?}; use csv or jsonl");
+            eprintln!("unknown kind {other:?}; use csv, jsonl or jsonl-sonic");
             std::process::exit(2);
         }
     }

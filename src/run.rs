@@ -260,12 +260,12 @@ async fn execute(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<
     })?;
     let listed: Vec<ObjectMeta> = candidates.clone();
     // When the daemon stops, objects not yet started are left out; those started finish.
-    let results: Vec<(ObjectMeta, Processed)> = futures::stream::iter(candidates.into_iter().enumerate())
+    let results: Vec<(ObjectMeta, Processed)> = futures::stream::iter(candidates)
         .take_until(env.stop.clone().cancelled_owned())
-        .map(|(index, meta)| {
+        .map(|meta| {
             let spool = &spool;
             async move {
-                let processed = process(env, spool, index, &meta).await;
+                let processed = process(env, spool, &meta).await;
                 (meta, processed)
             }
         })
@@ -273,6 +273,7 @@ async fn execute(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<
         .collect()
         .await;
 
+    debug!(objects = results.len(), "objects parsed and spooled");
     let mut plan = CommitPlan {
         connection: c.name.clone(),
         run_id: s.run_id.clone(),
@@ -306,7 +307,7 @@ async fn execute(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<
                 imported_at.push(meta.last_modified);
                 if good > 0 {
                     spools.push(LoadPart {
-                        spool: spooled.path,
+                        spool: spooled.slice,
                         key: meta.key.clone(),
                         version: meta.etag.clone(),
                         last_modified: meta.last_modified,
@@ -362,9 +363,9 @@ async fn execute(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<
             },
             run_id: &s.run_id,
         };
-        deliver(env, &load, &spools, &plan)
-            .await
-            .map(|output| s.output = Some(output))
+        let delivered = deliver(env, &load, &spools, &plan).await;
+        debug!(ok = delivered.is_ok(), "load delivered and committed");
+        delivered.map(|output| s.output = Some(output))
     };
     if let Err(e) = delivered {
         // Nothing imported reached the target: only rejections are settled, and the
@@ -482,10 +483,10 @@ enum Attempt {
 }
 
 /// Fetches, parses, checks and spools one object, trying again when that may help.
-async fn process(env: &RunEnv<'_>, spool: &Spool, index: usize, meta: &ObjectMeta) -> Processed {
+async fn process(env: &RunEnv<'_>, spool: &Spool, meta: &ObjectMeta) -> Processed {
     let mut attempt = 1;
     loop {
-        match process_once(env, spool, index, meta).await {
+        match process_once(env, spool, meta).await {
             Ok(p) => return p,
             Err(Attempt::Transient(e)) if attempt < ATTEMPTS => {
                 debug!(key = %meta.key, error = %e, attempt, "object failed; trying again");
@@ -515,8 +516,7 @@ pub async fn parse_object<S: RowSink + Send + 'static>(
     meta: &ObjectMeta,
     mut sink: S,
 ) -> Result<(Result<ParseStats, ParseError>, S), ObjectError> {
-    let reader = source.open(meta).await?;
-    let bridge = tokio_util::io::SyncIoBridge::new(reader);
+    let reader = source.open(meta).await?.into_blocking();
     let (format_spec, template) = (connection.format.clone(), connection.template.clone());
     let (key, etag) = (meta.key.clone(), meta.etag.clone());
     tokio::task::spawn_blocking(move || {
@@ -524,55 +524,50 @@ pub async fn parse_object<S: RowSink + Send + 'static>(
             key: &key,
             version: &etag,
         };
-        let result = format::parse(bridge, &key, &format_spec, &template, provenance, &mut sink);
+        let result = format::parse(reader, &key, &format_spec, &template, provenance, &mut sink)
+            .and_then(|stats| sink.end().map(|()| stats).map_err(ParseError::Sink));
         (result, sink)
     })
     .await
     .map_err(|e| ObjectError::Task(e.to_string()))
 }
 
-async fn process_once(
-    env: &RunEnv<'_>,
-    spool: &Spool,
-    index: usize,
-    meta: &ObjectMeta,
-) -> Result<Processed, Attempt> {
+async fn process_once(env: &RunEnv<'_>, spool: &Spool, meta: &ObjectMeta) -> Result<Processed, Attempt> {
     let c = env.connection;
-    let writer = spool
-        .writer(index)
-        .map_err(|e| Attempt::Permanent(format!("creating the spool file failed: {e}")))?;
+    let writer = spool.writer();
     let (result, writer) = parse_object(env.source, c, meta, writer)
         .await
         .map_err(|e| match e {
             ObjectError::Source(e) if e.is_transient() => Attempt::Transient(e.to_string()),
             other => Attempt::Permanent(other.to_string()),
         })?;
-    let finished = writer.finish();
-    let spooled = finished.map_err(|e| Attempt::Transient(format!("writing the spool failed: {e}")))?;
     match result {
         Ok(stats) => {
             if c.template.max_bad_rows.exceeded(stats.bad_rows, stats.rows) {
-                let _ = std::fs::remove_file(&spooled.path);
+                let errors = writer.discard();
                 Ok(Processed::Rejected {
                     stats,
                     reason: format!(
                         "{} of {} rows are bad, over max_bad_rows; none of its rows were delivered",
                         stats.bad_rows, stats.rows
                     ),
-                    errors: spooled.errors,
+                    errors,
                 })
             } else {
-                Ok(Processed::Imported { stats, spooled })
+                Ok(Processed::Imported {
+                    stats,
+                    spooled: writer.keep(),
+                })
             }
         }
         Err(e) => {
-            let _ = std::fs::remove_file(&spooled.path);
+            let errors = writer.discard();
             match e {
                 e @ (ParseError::Read(_) | ParseError::Sink(_)) => Err(Attempt::Transient(e.to_string())),
                 e => Ok(Processed::Rejected {
                     stats: ParseStats::default(),
                     reason: e.to_string(),
-                    errors: spooled.errors,
+                    errors,
                 }),
             }
         }

@@ -1,22 +1,84 @@
-//! The spool: the checked rows of one object, written to local disk as JSON Lines while the
+//! The spool: the checked rows of each object, written to local disk as JSON Lines while the
 //! object is parsed, so that a file over `max_bad_rows` never reaches the target and a failed
 //! delivery is retried without downloading again (DESIGN §5).
 //!
 //! A run spools into `spool/<connection>/<run_id>/` beside the state file and removes the
 //! folder when it ends; a run that finds an old folder of its connection removes it first.
+//!
+//! Objects do not get a file each: a run keeps a small pool of spool files, at most one per
+//! object in flight, and each object appends its rows to a file it holds alone while it is
+//! parsed. An object's rows are then a [`SpoolSlice`] (file, offset, length). Creating and
+//! deleting a file per object cost more than parsing it when a run imports thousands of small
+//! objects. This module does file I/O only; what the rows mean is the format's business.
 
 use crate::format::{Row, RowError, RowSink};
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// How many row errors of one object are kept for the quarantine; the rest are counted.
 pub const MAX_ERRORS_KEPT: usize = 1000;
+
+/// The write buffer of one spool file: large enough that a big object is written in few
+/// calls, small enough that the pool costs little memory.
+const BUFFER: usize = 128 * 1024;
 
 /// The spool folder of one run.
 #[derive(Debug, Clone)]
 pub struct Spool {
     dir: PathBuf,
+    /// Files no object is writing to, at their current length.
+    idle: Arc<Mutex<Vec<SpoolFile>>>,
+    /// The number of the next new file.
+    next: Arc<AtomicUsize>,
+}
+
+/// One file of the pool.
+#[derive(Debug)]
+struct SpoolFile {
+    path: PathBuf,
+    out: BufWriter<File>,
+    len: u64,
+}
+
+/// Where one object's rows are: `len` bytes from `start` of a spool file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolSlice {
+    pub path: PathBuf,
+    pub start: u64,
+    pub len: u64,
+}
+
+impl SpoolSlice {
+    /// Whether the slice is its whole file (so the file can stand for it).
+    pub fn is_whole_file(&self) -> io::Result<bool> {
+        Ok(self.start == 0 && std::fs::metadata(&self.path)?.len() == self.len)
+    }
+}
+
+/// Reads slices of spool files, keeping each file open: a load of thousands of objects
+/// reads them from a handful of files.
+#[derive(Debug, Default)]
+pub struct SliceReader {
+    open: Vec<(PathBuf, File)>,
+}
+
+impl SliceReader {
+    /// A reader of one slice's bytes.
+    pub fn read<'r>(&'r mut self, slice: &SpoolSlice) -> io::Result<io::Take<&'r File>> {
+        let at = match self.open.iter().position(|(path, _)| *path == slice.path) {
+            Some(at) => at,
+            None => {
+                self.open.push((slice.path.clone(), File::open(&slice.path)?));
+                self.open.len() - 1
+            }
+        };
+        let mut file = &self.open[at].1;
+        file.seek(SeekFrom::Start(slice.start))?;
+        Ok(file.take(slice.len))
+    }
 }
 
 impl Spool {
@@ -31,18 +93,35 @@ impl Spool {
         }
         let dir = connection_dir.join(run_id);
         std::fs::create_dir_all(&dir)?;
-        Ok(Spool { dir })
+        Ok(Spool {
+            dir,
+            idle: Arc::default(),
+            next: Arc::default(),
+        })
     }
 
-    /// A writer for the object at position `index` of the run.
-    pub fn writer(&self, index: usize) -> io::Result<SpoolWriter> {
-        let path = self.dir.join(format!("{index:06}.jsonl"));
-        Ok(SpoolWriter {
-            out: BufWriter::with_capacity(256 * 1024, File::create(&path)?),
-            path,
+    /// A writer for one object: an idle file of the pool, or a new one, which the first row
+    /// creates (on the parsing thread, not the runtime's).
+    pub fn writer(&self) -> SpoolWriter {
+        let file = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let (target, start) = match file {
+            Some(file) => {
+                let start = file.len;
+                (Target::Open(file), start)
+            }
+            None => {
+                let n = self.next.fetch_add(1, Ordering::Relaxed);
+                (Target::New(self.dir.join(format!("{n:06}.jsonl"))), 0)
+            }
+        };
+        SpoolWriter {
+            target,
+            start,
+            written: 0,
+            idle: self.idle.clone(),
             errors: Vec::new(),
             errors_dropped: 0,
-        })
+        }
     }
 
     /// Removes the run's spool folder.
@@ -51,18 +130,30 @@ impl Spool {
     }
 }
 
-/// Spools the rows of one object and keeps its row errors.
+/// The file a writer appends to.
+enum Target {
+    /// Not created yet.
+    New(PathBuf),
+    Open(SpoolFile),
+    /// Lost to a failed write; the object fails and its file leaves the pool.
+    Broken,
+}
+
+/// Spools the rows of one object and keeps its row errors. End with [`SpoolWriter::keep`] or
+/// [`SpoolWriter::discard`]; either hands the file back to the pool.
 pub struct SpoolWriter {
-    path: PathBuf,
-    out: BufWriter<File>,
+    target: Target,
+    start: u64,
+    written: u64,
+    idle: Arc<Mutex<Vec<SpoolFile>>>,
     errors: Vec<RowError>,
     errors_dropped: u64,
 }
 
-/// A finished spool file and the row errors of its object.
+/// The spooled rows of one object, and its row errors.
 #[derive(Debug)]
 pub struct Spooled {
-    pub path: PathBuf,
+    pub slice: SpoolSlice,
     /// At most [`MAX_ERRORS_KEPT`].
     pub errors: Vec<RowError>,
     /// Row errors past the cap, counted but not kept.
@@ -70,21 +161,98 @@ pub struct Spooled {
 }
 
 impl SpoolWriter {
-    /// Flushes the file and hands back what was spooled.
-    pub fn finish(mut self) -> io::Result<Spooled> {
-        self.out.flush()?;
-        Ok(Spooled {
-            path: self.path,
+    /// Keeps the object's rows (written out by [`RowSink::end`]) and hands back where they
+    /// are.
+    pub fn keep(mut self) -> Spooled {
+        let path = match std::mem::replace(&mut self.target, Target::Broken) {
+            Target::Open(mut file) => {
+                file.len = self.start + self.written;
+                let path = file.path.clone();
+                self.give_back(file);
+                path
+            }
+            Target::New(path) => path,
+            Target::Broken => PathBuf::new(),
+        };
+        Spooled {
+            slice: SpoolSlice {
+                path,
+                start: self.start,
+                len: self.written,
+            },
             errors: self.errors,
             errors_dropped: self.errors_dropped,
-        })
+        }
+    }
+
+    /// Drops the object's rows (it was rejected or failed) and hands back its row errors.
+    pub fn discard(mut self) -> Vec<RowError> {
+        if let Target::Open(mut file) = std::mem::replace(&mut self.target, Target::Broken) {
+            // The file is cut back to where the object began, so the next object's rows
+            // follow the last kept ones; a file that cannot be cut leaves the pool.
+            let cut = file
+                .out
+                .flush()
+                .and_then(|()| file.out.get_ref().set_len(self.start))
+                .and_then(|()| file.out.get_mut().seek(SeekFrom::Start(self.start)));
+            if cut.is_ok() {
+                file.len = self.start;
+                self.give_back(file);
+            }
+        }
+        std::mem::take(&mut self.errors)
+    }
+
+    fn give_back(&self, file: SpoolFile) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(file);
+        }
+    }
+
+    fn out(&mut self) -> io::Result<&mut BufWriter<File>> {
+        if let Target::New(path) = &self.target {
+            let out = BufWriter::with_capacity(BUFFER, File::create(path)?);
+            self.target = Target::Open(SpoolFile {
+                path: path.clone(),
+                out,
+                len: 0,
+            });
+        }
+        match &mut self.target {
+            Target::Open(file) => Ok(&mut file.out),
+            _ => Err(io::Error::other("the spool file failed earlier")),
+        }
     }
 }
 
 impl RowSink for SpoolWriter {
     fn row(&mut self, row: &Row<'_>) -> io::Result<()> {
-        row.write_json(&mut self.out)?;
-        self.out.write_all(b"\n")
+        let json = row.json();
+        let result = self.out().and_then(|out| {
+            out.write_all(json)?;
+            out.write_all(b"\n")
+        });
+        match result {
+            Ok(()) => {
+                self.written += json.len() as u64 + 1;
+                Ok(())
+            }
+            Err(e) => {
+                // Part of the row may be in the file: it cannot be used by another object.
+                self.target = Target::Broken;
+                Err(e)
+            }
+        }
+    }
+
+    fn end(&mut self) -> io::Result<()> {
+        // A new file is created even for an object without rows, so that every slice kept
+        // names a file that exists.
+        let result = self.out().and_then(|out| out.flush());
+        if result.is_err() {
+            self.target = Target::Broken;
+        }
+        result
     }
 
     fn error(&mut self, error: RowError) {
@@ -93,5 +261,82 @@ impl RowSink for SpoolWriter {
         } else {
             self.errors_dropped += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{self, FormatSpec, Provenance};
+    use crate::template::{BadRowLimit, Template, UnknownFields};
+
+    fn spool_rows(writer: &mut SpoolWriter, text: &str) {
+        let template = Template {
+            table: "t".into(),
+            unknown_fields: UnknownFields::Keep,
+            max_bad_rows: BadRowLimit::Count(0),
+            fields: Vec::new(),
+        };
+        let provenance = Provenance {
+            key: "k",
+            version: "v",
+        };
+        format::parse(
+            text.as_bytes(),
+            "k.csv",
+            &FormatSpec::default(),
+            &template,
+            provenance,
+            writer,
+        )
+        .unwrap();
+        writer.end().unwrap();
+    }
+
+    fn read(slice: &SpoolSlice) -> String {
+        let mut text = String::new();
+        SliceReader::default()
+            .read(slice)
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        text
+    }
+
+    #[test]
+    fn objects_share_files_and_a_discarded_object_leaves_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let spool = Spool::create(root.path(), "c", "run").unwrap();
+        // Two objects in flight at once get two files.
+        let (mut a, mut b) = (spool.writer(), spool.writer());
+        spool_rows(&mut a, "x\n1\n");
+        spool_rows(&mut b, "x\n2\n");
+        let (a, b) = (a.keep(), b.keep());
+        assert_ne!(a.slice.path, b.slice.path);
+        // The next object reuses a file, after the rows already there.
+        let mut c = spool.writer();
+        spool_rows(&mut c, "x\n3\n");
+        let c = c.keep();
+        assert_eq!(c.slice.path, b.slice.path);
+        assert_eq!(c.slice.start, b.slice.len);
+        // A discarded object is cut off: the one after it starts where it started.
+        let mut d = spool.writer();
+        spool_rows(&mut d, "x\n4\n5\n");
+        d.discard();
+        let mut e = spool.writer();
+        spool_rows(&mut e, "x\n6\n");
+        let e = e.keep();
+        assert_eq!(e.slice.start, c.slice.start + c.slice.len);
+        let rows: Vec<String> = [&a, &b, &c, &e].iter().map(|s| read(&s.slice)).collect();
+        for (row, x) in rows.iter().zip(["1", "2", "3", "6"]) {
+            assert!(row.starts_with(&format!("{{\"x\":\"{x}\",")), "{row}");
+            assert_eq!(row.lines().count(), 1);
+        }
+        assert!(a.slice.is_whole_file().unwrap());
+        assert!(!e.slice.is_whole_file().unwrap());
+        // An object without rows has an empty slice.
+        let mut f = spool.writer();
+        spool_rows(&mut f, "x\n");
+        assert_eq!(f.keep().slice.len, 0);
     }
 }

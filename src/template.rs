@@ -9,7 +9,7 @@
 use chrono::{DateTime, LocalResult, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
-use serde_json::{Number, Value};
+use serde_json::Value;
 
 /// A checked data template.
 #[derive(Debug, Clone, PartialEq)]
@@ -137,20 +137,52 @@ pub struct FieldError {
     pub reason: String,
 }
 
+/// The checked values of one row as the text of a JSON object, reused from row to row: the
+/// template's names are rendered as JSON keys once, and each value is written as JSON text
+/// straight from the raw value, so that checking a row allocates nothing per cell.
+#[derive(Debug, Clone)]
+pub struct RowBuffer {
+    /// `"name":` for every field, in field order.
+    keys: Vec<Vec<u8>>,
+    /// `{"a":1,"b":"x",` after [`Template::check_row`]; the caller closes the object.
+    pub text: Vec<u8>,
+}
+
 impl Template {
+    /// A buffer for checking this template's rows.
+    pub fn row_buffer(&self) -> RowBuffer {
+        let keys = self
+            .fields
+            .iter()
+            .map(|f| {
+                let mut key = Vec::with_capacity(f.name.len() + 3);
+                write_json_str(&mut key, &f.name);
+                key.push(b':');
+                key
+            })
+            .collect();
+        RowBuffer {
+            keys,
+            text: Vec::with_capacity(1024),
+        }
+    }
+
     /// Checks every field of one row. `get` finds a field's raw value from its index and field.
-    /// The values go into `values` in field order (it is cleared first, so one buffer serves
-    /// every row); the error is every field that failed.
+    /// The row is written into `buf.text` as an unclosed JSON object (`{"a":1,`, in field
+    /// order); the error is every field that failed, and then the text is meaningless.
     pub fn check_row<'a>(
         &self,
         mut get: impl FnMut(usize, &Field) -> RawValue<'a>,
-        values: &mut Vec<Value>,
+        buf: &mut RowBuffer,
     ) -> Result<(), Vec<FieldError>> {
-        values.clear();
+        let out = &mut buf.text;
+        out.clear();
+        out.push(b'{');
         let mut errors = Vec::new();
-        for (i, field) in self.fields.iter().enumerate() {
-            match field.check(get(i, field)) {
-                Ok(v) => values.push(v),
+        for ((i, field), key) in self.fields.iter().enumerate().zip(&buf.keys) {
+            out.extend_from_slice(key);
+            match field.check_into(get(i, field), out) {
+                Ok(()) => out.push(b','),
                 Err(reason) => errors.push(FieldError {
                     field: field.name.clone(),
                     reason,
@@ -165,35 +197,201 @@ impl Field {
     /// Checks one raw value: missing values take the default or fail when required; present
     /// values are coerced to the field's type and checked against the allowed values.
     pub fn check(&self, raw: RawValue<'_>) -> Result<Value, String> {
+        let mut out = Vec::new();
+        self.check_into(raw, &mut out)?;
+        serde_json::from_slice(&out).map_err(|e| format!("internal error: checked value is not JSON: {e}"))
+    }
+
+    /// [`Field::check`], appending the value's JSON text to `out` instead of building a
+    /// `Value`. On an error, what was appended is meaningless.
+    pub fn check_into(&self, raw: RawValue<'_>, out: &mut Vec<u8>) -> Result<(), String> {
         let raw = match raw {
             RawValue::Text("") => RawValue::Missing,
             RawValue::Json(Value::Null) => RawValue::Missing,
             other => other,
         };
-        let value = match raw {
+        let start = out.len();
+        match raw {
             RawValue::Missing => match &self.default {
                 Some(d) => {
-                    coerce(&self.kind, RawValue::Text(d)).map_err(|e| format!("default {d:?}: {e}"))?
+                    coerce(&self.kind, RawValue::Text(d), out).map_err(|e| format!("default {d:?}: {e}"))?
                 }
                 None if self.required => return Err("required value is missing".to_string()),
-                None => return Ok(Value::Null),
+                None => {
+                    out.extend_from_slice(b"null");
+                    return Ok(());
+                }
             },
-            present => coerce(&self.kind, present)?,
-        };
-        if let Some(allowed) = &self.values {
-            let text = match &value {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            if !allowed.contains(&text) {
-                return Err(format!(
-                    "{text:?} is not one of the allowed values {}",
-                    allowed.join(", ")
-                ));
-            }
+            present => coerce(&self.kind, present, out)?,
         }
-        Ok(value)
+        if let Some(allowed) = &self.values {
+            allowed_value(allowed, &out[start..])?;
+        }
+        Ok(())
     }
+}
+
+/// Checks a value's JSON text against the allowed values, which are compared with the text of
+/// a string and with the JSON of anything else. A string without escapes is compared without
+/// decoding it.
+fn allowed_value(allowed: &[String], json: &[u8]) -> Result<(), String> {
+    let plain = match json {
+        [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => Some(inner),
+        [b'"', ..] => None,
+        other => Some(other),
+    };
+    let found = match plain {
+        Some(text) => allowed.iter().any(|a| a.as_bytes() == text),
+        None => false,
+    };
+    if found {
+        return Ok(());
+    }
+    let text: String = match plain {
+        Some(text) => String::from_utf8_lossy(text).into_owned(),
+        None => serde_json::from_slice::<String>(json).map_err(|e| e.to_string())?,
+    };
+    if plain.is_none() && allowed.contains(&text) {
+        return Ok(());
+    }
+    Err(format!(
+        "{text:?} is not one of the allowed values {}",
+        allowed.join(", ")
+    ))
+}
+
+/// Appends `s` as a JSON string. Text with nothing to escape (the common case) is copied as
+/// it is; the rest is escaped by serde_json, so the output is the same either way.
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
+/// Appends any JSON value.
+fn write_json_value(out: &mut Vec<u8>, value: &Value) {
+    // Writing a Value into a Vec cannot fail: its map keys are strings.
+    let _ = serde_json::to_writer(&mut *out, value);
+}
+
+fn write_int(out: &mut Vec<u8>, n: i64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+fn write_float(out: &mut Vec<u8>, f: f64) {
+    // serde_json writes an f64 as it writes a `Value::Number` made from it.
+    let _ = serde_json::to_writer(&mut *out, &f);
+}
+
+/// Appends a UTC time as an RFC 3339 JSON string, as chrono's
+/// `to_rfc3339_opts(SecondsFormat::AutoSi, true)` writes it (a unit test holds them equal),
+/// without its general-purpose formatter: this runs once per timestamp cell.
+fn write_timestamp(out: &mut Vec<u8>, t: DateTime<Utc>) {
+    use chrono::{Datelike, Timelike};
+    let year = t.year();
+    let nanos = t.nanosecond();
+    if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+        write_json_str(out, &t.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+        return;
+    }
+    out.push(b'"');
+    push_digits(out, year as u32, 4);
+    out.push(b'-');
+    push_digits(out, t.month(), 2);
+    out.push(b'-');
+    push_digits(out, t.day(), 2);
+    out.push(b'T');
+    push_digits(out, t.hour(), 2);
+    out.push(b':');
+    push_digits(out, t.minute(), 2);
+    out.push(b':');
+    push_digits(out, t.second(), 2);
+    if nanos != 0 {
+        out.push(b'.');
+        if nanos.is_multiple_of(1_000_000) {
+            push_digits(out, nanos / 1_000_000, 3);
+        } else if nanos.is_multiple_of(1_000) {
+            push_digits(out, nanos / 1_000, 6);
+        } else {
+            push_digits(out, nanos, 9);
+        }
+    }
+    out.extend_from_slice(b"Z\"");
+}
+
+/// Appends text known to need no escaping as a JSON string.
+fn push_quoted(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    out.extend_from_slice(text.as_bytes());
+    out.push(b'"');
+}
+
+/// Whether `t` is a decimal exactly as rust_decimal prints the value it parses to: an
+/// optional `-`, an integer part without leading zeros, an optional fraction, at most 28
+/// digits, and not a negative zero. Most files write decimals this way, and recognising them
+/// is much cheaper than parsing and printing them (a unit test holds the two equal).
+fn is_canonical_decimal(t: &str) -> bool {
+    let digits = t.strip_prefix('-').unwrap_or(t);
+    let (int, frac) = match digits.split_once('.') {
+        Some((int, frac)) => (int, Some(frac)),
+        None => (digits, None),
+    };
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let int_ok = all_digits(int) && (int == "0" || !int.starts_with('0'));
+    let frac_ok = frac.is_none_or(all_digits);
+    let count = int.len() + frac.map_or(0, str::len);
+    let negative_zero = t.starts_with('-') && digits.bytes().all(|b| b == b'0' || b == b'.');
+    int_ok && frac_ok && count <= 28 && !negative_zero
+}
+
+/// Whether `t` is a valid UTC time written exactly as [`write_timestamp`] writes it without
+/// fractions: `YYYY-MM-DDTHH:MM:SSZ`.
+fn is_canonical_utc(t: &str) -> bool {
+    let b = t.as_bytes();
+    if b.len() != 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'Z'
+    {
+        return false;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<u32> {
+        let part = &b[range];
+        part.iter()
+            .all(u8::is_ascii_digit)
+            .then(|| part.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')))
+    };
+    let (Some(year), Some(month), Some(day), Some(hour), Some(minute), Some(second)) = (
+        number(0..4),
+        number(5..7),
+        number(8..10),
+        number(11..13),
+        number(14..16),
+        number(17..19),
+    ) else {
+        return false;
+    };
+    // A leap second (:60) takes the general path.
+    hour < 24 && minute < 60 && second < 60 && NaiveDate::from_ymd_opt(year as i32, month, day).is_some()
+}
+
+/// Appends `n` in exactly `width` decimal digits, zero-padded.
+fn push_digits(out: &mut Vec<u8>, mut n: u32, width: usize) {
+    let mut buf = [b'0'; 9];
+    for slot in buf[..width].iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    out.extend_from_slice(&buf[..width]);
 }
 
 fn shown(raw: RawValue<'_>) -> String {
@@ -215,43 +413,46 @@ fn shown(raw: RawValue<'_>) -> String {
     }
 }
 
-/// Coerces a present value to a type.
-fn coerce(kind: &FieldType, raw: RawValue<'_>) -> Result<Value, String> {
+/// Coerces a present value to a type, appending its JSON text to `out`.
+fn coerce(kind: &FieldType, raw: RawValue<'_>, out: &mut Vec<u8>) -> Result<(), String> {
+    use std::io::Write;
     let fail = |what: &str| format!("{} is not {what}", shown(raw));
     match kind {
         FieldType::String => match raw {
-            RawValue::Text(t) => Ok(Value::String(t.to_string())),
-            RawValue::Json(Value::String(s)) => Ok(Value::String(s.clone())),
-            RawValue::Json(v @ (Value::Number(_) | Value::Bool(_))) => Ok(Value::String(v.to_string())),
-            _ => Err(fail("a string")),
+            RawValue::Text(t) => write_json_str(out, t),
+            RawValue::Json(Value::String(s)) => write_json_str(out, s),
+            RawValue::Json(v @ (Value::Number(_) | Value::Bool(_))) => write_json_str(out, &v.to_string()),
+            _ => return Err(fail("a string")),
         },
-        FieldType::Integer => match raw {
-            RawValue::Text(t) => t
-                .trim()
-                .parse::<i64>()
-                .map(Value::from)
-                .map_err(|_| fail("an integer")),
-            RawValue::Json(Value::Number(n)) => n.as_i64().map(Value::from).ok_or_else(|| fail("an integer")),
-            RawValue::Json(Value::String(s)) => s
-                .trim()
-                .parse::<i64>()
-                .map(Value::from)
-                .map_err(|_| fail("an integer")),
-            _ => Err(fail("an integer")),
-        },
+        FieldType::Integer => {
+            let n = match raw {
+                RawValue::Text(t) => t.trim().parse::<i64>().ok(),
+                RawValue::Json(Value::Number(n)) => n.as_i64(),
+                RawValue::Json(Value::String(s)) => s.trim().parse::<i64>().ok(),
+                _ => None,
+            };
+            write_int(out, n.ok_or_else(|| fail("an integer"))?);
+        }
         FieldType::Decimal => {
-            let text = match raw {
-                RawValue::Text(t) => Some(t.trim().to_string()),
-                RawValue::Json(Value::String(s)) => Some(s.trim().to_string()),
+            if let Some(t) = text_of(raw).map(str::trim)
+                && is_canonical_decimal(t)
+            {
+                // Already written as the decimal would print itself: no need to parse it.
+                push_quoted(out, t);
+                return Ok(());
+            }
+            let parsed = match raw {
+                RawValue::Text(t) => parse_decimal(t.trim()),
+                RawValue::Json(Value::String(s)) => parse_decimal(s.trim()),
                 // serde_json prints a float with the shortest digits that read back as the
                 // same number, which are the digits the file had for any decimal a float can
                 // tell apart (up to 15 significant digits).
-                RawValue::Json(Value::Number(n)) => Some(n.to_string()),
+                RawValue::Json(Value::Number(n)) => parse_decimal(&n.to_string()),
                 _ => None,
             };
-            text.and_then(|t| parse_decimal(&t))
-                .map(|d| Value::String(d.to_string()))
-                .ok_or_else(|| fail("a decimal number (at most 28 digits)"))
+            let d = parsed.ok_or_else(|| fail("a decimal number (at most 28 digits)"))?;
+            // A decimal's digits, sign and point need no escaping.
+            let _ = write!(out, "\"{d}\"");
         }
         FieldType::Float => {
             let f = match raw {
@@ -260,42 +461,56 @@ fn coerce(kind: &FieldType, raw: RawValue<'_>) -> Result<Value, String> {
                 RawValue::Json(Value::String(s)) => s.trim().parse::<f64>().ok(),
                 _ => None,
             };
-            f.and_then(Number::from_f64)
-                .map(Value::Number)
-                .ok_or_else(|| fail("a finite number"))
+            write_float(
+                out,
+                f.filter(|f| f.is_finite())
+                    .ok_or_else(|| fail("a finite number"))?,
+            );
         }
-        FieldType::Boolean => match raw {
-            RawValue::Json(Value::Bool(b)) => Ok(Value::Bool(*b)),
-            RawValue::Text(t) => parse_bool(t)
-                .map(Value::Bool)
-                .ok_or_else(|| fail("a boolean (true/false, 1/0, yes/no, t/f)")),
-            RawValue::Json(Value::String(t)) => parse_bool(t)
-                .map(Value::Bool)
-                .ok_or_else(|| fail("a boolean (true/false, 1/0, yes/no, t/f)")),
-            RawValue::Json(Value::Number(n)) => match n.as_u64() {
-                Some(0) => Ok(Value::Bool(false)),
-                Some(1) => Ok(Value::Bool(true)),
-                _ => Err(fail("a boolean (true/false, 1/0, yes/no, t/f)")),
-            },
-            _ => Err(fail("a boolean (true/false, 1/0, yes/no, t/f)")),
-        },
+        FieldType::Boolean => {
+            let b = match raw {
+                RawValue::Json(Value::Bool(b)) => Some(*b),
+                RawValue::Text(t) => parse_bool(t),
+                RawValue::Json(Value::String(t)) => parse_bool(t),
+                RawValue::Json(Value::Number(n)) => match n.as_u64() {
+                    Some(0) => Some(false),
+                    Some(1) => Some(true),
+                    _ => None,
+                },
+                _ => None,
+            };
+            let b = b.ok_or_else(|| fail("a boolean (true/false, 1/0, yes/no, t/f)"))?;
+            out.extend_from_slice(if b { b"true" } else { b"false" });
+        }
         FieldType::Date(format) => {
             let text = text_of(raw).ok_or_else(|| fail("a date"))?;
             let pattern = format.as_deref().unwrap_or("%Y-%m-%d");
-            NaiveDate::parse_from_str(text.trim(), pattern)
-                .map(|d| Value::String(d.format("%Y-%m-%d").to_string()))
-                .map_err(|_| fail(&format!("a date in the format {pattern}")))
+            let d = NaiveDate::parse_from_str(text.trim(), pattern)
+                .map_err(|_| fail(&format!("a date in the format {pattern}")))?;
+            let _ = write!(out, "\"{}\"", d.format("%Y-%m-%d"));
         }
-        FieldType::Timestamp { format, zone } => parse_timestamp(raw, format, *zone)
-            .map(|t| Value::String(t.to_rfc3339_opts(SecondsFormat::AutoSi, true))),
-        FieldType::Json => match raw {
-            RawValue::Json(v) => Ok(v.clone()),
-            RawValue::Text(t) => {
-                serde_json::from_str(t).map_err(|e| format!("{} is not JSON: {e}", shown(raw)))
+        FieldType::Timestamp { format, zone } => {
+            if *format == TimeFormat::Iso
+                && let Some(t) = text_of(raw).map(str::trim)
+                && is_canonical_utc(t)
+            {
+                // Already the RFC 3339 text it would be written as.
+                push_quoted(out, t);
+                return Ok(());
             }
-            RawValue::Missing => Err(fail("JSON")),
+            write_timestamp(out, parse_timestamp(raw, format, *zone)?)
+        }
+        FieldType::Json => match raw {
+            RawValue::Json(v) => write_json_value(out, v),
+            RawValue::Text(t) => {
+                let v: Value =
+                    serde_json::from_str(t).map_err(|e| format!("{} is not JSON: {e}", shown(raw)))?;
+                write_json_value(out, &v);
+            }
+            RawValue::Missing => return Err(fail("JSON")),
         },
     }
+    Ok(())
 }
 
 fn text_of<'a>(raw: RawValue<'a>) -> Option<&'a str> {
@@ -307,10 +522,14 @@ fn text_of<'a>(raw: RawValue<'a>) -> Option<&'a str> {
 }
 
 fn parse_bool(t: &str) -> Option<bool> {
-    match t.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "t" | "y" => Some(true),
-        "false" | "0" | "no" | "f" | "n" => Some(false),
-        _ => None,
+    let t = t.trim();
+    let any = |words: &[&str]| words.iter().any(|w| w.eq_ignore_ascii_case(t));
+    if any(&["true", "1", "yes", "t", "y"]) {
+        Some(true)
+    } else if any(&["false", "0", "no", "f", "n"]) {
+        Some(false)
+    } else {
+        None
     }
 }
 
@@ -579,6 +798,149 @@ mod tests {
         assert_eq!(
             f.check(RawValue::Text("9")),
             Err("\"9\" is not one of the allowed values 7, 8".into())
+        );
+    }
+
+    #[test]
+    fn timestamps_are_written_as_chrono_writes_them() {
+        let cases = [
+            "2026-02-10T20:59:01Z",
+            "2026-02-10T20:59:01.5Z",
+            "2026-02-10T20:59:01.123Z",
+            "2026-02-10T20:59:01.000123Z",
+            "2026-02-10T20:59:01.000000007Z",
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999999999Z",
+            "1969-12-31T23:59:59.25+02:00",
+        ];
+        for text in cases {
+            let t = DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc);
+            let mut out = Vec::new();
+            write_timestamp(&mut out, t);
+            let want = serde_json::to_string(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true)).unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), want, "{text}");
+        }
+        // Outside four-digit years chrono's own writer is used.
+        let far = Utc.with_ymd_and_hms(12026, 1, 1, 0, 0, 0).unwrap();
+        let mut out = Vec::new();
+        write_timestamp(&mut out, far);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            serde_json::to_string(&far.to_rfc3339_opts(SecondsFormat::AutoSi, true)).unwrap()
+        );
+    }
+
+    #[test]
+    fn canonical_decimals_and_times_are_recognised_exactly() {
+        let decimals = [
+            "0",
+            "7",
+            "19.90",
+            "-3.5",
+            "0.001",
+            "-0.5",
+            "1234567890123456789012345678",
+            "00.5",
+            "-0",
+            "-0.00",
+            "+1",
+            ".5",
+            "5.",
+            "1e3",
+            "1_000",
+            "12345678901234567890123456789",
+            "0.0000000000000000000000000001",
+            "",
+            "-",
+            "1.2.3",
+        ];
+        for t in decimals {
+            let slow = parse_decimal(t).map(|d| d.to_string());
+            if is_canonical_decimal(t) {
+                assert_eq!(slow.as_deref(), Some(t), "{t}");
+            }
+        }
+        let canonical: Vec<&str> = decimals
+            .iter()
+            .copied()
+            .filter(|t| is_canonical_decimal(t))
+            .collect();
+        assert_eq!(
+            canonical,
+            [
+                "0",
+                "7",
+                "19.90",
+                "-3.5",
+                "0.001",
+                "-0.5",
+                "1234567890123456789012345678"
+            ]
+        );
+        let times = [
+            "2026-02-10T20:59:01Z",
+            "2024-02-29T00:00:00Z",
+            "2023-02-29T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-01-01T24:00:00Z",
+            "2026-06-30T23:59:60Z",
+            "2026-01-01t00:00:00z",
+            "2026-01-01T00:00:00+00:00",
+            "2026-01-01 00:00:00Z",
+        ];
+        let utc = FieldType::Timestamp {
+            format: TimeFormat::Iso,
+            zone: Tz::UTC,
+        };
+        for t in times {
+            if is_canonical_utc(t) {
+                let parsed = parse_timestamp(RawValue::Text(t), &TimeFormat::Iso, Tz::UTC).unwrap();
+                assert_eq!(parsed.to_rfc3339_opts(SecondsFormat::AutoSi, true), t);
+            }
+            // Either way, checking gives what chrono gives.
+            let mut fast = Vec::new();
+            let result = coerce(&utc, RawValue::Text(t), &mut fast);
+            match parse_timestamp(RawValue::Text(t), &TimeFormat::Iso, Tz::UTC) {
+                Ok(want) => assert_eq!(
+                    String::from_utf8(fast).unwrap(),
+                    format!("\"{}\"", want.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+                    "{t}"
+                ),
+                Err(_) => assert!(result.is_err(), "{t}"),
+            }
+        }
+        let canonical: Vec<&str> = times.iter().copied().filter(|t| is_canonical_utc(t)).collect();
+        assert_eq!(canonical, ["2026-02-10T20:59:01Z", "2024-02-29T00:00:00Z"]);
+    }
+
+    #[test]
+    fn a_row_is_written_as_json_text() {
+        let mut t = Template {
+            table: "t".into(),
+            unknown_fields: UnknownFields::Ignore,
+            max_bad_rows: BadRowLimit::Count(0),
+            fields: vec![field(FieldType::Integer), field(FieldType::String)],
+        };
+        t.fields[1].name = "na\"me".into();
+        t.fields[1].values = Some(vec!["a \"b\"".into(), "c".into()]);
+        let mut buf = t.row_buffer();
+        let texts = ["7", "a \"b\""];
+        t.check_row(|i, _| RawValue::Text(texts[i]), &mut buf).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&buf.text),
+            "{\"f\":7,\"na\\\"me\":\"a \\\"b\\\"\","
+        );
+        let texts = ["x", "d"];
+        let errors = t
+            .check_row(|i, _| RawValue::Text(texts[i]), &mut buf)
+            .unwrap_err();
+        let reasons: Vec<&str> = errors.iter().map(|e| e.reason.as_str()).collect();
+        assert_eq!(
+            reasons,
+            [
+                "\"x\" is not an integer",
+                "\"d\" is not one of the allowed values a \"b\", c"
+            ]
         );
     }
 

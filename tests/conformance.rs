@@ -15,7 +15,7 @@ struct Collect {
 
 impl RowSink for Collect {
     fn row(&mut self, row: &Row<'_>) -> std::io::Result<()> {
-        let mut row = row.to_map();
+        let mut row = row.to_map()?;
         for k in ["_source_key", "_source_version", "_source_line"] {
             row.remove(k);
         }

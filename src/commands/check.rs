@@ -277,7 +277,7 @@ async fn source_steps(report: &mut Report, connection: &Connection, reachable: b
 
 /// Reads the first bytes of an object.
 async fn read_start(source: &dyn Source, meta: &ObjectMeta) -> Result<usize, SourceError> {
-    let mut reader = source.open(meta).await?;
+    let mut reader = source.open(meta).await?.into_async();
     let mut buf = vec![0u8; PROBE_BYTES];
     let mut got = 0;
     while got < buf.len() {

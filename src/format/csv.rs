@@ -87,6 +87,9 @@ pub(super) fn parse(
         None => format!("column_{}", i + 1),
     };
 
+    // Where the cells of the record being read are in its text; refilled for every record so
+    // that one allocation serves them all.
+    let mut spans: Vec<std::ops::Range<usize>> = Vec::new();
     while reader.read_byte_record(&mut record).map_err(io)? {
         let line = record.position().map_or(0, |p| p.line());
         let raw = || {
@@ -98,39 +101,50 @@ pub(super) fn parse(
                 .trim_end_matches('\r')
                 .to_string()
         };
-        // Records end at `\n` only, so that line numbers stay exact for CRLF files; the `\r`
-        // of a CRLF ending is taken off the last cell here.
-        let mut cells: Vec<&str> = Vec::with_capacity(record.len());
+        // The record is checked as UTF-8 once, whole; a cell is then a slice of it, which
+        // `str::get` refuses if it would split a character (a cell that starts or ends inside
+        // one is invalid on its own even when the record is valid).
+        let Ok(text) = std::str::from_utf8(record.as_slice()) else {
+            let bad = record
+                .iter()
+                .position(|c| std::str::from_utf8(c).is_err())
+                .unwrap_or(0);
+            sink.broken(line, format!("column {} is not valid UTF-8", bad + 1), raw())?;
+            continue;
+        };
+        spans.clear();
         let mut invalid = None;
-        for (i, cell) in record.iter().enumerate() {
-            let cell = if i + 1 == record.len() {
-                cell.strip_suffix(b"\r").unwrap_or(cell)
-            } else {
-                cell
-            };
-            match std::str::from_utf8(cell) {
-                Ok(s) => cells.push(s),
-                Err(_) => {
-                    invalid = Some(i);
-                    break;
-                }
+        for i in 0..record.len() {
+            let Some(mut range) = record.range(i) else { break };
+            // Records end at `\n` only, so that line numbers stay exact for CRLF files; the
+            // `\r` of a CRLF ending is taken off the last cell here.
+            if i + 1 == record.len() && text.as_bytes()[..range.end].ends_with(b"\r") {
+                range.end -= 1;
             }
+            if text.get(range.clone()).is_none() {
+                invalid = Some(i);
+                break;
+            }
+            spans.push(range);
         }
         if let Some(i) = invalid {
             sink.broken(line, format!("column {} is not valid UTF-8", i + 1), raw())?;
             continue;
         }
-        if cells.len() == 1 && cells[0].is_empty() {
+        // Every span was checked above, so `get` finds each one.
+        let cell = |i: usize| spans.get(i).and_then(|r| text.get(r.clone()));
+        let width = spans.len();
+        if width == 1 && spans.first().is_some_and(|r| r.is_empty()) {
             continue;
         }
         let width = *expected_width.get_or_insert_with(|| {
-            extra_columns = unclaimed(cells.len());
-            cells.len()
+            extra_columns = unclaimed(width);
+            width
         });
-        if cells.len() != width {
+        if spans.len() != width {
             sink.broken(
                 line,
-                format!("has {} fields; expected {width}", cells.len()),
+                format!("has {} fields; expected {width}", spans.len()),
                 raw(),
             )?;
             continue;
@@ -147,16 +161,21 @@ pub(super) fn parse(
             continue;
         }
         let checked = template.check_row(
-            |i, _| match positions[i].and_then(|at| cells.get(at)) {
+            |i, _| match positions[i].and_then(cell) {
                 Some(text) => RawValue::Text(text),
                 None => RawValue::Missing,
             },
-            &mut sink.values,
+            &mut sink.buf,
         );
         let extra: Vec<(String, Value)> = if template.unknown_fields == UnknownFields::Keep {
             extra_columns
                 .iter()
-                .map(|i| (column_name(*i), Value::String(cells[*i].to_string())))
+                .map(|i| {
+                    (
+                        column_name(*i),
+                        Value::String(cell(*i).unwrap_or_default().to_string()),
+                    )
+                })
                 .collect()
         } else {
             Vec::new()

@@ -8,7 +8,7 @@
 //! fails the whole object; an element that is not an object, or fails its template, is a bad
 //! row like any other. This module is not a JSON parser: serde_json is.
 
-use super::jsonl::{claimed, value_row};
+use super::jsonl::{Fields, value_row};
 use super::{Failure, ParseError, Provenanced};
 use crate::template::Template;
 use serde::Deserializer as _;
@@ -33,10 +33,8 @@ pub(super) fn parse(
         position: position.clone(),
     };
     let mut de = serde_json::Deserializer::from_reader(tracked);
-    let claimed = claimed(template);
     let mut rows = Rows {
-        template,
-        claimed: &claimed,
+        fields: Fields::new(template),
         sink,
         position: &position,
         failure: None,
@@ -135,8 +133,7 @@ impl<R: Read> Read for Tracked<R> {
 /// The visitor for the top-level value: streams an array's elements into the sink, takes an
 /// object as one row, and refuses anything else.
 struct Rows<'a, 's, 'p, 'q> {
-    template: &'a Template,
-    claimed: &'a [&'a str],
+    fields: Fields<'a>,
     sink: &'s mut Provenanced<'p, 'q>,
     position: &'a Position,
     /// A failure of the sink, kept here because serde can only carry its own error type.
@@ -148,7 +145,7 @@ struct Rows<'a, 's, 'p, 'q> {
 impl Rows<'_, '_, '_, '_> {
     fn row<E: de::Error>(&mut self, value: Value) -> Result<(), E> {
         let line = self.position.start.get();
-        if let Err(f) = value_row(line, value, self.claimed, self.template, self.sink, None) {
+        if let Err(f) = value_row(line, value, &mut self.fields, self.sink) {
             self.failure = Some(f);
             return Err(E::custom("the sink failed"));
         }

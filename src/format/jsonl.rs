@@ -4,7 +4,11 @@
 
 use super::{Failure, Provenanced};
 use crate::template::{Column, RawValue, Template, UnknownFields};
+use serde::Deserializer;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::fmt;
 use std::io::BufRead;
 
 /// The longest line read as a row.
@@ -17,7 +21,7 @@ pub(super) fn parse(
 ) -> Result<(), Failure> {
     let mut buf = Vec::new();
     let mut line = 0u64;
-    let claimed = claimed(template);
+    let mut fields = Fields::new(template);
     loop {
         buf.clear();
         let Some(complete) = read_line(&mut input, &mut buf, MAX_LINE)? else {
@@ -33,78 +37,232 @@ pub(super) fn parse(
         if bytes.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match serde_json::from_slice::<Value>(bytes) {
-            Ok(value) => value_row(line, value, &claimed, template, sink, Some(bytes))?,
+        // The line is read straight into the fields' slots: no map of the whole object is
+        // built, and keys without escapes are compared without being copied.
+        fields.clear();
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        match LineSeed(&mut fields)
+            .deserialize(&mut de)
+            .and_then(|object| de.end().map(|()| object))
+        {
+            Ok(true) => fields.emit(line, sink, raw)?,
+            Ok(false) => sink.broken(line, "is not a JSON object".to_string(), raw())?,
             Err(e) => sink.broken(line, format!("is not valid JSON: {e}"), raw())?,
         }
     }
 }
 
-/// The keys the template's fields read.
-pub(super) fn claimed(template: &Template) -> Vec<&str> {
-    template
-        .fields
-        .iter()
-        .filter_map(|f| match &f.column {
-            Column::Name(n) => Some(n.as_str()),
-            Column::Index(_) => None,
-        })
-        .collect()
+/// The values of one JSON object sorted out by the template's fields, reused from row to row.
+pub(super) struct Fields<'t> {
+    template: &'t Template,
+    /// The distinct keys the fields read.
+    keys: Vec<&'t str>,
+    /// For each field, which of `keys` it reads (none for a column index, which JSON lacks).
+    field_key: Vec<Option<usize>>,
+    /// The value found for each of `keys`.
+    values: Vec<Option<Value>>,
+    /// Keys no field claims: with their values under `keep`, else with null.
+    unknown: Vec<(String, Value)>,
 }
 
-/// Checks one JSON value as a row: an object against the template, anything else is a bad
-/// row. `line_bytes` is the text of the line for JSON Lines; a value from a JSON array is
-/// shown re-serialized.
+/// Where the value of one key goes.
+enum Slot {
+    Claimed(usize),
+    Unknown,
+    Ignored,
+}
+
+impl<'t> Fields<'t> {
+    pub(super) fn new(template: &'t Template) -> Self {
+        let mut keys: Vec<&str> = Vec::new();
+        let field_key = template
+            .fields
+            .iter()
+            .map(|f| match &f.column {
+                Column::Name(n) => Some(match keys.iter().position(|k| k == n) {
+                    Some(at) => at,
+                    None => {
+                        keys.push(n);
+                        keys.len() - 1
+                    }
+                }),
+                Column::Index(_) => None,
+            })
+            .collect();
+        Fields {
+            template,
+            values: vec![None; keys.len()],
+            keys,
+            field_key,
+            unknown: Vec::new(),
+        }
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.values.iter_mut().for_each(|v| *v = None);
+        self.unknown.clear();
+    }
+
+    fn slot(&self, key: &str) -> Slot {
+        match self.keys.iter().position(|k| *k == key) {
+            Some(at) => Slot::Claimed(at),
+            None if self.template.unknown_fields == UnknownFields::Ignore => Slot::Ignored,
+            None => Slot::Unknown,
+        }
+    }
+
+    /// Puts one key's value in its place. A key given twice keeps its last value, as a JSON
+    /// object map would.
+    fn put(&mut self, key: &str, value: Value) {
+        match self.slot(key) {
+            Slot::Claimed(at) => self.values[at] = Some(value),
+            Slot::Unknown => match self.unknown.iter_mut().find(|(k, _)| k == key) {
+                Some((_, v)) => *v = value,
+                None => self.unknown.push((key.to_string(), value)),
+            },
+            Slot::Ignored => {}
+        }
+    }
+
+    /// Sorts out an object map's keys (copying the values kept).
+    pub(super) fn fill(&mut self, object: &Map<String, Value>) {
+        self.clear();
+        for (key, value) in object {
+            if !matches!(self.slot(key), Slot::Ignored) {
+                self.put(key, value.clone());
+            }
+        }
+    }
+
+    /// Checks the object put in the slots against the template and hands the row or its
+    /// errors to the sink.
+    pub(super) fn emit(
+        &mut self,
+        line: u64,
+        sink: &mut Provenanced<'_, '_>,
+        raw: impl FnOnce() -> String,
+    ) -> Result<(), Failure> {
+        let template = self.template;
+        if template.unknown_fields == UnknownFields::Reject && !self.unknown.is_empty() {
+            let names = self
+                .unknown
+                .iter()
+                .map(|(k, _)| format!("{k:?}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return sink.broken(
+                line,
+                format!("has keys no field claims: {names} (unknown_fields = \"reject\")"),
+                raw(),
+            );
+        }
+        let (values, field_key) = (&self.values, &self.field_key);
+        let checked = template.check_row(
+            |i, _| match field_key[i].and_then(|at| values[at].as_ref()) {
+                Some(value) => RawValue::Json(value),
+                None => RawValue::Missing,
+            },
+            &mut sink.buf,
+        );
+        sink.emit(line, checked, &self.unknown, raw)
+    }
+}
+
+/// Reads one JSON value into [`Fields`]; yields whether it was an object (anything else is
+/// read to its end and dropped).
+struct LineSeed<'f, 't>(&'f mut Fields<'t>);
+
+impl<'de> DeserializeSeed<'de> for LineSeed<'_, '_> {
+    type Value = bool;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for LineSeed<'_, '_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            match self.0.slot(&key) {
+                Slot::Ignored => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+                _ => {
+                    let value = map.next_value::<Value>()?;
+                    self.0.put(&key, value);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(false)
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+}
+
+/// Reads an object key, borrowed from the line when it has no escapes.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_string()))
+    }
+}
+
+/// Checks one JSON value (an element of a JSON array, or a whole document) as a row: an
+/// object against the template, anything else is a bad row. A bad row is shown re-serialized.
 pub(super) fn value_row(
     line: u64,
     value: Value,
-    claimed: &[&str],
-    template: &Template,
+    fields: &mut Fields<'_>,
     sink: &mut Provenanced<'_, '_>,
-    line_bytes: Option<&[u8]>,
 ) -> Result<(), Failure> {
-    let raw = |value: &Value| match line_bytes {
-        Some(bytes) => String::from_utf8_lossy(bytes).into_owned(),
-        None => value.to_string(),
-    };
-    let object: Map<String, Value> = match value {
-        Value::Object(o) => o,
-        other => {
-            sink.broken(line, "is not a JSON object".to_string(), raw(&other))?;
-            return Ok(());
+    match &value {
+        Value::Object(object) => {
+            fields.fill(object);
+            fields.emit(line, sink, || value.to_string())
         }
-    };
-    let unknown: Vec<&String> = object.keys().filter(|k| !claimed.contains(&k.as_str())).collect();
-    if template.unknown_fields == UnknownFields::Reject && !unknown.is_empty() {
-        let names = unknown
-            .iter()
-            .map(|k| format!("{k:?}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let raw = raw(&Value::Object(object.clone()));
-        sink.broken(
-            line,
-            format!("has keys no field claims: {names} (unknown_fields = \"reject\")"),
-            raw,
-        )?;
-        return Ok(());
+        _ => sink.broken(line, "is not a JSON object".to_string(), value.to_string()),
     }
-    let checked = template.check_row(
-        |_, field| match &field.column {
-            Column::Name(n) => object.get(n).map_or(RawValue::Missing, RawValue::Json),
-            Column::Index(_) => RawValue::Missing,
-        },
-        &mut sink.values,
-    );
-    let extra: Vec<(String, Value)> = if template.unknown_fields == UnknownFields::Keep {
-        unknown
-            .iter()
-            .map(|k| ((*k).clone(), object[k.as_str()].clone()))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    sink.emit(line, checked, &extra, || raw(&Value::Object(object.clone())))
 }
 
 /// Reads one line (without its `\n` or `\r\n`) into `buf`, keeping at most `max` bytes.
@@ -193,6 +351,19 @@ mod tests {
         );
         let sink = run("{\"ID\": 1, \"x\": 2}\n", UnknownFields::Keep);
         assert_eq!(sink.rows[0]["x"], json!(2));
+        // A key given twice keeps its last value, claimed or not; escaped keys are matched
+        // by their text.
+        let sink = run(
+            "{\"ID\": 1, \"x\": 2, \"I\\u0044\": 3, \"x\": [4]}\n",
+            UnknownFields::Keep,
+        );
+        assert_eq!(sink.rows[0]["id"], json!(3));
+        assert_eq!(sink.rows[0]["x"], json!([4]));
+        let sink = run("{\"ID\": 1, \"x\": 2, \"x\": 3}\n", UnknownFields::Reject);
+        assert_eq!(
+            sink.errors[0].reason,
+            "has keys no field claims: \"x\" (unknown_fields = \"reject\")"
+        );
     }
 
     #[test]

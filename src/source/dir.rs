@@ -30,13 +30,13 @@ impl DirSource {
     }
 }
 
-/// The BLAKE3 hash of a file's content, as 32 hex digits.
-fn content_version(path: &Path) -> std::io::Result<String> {
+/// The BLAKE3 hash of a file's content, as 32 hex digits. `buf` is the read buffer, shared
+/// by every file of a listing.
+fn content_version(path: &Path, buf: &mut [u8]) -> std::io::Result<String> {
     let mut file = std::fs::File::open(path)?;
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 256 * 1024];
     loop {
-        let n = file.read(&mut buf)?;
+        let n = file.read(buf)?;
         if n == 0 {
             break;
         }
@@ -60,6 +60,7 @@ impl Source for DirSource {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<ObjectMeta, String>>(64);
         let root = self.root.clone();
         let walker = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; 256 * 1024];
             // Symbolic links are followed, so files can be linked into a drop folder; walkdir
             // reports a link loop as an error instead of walking it forever.
             let entries = walkdir::WalkDir::new(&root)
@@ -82,7 +83,7 @@ impl Source for DirSource {
                     let meta = e.metadata().map_err(|err| err.to_string())?;
                     Ok(Some(ObjectMeta {
                         key,
-                        etag: content_version(e.path()).map_err(describe)?,
+                        etag: content_version(e.path(), &mut buf).map_err(describe)?,
                         last_modified: mtime(&meta).map_err(describe)?,
                         size: meta.len(),
                     }))
@@ -114,16 +115,23 @@ impl Source for DirSource {
             message: e.to_string(),
             transient: false,
         };
-        let file = tokio::fs::File::open(&path).await.map_err(read_error)?;
-        let meta = file.metadata().await.map_err(read_error)?;
+        // Opening is file-system work: one trip to the blocking pool does all of it.
+        let opened = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            let file = std::fs::File::open(&path)?;
+            let meta = file.metadata()?;
+            Ok((file, meta.len(), mtime(&meta)?))
+        })
+        .await
+        .map_err(|e| read_error(std::io::Error::other(e)))?;
+        let (file, len, modified) = opened.map_err(read_error)?;
         // A changed size or mtime means another version than the one listed (and hashed).
-        if meta.len() != object.size || mtime(&meta).map_err(read_error)? != object.last_modified {
+        if len != object.size || modified != object.last_modified {
             return Err(SourceError::Changed {
                 location: self.location(),
                 key: object.key.clone(),
             });
         }
-        Ok(Box::new(file))
+        Ok(ObjectReader::File(file))
     }
 
     fn location(&self) -> String {

@@ -13,8 +13,34 @@ use crate::select::ObjectMeta;
 use async_trait::async_trait;
 use tokio::io::AsyncRead;
 
-/// A readable stream of one object's (still compressed) bytes.
-pub type ObjectReader = Box<dyn AsyncRead + Send + Unpin>;
+/// One object's (still compressed) bytes, as the source best gives them.
+pub enum ObjectReader {
+    /// A network stream, read on the runtime.
+    Stream(Box<dyn AsyncRead + Send + Unpin>),
+    /// A local file, read directly by the thread that parses it: going through the runtime
+    /// for every read costs two thread hand-offs, which for thousands of small files cost
+    /// more than reading them.
+    File(std::fs::File),
+}
+
+impl ObjectReader {
+    /// A blocking reader, for the parsing thread. Call it on the runtime (a stream is bridged
+    /// through the current runtime's handle).
+    pub fn into_blocking(self) -> Box<dyn std::io::Read + Send> {
+        match self {
+            ObjectReader::Stream(stream) => Box::new(tokio_util::io::SyncIoBridge::new(stream)),
+            ObjectReader::File(file) => Box::new(file),
+        }
+    }
+
+    /// An asynchronous reader.
+    pub fn into_async(self) -> Box<dyn AsyncRead + Send + Unpin> {
+        match self {
+            ObjectReader::Stream(stream) => stream,
+            ObjectReader::File(file) => Box::new(tokio::fs::File::from_std(file)),
+        }
+    }
+}
 
 /// Something objects are imported from.
 #[async_trait]

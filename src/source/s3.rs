@@ -93,7 +93,7 @@ impl Source for S3Source {
                 message: DisplayErrorContext(&e).to_string(),
             }
         })?;
-        Ok(Box::new(response.body.into_async_read()))
+        Ok(ObjectReader::Stream(Box::new(response.body.into_async_read())))
     }
 
     fn location(&self) -> String {

@@ -8,6 +8,7 @@
 use super::{Delivery, LoadInfo, LoadPart, Target, TargetError, writer};
 use crate::config::{FileTargetSpec, OutputFormat};
 use crate::keytemplate::with_suffix;
+use crate::spool::SpoolSlice;
 use async_trait::async_trait;
 use std::fs::File;
 use std::io;
@@ -50,15 +51,28 @@ fn detail_path(delivery: &Delivery, key: &str) -> Result<String, TargetError> {
 fn write_file(
     path: &Path,
     temp: &Path,
-    spools: &[PathBuf],
+    spools: &[SpoolSlice],
     format: OutputFormat,
     fields: &[String],
 ) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let mut out = io::BufWriter::with_capacity(256 * 1024, File::create(temp)?);
-    writer::write_load(spools, format, fields, &mut out)?;
-    let out = out.into_inner().map_err(|e| e.into_error())?;
+    // A JSON Lines load of one object is its spool file as it is: when the spool is on the
+    // same file system, a second name for it replaces copying every byte. The spool is never
+    // written again once spooled, and removing it later leaves this name intact.
+    let linked = match (format, spools) {
+        (OutputFormat::Jsonl, [spool]) => {
+            spool.is_whole_file()? && std::fs::hard_link(&spool.path, temp).is_ok()
+        }
+        _ => false,
+    };
+    let out = if linked {
+        File::open(temp)?
+    } else {
+        let mut out = io::BufWriter::with_capacity(256 * 1024, File::create(temp)?);
+        writer::write_load(spools, format, fields, &mut out)?;
+        out.into_inner().map_err(|e| e.into_error())?
+    };
     out.sync_all()?;
     drop(out);
     std::fs::rename(temp, path)?;

@@ -15,6 +15,7 @@ pub mod writer;
 
 use crate::config::{Connection, TargetSpec};
 use crate::keytemplate::KeyValues;
+use crate::spool::SpoolSlice;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -31,15 +32,15 @@ pub struct LoadInfo<'a> {
 /// One object's rows in a load: its spool file and where the rows came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadPart {
-    /// The spool file of checked rows, one JSON object per line.
-    pub spool: PathBuf,
+    /// Where the checked rows are spooled, one JSON object per line.
+    pub spool: SpoolSlice,
     pub key: String,
     pub version: String,
     pub last_modified: DateTime<Utc>,
 }
 
-/// The spool files of a load's parts, in order.
-pub fn spools(parts: &[LoadPart]) -> Vec<PathBuf> {
+/// The spooled rows of a load's parts, in order.
+pub fn spools(parts: &[LoadPart]) -> Vec<SpoolSlice> {
     parts.iter().map(|p| p.spool.clone()).collect()
 }
 
@@ -47,21 +48,23 @@ pub fn spools(parts: &[LoadPart]) -> Vec<PathBuf> {
 /// one by one rather than copying the file.
 pub struct SpoolLines {
     path: PathBuf,
-    lines: tokio::io::Lines<tokio::io::BufReader<tokio::fs::File>>,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::io::Take<tokio::fs::File>>>,
 }
 
 impl SpoolLines {
-    pub async fn open(path: &std::path::Path) -> Result<SpoolLines, TargetError> {
-        use tokio::io::AsyncBufReadExt;
-        let file = tokio::fs::File::open(path)
+    pub async fn open(slice: &SpoolSlice) -> Result<SpoolLines, TargetError> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt};
+        let io_error = |source| TargetError::Io {
+            path: slice.path.clone(),
+            source,
+        };
+        let mut file = tokio::fs::File::open(&slice.path).await.map_err(io_error)?;
+        file.seek(std::io::SeekFrom::Start(slice.start))
             .await
-            .map_err(|source| TargetError::Io {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            .map_err(io_error)?;
         Ok(SpoolLines {
-            path: path.to_path_buf(),
-            lines: tokio::io::BufReader::new(file).lines(),
+            path: slice.path.clone(),
+            lines: tokio::io::BufReader::new(file.take(slice.len)).lines(),
         })
     }
 

@@ -12,12 +12,12 @@ use super::{Delivery, LoadInfo, LoadPart, Target, TargetError, writer};
 use crate::aws::{cause_chain, http_status};
 use crate::config::S3TargetSpec;
 use crate::keytemplate::with_suffix;
+use crate::spool::SpoolSlice;
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use std::io::{self, Write};
-use std::path::PathBuf;
 use tokio::sync::mpsc;
 
 /// The size of every part but the last (S3 wants at least 5 MiB).
@@ -97,7 +97,7 @@ impl S3Target {
     }
 
     /// Streams the load into an open multipart upload and completes it.
-    async fn upload(&self, key: &str, upload_id: &str, spools: Vec<PathBuf>) -> Result<(), TargetError> {
+    async fn upload(&self, key: &str, upload_id: &str, spools: Vec<SpoolSlice>) -> Result<(), TargetError> {
         let bucket = &self.spec.s3.bucket;
         // The writer runs on the blocking pool and hands over full parts; one part waits in
         // the channel while another is uploaded, so at most three are in memory.

@@ -4,9 +4,10 @@
 //! Standard output cannot be asked what it received, so a load interrupted by a crash is
 //! delivered again by the next run: at least once, not exactly once.
 
-use super::{Delivery, LoadInfo, LoadPart, Target, TargetError};
+use super::{Delivery, LoadInfo, LoadPart, Target, TargetError, writer};
+use crate::config::OutputFormat;
 use async_trait::async_trait;
-use std::io::{self, Write};
+use std::io;
 use std::path::PathBuf;
 
 /// Writes loads to standard output.
@@ -24,19 +25,9 @@ impl Target for StdoutTarget {
     async fn deliver(&self, _delivery: &Delivery, parts: &[LoadPart]) -> Result<(), TargetError> {
         let spools = super::spools(parts);
         let result = tokio::task::spawn_blocking(move || {
-            let stdout = io::stdout();
-            let mut out = stdout.lock();
-            for spool in &spools {
-                let mut file = std::fs::File::open(spool).map_err(|source| TargetError::Io {
-                    path: spool.clone(),
-                    source,
-                })?;
-                io::copy(&mut file, &mut out).map_err(|source| TargetError::Io {
-                    path: PathBuf::from("stdout"),
-                    source,
-                })?;
-            }
-            out.flush().map_err(|source| TargetError::Io {
+            // The spool is JSON Lines already: the rows are copied as they are.
+            let out = io::stdout().lock();
+            writer::write_load(&spools, OutputFormat::Jsonl, &[], out).map_err(|source| TargetError::Io {
                 path: PathBuf::from("stdout"),
                 source,
             })

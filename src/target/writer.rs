@@ -7,10 +7,9 @@
 //! text, null as an empty cell. This module writes bytes; where they go is the target's job.
 
 use crate::config::OutputFormat;
+use crate::spool::{SliceReader, SpoolSlice};
 use serde_json::{Map, Value};
-use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
-use std::path::PathBuf;
 
 /// The provenance columns every row carries, in the order CSV output puts them.
 pub const PROVENANCE: [&str; 3] = ["_source_key", "_source_version", "_source_line"];
@@ -18,7 +17,7 @@ pub const PROVENANCE: [&str; 3] = ["_source_key", "_source_version", "_source_li
 /// Writes the rows of `spools`, in order, to `out` in `format`; `fields` are the template's
 /// field names (the CSV header before the provenance columns).
 pub fn write_load(
-    spools: &[PathBuf],
+    spools: &[SpoolSlice],
     format: OutputFormat,
     fields: &[String],
     out: impl Write,
@@ -26,8 +25,9 @@ pub fn write_load(
     match format {
         OutputFormat::Jsonl => {
             let mut out = out;
+            let mut reader = SliceReader::default();
             for spool in spools {
-                io::copy(&mut File::open(spool)?, &mut out)?;
+                io::copy(&mut reader.read(spool)?, &mut out)?;
             }
             out.flush()
         }
@@ -44,8 +44,9 @@ pub fn write_load(
             csv.write_record(&columns)?;
             let mut line = String::new();
             let mut cells: Vec<String> = Vec::with_capacity(columns.len());
+            let mut slices = SliceReader::default();
             for spool in spools {
-                let mut reader = BufReader::new(File::open(spool)?);
+                let mut reader = BufReader::new(slices.read(spool)?);
                 loop {
                     line.clear();
                     if reader.read_line(&mut line)? == 0 {
@@ -54,7 +55,7 @@ pub fn write_load(
                     let row: Map<String, Value> = serde_json::from_str(&line).map_err(|e| {
                         io::Error::new(
                             io::ErrorKind::InvalidData,
-                            format!("spool {}: {e}", spool.display()),
+                            format!("spool {}: {e}", spool.path.display()),
                         )
                     })?;
                     cells.clear();
@@ -81,12 +82,19 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn spool(rows: &[Value]) -> (tempfile::TempDir, PathBuf) {
+    fn spool(rows: &[Value]) -> (tempfile::TempDir, SpoolSlice) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("000000.jsonl");
+        // The rows sit after another object's, as they do in a shared spool file.
+        let before = "{\"other\":1}\n";
         let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
-        std::fs::write(&path, text).unwrap();
-        (dir, path)
+        std::fs::write(&path, format!("{before}{text}")).unwrap();
+        let slice = SpoolSlice {
+            path,
+            start: before.len() as u64,
+            len: text.len() as u64,
+        };
+        (dir, slice)
     }
 
     fn written(format: OutputFormat, rows: &[Value]) -> String {
