@@ -41,6 +41,35 @@ struct SpoolFile {
     path: PathBuf,
     out: BufWriter<File>,
     len: u64,
+    /// Where the file stood when its last early write-back began, and that write-back.
+    synced_at: u64,
+    syncing: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How much a spool file grows between early write-backs.
+const WRITE_BACK_EVERY: u64 = 32 * 1024 * 1024;
+
+impl SpoolFile {
+    /// Starts writing the file's data to disk on a thread of its own, every
+    /// [`WRITE_BACK_EVERY`] bytes, one write-back at a time. A load that is delivered as its
+    /// spool file (the `file` target's hard link) must be synced before it counts as
+    /// delivered; started early, that sync runs while the object is still being parsed
+    /// instead of after it. Failures are ignored here: the sync that counts is the target's.
+    fn write_back_early(&mut self, len: u64) {
+        if len < self.synced_at + WRITE_BACK_EVERY || self.syncing.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let Ok(file) = self.out.get_ref().try_clone() else {
+            return;
+        };
+        self.synced_at = len;
+        self.syncing = std::thread::Builder::new()
+            .name("spool-sync".into())
+            .spawn(move || {
+                let _ = file.sync_data();
+            })
+            .ok();
+    }
 }
 
 /// Where one object's rows are: `len` bytes from `start` of a spool file.
@@ -216,6 +245,8 @@ impl SpoolWriter {
                 path: path.clone(),
                 out,
                 len: 0,
+                synced_at: 0,
+                syncing: None,
             });
         }
         match &mut self.target {
@@ -235,6 +266,9 @@ impl RowSink for SpoolWriter {
         match result {
             Ok(()) => {
                 self.written += json.len() as u64 + 1;
+                if let Target::Open(file) = &mut self.target {
+                    file.write_back_early(self.start + self.written);
+                }
                 Ok(())
             }
             Err(e) => {
