@@ -56,7 +56,8 @@ impl SpoolFile {
     /// delivered; started early, that sync runs while the object is still being parsed
     /// instead of after it. Failures are ignored here: the sync that counts is the target's.
     fn write_back_early(&mut self, len: u64) {
-        if len < self.synced_at + WRITE_BACK_EVERY || self.syncing.as_ref().is_some_and(|t| !t.is_finished()) {
+        if len < self.synced_at + WRITE_BACK_EVERY || self.syncing.as_ref().is_some_and(|t| !t.is_finished())
+        {
             return;
         }
         let Ok(file) = self.out.get_ref().try_clone() else {

@@ -402,6 +402,22 @@ impl<R: Read> Read for Watched<R> {
     }
 }
 
+/// A reader that fails once with the error it holds, then reads nothing.
+struct Failed(Option<io::Error>);
+
+impl Read for Failed {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        self.0.take().map_or(Ok(0), Err)
+    }
+}
+
+impl BufRead for Failed {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.0.take().map_or(Ok(&[]), Err)
+    }
+    fn consume(&mut self, _: usize) {}
+}
+
 /// The size of the chunks handed from the read-ahead thread to the parser.
 const CHUNK: usize = 256 * 1024;
 /// How many chunks may wait for the parser: memory stays at a few chunks per object.
@@ -516,15 +532,23 @@ pub fn parse(
     };
     let input = decode(spec.encoding, input).map_err(classify)?;
     let mut sink = Provenanced::new(sink, provenance, template);
-    // Decompressing and transcoding are work of their own: a second thread does them ahead of
-    // the parser, so that a compressed object keeps two cores busy. Plain UTF-8 is read
-    // directly; a thread would cost more than it saves on small objects.
-    let read_ahead = codec.is_some() || spec.encoding != Encoding::Utf8;
+    // Reading (and decompressing, and transcoding) is work of its own: for an object larger
+    // than a chunk, a second thread does it ahead of the parser, so that two cores work on
+    // one object. A smaller object is read whole first and parsed from memory: a thread would
+    // cost more than it saves.
+    let mut input = input;
+    let mut first = Vec::with_capacity(CHUNK);
+    let first_read = (&mut input).take(CHUNK as u64).read_to_end(&mut first);
     let result = std::thread::scope(|scope| {
-        let input: Box<dyn BufRead + Send> = if read_ahead {
-            Box::new(ReadAhead::start(scope, input))
-        } else {
-            input
+        let input: Box<dyn BufRead + Send> = match first_read {
+            Ok(n) if n < CHUNK => Box::new(io::Cursor::new(first)),
+            Ok(_) => Box::new(ReadAhead::start(
+                scope,
+                Box::new(io::Cursor::new(first).chain(input)),
+            )),
+            // The rows before a failure are still parsed, then the parser meets the failure
+            // where it happened.
+            Err(e) => Box::new(io::Cursor::new(first).chain(Failed(Some(e)))),
         };
         match kind {
             FormatKind::Csv => csv::parse(input, spec.delimiter, spec.has_header, template, &mut sink),
