@@ -9,7 +9,8 @@
 //! object in flight, and each object appends its rows to a file it holds alone while it is
 //! parsed. An object's rows are then a [`SpoolSlice`] (file, offset, length). Creating and
 //! deleting a file per object cost more than parsing it when a run imports thousands of small
-//! objects. This module does file I/O only; what the rows mean is the format's business.
+//! objects. A growing file is written back to disk early, 32 MB at a time, on a thread of its
+//! own. This module does file I/O only; what the rows mean is the format's business.
 
 use crate::format::{Row, RowError, RowSink};
 use std::fs::File;

@@ -3,8 +3,9 @@
 //!
 //! A template is built once from configuration (`config::validate`); checking a value is a pure
 //! function of the field and the value. Where values come from (CSV columns, JSON keys) is the
-//! business of [`crate::format`]; this module only turns a raw value into a typed JSON value
-//! or a reason it cannot be one.
+//! business of [`crate::format`]; this module only turns a raw value into the JSON text of
+//! its typed value (appended to a reused buffer, so that checking a row allocates nothing per
+//! cell) or a reason it cannot be one.
 
 use chrono::{DateTime, LocalResult, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc};
 use chrono_tz::Tz;

@@ -3,7 +3,9 @@
 //! [`parse`] reads from any `Read` (a decompressed S3 body, a local file, a byte slice in a
 //! test) and hands every row to a [`RowSink`] as it goes, so memory does not grow with the
 //! object. It does no I/O of its own beyond that reader and the sink: fetching is the source's
-//! job, spooling the sink's. A broken row is a value ([`RowError`]), not a failure; only a
+//! job, spooling the sink's. An object larger than one chunk is read (and decompressed, and
+//! transcoded) by a scoped thread ahead of the parser, so that one object keeps two cores
+//! busy; the thread ends with the parse. A broken row is a value ([`RowError`]), not a failure; only a
 //! reader that fails, or a file that cannot be read as its format at all, ends the object.
 
 mod csv;
