@@ -13,6 +13,7 @@ pub(super) fn parse(
     has_header: bool,
     template: &Template,
     sink: &mut Provenanced<'_, '_>,
+    parallel: bool,
 ) -> Result<(), Failure> {
     let mut reader = ::csv::ReaderBuilder::new()
         .delimiter(delimiter)
@@ -68,121 +69,196 @@ pub(super) fn parse(
             found: found.clone(),
         }));
     }
-    let unclaimed =
-        |width: usize| -> Vec<usize> { (0..width).filter(|i| !positions.contains(&Some(*i))).collect() };
-    let mut expected_width = header.as_ref().map(Vec::len);
-    let mut extra_columns = match &header {
-        Some(h) => unclaimed(h.len()),
-        None => Vec::new(),
-    };
+    let unclaimed = unclaimed_columns(&positions, header.as_ref().map_or(0, Vec::len));
     if let (Some(h), UnknownFields::Reject) = (&header, template.unknown_fields)
-        && !extra_columns.is_empty()
+        && !unclaimed.is_empty()
     {
         return Err(Failure::File(ParseError::UnknownColumns {
-            unknown: extra_columns.iter().map(|i| h[*i].clone()).collect(),
+            unknown: unclaimed.iter().map(|i| h[*i].clone()).collect(),
         }));
     }
-    let column_name = |i: usize| match &header {
-        Some(h) => h[i].clone(),
-        None => format!("column_{}", i + 1),
+    let mut layout = Layout {
+        delimiter,
+        width: header.as_ref().map(Vec::len),
+        extra_columns: unclaimed,
+        positions,
+        header,
     };
 
+    // With a header the layout is fixed, so records can be checked on several threads; without
+    // one, the first record fixes the width, and one thread reads on.
+    if parallel && layout.width.is_some() {
+        let mut read = |batch: &mut Batch| -> Result<bool, Failure> {
+            batch.len = 0;
+            let mut bytes = 0;
+            while bytes < BATCH_BYTES {
+                if batch.len == batch.records.len() {
+                    batch.records.push(::csv::ByteRecord::new());
+                }
+                let record = &mut batch.records[batch.len];
+                if !reader.read_byte_record(record).map_err(io)? {
+                    break;
+                }
+                bytes += record.as_slice().len() + record.len();
+                batch.len += 1;
+            }
+            Ok(batch.len > 0)
+        };
+        let layout = &layout;
+        let check =
+            |spans: &mut Vec<std::ops::Range<usize>>, batch: &Batch, view: &mut Provenanced<'_, '_>| {
+                let mut layout = layout.clone();
+                for record in batch.records.iter().take(batch.len) {
+                    // A worker's view of the sink records; it never fails nor asks to stop.
+                    let _ = check_record(record, &mut layout, template, spans, view);
+                }
+            };
+        return super::parallel::run(sink, template, &mut read, Vec::new, check);
+    }
+    let mut record = ::csv::ByteRecord::new();
     // Where the cells of the record being read are in its text; refilled for every record so
     // that one allocation serves them all.
     let mut spans: Vec<std::ops::Range<usize>> = Vec::new();
     while reader.read_byte_record(&mut record).map_err(io)? {
-        let line = record.position().map_or(0, |p| p.line());
-        let raw = || {
-            record
-                .iter()
-                .map(String::from_utf8_lossy)
-                .collect::<Vec<_>>()
-                .join(&char::from(delimiter).to_string())
-                .trim_end_matches('\r')
-                .to_string()
-        };
-        // The record is checked as UTF-8 once, whole; a cell is then a slice of it, which
-        // `str::get` refuses if it would split a character (a cell that starts or ends inside
-        // one is invalid on its own even when the record is valid).
-        let Ok(text) = std::str::from_utf8(record.as_slice()) else {
-            let bad = record
-                .iter()
-                .position(|c| std::str::from_utf8(c).is_err())
-                .unwrap_or(0);
-            sink.broken(line, format!("column {} is not valid UTF-8", bad + 1), raw())?;
-            continue;
-        };
-        spans.clear();
-        let mut invalid = None;
-        for i in 0..record.len() {
-            let Some(mut range) = record.range(i) else { break };
-            // Records end at `\n` only, so that line numbers stay exact for CRLF files; the
-            // `\r` of a CRLF ending is taken off the last cell here.
-            if i + 1 == record.len() && text.as_bytes()[..range.end].ends_with(b"\r") {
-                range.end -= 1;
-            }
-            if text.get(range.clone()).is_none() {
-                invalid = Some(i);
-                break;
-            }
-            spans.push(range);
-        }
-        if let Some(i) = invalid {
-            sink.broken(line, format!("column {} is not valid UTF-8", i + 1), raw())?;
-            continue;
-        }
-        // Every span was checked above, so `get` finds each one.
-        let cell = |i: usize| spans.get(i).and_then(|r| text.get(r.clone()));
-        let width = spans.len();
-        if width == 1 && spans.first().is_some_and(|r| r.is_empty()) {
-            continue;
-        }
-        let width = *expected_width.get_or_insert_with(|| {
-            extra_columns = unclaimed(width);
-            width
-        });
-        if spans.len() != width {
-            sink.broken(
-                line,
-                format!("has {} fields; expected {width}", spans.len()),
-                raw(),
-            )?;
-            continue;
-        }
-        if header.is_none() && template.unknown_fields == UnknownFields::Reject && !extra_columns.is_empty() {
-            sink.broken(
-                line,
-                format!(
-                    "has {width} fields but the template claims only {}",
-                    width - extra_columns.len()
-                ),
-                raw(),
-            )?;
-            continue;
-        }
-        let checked = template.check_row(
-            |i, _| match positions[i].and_then(cell) {
-                Some(text) => RawValue::Text(text),
-                None => RawValue::Missing,
-            },
-            &mut sink.buf,
-        );
-        let extra: Vec<(String, Value)> = if template.unknown_fields == UnknownFields::Keep {
-            extra_columns
-                .iter()
-                .map(|i| {
-                    (
-                        column_name(*i),
-                        Value::String(cell(*i).unwrap_or_default().to_string()),
-                    )
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        sink.emit(line, checked, &extra, raw)?;
+        check_record(&record, &mut layout, template, &mut spans, sink)?;
     }
     Ok(())
+}
+
+/// About how many bytes of records make one batch for a worker.
+// Small under test, so that the tests' files make many batches.
+const BATCH_BYTES: usize = if cfg!(test) { 16 * 1024 } else { 256 * 1024 };
+
+/// Records read by this thread, to be checked by a worker; the first `len` are this batch's.
+#[derive(Default)]
+struct Batch {
+    records: Vec<::csv::ByteRecord>,
+    len: usize,
+}
+
+/// Where the template's fields are in a record, known from the header (or, without one, from
+/// the first record).
+#[derive(Clone)]
+struct Layout {
+    delimiter: u8,
+    /// The number of columns every record must have; without a header, set by the first.
+    width: Option<usize>,
+    /// The columns no field claims.
+    extra_columns: Vec<usize>,
+    /// The column each field reads, in field order.
+    positions: Vec<Option<usize>>,
+    header: Option<Vec<String>>,
+}
+
+impl Layout {
+    fn column_name(&self, i: usize) -> String {
+        match self.header.as_ref().and_then(|h| h.get(i)) {
+            Some(name) => name.clone(),
+            None => format!("column_{}", i + 1),
+        }
+    }
+}
+
+/// The columns of a record `width` wide that no field reads.
+fn unclaimed_columns(positions: &[Option<usize>], width: usize) -> Vec<usize> {
+    (0..width).filter(|i| !positions.contains(&Some(*i))).collect()
+}
+
+/// Checks one record as a row into `sink`. `spans` is scratch space, reused from record to
+/// record.
+fn check_record(
+    record: &::csv::ByteRecord,
+    layout: &mut Layout,
+    template: &Template,
+    spans: &mut Vec<std::ops::Range<usize>>,
+    sink: &mut Provenanced<'_, '_>,
+) -> Result<(), Failure> {
+    let line = record.position().map_or(0, |p| p.line());
+    let delimiter = layout.delimiter;
+    let raw = || {
+        record
+            .iter()
+            .map(String::from_utf8_lossy)
+            .collect::<Vec<_>>()
+            .join(&char::from(delimiter).to_string())
+            .trim_end_matches('\r')
+            .to_string()
+    };
+    // The record is checked as UTF-8 once, whole; a cell is then a slice of it, which
+    // `str::get` refuses if it would split a character (a cell that starts or ends inside
+    // one is invalid on its own even when the record is valid).
+    let Ok(text) = std::str::from_utf8(record.as_slice()) else {
+        let bad = record
+            .iter()
+            .position(|c| std::str::from_utf8(c).is_err())
+            .unwrap_or(0);
+        return sink.broken(line, format!("column {} is not valid UTF-8", bad + 1), raw());
+    };
+    spans.clear();
+    for i in 0..record.len() {
+        let Some(mut range) = record.range(i) else { break };
+        // Records end at `\n` only, so that line numbers stay exact for CRLF files; the `\r`
+        // of a CRLF ending is taken off the last cell here.
+        if i + 1 == record.len() && text.as_bytes()[..range.end].ends_with(b"\r") {
+            range.end -= 1;
+        }
+        if text.get(range.clone()).is_none() {
+            return sink.broken(line, format!("column {} is not valid UTF-8", i + 1), raw());
+        }
+        spans.push(range);
+    }
+    // Every span was checked above, so `get` finds each one.
+    let cell = |i: usize| spans.get(i).and_then(|r| text.get(r.clone()));
+    let found = spans.len();
+    if found == 1 && spans.first().is_some_and(|r| r.is_empty()) {
+        return Ok(());
+    }
+    let width = match layout.width {
+        Some(width) => width,
+        None => {
+            layout.extra_columns = unclaimed_columns(&layout.positions, found);
+            *layout.width.insert(found)
+        }
+    };
+    if found != width {
+        return sink.broken(line, format!("has {found} fields; expected {width}"), raw());
+    }
+    if layout.header.is_none()
+        && template.unknown_fields == UnknownFields::Reject
+        && !layout.extra_columns.is_empty()
+    {
+        return sink.broken(
+            line,
+            format!(
+                "has {width} fields but the template claims only {}",
+                width - layout.extra_columns.len()
+            ),
+            raw(),
+        );
+    }
+    let positions = &layout.positions;
+    let checked = template.check_row(
+        |i, _| match positions.get(i).copied().flatten().and_then(cell) {
+            Some(text) => RawValue::Text(text),
+            None => RawValue::Missing,
+        },
+        &mut sink.buf,
+    );
+    let extra: Vec<(String, Value)> = if template.unknown_fields == UnknownFields::Keep {
+        layout
+            .extra_columns
+            .iter()
+            .map(|i| {
+                (
+                    layout.column_name(*i),
+                    Value::String(cell(*i).unwrap_or_default().to_string()),
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    sink.emit(line, checked, &extra, raw)
 }
 
 #[cfg(test)]
@@ -238,6 +314,43 @@ mod tests {
         assert_eq!(sink.errors[1].line, 6);
         assert_eq!(sink.errors[1].field, None);
         assert_eq!(sink.errors[1].reason, "has 2 fields; expected 3");
+    }
+
+    #[test]
+    fn the_parallel_parse_gives_what_the_one_thread_loop_gives() {
+        use crate::format::testing::one_thread_and_parallel_agree;
+        use crate::format::{Failure, Provenance, Provenanced, RowSink};
+        // Several batches' worth of records, with quoted newlines, CRLF, blank lines, bad
+        // UTF-8, short records and rows failing one or two fields among them.
+        let mut text = b"Product ID,name,color\r\n".to_vec();
+        for i in 0..40_000 {
+            let row = match i % 13 {
+                2 => "\n".to_string(),
+                4 => format!("{i},\"two\nlines\",red\r\n"),
+                6 => format!("{i},short\n"),
+                8 => ",,\n".to_string(),
+                10 => format!("x{i},a,b\n"),
+                _ => format!("{i},n{i},blue\n"),
+            };
+            text.extend_from_slice(row.as_bytes());
+            if i % 13 == 12 {
+                text.extend_from_slice(b"1,\xff\xfe,red\n");
+            }
+        }
+        let mut t = template(UnknownFields::Keep);
+        t.fields[1].required = true;
+        let run = |parallel: bool, sink: &mut dyn RowSink| {
+            let provenance = Provenance {
+                key: "k",
+                version: "v",
+            };
+            let mut p = Provenanced::new(sink, provenance, &t);
+            let result = super::parse(&text[..], b',', true, &t, &mut p, parallel);
+            assert!(matches!(result, Ok(()) | Err(Failure::Stopped)));
+            p.stats
+        };
+        let stats = one_thread_and_parallel_agree(run, 30);
+        assert!(stats.bad_rows > 10_000, "{stats:?}");
     }
 
     #[test]

@@ -18,7 +18,11 @@ pub(super) fn parse(
     mut input: impl BufRead,
     template: &Template,
     sink: &mut Provenanced<'_, '_>,
+    parallel: bool,
 ) -> Result<(), Failure> {
+    if parallel {
+        return parse_parallel(input, template, sink);
+    }
     let mut buf = Vec::new();
     let mut line = 0u64;
     let mut fields = Fields::new(template);
@@ -28,28 +32,80 @@ pub(super) fn parse(
             return Ok(());
         };
         line += 1;
-        let bytes = buf.as_slice();
-        let raw = || String::from_utf8_lossy(bytes).into_owned();
-        if !complete {
-            sink.broken(line, format!("line is longer than {MAX_LINE} bytes"), raw())?;
-            continue;
-        }
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        // The line is read straight into the fields' slots: no map of the whole object is
-        // built, and keys without escapes are compared without being copied.
-        fields.clear();
-        let mut de = serde_json::Deserializer::from_slice(bytes);
-        match LineSeed(&mut fields)
-            .deserialize(&mut de)
-            .and_then(|object| de.end().map(|()| object))
-        {
-            Ok(true) => fields.emit(line, sink, raw)?,
-            Ok(false) => sink.broken(line, "is not a JSON object".to_string(), raw())?,
-            Err(e) => sink.broken(line, format!("is not valid JSON: {e}"), raw())?,
-        }
+        check_line(line, &buf, complete, &mut fields, sink)?;
     }
+}
+
+/// Checks one line (read whole when `complete`) as a row into `sink`.
+fn check_line(
+    line: u64,
+    bytes: &[u8],
+    complete: bool,
+    fields: &mut Fields<'_>,
+    sink: &mut Provenanced<'_, '_>,
+) -> Result<(), Failure> {
+    let raw = || String::from_utf8_lossy(bytes).into_owned();
+    if !complete {
+        return sink.broken(line, format!("line is longer than {MAX_LINE} bytes"), raw());
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    // The line is read straight into the fields' slots: no map of the whole object is built,
+    // and keys without escapes are compared without being copied.
+    fields.clear();
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match LineSeed(fields)
+        .deserialize(&mut de)
+        .and_then(|object| de.end().map(|()| object))
+    {
+        Ok(true) => fields.emit(line, sink, raw),
+        Ok(false) => sink.broken(line, "is not a JSON object".to_string(), raw()),
+        Err(e) => sink.broken(line, format!("is not valid JSON: {e}"), raw()),
+    }
+}
+
+/// How many bytes of lines make one batch for a worker.
+// Small under test, so that the tests' files make many batches.
+const BATCH_BYTES: usize = if cfg!(test) { 16 * 1024 } else { 256 * 1024 };
+
+/// Lines read by this thread, to be checked by a worker.
+#[derive(Default)]
+struct Batch {
+    text: Vec<u8>,
+    /// Each line's number, where it is in `text`, and whether it was read whole.
+    lines: Vec<(u64, std::ops::Range<usize>, bool)>,
+}
+
+/// Parses with workers checking batches of lines (see [`super::parallel`]): lines are
+/// independent in JSON Lines.
+fn parse_parallel(
+    mut input: impl BufRead,
+    template: &Template,
+    sink: &mut Provenanced<'_, '_>,
+) -> Result<(), Failure> {
+    let mut line = 0u64;
+    let read = |batch: &mut Batch| -> Result<bool, Failure> {
+        batch.text.clear();
+        batch.lines.clear();
+        while batch.text.len() < BATCH_BYTES {
+            let start = batch.text.len();
+            let Some(complete) = read_line(&mut input, &mut batch.text, MAX_LINE)? else {
+                break;
+            };
+            line += 1;
+            batch.lines.push((line, start..batch.text.len(), complete));
+        }
+        Ok(!batch.lines.is_empty())
+    };
+    let check = |fields: &mut Fields<'_>, batch: &Batch, view: &mut Provenanced<'_, '_>| {
+        for (line, range, complete) in &batch.lines {
+            let text = batch.text.get(range.clone()).unwrap_or_default();
+            // A worker's view of the sink records; it never fails nor asks to stop.
+            let _ = check_line(*line, text, *complete, fields, view);
+        }
+    };
+    super::parallel::run(sink, template, read, || Fields::new(template), check)
 }
 
 /// The values of one JSON object sorted out by the template's fields, reused from row to row.
@@ -269,6 +325,8 @@ pub(super) fn value_row(
 /// Returns `None` at the end of input, `Some(false)` when the line was longer than `max` (the
 /// rest of it is read and dropped).
 fn read_line(input: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> std::io::Result<Option<bool>> {
+    // The line is appended after what `buf` holds; the cap counts the line alone.
+    let start = buf.len();
     let mut seen_any = false;
     let mut complete = true;
     loop {
@@ -277,11 +335,11 @@ fn read_line(input: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> std::io
             break;
         }
         seen_any = true;
-        let (take, done) = match chunk.iter().position(|b| *b == b'\n') {
+        let (take, done) = match memchr::memchr(b'\n', chunk) {
             Some(i) => (i, true),
             None => (chunk.len(), false),
         };
-        let room = max.saturating_sub(buf.len());
+        let room = max.saturating_sub(buf.len() - start);
         if take > room {
             complete = false;
         }
@@ -294,7 +352,7 @@ fn read_line(input: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> std::io
     if !seen_any {
         return Ok(None);
     }
-    if buf.last() == Some(&b'\r') {
+    if buf.len() > start && buf.last() == Some(&b'\r') {
         buf.pop();
     }
     Ok(Some(complete))
@@ -303,7 +361,8 @@ fn read_line(input: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> std::io
 #[cfg(test)]
 mod tests {
     use super::read_line;
-    use crate::format::testing::{Collect, id_template, parse_with};
+    use crate::format::Failure;
+    use crate::format::testing::{Collect, field, id_template, parse_with};
     use crate::format::{FormatKind, FormatSpec};
     use crate::template::*;
     use serde_json::json;
@@ -340,6 +399,38 @@ mod tests {
         assert_eq!(errs[1], (5, "is not a JSON object"));
         assert_eq!(errs[2].0, 6);
         assert!(errs[2].1.starts_with("is not valid JSON: "), "{}", errs[2].1);
+    }
+
+    #[test]
+    fn the_parallel_parse_gives_what_the_one_thread_loop_gives() {
+        use crate::format::testing::one_thread_and_parallel_agree;
+        use crate::format::{Provenance, Provenanced, RowSink};
+        let name = field("name", Column::Name("name".into()), FieldType::String, true);
+        let template = id_template("ID", UnknownFields::Ignore, vec![name]);
+        // Several batches' worth of lines, with blank lines, bad JSON, non-objects and rows
+        // failing one or two fields among them.
+        let mut text = String::new();
+        for i in 0..60_000 {
+            text.push_str(&match i % 11 {
+                3 => "\n".to_string(),
+                5 => format!("{{\"ID\": {i}, \"name\": \n"),
+                7 => "[1, 2]\n".to_string(),
+                9 => "{\"ID\": \"x\"}\r\n".to_string(),
+                _ => format!("{{\"ID\": {i}, \"name\": \"n{i}\"}}\n"),
+            });
+        }
+        let run = |parallel: bool, sink: &mut dyn RowSink| {
+            let provenance = Provenance {
+                key: "k",
+                version: "v",
+            };
+            let mut p = Provenanced::new(sink, provenance, &template);
+            let result = super::parse(text.as_bytes(), &template, &mut p, parallel);
+            assert!(matches!(result, Ok(()) | Err(Failure::Stopped)));
+            p.stats
+        };
+        let stats = one_thread_and_parallel_agree(run, 20);
+        assert_eq!(stats.bad_rows, 60_000 / 11 * 3 + 1);
     }
 
     #[test]

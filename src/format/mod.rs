@@ -11,6 +11,7 @@
 mod csv;
 mod json;
 mod jsonl;
+mod parallel;
 
 use crate::template::{FieldError, RowBuffer, Template, write_json_str};
 use serde_json::{Map, Value};
@@ -541,6 +542,8 @@ pub fn parse(
     let mut input = input;
     let mut first = Vec::with_capacity(CHUNK);
     let first_read = (&mut input).take(CHUNK as u64).read_to_end(&mut first);
+    // Only an object that fills a chunk is worth more threads.
+    let parallel = matches!(first_read, Ok(n) if n == CHUNK);
     let result = std::thread::scope(|scope| {
         let input: Box<dyn BufRead + Send> = match first_read {
             Ok(n) if n < CHUNK => Box::new(io::Cursor::new(first)),
@@ -553,9 +556,16 @@ pub fn parse(
             Err(e) => Box::new(io::Cursor::new(first).chain(Failed(Some(e)))),
         };
         match kind {
-            FormatKind::Csv => csv::parse(input, spec.delimiter, spec.has_header, template, &mut sink),
-            FormatKind::Tsv => csv::parse(input, b'\t', spec.has_header, template, &mut sink),
-            FormatKind::Jsonl => jsonl::parse(input, template, &mut sink),
+            FormatKind::Csv => csv::parse(
+                input,
+                spec.delimiter,
+                spec.has_header,
+                template,
+                &mut sink,
+                parallel,
+            ),
+            FormatKind::Tsv => csv::parse(input, b'\t', spec.has_header, template, &mut sink, parallel),
+            FormatKind::Jsonl => jsonl::parse(input, template, &mut sink, parallel),
             FormatKind::Json => json::parse(input, template, &mut sink),
             FormatKind::Auto => Err(Failure::File(ParseError::UnknownFormat)),
         }
@@ -663,6 +673,29 @@ impl<'s, 'p> Provenanced<'s, 'p> {
         }
     }
 
+    /// Hands on a row checked elsewhere (by a worker of a parallel parse), as its JSON text.
+    fn row_json(&mut self, line: u64, json: &[u8]) -> Result<(), Failure> {
+        self.stats.rows += 1;
+        let row = Row {
+            provenance: self.provenance,
+            line,
+            json,
+        };
+        self.inner
+            .row(&row)
+            .map_err(|e| Failure::Io(io::Error::other(SinkFailed(e))))?;
+        self.go_on()
+    }
+
+    /// Hands on a row error found elsewhere; `first` when it is the first error of its row.
+    /// The caller asks [`Provenanced::go_on`] after the row's last error.
+    fn error(&mut self, error: RowError, first: bool) {
+        self.inner.error(error);
+        if first {
+            self.bad_row();
+        }
+    }
+
     /// Reports a row that could not be read as a row at all.
     fn broken(&mut self, line: u64, reason: String, raw: String) -> Result<(), Failure> {
         self.inner.error(RowError {
@@ -744,6 +777,27 @@ pub(crate) mod testing {
         let provenance = Provenance { key, version: "v" };
         let r = parse(bytes, key, spec, template, provenance, &mut sink);
         (r, sink)
+    }
+
+    /// Runs a format's parser one thread and parallel (`run(parallel, sink)`), into a sink
+    /// that keeps everything and into a sample that stops after `limit` rows, and checks that
+    /// both ways give the same rows, errors and counts. Returns the counts.
+    pub fn one_thread_and_parallel_agree(
+        run: impl Fn(bool, &mut dyn RowSink) -> ParseStats,
+        limit: u64,
+    ) -> ParseStats {
+        let (mut one, mut two) = (Collect::default(), Collect::default());
+        let (a, b) = (run(false, &mut one), run(true, &mut two));
+        assert_eq!(a, b);
+        assert_eq!(one.rows, two.rows);
+        assert_eq!(one.errors, two.errors);
+        // A sink that stops early stops both at the same row.
+        let (mut one, mut two) = (Sample::new(limit), Sample::new(limit));
+        let (c, d) = (run(false, &mut one), run(true, &mut two));
+        assert_eq!(c, d);
+        assert_eq!(one.rows, two.rows);
+        assert_eq!(one.errors, two.errors);
+        a
     }
 
     #[derive(Default)]

@@ -1,0 +1,165 @@
+//! Checking one object's rows on several threads: this thread reads units (lines, records)
+//! in batches, workers check whole batches into recorded rows and row errors, and this thread
+//! hands them to the sink in file order.
+//!
+//! Used for objects larger than one read-ahead chunk, by formats whose units can be checked
+//! independently once read (JSON Lines lines; CSV records once the header is known). It
+//! changes nothing but the speed: the rows, row errors, line numbers, counts and the point
+//! where a sink that wants no more rows stops are those of the one-thread loop (each format's
+//! tests run both and compare). This module knows nothing of formats.
+
+use super::{Failure, Provenanced, Row, RowError, RowSink};
+use crate::template::Template;
+use std::collections::BTreeMap;
+use std::sync::mpsc::{channel, sync_channel};
+use std::sync::{Arc, Mutex};
+
+/// How many batches may be read ahead of the one the sink is waiting for: with batches of
+/// about a megabyte, this bounds a parallel parse to a few megabytes.
+const BATCHES_IN_FLIGHT: usize = 4;
+/// Threads checking batches: this machine's two cores, with this thread reading.
+const WORKERS: usize = 2;
+
+/// Reads batches with `read` (which fills the batch it is given and returns whether it
+/// holds anything) and checks them with `check` on [`WORKERS`] threads, each with its own
+/// `state` (made by `new_state`) and its own view of the sink. `B` is recycled from batch to
+/// batch.
+pub(super) fn run<B, S>(
+    sink: &mut Provenanced<'_, '_>,
+    template: &Template,
+    mut read: impl FnMut(&mut B) -> Result<bool, Failure>,
+    new_state: impl Fn() -> S + Sync,
+    check: impl Fn(&mut S, &B, &mut Provenanced<'_, '_>) + Sync,
+) -> Result<(), Failure>
+where
+    B: Default + Send,
+{
+    let provenance = sink.provenance;
+    let (new_state, check) = (&new_state, &check);
+    std::thread::scope(|scope| {
+        let (jobs, job_rx) = sync_channel::<(u64, B)>(BATCHES_IN_FLIGHT);
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let (done_tx, done) = channel::<(u64, Recorder, B)>();
+        for _ in 0..WORKERS {
+            let (job_rx, done_tx) = (job_rx.clone(), done_tx.clone());
+            scope.spawn(move || {
+                let mut state = new_state();
+                loop {
+                    // The lock is held only while waiting for the next batch.
+                    let job = match job_rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok((seq, batch)) = job else { return };
+                    let mut recorder = Recorder::default();
+                    let mut view = Provenanced::new(&mut recorder, provenance, template);
+                    check(&mut state, &batch, &mut view);
+                    drop(view);
+                    if done_tx.send((seq, recorder, batch)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        let mut waiting = BTreeMap::new();
+        let mut spare: Vec<B> = Vec::new();
+        let (mut sent, mut next) = (0u64, 0u64);
+        let mut finished = false;
+        let result = loop {
+            while !finished && sent - next < BATCHES_IN_FLIGHT as u64 {
+                let mut batch = spare.pop().unwrap_or_default();
+                if !read(&mut batch)? {
+                    finished = true;
+                    break;
+                }
+                if jobs.send((sent, batch)).is_err() {
+                    finished = true;
+                    break;
+                }
+                sent += 1;
+            }
+            if next == sent {
+                break Ok(());
+            }
+            // The sink takes batches in order; later ones wait here.
+            let Some((recorder, batch)) = waiting.remove(&next) else {
+                match done.recv() {
+                    Ok((seq, recorder, batch)) => {
+                        waiting.insert(seq, (recorder, batch));
+                        continue;
+                    }
+                    Err(_) => break Ok(()),
+                }
+            };
+            next += 1;
+            spare.push(batch);
+            if let Err(e) = recorder.replay(sink) {
+                break Err(e);
+            }
+        };
+        // Closing the job channel ends the workers; the scope waits for them.
+        drop(jobs);
+        result
+    })
+}
+
+/// What a worker's checking produced for one batch, in order: row texts and row errors.
+#[derive(Default)]
+struct Recorder {
+    text: Vec<u8>,
+    events: Vec<Event>,
+}
+
+enum Event {
+    /// A good row: its line and where its JSON ends in `text` (it starts where the previous
+    /// row ended).
+    Row {
+        line: u64,
+        end: usize,
+    },
+    Error(RowError),
+}
+
+impl RowSink for Recorder {
+    fn row(&mut self, row: &Row<'_>) -> std::io::Result<()> {
+        self.text.extend_from_slice(row.json());
+        self.events.push(Event::Row {
+            line: row.line,
+            end: self.text.len(),
+        });
+        Ok(())
+    }
+    fn error(&mut self, error: RowError) {
+        self.events.push(Event::Error(error));
+    }
+}
+
+impl Recorder {
+    /// Hands the recorded rows and errors to the real sink, counting them as the one-thread
+    /// loop would, and stopping where it would.
+    fn replay(self, sink: &mut Provenanced<'_, '_>) -> Result<(), Failure> {
+        let mut start = 0;
+        let mut last_bad = None;
+        let mut events = self.events.into_iter().peekable();
+        while let Some(event) = events.next() {
+            match event {
+                Event::Row { line, end } => {
+                    sink.row_json(line, self.text.get(start..end).unwrap_or_default())?;
+                    start = end;
+                }
+                Event::Error(error) => {
+                    // A bad row reports one error per failing field; it counts once, and the
+                    // sink is asked whether to go on after the last of them.
+                    let line = error.line;
+                    sink.error(error, last_bad != Some(line));
+                    last_bad = Some(line);
+                    if !matches!(events.peek(), Some(Event::Error(e)) if e.line == line) {
+                        sink.go_on()?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
