@@ -1,6 +1,7 @@
 //! CSV and TSV: the header is matched against the template once, then every record is checked
-//! on its own. Records are read as bytes into one reused buffer; a record that is not valid
-//! UTF-8 or has the wrong number of fields is a row error.
+//! on its own. Records are read as bytes into reused buffers; a record that is not valid
+//! UTF-8 or has the wrong number of fields is a row error. Once the header has fixed the
+//! layout, a large object's records are checked in batches by worker threads.
 
 use super::{Failure, ParseError, Provenanced};
 use crate::template::{Column, RawValue, Template, UnknownFields};

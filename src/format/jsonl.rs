@@ -1,6 +1,7 @@
 //! JSON Lines: one JSON object per line, each line its own error scope. Blank lines are
 //! allowed. A line longer than [`MAX_LINE`] is a row error and is skipped without being held
-//! in memory.
+//! in memory. Lines are independent, so a large object's lines are checked in batches by
+//! worker threads.
 
 use super::{Failure, Provenanced};
 use crate::template::{Column, RawValue, Template, UnknownFields};

@@ -4,8 +4,9 @@
 //! test) and hands every row to a [`RowSink`] as it goes, so memory does not grow with the
 //! object. It does no I/O of its own beyond that reader and the sink: fetching is the source's
 //! job, spooling the sink's. An object larger than one chunk is read (and decompressed, and
-//! transcoded) by a scoped thread ahead of the parser, so that one object keeps two cores
-//! busy; the thread ends with the parse. A broken row is a value ([`RowError`]), not a failure; only a
+//! transcoded) by a scoped thread ahead of the parser, and CSV (with a header) and JSON Lines
+//! rows are checked by worker threads (`parallel.rs`), so that one object keeps both cores
+//! busy; the threads end with the parse. A broken row is a value ([`RowError`]), not a failure; only a
 //! reader that fails, or a file that cannot be read as its format at all, ends the object.
 
 mod csv;
