@@ -9,7 +9,7 @@ use serde_json::Value;
 use std::io::BufRead;
 
 pub(super) fn parse(
-    input: impl BufRead,
+    input: impl BufRead + Send,
     delimiter: u8,
     has_header: bool,
     template: &Template,
@@ -89,7 +89,7 @@ pub(super) fn parse(
     // With a header the layout is fixed, so records can be checked on several threads; without
     // one, the first record fixes the width, and one thread reads on.
     if parallel && layout.width.is_some() {
-        let mut read = |batch: &mut Batch| -> Result<bool, Failure> {
+        let read = |batch: &mut Batch| -> Result<bool, Failure> {
             batch.len = 0;
             let mut bytes = 0;
             while bytes < BATCH_BYTES {
@@ -114,7 +114,7 @@ pub(super) fn parse(
                     let _ = check_record(record, &mut layout, template, spans, view);
                 }
             };
-        return super::parallel::run(sink, template, &mut read, Vec::new, check);
+        return super::parallel::run(sink, template, read, Vec::new, check);
     }
     let mut record = ::csv::ByteRecord::new();
     // Where the cells of the record being read are in its text; refilled for every record so
@@ -352,6 +352,35 @@ mod tests {
         };
         let stats = one_thread_and_parallel_agree(run, 30);
         assert!(stats.bad_rows > 10_000, "{stats:?}");
+    }
+
+    #[test]
+    fn a_read_failure_comes_after_the_rows_before_it_both_ways() {
+        use crate::format::{Failure, Provenance, Provenanced};
+        use std::io::Read;
+        struct Broken;
+        impl Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("connection reset"))
+            }
+        }
+        let mut text = String::from("Product ID,name\n");
+        for i in 0..20_000 {
+            text.push_str(&format!("{i},n{i}\n"));
+        }
+        let t = template(UnknownFields::Ignore);
+        for parallel in [false, true] {
+            let input = std::io::BufReader::new(text.as_bytes().chain(Broken));
+            let mut sink = Collect::default();
+            let provenance = Provenance {
+                key: "k",
+                version: "v",
+            };
+            let mut p = Provenanced::new(&mut sink, provenance, &t);
+            let result = super::parse(input, b',', true, &t, &mut p, parallel);
+            assert!(matches!(result, Err(Failure::Io(_))), "{parallel}");
+            assert_eq!(sink.rows.len(), 20_000, "{parallel}");
+        }
     }
 
     #[test]

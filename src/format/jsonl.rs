@@ -16,7 +16,7 @@ use std::io::BufRead;
 pub const MAX_LINE: usize = 16 * 1024 * 1024;
 
 pub(super) fn parse(
-    mut input: impl BufRead,
+    mut input: impl BufRead + Send,
     template: &Template,
     sink: &mut Provenanced<'_, '_>,
     parallel: bool,
@@ -81,7 +81,7 @@ struct Batch {
 /// Parses with workers checking batches of lines (see [`super::parallel`]): lines are
 /// independent in JSON Lines.
 fn parse_parallel(
-    mut input: impl BufRead,
+    mut input: impl BufRead + Send,
     template: &Template,
     sink: &mut Provenanced<'_, '_>,
 ) -> Result<(), Failure> {
