@@ -1,6 +1,6 @@
-//! Checking one object's rows on several threads: a reader thread splits the text into
-//! batches of units (lines, records), workers check whole batches into recorded rows and row
-//! errors, and the calling thread hands them to the sink in file order.
+//! Checking one object's rows on several threads: this thread reads units (lines, records)
+//! in batches, workers check whole batches into recorded rows and row errors, and this thread
+//! hands them to the sink in file order.
 //!
 //! Used for objects larger than one read-ahead chunk, by formats whose units can be checked
 //! independently once read (JSON Lines lines; CSV records once the header is known). It
@@ -21,16 +21,13 @@ const BATCHES_IN_FLIGHT: usize = 4;
 const WORKERS: usize = 2;
 
 /// Reads batches with `read` (which fills the batch it is given and returns whether it
-/// holds anything; on a failure, the batch holds what was read before it) on a thread of its
-/// own, checks them with `check` on [`WORKERS`] threads,
-/// each with its own `state` (made by `new_state`) and its own view of the sink, and hands
-/// the results to `sink` on this thread, in order. A fixed set of batches circulates between
-/// the threads, so memory does not grow however far the reader could run ahead. A failure of
-/// `read` comes after the rows read before it, as in the one-thread loop.
+/// holds anything; on a failure, the batch holds what was read before it) and checks them with `check` on [`WORKERS`] threads, each with its own
+/// `state` (made by `new_state`) and its own view of the sink. `B` is recycled from batch to
+/// batch.
 pub(super) fn run<B, S>(
     sink: &mut Provenanced<'_, '_>,
     template: &Template,
-    mut read: impl FnMut(&mut B) -> Result<bool, Failure> + Send,
+    mut read: impl FnMut(&mut B) -> Result<bool, Failure>,
     new_state: impl Fn() -> S + Sync,
     check: impl Fn(&mut S, &B, &mut Provenanced<'_, '_>) + Sync,
 ) -> Result<(), Failure>
@@ -43,28 +40,6 @@ where
         let (jobs, job_rx) = sync_channel::<(u64, B)>(BATCHES_IN_FLIGHT);
         let job_rx = Arc::new(Mutex::new(job_rx));
         let (done_tx, done) = channel::<(u64, Recorder, B)>();
-        let (spare_tx, spare_rx) = channel::<B>();
-        for _ in 0..BATCHES_IN_FLIGHT + WORKERS {
-            let _ = spare_tx.send(B::default());
-        }
-        let reader = scope.spawn(move || -> Result<(), Failure> {
-            let mut seq = 0;
-            // Every way out drops `jobs`, which lets the workers finish.
-            while let Ok(mut batch) = spare_rx.recv() {
-                let read = read(&mut batch);
-                if matches!(read, Ok(false)) {
-                    break;
-                }
-                // A batch that failed part-way still holds what was read before the failure,
-                // which the sink gets before the failure, as it would on one thread.
-                if jobs.send((seq, batch)).is_err() {
-                    break;
-                }
-                seq += 1;
-                read?;
-            }
-            Ok(())
-        });
         for _ in 0..WORKERS {
             let (job_rx, done_tx) = (job_rx.clone(), done_tx.clone());
             scope.spawn(move || {
@@ -88,33 +63,52 @@ where
         }
         drop(done_tx);
         let mut waiting = BTreeMap::new();
-        let mut next = 0u64;
-        // The results come in any order; the sink takes them in file order. The channel
-        // closes once the reader has stopped and the workers have checked all it read.
-        let replayed = loop {
-            if let Some((recorder, batch)) = waiting.remove(&next) {
-                next += 1;
-                let _ = spare_tx.send(batch);
-                if let Err(e) = Recorder::replay(recorder, sink) {
-                    break Err(e);
+        let mut spare: Vec<B> = Vec::new();
+        let (mut sent, mut next) = (0u64, 0u64);
+        let mut finished = false;
+        let mut read_failure = None;
+        let result = loop {
+            while !finished && sent - next < BATCHES_IN_FLIGHT as u64 {
+                let mut batch = spare.pop().unwrap_or_default();
+                let read = read(&mut batch);
+                if matches!(read, Ok(false)) {
+                    finished = true;
+                    break;
                 }
-                continue;
+                // A batch that failed part-way still holds what was read before the failure,
+                // which the sink gets before the failure, as it would on one thread.
+                if jobs.send((sent, batch)).is_err() {
+                    finished = true;
+                    break;
+                }
+                sent += 1;
+                if let Err(e) = read {
+                    read_failure = Some(e);
+                    finished = true;
+                }
             }
-            match done.recv() {
-                Ok((seq, recorder, batch)) => {
-                    waiting.insert(seq, (recorder, batch));
+            if next == sent {
+                break Ok(());
+            }
+            // The sink takes batches in order; later ones wait here.
+            let Some((recorder, batch)) = waiting.remove(&next) else {
+                match done.recv() {
+                    Ok((seq, recorder, batch)) => {
+                        waiting.insert(seq, (recorder, batch));
+                        continue;
+                    }
+                    Err(_) => break Ok(()),
                 }
-                Err(_) => break Ok(()),
+            };
+            next += 1;
+            spare.push(batch);
+            if let Err(e) = recorder.replay(sink) {
+                break Err(e);
             }
         };
-        // A sink that stopped leaves the other threads blocked on these channels: closing
-        // them lets every thread end before the reader is joined.
-        drop(done);
-        drop(spare_tx);
-        let read = reader
-            .join()
-            .unwrap_or_else(|_| Err(Failure::Io(std::io::Error::other("the reading thread panicked"))));
-        replayed.and(read)
+        // Closing the job channel ends the workers; the scope waits for them.
+        drop(jobs);
+        result.and(read_failure.map_or(Ok(()), Err))
     })
 }
 
