@@ -135,18 +135,18 @@ impl Spool {
     /// creates (on the parsing thread, not the runtime's).
     pub fn writer(&self) -> SpoolWriter {
         let file = self.idle.lock().ok().and_then(|mut idle| idle.pop());
-        let (target, start) = match file {
+        let (holding, start) = match file {
             Some(file) => {
                 let start = file.len;
-                (Target::Open(file), start)
+                (Holding::Open(file), start)
             }
             None => {
                 let n = self.next.fetch_add(1, Ordering::Relaxed);
-                (Target::New(self.dir.join(format!("{n:06}.jsonl"))), 0)
+                (Holding::New(self.dir.join(format!("{n:06}.jsonl"))), 0)
             }
         };
         SpoolWriter {
-            target,
+            holding,
             start,
             written: 0,
             idle: self.idle.clone(),
@@ -162,7 +162,7 @@ impl Spool {
 }
 
 /// The file a writer appends to.
-enum Target {
+enum Holding {
     /// Not created yet.
     New(PathBuf),
     Open(SpoolFile),
@@ -173,7 +173,7 @@ enum Target {
 /// Spools the rows of one object and keeps its row errors. End with [`SpoolWriter::keep`] or
 /// [`SpoolWriter::discard`]; either hands the file back to the pool.
 pub struct SpoolWriter {
-    target: Target,
+    holding: Holding,
     start: u64,
     written: u64,
     idle: Arc<Mutex<Vec<SpoolFile>>>,
@@ -195,15 +195,15 @@ impl SpoolWriter {
     /// Keeps the object's rows (written out by [`RowSink::end`]) and hands back where they
     /// are.
     pub fn keep(mut self) -> Spooled {
-        let path = match std::mem::replace(&mut self.target, Target::Broken) {
-            Target::Open(mut file) => {
+        let path = match std::mem::replace(&mut self.holding, Holding::Broken) {
+            Holding::Open(mut file) => {
                 file.len = self.start + self.written;
                 let path = file.path.clone();
                 self.give_back(file);
                 path
             }
-            Target::New(path) => path,
-            Target::Broken => PathBuf::new(),
+            Holding::New(path) => path,
+            Holding::Broken => PathBuf::new(),
         };
         Spooled {
             slice: SpoolSlice {
@@ -218,7 +218,7 @@ impl SpoolWriter {
 
     /// Drops the object's rows (it was rejected or failed) and hands back its row errors.
     pub fn discard(mut self) -> Vec<RowError> {
-        if let Target::Open(mut file) = std::mem::replace(&mut self.target, Target::Broken) {
+        if let Holding::Open(mut file) = std::mem::replace(&mut self.holding, Holding::Broken) {
             // The file is cut back to where the object began, so the next object's rows
             // follow the last kept ones; a file that cannot be cut leaves the pool.
             let cut = file
@@ -241,9 +241,9 @@ impl SpoolWriter {
     }
 
     fn out(&mut self) -> io::Result<&mut BufWriter<File>> {
-        if let Target::New(path) = &self.target {
+        if let Holding::New(path) = &self.holding {
             let out = BufWriter::with_capacity(BUFFER, File::create(path)?);
-            self.target = Target::Open(SpoolFile {
+            self.holding = Holding::Open(SpoolFile {
                 path: path.clone(),
                 out,
                 len: 0,
@@ -251,8 +251,8 @@ impl SpoolWriter {
                 syncing: None,
             });
         }
-        match &mut self.target {
-            Target::Open(file) => Ok(&mut file.out),
+        match &mut self.holding {
+            Holding::Open(file) => Ok(&mut file.out),
             _ => Err(io::Error::other("the spool file failed earlier")),
         }
     }
@@ -268,14 +268,14 @@ impl RowSink for SpoolWriter {
         match result {
             Ok(()) => {
                 self.written += json.len() as u64 + 1;
-                if let Target::Open(file) = &mut self.target {
+                if let Holding::Open(file) = &mut self.holding {
                     file.write_back_early(self.start + self.written);
                 }
                 Ok(())
             }
             Err(e) => {
                 // Part of the row may be in the file: it cannot be used by another object.
-                self.target = Target::Broken;
+                self.holding = Holding::Broken;
                 Err(e)
             }
         }
@@ -286,7 +286,7 @@ impl RowSink for SpoolWriter {
         // names a file that exists.
         let result = self.out().and_then(|out| out.flush());
         if result.is_err() {
-            self.target = Target::Broken;
+            self.holding = Holding::Broken;
         }
         result
     }

@@ -11,6 +11,7 @@ use chrono::{DateTime, LocalResult, NaiveDate, NaiveDateTime, SecondsFormat, Tim
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use serde_json::Value;
+use std::borrow::Cow;
 
 /// A checked data template.
 #[derive(Debug, Clone, PartialEq)]
@@ -236,23 +237,12 @@ impl Field {
 /// a string and with the JSON of anything else. A string without escapes is compared without
 /// decoding it.
 fn allowed_value(allowed: &[String], json: &[u8]) -> Result<(), String> {
-    let plain = match json {
-        [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => Some(inner),
-        [b'"', ..] => None,
-        other => Some(other),
+    let text: Cow<str> = match json {
+        [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => String::from_utf8_lossy(inner),
+        [b'"', ..] => Cow::Owned(serde_json::from_slice::<String>(json).map_err(|e| e.to_string())?),
+        other => String::from_utf8_lossy(other),
     };
-    let found = match plain {
-        Some(text) => allowed.iter().any(|a| a.as_bytes() == text),
-        None => false,
-    };
-    if found {
-        return Ok(());
-    }
-    let text: String = match plain {
-        Some(text) => String::from_utf8_lossy(text).into_owned(),
-        None => serde_json::from_slice::<String>(json).map_err(|e| e.to_string())?,
-    };
-    if plain.is_none() && allowed.contains(&text) {
+    if allowed.iter().any(|a| *a == text) {
         return Ok(());
     }
     Err(format!(
@@ -276,7 +266,7 @@ pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Appends any JSON value.
-fn write_json_value(out: &mut Vec<u8>, value: &Value) {
+pub fn write_json_value(out: &mut Vec<u8>, value: &Value) {
     // Writing a Value into a Vec cannot fail: its map keys are strings.
     let _ = serde_json::to_writer(&mut *out, value);
 }
@@ -430,7 +420,8 @@ fn coerce(kind: &FieldType, raw: RawValue<'_>, out: &mut Vec<u8>) -> Result<(), 
             write_int(out, n.ok_or_else(|| fail("an integer"))?);
         }
         FieldType::Decimal => {
-            if let Some(t) = text_of(raw).map(str::trim)
+            let text = text_of(raw).map(str::trim);
+            if let Some(t) = text
                 && is_canonical_decimal(t)
             {
                 // Already written as the decimal would print itself: no need to parse it.
@@ -438,13 +429,11 @@ fn coerce(kind: &FieldType, raw: RawValue<'_>, out: &mut Vec<u8>) -> Result<(), 
                 return Ok(());
             }
             let parsed = match raw {
-                RawValue::Text(t) => parse_decimal(t.trim()),
-                RawValue::Json(Value::String(s)) => parse_decimal(s.trim()),
                 // serde_json prints a float with the shortest digits that read back as the
                 // same number, which are the digits the file had for any decimal a float can
                 // tell apart (up to 15 significant digits).
                 RawValue::Json(Value::Number(n)) => parse_decimal(&n.to_string()),
-                _ => None,
+                _ => text.and_then(parse_decimal),
             };
             let d = parsed.ok_or_else(|| fail("a decimal number (at most 28 digits)"))?;
             // A decimal's digits, sign and point need no escaping.

@@ -105,18 +105,20 @@ pub(super) fn parse(
             }
             Ok(batch.len > 0)
         };
+        // Each worker has its own copy of the layout (fixed here, since the width is known)
+        // and its own cell spans.
         let layout = &layout;
-        let check =
-            |spans: &mut Vec<std::ops::Range<usize>>, batch: &Batch, view: &mut Provenanced<'_, '_>| {
-                let mut layout = layout.clone();
-                for record in batch.records.iter().take(batch.len) {
-                    // A worker's view of the sink records; it never fails nor asks to stop.
-                    let _ = check_record(record, &mut layout, template, spans, view);
-                }
-            };
-        return super::parallel::run(sink, template, read, Vec::new, check);
+        let new_state = || (layout.clone(), Vec::new());
+        let check = |(layout, spans): &mut (Layout, Vec<std::ops::Range<usize>>),
+                     batch: &Batch,
+                     view: &mut Provenanced<'_, '_>| {
+            for record in batch.records.iter().take(batch.len) {
+                // A worker's view of the sink records; it never fails nor asks to stop.
+                let _ = check_record(record, layout, template, spans, view);
+            }
+        };
+        return super::parallel::run(sink, template, read, new_state, check);
     }
-    let mut record = ::csv::ByteRecord::new();
     // Where the cells of the record being read are in its text; refilled for every record so
     // that one allocation serves them all.
     let mut spans: Vec<std::ops::Range<usize>> = Vec::new();

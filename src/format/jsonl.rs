@@ -168,10 +168,10 @@ impl<'t> Fields<'t> {
         }
     }
 
-    /// Puts one key's value in its place. A key given twice keeps its last value, as a JSON
-    /// object map would.
-    fn put(&mut self, key: &str, value: Value) {
-        match self.slot(key) {
+    /// Puts one key's value in its place (`slot`, from [`Fields::slot`]). A key given twice
+    /// keeps its last value, as a JSON object map would.
+    fn put(&mut self, slot: Slot, key: &str, value: Value) {
+        match slot {
             Slot::Claimed(at) => self.values[at] = Some(value),
             Slot::Unknown => match self.unknown.iter_mut().find(|(k, _)| k == key) {
                 Some((_, v)) => *v = value,
@@ -185,8 +185,9 @@ impl<'t> Fields<'t> {
     pub(super) fn fill(&mut self, object: &Map<String, Value>) {
         self.clear();
         for (key, value) in object {
-            if !matches!(self.slot(key), Slot::Ignored) {
-                self.put(key, value.clone());
+            match self.slot(key) {
+                Slot::Ignored => {}
+                slot => self.put(slot, key, value.clone()),
             }
         }
     }
@@ -249,9 +250,9 @@ impl<'de> Visitor<'de> for LineSeed<'_, '_> {
                 Slot::Ignored => {
                     map.next_value::<IgnoredAny>()?;
                 }
-                _ => {
+                slot => {
                     let value = map.next_value::<Value>()?;
-                    self.0.put(&key, value);
+                    self.0.put(slot, &key, value);
                 }
             }
         }

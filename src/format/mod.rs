@@ -6,15 +6,16 @@
 //! job, spooling the sink's. An object larger than one chunk is read (and decompressed, and
 //! transcoded) by a scoped thread ahead of the parser, and CSV (with a header) and JSON Lines
 //! rows are checked by worker threads (`parallel.rs`), so that one object keeps both cores
-//! busy; the threads end with the parse. A broken row is a value ([`RowError`]), not a failure; only a
-//! reader that fails, or a file that cannot be read as its format at all, ends the object.
+//! busy; the threads end with the parse. A broken row is a value ([`RowError`]), not a
+//! failure; only a reader that fails, or a file that cannot be read as its format at all,
+//! ends the object.
 
 mod csv;
 mod json;
 mod jsonl;
 mod parallel;
 
-use crate::template::{FieldError, RowBuffer, Template, write_json_str};
+use crate::template::{FieldError, RowBuffer, Template, write_json_str, write_json_value};
 use serde_json::{Map, Value};
 use std::io::{self, BufRead, BufReader, Read};
 use std::sync::Arc;
@@ -534,13 +535,12 @@ pub fn parse(
             ParseError::Read(e)
         }
     };
-    let input = decode(spec.encoding, input).map_err(classify)?;
+    let mut input = decode(spec.encoding, input).map_err(classify)?;
     let mut sink = Provenanced::new(sink, provenance, template);
     // Reading (and decompressing, and transcoding) is work of its own: for an object larger
     // than a chunk, a second thread does it ahead of the parser, so that two cores work on
     // one object. A smaller object is read whole first and parsed from memory: a thread would
     // cost more than it saves.
-    let mut input = input;
     let mut first = Vec::with_capacity(CHUNK);
     let first_read = (&mut input).take(CHUNK as u64).read_to_end(&mut first);
     // Only an object that fills a chunk is worth more threads.
@@ -637,26 +637,21 @@ impl<'s, 'p> Provenanced<'s, 'p> {
     ) -> Result<(), Failure> {
         match checked {
             Ok(()) => {
-                self.stats.rows += 1;
-                let text = &mut self.buf.text;
+                // The buffer is taken out while the row is handed on, and put back for the
+                // next row, so that its allocation is kept.
+                let mut text = std::mem::take(&mut self.buf.text);
                 for (name, value) in extra {
-                    write_json_str(text, name);
+                    write_json_str(&mut text, name);
                     text.push(b':');
-                    serde_json::to_writer(&mut *text, value).map_err(io::Error::other)?;
+                    write_json_value(&mut text, value);
                     text.push(b',');
                 }
                 text.extend_from_slice(&self.provenance_json);
                 text.extend_from_slice(itoa::Buffer::new().format(line).as_bytes());
                 text.push(b'}');
-                let row = Row {
-                    provenance: self.provenance,
-                    line,
-                    json: text,
-                };
-                self.inner
-                    .row(&row)
-                    .map_err(|e| Failure::Io(io::Error::other(SinkFailed(e))))?;
-                self.go_on()
+                let handed = self.row_json(line, &text);
+                self.buf.text = text;
+                handed
             }
             Err(errors) => {
                 let raw = cap(raw());
@@ -674,7 +669,8 @@ impl<'s, 'p> Provenanced<'s, 'p> {
         }
     }
 
-    /// Hands on a row checked elsewhere (by a worker of a parallel parse), as its JSON text.
+    /// Hands on a checked row as its JSON text (checked here, or by a worker of a parallel
+    /// parse).
     fn row_json(&mut self, line: u64, json: &[u8]) -> Result<(), Failure> {
         self.stats.rows += 1;
         let row = Row {
@@ -1066,6 +1062,26 @@ mod tests {
         assert_eq!(sample.rows.len(), 2);
         let lines: Vec<u64> = sample.errors.iter().map(|e| e.line).collect();
         assert_eq!(lines, [2, 4, 6]);
+    }
+
+    #[test]
+    fn a_row_is_valid_json_with_escaped_provenance_and_kept_fields() {
+        let t = id_template("id", UnknownFields::Keep, Vec::new());
+        let mut sink = Collect::default();
+        let provenance = Provenance {
+            key: "a/\"b\"\\c.csv",
+            version: "e\n1",
+        };
+        let spec = FormatSpec::default();
+        let text = "id,na\"me,colour\n7,\"tea \"\"pot\"\"\",\n";
+        parse(text.as_bytes(), "k.csv", &spec, &t, provenance, &mut sink).unwrap();
+        assert_eq!(
+            sink.rows,
+            [
+                json!({"id": 7, "na\"me": "tea \"pot\"", "colour": "", "_source_key": "a/\"b\"\\c.csv",
+                    "_source_version": "e\n1", "_source_line": 2})
+            ]
+        );
     }
 
     #[test]
