@@ -43,21 +43,7 @@ pub async fn base_config(region: &str) -> aws_config::SdkConfig {
         .await
 }
 
-/// An error and its causes in one line (`a: b: c`), for people: the SDK's own context display
-/// also prints the raw response, which is no help in a terminal.
-pub fn cause_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(err);
-    while let Some(e) = next {
-        let text = e.to_string();
-        // Wrappers often repeat their cause's text; keep each piece once.
-        if !parts.last().is_some_and(|last| last.contains(&text)) {
-            parts.push(text);
-        }
-        next = e.source();
-    }
-    parts.join(": ")
-}
+pub use crate::text::cause_chain;
 
 /// The ARN of the identity the default credential chain resolves to (`sts:GetCallerIdentity`).
 pub async fn caller_arn(region: &str) -> Result<String, String> {

@@ -20,3 +20,4 @@ pub mod spool;
 pub mod state;
 pub mod target;
 pub mod template;
+pub mod text;

@@ -493,7 +493,10 @@ async fn process(env: &RunEnv<'_>, spool: &Spool, meta: &ObjectMeta) -> Processe
                 tokio::time::sleep(BACKOFF * 2u32.pow(attempt - 1)).await;
                 attempt += 1;
             }
-            Err(Attempt::Transient(e)) | Err(Attempt::Permanent(e)) => return Processed::Failed(e),
+            Err(Attempt::Transient(e)) => {
+                return Processed::Failed(format!("{e} (after {attempt} attempts)"));
+            }
+            Err(Attempt::Permanent(e)) => return Processed::Failed(e),
         }
     }
 }

@@ -15,6 +15,7 @@ mod json;
 mod jsonl;
 mod parallel;
 
+use crate::text::quoted_list;
 use crate::template::{FieldError, RowBuffer, Template, write_json_str, write_json_value};
 use serde_json::{Map, Value};
 use std::io::{self, BufRead, BufReader, Read};
@@ -191,8 +192,8 @@ pub struct ParseStats {
 /// [`ParseError::Sink`] is a property of the file: importing it again gives the same answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ParseError {
-    #[error("reading the object failed: {0}")]
-    Read(#[source] io::Error),
+    #[error("reading the object failed: {}", crate::text::cause_chain(.0))]
+    Read(io::Error),
     #[error("writing the spool failed: {0}")]
     Sink(#[source] io::Error),
     #[error(
@@ -211,21 +212,13 @@ pub enum ParseError {
         #[source]
         source: io::Error,
     },
-    #[error("the header lacks the required column{} {}; the header found is {}", if .missing.len() > 1 { "s" } else { "" }, quoted(.missing), quoted(.found))]
+    #[error("the header lacks the required column{} {}; the header found is {}", if .missing.len() > 1 { "s" } else { "" }, quoted_list(.missing), quoted_list(.found))]
     MissingColumns {
         missing: Vec<String>,
         found: Vec<String>,
     },
-    #[error("the header has column{} no field claims: {} (unknown_fields = \"reject\"); add fields for them or set unknown_fields = \"ignore\"", if .unknown.len() > 1 { "s" } else { "" }, quoted(.unknown))]
+    #[error("the header has column{} no field claims: {} (unknown_fields = \"reject\"); add fields for them or set unknown_fields = \"ignore\"", if .unknown.len() > 1 { "s" } else { "" }, quoted_list(.unknown))]
     UnknownColumns { unknown: Vec<String> },
-}
-
-fn quoted(names: &[String]) -> String {
-    names
-        .iter()
-        .map(|n| format!("{n:?}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 impl ParseError {

@@ -5,6 +5,7 @@
 //! rewritten with the same bytes is not imported again. Files and folders whose names start
 //! with `.` are not listed: writers use such names for files still being written.
 
+use super::verify::{Digest, Verified};
 use super::{ObjectReader, Source, SourceError};
 use crate::select::ObjectMeta;
 use async_trait::async_trait;
@@ -131,7 +132,10 @@ impl Source for DirSource {
                 key: object.key.clone(),
             });
         }
-        Ok(ObjectReader::File(file))
+        // The version is the content's hash: a file rewritten while it is read, even with the
+        // same size and mtime, fails at its end instead of being imported.
+        let digest = Digest::Blake3(object.etag.clone());
+        Ok(ObjectReader::File(Verified::new(file, object.size, digest)))
     }
 
     fn location(&self) -> String {

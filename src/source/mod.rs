@@ -7,20 +7,23 @@
 
 pub mod dir;
 pub mod s3;
+pub mod verify;
 
 use crate::config::{Connection, SourceSpec};
 use crate::select::ObjectMeta;
 use async_trait::async_trait;
 use tokio::io::AsyncRead;
 
-/// One object's (still compressed) bytes, as the source best gives them.
+/// One object's (still compressed) bytes, as the source best gives them. Both kinds are
+/// [`verify::Verified`]: the read that reaches the end fails when the bytes are not the ones
+/// listed.
 pub enum ObjectReader {
     /// A network stream, read on the runtime.
     Stream(Box<dyn AsyncRead + Send + Unpin>),
     /// A local file, read directly by the thread that parses it: going through the runtime
     /// for every read costs two thread hand-offs, which for thousands of small files cost
     /// more than reading them.
-    File(std::fs::File),
+    File(verify::Verified<std::fs::File>),
 }
 
 impl ObjectReader {
@@ -37,7 +40,8 @@ impl ObjectReader {
     pub fn into_async(self) -> Box<dyn AsyncRead + Send + Unpin> {
         match self {
             ObjectReader::Stream(stream) => stream,
-            ObjectReader::File(file) => Box::new(tokio::fs::File::from_std(file)),
+            // Only `check` reads asynchronously, and only the first bytes: nothing to verify.
+            ObjectReader::File(file) => Box::new(tokio::fs::File::from_std(file.into_inner())),
         }
     }
 }

@@ -3,8 +3,11 @@
 //! The client comes from [`crate::aws`] (default chain, or AssumeRole with the connection's
 //! `role_arn` and `external_id`). Listing walks
 //! every ListObjectsV2 page; reading streams the body and pins the listed ETag with `If-Match`
-//! so that a run never imports bytes of a version other than the one it recorded.
+//! so that a run never imports bytes of a version other than the one it recorded, and checks
+//! the bytes against the listed size, the MD5 ETag of a single-part object and the object's
+//! S3 checksum ([`super::verify`]).
 
+use super::verify::{Digest, Verified};
 use super::{ObjectReader, Source, SourceError};
 use crate::aws::{client, http_status, is_transient};
 use crate::config::S3Spec;
@@ -12,6 +15,7 @@ use crate::select::ObjectMeta;
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::types::{ChecksumMode, ServerSideEncryption};
 use chrono::{DateTime, TimeZone, Utc};
 
 /// An S3 bucket and folder.
@@ -75,7 +79,14 @@ impl Source for S3Source {
     }
 
     async fn open(&self, object: &ObjectMeta) -> Result<ObjectReader, SourceError> {
-        let mut request = self.client.get_object().bucket(&self.bucket).key(&object.key);
+        // The SDK checks the body against the object's S3 checksum when it has one (the
+        // checksum is sent only when asked for); the size and the MD5 ETag are checked here.
+        let mut request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&object.key)
+            .checksum_mode(ChecksumMode::Enabled);
         if !object.etag.is_empty() {
             request = request.if_match(format!("\"{}\"", object.etag));
         }
@@ -93,7 +104,18 @@ impl Source for S3Source {
                 message: DisplayErrorContext(&e).to_string(),
             }
         })?;
-        Ok(ObjectReader::Stream(Box::new(response.body.into_async_read())))
+        // A KMS- or customer-key-encrypted object's ETag is not the MD5 of its content.
+        let encrypted = response.sse_customer_algorithm().is_some()
+            || response
+                .server_side_encryption()
+                .is_some_and(|sse| !matches!(sse, ServerSideEncryption::Aes256));
+        let digest = if encrypted {
+            Digest::None
+        } else {
+            Digest::from_etag(&object.etag)
+        };
+        let body = Verified::new(response.body.into_async_read(), object.size, digest);
+        Ok(ObjectReader::Stream(Box::new(body)))
     }
 
     fn location(&self) -> String {

@@ -265,3 +265,189 @@ async fn pipe(
     }
     let _ = to.shutdown().await;
 }
+
+/// What [`FaultProxy`] does to the body of an object read (a GET that is not a listing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Passes every response on as it is.
+    None,
+    /// Cuts the body at a line end about half-way and sends a `Content-Length` that matches
+    /// the cut body, as a proxy that lost the rest would.
+    CutWithLength,
+    /// Cuts the body the same way, sends no `Content-Length` and closes the connection: an
+    /// HTTP/1.1 response delimited by the close.
+    CloseDelimited,
+    /// Changes one byte in the middle of the body and keeps its length.
+    AlterByte,
+}
+
+/// An HTTP proxy in front of an S3 server that damages object bodies (one request per
+/// connection; every response is sent with `Connection: close`). `faults` bounds how many
+/// bodies it damages (`u64::MAX` for all); `damaged` counts those it did.
+pub struct FaultProxy {
+    pub url: String,
+    pub fault: Arc<Mutex<Fault>>,
+    pub faults_left: Arc<std::sync::atomic::AtomicU64>,
+    pub damaged: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl FaultProxy {
+    pub async fn start(upstream: &str, fault: Fault, faults: u64) -> FaultProxy {
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let proxy = FaultProxy {
+            url,
+            fault: Arc::new(Mutex::new(fault)),
+            faults_left: Arc::new(std::sync::atomic::AtomicU64::new(faults)),
+            damaged: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        };
+        let (fault, left, damaged) = (proxy.fault.clone(), proxy.faults_left.clone(), proxy.damaged.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (upstream, fault, left, damaged) = (upstream.clone(), fault.clone(), left.clone(), damaged.clone());
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(60),
+                        serve_one(client, &upstream, fault, left, damaged),
+                    )
+                    .await;
+                });
+            }
+        });
+        proxy
+    }
+
+    pub fn set(&self, fault: Fault) {
+        *self.fault.lock().unwrap() = fault;
+    }
+
+    pub fn damaged(&self) -> u64 {
+        self.damaged.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Splits an HTTP message into its head (without the blank line) and what follows.
+fn split_head(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let at = bytes.windows(4).position(|w| w == b"\r\n\r\n")?;
+    Some((&bytes[..at], &bytes[at + 4..]))
+}
+
+/// The head's lines without `Content-Length` and `Connection`, which the proxy sets itself.
+fn head_lines(head: &[u8]) -> Vec<String> {
+    text(head)
+        .split("\r\n")
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            !l.starts_with("content-length:") && !l.starts_with("connection:")
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+fn content_length(head: &[u8]) -> usize {
+    text(head)
+        .split("\r\n")
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())
+                .flatten()
+        })
+        .unwrap_or(0)
+}
+
+async fn serve_one(
+    mut client: tokio::net::TcpStream,
+    upstream: &str,
+    fault: Arc<Mutex<Fault>>,
+    left: Arc<std::sync::atomic::AtomicU64>,
+    damaged: Arc<std::sync::atomic::AtomicU64>,
+) -> std::io::Result<()> {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The request: its head, then as many body bytes as it announces.
+    let mut request = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let (head, body) = loop {
+        let n = client.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        request.extend_from_slice(&buf[..n]);
+        if let Some((head, body)) = split_head(&request) {
+            break (head.to_vec(), body.to_vec());
+        }
+        assert!(request.len() < 1 << 20, "request head too long");
+    };
+    let mut body = body;
+    let want = content_length(&head);
+    while body.len() < want {
+        let n = client.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&buf[..n]);
+    }
+    let mut lines = head_lines(&head);
+    lines.push(format!("Content-Length: {}", body.len()));
+    lines.push("Connection: close".into());
+    let mut upstream_conn = tokio::net::TcpStream::connect(upstream).await?;
+    upstream_conn
+        .write_all(format!("{}\r\n\r\n", lines.join("\r\n")).as_bytes())
+        .await?;
+    upstream_conn.write_all(&body).await?;
+    let mut response = Vec::new();
+    upstream_conn.read_to_end(&mut response).await?;
+
+    let request_line = lines.first().cloned().unwrap_or_default();
+    let object_read = request_line.starts_with("GET ") && !request_line.contains("list-type");
+    let chunked = split_head(&response)
+        .is_some_and(|(h, _)| text(h).to_ascii_lowercase().contains("transfer-encoding: chunked"));
+    let passed_as_is = request_line.starts_with("HEAD ") || chunked;
+    let Some((rhead, rbody)) = split_head(&response).filter(|_| !passed_as_is) else {
+        client.write_all(&response).await?;
+        return Ok(());
+    };
+    let ok = text(rhead).starts_with("HTTP/1.1 200");
+    let fault = *fault.lock().unwrap();
+    let take = object_read
+        && ok
+        && fault != Fault::None
+        && rbody.len() > 2
+        && left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+    let mut out_lines = head_lines(rhead);
+    let out_body: Vec<u8> = if take {
+        damaged.fetch_add(1, Ordering::SeqCst);
+        let half = rbody.len() / 2;
+        let cut = rbody[..half].iter().rposition(|b| *b == b'\n').map_or(half, |p| p + 1);
+        match fault {
+            Fault::CutWithLength => {
+                out_lines.push(format!("Content-Length: {cut}"));
+                rbody[..cut].to_vec()
+            }
+            Fault::CloseDelimited => rbody[..cut].to_vec(),
+            Fault::AlterByte | Fault::None => {
+                let mut altered = rbody.to_vec();
+                // A digit changed into another digit keeps the file valid: only the digest
+                // can tell.
+                let at = altered.iter().skip(half).position(u8::is_ascii_digit).map_or(half, |p| p + half);
+                altered[at] = if altered[at] == b'7' { b'8' } else { b'7' };
+                out_lines.push(format!("Content-Length: {}", altered.len()));
+                altered
+            }
+        }
+    } else {
+        out_lines.push(format!("Content-Length: {}", rbody.len()));
+        rbody.to_vec()
+    };
+    out_lines.push("Connection: close".into());
+    client
+        .write_all(format!("{}\r\n\r\n", out_lines.join("\r\n")).as_bytes())
+        .await?;
+    client.write_all(&out_body).await?;
+    client.shutdown().await?;
+    Ok(())
+}

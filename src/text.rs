@@ -1,0 +1,74 @@
+//! Text for people: an error with its causes on one line, and bounded excerpts of partner
+//! data for messages, logs and state (DESIGN §4.5: no message holds more than a bounded
+//! excerpt of what a partner sent).
+//!
+//! Pure functions of their inputs; nothing here prints or logs.
+
+/// How many characters of partner data a message quotes at most.
+pub const EXCERPT_CHARS: usize = 256;
+
+/// An error and its causes in one line (`a: b: c`), for people: the SDK's own context display
+/// also prints the raw response, which is no help in a terminal.
+pub fn cause_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        // Wrappers often repeat their cause's text; keep each piece once.
+        if !parts.last().is_some_and(|last| last.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
+}
+
+/// `text` whole when it has at most [`EXCERPT_CHARS`] characters, else its first ones
+/// followed by `… (N bytes in all)`.
+pub fn excerpt(text: &str) -> String {
+    excerpt_of(text, EXCERPT_CHARS)
+}
+
+/// [`excerpt`] with a limit of `max` characters.
+pub fn excerpt_of(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_string(),
+        Some((cut, _)) => format!("{}… ({} bytes in all)", &text[..cut], text.len()),
+    }
+}
+
+/// Names quoted as Rust debug strings and joined with `, `, at most [`EXCERPT_CHARS`] of
+/// them shown and each an [`excerpt`], with the count of the others.
+pub fn quoted_list(names: &[String]) -> String {
+    const SHOWN: usize = 20;
+    let mut out: Vec<String> = names.iter().take(SHOWN).map(|n| format!("{:?}", excerpt(n))).collect();
+    if names.len() > SHOWN {
+        out.push(format!("and {} more", names.len() - SHOWN));
+    }
+    excerpt_of(&out.join(", "), EXCERPT_CHARS * 4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excerpts() {
+        assert_eq!(excerpt_of("abc", 3), "abc");
+        assert_eq!(excerpt_of("abcd", 3), "abc… (4 bytes in all)");
+        assert_eq!(excerpt_of("ééé", 2), "éé… (6 bytes in all)");
+        assert_eq!(excerpt(&"x".repeat(10_000)).len(), 256 + "… (10000 bytes in all)".len());
+    }
+
+    #[test]
+    fn lists() {
+        assert_eq!(quoted_list(&["a".into(), "b\"".into()]), "\"a\", \"b\\\"\"");
+        let many: Vec<String> = (0..100_000).map(|i| format!("column {i}")).collect();
+        let shown = quoted_list(&many);
+        assert!(shown.len() < 1200, "{}", shown.len());
+        assert!(shown.starts_with("\"column 0\", \"column 1\""), "{shown}");
+        assert!(shown.ends_with("and 99980 more"), "{shown}");
+        let huge = vec!["h".repeat(1 << 20)];
+        assert!(quoted_list(&huge).len() < 400);
+    }
+}
