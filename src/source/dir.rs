@@ -146,3 +146,38 @@ impl Source for DirSource {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_file_rewritten_while_read_fails_its_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        std::fs::write(&path, "{\"id\": 1}\n").unwrap();
+        let source = DirSource::new(dir.path().to_path_buf());
+        let mut listed = Vec::new();
+        source.list(&mut |m| listed.push(m)).await.unwrap();
+        let meta = listed.pop().unwrap();
+
+        // The same bytes read as listed.
+        let mut out = Vec::new();
+        source.open(&meta).await.unwrap().into_blocking().read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"{\"id\": 1}\n");
+
+        // Rewritten with the same size and mtime: only the content tells.
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::fs::write(&path, "{\"id\": 2}\n").unwrap();
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(mtime).unwrap();
+        let err = source
+            .open(&meta)
+            .await
+            .unwrap()
+            .into_blocking()
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("BLAKE3 hash of the 10 bytes read"), "{err}");
+    }
+}
