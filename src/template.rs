@@ -246,7 +246,8 @@ fn allowed_value(allowed: &[String], json: &[u8]) -> Result<(), String> {
         return Ok(());
     }
     Err(format!(
-        "{text:?} is not one of the allowed values {}",
+        "{:?} is not one of the allowed values {}",
+        crate::text::excerpt(&text),
         allowed.join(", ")
     ))
 }
@@ -388,19 +389,9 @@ fn push_digits(out: &mut Vec<u8>, mut n: u32, width: usize) {
 fn shown(raw: RawValue<'_>) -> String {
     match raw {
         RawValue::Missing => "nothing".to_string(),
-        RawValue::Text(t) => format!("{t:?}"),
-        RawValue::Json(v) => {
-            let mut s = v.to_string();
-            if s.len() > 80 {
-                let mut cut = 80;
-                while !s.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                s.truncate(cut);
-                s.push('…');
-            }
-            s
-        }
+        // A reason names at most an excerpt of what the partner sent (DESIGN §4.5).
+        RawValue::Text(t) => format!("{:?}", crate::text::excerpt(t)),
+        RawValue::Json(v) => crate::text::excerpt(&v.to_string()),
     }
 }
 

@@ -3,10 +3,12 @@
 //! UTF-8 or has the wrong number of fields is a row error. Once the header has fixed the
 //! layout, a large object's records are checked in batches by worker threads.
 
+use super::record_cap::{Capped, MAX_FIELDS, MAX_RECORD, Marks};
 use super::{Failure, ParseError, Provenanced};
 use crate::template::{Column, RawValue, Template, UnknownFields};
 use serde_json::Value;
 use std::io::BufRead;
+use std::sync::Arc;
 
 pub(super) fn parse(
     input: impl BufRead + Send,
@@ -16,12 +18,16 @@ pub(super) fn parse(
     sink: &mut Provenanced<'_, '_>,
     parallel: bool,
 ) -> Result<(), Failure> {
+    // Records over the limits are cut before the `csv` reader holds them (`record_cap.rs`).
+    let marks = Arc::new(Marks::default());
     let mut reader = ::csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .has_headers(false)
         .flexible(true)
         .terminator(::csv::Terminator::Any(b'\n'))
-        .from_reader(input);
+        .from_reader(Capped::new(input, delimiter, b'"', marks.clone()));
+    // Corrects the line of a record after blank lines, and says whether it was cut.
+    let was_cut = |record: &mut ::csv::ByteRecord| marks.fix(record);
     let mut record = ::csv::ByteRecord::new();
     let io = |e: ::csv::Error| match e.into_kind() {
         ::csv::ErrorKind::Io(e) => Failure::Io(e),
@@ -32,6 +38,12 @@ pub(super) fn parse(
     let header: Option<Vec<String>> = if has_header {
         if !reader.read_byte_record(&mut record).map_err(io)? {
             return Ok(());
+        }
+        if was_cut(&mut record) {
+            return Err(Failure::File(ParseError::HeaderTooLarge {
+                bytes: MAX_RECORD,
+                fields: MAX_FIELDS,
+            }));
         }
         let last = record.len().saturating_sub(1);
         let names = record.iter().enumerate().map(|(i, c)| {
@@ -83,7 +95,7 @@ pub(super) fn parse(
         width: header.as_ref().map(Vec::len),
         extra_columns: unclaimed,
         positions,
-        header,
+        header: header.map(Arc::new),
     };
 
     // With a header the layout is fixed, so records can be checked on several threads; without
@@ -91,14 +103,25 @@ pub(super) fn parse(
     if parallel && layout.width.is_some() {
         let read = |batch: &mut Batch| -> Result<bool, Failure> {
             batch.len = 0;
+            batch.cut.clear();
             let mut bytes = 0;
-            while bytes < BATCH_BYTES {
+            // Capped by count too: blank or one-byte records would otherwise make batches of
+            // millions of records.
+            while bytes < BATCH_BYTES && batch.len < BATCH_RECORDS {
                 if batch.len == batch.records.len() {
                     batch.records.push(::csv::ByteRecord::new());
                 }
                 let record = &mut batch.records[batch.len];
+                // A record that held a long row gives its memory back rather than keep it
+                // for the life of the parse.
+                if record.as_slice().len() > BATCH_BYTES {
+                    *record = ::csv::ByteRecord::new();
+                }
                 if !reader.read_byte_record(record).map_err(io)? {
                     break;
+                }
+                if was_cut(record) {
+                    batch.cut.push(batch.len);
                 }
                 bytes += record.as_slice().len() + record.len();
                 batch.len += 1;
@@ -112,9 +135,13 @@ pub(super) fn parse(
         let check = |(layout, spans): &mut (Layout, Vec<std::ops::Range<usize>>),
                      batch: &Batch,
                      view: &mut Provenanced<'_, '_>| {
-            for record in batch.records.iter().take(batch.len) {
+            for (i, record) in batch.records.iter().take(batch.len).enumerate() {
                 // A worker's view of the sink records; it never fails nor asks to stop.
-                let _ = check_record(record, layout, template, spans, view);
+                let _ = if batch.cut.contains(&i) {
+                    too_large(record, layout.delimiter, view)
+                } else {
+                    check_record(record, layout, template, spans, view)
+                };
             }
         };
         return super::parallel::run(sink, template, read, new_state, check);
@@ -123,20 +150,61 @@ pub(super) fn parse(
     // that one allocation serves them all.
     let mut spans: Vec<std::ops::Range<usize>> = Vec::new();
     while reader.read_byte_record(&mut record).map_err(io)? {
-        check_record(&record, &mut layout, template, &mut spans, sink)?;
+        if was_cut(&mut record) {
+            too_large(&record, delimiter, sink)?;
+        } else {
+            check_record(&record, &mut layout, template, &mut spans, sink)?;
+        }
     }
     Ok(())
+}
+
+/// Reports a record cut at the limits as a row error.
+fn too_large(record: &::csv::ByteRecord, delimiter: u8, sink: &mut Provenanced<'_, '_>) -> Result<(), Failure> {
+    let line = record.position().map_or(0, |p| p.line());
+    sink.broken(
+        line,
+        format!(
+            "the record is longer than {MAX_RECORD} bytes or has more than {MAX_FIELDS} fields; no record may be that large"
+        ),
+        raw_record(record, delimiter),
+    )
+}
+
+/// The record as read, for a row error: its cells joined by the delimiter, at most
+/// [`super::RAW_CAP`] bytes of them.
+fn raw_record(record: &::csv::ByteRecord, delimiter: u8) -> String {
+    let mut raw = Vec::new();
+    for (i, cell) in record.iter().enumerate() {
+        if raw.len() > super::RAW_CAP {
+            break;
+        }
+        if i > 0 {
+            raw.push(delimiter);
+        }
+        raw.extend_from_slice(&cell[..cell.len().min(super::RAW_CAP + 4)]);
+    }
+    let mut raw = String::from_utf8_lossy(&raw).into_owned();
+    while raw.ends_with('\r') {
+        raw.pop();
+    }
+    raw
 }
 
 /// About how many bytes of records make one batch for a worker.
 // Small under test, so that the tests' files make many batches.
 const BATCH_BYTES: usize = if cfg!(test) { 16 * 1024 } else { 256 * 1024 };
 
+/// At most how many records make one batch.
+const BATCH_RECORDS: usize = 4096;
+
 /// Records read by this thread, to be checked by a worker; the first `len` are this batch's.
 #[derive(Default)]
 struct Batch {
     records: Vec<::csv::ByteRecord>,
     len: usize,
+    /// Which of them were cut at the limits.
+    cut: Vec<usize>,
 }
 
 /// Where the template's fields are in a record, known from the header (or, without one, from
@@ -150,7 +218,8 @@ struct Layout {
     extra_columns: Vec<usize>,
     /// The column each field reads, in field order.
     positions: Vec<Option<usize>>,
-    header: Option<Vec<String>>,
+    /// Shared by the workers' copies of the layout: a header can be large.
+    header: Option<Arc<Vec<String>>>,
 }
 
 impl Layout {
@@ -178,15 +247,7 @@ fn check_record(
 ) -> Result<(), Failure> {
     let line = record.position().map_or(0, |p| p.line());
     let delimiter = layout.delimiter;
-    let raw = || {
-        record
-            .iter()
-            .map(String::from_utf8_lossy)
-            .collect::<Vec<_>>()
-            .join(&char::from(delimiter).to_string())
-            .trim_end_matches('\r')
-            .to_string()
-    };
+    let raw = || raw_record(record, delimiter);
     // The record is checked as UTF-8 once, whole; a cell is then a slice of it, which
     // `str::get` refuses if it would split a character (a cell that starts or ends inside
     // one is invalid on its own even when the record is valid).
@@ -433,5 +494,84 @@ mod tests {
         );
         assert_eq!(r.unwrap(), ParseStats { rows: 2, bad_rows: 1 });
         assert_eq!(sink.errors[0].reason, "column 2 is not valid UTF-8");
+    }
+
+    #[test]
+    fn records_over_the_limits_are_row_errors_with_exact_lines_both_ways() {
+        use crate::format::record_cap::{MAX_FIELDS, MAX_RECORD};
+        use crate::format::testing::one_thread_and_parallel_agree;
+        use crate::format::{Failure, Provenance, Provenanced, RowSink};
+        let mut text = b"Product ID,name\n1,a\n".to_vec();
+        // Line 3: one line longer than the cap.
+        text.extend_from_slice(b"2,");
+        text.extend(std::iter::repeat_n(b'x', MAX_RECORD + 100));
+        text.extend_from_slice(b"\n3,b\n");
+        // Line 5: a quoted field over the cap holding line breaks (and a quote that would
+        // end it, doubled), so the record spans 1 + n lines.
+        text.extend_from_slice(b"4,\"");
+        let n = MAX_RECORD / 1000 + 1;
+        for _ in 0..n {
+            text.extend(std::iter::repeat_n(b'y', 997));
+            text.extend_from_slice(b"\"\"\n");
+        }
+        text.extend_from_slice(b"end\"\n5,c\n");
+        let after_quoted = 6 + n as u64;
+        // Then a line of more fields than allowed, and a last good row.
+        text.extend(std::iter::repeat_n(b',', MAX_FIELDS + 1));
+        text.extend_from_slice(b"\n6,d\n");
+        let t = template(UnknownFields::Ignore);
+        let run = |parallel: bool, sink: &mut dyn RowSink| {
+            let provenance = Provenance { key: "k", version: "v" };
+            let mut p = Provenanced::new(sink, provenance, &t);
+            let result = super::parse(&text[..], b',', true, &t, &mut p, parallel);
+            assert!(matches!(result, Ok(()) | Err(Failure::Stopped)));
+            p.stats
+        };
+        let stats = one_thread_and_parallel_agree(run, 4);
+        assert_eq!(stats, ParseStats { rows: 7, bad_rows: 3 });
+        let (_, sink) = run_csv(&text, &t);
+        let lines: Vec<u64> = sink.rows.iter().map(|r| r["_source_line"].as_u64().unwrap()).collect();
+        assert_eq!(lines, [2, 4, after_quoted, after_quoted + 2]);
+        let bad: Vec<u64> = sink.errors.iter().map(|e| e.line).collect();
+        assert_eq!(bad, [3, 5, after_quoted + 1]);
+        for e in &sink.errors {
+            assert!(e.reason.starts_with("the record is longer than 16777216 bytes or has more than 100000 fields"), "{}", e.reason);
+            assert!(e.raw.len() <= 2 * crate::format::RAW_CAP, "{}", e.raw.len());
+        }
+    }
+
+    fn run_csv(text: &[u8], t: &Template) -> (Result<ParseStats, ParseError>, Collect) {
+        parse_with(text, "k.csv", &FormatSpec::default(), t)
+    }
+
+    #[test]
+    fn a_header_over_the_limits_rejects_the_file() {
+        let mut text = b"Product ID,".to_vec();
+        text.extend(std::iter::repeat_n(b'h', crate::format::record_cap::MAX_RECORD));
+        text.extend_from_slice(b"\n1,a\n");
+        let (r, sink) = run_csv(&text, &template(UnknownFields::Ignore));
+        assert!(matches!(r, Err(ParseError::HeaderTooLarge { .. })), "{r:?}");
+        assert!(sink.rows.is_empty());
+        // A header of many columns that is within the limits is named in an excerpt.
+        let mut text = String::from("id");
+        for i in 0..50_000 {
+            text.push_str(&format!(",c{i}"));
+        }
+        text.push_str("\n1\n");
+        let (r, _) = run_csv(text.as_bytes(), &template(UnknownFields::Ignore));
+        let message = r.unwrap_err().to_string();
+        assert!(message.len() < 1500, "{}", message.len());
+        assert!(message.ends_with("and 49981 more"), "{message}");
+    }
+
+    #[test]
+    fn lines_after_blank_lines_are_exact() {
+        let text = "Product ID,name\n\n1,a\n\n\nx,b\n\r\n3,\"c\n\nd\"\n\n\ny,e\n";
+        let (r, sink) = run(text, &template(UnknownFields::Ignore), true);
+        assert_eq!(r.unwrap(), ParseStats { rows: 4, bad_rows: 2 });
+        let good: Vec<u64> = sink.rows.iter().map(|r| r["_source_line"].as_u64().unwrap()).collect();
+        assert_eq!(good, [3, 8]);
+        let bad: Vec<u64> = sink.errors.iter().map(|e| e.line).collect();
+        assert_eq!(bad, [6, 13]);
     }
 }

@@ -70,6 +70,9 @@ fn check_line(
 // Small under test, so that the tests' files make many batches.
 const BATCH_BYTES: usize = if cfg!(test) { 16 * 1024 } else { 256 * 1024 };
 
+/// At most how many lines make one batch.
+const BATCH_LINES: usize = 8192;
+
 /// Lines read by this thread, to be checked by a worker.
 #[derive(Default)]
 struct Batch {
@@ -89,7 +92,14 @@ fn parse_parallel(
     let read = |batch: &mut Batch| -> Result<bool, Failure> {
         batch.text.clear();
         batch.lines.clear();
-        while batch.text.len() < BATCH_BYTES {
+        // A batch that held a long line gives its memory back rather than keep it for the
+        // life of the parse.
+        if batch.text.capacity() > 4 * BATCH_BYTES {
+            batch.text = Vec::new();
+        }
+        // Capped by count too: a file of blank lines would otherwise make a batch of
+        // millions of lines.
+        while batch.text.len() < BATCH_BYTES && batch.lines.len() < BATCH_LINES {
             let start = batch.text.len();
             let Some(complete) = read_line(&mut input, &mut batch.text, MAX_LINE)? else {
                 break;
@@ -353,6 +363,13 @@ fn read_line(input: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> std::io
     }
     if !seen_any {
         return Ok(None);
+    }
+    if !complete {
+        // Only an excerpt of an over-long line is kept, for its row error; the memory it took
+        // goes back at once.
+        buf.truncate(start + super::RAW_CAP);
+        buf.shrink_to(start + super::RAW_CAP);
+        return Ok(Some(false));
     }
     if buf.len() > start && buf.last() == Some(&b'\r') {
         buf.pop();

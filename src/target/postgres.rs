@@ -392,7 +392,7 @@ impl PostgresTarget {
                 format!(
                     "field {} holds {} for a {} column",
                     f.name,
-                    v.map(Value::to_string).unwrap_or_default(),
+                    crate::text::excerpt(&v.map(Value::to_string).unwrap_or_default()),
                     sql_type(&f.kind).0
                 )
             };
