@@ -20,7 +20,7 @@ use crate::spool::{Spool, Spooled};
 use crate::state::{
     CommitPlan, Outcome, PendingLoad, Quarantined, RunCounts, RunRecord, Settled, StateError, StateStore,
 };
-use crate::target::{Delivery, LoadInfo, LoadPart, Target, TargetError};
+use crate::target::{Delivery, LoadInfo, LoadPart, Target, TargetError, ValueRules};
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt;
 use std::collections::BTreeMap;
@@ -363,9 +363,18 @@ async fn execute(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<
             },
             run_id: &s.run_id,
         };
-        let delivered = deliver(env, &load, &spools, &plan).await;
+        let delivered = deliver(env, &load, &spools, &mut plan).await;
         debug!(ok = delivered.is_ok(), "load delivered and committed");
-        delivered.map(|output| s.output = Some(output))
+        delivered.map(|(output, refused)| {
+            s.output = Some(output);
+            for r in refused {
+                warn!(key = %r.key, reason = %r.reason, "object refused by the target; rejected");
+                s.counts.imported -= 1;
+                s.counts.rejected += 1;
+                s.counts.rows -= r.rows;
+                s.problems.push(format!("{}: rejected: {}", r.key, r.reason));
+            }
+        })
     };
     if let Err(e) = delivered {
         // Nothing imported reached the target: only rejections are settled, and the
@@ -425,8 +434,8 @@ async fn deliver(
     env: &RunEnv<'_>,
     load: &LoadInfo<'_>,
     spools: &[LoadPart],
-    plan: &CommitPlan,
-) -> Result<String, RunError> {
+    plan: &mut CommitPlan,
+) -> Result<(String, Vec<RefusedObject>), RunError> {
     let delivery = env.target.prepare(load).await?;
     let record = serde_json::to_value(&delivery).map_err(|e| TargetError::Record(e.to_string()))?;
     env.state.begin_load(&PendingLoad {
@@ -437,9 +446,9 @@ async fn deliver(
     })?;
     fault::point("after-prepare");
     let mut attempt = 1;
-    loop {
+    let refused = loop {
         match env.target.deliver(&delivery, spools).await {
-            Ok(()) => break,
+            Ok(refused) => break refused,
             Err(e) if attempt < ATTEMPTS && e.worth_retrying() => {
                 warn!(error = %e, attempt, "delivery failed; trying again");
                 tokio::time::sleep(BACKOFF * 2u32.pow(attempt - 1)).await;
@@ -449,17 +458,45 @@ async fn deliver(
                 // The target may hold the load even though it reported a failure (a rename
                 // done, its sync not): ask, rather than deliver it twice later.
                 if env.target.recover(&delivery).await.unwrap_or(false) {
-                    break;
+                    break Vec::new();
                 }
                 env.state.discard_load(&plan.run_id)?;
                 return Err(e.into());
             }
         }
-    }
+    };
     fault::point("after-deliver");
+    // Objects the target refused for their data are settled as rejected, like a file over
+    // `max_bad_rows`: importing them again would fail the same way.
+    let mut refused_objects = Vec::new();
+    for r in refused {
+        let Some(part) = spools.get(r.part) else { continue };
+        if let Some(entry) = plan
+            .settled
+            .iter_mut()
+            .find(|x| x.key == part.key && x.etag == part.version)
+        {
+            refused_objects.push(RefusedObject {
+                key: part.key.clone(),
+                rows: entry.rows,
+                reason: r.reason.clone(),
+            });
+            entry.outcome = Outcome::Rejected;
+            entry.rows = 0;
+            entry.reason = Some(r.reason);
+        }
+    }
     env.state.commit(plan)?;
     fault::point("after-commit");
-    Ok(delivery.output)
+    Ok((delivery.output, refused_objects))
+}
+
+/// An object of a delivered load that the target refused for its data.
+struct RefusedObject {
+    key: String,
+    /// The good rows it had, none of which were delivered.
+    rows: u64,
+    reason: String,
 }
 
 /// What became of one object.
@@ -517,10 +554,15 @@ pub async fn parse_object<S: RowSink + Send + 'static>(
     source: &dyn Source,
     connection: &Connection,
     meta: &ObjectMeta,
-    mut sink: S,
+    sink: S,
 ) -> Result<(Result<ParseStats, ParseError>, S), ObjectError> {
     let reader = source.open(meta).await?.into_blocking();
     let (format_spec, template) = (connection.format.clone(), connection.template.clone());
+    // Rows the target could not store are row errors, decided here for runs and previews.
+    let mut sink = Admitting {
+        inner: sink,
+        rules: ValueRules::for_target(&connection.target),
+    };
     let (key, etag) = (meta.key.clone(), meta.etag.clone());
     tokio::task::spawn_blocking(move || {
         let provenance = Provenance {
@@ -529,10 +571,34 @@ pub async fn parse_object<S: RowSink + Send + 'static>(
         };
         let result = format::parse(reader, &key, &format_spec, &template, provenance, &mut sink)
             .and_then(|stats| sink.end().map(|()| stats).map_err(ParseError::Sink));
-        (result, sink)
+        (result, sink.inner)
     })
     .await
     .map_err(|e| ObjectError::Task(e.to_string()))
+}
+
+/// A sink whose rows are also checked against what the target can store.
+struct Admitting<S> {
+    inner: S,
+    rules: ValueRules,
+}
+
+impl<S: RowSink> RowSink for Admitting<S> {
+    fn row(&mut self, row: &format::Row<'_>) -> std::io::Result<()> {
+        self.inner.row(row)
+    }
+    fn error(&mut self, error: format::RowError) {
+        self.inner.error(error);
+    }
+    fn wants_more(&self) -> bool {
+        self.inner.wants_more()
+    }
+    fn end(&mut self) -> std::io::Result<()> {
+        self.inner.end()
+    }
+    fn refusal(&self, json: &[u8]) -> Option<format::Refusal> {
+        self.rules.refusal(json)
+    }
 }
 
 async fn process_once(env: &RunEnv<'_>, spool: &Spool, meta: &ObjectMeta) -> Result<Processed, Attempt> {

@@ -279,3 +279,53 @@ async fn a_missing_column_fails_with_the_alter_table_that_adds_it() {
         text(&check.stdout)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn values_the_table_cannot_store_are_quarantined_and_never_block_other_objects() {
+    let client = db().await;
+    let s = schema(&client).await;
+    let cfg = ConfigDir::new();
+    std::fs::create_dir_all(cfg.path().join("in/nul")).unwrap();
+    let target = format!("type = \"postgres\"\nurl_env = \"S3I_TEST_PG_URL\"\ntable = \"{s}.items\"\ncreate_table = true");
+    let template = format!("table = \"items\"\nmax_bad_rows = \"10\"\n{FIELDS}");
+    cfg.connection("nul", &dir_connection_toml("nul", &template, &target));
+    // A NUL in a string (the JSON escape) and in a json value: row errors, found before
+    // delivery; the other rows of the object are loaded.
+    inbox(
+        &cfg,
+        "nul",
+        "a.jsonl",
+        &[
+            r#"{"id": 1, "name": "bad\u0000name"}"#,
+            r#"{"id": 2, "name": "fine"}"#,
+            r#"{"id": 3, "tags": {"k": ["x\u0000"]}}"#,
+        ],
+    );
+    // A date PostgreSQL cannot store (before 4713 BC): the table refuses the object, which
+    // is rejected; the objects after it are loaded all the same.
+    inbox(&cfg, "nul", "b.jsonl", &[r#"{"id": 10, "day": "-5000-01-01"}"#, r#"{"id": 11}"#]);
+    inbox(&cfg, "nul", "c.jsonl", &[r#"{"id": 20}"#]);
+    let out = run(&cfg, &["run"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        stdout.contains("imported 2, rejected 1, failed 0; rows 2, bad rows 2"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("b.jsonl: rejected: postgres table"), "{stdout}");
+    assert!(stdout.contains("(line 1)") && stdout.contains("(22008)"), "{stdout}");
+    let ids: Vec<i64> = client
+        .query(&format!("SELECT id FROM {s}.items ORDER BY id"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, [2, 20]);
+    let status = text(&run(&cfg, &["status", "nul"]).stdout);
+    assert!(status.contains("holds a NUL character"), "{status}");
+    assert!(status.contains("name") && status.contains("tags"), "{status}");
+    // Nothing is left to retry: the next run imports nothing and fails nothing.
+    let stdout = text(&run(&cfg, &["run"]).stdout);
+    assert!(stdout.contains("new 0, imported 0, rejected 0, failed 0"), "{stdout}");
+}

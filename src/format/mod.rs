@@ -140,6 +140,19 @@ pub trait RowSink {
     fn end(&mut self) -> io::Result<()> {
         Ok(())
     }
+    /// Whether the destination of the rows cannot store a row that passed its template (a
+    /// NUL character for PostgreSQL): such a row becomes a row error instead, decided before
+    /// anything is delivered.
+    fn refusal(&self, _json: &[u8]) -> Option<Refusal> {
+        None
+    }
+}
+
+/// Why a row's destination cannot store a value of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub field: String,
+    pub reason: String,
 }
 
 /// A sink that keeps the first rows of an object, good and bad, and stops the parser after
@@ -668,6 +681,16 @@ impl<'s, 'p> Provenanced<'s, 'p> {
     /// Hands on a checked row as its JSON text (checked here, or by a worker of a parallel
     /// parse).
     fn row_json(&mut self, line: u64, json: &[u8]) -> Result<(), Failure> {
+        if let Some(refusal) = self.inner.refusal(json) {
+            self.inner.error(RowError {
+                line,
+                field: Some(refusal.field),
+                reason: refusal.reason,
+                raw: cap(String::from_utf8_lossy(json).into_owned()),
+            });
+            self.bad_row();
+            return self.go_on();
+        }
         self.stats.rows += 1;
         let row = Row {
             provenance: self.provenance,

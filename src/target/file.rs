@@ -5,7 +5,7 @@
 //! into place, so the final name exists only once the whole load is on disk: that existence
 //! is what [`FileTarget::recover`] checks.
 
-use super::{Delivery, LoadInfo, LoadPart, Target, TargetError, writer};
+use super::{Delivery, LoadInfo, LoadPart, Refused, Target, TargetError, writer};
 use crate::config::{FileTargetSpec, OutputFormat};
 use crate::keytemplate::with_suffix;
 use crate::spool::SpoolSlice;
@@ -104,7 +104,7 @@ impl Target for FileTarget {
         })
     }
 
-    async fn deliver(&self, delivery: &Delivery, parts: &[LoadPart]) -> Result<(), TargetError> {
+    async fn deliver(&self, delivery: &Delivery, parts: &[LoadPart]) -> Result<Vec<Refused>, TargetError> {
         let spools = super::spools(parts);
         let path = PathBuf::from(detail_path(delivery, "path")?);
         let temp = PathBuf::from(detail_path(delivery, "temp")?);
@@ -117,7 +117,7 @@ impl Target for FileTarget {
             })
         })
         .await;
-        result.map_err(|e| TargetError::Task(e.to_string()))?
+        result.map_err(|e| TargetError::Task(e.to_string()))?.map(|()| Vec::new())
     }
 
     async fn recover(&self, delivery: &Delivery) -> Result<bool, TargetError> {

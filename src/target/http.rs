@@ -7,7 +7,7 @@
 //! 429, 5xx or a network error are retried with exponential backoff and jitter (honouring
 //! `Retry-After`) up to `max_retries`; any other status fails the object at once.
 
-use super::{Delivery, LoadInfo, LoadPart, Target, TargetError};
+use super::{Delivery, LoadInfo, LoadPart, Refused, Target, TargetError};
 use crate::config::{Connection, HttpTargetSpec, SourceSpec};
 use crate::secret::Secret;
 use async_trait::async_trait;
@@ -220,7 +220,7 @@ impl Target for HttpTarget {
         })
     }
 
-    async fn deliver(&self, _delivery: &Delivery, parts: &[LoadPart]) -> Result<(), TargetError> {
+    async fn deliver(&self, _delivery: &Delivery, parts: &[LoadPart]) -> Result<Vec<Refused>, TargetError> {
         let token = self.token()?;
         let quote = |s: &str| serde_json::to_string(s).unwrap_or_default();
         for part in parts {
@@ -267,7 +267,7 @@ impl Target for HttpTarget {
                 }
             }
         }
-        Ok(())
+        Ok(Vec::new())
     }
 
     async fn recover(&self, _delivery: &Delivery) -> Result<bool, TargetError> {

@@ -77,6 +77,15 @@ impl SpoolLines {
     }
 }
 
+/// A part of a load that the target refused for what it holds (PostgreSQL's data exceptions,
+/// say): nothing of it was written, and importing it again would fail the same way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The part's index in the load.
+    pub part: usize,
+    pub reason: String,
+}
+
 /// Where a prepared load goes; stored with the pending load.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
@@ -132,12 +141,82 @@ pub trait Target: Send + Sync {
     /// Fixes where a load goes, before anything is written. Never picks an output that exists.
     async fn prepare(&self, load: &LoadInfo<'_>) -> Result<Delivery, TargetError>;
 
-    /// Writes the rows of the spooled objects, in order, as one load.
-    async fn deliver(&self, delivery: &Delivery, parts: &[LoadPart]) -> Result<(), TargetError>;
+    /// Writes the rows of the spooled objects, in order, as one load. Returns the parts the
+    /// target refused for their data (nothing of such a part was written; the others were),
+    /// so that one object the target cannot store never blocks the others of its load.
+    async fn deliver(&self, delivery: &Delivery, parts: &[LoadPart]) -> Result<Vec<Refused>, TargetError>;
 
     /// After a crash: whether a prepared load was delivered completely. Removes any partial
     /// output, so that a load found undelivered can simply be imported again.
     async fn recover(&self, delivery: &Delivery) -> Result<bool, TargetError>;
+}
+
+/// What values a kind of target cannot store, checked on every row before it is spooled, so
+/// that such a row is quarantined like any bad row instead of failing its whole load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ValueRules {
+    /// PostgreSQL stores no NUL character in `text` or `jsonb` (SQLSTATE 22021, 22P05).
+    pub no_nul: bool,
+}
+
+impl ValueRules {
+    /// The rules of a connection's target (pure).
+    pub fn for_target(spec: &TargetSpec) -> ValueRules {
+        ValueRules {
+            no_nul: matches!(spec, TargetSpec::Postgres(_)),
+        }
+    }
+
+    /// The first value of a checked row (its JSON text) that the target cannot store.
+    pub fn refusal(&self, json: &[u8]) -> Option<crate::format::Refusal> {
+        if !self.no_nul || !has_nul_escape(json) {
+            return None;
+        }
+        // Rare: the row is read again to name the field.
+        let row: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(json).ok()?;
+        let field = row
+            .iter()
+            .find(|(_, v)| holds_nul(v))
+            .map(|(k, _)| k.clone())
+            .unwrap_or_default();
+        Some(crate::format::Refusal {
+            field,
+            reason: "holds a NUL character (\\u0000), which PostgreSQL cannot store in text or jsonb; remove it at the source, or use another target".to_string(),
+        })
+    }
+}
+
+/// Whether JSON text holds the escape `\u0000` (a backslash that is itself escaped does not
+/// start one). Valid JSON text holds no raw NUL byte.
+fn has_nul_escape(json: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(at) = memchr::memchr(b'\\', &json[i..]) {
+        let at = i + at;
+        match json.get(at + 1) {
+            Some(b'u') => {
+                if json.get(at + 2..at + 6) == Some(b"0000") {
+                    return true;
+                }
+                i = at + 6;
+            }
+            Some(_) => i = at + 2,
+            None => return false,
+        }
+        if i >= json.len() {
+            return false;
+        }
+    }
+    false
+}
+
+fn holds_nul(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
 }
 
 /// Builds the target a connection delivers to.
@@ -157,5 +236,31 @@ pub async fn for_connection(connection: &Connection) -> Box<dyn Target> {
             connection.template.fields.clone(),
         )),
         TargetSpec::Stdout => Box::new(stdout::StdoutTarget),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_escapes() {
+        let cases: &[(&[u8], bool)] = &[
+            (br#"{"a":"x"}"#, false),
+            (br#"{"a":"x\u0000y"}"#, true),
+            (br#"{"a":"x\\u0000y"}"#, false),
+            (br#"{"a":"x\\\u0000y"}"#, true),
+            (br#"{"a":"\u00001"}"#, true),
+            (br#"{"a":"\u0001\n"}"#, false),
+            (br#"{"a":"\""}"#, false),
+            (br#"{"a":{"b":["\u0000"]}}"#, true),
+        ];
+        for (json, want) in cases {
+            assert_eq!(has_nul_escape(json), *want, "{}", String::from_utf8_lossy(json));
+        }
+        let rules = ValueRules { no_nul: true };
+        let refusal = rules.refusal(br#"{"id":1,"doc":{"b":["\u0000"]},"_source_line":2}"#).unwrap();
+        assert_eq!(refusal.field, "doc");
+        assert!(ValueRules::default().refusal(br#"{"a":"\u0000"}"#).is_none());
     }
 }

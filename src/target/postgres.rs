@@ -10,7 +10,7 @@
 //! The connection URL is a secret, read at delivery; TLS is rustls with the webpki roots,
 //! used as the URL's `sslmode` says (tokio-postgres: `prefer` by default).
 
-use super::{Delivery, LoadInfo, LoadPart, Target, TargetError};
+use super::{Delivery, LoadInfo, LoadPart, Refused, Target, TargetError};
 use crate::config::{PostgresTargetSpec, WriteMode};
 use crate::template::{Field, FieldType};
 use async_trait::async_trait;
@@ -290,12 +290,63 @@ impl PostgresTarget {
         ))
     }
 
-    /// Loads one object's rows in one transaction.
-    async fn load_part(
+    /// Why PostgreSQL refused a row of `part` (its data, not the connection): a data
+    /// exception or an integrity violation, with the row's source line when the server named
+    /// the row.
+    async fn data_refusal(&self, part: &LoadPart, e: &tokio_postgres::Error) -> Option<String> {
+        let db = e.as_db_error()?;
+        let code = db.code().code();
+        if !(code.starts_with("22") || code.starts_with("23")) {
+            return None;
+        }
+        // COPY names the row it failed on as "COPY <table>, line N": the N-th spooled row.
+        let row: Option<u64> = db
+            .where_()
+            .and_then(|w| w.split("line ").nth(1))
+            .and_then(|n| n.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok());
+        let line = match row {
+            Some(n) => self.source_line(part, n).await.map(|l| format!(" (line {l})")),
+            None => None,
+        };
+        Some(format!(
+            "postgres table {} refused a row{}: {} ({code})",
+            self.table_name(),
+            line.unwrap_or_default(),
+            crate::text::excerpt(db.message())
+        ))
+    }
+
+    /// The source line of the `n`-th (1-based) spooled row of a part.
+    async fn source_line(&self, part: &LoadPart, n: u64) -> Option<u64> {
+        let mut lines = super::SpoolLines::open(&part.spool).await.ok()?;
+        let mut row = None;
+        for _ in 0..n {
+            row = lines.next().await.ok()?;
+        }
+        let row: Map<String, Value> = serde_json::from_str(&row?).ok()?;
+        row.get("_source_line").and_then(Value::as_u64)
+    }
+
+    /// Loads one object's rows in one transaction; a refusal of its data is told apart from
+    /// a failure of the target.
+    async fn load_part(&self, client: &mut tokio_postgres::Client, part: &LoadPart) -> Result<u64, PartError> {
+        match self.try_load_part(client, part).await {
+            Ok(written) => Ok(written),
+            Err(PartFailure::Db(doing, e)) => match self.data_refusal(part, &e).await {
+                Some(reason) => Err(PartError::Data(reason)),
+                None => Err(PartError::Target(self.db_error(&format!("{} {doing}", part.key), e))),
+            },
+            Err(PartFailure::Cell(reason)) => Err(PartError::Data(reason)),
+            Err(PartFailure::Target(e)) => Err(PartError::Target(e)),
+        }
+    }
+
+    async fn try_load_part(
         &self,
         client: &mut tokio_postgres::Client,
         part: &LoadPart,
-    ) -> Result<u64, TargetError> {
+    ) -> Result<u64, PartFailure> {
         let columns = self.columns();
         let names = columns
             .iter()
@@ -311,24 +362,25 @@ impl PostgresTarget {
         let tx = client
             .transaction()
             .await
-            .map_err(|e| self.db_error("starting a transaction", e))?;
+            .map_err(|e| PartFailure::Db("starting a transaction", e))?;
         tx.batch_execute(&format!("CREATE TEMP TABLE {STAGING} ({defs}) ON COMMIT DROP"))
             .await
-            .map_err(|e| self.db_error("creating the staging table", e))?;
+            .map_err(|e| PartFailure::Db("creating the staging table", e))?;
         let sink = tx
             .copy_in(&format!("COPY {STAGING} ({names}) FROM STDIN (FORMAT binary)"))
             .await
-            .map_err(|e| self.db_error("starting COPY", e))?;
+            .map_err(|e| PartFailure::Db("starting COPY", e))?;
         let writer = BinaryCopyInWriter::new(sink, &types);
         let mut writer = std::pin::pin!(writer);
-        let mut lines = super::SpoolLines::open(&part.spool).await?;
-        while let Some(line) = lines.next().await? {
-            let row: Map<String, Value> = serde_json::from_str(&line)
-                .map_err(|e| self.error(format!("a spooled row of {} is unreadable: {e}", part.key)))?;
+        let mut lines = super::SpoolLines::open(&part.spool).await.map_err(PartFailure::Target)?;
+        while let Some(line) = lines.next().await.map_err(PartFailure::Target)? {
+            let row: Map<String, Value> = serde_json::from_str(&line).map_err(|e| {
+                PartFailure::Target(self.error(format!("a spooled row of {} is unreadable: {e}", part.key)))
+            })?;
             let cells = self.cells(&row).map_err(|e| {
-                self.error(format!(
-                    "{} line {}: {e}",
-                    part.key,
+                PartFailure::Cell(format!(
+                    "postgres table {} cannot store line {}: {e}",
+                    self.table_name(),
                     row.get("_source_line").unwrap_or(&Value::Null)
                 ))
             })?;
@@ -338,18 +390,18 @@ impl PostgresTarget {
                 .as_mut()
                 .write(&refs)
                 .await
-                .map_err(|e| self.db_error("copying rows", e))?;
+                .map_err(|e| PartFailure::Db("copying rows", e))?;
         }
         writer
             .finish()
             .await
-            .map_err(|e| self.db_error("finishing COPY", e))?;
+            .map_err(|e| PartFailure::Db("finishing COPY", e))?;
         let insert = self.insert_sql(&names);
         let written = tx
             .execute(&insert, &[])
             .await
-            .map_err(|e| self.db_error("inserting the rows", e))?;
-        tx.commit().await.map_err(|e| self.db_error("committing", e))?;
+            .map_err(|e| PartFailure::Db("inserting the rows", e))?;
+        tx.commit().await.map_err(|e| PartFailure::Db("committing", e))?;
         Ok(written)
     }
 
@@ -438,6 +490,19 @@ impl PostgresTarget {
     }
 }
 
+/// Why one object's load failed: its data, or the target.
+enum PartError {
+    Data(String),
+    Target(TargetError),
+}
+
+/// A failure inside one object's transaction, before it is told apart.
+enum PartFailure {
+    Db(&'static str, tokio_postgres::Error),
+    Cell(String),
+    Target(TargetError),
+}
+
 #[async_trait]
 impl Target for PostgresTarget {
     async fn prepare(&self, _load: &LoadInfo<'_>) -> Result<Delivery, TargetError> {
@@ -447,14 +512,25 @@ impl Target for PostgresTarget {
         })
     }
 
-    async fn deliver(&self, _delivery: &Delivery, parts: &[LoadPart]) -> Result<(), TargetError> {
+    async fn deliver(&self, _delivery: &Delivery, parts: &[LoadPart]) -> Result<Vec<Refused>, TargetError> {
         let mut client = self.connect().await?;
         self.ensure_table(&client).await?;
-        for part in parts {
-            let written = self.load_part(&mut client, part).await?;
-            tracing::debug!(key = %part.key, rows = written, table = %self.table_name(), "object loaded");
+        let mut refused = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            match self.load_part(&mut client, part).await {
+                Ok(written) => {
+                    tracing::debug!(key = %part.key, rows = written, table = %self.table_name(), "object loaded");
+                }
+                // The object's transaction was rolled back: nothing of it is in the table,
+                // and the other objects go on.
+                Err(PartError::Data(reason)) => {
+                    tracing::warn!(key = %part.key, table = %self.table_name(), reason = %reason, "object refused by the table");
+                    refused.push(Refused { part: i, reason });
+                }
+                Err(PartError::Target(e)) => return Err(e),
+            }
         }
-        Ok(())
+        Ok(refused)
     }
 
     async fn recover(&self, _delivery: &Delivery) -> Result<bool, TargetError> {

@@ -8,7 +8,7 @@
 //! the whole load ([`S3Target::recover`] says delivered) or nothing, and then any unfinished
 //! upload to it is aborted and the load is imported again under a new key.
 
-use super::{Delivery, LoadInfo, LoadPart, Target, TargetError, writer};
+use super::{Delivery, LoadInfo, LoadPart, Refused, Target, TargetError, writer};
 use crate::aws::{cause_chain, http_status};
 use crate::config::S3TargetSpec;
 use crate::keytemplate::with_suffix;
@@ -217,7 +217,7 @@ impl Target for S3Target {
         })
     }
 
-    async fn deliver(&self, delivery: &Delivery, parts: &[LoadPart]) -> Result<(), TargetError> {
+    async fn deliver(&self, delivery: &Delivery, parts: &[LoadPart]) -> Result<Vec<Refused>, TargetError> {
         let spools = super::spools(parts);
         let key = detail(delivery, "key")?;
         let created = self
@@ -245,7 +245,7 @@ impl Target for S3Target {
                 .send()
                 .await;
         }
-        result
+        result.map(|()| Vec::new())
     }
 
     async fn recover(&self, delivery: &Delivery) -> Result<bool, TargetError> {

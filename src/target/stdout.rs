@@ -4,7 +4,7 @@
 //! Standard output cannot be asked what it received, so a load interrupted by a crash is
 //! delivered again by the next run: at least once, not exactly once.
 
-use super::{Delivery, LoadInfo, LoadPart, Target, TargetError, writer};
+use super::{Delivery, LoadInfo, LoadPart, Refused, Target, TargetError, writer};
 use crate::config::OutputFormat;
 use async_trait::async_trait;
 use std::io;
@@ -22,7 +22,7 @@ impl Target for StdoutTarget {
         })
     }
 
-    async fn deliver(&self, _delivery: &Delivery, parts: &[LoadPart]) -> Result<(), TargetError> {
+    async fn deliver(&self, _delivery: &Delivery, parts: &[LoadPart]) -> Result<Vec<Refused>, TargetError> {
         let spools = super::spools(parts);
         let result = tokio::task::spawn_blocking(move || {
             // The spool is JSON Lines already: the rows are copied as they are.
@@ -33,7 +33,7 @@ impl Target for StdoutTarget {
             })
         })
         .await;
-        result.map_err(|e| TargetError::Task(e.to_string()))?
+        result.map_err(|e| TargetError::Task(e.to_string()))?.map(|()| Vec::new())
     }
 
     async fn recover(&self, _delivery: &Delivery) -> Result<bool, TargetError> {
