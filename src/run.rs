@@ -208,6 +208,11 @@ async fn execute(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<
         Some(env.state.lock(&c.name)?)
     };
     if !dry_run {
+        // Before anything is written: an old spool may be what filled the disk.
+        Spool::clear(env.spool_root, &c.name).map_err(|source| RunError::Spool {
+            path: env.spool_root.join(&c.name),
+            source,
+        })?;
         recover(env).await?;
     }
     let state = env.state.connection(&c.name)?;
@@ -376,6 +381,9 @@ async fn execute(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<
             }
         })
     };
+    // The spool is not needed past delivery; its space is freed before the commit, which on
+    // a full disk may need it.
+    drop(spool);
     if let Err(e) = delivered {
         // Nothing imported reached the target: only rejections are settled, and the
         // watermark stays behind every object that must be imported again.
@@ -393,9 +401,6 @@ async fn execute(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<
         return Err(e);
     }
     s.watermark_after = Some(plan.watermark.max(state.watermark.unwrap_or(plan.watermark)));
-    if let Err(e) = spool.remove() {
-        debug!(error = %e, "removing the spool failed");
-    }
     Ok(())
 }
 

@@ -2,8 +2,9 @@
 //! object is parsed, so that a file over `max_bad_rows` never reaches the target and a failed
 //! delivery is retried without downloading again (DESIGN §5).
 //!
-//! A run spools into `spool/<connection>/<run_id>/` beside the state file and removes the
-//! folder when it ends; a run that finds an old folder of its connection removes it first.
+//! A run spools into `spool/<connection>/<run_id>/` beside the state file; the folder goes
+//! when the run's [`Spool`] is dropped, however the run ends, and a run first removes what
+//! earlier runs of its connection left ([`Spool::clear`]), before it writes anything else.
 //!
 //! Objects do not get a file each: a run keeps a small pool of spool files, at most one per
 //! object in flight, and each object appends its rows to a file it holds alone while it is
@@ -27,7 +28,7 @@ pub const MAX_ERRORS_KEPT: usize = 1000;
 const BUFFER: usize = 128 * 1024;
 
 /// The spool folder of one run.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Spool {
     dir: PathBuf,
     /// Files no object is writing to, at their current length.
@@ -113,16 +114,22 @@ impl SliceReader {
 }
 
 impl Spool {
-    /// Creates the run's spool folder under `root`, removing what earlier runs of the
-    /// connection left behind.
-    pub fn create(root: &Path, connection: &str, run_id: &str) -> io::Result<Spool> {
-        let connection_dir = root.join(connection);
-        match std::fs::remove_dir_all(&connection_dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+    /// Removes what earlier runs of `connection` left under `root` (a run that was killed, or
+    /// that failed to remove its folder). A run calls this first, before it writes anything
+    /// else, so that a disk filled by an old spool is freed before the run needs it.
+    pub fn clear(root: &Path, connection: &str) -> io::Result<()> {
+        match std::fs::remove_dir_all(root.join(connection)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
         }
-        let dir = connection_dir.join(run_id);
+    }
+
+    /// Creates the run's spool folder under `root`. The folder is removed when the spool is
+    /// dropped, however the run ends: no load needs its spool after its run (a pending load is
+    /// recovered through the target).
+    pub fn create(root: &Path, connection: &str, run_id: &str) -> io::Result<Spool> {
+        let dir = root.join(connection).join(run_id);
         std::fs::create_dir_all(&dir)?;
         Ok(Spool {
             dir,
@@ -155,9 +162,15 @@ impl Spool {
         }
     }
 
-    /// Removes the run's spool folder.
-    pub fn remove(self) -> io::Result<()> {
-        std::fs::remove_dir_all(&self.dir)
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        // The files still open in the pool are closed with it; on Linux removing them first
+        // is fine. A folder that cannot be removed is removed by the connection's next run.
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            tracing::debug!(path = %self.dir.display(), error = %e, "removing the spool failed");
+        }
     }
 }
 

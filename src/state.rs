@@ -17,12 +17,14 @@ use std::sync::Mutex;
 /// Why the state store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("state store {path}: {source}")]
-    Sqlite {
-        path: String,
-        #[source]
-        source: rusqlite::Error,
-    },
+    /// The SQLite error is shown in the message and not chained as a source: its own
+    /// source repeats the same text with a code number.
+    #[error("state store {path}: {error}")]
+    Sqlite { path: String, error: rusqlite::Error },
+    #[error(
+        "state store {path} is read-only (its file mode, its folder's permissions or a read-only mount); s3-importd must write it: fix the permissions, or run as the user that owns it"
+    )]
+    ReadOnly { path: String },
     #[error("state store {path}: cannot create its folder: {source}")]
     Folder {
         path: String,
@@ -269,6 +271,38 @@ pub struct SqliteStore {
     db: Mutex<Connection>,
 }
 
+/// A SQLite error on the state file, with the read-only cases told apart (SQLite says
+/// "unable to open database file" or "attempt to write a readonly database" for them).
+fn sqlite_error(path: &Path, error: rusqlite::Error) -> StateError {
+    let path_text = path.display().to_string();
+    let read_only = match error.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::ReadOnly) => true,
+        // Unable to open: read-only when the file or its folder exists but cannot be written.
+        Some(rusqlite::ErrorCode::CannotOpen) => {
+            let writable = |p: &Path| {
+                std::fs::metadata(p).is_ok_and(|m| !m.permissions().readonly())
+                    && std::fs::OpenOptions::new().append(true).open(p).is_ok()
+            };
+            (path.exists() && !writable(path))
+                || path.parent().is_some_and(|dir| dir.exists() && !dir_writable(dir))
+        }
+        _ => false,
+    };
+    if read_only {
+        StateError::ReadOnly { path: path_text }
+    } else {
+        StateError::Sqlite { path: path_text, error }
+    }
+}
+
+/// Whether a new file can be created in `dir`.
+fn dir_writable(dir: &Path) -> bool {
+    let probe = dir.join(format!(".s3-importd-probe-{}", std::process::id()));
+    let made = std::fs::File::create(&probe).is_ok();
+    let _ = std::fs::remove_file(&probe);
+    made
+}
+
 fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
@@ -288,10 +322,7 @@ impl SqliteStore {
         }
         let store = SqliteStore {
             path: path.to_path_buf(),
-            db: Mutex::new(Connection::open(path).map_err(|source| StateError::Sqlite {
-                path: path.display().to_string(),
-                source,
-            })?),
+            db: Mutex::new(Connection::open(path).map_err(|e| sqlite_error(path, e))?),
         };
         store.with(|db| {
             db.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -310,11 +341,46 @@ impl SqliteStore {
         &self.path
     }
 
-    fn err(&self, source: rusqlite::Error) -> StateError {
-        StateError::Sqlite {
-            path: self.path.display().to_string(),
-            source,
+    fn err(&self, error: rusqlite::Error) -> StateError {
+        sqlite_error(&self.path, error)
+    }
+
+    /// Opens the state file for commands that only read it (`status`): as [`SqliteStore::open`]
+    /// does, else, when the file cannot be written, read-only.
+    pub fn open_for_reading(path: &Path) -> Result<SqliteStore, StateError> {
+        match SqliteStore::open(path) {
+            Err(StateError::ReadOnly { .. }) => {}
+            other => return other,
         }
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+        // SQLite reads a WAL database read-only only when its -wal and -shm files exist (or
+        // it may create them). Without a -wal file every change is in the main file, which is
+        // then read as immutable, with no locking at all.
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let target = if Path::new(&wal).exists() {
+            path.display().to_string()
+        } else {
+            let escaped = path.display().to_string().replace('%', "%25").replace('?', "%3f").replace('#', "%23");
+            format!("file:{escaped}?immutable=1")
+        };
+        let db = Connection::open_with_flags(&target, flags).map_err(|e| sqlite_error(path, e))?;
+        let store = SqliteStore {
+            path: path.to_path_buf(),
+            db: Mutex::new(db),
+        };
+        let known = MIGRATIONS.len() as i64;
+        let found: i64 = store.with(|db| db.pragma_query_value(None, "user_version", |r| r.get(0)))?;
+        if found > known {
+            return Err(StateError::TooNew {
+                path: path.display().to_string(),
+                found,
+                known,
+            });
+        }
+        Ok(store)
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, StateError> {

@@ -7,7 +7,7 @@ use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
 use s3_importd::config::{Config, Connection};
 use s3_importd::schedule;
-use s3_importd::state::{Overview, Quarantined, RunRecord, SqliteStore};
+use s3_importd::state::{Overview, Quarantined, RunRecord, SqliteStore, StateStore};
 use serde_json::{Value, json};
 use std::process::ExitCode;
 
@@ -25,14 +25,23 @@ pub fn command(
             return Ok(ExitCode::from(EXIT_USAGE));
         }
     };
-    let state = SqliteStore::open(&config.settings.state).context("opening the state store")?;
+    // `status` only reads: it works on a state file it cannot write.
+    let state = SqliteStore::open_for_reading(&config.settings.state).context("opening the state store")?;
     let now = Utc::now();
     // Quarantined rows are listed only for a named connection, to keep the overview short.
     let shown = if name.is_some() { quarantine } else { 0 };
     for c in chosen {
-        let overview = state
+        let mut overview = state
             .overview(&c.name)
             .with_context(|| format!("reading the state of {}", c.name))?;
+        // A run recorded as running whose lock is free ended without recording its end (it
+        // was killed, or the disk was full when it finished).
+        if let Some(r) = overview.last_run.as_mut()
+            && r.outcome == "running"
+            && state.lock(&c.name).is_ok()
+        {
+            r.outcome = "interrupted".to_string();
+        }
         let rows = state
             .quarantine(&c.name, shown)
             .with_context(|| format!("reading the quarantine of {}", c.name))?;
@@ -148,7 +157,10 @@ fn to_text(
             out += &format!(
                 "  last run {} ({}), {}: listed {}, new {}, imported {}, rejected {}, failed {}; rows {}, bad rows {}\n",
                 time(r.started_at).unwrap_or_else(none),
-                duration_s(r).map_or_else(|| "still running".to_string(), |d| format!("{d:.1} s")),
+                duration_s(r).map_or_else(
+                    || if r.outcome == "running" { "still running" } else { "no end recorded" }.to_string(),
+                    |d| format!("{d:.1} s")
+                ),
                 r.outcome,
                 c.listed,
                 c.new,
