@@ -192,6 +192,12 @@ fn bad_files_and_their_messages() {
             ],
         ),
         ("[source\n".to_string(), vec!["connections/c.toml: unclosed table, expected `]` (line 1)"]),
+        (
+            "[source]\ntype = \"dir\"\npath = \"in\"\n[template]\nmax_bad_rows = 10\n[[template.fields]]\nname = \"id\"\n[target]\ntype = \"stdout\"".to_string(),
+            vec![
+                "connections/c.toml: template.max_bad_rows: 10 is a number; write it as a string: \"10\" for a count of bad rows, or a share such as \"1%\"",
+            ],
+        ),
     ];
     for (body, want) in cases {
         let got = problems(&[("connections/c.toml", &body)]);
@@ -266,4 +272,19 @@ fn validate_prints_every_problem_and_exits_2() {
     let out = run_binary(good.path(), &["validate"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("configuration ok: 1 connection (1 enabled)"));
+}
+
+#[test]
+fn a_broken_template_file_is_reported_once_in_its_own_file() {
+    let connection = "template = \"products\"\n[source]\ntype = \"dir\"\npath = \"in\"\n[target]\ntype = \"stdout\"";
+    let template = "table = \"p\"\nmax_bad_rows = \"lots\"\n[[fields]]\nname = \"id\"\ntype = \"money\"";
+    let got = problems(&[("connections/c.toml", connection), ("templates/products.toml", template)]);
+    assert_eq!(
+        got,
+        [
+            "templates/products.toml: max_bad_rows: \"lots\" is not a count or a share; use a count such as \"10\" or a share such as \"1%\"",
+            "templates/products.toml: fields[0].type: \"money\" is not a field type; use one of string, integer, decimal, float, boolean, date, timestamp, json",
+            "connections/c.toml: template: templates/products.toml has problems (listed under that file); fix them there",
+        ]
+    );
 }

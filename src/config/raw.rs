@@ -86,8 +86,8 @@ pub struct RawTemplate {
     pub fields: Vec<RawField>,
 }
 
-/// A value TOML may give as a number or as a string (`max_bad_rows = 10` or `"1%"`,
-/// `column = 3` or `"Product ID"`).
+/// A value TOML may give as a number or as a string (`column = 3` or `"Product ID"`;
+/// `max_bad_rows` is read as this too, so that a number gets its own message).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum CountOrText {

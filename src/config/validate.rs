@@ -98,7 +98,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
             file: &file,
             out: &mut errors,
         };
-        if let Some(c) = connection(&raw.dir, &name, &file, c, choice, &raw.templates, &mut p) {
+        if let Some(c) = connection(&raw.dir, &name, &file, c, choice, &raw.templates, &templates, &mut p) {
             connections.push(c);
         }
     }
@@ -190,6 +190,7 @@ fn connection(
     c: RawConnection,
     choice: TemplateChoice,
     templates: &BTreeMap<String, RawTemplate>,
+    valid_templates: &BTreeMap<String, Template>,
     p: &mut Problems<'_>,
 ) -> Option<Connection> {
     let before = p.out.len();
@@ -213,6 +214,17 @@ fn connection(
     let template = match choice {
         TemplateChoice::Inline(t) => template(&t, name, "template.", format.has_header, p),
         TemplateChoice::Named(n) => match templates.get(&n) {
+            // A template file's own problems are reported once, in that file; the connection
+            // says only that it uses a broken template.
+            Some(_) if !valid_templates.contains_key(&n) => {
+                p.add(
+                    "template",
+                    format!("templates/{n}.toml has problems (listed under that file); fix them there"),
+                );
+                None
+            }
+            // What depends on the connection (a column index without a header) is checked
+            // here, and blamed on the connection.
             Some(t) => template(t, name, "template.", format.has_header, p),
             None => {
                 let known: Vec<&str> = templates.keys().map(String::as_str).collect();
@@ -648,9 +660,12 @@ fn bad_row_limit(v: Option<&CountOrText>, key: &str, p: &mut Problems<'_>) -> Ba
     let fix = "use a count such as \"10\" or a share such as \"1%\"";
     match v {
         None => BadRowLimit::Share(0.01),
-        Some(CountOrText::Count(n)) if *n >= 0 => BadRowLimit::Count(*n as u64),
+        // The contract writes the limit as a string, so that a count and a share read alike.
         Some(CountOrText::Count(n)) => {
-            p.add(key, format!("{n} is negative; {fix}"));
+            p.add(
+                key,
+                format!("{n} is a number; write it as a string: \"{n}\" for a count of bad rows, or a share such as \"1%\""),
+            );
             BadRowLimit::Count(0)
         }
         Some(CountOrText::Text(t)) => {
