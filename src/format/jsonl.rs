@@ -4,7 +4,7 @@
 //! worker threads.
 
 use super::{Failure, Provenanced};
-use crate::template::{Column, RawValue, Template, UnknownFields};
+use crate::template::{Column, FieldError, RawValue, Template, UnknownFields};
 use serde::Deserializer;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
@@ -62,6 +62,12 @@ fn check_line(
     {
         Ok(true) => fields.emit(line, sink, raw),
         Ok(false) => sink.broken(line, "is not a JSON object".to_string(), raw()),
+        // serde_json refuses a number beyond a float's range (1e999) as a syntax error.
+        Err(e) if e.to_string().starts_with("number out of range") => sink.broken(
+            line,
+            format!("holds a number too large for a 64-bit float ({e}); write such a number as a string"),
+            raw(),
+        ),
         Err(e) => sink.broken(line, format!("is not valid JSON: {e}"), raw()),
     }
 }
@@ -212,12 +218,8 @@ impl<'t> Fields<'t> {
     ) -> Result<(), Failure> {
         let template = self.template;
         if template.unknown_fields == UnknownFields::Reject && !self.unknown.is_empty() {
-            let names = self
-                .unknown
-                .iter()
-                .map(|(k, _)| format!("{k:?}"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let names: Vec<String> = self.unknown.iter().map(|(k, _)| k.clone()).collect();
+            let names = crate::text::quoted_list(&names);
             return sink.broken(
                 line,
                 format!("has keys no field claims: {names} (unknown_fields = \"reject\")"),
@@ -232,8 +234,55 @@ impl<'t> Fields<'t> {
             },
             &mut sink.buf,
         );
-        sink.emit(line, checked, &self.unknown, raw)
+        match checked {
+            Ok(()) => sink.emit(line, Ok(()), &self.unknown, raw),
+            Err(mut errors) => {
+                let text = raw();
+                self.restore_digits(&mut errors, &text);
+                sink.emit(line, Err(errors), &self.unknown, || text)
+            }
+        }
     }
+
+    /// A number with more digits than a 64-bit value holds was read as a float, and its
+    /// error would show the float (`1.2345678901234568e29`); the errors show the digits the
+    /// object had instead, read again from its text (this is the error path only).
+    fn restore_digits(&self, errors: &mut [FieldError], object_text: &str) {
+        let mut raw_values: Option<Map<String, Value>> = None;
+        for error in errors.iter_mut() {
+            let Some(at) = self.template.fields.iter().position(|f| f.name == error.field) else {
+                continue;
+            };
+            let Some(Value::Number(n)) = self.field_key[at].and_then(|k| self.values[k].as_ref()) else {
+                continue;
+            };
+            if !n.is_f64() {
+                continue;
+            }
+            let Column::Name(key) = &self.template.fields[at].column else {
+                continue;
+            };
+            let raw_values = raw_values.get_or_insert_with(|| raw_numbers(object_text));
+            if let Some(Value::String(digits)) = raw_values.get(key) {
+                error.reason = error.reason.replacen(&n.to_string(), &crate::text::excerpt(digits), 1);
+            }
+        }
+    }
+}
+
+/// The top-level numbers of a JSON object as the text they were written with.
+fn raw_numbers(object_text: &str) -> Map<String, Value> {
+    let parsed: Result<std::collections::BTreeMap<String, Box<serde_json::value::RawValue>>, _> =
+        serde_json::from_str(object_text);
+    parsed
+        .map(|values| {
+            values
+                .into_iter()
+                .filter(|(_, v)| v.get().starts_with(|c: char| c == '-' || c.is_ascii_digit()))
+                .map(|(k, v)| (k, Value::String(v.get().to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Reads one JSON value into [`Fields`]; yields whether it was an object (anything else is
@@ -488,5 +537,22 @@ mod tests {
         assert_eq!(buf, b"short");
         buf.clear();
         assert_eq!(read_line(&mut input, &mut buf, 10).unwrap(), None);
+    }
+
+    #[test]
+    fn big_numbers_are_named_by_their_digits() {
+        let c = run(
+            "{\"ID\": 123456789012345678901234567890}\n{\"ID\": 1e999}\n{\"ID\": -98765432109876543210.5}\n",
+            UnknownFields::Ignore,
+        );
+        let reasons: Vec<&str> = c.errors.iter().map(|e| e.reason.as_str()).collect();
+        assert_eq!(
+            reasons,
+            [
+                "123456789012345678901234567890 is not an integer",
+                "holds a number too large for a 64-bit float (number out of range at line 1 column 12); write such a number as a string",
+                "-98765432109876543210.5 is not an integer",
+            ]
+        );
     }
 }
