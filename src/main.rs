@@ -2,12 +2,10 @@
 //! command to its handler. The edge of the program: errors become messages and exit codes
 //! here (0 success, 1 a run or check failed, 2 bad usage or configuration).
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use s3_importd::clock::SystemClock;
 use s3_importd::config::{self, Config, LogFormat, TargetSpec};
 use s3_importd::run::{RunEnv, RunSummary};
-use s3_importd::state::SqliteStore;
 use s3_importd::{source, target};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -215,12 +213,8 @@ async fn run_command(config: &Config, names: &[String], dry_run: bool) -> anyhow
         println!("no enabled connections in {}", config.dir.display());
         return Ok(ExitCode::SUCCESS);
     }
-    let state_path = &config.settings.state;
-    let state = SqliteStore::open(state_path).context("opening the state store")?;
-    let spool_root = state_path
-        .parent()
-        .unwrap_or(std::path::Path::new("."))
-        .join("spool");
+    let state = commands::open_state(config)?;
+    let spool_root = &config.settings.spool_dir;
     let clock = SystemClock;
 
     use futures::StreamExt;

@@ -174,6 +174,25 @@ impl Drop for Spool {
     }
 }
 
+/// Removes the spools that runs of `connections` left behind (killed runs), skipping any
+/// connection that is running now (`lock` fails for it). For a disk too full to open the
+/// state store: those spools may be what filled it. Returns how many folders it removed.
+pub fn free_abandoned<L>(
+    root: &Path,
+    connections: &[&str],
+    lock: impl Fn(&str) -> Result<L, crate::state::StateError>,
+) -> usize {
+    let mut removed = 0;
+    for name in connections {
+        // The lock is held while the folder is removed, so no run of it starts meanwhile.
+        let Ok(_held) = lock(name) else { continue };
+        if root.join(name).exists() && Spool::clear(root, name).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// The file a writer appends to.
 enum Holding {
     /// Not created yet.
@@ -247,6 +266,19 @@ impl SpoolWriter {
         std::mem::take(&mut self.errors)
     }
 
+    /// After a failed write: part of a row may be in the file, so it leaves the pool. It is cut
+    /// back to where this object began (what the buffer still holds is dropped, not written),
+    /// so that a disk filled by this object is freed at once; the rows of objects before it
+    /// stay, as their slices need them.
+    fn break_file(&mut self) {
+        if let Holding::Open(file) = std::mem::replace(&mut self.holding, Holding::Broken) {
+            let (out, _unwritten) = file.out.into_parts();
+            if let Err(e) = out.set_len(self.start) {
+                tracing::debug!(path = %file.path.display(), error = %e, "cutting a broken spool file failed");
+            }
+        }
+    }
+
     fn give_back(&self, file: SpoolFile) {
         if let Ok(mut idle) = self.idle.lock() {
             idle.push(file);
@@ -287,8 +319,7 @@ impl RowSink for SpoolWriter {
                 Ok(())
             }
             Err(e) => {
-                // Part of the row may be in the file: it cannot be used by another object.
-                self.holding = Holding::Broken;
+                self.break_file();
                 Err(e)
             }
         }
@@ -299,7 +330,7 @@ impl RowSink for SpoolWriter {
         // names a file that exists.
         let result = self.out().and_then(|out| out.flush());
         if result.is_err() {
-            self.holding = Holding::Broken;
+            self.break_file();
         }
         result
     }

@@ -271,6 +271,33 @@ pub struct SqliteStore {
     db: Mutex<Connection>,
 }
 
+/// Takes the run lock of a connection whose state is in the SQLite file `state_path`: lock
+/// files live beside it, `locks/NAME.lock`, held with flock(2), which the kernel releases
+/// when the process ends however it ends. Needs no database, so that it works on a disk too
+/// full to open one (see [`crate::spool::free_abandoned`]).
+pub fn lock_connection(state_path: &Path, connection: &str) -> Result<ConnectionLock, StateError> {
+    let dir = state_path.parent().unwrap_or(Path::new(".")).join("locks");
+    let path = dir.join(format!("{connection}.lock"));
+    let lock_error = |source| StateError::Lock {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(&dir).map_err(lock_error)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(lock_error)?;
+    match file.try_lock() {
+        Ok(()) => Ok(ConnectionLock(Box::new(file))),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StateError::Busy {
+            connection: connection.to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(lock_error(e)),
+    }
+}
+
 /// A SQLite error on the state file, with the read-only cases told apart (SQLite says
 /// "unable to open database file" or "attempt to write a readonly database" for them).
 fn sqlite_error(path: &Path, error: rusqlite::Error) -> StateError {
@@ -309,6 +336,19 @@ fn ms(t: DateTime<Utc>) -> i64 {
 
 fn from_ms(v: i64) -> Option<DateTime<Utc>> {
     Utc.timestamp_millis_opt(v).single()
+}
+
+impl StateError {
+    /// Whether the disk (or the file system's quota) is full.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StateError::Sqlite { error, .. } => error.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull),
+            StateError::Folder { source, .. } | StateError::Lock { source, .. } => {
+                source.kind() == std::io::ErrorKind::StorageFull
+            }
+            _ => false,
+        }
+    }
 }
 
 impl SqliteStore {
@@ -558,28 +598,7 @@ impl SqliteStore {
 
 impl StateStore for SqliteStore {
     fn lock(&self, connection: &str) -> Result<ConnectionLock, StateError> {
-        // Lock files live beside the state file: `locks/NAME.lock`, held with flock(2), which
-        // the kernel releases when the process ends however it ends.
-        let dir = self.path.parent().unwrap_or(Path::new(".")).join("locks");
-        let path = dir.join(format!("{connection}.lock"));
-        let lock_error = |source| StateError::Lock {
-            path: path.display().to_string(),
-            source,
-        };
-        std::fs::create_dir_all(&dir).map_err(lock_error)?;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(lock_error)?;
-        match file.try_lock() {
-            Ok(()) => Ok(ConnectionLock(Box::new(file))),
-            Err(std::fs::TryLockError::WouldBlock) => Err(StateError::Busy {
-                connection: connection.to_string(),
-            }),
-            Err(std::fs::TryLockError::Error(e)) => Err(lock_error(e)),
-        }
+        lock_connection(&self.path, connection)
     }
 
     fn connection(&self, name: &str) -> Result<ConnectionState, StateError> {

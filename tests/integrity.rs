@@ -118,3 +118,95 @@ async fn a_body_cut_once_is_read_again_within_the_run() {
     );
     assert_eq!(ids(&cfg), all_ids());
 }
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs {
+    path: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(path: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(path).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(path)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "this test fills a small tmpfs and must mount one: run it as root (CI does); mount said: {}",
+            text(&out.stderr)
+        );
+        Tmpfs { path: path.to_path_buf() }
+    }
+
+    fn resize(&self, size: &str) {
+        let out = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.path)
+            .output()
+            .expect("run mount");
+        assert!(out.status.success(), "remount: {}", text(&out.stderr));
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_run_on_record_and_the_next_run_recovers_by_itself() {
+    let cfg = ConfigDir::new();
+    let disk = Tmpfs::mount(&cfg.path().join("state"), "2m");
+    // One object at a time, so that the small object is not spooled while the large one has
+    // the disk full.
+    std::fs::write(
+        cfg.path().join("s3-importd.toml"),
+        "state = \"state/state.db\"\nmax_concurrent_objects = 1\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(cfg.path().join("in/full")).unwrap();
+    cfg.connection("full", &dir_connection_toml("full", ID_TEMPLATE, "type = \"file\"\npath = \"out\""));
+    let write = |name: &str, rows: std::ops::Range<usize>| {
+        let body: String = rows.map(|i| format!("{{\"id\": \"{i:07}\"}}\n")).collect();
+        std::fs::write(cfg.path().join("in/full").join(name), body).unwrap();
+    };
+
+    // A spool left behind by a run that was killed fills the disk: the next run removes it
+    // before it writes anything, and succeeds.
+    let old = cfg.path().join("state/spool/full/0190-old-run");
+    std::fs::create_dir_all(&old).unwrap();
+    let filler = vec![b'x'; 64 * 1024];
+    let mut f = std::fs::File::create(old.join("000000.jsonl")).unwrap();
+    while std::io::Write::write_all(&mut f, &filler).is_ok() {}
+    drop(f);
+    write("a.jsonl", 0..100);
+    let stdout = stdout_of(&run_binary(cfg.path(), &["run"]));
+    assert!(stdout.contains("imported 1, rejected 0, failed 0; rows 100"), "{stdout}");
+    assert!(!old.exists());
+
+    // An object whose rows do not fit on the disk fails (the object, not the daemon); the run
+    // is recorded as failed with its error, and the other objects are imported.
+    write("b.jsonl", 100..60_000);
+    write("c.jsonl", 60_000..60_010);
+    let out = run_binary(cfg.path(), &["run"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("imported 1, rejected 0, failed 1; rows 10"), "{stdout}");
+    assert!(stdout.contains("b.jsonl: failed:") && stdout.contains("No space left on device"), "{stdout}");
+    let status = stdout_of(&run_binary(cfg.path(), &["status", "full"]));
+    assert!(status.contains("failed: listed 3, new 2, imported 1"), "{status}");
+    assert!(status.contains("No space left on device"), "{status}");
+    assert_eq!(std::fs::read_dir(cfg.path().join("state/spool/full")).map(|d| d.count()).unwrap_or(0), 0);
+
+    // Space is freed: the next run imports what failed, once.
+    disk.resize("64m");
+    let stdout = stdout_of(&run_binary(cfg.path(), &["run"]));
+    assert!(stdout.contains("imported 1, rejected 0, failed 0; rows 59900"), "{stdout}");
+    let mut ids: Vec<String> = cfg.rows().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    ids.sort();
+    let want: Vec<String> = (0..60_010).map(|i| format!("{i:07}")).collect();
+    assert_eq!(ids, want);
+}

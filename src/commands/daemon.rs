@@ -6,7 +6,6 @@ use anyhow::Context;
 use s3_importd::clock::SystemClock;
 use s3_importd::config::{self, Config};
 use s3_importd::daemon::{self, Control, Notifier, Parts, StoreRunner};
-use s3_importd::state::SqliteStore;
 use sd_notify::NotifyState;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,12 +46,12 @@ impl Notifier for SdNotifier {
 }
 
 pub async fn command(config: Config, dir: PathBuf) -> anyhow::Result<ExitCode> {
-    let state = Arc::new(SqliteStore::open(&config.settings.state).context("opening the state store")?);
+    let state = Arc::new(super::open_state(&config)?);
     let clock = Arc::new(SystemClock);
     let runner = StoreRunner {
         state: state.clone(),
         clock: clock.clone(),
-        spool_root: config.settings.state.with_file_name("spool"),
+        spool_root: config.settings.spool_dir.clone(),
         max_concurrent_objects: config.settings.max_concurrent_objects,
     };
     let mut hangup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;

@@ -13,7 +13,27 @@ pub mod status;
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
+use anyhow::Context;
 use s3_importd::config::{Config, Connection};
+use s3_importd::state::{self, SqliteStore};
+
+/// Opens the state store for a command that writes it. On a disk too full to open it, first
+/// frees the spools that killed runs left behind (of connections not running now), which may
+/// be what filled it, and tries once more.
+pub fn open_state(config: &Config) -> anyhow::Result<SqliteStore> {
+    let path = &config.settings.state;
+    match SqliteStore::open(path) {
+        Err(e) if e.is_disk_full() => {
+            let names: Vec<&str> = config.connections.iter().map(|c| c.name.as_str()).collect();
+            let freed = s3_importd::spool::free_abandoned(&config.settings.spool_dir, &names, |name| {
+                state::lock_connection(path, name)
+            });
+            tracing::warn!(error = %e, freed, "the disk is full; removed spools left by interrupted runs and trying again");
+            SqliteStore::open(path).context("opening the state store")
+        }
+        other => other.context("opening the state store"),
+    }
+}
 
 /// The one connection a command is about; an unknown name is reported (with the known ones)
 /// and becomes exit code 2.

@@ -4,13 +4,11 @@
 //! runs as a dry run, and the sample is parsed into memory, not the spool.
 
 use super::{EXIT_FAILED, pick_one};
-use anyhow::Context;
 use chrono::SecondsFormat;
 use s3_importd::clock::SystemClock;
 use s3_importd::config::Config;
 use s3_importd::format::Sample;
 use s3_importd::run::{self, RunEnv};
-use s3_importd::state::SqliteStore;
 use s3_importd::{source, target};
 use serde_json::Value;
 use std::process::ExitCode;
@@ -23,17 +21,17 @@ pub async fn command(config: &Config, name: &str, files: usize, rows: u64) -> an
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    let state = SqliteStore::open(&config.settings.state).context("opening the state store")?;
+    let state = super::open_state(config)?;
     let source = source::for_connection(connection).await;
     let target = target::for_connection(connection).await;
-    let spool_root = config.settings.state.with_file_name("spool");
+    let spool_root = &config.settings.spool_dir;
     let env = RunEnv {
         connection,
         source: source.as_ref(),
         target: target.as_ref(),
         state: &state,
         clock: &SystemClock,
-        spool_root: &spool_root,
+        spool_root,
         max_concurrent_objects: 1,
         stop: tokio_util::sync::CancellationToken::new(),
         next_run: None,

@@ -3,10 +3,9 @@
 //! (in the daemon or another `run`): it takes the same lock a run takes.
 
 use super::{EXIT_FAILED, EXIT_USAGE, pick_one};
-use anyhow::Context;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use s3_importd::config::Config;
-use s3_importd::state::{SqliteStore, StateError, StateStore};
+use s3_importd::state::{StateError, StateStore};
 use std::process::ExitCode;
 
 /// Reads `--since`: a date (midnight UTC) or an RFC 3339 time.
@@ -33,7 +32,7 @@ pub fn command(config: &Config, name: &str, since: &str) -> anyhow::Result<ExitC
             return Ok(ExitCode::from(EXIT_USAGE));
         }
     };
-    let state = SqliteStore::open(&config.settings.state).context("opening the state store")?;
+    let state = super::open_state(config)?;
     let _lock = match state.lock(&connection.name) {
         Ok(lock) => lock,
         Err(StateError::Busy { .. }) => {

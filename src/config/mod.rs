@@ -43,6 +43,8 @@ impl Config {
 pub struct Settings {
     /// The SQLite state file, resolved against the configuration folder.
     pub state: PathBuf,
+    /// Where runs spool their loads (`spool_dir`; default `spool/` beside the state file).
+    pub spool_dir: PathBuf,
     pub timezone: chrono_tz::Tz,
     pub max_concurrent_runs: usize,
     pub max_concurrent_objects: usize,

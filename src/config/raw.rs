@@ -13,6 +13,7 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct RawSettings {
     pub state: Option<String>,
+    pub spool_dir: Option<String>,
     pub timezone: Option<String>,
     pub max_concurrent_runs: Option<i64>,
     pub max_concurrent_objects: Option<i64>,

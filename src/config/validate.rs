@@ -172,8 +172,13 @@ fn settings(dir: &Path, s: RawSettings, p: &mut Problems<'_>) -> Option<Settings
                 format!("{a:?} is not an IAM ARN; use the daemon's role or user ARN, e.g. \"arn:aws:iam::111122223333:role/s3-importd\""),
             );
     }
+    let spool_dir = match s.spool_dir.as_deref() {
+        Some(d) => resolve(dir, d),
+        None => state.parent().unwrap_or(Path::new(".")).join("spool"),
+    };
     (p.out.len() == before).then_some(Settings {
         state,
+        spool_dir,
         timezone,
         max_concurrent_runs,
         max_concurrent_objects,
