@@ -34,7 +34,7 @@ bench_template() {
     cat <<'TOML'
 [template]
 table = "products"
-max_bad_rows = 0
+max_bad_rows = "0"
 [[template.fields]]
 name = "id"
 type = "integer"

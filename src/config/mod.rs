@@ -269,13 +269,20 @@ pub struct RawConfig {
     pub connections: Vec<(String, String, raw::RawConnection, TemplateChoice)>,
 }
 
+/// The text of a configuration folder's files, as read: what [`check`] takes. The names are
+/// file stems; the files are shown in messages as `connections/NAME.toml` and
+/// `templates/NAME.toml`.
+#[derive(Debug, Default, Clone)]
+pub struct Files {
+    /// `s3-importd.toml`, when there is one.
+    pub settings: Option<String>,
+    pub templates: Vec<(String, String)>,
+    pub connections: Vec<(String, String)>,
+}
+
 /// Reads and checks a configuration folder.
 pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
-    let mut raw = RawConfig {
-        dir: dir.to_path_buf(),
-        ..RawConfig::default()
-    };
     if !dir.is_dir() {
         return Err(ConfigErrors(vec![ConfigError {
             file: dir.display().to_string(),
@@ -284,22 +291,55 @@ pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
                 .into(),
         }]));
     }
+    let mut files = Files::default();
     let settings_file = dir.join("s3-importd.toml");
-    if settings_file.exists()
-        && let Some(s) = read_toml(dir, &settings_file, &mut errors)
-    {
-        raw.settings = s;
+    if settings_file.exists() {
+        files.settings = read_text(dir, &settings_file, &mut errors);
     }
     for (name, path) in toml_files(dir, "templates", &mut errors) {
-        if let Some(t) = read_toml(dir, &path, &mut errors) {
-            raw.templates.insert(name, t);
+        if let Some(text) = read_text(dir, &path, &mut errors) {
+            files.templates.push((name, text));
         }
     }
     for (name, path) in toml_files(dir, "connections", &mut errors) {
-        let Some(mut c) = read_toml::<raw::RawConnection>(dir, &path, &mut errors) else {
+        if let Some(text) = read_text(dir, &path, &mut errors) {
+            files.connections.push((name, text));
+        }
+    }
+    match check(dir, &files) {
+        Ok(config) if errors.is_empty() => Ok(config),
+        Ok(_) => Err(ConfigErrors(errors)),
+        Err(ConfigErrors(more)) => {
+            errors.extend(more);
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+/// Checks the files of a configuration folder `dir` (which relative paths are resolved
+/// against). Pure: reads nothing, so it is what the fuzz target calls.
+pub fn check(dir: &Path, files: &Files) -> Result<Config, ConfigErrors> {
+    let mut errors = Vec::new();
+    let mut raw = RawConfig {
+        dir: dir.to_path_buf(),
+        ..RawConfig::default()
+    };
+    if let Some(text) = &files.settings
+        && let Some(s) = parse_file(text, "s3-importd.toml", &mut errors)
+    {
+        raw.settings = s;
+    }
+    for (name, text) in &files.templates {
+        if let Some(t) = parse_file(text, &format!("templates/{name}.toml"), &mut errors) {
+            raw.templates.insert(name.clone(), t);
+        }
+    }
+    for (name, text) in &files.connections {
+        let file = format!("connections/{name}.toml");
+        let Some(mut c) = parse_file::<raw::RawConnection>(text, &file, &mut errors) else {
             continue;
         };
-        let file = shown(dir, &path);
+        let name = name.clone();
         let choice = match c.template.take() {
             None => TemplateChoice::Missing,
             Some(toml::Value::String(n)) => TemplateChoice::Named(n),
@@ -368,27 +408,29 @@ fn toml_files(dir: &Path, sub: &str, errors: &mut Vec<ConfigError>) -> Vec<(Stri
 }
 
 /// Reads and deserializes one TOML file, recording what goes wrong.
-fn read_toml<T: serde::de::DeserializeOwned>(
-    dir: &Path,
-    path: &Path,
-    errors: &mut Vec<ConfigError>,
-) -> Option<T> {
-    let file = shown(dir, path);
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+fn read_text(dir: &Path, path: &Path, errors: &mut Vec<ConfigError>) -> Option<String> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Some(t),
         Err(e) => {
             errors.push(ConfigError {
-                file,
+                file: shown(dir, path),
                 key: String::new(),
                 message: format!("cannot be read: {e}"),
             });
-            return None;
+            None
         }
-    };
-    match parse_toml(&text) {
+    }
+}
+
+fn parse_file<T: serde::de::DeserializeOwned>(text: &str, file: &str, errors: &mut Vec<ConfigError>) -> Option<T> {
+    match parse_toml(text) {
         Ok(v) => Some(v),
         Err((key, message)) => {
-            errors.push(ConfigError { file, key, message });
+            errors.push(ConfigError {
+                file: file.to_string(),
+                key,
+                message,
+            });
             None
         }
     }

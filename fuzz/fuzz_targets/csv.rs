@@ -1,0 +1,9 @@
+//! Fuzzes the csv reader with a template of every field type: no panic, every delivered row
+//! a JSON object, every row error and file error bounded.
+#![no_main]
+
+mod common;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    common::parse("csv", "object.csv", data);
+});
