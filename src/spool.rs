@@ -161,7 +161,6 @@ impl Spool {
             errors_dropped: 0,
         }
     }
-
 }
 
 impl Drop for Spool {

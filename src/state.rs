@@ -311,14 +311,19 @@ fn sqlite_error(path: &Path, error: rusqlite::Error) -> StateError {
                     && std::fs::OpenOptions::new().append(true).open(p).is_ok()
             };
             (path.exists() && !writable(path))
-                || path.parent().is_some_and(|dir| dir.exists() && !dir_writable(dir))
+                || path
+                    .parent()
+                    .is_some_and(|dir| dir.exists() && !dir_writable(dir))
         }
         _ => false,
     };
     if read_only {
         StateError::ReadOnly { path: path_text }
     } else {
-        StateError::Sqlite { path: path_text, error }
+        StateError::Sqlite {
+            path: path_text,
+            error,
+        }
     }
 }
 
@@ -342,7 +347,9 @@ impl StateError {
     /// Whether the disk (or the file system's quota) is full.
     pub fn is_disk_full(&self) -> bool {
         match self {
-            StateError::Sqlite { error, .. } => error.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull),
+            StateError::Sqlite { error, .. } => {
+                error.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+            }
             StateError::Folder { source, .. } | StateError::Lock { source, .. } => {
                 source.kind() == std::io::ErrorKind::StorageFull
             }
@@ -403,7 +410,12 @@ impl SqliteStore {
         let target = if Path::new(&wal).exists() {
             path.display().to_string()
         } else {
-            let escaped = path.display().to_string().replace('%', "%25").replace('?', "%3f").replace('#', "%23");
+            let escaped = path
+                .display()
+                .to_string()
+                .replace('%', "%25")
+                .replace('?', "%3f")
+                .replace('#', "%23");
             format!("file:{escaped}?immutable=1")
         };
         let db = Connection::open_with_flags(&target, flags).map_err(|e| sqlite_error(path, e))?;

@@ -41,7 +41,11 @@ pub fn excerpt_of(text: &str, max: usize) -> String {
 /// them shown and each an [`excerpt`], with the count of the others.
 pub fn quoted_list(names: &[String]) -> String {
     const SHOWN: usize = 20;
-    let mut out: Vec<String> = names.iter().take(SHOWN).map(|n| format!("{:?}", excerpt(n))).collect();
+    let mut out: Vec<String> = names
+        .iter()
+        .take(SHOWN)
+        .map(|n| format!("{:?}", excerpt(n)))
+        .collect();
     if names.len() > SHOWN {
         out.push(format!("and {} more", names.len() - SHOWN));
     }
@@ -57,7 +61,10 @@ mod tests {
         assert_eq!(excerpt_of("abc", 3), "abc");
         assert_eq!(excerpt_of("abcd", 3), "abc… (4 bytes in all)");
         assert_eq!(excerpt_of("ééé", 2), "éé… (6 bytes in all)");
-        assert_eq!(excerpt(&"x".repeat(10_000)).len(), 256 + "… (10000 bytes in all)".len());
+        assert_eq!(
+            excerpt(&"x".repeat(10_000)).len(),
+            256 + "… (10000 bytes in all)".len()
+        );
     }
 
     #[test]

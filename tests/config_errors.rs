@@ -276,9 +276,13 @@ fn validate_prints_every_problem_and_exits_2() {
 
 #[test]
 fn a_broken_template_file_is_reported_once_in_its_own_file() {
-    let connection = "template = \"products\"\n[source]\ntype = \"dir\"\npath = \"in\"\n[target]\ntype = \"stdout\"";
+    let connection =
+        "template = \"products\"\n[source]\ntype = \"dir\"\npath = \"in\"\n[target]\ntype = \"stdout\"";
     let template = "table = \"p\"\nmax_bad_rows = \"lots\"\n[[fields]]\nname = \"id\"\ntype = \"money\"";
-    let got = problems(&[("connections/c.toml", connection), ("templates/products.toml", template)]);
+    let got = problems(&[
+        ("connections/c.toml", connection),
+        ("templates/products.toml", template),
+    ]);
     assert_eq!(
         got,
         [

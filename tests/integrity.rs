@@ -28,7 +28,9 @@ const LINES: usize = 300;
 async fn objects(client: &aws_sdk_s3::Client, stem: &str) -> String {
     let b = bucket(client, stem).await;
     for i in 0..OBJECTS {
-        let body: String = (0..LINES).map(|j| format!("{{\"id\": \"{i}-{j:05}\"}}\n")).collect();
+        let body: String = (0..LINES)
+            .map(|j| format!("{{\"id\": \"{i}-{j:05}\"}}\n"))
+            .collect();
         put(client, &b, &format!("in/{i}.jsonl"), body).await;
     }
     b
@@ -62,9 +64,16 @@ async fn damaged_bodies_are_never_imported(fault: Fault, client: aws_sdk_s3::Cli
 
     let out = run_binary(cfg.path(), &["run"]);
     let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{fault:?}: {stdout}\n{}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{fault:?}: {stdout}\n{}",
+        text(&out.stderr)
+    );
     assert!(
-        stdout.contains(&format!("imported 0, rejected 0, failed {OBJECTS}; rows 0, bad rows 0")),
+        stdout.contains(&format!(
+            "imported 0, rejected 0, failed {OBJECTS}; rows 0, bad rows 0"
+        )),
         "{fault:?}: {stdout}"
     );
     assert!(stdout.contains(expect), "{fault:?}: {stdout}");
@@ -75,7 +84,10 @@ async fn damaged_bodies_are_never_imported(fault: Fault, client: aws_sdk_s3::Cli
     proxy.set(Fault::None);
     let stdout = stdout_of(&run_binary(cfg.path(), &["run"]));
     assert!(
-        stdout.contains(&format!("imported {OBJECTS}, rejected 0, failed 0; rows {}", OBJECTS * LINES)),
+        stdout.contains(&format!(
+            "imported {OBJECTS}, rejected 0, failed 0; rows {}",
+            OBJECTS * LINES
+        )),
         "{fault:?}: {stdout}"
     );
     assert_eq!(ids(&cfg), all_ids(), "{fault:?}");
@@ -83,7 +95,12 @@ async fn damaged_bodies_are_never_imported(fault: Fault, client: aws_sdk_s3::Cli
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_cut_with_a_matching_content_length_is_never_imported() {
-    damaged_bodies_are_never_imported(Fault::CutWithLength, s3_without_checksums(), "the body ended after 2700 of the 5400 bytes listed").await;
+    damaged_bodies_are_never_imported(
+        Fault::CutWithLength,
+        s3_without_checksums(),
+        "the body ended after 2700 of the 5400 bytes listed",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -113,7 +130,10 @@ async fn a_body_cut_once_is_read_again_within_the_run() {
     let stdout = stdout_of(&run_binary(cfg.path(), &["run"]));
     assert_eq!(proxy.damaged(), 3);
     assert!(
-        stdout.contains(&format!("imported {OBJECTS}, rejected 0, failed 0; rows {}", OBJECTS * LINES)),
+        stdout.contains(&format!(
+            "imported {OBJECTS}, rejected 0, failed 0; rows {}",
+            OBJECTS * LINES
+        )),
         "{stdout}"
     );
     assert_eq!(ids(&cfg), all_ids());
@@ -137,7 +157,9 @@ impl Tmpfs {
             "this test fills a small tmpfs and must mount one: run it as root (CI does); mount said: {}",
             text(&out.stderr)
         );
-        Tmpfs { path: path.to_path_buf() }
+        Tmpfs {
+            path: path.to_path_buf(),
+        }
     }
 
     fn resize(&self, size: &str) {
@@ -152,7 +174,10 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.path).status();
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
     }
 }
 
@@ -168,7 +193,10 @@ fn a_full_disk_fails_the_run_on_record_and_the_next_run_recovers_by_itself() {
     )
     .unwrap();
     std::fs::create_dir_all(cfg.path().join("in/full")).unwrap();
-    cfg.connection("full", &dir_connection_toml("full", ID_TEMPLATE, "type = \"file\"\npath = \"out\""));
+    cfg.connection(
+        "full",
+        &dir_connection_toml("full", ID_TEMPLATE, "type = \"file\"\npath = \"out\""),
+    );
     let write = |name: &str, rows: std::ops::Range<usize>| {
         let body: String = rows.map(|i| format!("{{\"id\": \"{i:07}\"}}\n")).collect();
         std::fs::write(cfg.path().join("in/full").join(name), body).unwrap();
@@ -184,7 +212,10 @@ fn a_full_disk_fails_the_run_on_record_and_the_next_run_recovers_by_itself() {
     drop(f);
     write("a.jsonl", 0..100);
     let stdout = stdout_of(&run_binary(cfg.path(), &["run"]));
-    assert!(stdout.contains("imported 1, rejected 0, failed 0; rows 100"), "{stdout}");
+    assert!(
+        stdout.contains("imported 1, rejected 0, failed 0; rows 100"),
+        "{stdout}"
+    );
     assert!(!old.exists());
 
     // An object whose rows do not fit on the disk fails (the object, not the daemon); the run
@@ -194,18 +225,36 @@ fn a_full_disk_fails_the_run_on_record_and_the_next_run_recovers_by_itself() {
     let out = run_binary(cfg.path(), &["run"]);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{}", text(&out.stderr));
-    assert!(stdout.contains("imported 1, rejected 0, failed 1; rows 10"), "{stdout}");
-    assert!(stdout.contains("b.jsonl: failed:") && stdout.contains("No space left on device"), "{stdout}");
+    assert!(
+        stdout.contains("imported 1, rejected 0, failed 1; rows 10"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("b.jsonl: failed:") && stdout.contains("No space left on device"),
+        "{stdout}"
+    );
     let status = stdout_of(&run_binary(cfg.path(), &["status", "full"]));
     assert!(status.contains("failed: listed 3, new 2, imported 1"), "{status}");
     assert!(status.contains("No space left on device"), "{status}");
-    assert_eq!(std::fs::read_dir(cfg.path().join("state/spool/full")).map(|d| d.count()).unwrap_or(0), 0);
+    assert_eq!(
+        std::fs::read_dir(cfg.path().join("state/spool/full"))
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0
+    );
 
     // Space is freed: the next run imports what failed, once.
     disk.resize("64m");
     let stdout = stdout_of(&run_binary(cfg.path(), &["run"]));
-    assert!(stdout.contains("imported 1, rejected 0, failed 0; rows 59900"), "{stdout}");
-    let mut ids: Vec<String> = cfg.rows().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    assert!(
+        stdout.contains("imported 1, rejected 0, failed 0; rows 59900"),
+        "{stdout}"
+    );
+    let mut ids: Vec<String> = cfg
+        .rows()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
     ids.sort();
     let want: Vec<String> = (0..60_010).map(|i| format!("{i:07}")).collect();
     assert_eq!(ids, want);

@@ -286,7 +286,9 @@ async fn values_the_table_cannot_store_are_quarantined_and_never_block_other_obj
     let s = schema(&client).await;
     let cfg = ConfigDir::new();
     std::fs::create_dir_all(cfg.path().join("in/nul")).unwrap();
-    let target = format!("type = \"postgres\"\nurl_env = \"S3I_TEST_PG_URL\"\ntable = \"{s}.items\"\ncreate_table = true");
+    let target = format!(
+        "type = \"postgres\"\nurl_env = \"S3I_TEST_PG_URL\"\ntable = \"{s}.items\"\ncreate_table = true"
+    );
     let template = format!("table = \"items\"\nmax_bad_rows = \"10\"\n{FIELDS}");
     cfg.connection("nul", &dir_connection_toml("nul", &template, &target));
     // A NUL in a string (the JSON escape) and in a json value: row errors, found before
@@ -303,7 +305,12 @@ async fn values_the_table_cannot_store_are_quarantined_and_never_block_other_obj
     );
     // A date PostgreSQL cannot store (before 4713 BC): the table refuses the object, which
     // is rejected; the objects after it are loaded all the same.
-    inbox(&cfg, "nul", "b.jsonl", &[r#"{"id": 10, "day": "-5000-01-01"}"#, r#"{"id": 11}"#]);
+    inbox(
+        &cfg,
+        "nul",
+        "b.jsonl",
+        &[r#"{"id": 10, "day": "-5000-01-01"}"#, r#"{"id": 11}"#],
+    );
     inbox(&cfg, "nul", "c.jsonl", &[r#"{"id": 20}"#]);
     let out = run(&cfg, &["run"]);
     let stdout = text(&out.stdout);
@@ -313,7 +320,10 @@ async fn values_the_table_cannot_store_are_quarantined_and_never_block_other_obj
         "{stdout}"
     );
     assert!(stdout.contains("b.jsonl: rejected: postgres table"), "{stdout}");
-    assert!(stdout.contains("(line 1)") && stdout.contains("(22008)"), "{stdout}");
+    assert!(
+        stdout.contains("(line 1)") && stdout.contains("(22008)"),
+        "{stdout}"
+    );
     let ids: Vec<i64> = client
         .query(&format!("SELECT id FROM {s}.items ORDER BY id"), &[])
         .await
@@ -327,5 +337,8 @@ async fn values_the_table_cannot_store_are_quarantined_and_never_block_other_obj
     assert!(status.contains("name") && status.contains("tags"), "{status}");
     // Nothing is left to retry: the next run imports nothing and fails nothing.
     let stdout = text(&run(&cfg, &["run"]).stdout);
-    assert!(stdout.contains("new 0, imported 0, rejected 0, failed 0"), "{stdout}");
+    assert!(
+        stdout.contains("new 0, imported 0, rejected 0, failed 0"),
+        "{stdout}"
+    );
 }

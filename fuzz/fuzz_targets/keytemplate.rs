@@ -4,8 +4,12 @@
 use s3_importd::keytemplate::{KeyTemplate, KeyValues};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
-    let Ok(template) = KeyTemplate::parse(text) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(template) = KeyTemplate::parse(text) else {
+        return;
+    };
     if template.check_for("connection", "table").is_err() {
         return;
     }
@@ -16,7 +20,11 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         loaded_at: chrono::DateTime::from_timestamp(1_795_313_886, 0).unwrap_or_default(),
     };
     if let Ok(key) = template.expand(&values) {
-        assert!(key.chars().count() <= 500, "a key of {} characters", key.chars().count());
+        assert!(
+            key.chars().count() <= 500,
+            "a key of {} characters",
+            key.chars().count()
+        );
         assert!(!key.contains(' '), "a key with a space: {key:?}");
     }
 });

@@ -158,7 +158,12 @@ fn to_text(
                 "  last run {} ({}), {}: listed {}, new {}, imported {}, rejected {}, failed {}; rows {}, bad rows {}\n",
                 time(r.started_at).unwrap_or_else(none),
                 duration_s(r).map_or_else(
-                    || if r.outcome == "running" { "still running" } else { "no end recorded" }.to_string(),
+                    || if r.outcome == "running" {
+                        "still running"
+                    } else {
+                        "no end recorded"
+                    }
+                    .to_string(),
                     |d| format!("{d:.1} s")
                 ),
                 r.outcome,

@@ -422,7 +422,11 @@ fn read_text(dir: &Path, path: &Path, errors: &mut Vec<ConfigError>) -> Option<S
     }
 }
 
-fn parse_file<T: serde::de::DeserializeOwned>(text: &str, file: &str, errors: &mut Vec<ConfigError>) -> Option<T> {
+fn parse_file<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
     match parse_toml(text) {
         Ok(v) => Some(v),
         Err((key, message)) => {

@@ -98,7 +98,11 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
             file: &file,
             out: &mut errors,
         };
-        if let Some(c) = connection(&raw.dir, &name, &file, c, choice, &raw.templates, &templates, &mut p) {
+        let known = Templates {
+            raw: &raw.templates,
+            checked: &templates,
+        };
+        if let Some(c) = connection(&raw.dir, &name, &file, c, choice, known, &mut p) {
             connections.push(c);
         }
     }
@@ -188,14 +192,20 @@ fn settings(dir: &Path, s: RawSettings, p: &mut Problems<'_>) -> Option<Settings
     })
 }
 
+/// The files of `templates/`: as read, and those that passed on their own.
+#[derive(Clone, Copy)]
+struct Templates<'a> {
+    raw: &'a BTreeMap<String, RawTemplate>,
+    checked: &'a BTreeMap<String, Template>,
+}
+
 fn connection(
     dir: &Path,
     name: &str,
     file: &str,
     c: RawConnection,
     choice: TemplateChoice,
-    templates: &BTreeMap<String, RawTemplate>,
-    valid_templates: &BTreeMap<String, Template>,
+    templates: Templates<'_>,
     p: &mut Problems<'_>,
 ) -> Option<Connection> {
     let before = p.out.len();
@@ -218,10 +228,10 @@ fn connection(
     let format = format(c.format.unwrap_or_default(), p);
     let template = match choice {
         TemplateChoice::Inline(t) => template(&t, name, "template.", format.has_header, p),
-        TemplateChoice::Named(n) => match templates.get(&n) {
+        TemplateChoice::Named(n) => match templates.raw.get(&n) {
             // A template file's own problems are reported once, in that file; the connection
             // says only that it uses a broken template.
-            Some(_) if !valid_templates.contains_key(&n) => {
+            Some(_) if !templates.checked.contains_key(&n) => {
                 p.add(
                     "template",
                     format!("templates/{n}.toml has problems (listed under that file); fix them there"),
@@ -232,7 +242,7 @@ fn connection(
             // here, and blamed on the connection.
             Some(t) => template(t, name, "template.", format.has_header, p),
             None => {
-                let known: Vec<&str> = templates.keys().map(String::as_str).collect();
+                let known: Vec<&str> = templates.raw.keys().map(String::as_str).collect();
                 p.add(
                     "template",
                     format!(

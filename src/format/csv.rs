@@ -160,7 +160,11 @@ pub(super) fn parse(
 }
 
 /// Reports a record cut at the limits as a row error.
-fn too_large(record: &::csv::ByteRecord, delimiter: u8, sink: &mut Provenanced<'_, '_>) -> Result<(), Failure> {
+fn too_large(
+    record: &::csv::ByteRecord,
+    delimiter: u8,
+    sink: &mut Provenanced<'_, '_>,
+) -> Result<(), Failure> {
     let line = record.position().map_or(0, |p| p.line());
     sink.broken(
         line,
@@ -521,7 +525,10 @@ mod tests {
         text.extend_from_slice(b"\n6,d\n");
         let t = template(UnknownFields::Ignore);
         let run = |parallel: bool, sink: &mut dyn RowSink| {
-            let provenance = Provenance { key: "k", version: "v" };
+            let provenance = Provenance {
+                key: "k",
+                version: "v",
+            };
             let mut p = Provenanced::new(sink, provenance, &t);
             let result = super::parse(&text[..], b',', true, &t, &mut p, parallel);
             assert!(matches!(result, Ok(()) | Err(Failure::Stopped)));
@@ -530,12 +537,21 @@ mod tests {
         let stats = one_thread_and_parallel_agree(run, 4);
         assert_eq!(stats, ParseStats { rows: 7, bad_rows: 3 });
         let (_, sink) = run_csv(&text, &t);
-        let lines: Vec<u64> = sink.rows.iter().map(|r| r["_source_line"].as_u64().unwrap()).collect();
+        let lines: Vec<u64> = sink
+            .rows
+            .iter()
+            .map(|r| r["_source_line"].as_u64().unwrap())
+            .collect();
         assert_eq!(lines, [2, 4, after_quoted, after_quoted + 2]);
         let bad: Vec<u64> = sink.errors.iter().map(|e| e.line).collect();
         assert_eq!(bad, [3, 5, after_quoted + 1]);
         for e in &sink.errors {
-            assert!(e.reason.starts_with("the record is longer than 16777216 bytes or has more than 100000 fields"), "{}", e.reason);
+            assert!(
+                e.reason
+                    .starts_with("the record is longer than 16777216 bytes or has more than 100000 fields"),
+                "{}",
+                e.reason
+            );
             assert!(e.raw.len() <= 2 * crate::format::RAW_CAP, "{}", e.raw.len());
         }
     }
@@ -569,7 +585,11 @@ mod tests {
         let text = "Product ID,name\n\n1,a\n\n\nx,b\n\r\n3,\"c\n\nd\"\n\n\ny,e\n";
         let (r, sink) = run(text, &template(UnknownFields::Ignore), true);
         assert_eq!(r.unwrap(), ParseStats { rows: 4, bad_rows: 2 });
-        let good: Vec<u64> = sink.rows.iter().map(|r| r["_source_line"].as_u64().unwrap()).collect();
+        let good: Vec<u64> = sink
+            .rows
+            .iter()
+            .map(|r| r["_source_line"].as_u64().unwrap())
+            .collect();
         assert_eq!(good, [3, 8]);
         let bad: Vec<u64> = sink.errors.iter().map(|e| e.line).collect();
         assert_eq!(bad, [6, 13]);

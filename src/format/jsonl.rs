@@ -264,7 +264,9 @@ impl<'t> Fields<'t> {
             };
             let raw_values = raw_values.get_or_insert_with(|| raw_numbers(object_text));
             if let Some(Value::String(digits)) = raw_values.get(key) {
-                error.reason = error.reason.replacen(&n.to_string(), &crate::text::excerpt(digits), 1);
+                error.reason = error
+                    .reason
+                    .replacen(&n.to_string(), &crate::text::excerpt(digits), 1);
             }
         }
     }

@@ -16,8 +16,8 @@ mod jsonl;
 mod parallel;
 mod record_cap;
 
-use crate::text::quoted_list;
 use crate::template::{FieldError, RowBuffer, Template, write_json_str, write_json_value};
+use crate::text::quoted_list;
 use serde_json::{Map, Value};
 use std::io::{self, BufRead, BufReader, Read};
 use std::sync::Arc;
@@ -220,7 +220,9 @@ pub enum ParseError {
     NotRows { found: &'static str },
     #[error("the JSON value starting on line {line} is larger than {limit} bytes; no row may be that large")]
     TooLarge { line: u64, limit: usize },
-    #[error("the header is longer than {bytes} bytes or has more than {fields} fields; no header may be that large")]
+    #[error(
+        "the header is longer than {bytes} bytes or has more than {fields} fields; no header may be that large"
+    )]
     HeaderTooLarge { bytes: usize, fields: usize },
     #[error("the {codec} stream is corrupt or truncated: {source}")]
     Corrupt {

@@ -12,8 +12,8 @@
 //! [`Cuts`], the byte position of the record it cut, which the parser turns into a row error
 //! (or a rejection, for a header). It knows nothing of templates.
 
-use std::io::{self, BufRead, Read};
 use std::collections::VecDeque;
+use std::io::{self, BufRead, Read};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -308,9 +308,14 @@ mod tests {
     fn through(text: &[u8], capacity: usize) -> (Vec<u8>, Arc<Marks>) {
         let cuts = Arc::new(Marks::default());
         let mut out = Vec::new();
-        Capped::new(io::BufReader::with_capacity(capacity, text), b',', b'"', cuts.clone())
-            .read_to_end(&mut out)
-            .unwrap();
+        Capped::new(
+            io::BufReader::with_capacity(capacity, text),
+            b',',
+            b'"',
+            cuts.clone(),
+        )
+        .read_to_end(&mut out)
+        .unwrap();
         (out, cuts)
     }
 

@@ -163,13 +163,24 @@ mod tests {
 
         // The same bytes read as listed.
         let mut out = Vec::new();
-        source.open(&meta).await.unwrap().into_blocking().read_to_end(&mut out).unwrap();
+        source
+            .open(&meta)
+            .await
+            .unwrap()
+            .into_blocking()
+            .read_to_end(&mut out)
+            .unwrap();
         assert_eq!(out, b"{\"id\": 1}\n");
 
         // Rewritten with the same size and mtime: only the content tells.
         let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
         std::fs::write(&path, "{\"id\": 2}\n").unwrap();
-        std::fs::File::options().write(true).open(&path).unwrap().set_modified(mtime).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
         let err = source
             .open(&meta)
             .await
@@ -178,6 +189,9 @@ mod tests {
             .read_to_end(&mut Vec::new())
             .unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
-        assert!(err.to_string().contains("BLAKE3 hash of the 10 bytes read"), "{err}");
+        assert!(
+            err.to_string().contains("BLAKE3 hash of the 10 bytes read"),
+            "{err}"
+        );
     }
 }

@@ -46,7 +46,9 @@ pub enum VerifyError {
     Short { read: u64, expected: u64 },
     #[error("the body holds more than the {expected} bytes listed")]
     Long { expected: u64 },
-    #[error("the {algorithm} of the {size} bytes read is {found}, not {expected} as listed (altered in transit or rewritten while read)")]
+    #[error(
+        "the {algorithm} of the {size} bytes read is {found}, not {expected} as listed (altered in transit or rewritten while read)"
+    )]
     Digest {
         algorithm: &'static str,
         expected: String,
@@ -119,15 +121,18 @@ impl Tally {
                 expected: self.expected_size,
             });
         }
-        let (algorithm, expected, found) = match (&self.digest, std::mem::replace(&mut self.hasher, Hasher::None)) {
-            (Digest::Md5(want), Hasher::Md5(h)) => ("MD5", want, hex(md5::Digest::finalize(*h).as_slice())),
-            (Digest::Blake3(want), Hasher::Blake3(h)) => {
-                let mut found = h.finalize().to_hex().to_string();
-                found.truncate(want.len());
-                ("BLAKE3 hash", want, found)
-            }
-            _ => return Ok(()),
-        };
+        let (algorithm, expected, found) =
+            match (&self.digest, std::mem::replace(&mut self.hasher, Hasher::None)) {
+                (Digest::Md5(want), Hasher::Md5(h)) => {
+                    ("MD5", want, hex(md5::Digest::finalize(*h).as_slice()))
+                }
+                (Digest::Blake3(want), Hasher::Blake3(h)) => {
+                    let mut found = h.finalize().to_hex().to_string();
+                    found.truncate(want.len());
+                    ("BLAKE3 hash", want, found)
+                }
+                _ => return Ok(()),
+            };
         if !found.eq_ignore_ascii_case(expected) {
             return Err(VerifyError::Digest {
                 algorithm,
@@ -182,7 +187,11 @@ impl<R: Read> Read for Verified<R> {
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for Verified<R> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
@@ -229,13 +238,24 @@ mod tests {
         .as_slice());
         assert_ne!(real_md5, md5);
         let blake = blake3::hash(body).to_hex()[..32].to_string();
-        let cases: Vec<(&[u8], u64, Digest, Result<(), VerifyError>)> = vec![
+        type Case<'a> = (&'a [u8], u64, Digest, Result<(), VerifyError>);
+        let cases: Vec<Case> = vec![
             (body, 7, Digest::None, Ok(())),
             (body, 7, Digest::Md5(real_md5.clone()), Ok(())),
             (body, 7, Digest::Md5(real_md5.to_uppercase()), Ok(())),
             (body, 7, Digest::Blake3(blake.clone()), Ok(())),
-            (&body[..5], 7, Digest::None, Err(VerifyError::Short { read: 5, expected: 7 })),
-            (&body[..5], 7, Digest::Md5(real_md5.clone()), Err(VerifyError::Short { read: 5, expected: 7 })),
+            (
+                &body[..5],
+                7,
+                Digest::None,
+                Err(VerifyError::Short { read: 5, expected: 7 }),
+            ),
+            (
+                &body[..5],
+                7,
+                Digest::Md5(real_md5.clone()),
+                Err(VerifyError::Short { read: 5, expected: 7 }),
+            ),
             (body, 5, Digest::None, Err(VerifyError::Long { expected: 5 })),
             (
                 body,
@@ -269,7 +289,10 @@ mod tests {
     #[test]
     fn etags() {
         let cases = [
-            ("\"0123456789abcdef0123456789ABCDEF\"", Digest::Md5("0123456789abcdef0123456789abcdef".into())),
+            (
+                "\"0123456789abcdef0123456789ABCDEF\"",
+                Digest::Md5("0123456789abcdef0123456789abcdef".into()),
+            ),
             ("0123456789abcdef0123456789abcdef-3", Digest::None),
             ("", Digest::None),
             ("xyz", Digest::None),
@@ -287,7 +310,12 @@ mod tests {
         AsyncReadExt::read_to_end(&mut ok, &mut out).await.unwrap();
         assert_eq!(out, b"abc");
         let mut short = Verified::new(&b"ab"[..], 3, Digest::None);
-        let err = AsyncReadExt::read_to_end(&mut short, &mut Vec::new()).await.unwrap_err();
-        assert_eq!(err.to_string(), "the body ended after 2 of the 3 bytes listed (cut short in transit)");
+        let err = AsyncReadExt::read_to_end(&mut short, &mut Vec::new())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the body ended after 2 of the 3 bytes listed (cut short in transit)"
+        );
     }
 }

@@ -117,7 +117,9 @@ impl Target for FileTarget {
             })
         })
         .await;
-        result.map_err(|e| TargetError::Task(e.to_string()))?.map(|()| Vec::new())
+        result
+            .map_err(|e| TargetError::Task(e.to_string()))?
+            .map(|()| Vec::new())
     }
 
     async fn recover(&self, delivery: &Delivery) -> Result<bool, TargetError> {

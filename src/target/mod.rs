@@ -259,7 +259,9 @@ mod tests {
             assert_eq!(has_nul_escape(json), *want, "{}", String::from_utf8_lossy(json));
         }
         let rules = ValueRules { no_nul: true };
-        let refusal = rules.refusal(br#"{"id":1,"doc":{"b":["\u0000"]},"_source_line":2}"#).unwrap();
+        let refusal = rules
+            .refusal(br#"{"id":1,"doc":{"b":["\u0000"]},"_source_line":2}"#)
+            .unwrap();
         assert_eq!(refusal.field, "doc");
         assert!(ValueRules::default().refusal(br#"{"a":"\u0000"}"#).is_none());
     }

@@ -330,12 +330,18 @@ impl PostgresTarget {
 
     /// Loads one object's rows in one transaction; a refusal of its data is told apart from
     /// a failure of the target.
-    async fn load_part(&self, client: &mut tokio_postgres::Client, part: &LoadPart) -> Result<u64, PartError> {
+    async fn load_part(
+        &self,
+        client: &mut tokio_postgres::Client,
+        part: &LoadPart,
+    ) -> Result<u64, PartError> {
         match self.try_load_part(client, part).await {
             Ok(written) => Ok(written),
             Err(PartFailure::Db(doing, e)) => match self.data_refusal(part, &e).await {
                 Some(reason) => Err(PartError::Data(reason)),
-                None => Err(PartError::Target(self.db_error(&format!("{} {doing}", part.key), e))),
+                None => Err(PartError::Target(
+                    self.db_error(&format!("{} {doing}", part.key), e),
+                )),
             },
             Err(PartFailure::Cell(reason)) => Err(PartError::Data(reason)),
             Err(PartFailure::Target(e)) => Err(PartError::Target(e)),
@@ -372,7 +378,9 @@ impl PostgresTarget {
             .map_err(|e| PartFailure::Db("starting COPY", e))?;
         let writer = BinaryCopyInWriter::new(sink, &types);
         let mut writer = std::pin::pin!(writer);
-        let mut lines = super::SpoolLines::open(&part.spool).await.map_err(PartFailure::Target)?;
+        let mut lines = super::SpoolLines::open(&part.spool)
+            .await
+            .map_err(PartFailure::Target)?;
         while let Some(line) = lines.next().await.map_err(PartFailure::Target)? {
             let row: Map<String, Value> = serde_json::from_str(&line).map_err(|e| {
                 PartFailure::Target(self.error(format!("a spooled row of {} is unreadable: {e}", part.key)))

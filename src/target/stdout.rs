@@ -33,7 +33,9 @@ impl Target for StdoutTarget {
             })
         })
         .await;
-        result.map_err(|e| TargetError::Task(e.to_string()))?.map(|()| Vec::new())
+        result
+            .map_err(|e| TargetError::Task(e.to_string()))?
+            .map(|()| Vec::new())
     }
 
     async fn recover(&self, _delivery: &Delivery) -> Result<bool, TargetError> {

@@ -302,10 +302,15 @@ impl FaultProxy {
             faults_left: Arc::new(std::sync::atomic::AtomicU64::new(faults)),
             damaged: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         };
-        let (fault, left, damaged) = (proxy.fault.clone(), proxy.faults_left.clone(), proxy.damaged.clone());
+        let (fault, left, damaged) = (
+            proxy.fault.clone(),
+            proxy.faults_left.clone(),
+            proxy.damaged.clone(),
+        );
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let (upstream, fault, left, damaged) = (upstream.clone(), fault.clone(), left.clone(), damaged.clone());
+                let (upstream, fault, left, damaged) =
+                    (upstream.clone(), fault.clone(), left.clone(), damaged.clone());
                 tokio::spawn(async move {
                     let _ = tokio::time::timeout(
                         Duration::from_secs(60),
@@ -402,8 +407,11 @@ async fn serve_one(
 
     let request_line = lines.first().cloned().unwrap_or_default();
     let object_read = request_line.starts_with("GET ") && !request_line.contains("list-type");
-    let chunked = split_head(&response)
-        .is_some_and(|(h, _)| text(h).to_ascii_lowercase().contains("transfer-encoding: chunked"));
+    let chunked = split_head(&response).is_some_and(|(h, _)| {
+        text(h)
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+    });
     let passed_as_is = request_line.starts_with("HEAD ") || chunked;
     let Some((rhead, rbody)) = split_head(&response).filter(|_| !passed_as_is) else {
         client.write_all(&response).await?;
@@ -422,7 +430,10 @@ async fn serve_one(
     let out_body: Vec<u8> = if take {
         damaged.fetch_add(1, Ordering::SeqCst);
         let half = rbody.len() / 2;
-        let cut = rbody[..half].iter().rposition(|b| *b == b'\n').map_or(half, |p| p + 1);
+        let cut = rbody[..half]
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(half, |p| p + 1);
         match fault {
             Fault::CutWithLength => {
                 out_lines.push(format!("Content-Length: {cut}"));
@@ -433,7 +444,11 @@ async fn serve_one(
                 let mut altered = rbody.to_vec();
                 // A digit changed into another digit keeps the file valid: only the digest
                 // can tell.
-                let at = altered.iter().skip(half).position(u8::is_ascii_digit).map_or(half, |p| p + half);
+                let at = altered
+                    .iter()
+                    .skip(half)
+                    .position(u8::is_ascii_digit)
+                    .map_or(half, |p| p + half);
                 altered[at] = if altered[at] == b'7' { b'8' } else { b'7' };
                 out_lines.push(format!("Content-Length: {}", altered.len()));
                 altered

@@ -68,7 +68,10 @@ impl RowSink for Checking {
     fn row(&mut self, row: &Row<'_>) -> std::io::Result<()> {
         let value: serde_json::Value = match serde_json::from_slice(row.json()) {
             Ok(v) => v,
-            Err(e) => panic!("a delivered row is not JSON ({e}): {:?}", String::from_utf8_lossy(row.json())),
+            Err(e) => panic!(
+                "a delivered row is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(row.json())
+            ),
         };
         assert!(value.is_object(), "a delivered row is not an object");
         Ok(())
@@ -76,8 +79,16 @@ impl RowSink for Checking {
 
     fn error(&mut self, error: RowError) {
         // No row error holds more than a bounded excerpt of what the file had.
-        assert!(error.raw.len() <= format::RAW_CAP, "raw of {} bytes", error.raw.len());
-        assert!(error.reason.len() <= 4096, "reason of {} bytes", error.reason.len());
+        assert!(
+            error.raw.len() <= format::RAW_CAP,
+            "raw of {} bytes",
+            error.raw.len()
+        );
+        assert!(
+            error.reason.len() <= 4096,
+            "reason of {} bytes",
+            error.reason.len()
+        );
     }
 }
 
@@ -96,6 +107,10 @@ pub fn parse(kind: &'static str, key: &str, data: &[u8]) {
     let provenance = Provenance { key, version: "v" };
     if let Err(e) = format::parse(data, key, &c.format, &c.template, provenance, &mut Checking) {
         // A file the parser refuses says why, briefly.
-        assert!(e.to_string().len() <= 4096, "an error of {} bytes", e.to_string().len());
+        assert!(
+            e.to_string().len() <= 4096,
+            "an error of {} bytes",
+            e.to_string().len()
+        );
     }
 }
