@@ -259,3 +259,117 @@ fn a_full_disk_fails_the_run_on_record_and_the_next_run_recovers_by_itself() {
     let want: Vec<String> = (0..60_010).map(|i| format!("{i:07}")).collect();
     assert_eq!(ids, want);
 }
+
+/// Runs the binary and returns its output and peak RSS in MB (from wait4's rusage).
+fn run_measured(config: &std::path::Path, args: &[&str]) -> (std::process::Output, f64) {
+    use std::io::Read;
+    let mut child = binary(config)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start s3-importd");
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let errors = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = err.read_to_end(&mut buf);
+        buf
+    });
+    let mut stdout = Vec::new();
+    let _ = out.read_to_end(&mut stdout);
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value, which wait4 fills in for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: the pointers are to live locals, and the child is ours and not yet waited for.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid, "wait4 failed");
+    let output = std::process::Output {
+        status: std::os::unix::process::ExitStatusExt::from_raw(status),
+        stdout,
+        stderr: errors.join().unwrap(),
+    };
+    (output, usage.ru_maxrss as f64 / 1024.0)
+}
+
+fn gzip(parts: &[&[u8]], repeat: (&[u8], usize)) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(parts[0]).unwrap();
+    let chunk = repeat.0.repeat(1 << 20);
+    for _ in 0..repeat.1 {
+        gz.write_all(&chunk).unwrap();
+    }
+    for p in &parts[1..] {
+        gz.write_all(p).unwrap();
+    }
+    gz.finish().unwrap()
+}
+
+/// Hostile files cost bounded memory (issue 12): a gzip bomb of blank lines, a line far over
+/// the 16 MiB cap in CSV and JSON Lines, and a CSV header over it. Each is imported by the
+/// real binary, whose peak RSS must stay under 100 MB. (`scripts/bench-hostile` runs the
+/// full-size versions with the release binary.)
+#[test]
+fn hostile_files_cost_bounded_memory() {
+    let cfg = ConfigDir::new();
+    let inbox = cfg.path().join("in/hostile");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let template =
+        "table = \"items\"\nmax_bad_rows = \"100%\"\n[[template.fields]]\nname = \"id\"\nrequired = true";
+    let cases: Vec<(&str, &str, Vec<u8>, &str)> = vec![
+        // 40 MiB of blank lines: before the batches were capped by count, about 1.3 GB.
+        (
+            "blank.jsonl.gz",
+            "jsonl",
+            gzip(&[b"{\"id\": \"a\"}\n", b"{\"id\": \"b\"}\n"], (b"\n", 40)),
+            "rows 2, bad rows 0",
+        ),
+        (
+            "blank.csv.gz",
+            "csv",
+            gzip(&[b"id\n", b"z\n"], (b"\r\n", 10)),
+            "rows 1, bad rows 0",
+        ),
+        // A CSV record was held whole (283 MB of RSS for a 200 MB line).
+        (
+            "line.csv.gz",
+            "csv",
+            gzip(&[b"id\n1,\"", b"\"\n2\n"], (b"x", 120)),
+            "rows 1, bad rows 1",
+        ),
+        (
+            "line.jsonl.gz",
+            "jsonl",
+            gzip(&[b"{\"id\": \"", b"\"}\n{\"id\": \"2\"}\n"], (b"x", 40)),
+            "rows 1, bad rows 1",
+        ),
+        (
+            "header.csv.gz",
+            "csv",
+            gzip(&[b"id,", b"\n1\n"], (b"h", 120)),
+            "rejected 1",
+        ),
+    ];
+    for (file, format, bytes, expect) in cases {
+        for old in std::fs::read_dir(&inbox).unwrap() {
+            std::fs::remove_file(old.unwrap().path()).unwrap();
+        }
+        std::fs::write(inbox.join(file), bytes).unwrap();
+        let name = format!("h-{}", file.replace('.', "-"));
+        std::fs::create_dir_all(cfg.path().join("in").join(&name)).unwrap();
+        std::fs::rename(inbox.join(file), cfg.path().join("in").join(&name).join(file)).unwrap();
+        let toml = dir_connection_toml(&name, template, "type = \"file\"\npath = \"out\"")
+            .replace("type = \"jsonl\"", &format!("type = \"{format}\""));
+        cfg.connection(&name, &toml);
+        let started = std::time::Instant::now();
+        let (out, rss) = run_measured(cfg.path(), &["run", &name]);
+        let stdout = text(&out.stdout);
+        assert!(stdout.contains(expect), "{file}: {stdout}\n{}", text(&out.stderr));
+        assert!(rss < 100.0, "{file}: peak RSS {rss:.1} MB");
+        eprintln!(
+            "{file}: peak RSS {rss:.1} MB, {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+}
