@@ -373,3 +373,31 @@ fn hostile_files_cost_bounded_memory() {
         );
     }
 }
+
+#[test]
+fn a_read_only_state_is_named_as_such_and_status_still_works() {
+    let cfg = ConfigDir::new();
+    let disk = Tmpfs::mount(&cfg.path().join("state"), "16m");
+    std::fs::create_dir_all(cfg.path().join("in/ro")).unwrap();
+    std::fs::write(cfg.path().join("in/ro/a.jsonl"), "{\"id\": \"1\"}\n").unwrap();
+    cfg.connection(
+        "ro",
+        &dir_connection_toml("ro", ID_TEMPLATE, "type = \"file\"\npath = \"out\""),
+    );
+    stdout_of(&run_binary(cfg.path(), &["run"]));
+    // A read-only mount stops root too.
+    let out = std::process::Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&disk.path)
+        .output()
+        .expect("run mount");
+    assert!(out.status.success(), "remount ro: {}", text(&out.stderr));
+
+    let out = run_binary(cfg.path(), &["run"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.matches("is read-only").count(), 1, "{stderr}");
+    assert!(!stderr.contains("unable to open database file"), "{stderr}");
+    let status = stdout_of(&run_binary(cfg.path(), &["status", "ro"]));
+    assert!(status.contains("ok: listed 1, new 1, imported 1"), "{status}");
+}
