@@ -127,26 +127,16 @@ impl Drop for Daemon {
     }
 }
 
-fn ids(cfg: &ConfigDir) -> Vec<String> {
-    let mut ids: Vec<String> = cfg
-        .rows()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap_or("?").to_string())
-        .collect();
-    ids.sort();
-    ids
-}
-
 /// Waits (at most 20 s) until the output holds exactly `want`.
 fn wait_rows(cfg: &ConfigDir, want: &[&str]) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if ids(cfg) == want {
+        if cfg.ids() == want {
             return;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(ids(cfg), want);
+    assert_eq!(cfg.ids(), want);
 }
 
 #[test]
@@ -237,12 +227,12 @@ fn a_stuck_run_is_left_after_the_shutdown_timeout_and_recovered_exactly_once() {
         "waited for the in-flight run: {took:?}"
     );
     d.wait_log("did not finish within shutdown_timeout_s");
-    assert!(ids(&cfg).is_empty());
+    assert!(cfg.ids().is_empty());
 
     // The next run finds the interrupted load and imports the objects once.
     let out = stdout_of(&run_binary(cfg.path(), &["run"]));
     assert!(out.contains("stuck: listed 1, new 1, imported 1"), "{out}");
-    assert_eq!(ids(&cfg), ["a", "b"]);
+    assert_eq!(cfg.ids(), ["a", "b"]);
 }
 
 #[test]

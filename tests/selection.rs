@@ -198,13 +198,7 @@ async fn versions_sharing_a_second_and_seen_late_are_imported_once_each() {
     let s = run_once(&cfg, &c, &source, &clock).await;
     assert_eq!((s.counts.new, s.counts.imported), (0, 0), "{}", s.line());
 
-    let mut ids: Vec<String> = cfg
-        .rows()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_string())
-        .collect();
-    ids.sort();
-    assert_eq!(ids, vec![format!("a{attempt}"), format!("b{attempt}")]);
+    assert_eq!(cfg.ids(), vec![format!("a{attempt}"), format!("b{attempt}")]);
 }
 
 #[tokio::test]

@@ -384,10 +384,26 @@ mod tests {
         assert_eq!(sink.errors[1].reason, "has 2 fields; expected 3");
     }
 
-    #[test]
-    fn the_parallel_parse_gives_what_the_one_thread_loop_gives() {
+    /// Parses `text` (CSV with a header) on one thread and in parallel and checks that both
+    /// ways agree (see `one_thread_and_parallel_agree`); returns the counts.
+    fn both_ways(text: &[u8], t: &Template, limit: u64) -> ParseStats {
         use crate::format::testing::one_thread_and_parallel_agree;
         use crate::format::{Failure, Provenance, Provenanced, RowSink};
+        let run = |parallel: bool, sink: &mut dyn RowSink| {
+            let provenance = Provenance {
+                key: "k",
+                version: "v",
+            };
+            let mut p = Provenanced::new(sink, provenance, t);
+            let result = super::parse(text, b',', true, t, &mut p, parallel);
+            assert!(matches!(result, Ok(()) | Err(Failure::Stopped)));
+            p.stats
+        };
+        one_thread_and_parallel_agree(run, limit)
+    }
+
+    #[test]
+    fn the_parallel_parse_gives_what_the_one_thread_loop_gives() {
         // Several batches' worth of records, with quoted newlines, CRLF, blank lines, bad
         // UTF-8, short records and rows failing one or two fields among them.
         let mut text = b"Product ID,name,color\r\n".to_vec();
@@ -407,17 +423,7 @@ mod tests {
         }
         let mut t = template(UnknownFields::Keep);
         t.fields[1].required = true;
-        let run = |parallel: bool, sink: &mut dyn RowSink| {
-            let provenance = Provenance {
-                key: "k",
-                version: "v",
-            };
-            let mut p = Provenanced::new(sink, provenance, &t);
-            let result = super::parse(&text[..], b',', true, &t, &mut p, parallel);
-            assert!(matches!(result, Ok(()) | Err(Failure::Stopped)));
-            p.stats
-        };
-        let stats = one_thread_and_parallel_agree(run, 30);
+        let stats = both_ways(&text, &t, 30);
         assert!(stats.bad_rows > 10_000, "{stats:?}");
     }
 
@@ -503,8 +509,6 @@ mod tests {
     #[test]
     fn records_over_the_limits_are_row_errors_with_exact_lines_both_ways() {
         use crate::format::record_cap::{MAX_FIELDS, MAX_RECORD};
-        use crate::format::testing::one_thread_and_parallel_agree;
-        use crate::format::{Failure, Provenance, Provenanced, RowSink};
         let mut text = b"Product ID,name\n1,a\n".to_vec();
         // Line 3: one line longer than the cap.
         text.extend_from_slice(b"2,");
@@ -524,17 +528,7 @@ mod tests {
         text.extend(std::iter::repeat_n(b',', MAX_FIELDS + 1));
         text.extend_from_slice(b"\n6,d\n");
         let t = template(UnknownFields::Ignore);
-        let run = |parallel: bool, sink: &mut dyn RowSink| {
-            let provenance = Provenance {
-                key: "k",
-                version: "v",
-            };
-            let mut p = Provenanced::new(sink, provenance, &t);
-            let result = super::parse(&text[..], b',', true, &t, &mut p, parallel);
-            assert!(matches!(result, Ok(()) | Err(Failure::Stopped)));
-            p.stats
-        };
-        let stats = one_thread_and_parallel_agree(run, 4);
+        let stats = both_ways(&text, &t, 4);
         assert_eq!(stats, ParseStats { rows: 7, bad_rows: 3 });
         let (_, sink) = run_csv(&text, &t);
         let lines: Vec<u64> = sink

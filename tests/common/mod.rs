@@ -20,14 +20,18 @@ pub fn moto() -> String {
 
 /// A client for moto with static credentials.
 pub fn s3() -> Client {
+    s3_with(|b| b)
+}
+
+/// A client for moto with static credentials and whatever `adjust` sets.
+pub fn s3_with(adjust: impl FnOnce(aws_sdk_s3::config::Builder) -> aws_sdk_s3::config::Builder) -> Client {
     let config = aws_sdk_s3::config::Builder::new()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
         .endpoint_url(moto())
-        .force_path_style(true)
-        .build();
-    Client::from_conf(config)
+        .force_path_style(true);
+    Client::from_conf(adjust(config).build())
 }
 
 /// A fresh bucket with a unique name.
@@ -100,6 +104,19 @@ impl ConfigDir {
                     .collect::<Vec<_>>()
             })
             .collect()
+    }
+}
+
+impl ConfigDir {
+    /// The `id` of every delivered row, sorted (`?` for a row without a string id).
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .rows()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap_or("?").to_string())
+            .collect();
+        ids.sort();
+        ids
     }
 }
 
