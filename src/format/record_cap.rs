@@ -17,8 +17,9 @@ use std::io::{self, BufRead, Read};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// The longest record read as a row: the same cap as a JSON Lines line.
-pub const MAX_RECORD: usize = super::jsonl::MAX_LINE;
+/// The longest record read as a row: the cap of a JSON Lines line, less a few bytes so that
+/// the `csv` reader's record buffer, which doubles from 4 bytes, never doubles past 16 MiB.
+pub const MAX_RECORD: usize = super::jsonl::MAX_LINE - 16;
 /// The most fields a record (or a header) may have.
 pub const MAX_FIELDS: usize = 100_000;
 
