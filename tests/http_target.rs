@@ -252,3 +252,29 @@ fn gives_up_after_max_retries() {
         "{check}"
     );
 }
+
+#[test]
+fn redirects_are_not_followed_and_fail_the_delivery() {
+    let elsewhere = Server::start(Vec::new());
+    let location: &'static str = Box::leak(elsewhere.url.clone().into_boxed_str());
+    let endpoint = Server::start(vec![(307, "", vec![("Location", location)])]);
+    let cfg = ConfigDir::new();
+    connection(
+        &cfg,
+        "moved",
+        2,
+        &endpoint.url,
+        "[target.headers]\nX-Api-Key = \"key-7f3a\"",
+    );
+    let out = run_binary(cfg.path(), &["run"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("HTTP 307 redirect to") && stdout.contains(location),
+        "{stdout}"
+    );
+    assert!(stdout.contains("not followed"), "{stdout}");
+    // One try, no retry, and nothing (neither rows nor the key) reached the other server.
+    assert_eq!(endpoint.seen().len(), 1);
+    assert!(elsewhere.seen().is_empty());
+}

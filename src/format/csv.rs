@@ -33,8 +33,13 @@ pub(super) fn parse(
     // reads (a header of 16 MiB cost 64 MB more). It is given empty ones, which it hands back
     // once, here, as a record of no fields, before reading anything.
     reader.set_byte_headers(::csv::ByteRecord::new());
-    if reader.read_byte_record(&mut record).map_err(|e| Failure::Io(std::io::Error::other(e)))? {
-        return Err(Failure::Io(std::io::Error::other("the csv reader handed back a header it was not given")));
+    if reader
+        .read_byte_record(&mut record)
+        .map_err(|e| Failure::Io(std::io::Error::other(e)))?
+    {
+        return Err(Failure::Io(std::io::Error::other(
+            "the csv reader handed back a header it was not given",
+        )));
     }
     let io = |e: ::csv::Error| match e.into_kind() {
         ::csv::ErrorKind::Io(e) => Failure::Io(e),

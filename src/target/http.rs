@@ -36,6 +36,9 @@ pub struct HttpTarget {
 impl HttpTarget {
     pub fn new(connection: &Connection, spec: HttpTargetSpec) -> HttpTarget {
         let client = reqwest::Client::builder()
+            // A redirect would carry the batch and its headers (an API key, say) to wherever
+            // the endpoint points: none is followed; a 3xx fails the delivery.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(spec.timeout)
             .user_agent(concat!("s3-importd/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -102,6 +105,17 @@ impl HttpTarget {
         let status = response.status();
         if status.is_success() {
             return Ok(());
+        }
+        if status.is_redirection() {
+            let location = response
+                .headers()
+                .get("location")
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default();
+            return Err(Refusal::Redirect {
+                status: status.as_u16(),
+                location: crate::text::excerpt(&location),
+            });
         }
         let retry_after = response
             .headers()
@@ -182,6 +196,11 @@ enum Refusal {
         body: String,
         retry_after: Option<Duration>,
     },
+    /// A 3xx answer: never followed, never retried.
+    Redirect {
+        status: u16,
+        location: String,
+    },
 }
 
 impl Refusal {
@@ -189,13 +208,14 @@ impl Refusal {
         match self {
             Refusal::Network(_) => true,
             Refusal::Status { status, .. } => *status == 408 || *status == 429 || *status >= 500,
+            Refusal::Redirect { .. } => false,
         }
     }
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
             Refusal::Status { retry_after, .. } => *retry_after,
-            Refusal::Network(_) => None,
+            Refusal::Network(_) | Refusal::Redirect { .. } => None,
         }
     }
 }
@@ -207,6 +227,10 @@ impl std::fmt::Display for Refusal {
             Refusal::Status {
                 status, reason, body, ..
             } => write!(f, "HTTP {status} {reason}: {body}"),
+            Refusal::Redirect { status, location } => write!(
+                f,
+                "HTTP {status} redirect to {location:?}, not followed (it would carry the rows and their headers elsewhere); set `url` to the address that accepts the batches"
+            ),
         }
     }
 }
