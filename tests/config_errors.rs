@@ -123,7 +123,7 @@ fn bad_files_and_their_messages() {
         (
             s3_source(&format!("{b}\nbuckett = \"x\"")),
             vec![
-                "connections/c.toml: source.buckett: unknown field `buckett`, expected one of `type`, `bucket`, `region`, `prefix`, `role_arn`, `external_id`, `endpoint`, `force_path_style`, `challenge_file`, `path`, `include`, `exclude` (line 4)",
+                "connections/c.toml: source.buckett: unknown field `buckett`, expected one of `type`, `bucket`, `region`, `prefix`, `role_arn`, `external_id`, `endpoint`, `force_path_style`, `challenge_file`, `path`, `follow_symlinks`, `include`, `exclude` (line 4)",
             ],
         ),
         (
@@ -165,7 +165,7 @@ fn bad_files_and_their_messages() {
         (
             "[source]\ntype = \"dir\"\npath = \"in\"\nbucket = \"acme-exports\"\n[template]\n[[template.fields]]\nname = \"id\"\n[target]\ntype = \"stdout\"\npath = \"out\"".to_string(),
             vec![
-                "connections/c.toml: source.bucket: is a key of an s3 source; a dir source reads only `path`, `include` and `exclude`",
+                "connections/c.toml: source.bucket: is a key of an s3 source; a dir source reads only `path`, `follow_symlinks`, `include` and `exclude`",
                 "connections/c.toml: target.path: is not a key of a stdout target",
             ],
         ),
@@ -178,7 +178,7 @@ fn bad_files_and_their_messages() {
         (
             "[source]\ntype = \"dir\"\npath = \"in\"\ntemplate = \"products\"\n[target]\ntype = \"stdout\"".to_string(),
             vec![
-                "connections/c.toml: source.template: unknown field `template`, expected one of `type`, `bucket`, `region`, `prefix`, `role_arn`, `external_id`, `endpoint`, `force_path_style`, `challenge_file`, `path`, `include`, `exclude` (line 4)",
+                "connections/c.toml: source.template: unknown field `template`, expected one of `type`, `bucket`, `region`, `prefix`, `role_arn`, `external_id`, `endpoint`, `force_path_style`, `challenge_file`, `path`, `follow_symlinks`, `include`, `exclude` (line 4)",
             ],
         ),
         (

@@ -124,6 +124,8 @@ pub struct S3Spec {
 pub struct DirSpec {
     /// Resolved against the configuration folder.
     pub path: PathBuf,
+    /// Whether symbolic links are followed (only to files inside `path`); off by default.
+    pub follow_symlinks: bool,
 }
 
 /// `[target]`, checked.

@@ -57,6 +57,7 @@ pub struct RawSource {
     pub challenge_file: Option<String>,
     // dir
     pub path: Option<String>,
+    pub follow_symlinks: Option<bool>,
     // both
     pub include: Option<Vec<String>>,
     pub exclude: Option<Vec<String>>,

@@ -359,8 +359,16 @@ fn source(dir: &Path, s: RawSource, p: &mut Problems<'_>) -> (Option<SourceSpec>
     ];
     let spec = match kind {
         "s3" => {
-            if s.path.is_some() {
-                p.add("source.path", "is a key of a dir source; an s3 source reads `bucket` and `prefix` (or set type = \"dir\")");
+            for (k, set) in [
+                ("path", s.path.is_some()),
+                ("follow_symlinks", s.follow_symlinks.is_some()),
+            ] {
+                if set {
+                    p.add(
+                        &format!("source.{k}"),
+                        "is a key of a dir source; an s3 source reads `bucket` and `prefix` (or set type = \"dir\")",
+                    );
+                }
             }
             s3_source(s, p).map(SourceSpec::S3)
         }
@@ -368,12 +376,13 @@ fn source(dir: &Path, s: RawSource, p: &mut Problems<'_>) -> (Option<SourceSpec>
             for k in set_keys(&s3_keys) {
                 p.add(
                     &format!("source.{k}"),
-                    "is a key of an s3 source; a dir source reads only `path`, `include` and `exclude`",
+                    "is a key of an s3 source; a dir source reads only `path`, `follow_symlinks`, `include` and `exclude`",
                 );
             }
             match s.path {
                 Some(path) if !path.is_empty() => Some(SourceSpec::Dir(DirSpec {
                     path: resolve(dir, &path),
+                    follow_symlinks: s.follow_symlinks.unwrap_or(false),
                 })),
                 _ => {
                     p.add(

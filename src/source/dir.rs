@@ -4,6 +4,11 @@
 //! mtime; the version (the ETag's stand-in) is a BLAKE3 hash of the content, so a file
 //! rewritten with the same bytes is not imported again. Files and folders whose names start
 //! with `.` are not listed: writers use such names for files still being written.
+//!
+//! Nothing outside the folder is read (DESIGN §4.8): symbolic links are not followed unless
+//! `follow_symlinks = true`, and then only to files inside the folder; every file is opened
+//! without following a final link, and the file actually opened is checked to lie inside the
+//! folder, so a link swapped in after the listing reads nothing.
 
 use super::verify::{Digest, Verified};
 use super::{ObjectReader, Source, SourceError};
@@ -16,11 +21,15 @@ use std::path::{Path, PathBuf};
 /// A local folder standing in for a bucket.
 pub struct DirSource {
     root: PathBuf,
+    follow_symlinks: bool,
 }
 
 impl DirSource {
-    pub fn new(root: PathBuf) -> DirSource {
-        DirSource { root }
+    pub fn new(root: PathBuf, follow_symlinks: bool) -> DirSource {
+        DirSource {
+            root,
+            follow_symlinks,
+        }
     }
 
     fn error(&self, message: impl Into<String>) -> SourceError {
@@ -46,6 +55,47 @@ fn content_version(path: &Path, buf: &mut [u8]) -> std::io::Result<String> {
     Ok(hasher.finalize().to_hex()[..32].to_string())
 }
 
+/// Opens `path` for reading only if it is a file inside `root`: without following a final
+/// link (after resolving it first, and checking where it leads, when links are followed),
+/// then checking the real path of the file actually opened, so that a link or folder swapped
+/// in since the listing reads nothing outside.
+fn open_inside(root: &Path, path: &Path, follow: bool) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let outside = || {
+        std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "leads outside the source folder (a symbolic link); it is not read",
+        )
+    };
+    let real_root = std::fs::canonicalize(root)?;
+    let target = if follow {
+        std::fs::canonicalize(path)?
+    } else {
+        path.to_path_buf()
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&target)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                outside()
+            } else {
+                e
+            }
+        })?;
+    // The path of the file as opened, every link resolved (Linux keeps it under /proc).
+    let opened = std::fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&file)
+    ))
+    .or_else(|_| std::fs::canonicalize(&target))?;
+    if !opened.starts_with(&real_root) {
+        return Err(outside());
+    }
+    Ok(file)
+}
+
 fn mtime(meta: &std::fs::Metadata) -> std::io::Result<DateTime<Utc>> {
     Ok(DateTime::<Utc>::from(meta.modified()?))
 }
@@ -59,17 +109,42 @@ impl Source for DirSource {
         // The walk and the hashing block, so they run on a blocking thread and hand objects
         // over through a small channel: memory stays bounded however many files there are.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<ObjectMeta, String>>(64);
-        let root = self.root.clone();
+        let (root, follow) = (self.root.clone(), self.follow_symlinks);
         let walker = tokio::task::spawn_blocking(move || {
             let mut buf = vec![0u8; 256 * 1024];
-            // Symbolic links are followed, so files can be linked into a drop folder; walkdir
-            // reports a link loop as an error instead of walking it forever.
+            // Links are followed only when asked, and then only to what lies inside the folder
+            // (its real path, links resolved); walkdir reports a link loop as an error instead
+            // of walking it forever.
+            let real_root = std::fs::canonicalize(&root).unwrap_or_else(|_| root.clone());
+            let links_skipped = std::cell::Cell::new(0u64);
+            // A link is taken only when followed and leading inside the folder; a folder
+            // reached through one is not walked otherwise.
+            let link_inside = |path: &Path| {
+                let inside =
+                    follow && std::fs::canonicalize(path).is_ok_and(|real| real.starts_with(&real_root));
+                if !inside {
+                    links_skipped.set(links_skipped.get() + 1);
+                }
+                inside
+            };
             let entries = walkdir::WalkDir::new(&root)
-                .follow_links(true)
+                .follow_links(follow)
                 .sort_by_file_name()
                 .into_iter()
-                .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+                .filter_entry(|e| {
+                    e.depth() == 0
+                        || (!e.file_name().to_string_lossy().starts_with('.')
+                            && (!e.path_is_symlink() || link_inside(e.path())))
+                });
             for entry in entries {
+                // A link that loops or leads nowhere is a skipped link, not a failed listing.
+                if let Err(e) = &entry
+                    && e.path()
+                        .is_some_and(|p| p.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()))
+                {
+                    links_skipped.set(links_skipped.get() + 1);
+                    continue;
+                }
                 let item = entry.map_err(|e| e.to_string()).and_then(|e| {
                     if !e.file_type().is_file() {
                         return Ok(None);
@@ -98,6 +173,13 @@ impl Source for DirSource {
                     return;
                 }
             }
+            if links_skipped.get() > 0 {
+                tracing::warn!(
+                    folder = %root.display(),
+                    links = links_skipped.get(),
+                    "symbolic links skipped: a dir source follows links only with follow_symlinks = true, and only to files inside its folder"
+                );
+            }
         });
         let mut count = 0;
         while let Some(item) = rx.recv().await {
@@ -117,8 +199,9 @@ impl Source for DirSource {
             transient: false,
         };
         // Opening is file-system work: one trip to the blocking pool does all of it.
+        let (root, follow) = (self.root.clone(), self.follow_symlinks);
         let opened = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-            let file = std::fs::File::open(&path)?;
+            let file = open_inside(&root, &path, follow)?;
             let meta = file.metadata()?;
             Ok((file, meta.len(), mtime(&meta)?))
         })
@@ -156,7 +239,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.jsonl");
         std::fs::write(&path, "{\"id\": 1}\n").unwrap();
-        let source = DirSource::new(dir.path().to_path_buf());
+        let source = DirSource::new(dir.path().to_path_buf(), false);
         let mut listed = Vec::new();
         source.list(&mut |m| listed.push(m)).await.unwrap();
         let meta = listed.pop().unwrap();
@@ -191,6 +274,66 @@ mod tests {
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
         assert!(
             err.to_string().contains("BLAKE3 hash of the 10 bytes read"),
+            "{err}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod link_tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    async fn keys(source: &DirSource) -> Vec<String> {
+        let mut listed = Vec::new();
+        source.list(&mut |m| listed.push(m.key)).await.unwrap();
+        listed
+    }
+
+    #[tokio::test]
+    async fn links_out_of_the_folder_are_never_read() {
+        let top = tempfile::tempdir().unwrap();
+        let inbox = top.path().join("inbox");
+        std::fs::create_dir_all(inbox.join("sub")).unwrap();
+        std::fs::write(top.path().join("secret.txt"), "root:$6$hash\n").unwrap();
+        std::fs::write(inbox.join("a.csv"), "id\n1\n").unwrap();
+        symlink(top.path().join("secret.txt"), inbox.join("secret.csv")).unwrap();
+        symlink(inbox.join("a.csv"), inbox.join("inside.csv")).unwrap();
+        symlink(top.path(), inbox.join("up")).unwrap();
+        symlink(inbox.join("loop"), inbox.join("loop")).unwrap();
+
+        // Not followed by default: only the plain file.
+        let plain = DirSource::new(inbox.clone(), false);
+        assert_eq!(keys(&plain).await, ["a.csv"]);
+        // Followed when asked, but only to files inside the folder.
+        let following = DirSource::new(inbox.clone(), true);
+        assert_eq!(keys(&following).await, ["a.csv", "inside.csv"]);
+
+        // A link swapped in after the listing is not read, whatever the setting.
+        let mut listed = Vec::new();
+        plain.list(&mut |m| listed.push(m)).await.unwrap();
+        let meta = listed.remove(0);
+        std::fs::remove_file(inbox.join("a.csv")).unwrap();
+        symlink(top.path().join("secret.txt"), inbox.join("a.csv")).unwrap();
+        for source in [&plain, &following] {
+            let err = source.open(&meta).await.err().expect("a link out is refused");
+            assert!(
+                err.to_string().contains("leads outside the source folder"),
+                "{err}"
+            );
+        }
+        // So is a folder swapped for a link out.
+        std::fs::write(inbox.join("sub/b.csv"), "id\n2\n").unwrap();
+        let mut listed = Vec::new();
+        plain.list(&mut |m| listed.push(m)).await.unwrap();
+        let b = listed.into_iter().find(|m| m.key == "sub/b.csv").unwrap();
+        std::fs::create_dir_all(top.path().join("elsewhere")).unwrap();
+        std::fs::write(top.path().join("elsewhere/b.csv"), "id\n2\n").unwrap();
+        std::fs::remove_dir_all(inbox.join("sub")).unwrap();
+        symlink(top.path().join("elsewhere"), inbox.join("sub")).unwrap();
+        let err = plain.open(&b).await.err().expect("a folder link out is refused");
+        assert!(
+            err.to_string().contains("leads outside the source folder"),
             "{err}"
         );
     }

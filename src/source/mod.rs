@@ -93,6 +93,6 @@ impl SourceError {
 pub async fn for_connection(connection: &Connection) -> Box<dyn Source> {
     match &connection.source {
         SourceSpec::S3(spec) => Box::new(s3::S3Source::new(&connection.name, spec).await),
-        SourceSpec::Dir(spec) => Box::new(dir::DirSource::new(spec.path.clone())),
+        SourceSpec::Dir(spec) => Box::new(dir::DirSource::new(spec.path.clone(), spec.follow_symlinks)),
     }
 }
