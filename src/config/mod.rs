@@ -191,6 +191,9 @@ pub enum OutputFormat {
     Csv {
         delimiter: u8,
         quote_all: bool,
+        /// `csv_formula_guard`: a string cell starting with `=`, `+`, `-`, `@`, a tab or a
+        /// carriage return gets a `'` in front, so a spreadsheet shows it instead of running it.
+        formula_guard: bool,
     },
 }
 

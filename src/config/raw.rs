@@ -123,6 +123,7 @@ pub struct RawTarget {
     pub format: Option<String>,
     pub delimiter: Option<String>,
     pub quote_all: Option<bool>,
+    pub csv_formula_guard: Option<bool>,
     pub key: Option<toml::Value>,
     // s3
     pub bucket: Option<String>,

@@ -883,10 +883,17 @@ fn output(
             "delimiter and quote_all apply to CSV output; add format = \"csv\" or remove them",
         );
     }
+    if !csv && t.csv_formula_guard.is_some() {
+        p.add(
+            "target.csv_formula_guard",
+            "applies to CSV output; add format = \"csv\" or remove it",
+        );
+    }
     let format = if csv {
         OutputFormat::Csv {
             delimiter,
             quote_all: t.quote_all.unwrap_or(false),
+            formula_guard: t.csv_formula_guard.unwrap_or(true),
         }
     } else {
         OutputFormat::Jsonl
@@ -941,6 +948,7 @@ fn target(
         ("format", t.format.is_some()),
         ("delimiter", t.delimiter.is_some()),
         ("quote_all", t.quote_all.is_some()),
+        ("csv_formula_guard", t.csv_formula_guard.is_some()),
         ("key", t.key.is_some()),
         ("bucket", t.bucket.is_some()),
         ("region", t.region.is_some()),
@@ -970,7 +978,14 @@ fn target(
         return None;
     };
     let allowed: &[&str] = match kind {
-        "file" => &["path", "format", "delimiter", "quote_all", "key"],
+        "file" => &[
+            "path",
+            "format",
+            "delimiter",
+            "quote_all",
+            "csv_formula_guard",
+            "key",
+        ],
         "s3" => &[
             "bucket",
             "region",
@@ -982,6 +997,7 @@ fn target(
             "format",
             "delimiter",
             "quote_all",
+            "csv_formula_guard",
             "key",
         ],
         "stdout" => &[],

@@ -3,8 +3,8 @@
 //!
 //! CSV columns are the template's fields, then the provenance columns; fields kept by
 //! `unknown_fields = "keep"` vary from row to row and appear only in JSON Lines output.
-//! Values: strings as they are, numbers and booleans as JSON writes them, JSON values as JSON
-//! text, null as an empty cell. This module writes bytes; where they go is the target's job.
+//! Values: strings as they are (but for the formula guard), numbers and booleans as JSON
+//! writes them, JSON values as JSON text, null as an empty cell. This module writes bytes; where they go is the target's job.
 
 use crate::config::OutputFormat;
 use crate::spool::{SliceReader, SpoolSlice};
@@ -31,7 +31,11 @@ pub fn write_load(
             }
             out.flush()
         }
-        OutputFormat::Csv { delimiter, quote_all } => {
+        OutputFormat::Csv {
+            delimiter,
+            quote_all,
+            formula_guard,
+        } => {
             let mut csv = csv::WriterBuilder::new()
                 .delimiter(delimiter)
                 .quote_style(if quote_all {
@@ -59,7 +63,7 @@ pub fn write_load(
                         )
                     })?;
                     cells.clear();
-                    cells.extend(columns.iter().map(|c| cell(row.get(*c))));
+                    cells.extend(columns.iter().map(|c| cell(row.get(*c), formula_guard)));
                     csv.write_record(&cells)?;
                 }
             }
@@ -68,13 +72,36 @@ pub fn write_load(
     }
 }
 
-/// One value as a CSV cell.
-fn cell(value: Option<&Value>) -> String {
+/// One value as a CSV cell. With `formula_guard`, a string a spreadsheet would take for a
+/// formula (OWASP's list: `=`, `+`, `-`, `@`, tab, carriage return first) gets a `'` in
+/// front; a number, or a string that is only a number (a decimal such as `"-1.50"`), is a
+/// value to a spreadsheet and is left alone.
+fn cell(value: Option<&Value>, formula_guard: bool) -> String {
     match value {
         None | Some(Value::Null) => String::new(),
+        Some(Value::String(s))
+            if formula_guard && s.starts_with(['=', '+', '-', '@', '\t', '\r']) && !is_plain_number(s) =>
+        {
+            format!("'{s}")
+        }
         Some(Value::String(s)) => s.clone(),
         Some(other) => other.to_string(),
     }
+}
+
+/// Whether `s` is a signed decimal number and nothing else (`-1.50`, `+3`, `-2e5`).
+fn is_plain_number(s: &str) -> bool {
+    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let (mantissa, exponent) = match digits.split_once(['e', 'E']) {
+        Some((m, e)) => (m, Some(e.strip_prefix(['+', '-']).unwrap_or(e))),
+        None => (digits, None),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all_digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+    !(whole.is_empty() && fraction.is_empty())
+        && all_digits(whole)
+        && all_digits(fraction)
+        && exponent.is_none_or(|e| !e.is_empty() && all_digits(e))
 }
 
 #[cfg(test)]
@@ -142,9 +169,60 @@ mod tests {
         ];
         for (delimiter, quote_all, want) in cases {
             assert_eq!(
-                written(OutputFormat::Csv { delimiter, quote_all }, &rows),
+                written(
+                    OutputFormat::Csv {
+                        delimiter,
+                        quote_all,
+                        formula_guard: true
+                    },
+                    &rows
+                ),
                 want,
                 "{delimiter} {quote_all}"
+            );
+        }
+    }
+
+    #[test]
+    fn formula_cells_are_guarded_unless_asked_not_to() {
+        let rows = [
+            json!({"id": -5, "name": "=HYPERLINK(\"http://x\")", "price": "-1.50", "tags": ["@x"],
+                           "_source_key": "+k", "_source_version": "@v", "_source_line": 2}),
+        ];
+        let csv = |formula_guard| OutputFormat::Csv {
+            delimiter: b',',
+            quote_all: false,
+            formula_guard,
+        };
+        // Strings are guarded, whatever the column; numbers (a decimal is a string holding
+        // one) and JSON values are not.
+        assert_eq!(
+            written(csv(true), &rows).lines().nth(1).unwrap(),
+            "-5,\"'=HYPERLINK(\"\"http://x\"\")\",-1.50,\"[\"\"@x\"\"]\",'+k,'@v,2"
+        );
+        assert_eq!(
+            written(csv(false), &rows).lines().nth(1).unwrap(),
+            "-5,\"=HYPERLINK(\"\"http://x\"\")\",-1.50,\"[\"\"@x\"\"]\",+k,@v,2"
+        );
+        let cases = [
+            ("\tx", true),
+            ("\rx", true),
+            ("x=1", false),
+            ("", false),
+            ("-", true),
+            ("-.5", false),
+            ("+1e-3", false),
+            ("-1e", true),
+            ("-1+1", true),
+            ("-1.2.3", true),
+            ("+", true),
+            ("-.", true),
+        ];
+        for (text, guarded) in cases {
+            assert_eq!(
+                cell(Some(&json!(text)), true).starts_with('\''),
+                guarded,
+                "{text:?}"
             );
         }
     }
