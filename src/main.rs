@@ -194,10 +194,24 @@ fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
     let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    // Text logs escape the control characters of every value (an object key holding a line
+    // break or an ESC sequence could otherwise forge a line or drive a terminal); JSON logs
+    // escape them as JSON does.
+    use tracing_subscriber::field::MakeExt;
+    let text_fields = tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        let text = format!("{value:?}");
+        let text = s3_importd::text::clean(&text);
+        if field.name() == "message" {
+            write!(writer, "{text}")
+        } else {
+            write!(writer, "{field}={text}")
+        }
+    })
+    .delimited(" ");
     let _ = match (format, journal) {
         (LogFormat::Json, _) => builder.json().try_init(),
-        (LogFormat::Text, true) => builder.without_time().try_init(),
-        (LogFormat::Text, false) => builder.try_init(),
+        (LogFormat::Text, true) => builder.fmt_fields(text_fields).without_time().try_init(),
+        (LogFormat::Text, false) => builder.fmt_fields(text_fields).try_init(),
     };
 }
 
@@ -248,12 +262,12 @@ async fn run_command(config: &Config, names: &[String], dry_run: bool) -> anyhow
     let mut ok = true;
     let mut report = String::new();
     for s in &summaries {
-        report.push_str(&format!("{}\n", s.line()));
+        report.push_str(&format!("{}\n", s3_importd::text::clean(&s.line())));
         if dry_run {
             for m in &s.candidates {
                 report.push_str(&format!(
                     "  would import {} ({} bytes, modified {})\n",
-                    m.key,
+                    s3_importd::text::clean(&m.key),
                     m.size,
                     m.last_modified.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
                 ));
@@ -262,8 +276,9 @@ async fn run_command(config: &Config, names: &[String], dry_run: bool) -> anyhow
                 report.push_str(&format!("  skipped {n}: {reason}\n"));
             }
         }
+        // Problems name object keys and quote partner data: escaped, they cannot forge a line.
         for p in &s.problems {
-            report.push_str(&format!("  {p}\n"));
+            report.push_str(&format!("  {}\n", s3_importd::text::clean(p)));
         }
         ok &= s.succeeded();
     }

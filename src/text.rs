@@ -52,9 +52,43 @@ pub fn quoted_list(names: &[String]) -> String {
     excerpt_of(&out.join(", "), EXCERPT_CHARS * 4)
 }
 
+/// `text` with its control characters (line breaks, tabs, ESC and the other C0 and C1
+/// codes, DEL) written as escapes (`\n`, `\t`, `\u{1b}`), for text output: an object key or a
+/// value a partner wrote can then neither forge a log line nor drive a terminal.
+pub fn clean(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let cases = [
+            ("plain/key.csv", "plain/key.csv"),
+            ("a\nb", "a\\nb"),
+            ("x\r\n2026-11-30 INFO forged", "x\\r\\n2026-11-30 INFO forged"),
+            ("\u{1b}[2J\u{1b}]0;title\u{7}", "\\u{1b}[2J\\u{1b}]0;title\\u{7}"),
+            ("tab\there", "tab\\there"),
+            ("del\u{7f} c1\u{9b}", "del\\u{7f} c1\\u{9b}"),
+            ("é \" \\ ok", "é \" \\ ok"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(clean(input), want, "{input:?}");
+        }
+    }
 
     #[test]
     fn excerpts() {

@@ -38,3 +38,46 @@ fn a_link_out_of_a_drop_folder_delivers_nothing() {
         assert!(!std::fs::read_to_string(file).unwrap().contains("root:"));
     }
 }
+
+#[test]
+fn a_key_with_line_breaks_and_escape_sequences_is_escaped_in_every_text_output() {
+    let cfg = ConfigDir::new();
+    let inbox = cfg.path().join("in/keys");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let name = "a\n2026-11-30T00:00:00Z  INFO forged: all good\u{1b}[2J\u{1b}]0;owned\u{7}.jsonl";
+    std::fs::write(
+        inbox.join(name),
+        "{\"id\": \"x\u{1b}[31mred\"}\nnot json\u{1b}[2J\n",
+    )
+    .unwrap();
+    let template =
+        "table = \"items\"\nmax_bad_rows = \"0\"\n[[template.fields]]\nname = \"id\"\nrequired = true";
+    cfg.connection(
+        "keys",
+        &dir_connection_toml("keys", template, "type = \"file\"\npath = \"out\""),
+    );
+    let outputs = [
+        run_binary(cfg.path(), &["preview", "keys"]),
+        run_binary(cfg.path(), &["run"]),
+        run_binary(cfg.path(), &["status", "keys"]),
+    ];
+    for out in &outputs {
+        for (what, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+            let shown = text(bytes);
+            assert!(
+                !shown.contains('\u{1b}') && !shown.contains('\u{7}'),
+                "{what}: {shown:?}"
+            );
+            assert!(
+                !shown.lines().any(|l| l.starts_with("2026-11-30T00:00:00Z")),
+                "{what}: a forged line: {shown}"
+            );
+        }
+    }
+    let status = text(&outputs[2].stdout);
+    assert!(
+        status.contains("a\\n2026-11-30T00:00:00Z  INFO forged"),
+        "{status}"
+    );
+    assert!(status.contains("not json\\u{1b}[2J"), "{status}");
+}

@@ -9,6 +9,7 @@ use s3_importd::clock::SystemClock;
 use s3_importd::config::Config;
 use s3_importd::format::Sample;
 use s3_importd::run::{self, RunEnv};
+use s3_importd::text::clean;
 use s3_importd::{source, target};
 use serde_json::Value;
 use std::process::ExitCode;
@@ -38,7 +39,7 @@ pub async fn command(config: &Config, name: &str, files: usize, rows: u64) -> an
     };
     let summary = run::run(&env, true).await;
     if let Some(e) = &summary.error {
-        println!("preview {name}: {e}");
+        println!("preview {name}: {}", clean(e));
         return Ok(ExitCode::from(EXIT_FAILED));
     }
     let candidates = &summary.candidates;
@@ -52,7 +53,7 @@ pub async fn command(config: &Config, name: &str, files: usize, rows: u64) -> an
     for m in candidates.iter().take(files) {
         println!(
             "  {}  {} bytes  modified {}",
-            m.key,
+            clean(&m.key),
             m.size,
             m.last_modified.to_rfc3339_opts(SecondsFormat::Secs, true)
         );
@@ -71,18 +72,18 @@ pub async fn command(config: &Config, name: &str, files: usize, rows: u64) -> an
     println!();
     println!(
         "first rows of {} (the newest), read as the template says:",
-        newest.key
+        clean(&newest.key)
     );
     let (result, sample) =
         match run::parse_object(source.as_ref(), connection, newest, Sample::new(rows)).await {
             Ok(parsed) => parsed,
             Err(e) => {
-                println!("  cannot read it: {e}");
+                println!("  cannot read it: {}", clean(&e.to_string()));
                 return Ok(ExitCode::from(EXIT_FAILED));
             }
         };
     if let Err(e) = result {
-        println!("  the whole file would be rejected: {e}");
+        println!("  the whole file would be rejected: {}", clean(&e.to_string()));
         return Ok(ExitCode::from(EXIT_FAILED));
     }
     print!("{}", table(&sample));
@@ -96,9 +97,9 @@ pub async fn command(config: &Config, name: &str, files: usize, rows: u64) -> an
                 e.line,
                 e.field
                     .as_ref()
-                    .map(|f| format!(" field {f}"))
+                    .map(|f| format!(" field {}", clean(f)))
                     .unwrap_or_default(),
-                e.reason
+                clean(&e.reason)
             );
         }
     }
@@ -113,14 +114,18 @@ fn table(sample: &Sample) -> String {
     let columns: Vec<&String> = first.keys().filter(|k| !k.starts_with("_source_")).collect();
     let mut grid: Vec<Vec<String>> = vec![
         std::iter::once("line".to_string())
-            .chain(columns.iter().map(|c| c.to_string()))
+            .chain(columns.iter().map(|c| clean(c).into_owned()))
             .collect(),
     ];
     for row in &sample.rows {
         let line = row.get("_source_line").map(cell).unwrap_or_default();
         grid.push(
             std::iter::once(line)
-                .chain(columns.iter().map(|c| row.get(*c).map(cell).unwrap_or_default()))
+                .chain(
+                    columns
+                        .iter()
+                        .map(|c| clean(&row.get(*c).map(cell).unwrap_or_default()).into_owned()),
+                )
                 .collect(),
         );
     }

@@ -8,6 +8,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use s3_importd::config::{Config, Connection};
 use s3_importd::schedule;
 use s3_importd::state::{Overview, Quarantined, RunRecord, SqliteStore, StateStore};
+use s3_importd::text::clean;
 use serde_json::{Value, json};
 use std::process::ExitCode;
 
@@ -183,7 +184,7 @@ fn to_text(
             out += &format!(
                 "  last error ({}): {}\n",
                 time(r.started_at).unwrap_or_else(none),
-                r.error.as_deref().unwrap_or_default()
+                clean(r.error.as_deref().unwrap_or_default())
             )
         }
         None => out += "  last error: none\n",
@@ -197,15 +198,15 @@ fn to_text(
         for q in rows {
             out += &format!(
                 "    {} line {}{}: {}\n      raw: {}\n",
-                q.key,
+                clean(&q.key),
                 q.error.line,
                 q.error
                     .field
                     .as_ref()
-                    .map(|f| format!(" field {f}"))
+                    .map(|f| format!(" field {}", clean(f)))
                     .unwrap_or_default(),
-                q.error.reason,
-                q.error.raw.replace('\n', "\\n")
+                clean(&q.error.reason),
+                clean(&q.error.raw)
             );
         }
     }
