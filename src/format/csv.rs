@@ -21,6 +21,8 @@ pub(super) fn parse(
     // Records over the limits are cut before the `csv` reader holds them (`record_cap.rs`).
     let marks = Arc::new(Marks::default());
     let mut reader = ::csv::ReaderBuilder::new()
+        // Fewer, larger reads through the record cap in front of it.
+        .buffer_capacity(64 * 1024)
         .delimiter(delimiter)
         .has_headers(false)
         .flexible(true)
