@@ -3,13 +3,15 @@
 //! UTF-8 or has the wrong number of fields is a row error. Once the header has fixed the
 //! layout, a large object's records are checked in batches by worker threads.
 
-use super::record_cap::{Capped, MAX_FIELDS, MAX_RECORD, Marks};
+use super::record_cap::{MAX_FIELDS, MAX_RECORD, Marks};
 use super::{Failure, ParseError, Provenanced};
 use crate::template::{Column, RawValue, Template, UnknownFields};
 use serde_json::Value;
 use std::io::BufRead;
 use std::sync::Arc;
 
+/// Parses CSV text that came through a [`super::record_cap::Capped`] reader, whose `marks`
+/// say which records it cut and which follow blank lines.
 pub(super) fn parse(
     input: impl BufRead + Send,
     delimiter: u8,
@@ -17,9 +19,8 @@ pub(super) fn parse(
     template: &Template,
     sink: &mut Provenanced<'_, '_>,
     parallel: bool,
+    marks: &Marks,
 ) -> Result<(), Failure> {
-    // Records over the limits are cut before the `csv` reader holds them (`record_cap.rs`).
-    let marks = Arc::new(Marks::default());
     let mut reader = ::csv::ReaderBuilder::new()
         // Fewer, larger reads through the record cap in front of it.
         .buffer_capacity(64 * 1024)
@@ -27,7 +28,7 @@ pub(super) fn parse(
         .has_headers(false)
         .flexible(true)
         .terminator(::csv::Terminator::Any(b'\n'))
-        .from_reader(Capped::new(input, delimiter, b'"', marks.clone()));
+        .from_reader(input);
     // Corrects the line of a record after blank lines, and says whether it was cut.
     let was_cut = |record: &mut ::csv::ByteRecord| marks.fix(record);
     let mut record = ::csv::ByteRecord::new();
@@ -398,6 +399,19 @@ mod tests {
         assert_eq!(sink.errors[1].reason, "has 2 fields; expected 3");
     }
 
+    /// Parses CSV with a header through the record cap, as `format::parse` does.
+    fn parse_capped(
+        input: impl std::io::BufRead + Send,
+        t: &Template,
+        sink: &mut crate::format::Provenanced<'_, '_>,
+        parallel: bool,
+    ) -> Result<(), crate::format::Failure> {
+        use crate::format::record_cap::{Capped, Marks};
+        let marks = std::sync::Arc::new(Marks::default());
+        let input = std::io::BufReader::new(Capped::new(input, b',', b'"', marks.clone()));
+        super::parse(input, b',', true, t, sink, parallel, &marks)
+    }
+
     /// Parses `text` (CSV with a header) on one thread and in parallel and checks that both
     /// ways agree (see `one_thread_and_parallel_agree`); returns the counts.
     fn both_ways(text: &[u8], t: &Template, limit: u64) -> ParseStats {
@@ -409,7 +423,7 @@ mod tests {
                 version: "v",
             };
             let mut p = Provenanced::new(sink, provenance, t);
-            let result = super::parse(text, b',', true, t, &mut p, parallel);
+            let result = parse_capped(text, t, &mut p, parallel);
             assert!(matches!(result, Ok(()) | Err(Failure::Stopped)));
             p.stats
         };
@@ -464,7 +478,7 @@ mod tests {
                 version: "v",
             };
             let mut p = Provenanced::new(&mut sink, provenance, &t);
-            let result = super::parse(input, b',', true, &t, &mut p, parallel);
+            let result = parse_capped(input, &t, &mut p, parallel);
             assert!(matches!(result, Err(Failure::Io(_))), "{parallel}");
             assert_eq!(sink.rows.len(), 20_000, "{parallel}");
         }

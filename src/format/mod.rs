@@ -546,7 +546,22 @@ pub fn parse(
             ParseError::Read(e)
         }
     };
-    let mut input = decode(spec.encoding, input).map_err(classify)?;
+    let input = decode(spec.encoding, input).map_err(classify)?;
+    // CSV records are cut at the limits before anything holds them; the cap runs where the
+    // text is read (on the read-ahead thread for a large object), off the parser's thread.
+    let marks = Arc::new(record_cap::Marks::default());
+    let csv_delimiter = match kind {
+        FormatKind::Csv => Some(spec.delimiter),
+        FormatKind::Tsv => Some(b'\t'),
+        _ => None,
+    };
+    let mut input: Box<dyn BufRead + Send> = match csv_delimiter {
+        Some(delimiter) => Box::new(BufReader::with_capacity(
+            BUF,
+            record_cap::Capped::new(input, delimiter, b'"', marks.clone()),
+        )),
+        None => input,
+    };
     let mut sink = Provenanced::new(sink, provenance, template);
     // Reading (and decompressing, and transcoding) is work of its own: for an object larger
     // than a chunk, a second thread does it ahead of the parser, so that two cores work on
@@ -568,15 +583,15 @@ pub fn parse(
             Err(e) => Box::new(io::Cursor::new(first).chain(Failed(Some(e)))),
         };
         match kind {
-            FormatKind::Csv => csv::parse(
+            FormatKind::Csv | FormatKind::Tsv => csv::parse(
                 input,
-                spec.delimiter,
+                csv_delimiter.unwrap_or(b','),
                 spec.has_header,
                 template,
                 &mut sink,
                 parallel,
+                &marks,
             ),
-            FormatKind::Tsv => csv::parse(input, b'\t', spec.has_header, template, &mut sink, parallel),
             FormatKind::Jsonl => jsonl::parse(input, template, &mut sink, parallel),
             FormatKind::Json => json::parse(input, template, &mut sink),
             FormatKind::Auto => Err(Failure::File(ParseError::UnknownFormat)),

@@ -7,14 +7,16 @@
 //!
 //! [`Capped`] follows the record structure the way `csv_core` reads it (quoted fields,
 //! doubled quotes, the delimiter, `\n` ending a record outside quotes) and stands between the
-//! decoded text and the `csv` reader. It replaces the skipped part of a record by the line
-//! breaks it held, so the reader's line numbers stay exact, and tells the parser, through
-//! [`Cuts`], the byte position of the record it cut, which the parser turns into a row error
-//! (or a rejection, for a header). It knows nothing of templates.
+//! decoded text and the `csv` reader, on the thread that reads the text (the read-ahead
+//! thread of a large object). It replaces the skipped part of a record by the line breaks it
+//! held, so the reader's line numbers stay exact, and tells the parser, through [`Marks`],
+//! the byte position of each record it cut, which the parser turns into a row error (or a
+//! rejection, for a header). Marks wait for the parser in order; the read-ahead bounds how
+//! many. It knows nothing of templates.
 
 use std::collections::VecDeque;
 use std::io::{self, BufRead, Read};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The longest record read as a row: the cap of a JSON Lines line, less a few bytes so that
@@ -36,52 +38,74 @@ enum State {
     QuoteInQuoted,
 }
 
-/// What a [`Capped`] reader tells the parser about the records it handed out: which one it
-/// cut, and the records that follow blank lines. The `csv` reader gives such a record the
-/// position of the first blank line before it; the parser corrects it with [`Marks::fix`].
-/// Few are waiting at a time, since the `csv` reader hands a record over before it reads far
-/// past it.
+/// What a [`Capped`] reader tells the parser about the records it handed out: the records it
+/// cut, and the records that follow blank lines (the `csv` reader gives such a record the
+/// position of the first blank line before it; the parser corrects it with [`Marks::fix`]).
+/// The reader may run ahead of the parser on another thread, by as much as the read-ahead
+/// holds, so marks wait in order until the parser reaches their records.
 #[derive(Debug, Default)]
 pub struct Marks {
-    /// The byte position (as the `csv` reader counts it) of the record cut last, plus one;
-    /// 0 when none waits.
-    cut: AtomicU64,
+    waiting: Mutex<Waiting>,
+    /// How many marks wait, so that most records need no lock.
+    count: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct Waiting {
+    /// Byte positions (as the `csv` reader counts them) of records that were cut.
+    cuts: VecDeque<u64>,
     /// Records after blank lines: their byte position and how many blank lines came before.
-    blanks: Mutex<VecDeque<(u64, u64)>>,
-    /// How many entries `blanks` holds, so that most records need no lock.
-    waiting: AtomicUsize,
+    blanks: VecDeque<(u64, u64)>,
 }
 
 impl Marks {
     /// Corrects the line of a record just read, and says whether it was cut at the limits.
     pub fn fix(&self, record: &mut ::csv::ByteRecord) -> bool {
+        if self.count.load(Ordering::Acquire) == 0 {
+            return false;
+        }
         let Some(mut position) = record.position().cloned() else {
             return false;
         };
         let byte = position.byte();
-        if self.waiting.load(Ordering::Relaxed) > 0
-            && let Ok(mut blanks) = self.blanks.lock()
-        {
-            while blanks.front().is_some_and(|(at, _)| *at < byte) {
-                blanks.pop_front();
-            }
-            if let Some((_, lines)) = blanks.front().filter(|(at, _)| *at == byte).copied() {
-                blanks.pop_front();
-                position.set_line(position.line() + lines);
-                record.set_position(Some(position));
-            }
-            self.waiting.store(blanks.len(), Ordering::Relaxed);
+        let Ok(mut waiting) = self.waiting.lock() else {
+            return false;
+        };
+        // Marks before this record belong to records the parser never saw (none, in order).
+        while waiting.blanks.front().is_some_and(|(at, _)| *at < byte) {
+            waiting.blanks.pop_front();
         }
-        self.cut
-            .compare_exchange(byte + 1, 0, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
+        while waiting.cuts.front().is_some_and(|at| *at < byte) {
+            waiting.cuts.pop_front();
+        }
+        if let Some((_, lines)) = waiting.blanks.front().filter(|(at, _)| *at == byte).copied() {
+            waiting.blanks.pop_front();
+            position.set_line(position.line() + lines);
+            record.set_position(Some(position));
+        }
+        let cut = waiting.cuts.front() == Some(&byte);
+        if cut {
+            waiting.cuts.pop_front();
+        }
+        self.count
+            .store(waiting.cuts.len() + waiting.blanks.len(), Ordering::Release);
+        cut
+    }
+
+    fn mark(&self, add: impl FnOnce(&mut Waiting)) {
+        if let Ok(mut waiting) = self.waiting.lock() {
+            add(&mut waiting);
+            self.count
+                .store(waiting.cuts.len() + waiting.blanks.len(), Ordering::Release);
+        }
     }
 
     fn blank_lines_before(&self, at: u64, lines: u64) {
-        if let Ok(mut blanks) = self.blanks.lock() {
-            blanks.push_back((at, lines));
-            self.waiting.store(blanks.len(), Ordering::Relaxed);
-        }
+        self.mark(|w| w.blanks.push_back((at, lines)));
+    }
+
+    fn cut_at(&self, at: u64) {
+        self.mark(|w| w.cuts.push_back(at));
     }
 }
 
@@ -224,7 +248,9 @@ impl Track {
                 if self.fields + count > MAX_FIELDS {
                     // Passed up to and with the delimiter that makes one field too many.
                     let allowed = MAX_FIELDS - self.fields;
-                    let at = memchr::memchr_iter(self.delimiter, plain).nth(allowed).unwrap_or(plain.len());
+                    let at = memchr::memchr_iter(self.delimiter, plain)
+                        .nth(allowed)
+                        .unwrap_or(plain.len());
                     plain = &plain[..(at + 1).min(plain.len())];
                     self.fields = MAX_FIELDS + 1;
                     over = true;
@@ -272,7 +298,7 @@ impl Track {
 
     /// Ends the record being read after what was passed on, and skips the rest of it.
     fn cut(&mut self) {
-        self.marks.cut.store(self.record_start + 1, Ordering::Relaxed);
+        self.marks.cut_at(self.record_start);
         self.inject = match self.state {
             // A quote ends the quoted field, and the line break the record.
             State::Quoted => b"\"\n",
@@ -353,7 +379,7 @@ mod tests {
             for capacity in [1, 2, 3, 7, 64] {
                 let (out, cuts) = through(text, capacity);
                 assert_eq!(out, *text, "{capacity}");
-                assert_eq!(cuts.cut.load(Ordering::Relaxed), 0);
+                assert!(cuts.waiting.lock().unwrap().cuts.is_empty());
             }
         }
     }
@@ -364,7 +390,9 @@ mod tests {
         // every order, through reads of every size.
         let mut seed: u64 = 0x5eed;
         let mut next = || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (seed >> 33) as usize
         };
         let alphabet = b"ab,\"\n\r";
@@ -374,7 +402,7 @@ mod tests {
             let capacity = 1 + case % 17;
             let (out, cuts) = through(&text, capacity);
             assert_eq!(out, text, "case {case}");
-            assert_eq!(cuts.cut.load(Ordering::Relaxed), 0, "case {case}");
+            assert!(cuts.waiting.lock().unwrap().cuts.is_empty(), "case {case}");
         }
     }
 
@@ -391,6 +419,6 @@ mod tests {
         want.extend_from_slice(b"\n\nlast\n");
         assert_eq!(out.len(), want.len());
         assert_eq!(out, want);
-        assert_eq!(cuts.cut.load(Ordering::Relaxed), 5);
+        assert_eq!(cuts.waiting.lock().unwrap().cuts, [4]);
     }
 }
