@@ -70,9 +70,74 @@ pub fn clean(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// A URL as messages may show it: userinfo and the query string (where credentials travel)
+/// replaced by `***`, the fragment dropped.
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            if !u.username().is_empty() || u.password().is_some() {
+                let _ = u.set_username("***");
+                let _ = u.set_password(None);
+            }
+            if u.query().is_some() {
+                u.set_query(Some("***"));
+            }
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => "(a URL that cannot be parsed)".to_string(),
+    }
+}
+
+/// Why sending credentials to `url` is refused: plain `http://` to a host that is not
+/// loopback. `None` when it is fine (https, or a loopback host).
+pub fn plaintext_to_remote(url: &str) -> Option<String> {
+    let u = reqwest::Url::parse(url).ok()?;
+    if u.scheme() != "http" {
+        return None;
+    }
+    let loopback = match u.host()? {
+        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    };
+    (!loopback).then(|| u.host_str().unwrap_or_default().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls() {
+        let cases = [
+            (
+                "https://ingest.example.com/rows",
+                "https://ingest.example.com/rows",
+            ),
+            (
+                "https://user:pw@h.example/p?api_key=s3cret#x",
+                "https://***@h.example/p?***",
+            ),
+            ("http://h:8080/p?a=1&b=2", "http://h:8080/p?***"),
+            ("nonsense", "(a URL that cannot be parsed)"),
+        ];
+        for (url, want) in cases {
+            assert_eq!(redact_url(url), want, "{url}");
+        }
+        let remote = [
+            ("http://ingest.example.com/x", Some("ingest.example.com")),
+            ("http://10.1.2.3/x", Some("10.1.2.3")),
+            ("https://ingest.example.com/x", None),
+            ("http://127.0.0.1:9/x", None),
+            ("http://127.8.9.10/x", None),
+            ("http://localhost/x", None),
+            ("http://[::1]:80/x", None),
+        ];
+        for (url, want) in remote {
+            assert_eq!(plaintext_to_remote(url).as_deref(), want, "{url}");
+        }
+    }
 
     #[test]
     fn control_characters_are_escaped() {

@@ -88,7 +88,7 @@ fn bad_files_and_their_messages() {
         (
             "[source]\ntype = \"dir\"\npath = \"in\"\n[template]\n[[template.fields]]\nname = \"id\"\n[target]\ntype = \"http\"\nurl = \"ftp://x\"\nbatch_size = 0\ntoken_env = \"T\"\ntoken_file = \"t\"\n[target.headers]\n\"Bad Header\" = \"x\"\nX-Ok = 1\n".to_string(),
             vec![
-                "connections/c.toml: target.url: \"ftp://x\" is not an http:// or https:// URL",
+                "connections/c.toml: target.url: \"ftp://x/\" is not an http:// or https:// URL",
                 "connections/c.toml: target.batch_size: 0 is out of range; use 1 to 100000",
                 "connections/c.toml: target.headers.Bad Header: is not an HTTP header name",
                 "connections/c.toml: target.headers.X-Ok: must be a string on one line",

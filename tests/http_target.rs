@@ -278,3 +278,119 @@ fn redirects_are_not_followed_and_fail_the_delivery() {
     assert_eq!(endpoint.seen().len(), 1);
     assert!(elsewhere.seen().is_empty());
 }
+
+#[test]
+fn a_url_is_a_secret_everywhere_and_may_come_from_the_environment() {
+    // Userinfo and a query string carry credentials: they reach no output and no state.
+    let server = Server::start(vec![(400, "no", Vec::new())]);
+    let url = server.url.replace("http://", "http://user:pa55word@") + "?api_key=s3cr3t-q";
+    let cfg = ConfigDir::new();
+    connection(&cfg, "leaky", 1, &url, "");
+    let mut outputs = vec![
+        run_binary(cfg.path(), &["run"]),
+        run_binary(cfg.path(), &["status"]),
+        run_binary(cfg.path(), &["status", "--json"]),
+        run_binary(cfg.path(), &["check", "leaky"]),
+    ];
+    let seen = server.seen();
+    assert_eq!(seen.len(), 1, "the batch was sent, to the real URL");
+    assert!(
+        text(&outputs[0].stdout).contains("?***"),
+        "{}",
+        text(&outputs[0].stdout)
+    );
+    outputs.push(std::process::Output {
+        status: outputs[0].status,
+        stdout: std::fs::read(cfg.state()).unwrap(),
+        stderr: Vec::new(),
+    });
+    for out in &outputs {
+        for bytes in [&out.stdout, &out.stderr] {
+            let shown = String::from_utf8_lossy(bytes);
+            assert!(
+                !shown.contains("s3cr3t-q") && !shown.contains("pa55word"),
+                "{shown}"
+            );
+        }
+    }
+
+    // url_env: read at delivery, shown by where it comes from; headers_file: more headers.
+    let server = Server::start(Vec::new());
+    let cfg = ConfigDir::new();
+    std::fs::write(cfg.path().join("headers"), "# keys\nX-Api-Key: k-123\n").unwrap();
+    connection(&cfg, "env", 1, "unused", "headers_file = \"headers\"");
+    let toml = std::fs::read_to_string(cfg.path().join("connections/env.toml"))
+        .unwrap()
+        .replace("url = \"unused\"", "url_env = \"S3I_TEST_INGEST_URL\"");
+    cfg.connection("env", &toml);
+    let out = binary(cfg.path())
+        .arg("run")
+        .env("S3I_TEST_INGEST_URL", &server.url)
+        .output()
+        .unwrap();
+    let stdout = stdout_of(&out);
+    assert!(
+        stdout.contains("output the URL in $S3I_TEST_INGEST_URL"),
+        "{stdout}"
+    );
+    let seen = server.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].headers.get("x-api-key").map(String::as_str),
+        Some("k-123")
+    );
+}
+
+#[test]
+fn credentials_never_go_over_plain_http_to_another_host_unless_allowed() {
+    let cfg = ConfigDir::new();
+    connection(
+        &cfg,
+        "plain",
+        1,
+        "http://ingest.example.com/rows",
+        "token_env = \"T\"",
+    );
+    let out = run_binary(cfg.path(), &["validate"]);
+    assert_eq!(out.status.code(), Some(2));
+    let shown = text(&out.stdout) + &text(&out.stderr);
+    assert!(
+        shown.contains("target.url: sends credentials (a token, headers or userinfo) over plain http to ingest.example.com"),
+        "{shown}"
+    );
+    // Allowed when the connection says so; https and loopback need nothing.
+    connection(
+        &cfg,
+        "plain",
+        1,
+        "http://ingest.example.com/rows",
+        "token_env = \"T\"\nallow_insecure_http = true",
+    );
+    assert!(run_binary(cfg.path(), &["validate"]).status.success());
+    connection(
+        &cfg,
+        "plain",
+        1,
+        "https://ingest.example.com/rows",
+        "token_env = \"T\"",
+    );
+    assert!(run_binary(cfg.path(), &["validate"]).status.success());
+    // A URL read at delivery is checked then: nothing is sent.
+    connection(&cfg, "plain", 1, "unused", "token_env = \"T\"");
+    let toml = std::fs::read_to_string(cfg.path().join("connections/plain.toml"))
+        .unwrap()
+        .replace("url = \"unused\"", "url_env = \"S3I_TEST_PLAIN_URL\"");
+    cfg.connection("plain", &toml);
+    let out = binary(cfg.path())
+        .arg("run")
+        .env("S3I_TEST_PLAIN_URL", "http://ingest.example.com/rows")
+        .env("T", "token")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("would send credentials over plain http to ingest.example.com"),
+        "{}",
+        text(&out.stdout)
+    );
+}

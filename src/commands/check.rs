@@ -328,11 +328,11 @@ async fn target_step(report: &mut Report, connection: &Connection) {
         TargetSpec::Http(spec) => {
             let target = s3_importd::target::http::HttpTarget::new(connection, spec.clone());
             match target.probe().await {
-                Ok(status) => report.ok("target", format!("{} answers (HTTP {status} to HEAD)", spec.url)),
+                Ok(status) => report.ok("target", format!("{} answers (HTTP {status} to HEAD)", spec.shown_url)),
                 Err(e) => report.failed(
                     "target",
                     e,
-                    "check `url` in [target], that this host may reach it, and the token's environment variable or file",
+                    "check `url` (or url_env, url_file) in [target], that this host may reach it, and the token's and headers' environment variables or files",
                 ),
             }
         }

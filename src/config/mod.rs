@@ -162,10 +162,19 @@ pub enum WriteMode {
 /// An HTTP endpoint that receives batches of rows as JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpTargetSpec {
-    pub url: String,
+    /// The endpoint: a secret, since userinfo and query strings carry credentials.
+    pub url: SecretSource,
+    /// The endpoint as messages, logs and state show it: userinfo and query redacted, or
+    /// where it is read from.
+    pub shown_url: String,
     pub batch_size: usize,
     /// Extra request headers; values are treated as secrets (an API key often sits here).
     pub headers: Vec<(String, crate::secret::Secret)>,
+    /// More headers, `Name: value` a line, from an environment variable or a file, read at
+    /// every delivery.
+    pub headers_from: Option<SecretSource>,
+    /// Whether credentials may be sent over plain `http://` to a host that is not loopback.
+    pub allow_insecure_http: bool,
     pub token: Option<SecretSource>,
     pub timeout: Duration,
     pub max_retries: usize,

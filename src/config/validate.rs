@@ -960,6 +960,9 @@ fn target(
         ("url", t.url.is_some()),
         ("batch_size", t.batch_size.is_some()),
         ("headers", t.headers.is_some()),
+        ("headers_env", t.headers_env.is_some()),
+        ("headers_file", t.headers_file.is_some()),
+        ("allow_insecure_http", t.allow_insecure_http.is_some()),
         ("token_env", t.token_env.is_some()),
         ("token_file", t.token_file.is_some()),
         ("timeout_s", t.timeout_s.is_some()),
@@ -1003,12 +1006,17 @@ fn target(
         "stdout" => &[],
         "http" => &[
             "url",
+            "url_env",
+            "url_file",
             "batch_size",
             "headers",
+            "headers_env",
+            "headers_file",
             "token_env",
             "token_file",
             "timeout_s",
             "max_retries",
+            "allow_insecure_http",
         ],
         "postgres" => &[
             "url",
@@ -1085,22 +1093,17 @@ fn target(
 static PG_IDENT: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$").expect("a valid pattern"));
 
-/// The keys of a `postgres` target.
-fn postgres_target(
+/// A target's URL, a secret: `url` written inline, or read from `url_env` or `url_file`
+/// (exactly one).
+fn url_source(
     dir: &Path,
-    t: RawTarget,
-    template_table: Option<&str>,
-    fields: &[String],
+    url: Option<String>,
+    url_env: Option<String>,
+    url_file: Option<String>,
     p: &mut Problems<'_>,
-) -> PostgresTargetSpec {
-    let url = match (t.url, t.url_env, t.url_file) {
-        (Some(u), None, None) => {
-            if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) {
-                // The URL may hold a password: it is not repeated in the message.
-                p.add("target.url", "is not a postgres:// or postgresql:// URL");
-            }
-            SecretSource::Inline(Secret::new(u))
-        }
+) -> SecretSource {
+    match (url, url_env, url_file) {
+        (Some(u), None, None) => SecretSource::Inline(Secret::new(u)),
         (None, Some(var), None) if !var.is_empty() => SecretSource::Env(var),
         (None, None, Some(file)) if !file.is_empty() => SecretSource::File {
             in_config_dir: resolve(dir, &file),
@@ -1117,7 +1120,24 @@ fn postgres_target(
             p.add("target.url", "give exactly one of url, url_env and url_file");
             SecretSource::Env(String::new())
         }
-    };
+    }
+}
+
+/// The keys of a `postgres` target.
+fn postgres_target(
+    dir: &Path,
+    t: RawTarget,
+    template_table: Option<&str>,
+    fields: &[String],
+    p: &mut Problems<'_>,
+) -> PostgresTargetSpec {
+    let url = url_source(dir, t.url.clone(), t.url_env.clone(), t.url_file.clone(), p);
+    if let SecretSource::Inline(u) = &url
+        && !(u.expose().starts_with("postgres://") || u.expose().starts_with("postgresql://"))
+    {
+        // The URL may hold a password: it is not repeated in the message.
+        p.add("target.url", "is not a postgres:// or postgresql:// URL");
+    }
     let name = t
         .table
         .clone()
@@ -1189,22 +1209,28 @@ fn postgres_target(
 
 /// The keys of an `http` target.
 fn http_target(dir: &Path, t: RawTarget, p: &mut Problems<'_>) -> HttpTargetSpec {
-    let url = match t.url {
-        Some(u)
-            if (u.starts_with("http://") || u.starts_with("https://"))
-                && !u.contains(char::is_whitespace) =>
-        {
-            u
+    let url = url_source(dir, t.url.clone(), t.url_env.clone(), t.url_file.clone(), p);
+    let shown_url = match &url {
+        SecretSource::Inline(u) => {
+            let u = u.expose();
+            if !(u.starts_with("http://") || u.starts_with("https://"))
+                || u.contains(char::is_whitespace)
+                || reqwest::Url::parse(u).is_err()
+            {
+                p.add(
+                    "target.url",
+                    format!(
+                        "{:?} is not an http:// or https:// URL",
+                        crate::text::redact_url(u)
+                    ),
+                );
+            }
+            crate::text::redact_url(u)
         }
-        Some(u) => {
-            p.add("target.url", format!("{u:?} is not an http:// or https:// URL"));
-            u
-        }
-        None => {
-            p.add("target.url", "missing; give the endpoint rows are POSTed to, e.g. url = \"https://ingest.example.com/rows\"");
-            String::new()
-        }
+        SecretSource::Env(var) => format!("the URL in ${var}"),
+        SecretSource::File { given, .. } => format!("the URL in {given}"),
     };
+    let allow_insecure_http = t.allow_insecure_http.unwrap_or(false);
     let batch_size = in_range(p, "target.batch_size", t.batch_size, 500, 1, 100_000) as usize;
     let timeout = Duration::from_secs(in_range(p, "target.timeout_s", t.timeout_s, 30, 1, 3600) as u64);
     let max_retries = in_range(p, "target.max_retries", t.max_retries, 5, 0, 100) as usize;
@@ -1250,10 +1276,49 @@ fn http_target(dir: &Path, t: RawTarget, p: &mut Problems<'_>) -> HttpTargetSpec
         }
         (None, None) => None,
     };
+    let headers_from = match (t.headers_env, t.headers_file) {
+        (Some(_), Some(_)) => {
+            p.add(
+                "target.headers_file",
+                "give headers_env or headers_file, not both",
+            );
+            None
+        }
+        (Some(var), None) if !var.is_empty() => Some(SecretSource::Env(var)),
+        (None, Some(file)) if !file.is_empty() => Some(SecretSource::File {
+            in_config_dir: resolve(dir, &file),
+            given: file,
+        }),
+        (Some(_), None) | (None, Some(_)) => {
+            p.add(
+                "target.headers_file",
+                "is empty; name the environment variable or file that holds `Name: value` lines",
+            );
+            None
+        }
+        (None, None) => None,
+    };
+    // Credentials over plain http to another host: refused unless the connection says so.
+    if let SecretSource::Inline(u) = &url
+        && !allow_insecure_http
+        && let Some(host) = crate::text::plaintext_to_remote(u.expose())
+    {
+        let userinfo =
+            reqwest::Url::parse(u.expose()).is_ok_and(|u| !u.username().is_empty() || u.password().is_some());
+        if token.is_some() || !headers.is_empty() || headers_from.is_some() || userinfo {
+            p.add(
+                "target.url",
+                format!("sends credentials (a token, headers or userinfo) over plain http to {host}; use https://, or set allow_insecure_http = true if the network between is trusted"),
+            );
+        }
+    }
     HttpTargetSpec {
         url,
+        shown_url,
         batch_size,
         headers,
+        headers_from,
+        allow_insecure_http,
         token,
         timeout,
         max_retries,

@@ -13,6 +13,7 @@ use crate::secret::Secret;
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
 use chrono::SecondsFormat;
+use std::error::Error as _;
 use std::time::Duration;
 use tracing::warn;
 
@@ -58,7 +59,7 @@ impl HttpTarget {
 
     fn error(&self, message: String) -> TargetError {
         TargetError::Http {
-            url: self.spec.url.clone(),
+            url: self.spec.shown_url.clone(),
             message,
         }
     }
@@ -73,35 +74,86 @@ impl HttpTarget {
             .transpose()
     }
 
-    /// For `check`: whether the token can be read and the endpoint answers at all (any HTTP
-    /// status counts; a HEAD request changes nothing). Returns the status seen.
+    /// The endpoint and the headers read from `headers_env` / `headers_file`, read at each
+    /// delivery (so a rotated file is picked up) and checked as the configuration is: an
+    /// http(s) URL, and no credentials over plain http to another host unless allowed.
+    fn endpoint(&self, token: Option<&Secret>) -> Result<Endpoint, TargetError> {
+        let url = crate::secret::read(&self.spec.url, "url_env", "url_file").map_err(|e| self.error(e))?;
+        let parsed = reqwest::Url::parse(url.expose())
+            .ok()
+            .filter(|u| u.scheme() == "http" || u.scheme() == "https")
+            .ok_or_else(|| self.error("is not an http:// or https:// URL".to_string()))?;
+        let headers = match &self.spec.headers_from {
+            Some(source) => {
+                let text =
+                    crate::secret::read(source, "headers_env", "headers_file").map_err(|e| self.error(e))?;
+                parse_header_lines(text.expose()).map_err(|e| self.error(e))?
+            }
+            None => Vec::new(),
+        };
+        let credentials = token.is_some()
+            || !self.spec.headers.is_empty()
+            || !headers.is_empty()
+            || !parsed.username().is_empty()
+            || parsed.password().is_some();
+        if credentials
+            && !self.spec.allow_insecure_http
+            && let Some(host) = crate::text::plaintext_to_remote(url.expose())
+        {
+            return Err(self.error(format!(
+                "would send credentials over plain http to {host}; use https://, or set allow_insecure_http = true if the network between is trusted"
+            )));
+        }
+        Ok(Endpoint { url, headers })
+    }
+
+    /// For `check`: whether the token, URL and headers can be read and the endpoint answers
+    /// at all (any HTTP status counts; a HEAD request changes nothing). Returns the status.
     pub async fn probe(&self) -> Result<u16, String> {
-        self.token().map_err(|e| e.to_string())?;
+        let token = self.token().map_err(|e| e.to_string())?;
+        let endpoint = self.endpoint(token.as_ref()).map_err(|e| e.to_string())?;
         let client = self.client.as_ref().map_err(Clone::clone)?;
-        match client.head(&self.spec.url).send().await {
+        match client.head(endpoint.url.expose()).send().await {
             Ok(response) => Ok(response.status().as_u16()),
-            Err(e) => Err(format!("{}: {}", self.spec.url, crate::aws::cause_chain(&e))),
+            // reqwest's error names the URL: only its cause is shown.
+            Err(e) => Err(format!(
+                "{}: {}",
+                self.spec.shown_url,
+                e.source()
+                    .map(crate::aws::cause_chain)
+                    .unwrap_or_else(|| "the request failed".to_string())
+            )),
         }
     }
 
     /// POSTs one batch, once.
-    async fn post(&self, body: &str, idempotency_key: &str, token: Option<&Secret>) -> Result<(), Refusal> {
+    async fn post(
+        &self,
+        endpoint: &Endpoint,
+        body: &str,
+        idempotency_key: &str,
+        token: Option<&Secret>,
+    ) -> Result<(), Refusal> {
         let client = self.client.as_ref().map_err(|e| Refusal::Network(e.clone()))?;
         let mut request = client
-            .post(&self.spec.url)
+            .post(endpoint.url.expose())
             .header("content-type", "application/json")
             .header("idempotency-key", idempotency_key)
             .body(body.to_string());
-        for (name, value) in &self.spec.headers {
+        for (name, value) in self.spec.headers.iter().chain(&endpoint.headers) {
             request = request.header(name, value.expose());
         }
         if let Some(t) = token {
             request = request.bearer_auth(t.expose());
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| Refusal::Network(e.to_string()))?;
+        // reqwest's error names the URL, which may hold credentials: only its cause is shown.
+        let response = request.send().await.map_err(|e| {
+            Refusal::Network(
+                e.source()
+                    .map(crate::aws::cause_chain)
+                    .unwrap_or_else(|| "the request failed".to_string()),
+            )
+        })?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -138,6 +190,7 @@ impl HttpTarget {
     /// POSTs one batch, retrying what may succeed later.
     async fn send_batch(
         &self,
+        endpoint: &Endpoint,
         body: String,
         idempotency_key: String,
         token: Option<&Secret>,
@@ -147,17 +200,47 @@ impl HttpTarget {
             .with_max_delay(Duration::from_secs(60))
             .with_max_times(self.spec.max_retries)
             .with_jitter();
-        (|| self.post(&body, &idempotency_key, token))
+        (|| self.post(endpoint, &body, &idempotency_key, token))
             .retry(backoff)
             .when(Refusal::retryable)
             // A Retry-After from the server replaces the computed wait; when the retries are
             // used up (no next wait), it stays that way.
             .adjust(|refusal, next| next.map(|wait| refusal.retry_after().unwrap_or(wait)))
             .notify(|refusal, wait| {
-                warn!(url = %self.spec.url, idempotency_key = %idempotency_key, error = %refusal, wait_ms = wait.as_millis() as u64, "batch refused; trying again");
+                warn!(url = %self.spec.shown_url, idempotency_key = %idempotency_key, error = %refusal, wait_ms = wait.as_millis() as u64, "batch refused; trying again");
             })
             .await
     }
+}
+
+/// Where batches go, read at delivery time.
+struct Endpoint {
+    url: Secret,
+    /// The headers from `headers_env` / `headers_file`.
+    headers: Vec<(String, Secret)>,
+}
+
+/// `Name: value` lines (blank lines and `#` comments skipped) as headers.
+fn parse_header_lines(text: &str) -> Result<Vec<(String, Secret)>, String> {
+    let mut headers = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(format!("line {} of the headers is not `Name: value`", i + 1));
+        };
+        let name = name.trim();
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(format!(
+                "line {} of the headers does not start with a header name",
+                i + 1
+            ));
+        }
+        headers.push((name.to_string(), Secret::new(value.trim())));
+    }
+    Ok(headers)
 }
 
 /// `Retry-After` as seconds or an HTTP date.
@@ -239,13 +322,14 @@ impl std::fmt::Display for Refusal {
 impl Target for HttpTarget {
     async fn prepare(&self, _load: &LoadInfo<'_>) -> Result<Delivery, TargetError> {
         Ok(Delivery {
-            output: self.spec.url.clone(),
+            output: self.spec.shown_url.clone(),
             detail: serde_json::Value::Null,
         })
     }
 
     async fn deliver(&self, _delivery: &Delivery, parts: &[LoadPart]) -> Result<Vec<Refused>, TargetError> {
         let token = self.token()?;
+        let endpoint = self.endpoint(token.as_ref())?;
         let quote = |s: &str| serde_json::to_string(s).unwrap_or_default();
         for part in parts {
             let head = format!(
@@ -274,15 +358,20 @@ impl Target for HttpTarget {
                 if rows == self.spec.batch_size || (end && rows > 0) {
                     body.push_str("]}");
                     let key = idempotency_key(&self.connection, &part.key, &part.version, batch);
-                    self.send_batch(std::mem::replace(&mut body, head.clone()), key, token.as_ref())
-                        .await
-                        .map_err(|refusal| {
-                            self.error(format!(
-                                "batch {batch} of {} (rows from line {}) was refused: {refusal}",
-                                part.key,
-                                batch * self.spec.batch_size as u64 + 1
-                            ))
-                        })?;
+                    self.send_batch(
+                        &endpoint,
+                        std::mem::replace(&mut body, head.clone()),
+                        key,
+                        token.as_ref(),
+                    )
+                    .await
+                    .map_err(|refusal| {
+                        self.error(format!(
+                            "batch {batch} of {} (rows from line {}) was refused: {refusal}",
+                            part.key,
+                            batch * self.spec.batch_size as u64 + 1
+                        ))
+                    })?;
                     batch += 1;
                     rows = 0;
                 }
@@ -304,6 +393,27 @@ impl Target for HttpTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_lines() {
+        let parsed = parse_header_lines("# keys\nX-Api-Key: abc:def\n\n  X-Tenant :acme \n").unwrap();
+        let shown: Vec<(String, String)> = parsed
+            .iter()
+            .map(|(n, v)| (n.clone(), v.expose().to_string()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("X-Api-Key".into(), "abc:def".into()),
+                ("X-Tenant".into(), "acme".into())
+            ]
+        );
+        assert_eq!(
+            parse_header_lines("nonsense").unwrap_err(),
+            "line 1 of the headers is not `Name: value`"
+        );
+        assert!(parse_header_lines("bad name: x").is_err());
+    }
 
     #[test]
     fn idempotency_keys_are_stable_and_distinct() {
