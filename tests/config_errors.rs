@@ -123,7 +123,7 @@ fn bad_files_and_their_messages() {
         (
             s3_source(&format!("{b}\nbuckett = \"x\"")),
             vec![
-                "connections/c.toml: source.buckett: unknown field `buckett`, expected one of `type`, `bucket`, `region`, `prefix`, `role_arn`, `external_id`, `endpoint`, `force_path_style`, `challenge_file`, `path`, `follow_symlinks`, `include`, `exclude` (line 4)",
+                "connections/c.toml: source.buckett: unknown field `buckett`, expected one of `type`, `bucket`, `region`, `prefix`, `role_arn`, `external_id`, `endpoint`, `force_path_style`, `challenge_file`, `allow_insecure_http`, `path`, `follow_symlinks`, `include`, `exclude` (line 4)",
             ],
         ),
         (
@@ -178,7 +178,7 @@ fn bad_files_and_their_messages() {
         (
             "[source]\ntype = \"dir\"\npath = \"in\"\ntemplate = \"products\"\n[target]\ntype = \"stdout\"".to_string(),
             vec![
-                "connections/c.toml: source.template: unknown field `template`, expected one of `type`, `bucket`, `region`, `prefix`, `role_arn`, `external_id`, `endpoint`, `force_path_style`, `challenge_file`, `path`, `follow_symlinks`, `include`, `exclude` (line 4)",
+                "connections/c.toml: source.template: unknown field `template`, expected one of `type`, `bucket`, `region`, `prefix`, `role_arn`, `external_id`, `endpoint`, `force_path_style`, `challenge_file`, `allow_insecure_http`, `path`, `follow_symlinks`, `include`, `exclude` (line 4)",
             ],
         ),
         (
@@ -192,6 +192,16 @@ fn bad_files_and_their_messages() {
             ],
         ),
         ("[source\n".to_string(), vec!["connections/c.toml: unclosed table, expected `]` (line 1)"]),
+        (
+            s3_source(&format!("{b}\nendpoint = \"http://minio.internal:9000\"")),
+            vec![
+                "connections/c.toml: source.endpoint: sends AWS credentials (signed requests, session tokens) over plain http to minio.internal; use https://, or set allow_insecure_http = true if the network between is trusted",
+            ],
+        ),
+        (
+            s3_source(&format!("{b}\nendpoint = \"http://minio.internal:9000\"\nallow_insecure_http = true")),
+            vec![],
+        ),
         (
             "[source]\ntype = \"dir\"\npath = \"in\"\n[template]\nmax_bad_rows = 10\n[[template.fields]]\nname = \"id\"\n[target]\ntype = \"stdout\"".to_string(),
             vec![

@@ -55,6 +55,7 @@ pub struct RawSource {
     pub endpoint: Option<String>,
     pub force_path_style: Option<bool>,
     pub challenge_file: Option<String>,
+    pub allow_insecure_http: Option<bool>,
     // dir
     pub path: Option<String>,
     pub follow_symlinks: Option<bool>,

@@ -356,6 +356,7 @@ fn source(dir: &Path, s: RawSource, p: &mut Problems<'_>) -> (Option<SourceSpec>
         ("endpoint", s.endpoint.is_some()),
         ("force_path_style", s.force_path_style.is_some()),
         ("challenge_file", s.challenge_file.is_some()),
+        ("allow_insecure_http", s.allow_insecure_http.is_some()),
     ];
     let spec = match kind {
         "s3" => {
@@ -445,6 +446,7 @@ struct RawS3 {
     endpoint: Option<String>,
     force_path_style: Option<bool>,
     challenge_file: Option<String>,
+    allow_insecure_http: Option<bool>,
 }
 
 fn s3_source(s: RawSource, p: &mut Problems<'_>) -> Option<S3Spec> {
@@ -457,6 +459,7 @@ fn s3_source(s: RawSource, p: &mut Problems<'_>) -> Option<S3Spec> {
         endpoint: s.endpoint,
         force_path_style: s.force_path_style,
         challenge_file: s.challenge_file,
+        allow_insecure_http: s.allow_insecure_http,
     };
     s3_location(raw, "source", "read", p)
 }
@@ -535,6 +538,16 @@ fn s3_location(s: RawS3, at: &str, verb: &str, p: &mut Problems<'_>) -> Option<S
         p.add(
             &format!("{at}.endpoint"),
             format!("{e:?} is not an http:// or https:// URL"),
+        );
+    }
+    // Every S3 request carries credentials (signatures, session tokens).
+    if let Some(e) = &s.endpoint
+        && !s.allow_insecure_http.unwrap_or(false)
+        && let Some(host) = crate::text::plaintext_to_remote(e)
+    {
+        p.add(
+            &format!("{at}.endpoint"),
+            format!("sends AWS credentials (signed requests, session tokens) over plain http to {host}; use https://, or set allow_insecure_http = true if the network between is trusted"),
         );
     }
     if s.challenge_file.as_deref() == Some("") {
@@ -997,6 +1010,7 @@ fn target(
             "external_id",
             "endpoint",
             "force_path_style",
+            "allow_insecure_http",
             "format",
             "delimiter",
             "quote_all",
@@ -1068,6 +1082,7 @@ fn target(
                 endpoint: t.endpoint,
                 force_path_style: t.force_path_style,
                 challenge_file: None,
+                allow_insecure_http: t.allow_insecure_http,
             };
             let s3 = s3_location(raw, "target", "write into", p);
             (p.out.len() == before).then_some(TargetSpec::S3(S3TargetSpec {
