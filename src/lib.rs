@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod fault;
+pub mod files;
 pub mod format;
 pub mod keytemplate;
 pub mod policy;

@@ -130,7 +130,8 @@ impl Spool {
     /// recovered through the target).
     pub fn create(root: &Path, connection: &str, run_id: &str) -> io::Result<Spool> {
         let dir = root.join(connection).join(run_id);
-        std::fs::create_dir_all(&dir)?;
+        // Spooled rows are partner data: private whatever the umask.
+        crate::files::create_private_dir(&dir)?;
         Ok(Spool {
             dir,
             idle: Arc::default(),
@@ -286,7 +287,7 @@ impl SpoolWriter {
 
     fn out(&mut self) -> io::Result<&mut BufWriter<File>> {
         if let Holding::New(path) = &self.holding {
-            let out = BufWriter::with_capacity(BUFFER, File::create(path)?);
+            let out = BufWriter::with_capacity(BUFFER, crate::files::create_private(path)?);
             self.holding = Holding::Open(SpoolFile {
                 path: path.clone(),
                 out,

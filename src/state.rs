@@ -25,6 +25,12 @@ pub enum StateError {
         "state store {path} is read-only (its file mode, its folder's permissions or a read-only mount); s3-importd must write it: fix the permissions, or run as the user that owns it"
     )]
     ReadOnly { path: String },
+    #[error("state store {path}: cannot create it: {source}")]
+    Create {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("state store {path}: cannot create its folder: {source}")]
     Folder {
         path: String,
@@ -282,13 +288,17 @@ pub fn lock_connection(state_path: &Path, connection: &str) -> Result<Connection
         path: path.display().to_string(),
         source,
     };
-    std::fs::create_dir_all(&dir).map_err(lock_error)?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(lock_error)?;
+    crate::files::create_private_dir(&dir).map_err(lock_error)?;
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(crate::files::PRIVATE_FILE)
+            .open(&path)
+            .map_err(lock_error)?
+    };
     match file.try_lock() {
         Ok(()) => Ok(ConnectionLock(Box::new(file))),
         Err(std::fs::TryLockError::WouldBlock) => Err(StateError::Busy {
@@ -350,9 +360,9 @@ impl StateError {
             StateError::Sqlite { error, .. } => {
                 error.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
             }
-            StateError::Folder { source, .. } | StateError::Lock { source, .. } => {
-                source.kind() == std::io::ErrorKind::StorageFull
-            }
+            StateError::Folder { source, .. }
+            | StateError::Lock { source, .. }
+            | StateError::Create { source, .. } => source.kind() == std::io::ErrorKind::StorageFull,
             _ => false,
         }
     }
@@ -362,9 +372,24 @@ impl SqliteStore {
     /// Opens (creating if needed) the state file and brings its schema up to date.
     pub fn open(path: &Path) -> Result<SqliteStore, StateError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| StateError::Folder {
+            crate::files::create_private_dir(parent).map_err(|source| StateError::Folder {
                 path: path.display().to_string(),
                 source,
+            })?;
+        }
+        // The state holds quarantined partner records: a new state file is private whatever
+        // the umask (SQLite gives its -wal and -shm files the same mode).
+        if !path.exists() {
+            crate::files::create_private(path).map_err(|source| match source.kind() {
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+                    StateError::ReadOnly {
+                        path: path.display().to_string(),
+                    }
+                }
+                _ => StateError::Create {
+                    path: path.display().to_string(),
+                    source,
+                },
             })?;
         }
         let store = SqliteStore {

@@ -81,3 +81,52 @@ fn a_key_with_line_breaks_and_escape_sequences_is_escaped_in_every_text_output()
     );
     assert!(status.contains("not json\\u{1b}[2J"), "{status}");
 }
+
+/// The mode bits of a path.
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn files_are_private_whatever_the_umask_and_outputs_follow_file_mode() {
+    let cfg = ConfigDir::new();
+    std::fs::create_dir_all(cfg.path().join("in/modes")).unwrap();
+    std::fs::write(cfg.path().join("in/modes/a.jsonl"), "{\"id\": \"a\"}\n").unwrap();
+    std::fs::write(cfg.path().join("in/modes/b.jsonl"), "{\"id\": \"b\"}\n").unwrap();
+    let run = |target: &str| {
+        cfg.connection("modes", &dir_connection_toml("modes", ID_TEMPLATE, target));
+        // umask 000: every mode below is set by s3-importd itself.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("umask 000; exec \"$0\" \"$@\"")
+            .arg(env!("CARGO_BIN_EXE_s3-importd"))
+            .arg("--config")
+            .arg(cfg.path())
+            .arg("run")
+            .output()
+            .unwrap();
+        stdout_of(&out)
+    };
+    run("type = \"file\"\npath = \"out\"");
+    let state = cfg.path().join("state");
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&state.join("state.db")), 0o600);
+    assert_eq!(mode(&state.join("locks")), 0o700);
+    assert_eq!(mode(&state.join("locks/modes.lock")), 0o600);
+    assert_eq!(mode(&state.join("spool")), 0o700);
+    let outputs = output_files(&cfg.out());
+    assert_eq!(outputs.len(), 1);
+    assert_eq!(mode(&outputs[0]), 0o600);
+    assert_eq!(mode(outputs[0].parent().unwrap()), 0o700);
+
+    // file_mode for consumers in the file's group; a new version of the objects is a new load.
+    std::fs::remove_dir_all(cfg.out()).unwrap();
+    run("type = \"file\"\npath = \"out\"\nfile_mode = \"0640\"");
+    std::fs::write(cfg.path().join("in/modes/a.jsonl"), "{\"id\": \"a2\"}\n").unwrap();
+    run("type = \"file\"\npath = \"out\"\nfile_mode = \"0640\"");
+    let outputs = output_files(&cfg.out());
+    assert_eq!(outputs.len(), 1, "{outputs:?}");
+    assert_eq!(mode(&outputs[0]), 0o640);
+    assert_eq!(mode(outputs[0].parent().unwrap()), 0o750);
+}

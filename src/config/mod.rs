@@ -220,6 +220,9 @@ pub struct S3TargetSpec {
 pub struct FileTargetSpec {
     /// Resolved against the configuration folder.
     pub path: PathBuf,
+    /// `file_mode`: the mode of output files (octal, default 0600); folders made for them
+    /// get the same bits plus search where reading is allowed.
+    pub file_mode: u32,
     pub format: OutputFormat,
     pub key: KeyTemplate,
 }

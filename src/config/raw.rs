@@ -125,6 +125,7 @@ pub struct RawTarget {
     pub delimiter: Option<String>,
     pub quote_all: Option<bool>,
     pub csv_formula_guard: Option<bool>,
+    pub file_mode: Option<String>,
     pub key: Option<toml::Value>,
     // s3
     pub bucket: Option<String>,

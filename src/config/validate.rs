@@ -962,6 +962,7 @@ fn target(
         ("delimiter", t.delimiter.is_some()),
         ("quote_all", t.quote_all.is_some()),
         ("csv_formula_guard", t.csv_formula_guard.is_some()),
+        ("file_mode", t.file_mode.is_some()),
         ("key", t.key.is_some()),
         ("bucket", t.bucket.is_some()),
         ("region", t.region.is_some()),
@@ -1000,6 +1001,7 @@ fn target(
             "delimiter",
             "quote_all",
             "csv_formula_guard",
+            "file_mode",
             "key",
         ],
         "s3" => &[
@@ -1065,8 +1067,22 @@ fn target(
                 }
             };
             let (format, key) = output(&t, connection, table, p);
+            let file_mode = match t.file_mode.as_deref() {
+                None => crate::files::PRIVATE_FILE,
+                Some(m) => match u32::from_str_radix(m.trim_start_matches("0o"), 8) {
+                    Ok(mode) if mode <= 0o777 && mode & 0o600 == 0o600 => mode,
+                    _ => {
+                        p.add(
+                            "target.file_mode",
+                            format!("{m:?} is not a file mode the daemon can write; use octal digits such as \"0640\" (owner read and write at least)"),
+                        );
+                        crate::files::PRIVATE_FILE
+                    }
+                },
+            };
             (p.out.len() == before).then_some(TargetSpec::File(FileTargetSpec {
                 path,
+                file_mode,
                 format,
                 key: key?,
             }))

@@ -54,9 +54,10 @@ fn write_file(
     spools: &[SpoolSlice],
     format: OutputFormat,
     fields: &[String],
+    mode: u32,
 ) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
+    crate::files::create_dir_all_mode(dir, crate::files::folder_mode(mode))?;
     // A JSON Lines load of one object is its spool file as it is: when the spool is on the
     // same file system, a second name for it replaces copying every byte. The spool is never
     // written again once spooled, and removing it later leaves this name intact.
@@ -67,9 +68,11 @@ fn write_file(
         _ => false,
     };
     let out = if linked {
+        // The spool file is private; the output takes the target's mode.
+        crate::files::set_mode(temp, mode)?;
         File::open(temp)?
     } else {
-        let mut out = io::BufWriter::with_capacity(256 * 1024, File::create(temp)?);
+        let mut out = io::BufWriter::with_capacity(256 * 1024, crate::files::create_with_mode(temp, mode)?);
         writer::write_load(spools, format, fields, &mut out)?;
         out.into_inner().map_err(|e| e.into_error())?
     };
@@ -108,9 +111,9 @@ impl Target for FileTarget {
         let spools = super::spools(parts);
         let path = PathBuf::from(detail_path(delivery, "path")?);
         let temp = PathBuf::from(detail_path(delivery, "temp")?);
-        let (format, fields) = (self.spec.format, self.fields.clone());
+        let (format, fields, mode) = (self.spec.format, self.fields.clone(), self.spec.file_mode);
         let result = tokio::task::spawn_blocking(move || {
-            write_file(&path, &temp, &spools, format, &fields).map_err(|source| {
+            write_file(&path, &temp, &spools, format, &fields, mode).map_err(|source| {
                 // Leave nothing half-written behind; the next try starts afresh.
                 let _ = std::fs::remove_file(&temp);
                 TargetError::Io { path, source }
