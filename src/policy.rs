@@ -81,8 +81,13 @@ pub fn trust_policy(principal: &str, external_id: Option<&str>) -> Value {
     json!({ "Version": VERSION, "Statement": [statement] })
 }
 
+/// The key prefix of the probe objects `check` puts and deletes in an S3 destination's folder.
+pub const PROBE_PREFIX: &str = ".s3-importd-probe-";
+
 /// The bucket policy of an S3 destination: `principal` may write objects under `prefix`
-/// (multipart uploads included, and aborting them), read them back and list the folder.
+/// (multipart uploads included, and aborting them), read them back and list the folder; it
+/// may delete only `check`'s probe objects; and nobody may reach the folder's objects
+/// without TLS.
 pub fn bucket_policy(bucket: &str, prefix: &str, region: &str, principal: &str) -> Value {
     let arn = format!("arn:{}:s3:::{bucket}", partition(region));
     json!({
@@ -93,14 +98,15 @@ pub fn bucket_policy(bucket: &str, prefix: &str, region: &str, principal: &str) 
                 "Sid": "S3ImportdWritesTheFolder",
                 "Effect": "Allow",
                 "Principal": { "AWS": principal },
-                "Action": [
-                    "s3:PutObject",
-                    "s3:GetObject",
-                    "s3:DeleteObject",
-                    "s3:AbortMultipartUpload",
-                    "s3:ListMultipartUploadParts",
-                ],
+                "Action": ["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"],
                 "Resource": objects(&arn, prefix),
+            },
+            {
+                "Sid": "S3ImportdDeletesItsProbes",
+                "Effect": "Allow",
+                "Principal": { "AWS": principal },
+                "Action": "s3:DeleteObject",
+                "Resource": format!("{arn}/{prefix}{PROBE_PREFIX}*"),
             },
             {
                 "Sid": "S3ImportdFindsUnfinishedUploads",
@@ -108,6 +114,14 @@ pub fn bucket_policy(bucket: &str, prefix: &str, region: &str, principal: &str) 
                 "Principal": { "AWS": principal },
                 "Action": "s3:ListBucketMultipartUploads",
                 "Resource": arn,
+            },
+            {
+                "Sid": "S3ImportdFolderOnlyOverTls",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": objects(&arn, prefix),
+                "Condition": { "Bool": { "aws:SecureTransport": "false" } },
             },
         ],
     })
@@ -181,8 +195,15 @@ mod tests {
                         "Sid": "S3ImportdWritesTheFolder",
                         "Effect": "Allow",
                         "Principal": principal,
-                        "Action": ["s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
+                        "Action": ["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"],
                         "Resource": "arn:aws:s3:::dest/loads/*"
+                    },
+                    {
+                        "Sid": "S3ImportdDeletesItsProbes",
+                        "Effect": "Allow",
+                        "Principal": principal,
+                        "Action": "s3:DeleteObject",
+                        "Resource": "arn:aws:s3:::dest/loads/.s3-importd-probe-*"
                     },
                     {
                         "Sid": "S3ImportdFindsUnfinishedUploads",
@@ -190,6 +211,14 @@ mod tests {
                         "Principal": principal,
                         "Action": "s3:ListBucketMultipartUploads",
                         "Resource": "arn:aws:s3:::dest"
+                    },
+                    {
+                        "Sid": "S3ImportdFolderOnlyOverTls",
+                        "Effect": "Deny",
+                        "Principal": "*",
+                        "Action": "s3:*",
+                        "Resource": "arn:aws:s3:::dest/loads/*",
+                        "Condition": {"Bool": {"aws:SecureTransport": "false"}}
                     }
                 ]
             })

@@ -339,7 +339,12 @@ async fn target_step(report: &mut Report, connection: &Connection) {
         TargetSpec::S3(spec) => {
             let s3 = &spec.s3;
             let client = s3_importd::aws::client(&connection.name, s3).await;
-            let key = format!("{}.s3-importd-probe-{}", s3.prefix, uuid::Uuid::new_v4().simple());
+            let key = format!(
+                "{}{}{}",
+                s3.prefix,
+                s3_importd::policy::PROBE_PREFIX,
+                uuid::Uuid::new_v4().simple()
+            );
             let put = client
                 .put_object()
                 .bucket(&s3.bucket)
@@ -379,7 +384,7 @@ async fn target_step(report: &mut Report, connection: &Connection) {
                         s3.bucket,
                         s3_importd::aws::cause_chain(&e)
                     ),
-                    "allow s3:DeleteObject on the target folder (check uses it to clean up its probe), and delete the probe object",
+                    "allow s3:DeleteObject on the folder's .s3-importd-probe-* objects (check cleans up its probe; `policy` prints the statement), and delete the probe object",
                 ),
             }
         }
