@@ -342,3 +342,29 @@ async fn values_the_table_cannot_store_are_quarantined_and_never_block_other_obj
         "{stdout}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_without_tls_gets_no_password_when_tls_is_required() {
+    // The test cluster offers no TLS. On loopback the default is `prefer` (the other tests
+    // connect); `require` — the default for any other host — refuses to connect.
+    let cfg = ConfigDir::new();
+    connection(&cfg, "tls", "items", "");
+    inbox(&cfg, "tls", "a.jsonl", &[r#"{"id": 1}"#]);
+    let url = database_url();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let out = binary(cfg.path())
+        .arg("run")
+        .env("S3I_TEST_PG_URL", format!("{url}{sep}sslmode=require"))
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("connecting:") && stdout.contains("TLS"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("postgres://"),
+        "the URL is never repeated: {stdout}"
+    );
+}
