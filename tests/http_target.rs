@@ -113,6 +113,16 @@ fn connection(cfg: &ConfigDir, name: &str, rows: usize, url: &str, extra: &str) 
     cfg.connection(name, &dir_connection_toml(name, ID_TEMPLATE, &target));
 }
 
+/// As [`connection`] with one row, the URL read from the environment variable `var`.
+fn connection_with_url_env(cfg: &ConfigDir, name: &str, var: &str, extra: &str) {
+    connection(cfg, name, 1, "unused", extra);
+    let file = cfg.path().join(format!("connections/{name}.toml"));
+    let toml = std::fs::read_to_string(file)
+        .unwrap()
+        .replace("url = \"unused\"", &format!("url_env = \"{var}\""));
+    cfg.connection(name, &toml);
+}
+
 fn key_of(s: &Seen) -> String {
     s.headers.get("idempotency-key").cloned().unwrap_or_default()
 }
@@ -318,11 +328,7 @@ fn a_url_is_a_secret_everywhere_and_may_come_from_the_environment() {
     let server = Server::start(Vec::new());
     let cfg = ConfigDir::new();
     std::fs::write(cfg.path().join("headers"), "# keys\nX-Api-Key: k-123\n").unwrap();
-    connection(&cfg, "env", 1, "unused", "headers_file = \"headers\"");
-    let toml = std::fs::read_to_string(cfg.path().join("connections/env.toml"))
-        .unwrap()
-        .replace("url = \"unused\"", "url_env = \"S3I_TEST_INGEST_URL\"");
-    cfg.connection("env", &toml);
+    connection_with_url_env(&cfg, "env", "S3I_TEST_INGEST_URL", "headers_file = \"headers\"");
     let out = binary(cfg.path())
         .arg("run")
         .env("S3I_TEST_INGEST_URL", &server.url)
@@ -376,11 +382,7 @@ fn credentials_never_go_over_plain_http_to_another_host_unless_allowed() {
     );
     assert!(run_binary(cfg.path(), &["validate"]).status.success());
     // A URL read at delivery is checked then: nothing is sent.
-    connection(&cfg, "plain", 1, "unused", "token_env = \"T\"");
-    let toml = std::fs::read_to_string(cfg.path().join("connections/plain.toml"))
-        .unwrap()
-        .replace("url = \"unused\"", "url_env = \"S3I_TEST_PLAIN_URL\"");
-    cfg.connection("plain", &toml);
+    connection_with_url_env(&cfg, "plain", "S3I_TEST_PLAIN_URL", "token_env = \"T\"");
     let out = binary(cfg.path())
         .arg("run")
         .env("S3I_TEST_PLAIN_URL", "http://ingest.example.com/rows")
