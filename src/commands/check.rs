@@ -136,6 +136,7 @@ async fn s3_access(report: &mut Report, connection: &str, spec: &S3Spec) -> bool
         .list_objects_v2()
         .bucket(&spec.bucket)
         .prefix(&spec.prefix)
+        .encoding_type(aws_sdk_s3::types::EncodingType::Url)
         .max_keys(1)
         .send()
         .await;

@@ -2,7 +2,8 @@
 //!
 //! The client comes from [`crate::aws`] (default chain, or AssumeRole with the connection's
 //! `role_arn` and `external_id`). Listing walks
-//! every ListObjectsV2 page; reading streams the body and pins the listed ETag with `If-Match`
+//! every ListObjectsV2 page, asking for URL-encoded keys so that a key holding a control
+//! character (which XML 1.0 cannot carry) does not make a page unreadable; reading streams the body and pins the listed ETag with `If-Match`
 //! so that a run never imports bytes of a version other than the one it recorded, and checks
 //! the bytes against the listed size, the MD5 ETag of a single-part object and the object's
 //! S3 checksum ([`super::verify`]).
@@ -15,7 +16,7 @@ use crate::select::ObjectMeta;
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::DisplayErrorContext;
-use aws_sdk_s3::types::{ChecksumMode, ServerSideEncryption};
+use aws_sdk_s3::types::{ChecksumMode, EncodingType, ServerSideEncryption};
 use chrono::{DateTime, TimeZone, Utc};
 
 /// An S3 bucket and folder.
@@ -28,6 +29,20 @@ pub struct S3Source {
 /// Converts S3's LastModified to chrono.
 fn to_chrono(t: &aws_sdk_s3::primitives::DateTime) -> Option<DateTime<Utc>> {
     Utc.timestamp_opt(t.secs(), t.subsec_nanos()).single()
+}
+
+/// A key as listed: URL-decoded when the page says its keys are encoded (`+` is a space, as
+/// S3 writes it; a literal `+` arrives as `%2B`), else as it is. `None` when the decoded
+/// bytes are not UTF-8.
+pub fn listed_key(raw: &str, encoded: bool) -> Option<String> {
+    if !encoded {
+        return Some(raw.to_string());
+    }
+    let spaced = raw.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .ok()
+        .map(|key| key.into_owned())
 }
 
 impl S3Source {
@@ -54,6 +69,7 @@ impl Source for S3Source {
             .list_objects_v2()
             .bucket(&self.bucket)
             .prefix(&self.prefix)
+            .encoding_type(EncodingType::Url)
             .into_paginator()
             .send();
         let mut count = 0;
@@ -62,13 +78,27 @@ impl Source for S3Source {
                 location: self.location(),
                 message: DisplayErrorContext(&e).to_string(),
             })?;
+            // A server that does not support encoding-type answers with plain keys and says
+            // so by leaving EncodingType out; only an encoded page is decoded.
+            let encoded = page.encoding_type() == Some(&EncodingType::Url);
             for object in page.contents() {
-                let (Some(key), Some(lm)) = (object.key(), object.last_modified().and_then(to_chrono)) else {
+                let (Some(raw), Some(lm)) = (object.key(), object.last_modified().and_then(to_chrono)) else {
                     continue;
+                };
+                let Some(key) = listed_key(raw, encoded) else {
+                    // S3 keys are UTF-8, so only a broken server gets here; the key cannot be
+                    // asked for by name either, so it is reported, not silently lost.
+                    return Err(SourceError::List {
+                        location: self.location(),
+                        message: format!(
+                            "the server listed a key that is not UTF-8 once URL-decoded: {}",
+                            crate::text::excerpt(raw)
+                        ),
+                    });
                 };
                 count += 1;
                 visit(ObjectMeta {
-                    key: key.to_string(),
+                    key,
                     etag: object.e_tag().unwrap_or_default().trim_matches('"').to_string(),
                     last_modified: lm,
                     size: object.size().unwrap_or(0).max(0) as u64,
@@ -120,5 +150,29 @@ impl Source for S3Source {
 
     fn location(&self) -> String {
         format!("s3://{}/{}", self.bucket, self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listed_key;
+
+    #[test]
+    fn listed_keys_are_decoded_only_when_the_page_says_so() {
+        let cases: &[(&str, bool, Option<&str>)] = &[
+            ("in/a.csv", true, Some("in/a.csv")),
+            ("in/a%01b.csv", true, Some("in/a\u{1}b.csv")),
+            ("in/a+b.csv", true, Some("in/a b.csv")),
+            ("in/a%2Bb.csv", true, Some("in/a+b.csv")),
+            ("in/a%20b.csv", true, Some("in/a b.csv")),
+            ("in/%C3%A9t%C3%A9.csv", true, Some("in/été.csv")),
+            ("in/%E2%80%8B%0A%1B%5B31m.csv", true, Some("in/\u{200b}\n\u{1b}[31m.csv")),
+            // A server that ignored encoding-type: the key is taken as it is.
+            ("in/a+b%2B.csv", false, Some("in/a+b%2B.csv")),
+            ("in/%FF.csv", true, None),
+        ];
+        for (raw, encoded, want) in cases {
+            assert_eq!(listed_key(raw, *encoded).as_deref(), *want, "{raw} encoded={encoded}");
+        }
     }
 }
