@@ -71,7 +71,37 @@ pub async fn client(connection: &str, spec: &S3Spec) -> Client {
     if let Some(url) = spec.endpoint.as_deref() {
         config = config.endpoint_url(url);
     }
+    if let Some(owner) = spec.expected_bucket_owner.as_deref() {
+        config = config.interceptor(ExpectedBucketOwner(owner.to_string()));
+    }
     Client::from_conf(config.build())
+}
+
+/// Sends `x-amz-expected-bucket-owner` with every request of a client, so that S3 answers
+/// 403 instead of acting on a bucket of the same name that another account owns (one deleted
+/// and re-created by someone else, or a mistyped name). One interceptor rather than the
+/// parameter on each call, so that no request of the source, the target or `check` can
+/// forget it.
+#[derive(Debug)]
+struct ExpectedBucketOwner(String);
+
+impl aws_sdk_s3::config::Intercept for ExpectedBucketOwner {
+    fn name(&self) -> &'static str {
+        "ExpectedBucketOwner"
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut<'_>,
+        _components: &aws_sdk_s3::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        context
+            .request_mut()
+            .headers_mut()
+            .insert("x-amz-expected-bucket-owner", self.0.clone());
+        Ok(())
+    }
 }
 
 /// Whether an SDK error is worth trying again later: throttling, 5xx, time-outs, the network.

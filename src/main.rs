@@ -87,7 +87,13 @@ use commands::{EXIT_FAILED, EXIT_USAGE};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match config::load(&cli.config) {
+    // `policy --new-external-id` is how a missing or shared external ID is fixed, so it loads
+    // a connection that lacks one; every other command refuses it.
+    let external_ids = match cli.command {
+        Command::Policy { .. } => config::ExternalIds::Deferred,
+        _ => config::ExternalIds::Required,
+    };
+    let config = match config::load_with(&cli.config, external_ids) {
         Ok(c) => c,
         Err(errors) => {
             for e in &errors.0 {

@@ -1,7 +1,8 @@
 //! The IAM documents a connection needs, as JSON that pastes into the AWS console as it is:
 //! the source role's permission policy (list the folder, read its objects, nothing else), the
-//! role's trust policy (the daemon's principal may assume it, with the external ID), and the
-//! bucket policy of an S3 destination.
+//! role's trust policy (the daemon's principal may assume it, with the external ID), and for
+//! an S3 destination its bucket policy and, when it assumes a role, that role's permission
+//! policy.
 //!
 //! Pure functions of names and ARNs; finding the daemon's own principal
 //! (`sts:GetCallerIdentity`) is the command's job, not this module's.
@@ -84,47 +85,63 @@ pub fn trust_policy(principal: &str, external_id: Option<&str>) -> Value {
 /// The key prefix of the probe objects `check` puts and deletes in an S3 destination's folder.
 pub const PROBE_PREFIX: &str = ".s3-importd-probe-";
 
-/// The bucket policy of an S3 destination: `principal` may write objects under `prefix`
-/// (multipart uploads included, and aborting them), read them back and list the folder; it
-/// may delete only `check`'s probe objects; and nobody may reach the folder's objects
-/// without TLS.
+/// What the writer of an S3 destination may do: write objects under `prefix` (multipart
+/// uploads included, and aborting them), read them back and list the folder, and delete only
+/// `check`'s probe objects. With a `principal`, the statements name it (a bucket policy);
+/// without, they are an identity policy.
+fn destination_statements(arn: &str, prefix: &str, principal: Option<&str>) -> Vec<Value> {
+    // Keys in the order the console shows them: Sid, Effect, Principal, Action, Resource.
+    let allow = |sid: &str, action: Value, resource: String| {
+        let mut statement = json!({ "Sid": sid, "Effect": "Allow" });
+        if let Some(p) = principal {
+            statement["Principal"] = json!({ "AWS": p });
+        }
+        statement["Action"] = action;
+        statement["Resource"] = json!(resource);
+        statement
+    };
+    vec![
+        list_statement("S3ImportdListsTheFolder", arn, prefix, principal),
+        allow(
+            "S3ImportdWritesTheFolder",
+            json!(["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"]),
+            objects(arn, prefix),
+        ),
+        allow(
+            "S3ImportdDeletesItsProbes",
+            json!("s3:DeleteObject"),
+            format!("{arn}/{prefix}{PROBE_PREFIX}*"),
+        ),
+        allow(
+            "S3ImportdFindsUnfinishedUploads",
+            json!("s3:ListBucketMultipartUploads"),
+            arn.to_string(),
+        ),
+    ]
+}
+
+/// The bucket policy of an S3 destination: `principal` may do what
+/// [`destination_statements`] allows, and nobody may reach the folder's objects without TLS.
 pub fn bucket_policy(bucket: &str, prefix: &str, region: &str, principal: &str) -> Value {
     let arn = format!("arn:{}:s3:::{bucket}", partition(region));
-    json!({
-        "Version": VERSION,
-        "Statement": [
-            list_statement("S3ImportdListsTheFolder", &arn, prefix, Some(principal)),
-            {
-                "Sid": "S3ImportdWritesTheFolder",
-                "Effect": "Allow",
-                "Principal": { "AWS": principal },
-                "Action": ["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"],
-                "Resource": objects(&arn, prefix),
-            },
-            {
-                "Sid": "S3ImportdDeletesItsProbes",
-                "Effect": "Allow",
-                "Principal": { "AWS": principal },
-                "Action": "s3:DeleteObject",
-                "Resource": format!("{arn}/{prefix}{PROBE_PREFIX}*"),
-            },
-            {
-                "Sid": "S3ImportdFindsUnfinishedUploads",
-                "Effect": "Allow",
-                "Principal": { "AWS": principal },
-                "Action": "s3:ListBucketMultipartUploads",
-                "Resource": arn,
-            },
-            {
-                "Sid": "S3ImportdFolderOnlyOverTls",
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": "s3:*",
-                "Resource": objects(&arn, prefix),
-                "Condition": { "Bool": { "aws:SecureTransport": "false" } },
-            },
-        ],
-    })
+    let mut statements = destination_statements(&arn, prefix, Some(principal));
+    statements.push(json!({
+        "Sid": "S3ImportdFolderOnlyOverTls",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:*",
+        "Resource": objects(&arn, prefix),
+        "Condition": { "Bool": { "aws:SecureTransport": "false" } },
+    }));
+    json!({ "Version": VERSION, "Statement": statements })
+}
+
+/// The permission policy of the role an S3 destination assumes (`role_arn` in `[target]`):
+/// the same rights as the bucket policy grants, as an identity policy. The TLS deny stays in
+/// the bucket policy, where it binds every principal.
+pub fn writer_policy(bucket: &str, prefix: &str, region: &str) -> Value {
+    let arn = format!("arn:{}:s3:::{bucket}", partition(region));
+    json!({ "Version": VERSION, "Statement": destination_statements(&arn, prefix, None) })
 }
 
 /// The principal a trust policy names for a caller: the role behind an assumed-role session
@@ -150,7 +167,7 @@ pub fn new_external_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     #[test]
     fn caller_principals() {
@@ -227,6 +244,19 @@ mod tests {
         let doc = bucket_policy("dest", "", "cn-north-1", "p");
         assert!(doc["Statement"][0].get("Condition").is_none());
         assert_eq!(doc["Statement"][1]["Resource"], json!("arn:aws-cn:s3:::dest/*"));
+    }
+
+    #[test]
+    fn writer_policy_is_the_bucket_policy_without_principals_or_the_tls_deny() {
+        let bucket = bucket_policy("dest", "loads/", "eu-west-1", "p");
+        let mut want = bucket["Statement"].as_array().unwrap().clone();
+        want.pop();
+        for statement in &mut want {
+            statement.as_object_mut().unwrap().remove("Principal");
+        }
+        let writer = writer_policy("dest", "loads/", "eu-west-1");
+        assert_eq!(writer["Statement"], Value::Array(want));
+        assert_eq!(writer["Version"], json!("2012-10-17"));
     }
 
     #[test]

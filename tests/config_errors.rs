@@ -72,6 +72,13 @@ fn bad_files_and_their_messages() {
             vec!["connections/c.toml: source.external_id: is sent with AssumeRole, so it needs role_arn as well"],
         ),
         (
+            s3_source(&format!("{b}\nexternal_id_required = false\nexpected_bucket_owner = \"1234\"")),
+            vec![
+                "connections/c.toml: source.external_id_required: applies to the role of role_arn, which is not set; remove it",
+                "connections/c.toml: source.expected_bucket_owner: \"1234\" is not an AWS account ID; give the 12 digits of the account that owns the bucket",
+            ],
+        ),
+        (
             s3_source(&format!("{b}\ninclude = [\"*.csv\", \"a[\"]")),
             vec!["connections/c.toml: source.include[1]: \"a[\" is not a glob: unclosed character class; missing ']'"],
         ),
@@ -123,7 +130,7 @@ fn bad_files_and_their_messages() {
         (
             s3_source(&format!("{b}\nbuckett = \"x\"")),
             vec![
-                "connections/c.toml: source.buckett: unknown field `buckett`, expected one of `type`, `bucket`, `region`, `prefix`, `role_arn`, `external_id`, `endpoint`, `force_path_style`, `challenge_file`, `allow_insecure_http`, `path`, `follow_symlinks`, `include`, `exclude` (line 4)",
+                "connections/c.toml: source.buckett: unknown field `buckett`, expected one of `type`, `bucket`, `region`, `prefix`, `role_arn`, `external_id`, `external_id_required`, `expected_bucket_owner`, `endpoint`, `force_path_style`, `challenge_file`, `allow_insecure_http`, `path`, `follow_symlinks`, `include`, `exclude` (line 4)",
             ],
         ),
         (
@@ -178,7 +185,7 @@ fn bad_files_and_their_messages() {
         (
             "[source]\ntype = \"dir\"\npath = \"in\"\ntemplate = \"products\"\n[target]\ntype = \"stdout\"".to_string(),
             vec![
-                "connections/c.toml: source.template: unknown field `template`, expected one of `type`, `bucket`, `region`, `prefix`, `role_arn`, `external_id`, `endpoint`, `force_path_style`, `challenge_file`, `allow_insecure_http`, `path`, `follow_symlinks`, `include`, `exclude` (line 4)",
+                "connections/c.toml: source.template: unknown field `template`, expected one of `type`, `bucket`, `region`, `prefix`, `role_arn`, `external_id`, `external_id_required`, `expected_bucket_owner`, `endpoint`, `force_path_style`, `challenge_file`, `allow_insecure_http`, `path`, `follow_symlinks`, `include`, `exclude` (line 4)",
             ],
         ),
         (

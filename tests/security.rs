@@ -136,7 +136,13 @@ async fn keys_with_control_characters_plus_signs_and_spaces_are_listed_and_read_
     let client = s3();
     let b = bucket(&client, "oddkeys").await;
     // \u{1} cannot appear in XML 1.0: without encoding-type=url the page is unreadable.
-    let keys = ["in/a\u{1}b.jsonl", "in/a+b.jsonl", "in/a b.jsonl", "in/%41.jsonl", "in/été.jsonl"];
+    let keys = [
+        "in/a\u{1}b.jsonl",
+        "in/a+b.jsonl",
+        "in/a b.jsonl",
+        "in/%41.jsonl",
+        "in/été.jsonl",
+    ];
     for (i, key) in keys.iter().enumerate() {
         put(&client, &b, key, format!("{{\"id\": \"{i}\"}}\n")).await;
     }

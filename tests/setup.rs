@@ -421,3 +421,214 @@ async fn the_generated_policy_is_enough_and_denies_reading_outside_the_folder() 
         "nothing from outside the folder was delivered"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_destination_role_policies_are_enough_and_the_external_id_and_bucket_owner_are_sent() {
+    // Eight set-up requests go unchecked; every request after them is checked against IAM,
+    // AssumeRole against the role's trust policy (principal and sts:ExternalId) too.
+    let own = EnforcingMoto::start(8);
+    let proxy = RecordingProxy::start(&own.url).await;
+    let creds = aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "tests");
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .credentials_provider(creds.clone())
+            .endpoint_url(&own.url)
+            .force_path_style(true)
+            .build(),
+    );
+    let iam = aws_sdk_iam::Client::from_conf(
+        aws_sdk_iam::config::Builder::new()
+            .behavior_version(aws_sdk_iam::config::BehaviorVersion::latest())
+            .region(aws_sdk_iam::config::Region::new("us-east-1"))
+            .credentials_provider(creds)
+            .endpoint_url(&own.url)
+            .build(),
+    );
+    let (src, dst) = ("partner-exports", "our-loads");
+    let user = "arn:aws:iam::123456789012:user/importer";
+    let writer = "arn:aws:iam::123456789012:role/writer";
+    let cfg = ConfigDir::new();
+    std::fs::write(
+        cfg.path().join("s3-importd.toml"),
+        format!("state = \"state/state.db\"\naws_principal = \"{user}\"\n"),
+    )
+    .unwrap();
+    let connection = |external_id: &str| {
+        s3_connection(src, "in/", "expected_bucket_owner = \"123456789012\"")
+            .replace(&moto(), &proxy.url)
+            .replace(
+                "[target]\ntype = \"file\"\npath = \"out\"",
+                &format!(
+                    "[target]\ntype = \"s3\"\nbucket = \"{dst}\"\nregion = \"us-east-1\"\nprefix = \"loads/\"\nendpoint = \"{}\"\nforce_path_style = true\nrole_arn = \"{writer}\"\n{external_id}\nexpected_bucket_owner = \"123456789012\"",
+                    proxy.url
+                ),
+            )
+    };
+    // Without an external ID the connection is refused, but `policy` still prints one.
+    cfg.connection("loads", &connection(""));
+    let refused = run_binary(cfg.path(), &["validate"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        text(&refused.stderr).contains("connections/loads.toml: target.external_id: missing: role_arn \"arn:aws:iam::123456789012:role/writer\" is assumed without an external ID"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let docs = policy_json(&cfg, &["policy", "loads", "--new-external-id", "--json"]);
+    let id = docs["target_new_external_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        docs["target_trust_policy"]["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"],
+        json!(id)
+    );
+    assert_eq!(
+        docs["target_trust_policy"]["Statement"][0]["Principal"]["AWS"],
+        json!(user)
+    );
+    assert_eq!(
+        docs["bucket_policy"]["Statement"][1]["Principal"]["AWS"],
+        json!(writer)
+    );
+    cfg.connection("loads", &connection(&format!("external_id = \"{id}\"")));
+    let valid = run_binary(cfg.path(), &["validate"]);
+    assert!(valid.status.success(), "{}", text(&valid.stderr));
+
+    // The daemon's user may read the source and assume the writer; the writer holds exactly
+    // the printed permission policy and trust policy.
+    let mut user_policy = docs["permission_policy"].clone();
+    user_policy["Statement"].as_array_mut().unwrap().push(json!({
+        "Effect": "Allow", "Action": "sts:AssumeRole", "Resource": writer
+    }));
+    s3.create_bucket().bucket(src).send().await.unwrap(); // 1
+    s3.create_bucket().bucket(dst).send().await.unwrap(); // 2
+    put(&s3, src, "in/a.jsonl", "{\"id\": \"a\"}\n").await; // 3
+    iam.create_user().user_name("importer").send().await.unwrap(); // 4
+    iam.put_user_policy()
+        .user_name("importer")
+        .policy_name("s3-importd")
+        .policy_document(user_policy.to_string())
+        .send()
+        .await
+        .unwrap(); // 5
+    let key = iam
+        .create_access_key()
+        .user_name("importer")
+        .send()
+        .await
+        .unwrap()
+        .access_key
+        .unwrap(); // 6
+    iam.create_role()
+        .role_name("writer")
+        .assume_role_policy_document(docs["target_trust_policy"].to_string())
+        .send()
+        .await
+        .unwrap(); // 7
+    iam.put_role_policy()
+        .role_name("writer")
+        .policy_name("s3-importd")
+        .policy_document(docs["target_permission_policy"].to_string())
+        .send()
+        .await
+        .unwrap(); // 8
+    assert!(
+        s3.list_objects_v2().bucket(dst).send().await.is_err(),
+        "moto enforces IAM now"
+    );
+
+    let as_importer = |args: &[&str]| {
+        binary(cfg.path())
+            .env("AWS_ACCESS_KEY_ID", key.access_key_id())
+            .env("AWS_SECRET_ACCESS_KEY", key.secret_access_key())
+            .env("AWS_ENDPOINT_URL_STS", &proxy.url)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let checked = as_importer(&["check", "loads"]);
+    assert!(checked.status.success(), "{}", text(&checked.stdout));
+    assert!(
+        text(&checked.stdout).contains("accepts writes (a probe object was put and deleted)"),
+        "{}",
+        text(&checked.stdout)
+    );
+    let out = stdout_of(&as_importer(&["run", "loads"]));
+    assert!(out.contains("imported 1"), "{out}");
+
+    // What the writer may not do: delete a load (only check's probes), write elsewhere.
+    let requests = proxy.requests();
+    assert!(
+        requests.contains(&format!("ExternalId={id}")),
+        "the external ID is sent"
+    );
+    let responses = proxy.responses();
+    let session = |tag: &str| {
+        responses
+            .split("<AssumeRoleResult>")
+            .nth(1)
+            .and_then(|s| s.split(&format!("<{tag}>")).nth(1))
+            .and_then(|s| s.split(&format!("</{tag}>")).next())
+            .unwrap_or_else(|| panic!("an AssumeRole answer with {tag}"))
+            .to_string()
+    };
+    let as_writer = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                session("AccessKeyId"),
+                session("SecretAccessKey"),
+                Some(session("SessionToken")),
+                None,
+                "writer",
+            ))
+            .endpoint_url(&own.url)
+            .force_path_style(true)
+            .build(),
+    );
+    let loads = as_writer
+        .list_objects_v2()
+        .bucket(dst)
+        .prefix("loads/")
+        .send()
+        .await
+        .unwrap();
+    let load = loads.contents()[0].key().unwrap().to_string();
+    assert!(
+        as_writer
+            .delete_object()
+            .bucket(dst)
+            .key(&load)
+            .send()
+            .await
+            .is_err(),
+        "the writer cannot delete a load"
+    );
+    assert!(
+        as_writer
+            .put_object()
+            .bucket(dst)
+            .key("elsewhere/x")
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(b"x"))
+            .send()
+            .await
+            .is_err(),
+        "the writer cannot write outside its folder"
+    );
+
+    // Every request to either bucket named the owner account.
+    let s3_requests: Vec<&str> = requests
+        .split("\r\n\r\n")
+        .filter(|block| block.contains(&format!("/{dst}")) || block.contains(&format!("/{src}")))
+        .filter(|block| block.starts_with(['G', 'P', 'H', 'D']))
+        .collect();
+    assert!(s3_requests.len() >= 4, "{requests}");
+    for request in s3_requests {
+        assert!(
+            request
+                .to_ascii_lowercase()
+                .contains("x-amz-expected-bucket-owner: 123456789012"),
+            "{request}"
+        );
+    }
+}

@@ -1,38 +1,85 @@
 //! `s3-importd policy NAME [--new-external-id] [--json]`: prints the IAM documents a
-//! connection needs, each ready to paste into the AWS console. The documents themselves are
-//! built by `s3_importd::policy`; this handler finds the daemon's principal and prints.
+//! connection needs, each ready to paste into the AWS console: for an `s3` source the
+//! permission policy and, with a `role_arn`, the role's trust policy; for an `s3` target the
+//! destination's bucket policy and, with a `role_arn` of its own, that role's permission and
+//! trust policies. The documents themselves are built by `s3_importd::policy`; this handler
+//! finds the daemon's principal and prints.
+//!
+//! It loads the configuration without the external-ID rules (`ExternalIds::Deferred`):
+//! `--new-external-id` is how a role without one, or sharing one, gets its own.
 
 use super::{EXIT_FAILED, EXIT_USAGE, pick_one};
 use s3_importd::aws::caller_arn;
-use s3_importd::config::{Config, SourceSpec, TargetSpec};
+use s3_importd::config::{Config, S3Spec, SourceSpec, TargetSpec};
 use s3_importd::policy;
 use serde_json::{Value, json};
 use std::process::ExitCode;
+
+/// The documents of one assumed role: what it may do, who may assume it.
+struct Role<'a> {
+    /// `source` or `target`: the table of the connection file it is set in.
+    table: &'static str,
+    arn: &'a str,
+    /// A fresh ID from `--new-external-id`, else the configured one.
+    fresh_id: Option<String>,
+    external_id: Option<String>,
+    permission: Value,
+    trust: Value,
+}
+
+impl<'a> Role<'a> {
+    /// The documents of the role `spec` assumes, if it assumes one; `daemon` is the principal
+    /// that assumes it.
+    fn of(
+        table: &'static str,
+        spec: &'a S3Spec,
+        permission: Value,
+        daemon: &str,
+        fresh: bool,
+    ) -> Option<Role<'a>> {
+        let arn = spec.role_arn.as_deref()?;
+        let fresh_id = fresh.then(policy::new_external_id);
+        let external_id = fresh_id.clone().or_else(|| spec.external_id.clone());
+        let trust = policy::trust_policy(daemon, external_id.as_deref());
+        Some(Role {
+            table,
+            arn,
+            fresh_id,
+            external_id,
+            permission,
+            trust,
+        })
+    }
+}
 
 pub async fn command(config: &Config, name: &str, new_external_id: bool, as_json: bool) -> ExitCode {
     let connection = match pick_one(config, name) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let SourceSpec::S3(source) = &connection.source else {
-        eprintln!("error: {name} reads a local folder (type = \"dir\"); IAM policies are for s3 sources");
-        return ExitCode::from(EXIT_USAGE);
+    let source = match &connection.source {
+        SourceSpec::S3(s) => Some(s),
+        SourceSpec::Dir(_) => None,
     };
-    let fresh_id = new_external_id.then(policy::new_external_id);
-    let external_id = fresh_id.as_deref().or(source.external_id.as_deref());
-    let permission = policy::permission_policy(&source.bucket, &source.prefix, &source.region);
-
-    // The trust policy (and an S3 destination's bucket policy, unless the target assumes a
-    // role of its own) names the daemon's own identity: configured, or asked of STS.
     let target = match &connection.target {
         TargetSpec::S3(t) => Some(&t.s3),
         _ => None,
     };
-    let needs_principal = source.role_arn.is_some() || target.is_some_and(|t| t.role_arn.is_none());
+    if source.is_none() && target.is_none() {
+        eprintln!(
+            "error: {name} reads a local folder (type = \"dir\") and writes no bucket; IAM policies are for s3 sources and targets"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+
+    // The trust policies and the destination's bucket policy (unless the target assumes a
+    // role of its own) name the daemon's own identity: configured, or asked of STS.
+    let needs_principal = source.is_some_and(|s| s.role_arn.is_some()) || target.is_some();
     let principal = if needs_principal {
+        let region = source.or(target).map(|s| s.region.as_str()).unwrap_or_default();
         match &config.settings.aws_principal {
             Some(p) => Some((p.clone(), "aws_principal in s3-importd.toml")),
-            None => match caller_arn(&source.region).await {
+            None => match caller_arn(region).await {
                 Ok(arn) => Some((
                     policy::principal_of_caller(&arn),
                     "the identity s3-importd runs as, from sts:GetCallerIdentity",
@@ -48,75 +95,106 @@ pub async fn command(config: &Config, name: &str, new_external_id: bool, as_json
     } else {
         None
     };
-    let (trust, principal_note) = match (&source.role_arn, &principal) {
-        (Some(_), Some((p, note))) => (
-            Some(policy::trust_policy(p, external_id)),
-            Some(format!("{p} is {note}")),
-        ),
-        _ => (None, None),
-    };
+    let daemon = principal.as_ref().map(|(p, _)| p.as_str()).unwrap_or_default();
+    let source_role = source.and_then(|s| Role::of("source", s, permission_of(s), daemon, new_external_id));
+    let target_role = target.and_then(|t| {
+        let permission = policy::writer_policy(&t.bucket, &t.prefix, &t.region);
+        Role::of("target", t, permission, daemon, new_external_id)
+    });
     let bucket = target.map(|t| {
-        let writer = match (&t.role_arn, &principal) {
-            (Some(role), _) => role.clone(),
-            (None, Some((p, _))) => p.clone(),
-            (None, None) => String::new(),
-        };
-        (
-            t,
-            writer.clone(),
-            policy::bucket_policy(&t.bucket, &t.prefix, &t.region, &writer),
-        )
+        let writer = t.role_arn.clone().unwrap_or_else(|| daemon.to_string());
+        let doc = policy::bucket_policy(&t.bucket, &t.prefix, &t.region, &writer);
+        (t, writer, doc)
     });
 
     if as_json {
         let doc = json!({
             "connection": connection.name,
-            "role_arn": source.role_arn,
-            "new_external_id": fresh_id,
-            "permission_policy": permission,
-            "trust_policy": trust,
+            "role_arn": source.and_then(|s| s.role_arn.as_deref()),
+            "new_external_id": source_role.as_ref().and_then(|r| r.fresh_id.as_deref()),
+            "permission_policy": source.map(permission_of),
+            "trust_policy": source_role.as_ref().map(|r| &r.trust),
             "bucket_policy": bucket.as_ref().map(|(_, _, doc)| doc),
+            "target_role_arn": target_role.as_ref().map(|r| r.arn),
+            "target_new_external_id": target_role.as_ref().and_then(|r| r.fresh_id.as_deref()),
+            "target_permission_policy": target_role.as_ref().map(|r| &r.permission),
+            "target_trust_policy": target_role.as_ref().map(|r| &r.trust),
         });
         println!("{doc}");
         return ExitCode::SUCCESS;
     }
     let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
-    if let Some(id) = &fresh_id {
-        println!("# A new external ID. Put it in [source] of connections/{name}.toml:");
-        println!("#   external_id = \"{id}\"");
-        println!("# The trust policy below already uses it.");
-        println!();
-    }
-    match &source.role_arn {
-        Some(role) => println!(
-            "# Permission policy of {role}\n# (IAM > Roles > the role > Add permissions > Create inline policy > JSON)"
-        ),
-        None => println!(
-            "# Permission policy of the identity s3-importd runs as (no role_arn is set)\n# (IAM > the role or user > Add permissions > Create inline policy > JSON)"
-        ),
-    }
-    println!("{}", pretty(&permission));
-    if let (Some(trust), Some(note), Some(role)) = (&trust, &principal_note, &source.role_arn) {
-        println!();
-        println!(
-            "# Trust policy of {role}\n# (IAM > Roles > the role > Trust relationships > Edit trust policy)"
-        );
-        println!("# {note}");
-        if external_id.is_none() {
+    for role in [&source_role, &target_role].into_iter().flatten() {
+        if let Some(id) = &role.fresh_id {
             println!(
-                "# No external_id is set: anyone this principal lets assume roles can use it; consider --new-external-id"
+                "# A new external ID for {}. Put it in [{}] of connections/{name}.toml:",
+                role.arn, role.table
             );
+            println!("#   external_id = \"{id}\"");
+            println!("# The trust policy below already uses it.");
+            println!();
         }
-        println!("{}", pretty(trust));
+    }
+    let mut first = true;
+    let mut section = |heading: String, doc: &Value| {
+        if !first {
+            println!();
+        }
+        first = false;
+        println!("{heading}");
+        println!("{}", pretty(doc));
+    };
+    let trust_heading = |role: &Role<'_>| {
+        let mut heading = format!(
+            "# Trust policy of {}\n# (IAM > Roles > the role > Trust relationships > Edit trust policy)",
+            role.arn
+        );
+        if let Some((p, note)) = &principal {
+            heading.push_str(&format!("\n# {p} is {note}"));
+        }
+        if role.external_id.is_none() {
+            heading.push_str(&format!(
+                "\n# No external_id is set: anyone this principal lets assume roles can use it, and validate refuses the connection until [{}] has one (or external_id_required = false for a role of your own); use --new-external-id",
+                role.table
+            ));
+        }
+        heading
+    };
+    if let Some(s) = source {
+        let heading = match &s.role_arn {
+            Some(role) => format!(
+                "# Permission policy of {role}\n# (IAM > Roles > the role > Add permissions > Create inline policy > JSON)"
+            ),
+            None => "# Permission policy of the identity s3-importd runs as (no role_arn is set)\n# (IAM > the role or user > Add permissions > Create inline policy > JSON)".to_string(),
+        };
+        section(heading, &permission_of(s));
+    }
+    if let Some(role) = &source_role {
+        section(trust_heading(role), &role.trust);
     }
     if let Some((t, writer, doc)) = &bucket {
-        println!();
-        println!(
-            "# Bucket policy of the destination bucket {}\n# (S3 > the bucket > Permissions > Bucket policy > Edit)",
-            t.bucket
+        section(
+            format!(
+                "# Bucket policy of the destination bucket {}\n# (S3 > the bucket > Permissions > Bucket policy > Edit)\n# it lets {writer} write loads under {:?}",
+                t.bucket, t.prefix
+            ),
+            doc,
         );
-        println!("# it lets {writer} write loads under {:?}", t.prefix);
-        println!("{}", pretty(doc));
+    }
+    if let Some(role) = &target_role {
+        section(
+            format!(
+                "# Permission policy of the destination's role {}\n# (IAM > Roles > the role > Add permissions > Create inline policy > JSON)",
+                role.arn
+            ),
+            &role.permission,
+        );
+        section(trust_heading(role), &role.trust);
     }
     ExitCode::SUCCESS
+}
+
+/// The permission policy of a source's identity.
+fn permission_of(s: &S3Spec) -> Value {
+    policy::permission_policy(&s.bucket, &s.prefix, &s.region)
 }

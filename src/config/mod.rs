@@ -114,6 +114,12 @@ pub struct S3Spec {
     pub prefix: String,
     pub role_arn: Option<String>,
     pub external_id: Option<String>,
+    /// Whether `role_arn` must come with an `external_id` (`external_id_required`, default
+    /// true; off only for a role the operator owns). Checked by [`external_id_problems`].
+    pub external_id_required: bool,
+    /// The account that must own the bucket (`expected_bucket_owner`), sent with every
+    /// request as `x-amz-expected-bucket-owner` so that S3 refuses a bucket of another account.
+    pub expected_bucket_owner: Option<String>,
     pub endpoint: Option<String>,
     pub force_path_style: bool,
     pub challenge_file: Option<String>,
@@ -297,8 +303,24 @@ pub struct Files {
     pub connections: Vec<(String, String)>,
 }
 
+/// Whether a role without an external ID is a problem of the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExternalIds {
+    /// Every `role_arn` needs its own `external_id` (unless `external_id_required = false`),
+    /// and no two roles share one: what every command but `policy` loads with.
+    Required,
+    /// Not checked: `policy --new-external-id` is how a missing or shared ID gets fixed, so it
+    /// must load the connection that lacks one.
+    Deferred,
+}
+
 /// Reads and checks a configuration folder.
 pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
+    load_with(dir, ExternalIds::Required)
+}
+
+/// [`load`], saying whether external IDs are checked.
+pub fn load_with(dir: &Path, external_ids: ExternalIds) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
     if !dir.is_dir() {
         return Err(ConfigErrors(vec![ConfigError {
@@ -323,7 +345,7 @@ pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
             files.connections.push((name, text));
         }
     }
-    match check(dir, &files) {
+    match check_with(dir, &files, external_ids) {
         Ok(config) if errors.is_empty() => Ok(config),
         Ok(_) => Err(ConfigErrors(errors)),
         Err(ConfigErrors(more)) => {
@@ -336,6 +358,11 @@ pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
 /// Checks the files of a configuration folder `dir` (which relative paths are resolved
 /// against). Pure: reads nothing, so it is what the fuzz target calls.
 pub fn check(dir: &Path, files: &Files) -> Result<Config, ConfigErrors> {
+    check_with(dir, files, ExternalIds::Required)
+}
+
+/// [`check`], saying whether external IDs are checked.
+pub fn check_with(dir: &Path, files: &Files, external_ids: ExternalIds) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
     let mut raw = RawConfig {
         dir: dir.to_path_buf(),
@@ -385,7 +412,16 @@ pub fn check(dir: &Path, files: &Files) -> Result<Config, ConfigErrors> {
         raw.connections.push((name, file, c, choice));
     }
     match validate::validate(raw) {
-        Ok(config) if errors.is_empty() => Ok(config),
+        Ok(config) if errors.is_empty() => {
+            if external_ids == ExternalIds::Required {
+                errors = validate::external_id_problems(&config);
+            }
+            if errors.is_empty() {
+                Ok(config)
+            } else {
+                Err(ConfigErrors(errors))
+            }
+        }
         Ok(_) => Err(ConfigErrors(errors)),
         Err(more) => {
             errors.extend(more);

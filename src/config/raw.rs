@@ -52,6 +52,8 @@ pub struct RawSource {
     pub prefix: Option<String>,
     pub role_arn: Option<String>,
     pub external_id: Option<String>,
+    pub external_id_required: Option<bool>,
+    pub expected_bucket_owner: Option<String>,
     pub endpoint: Option<String>,
     pub force_path_style: Option<bool>,
     pub challenge_file: Option<String>,
@@ -133,6 +135,8 @@ pub struct RawTarget {
     pub prefix: Option<String>,
     pub role_arn: Option<String>,
     pub external_id: Option<String>,
+    pub external_id_required: Option<bool>,
+    pub expected_bucket_owner: Option<String>,
     pub endpoint: Option<String>,
     pub force_path_style: Option<bool>,
     // http

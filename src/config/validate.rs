@@ -353,6 +353,8 @@ fn source(dir: &Path, s: RawSource, p: &mut Problems<'_>) -> (Option<SourceSpec>
         ("prefix", s.prefix.is_some()),
         ("role_arn", s.role_arn.is_some()),
         ("external_id", s.external_id.is_some()),
+        ("external_id_required", s.external_id_required.is_some()),
+        ("expected_bucket_owner", s.expected_bucket_owner.is_some()),
         ("endpoint", s.endpoint.is_some()),
         ("force_path_style", s.force_path_style.is_some()),
         ("challenge_file", s.challenge_file.is_some()),
@@ -405,6 +407,60 @@ fn source(dir: &Path, s: RawSource, p: &mut Problems<'_>) -> (Option<SourceSpec>
     (spec, Some(filters))
 }
 
+/// The external-ID rules across a checked configuration (issue 13): every `role_arn` comes
+/// with an `external_id` unless `external_id_required = false` says the role is the
+/// operator's own, and no two different roles share one ID. The second rule is what defeats
+/// the confused deputy: a partner who hands over another partner's role ARN cannot make the
+/// daemon assume it, because that role's trust policy expects an ID the partner's own
+/// connection does not send. Two connections that assume the same role may share its ID.
+pub fn external_id_problems(config: &Config) -> Vec<ConfigError> {
+    let mut problems = Vec::new();
+    // (external ID) -> (role, connection file, table) of its first use, in name order.
+    let mut seen: BTreeMap<&str, (&str, &str, &str)> = BTreeMap::new();
+    for c in &config.connections {
+        let mut roles: Vec<(&str, &S3Spec)> = Vec::new();
+        if let SourceSpec::S3(s) = &c.source {
+            roles.push(("source", s));
+        }
+        if let TargetSpec::S3(t) = &c.target {
+            roles.push(("target", &t.s3));
+        }
+        for (table, spec) in roles {
+            let Some(role) = spec.role_arn.as_deref() else {
+                continue;
+            };
+            match spec.external_id.as_deref() {
+                None if spec.external_id_required => problems.push(ConfigError {
+                    file: c.file.clone(),
+                    key: format!("{table}.external_id"),
+                    message: format!(
+                        "missing: role_arn {role:?} is assumed without an external ID, so anyone who learns the role's name can have s3-importd use it for them; run `s3-importd policy {name} --new-external-id`, put the ID here and in the role's trust policy (or set external_id_required = false in [{table}] if the role belongs to you)",
+                        name = c.name
+                    ),
+                }),
+                None => {}
+                Some(id) => match seen.get(id) {
+                    Some((first_role, first_file, first_table)) if *first_role != role => {
+                        problems.push(ConfigError {
+                            file: c.file.clone(),
+                            key: format!("{table}.external_id"),
+                            message: format!(
+                                "is also the external ID of {first_role:?} ([{first_table}] of {first_file}); each role needs an ID of its own: run `s3-importd policy {name} --new-external-id`",
+                                name = c.name
+                            ),
+                        })
+                    }
+                    Some(_) => {}
+                    None => {
+                        seen.insert(id, (role, &c.file, table));
+                    }
+                },
+            }
+        }
+    }
+    problems
+}
+
 /// Checks a bucket name, returning the problem and the fix.
 pub fn bucket_problem(b: &str) -> Option<String> {
     if let Some(rest) = b.strip_prefix("s3://") {
@@ -443,6 +499,8 @@ struct RawS3 {
     prefix: Option<String>,
     role_arn: Option<String>,
     external_id: Option<String>,
+    external_id_required: Option<bool>,
+    expected_bucket_owner: Option<String>,
     endpoint: Option<String>,
     force_path_style: Option<bool>,
     challenge_file: Option<String>,
@@ -456,6 +514,8 @@ fn s3_source(s: RawSource, p: &mut Problems<'_>) -> Option<S3Spec> {
         prefix: s.prefix,
         role_arn: s.role_arn,
         external_id: s.external_id,
+        external_id_required: s.external_id_required,
+        expected_bucket_owner: s.expected_bucket_owner,
         endpoint: s.endpoint,
         force_path_style: s.force_path_style,
         challenge_file: s.challenge_file,
@@ -532,6 +592,22 @@ fn s3_location(s: RawS3, at: &str, verb: &str, p: &mut Problems<'_>) -> Option<S
             );
         }
     }
+    if s.external_id_required.is_some() && s.role_arn.is_none() {
+        p.add(
+            &format!("{at}.external_id_required"),
+            "applies to the role of role_arn, which is not set; remove it",
+        );
+    }
+    if let Some(owner) = &s.expected_bucket_owner
+        && !(owner.len() == 12 && owner.bytes().all(|b| b.is_ascii_digit()))
+    {
+        p.add(
+            &format!("{at}.expected_bucket_owner"),
+            format!(
+                "{owner:?} is not an AWS account ID; give the 12 digits of the account that owns the bucket"
+            ),
+        );
+    }
     if let Some(e) = &s.endpoint
         && (!(e.starts_with("http://") || e.starts_with("https://")) || e.contains(char::is_whitespace))
     {
@@ -562,6 +638,8 @@ fn s3_location(s: RawS3, at: &str, verb: &str, p: &mut Problems<'_>) -> Option<S
         prefix,
         role_arn: s.role_arn,
         external_id: s.external_id,
+        external_id_required: s.external_id_required.unwrap_or(true),
+        expected_bucket_owner: s.expected_bucket_owner,
         endpoint: s.endpoint,
         force_path_style: s.force_path_style.unwrap_or(false),
         challenge_file: s.challenge_file,
@@ -969,6 +1047,8 @@ fn target(
         ("prefix", t.prefix.is_some()),
         ("role_arn", t.role_arn.is_some()),
         ("external_id", t.external_id.is_some()),
+        ("external_id_required", t.external_id_required.is_some()),
+        ("expected_bucket_owner", t.expected_bucket_owner.is_some()),
         ("endpoint", t.endpoint.is_some()),
         ("force_path_style", t.force_path_style.is_some()),
         ("url", t.url.is_some()),
@@ -1010,6 +1090,8 @@ fn target(
             "prefix",
             "role_arn",
             "external_id",
+            "external_id_required",
+            "expected_bucket_owner",
             "endpoint",
             "force_path_style",
             "allow_insecure_http",
@@ -1095,6 +1177,8 @@ fn target(
                 prefix: t.prefix,
                 role_arn: t.role_arn,
                 external_id: t.external_id,
+                external_id_required: t.external_id_required,
+                expected_bucket_owner: t.expected_bucket_owner,
                 endpoint: t.endpoint,
                 force_path_style: t.force_path_style,
                 challenge_file: None,
@@ -1380,6 +1464,94 @@ mod tests {
                 PathBuf::from(want),
                 "{dir} + {path}"
             );
+        }
+    }
+
+    /// A connection `name` over bucket `b` whose source and target say `source` and `target`.
+    fn connection(source: &str, target: &str) -> String {
+        format!(
+            "[source]\nbucket = \"src-bucket\"\nregion = \"eu-west-1\"\n{source}\n[format]\ntype = \"jsonl\"\n[template]\ntable = \"t\"\nunknown_fields = \"keep\"\n[[template.fields]]\nname = \"id\"\n[target]\ntype = \"s3\"\nbucket = \"dst-bucket\"\nregion = \"eu-west-1\"\n{target}\n"
+        )
+    }
+
+    /// The problems (`file: key`) a folder of connections has under the external-ID rules.
+    fn external_id_problems(connections: &[(&str, String)]) -> Vec<String> {
+        let files = crate::config::Files {
+            settings: None,
+            templates: Vec::new(),
+            connections: connections
+                .iter()
+                .map(|(n, t)| (n.to_string(), t.clone()))
+                .collect(),
+        };
+        let dir = Path::new("/etc/s3-importd");
+        let lenient = crate::config::check_with(dir, &files, crate::config::ExternalIds::Deferred);
+        assert!(lenient.is_ok(), "{lenient:?}");
+        match crate::config::check(dir, &files) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(|e| format!("{}: {}", e.file, e.key)).collect(),
+        }
+    }
+
+    #[test]
+    fn every_role_has_an_external_id_of_its_own() {
+        let role = |n: &str| format!("role_arn = \"arn:aws:iam::111122223333:role/{n}\"");
+        let with = |n: &str, id: &str| format!("{}\nexternal_id = \"{id}\"", role(n));
+        let cases: Vec<(&str, Vec<(&str, String)>, Vec<&str>)> = vec![
+            ("no roles", vec![("a", connection("", ""))], vec![]),
+            (
+                "source role with its id",
+                vec![("a", connection(&with("r", "id-1"), ""))],
+                vec![],
+            ),
+            (
+                "source role without an id",
+                vec![("a", connection(&role("r"), ""))],
+                vec!["connections/a.toml: source.external_id"],
+            ),
+            (
+                "target role without an id",
+                vec![("a", connection("", &role("w")))],
+                vec!["connections/a.toml: target.external_id"],
+            ),
+            (
+                "turned off for roles the operator owns",
+                vec![(
+                    "a",
+                    connection(
+                        &format!("{}\nexternal_id_required = false", role("r")),
+                        &format!("{}\nexternal_id_required = false", role("w")),
+                    ),
+                )],
+                vec![],
+            ),
+            (
+                "two roles share an id: the second is refused",
+                vec![
+                    ("a", connection(&with("r1", "shared"), "")),
+                    ("b", connection(&with("r2", "shared"), "")),
+                ],
+                vec!["connections/b.toml: source.external_id"],
+            ),
+            (
+                "a source and a target role share an id within one connection",
+                vec![("a", connection(&with("r1", "shared"), &with("w", "shared")))],
+                vec!["connections/a.toml: target.external_id"],
+            ),
+            (
+                "one role, one id, two connections",
+                vec![
+                    ("a", connection(&with("r", "same"), "")),
+                    (
+                        "b",
+                        connection(&format!("{}\nprefix = \"b/\"", with("r", "same")), ""),
+                    ),
+                ],
+                vec![],
+            ),
+        ];
+        for (what, connections, want) in cases {
+            assert_eq!(external_id_problems(&connections), want, "{what}");
         }
     }
 }

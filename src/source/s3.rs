@@ -166,13 +166,21 @@ mod tests {
             ("in/a%2Bb.csv", true, Some("in/a+b.csv")),
             ("in/a%20b.csv", true, Some("in/a b.csv")),
             ("in/%C3%A9t%C3%A9.csv", true, Some("in/été.csv")),
-            ("in/%E2%80%8B%0A%1B%5B31m.csv", true, Some("in/\u{200b}\n\u{1b}[31m.csv")),
+            (
+                "in/%E2%80%8B%0A%1B%5B31m.csv",
+                true,
+                Some("in/\u{200b}\n\u{1b}[31m.csv"),
+            ),
             // A server that ignored encoding-type: the key is taken as it is.
             ("in/a+b%2B.csv", false, Some("in/a+b%2B.csv")),
             ("in/%FF.csv", true, None),
         ];
         for (raw, encoded, want) in cases {
-            assert_eq!(listed_key(raw, *encoded).as_deref(), *want, "{raw} encoded={encoded}");
+            assert_eq!(
+                listed_key(raw, *encoded).as_deref(),
+                *want,
+                "{raw} encoded={encoded}"
+            );
         }
     }
 }
