@@ -1497,7 +1497,8 @@ mod tests {
     fn every_role_has_an_external_id_of_its_own() {
         let role = |n: &str| format!("role_arn = \"arn:aws:iam::111122223333:role/{n}\"");
         let with = |n: &str, id: &str| format!("{}\nexternal_id = \"{id}\"", role(n));
-        let cases: Vec<(&str, Vec<(&str, String)>, Vec<&str>)> = vec![
+        type Case<'a> = (&'a str, Vec<(&'a str, String)>, Vec<&'a str>);
+        let cases: Vec<Case<'_>> = vec![
             ("no roles", vec![("a", connection("", ""))], vec![]),
             (
                 "source role with its id",
