@@ -103,7 +103,7 @@ pub struct StoreRunner {
     pub state: Arc<SqliteStore>,
     pub clock: Arc<dyn Clock>,
     pub spool_root: PathBuf,
-    pub max_concurrent_objects: usize,
+    pub limits: crate::run::RunLimits,
 }
 
 #[async_trait]
@@ -123,7 +123,7 @@ impl Runner for StoreRunner {
             state: self.state.as_ref(),
             clock: self.clock.as_ref(),
             spool_root: &self.spool_root,
-            max_concurrent_objects: self.max_concurrent_objects,
+            limits: self.limits,
             stop,
             next_run,
         };

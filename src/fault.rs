@@ -1,15 +1,29 @@
 //! Fault points for the crash tests: with `S3_IMPORTD_FAULT=NAME` in the environment, the
 //! process stops at the point called NAME and waits there to be killed, so a test can kill it
-//! at an exact moment of a delivery. Without the variable every point is a no-op.
+//! at an exact moment of a delivery; `NAME#N` stops there the N-th time the point is reached
+//! (the second load of a run, say). Without the variable every point is a no-op.
 //!
 //! This is a test hook, not a feature: nothing else reads the variable.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The environment variable naming the fault point to stop at.
 pub const ENV: &str = "S3_IMPORTD_FAULT";
 
-/// Stops here, forever, when this point is the one named in [`ENV`].
+/// How many times the named point has been reached.
+static REACHED: AtomicU64 = AtomicU64::new(0);
+
+/// Stops here, forever, when this point is the one named in [`ENV`] (and this is the N-th
+/// time it is reached, with `NAME#N`).
 pub fn point(name: &str) {
-    if std::env::var(ENV).is_ok_and(|v| v == name) {
+    let Ok(wanted) = std::env::var(ENV) else {
+        return;
+    };
+    let (wanted, nth) = match wanted.split_once('#') {
+        Some((point, n)) => (point.to_string(), n.parse().unwrap_or(1)),
+        None => (wanted, 1),
+    };
+    if wanted == name && REACHED.fetch_add(1, Ordering::SeqCst) + 1 == nth {
         eprintln!("fault point {name} reached; waiting to be killed");
         loop {
             std::thread::sleep(std::time::Duration::from_secs(3600));

@@ -5,7 +5,7 @@
 use clap::{Parser, Subcommand};
 use s3_importd::clock::SystemClock;
 use s3_importd::config::{self, Config, LogFormat, TargetSpec};
-use s3_importd::run::{RunEnv, RunSummary};
+use s3_importd::run::{RunEnv, RunLimits, RunSummary};
 use s3_importd::{source, target};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -254,7 +254,7 @@ async fn run_command(config: &Config, names: &[String], dry_run: bool) -> anyhow
                     state,
                     clock,
                     spool_root,
-                    max_concurrent_objects: config.settings.max_concurrent_objects,
+                    limits: RunLimits::of(&config.settings),
                     stop: tokio_util::sync::CancellationToken::new(),
                     next_run: None,
                 };

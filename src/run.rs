@@ -1,8 +1,11 @@
-//! One run of one connection: the pipeline of DESIGN §5.
+//! One run of one connection: the pipeline of DESIGN §5, in three steps.
 //!
 //! ```text
-//! recover pending loads → list → select → fetch + parse + check + spool (concurrently)
-//!   → prepare → record pending load → deliver → commit
+//! recover pending loads
+//! plan:   list → select                                  (no target, no spool: dry runs stop here)
+//! import: for each load of ≤ load_max_objects / load_max_bytes:
+//!           fetch + parse + check + spool (concurrently)
+//!           settle: prepare → record pending load → deliver → commit
 //! ```
 //!
 //! This module owns the order of those steps and the exactly-once protocol between the target
@@ -18,13 +21,15 @@ use crate::select::{self, ObjectMeta, SkipReason, Verdict, Window};
 use crate::source::{Source, SourceError};
 use crate::spool::{Spool, Spooled};
 use crate::state::{
-    CommitPlan, Outcome, PendingLoad, Quarantined, RunCounts, RunRecord, Settled, StateError, StateStore,
+    CommitPlan, ConnectionState, Outcome, PendingLoad, Quarantined, RunCounts, RunRecord, Settled,
+    StateError, StateStore,
 };
 use crate::target::{Delivery, LoadInfo, LoadPart, Target, TargetError, ValueRules};
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -45,12 +50,45 @@ pub struct RunEnv<'a> {
     pub clock: &'a dyn Clock,
     /// The folder runs spool into (`spool/` beside the state file).
     pub spool_root: &'a Path,
-    pub max_concurrent_objects: usize,
+    pub limits: RunLimits,
     /// Cancelled when the daemon stops: no further object is started; those already read
     /// are delivered and committed, the rest wait for the next run.
     pub stop: CancellationToken,
     /// When the daemon runs this connection next, for the summary event.
     pub next_run: Option<DateTime<Utc>>,
+}
+
+/// How much of a run happens at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunLimits {
+    /// Objects fetched and parsed at the same time.
+    pub max_concurrent_objects: usize,
+    /// Objects in one load (`load_max_objects`).
+    pub load_max_objects: usize,
+    /// Bytes of spooled rows in one load (`load_max_bytes`).
+    pub load_max_bytes: u64,
+}
+
+impl RunLimits {
+    /// The limits `s3-importd.toml` sets.
+    pub fn of(settings: &crate::config::Settings) -> RunLimits {
+        RunLimits {
+            max_concurrent_objects: settings.max_concurrent_objects,
+            load_max_objects: settings.load_max_objects,
+            load_max_bytes: settings.load_max_bytes,
+        }
+    }
+}
+
+impl Default for RunLimits {
+    /// The defaults of `s3-importd.toml`.
+    fn default() -> RunLimits {
+        RunLimits {
+            max_concurrent_objects: 4,
+            load_max_objects: 10_000,
+            load_max_bytes: 1 << 30,
+        }
+    }
 }
 
 /// Why a run stopped before its end.
@@ -81,8 +119,10 @@ pub struct RunSummary {
     pub duration: Duration,
     pub watermark_before: Option<DateTime<Utc>>,
     pub watermark_after: Option<DateTime<Utc>>,
-    /// Where the load went, when rows were delivered.
+    /// Where the last load went, when rows were delivered.
     pub output: Option<String>,
+    /// How many loads the run settled (delivered and committed, or committed alone).
+    pub loads: u32,
     /// With `dry_run`: what a run would import, in order.
     pub candidates: Vec<ObjectMeta>,
     /// One line per rejected or failed object.
@@ -132,6 +172,9 @@ impl RunSummary {
         );
         if let Some(out) = &self.output {
             line.push_str(&format!("; output {out}"));
+            if self.loads > 1 {
+                line.push_str(&format!(" (the last of {} loads)", self.loads));
+            }
         }
         if let Some(e) = &self.error {
             line.push_str(&format!("; error: {e}"));
@@ -215,15 +258,34 @@ async fn execute(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<
         })?;
         recover(env).await?;
     }
-    let state = env.state.connection(&c.name)?;
-    s.watermark_before = state.watermark;
-    s.watermark_after = state.watermark;
     let now = env.clock.now();
-    let window = Window::for_run(now, state.watermark, c.backfill, c.settle);
     if !dry_run {
         env.state.start_run(&c.name, &s.run_id, now)?;
     }
+    let planned = plan(env, now, s).await?;
+    if dry_run {
+        s.candidates = planned.candidates;
+        return Ok(());
+    }
+    import(env, &planned, s).await
+}
 
+/// What a run is to do: the connection's state when it started, its window, and the
+/// candidates in the order they are imported.
+struct Planned {
+    state: ConnectionState,
+    window: Window,
+    candidates: Vec<ObjectMeta>,
+}
+
+/// Lists the source and selects the candidates (DESIGN §3). Needs neither the target nor a
+/// spool: `--dry-run` and `preview` stop here.
+async fn plan(env: &RunEnv<'_>, now: DateTime<Utc>, s: &mut RunSummary) -> Result<Planned, RunError> {
+    let c = env.connection;
+    let state = env.state.connection(&c.name)?;
+    s.watermark_before = state.watermark;
+    s.watermark_after = state.watermark;
+    let window = Window::for_run(now, state.watermark, c.backfill, c.settle);
     let mut candidates = Vec::new();
     let mut state_error = None;
     let prefix = c.source.prefix();
@@ -254,44 +316,166 @@ async fn execute(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<
     select::order(&mut candidates);
     s.counts.new = candidates.len() as u64;
     info!(listed = s.counts.listed, new = s.counts.new, "listed");
-    if dry_run {
-        s.candidates = candidates;
-        return Ok(());
+    Ok(Planned {
+        state,
+        window,
+        candidates,
+    })
+}
+
+/// Imports the candidates load by load: each load takes the next candidates until it holds
+/// `load_max_objects` objects or `load_max_bytes` of spooled rows, is parsed into a spool of
+/// its own, then settled — delivered and committed — before the next begins. A kill loses at
+/// most the load in flight, rows reach the target from the first load on, and a load's spool
+/// is gone before the next one is written.
+async fn import(env: &RunEnv<'_>, planned: &Planned, s: &mut RunSummary) -> Result<(), RunError> {
+    let c = env.connection;
+    let candidates = &planned.candidates;
+    let progress = Progress::new(candidates.len() as u64);
+    // The LastModified of every object that must be looked at again.
+    let mut failed_at: Vec<DateTime<Utc>> = Vec::new();
+    // The first candidate no load has started.
+    let mut next = 0;
+    let mut loads = 0u32;
+    while next < candidates.len() && !env.stop.is_cancelled() {
+        loads += 1;
+        let spool_name = format!("{}-{loads}", s.run_id);
+        let spool =
+            Spool::create(env.spool_root, &c.name, &spool_name).map_err(|source| RunError::Spool {
+                path: env.spool_root.to_path_buf(),
+                source,
+            })?;
+        let end = (next + env.limits.load_max_objects.max(1)).min(candidates.len());
+        let spooled = AtomicU64::new(0);
+        let mut fed = next;
+        // Objects are started while the load has room: the byte limit is checked as each
+        // object is started, so a load ends at most `max_concurrent_objects` objects past it.
+        let feed = std::iter::from_fn(|| {
+            if fed >= end || spooled.load(Ordering::Relaxed) >= env.limits.load_max_bytes {
+                return None;
+            }
+            fed += 1;
+            Some(fed - 1)
+        });
+        // When the daemon stops, objects not yet started are left out; those started finish.
+        let results: Vec<(usize, Processed)> = futures::stream::iter(feed)
+            .take_until(env.stop.clone().cancelled_owned())
+            .map(|at| {
+                let (spool, spooled, progress) = (&spool, &spooled, &progress);
+                async move {
+                    let meta = &candidates[at];
+                    let processed = process(env, spool, meta).await;
+                    if let Processed::Imported { spooled: rows, stats } = &processed {
+                        spooled.fetch_add(rows.slice.len, Ordering::Relaxed);
+                        progress.object(stats.rows - stats.bad_rows, meta.size);
+                    } else {
+                        progress.object(0, meta.size);
+                    }
+                    (at, processed)
+                }
+            })
+            .buffered(env.limits.max_concurrent_objects.max(1))
+            .collect()
+            .await;
+        // `buffered` keeps the order, so the objects handled are the next candidates.
+        next += results.len();
+        debug!(load = loads, objects = results.len(), "load parsed and spooled");
+        let mut load = Load::new(c, &s.run_id, planned.window.upper);
+        for (at, processed) in results {
+            load.add(&candidates[at], processed, s);
+        }
+        failed_at.append(&mut load.failed_at);
+        // Everything not settled yet keeps the watermark behind it: failures, and the
+        // candidates later loads (or runs) import.
+        let unsettled = failed_at
+            .iter()
+            .copied()
+            .chain(candidates[next..].iter().map(|m| m.last_modified));
+        load.plan.watermark = select::next_watermark(planned.state.watermark, &planned.window, unsettled);
+        let settled = settle(env, planned, load, s).await;
+        // The spool is not needed past delivery; its space is freed before anything else.
+        drop(spool);
+        match settled {
+            Ok(()) => {}
+            Err((e, failed)) => {
+                failed_at.extend(failed);
+                let left = candidates.len() - next;
+                if left > 0 {
+                    s.problems.push(format!(
+                        "a delivery failed before {left} of the objects were started; the next run imports them"
+                    ));
+                }
+                return Err(e);
+            }
+        }
+        progress.log_if_due();
+    }
+    let left = candidates.len() - next;
+    if left > 0 {
+        info!(left, "stopping: objects not started are left for the next run");
+        s.problems.push(format!(
+            "stopped before {left} of the objects; the next run imports them"
+        ));
+    }
+    if loads == 0 {
+        // Nothing to import: the watermark still moves to the window's upper edge.
+        let plan = CommitPlan {
+            connection: c.name.clone(),
+            run_id: s.run_id.clone(),
+            settled: Vec::new(),
+            quarantine: Vec::new(),
+            watermark: select::next_watermark(
+                planned.state.watermark,
+                &planned.window,
+                failed_at
+                    .iter()
+                    .copied()
+                    .chain(candidates[next..].iter().map(|m| m.last_modified)),
+            ),
+        };
+        env.state.commit(&plan)?;
+        s.watermark_after = Some(watermark_after(planned, &plan));
+    }
+    s.loads = loads;
+    Ok(())
+}
+
+/// The watermark once `plan` is committed (the store never moves it back).
+fn watermark_after(planned: &Planned, plan: &CommitPlan) -> DateTime<Utc> {
+    plan.watermark
+        .max(planned.state.watermark.unwrap_or(plan.watermark))
+}
+
+/// One load's objects before it is settled: what to commit, the spooled rows to deliver, and
+/// its counts, which reach the run's summary only once the load is settled.
+struct Load {
+    plan: CommitPlan,
+    parts: Vec<LoadPart>,
+    counts: RunCounts,
+    imported_at: Vec<DateTime<Utc>>,
+    failed_at: Vec<DateTime<Utc>>,
+}
+
+impl Load {
+    fn new(c: &Connection, run_id: &str, watermark: DateTime<Utc>) -> Load {
+        Load {
+            plan: CommitPlan {
+                connection: c.name.clone(),
+                run_id: run_id.to_string(),
+                settled: Vec::new(),
+                quarantine: Vec::new(),
+                watermark,
+            },
+            parts: Vec::new(),
+            counts: RunCounts::default(),
+            imported_at: Vec::new(),
+            failed_at: Vec::new(),
+        }
     }
 
-    let spool = Spool::create(env.spool_root, &c.name, &s.run_id).map_err(|source| RunError::Spool {
-        path: env.spool_root.to_path_buf(),
-        source,
-    })?;
-    let listed: Vec<ObjectMeta> = candidates.clone();
-    // When the daemon stops, objects not yet started are left out; those started finish.
-    let results: Vec<(ObjectMeta, Processed)> = futures::stream::iter(candidates)
-        .take_until(env.stop.clone().cancelled_owned())
-        .map(|meta| {
-            let spool = &spool;
-            async move {
-                let processed = process(env, spool, &meta).await;
-                (meta, processed)
-            }
-        })
-        .buffered(env.max_concurrent_objects.max(1))
-        .collect()
-        .await;
-
-    debug!(objects = results.len(), "objects parsed and spooled");
-    let mut plan = CommitPlan {
-        connection: c.name.clone(),
-        run_id: s.run_id.clone(),
-        settled: Vec::new(),
-        quarantine: Vec::new(),
-        watermark: now,
-    };
-    let mut spools = Vec::new();
-    let mut failed_at = Vec::new();
-    let mut imported_at = Vec::new();
-    // `buffered` keeps the order, so the objects handled are a prefix of the candidates.
-    let handled = results.len();
-    for (meta, processed) in results {
+    /// Adds what became of one object. Rejections and failures are final whatever happens to
+    /// the delivery, so their problem lines go to the summary at once.
+    fn add(&mut self, meta: &ObjectMeta, processed: Processed, s: &mut RunSummary) {
         let quarantined = |errors: Vec<format::RowError>| {
             errors.into_iter().map(|error| Quarantined {
                 key: meta.key.clone(),
@@ -303,15 +487,17 @@ async fn execute(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<
             Processed::Imported { stats, spooled } => {
                 let good = stats.rows - stats.bad_rows;
                 debug!(key = %meta.key, rows = good, bad_rows = stats.bad_rows, "object spooled");
-                s.counts.imported += 1;
-                s.counts.rows += good;
-                s.counts.bad_rows += stats.bad_rows;
-                s.counts.bytes += meta.size;
-                plan.settled.push(settled(&meta, Outcome::Imported, stats, None));
-                plan.quarantine.extend(quarantined(spooled.errors));
-                imported_at.push(meta.last_modified);
+                self.counts.imported += 1;
+                self.counts.rows += good;
+                self.counts.bad_rows += stats.bad_rows;
+                self.counts.bytes += meta.size;
+                self.plan
+                    .settled
+                    .push(settled(meta, Outcome::Imported, stats, None));
+                self.plan.quarantine.extend(quarantined(spooled.errors));
+                self.imported_at.push(meta.last_modified);
                 if good > 0 {
-                    spools.push(LoadPart {
+                    self.parts.push(LoadPart {
                         spool: spooled.slice,
                         key: meta.key.clone(),
                         version: meta.etag.clone(),
@@ -325,83 +511,161 @@ async fn execute(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<
                 errors,
             } => {
                 warn!(key = %meta.key, rows = stats.rows, bad_rows = stats.bad_rows, reason = %reason, "object rejected");
-                s.counts.rejected += 1;
-                s.counts.bad_rows += stats.bad_rows;
-                s.counts.bytes += meta.size;
+                self.counts.rejected += 1;
+                self.counts.bad_rows += stats.bad_rows;
+                self.counts.bytes += meta.size;
                 s.problems.push(format!("{}: rejected: {reason}", meta.key));
-                plan.settled
-                    .push(settled(&meta, Outcome::Rejected, stats, Some(reason)));
-                plan.quarantine.extend(quarantined(errors));
+                self.plan
+                    .settled
+                    .push(settled(meta, Outcome::Rejected, stats, Some(reason)));
+                self.plan.quarantine.extend(quarantined(errors));
             }
             Processed::Failed(error) => {
                 warn!(key = %meta.key, error = %error, "object failed; the next run tries it again");
-                s.counts.failed += 1;
+                self.counts.failed += 1;
                 s.problems.push(format!("{}: failed: {error}", meta.key));
-                failed_at.push(meta.last_modified);
+                self.failed_at.push(meta.last_modified);
             }
         }
     }
+}
 
-    let left = &listed[handled..];
-    if !left.is_empty() {
-        info!(
-            left = left.len(),
-            "stopping: objects not started are left for the next run"
-        );
-        s.problems.push(format!(
-            "stopped before {} of the objects; the next run imports them",
-            left.len()
-        ));
-        failed_at.extend(left.iter().map(|m| m.last_modified));
-    }
-    plan.watermark = select::next_watermark(state.watermark, &window, failed_at.iter().copied());
-    let delivered = if spools.is_empty() {
-        env.state.commit(&plan)?;
-        Ok(())
+/// Settles one load: delivers its rows exactly once and commits it, then adds its counts to
+/// the summary. When the delivery fails, only its rejections are committed, its imported
+/// objects count as failed, and their LastModified times are returned with the error so that
+/// the watermark stays behind them.
+async fn settle(
+    env: &RunEnv<'_>,
+    planned: &Planned,
+    mut load: Load,
+    s: &mut RunSummary,
+) -> Result<(), (RunError, Vec<DateTime<Utc>>)> {
+    let c = env.connection;
+    let delivered = if load.parts.is_empty() {
+        env.state
+            .commit(&load.plan)
+            .map(|()| None)
+            .map_err(RunError::from)
     } else {
-        let load = LoadInfo {
+        let info = LoadInfo {
             key: KeyValues {
                 integration_name: &c.name,
                 table_name: &c.template.table,
-                table_version: state.table_version,
+                table_version: planned.state.table_version,
                 loaded_at: env.clock.now(),
             },
             run_id: &s.run_id,
         };
-        let delivered = deliver(env, &load, &spools, &mut plan).await;
+        let delivered = deliver(env, &info, &load.parts, &mut load.plan).await;
         debug!(ok = delivered.is_ok(), "load delivered and committed");
-        delivered.map(|(output, refused)| {
-            s.output = Some(output);
-            for r in refused {
-                warn!(key = %r.key, reason = %r.reason, "object refused by the target; rejected");
-                s.counts.imported -= 1;
-                s.counts.rejected += 1;
-                s.counts.rows -= r.rows;
-                s.problems.push(format!("{}: rejected: {}", r.key, r.reason));
-            }
-        })
+        delivered.map(Some)
     };
-    // The spool is not needed past delivery; its space is freed before the commit, which on
-    // a full disk may need it.
-    drop(spool);
-    if let Err(e) = delivered {
-        // Nothing imported reached the target: only rejections are settled, and the
-        // watermark stays behind every object that must be imported again.
-        warn!(error = %e, "delivery failed; the imported objects are tried again by the next run");
-        failed_at.extend(imported_at);
-        s.counts.failed += s.counts.imported;
-        s.counts.imported = 0;
-        s.counts.rows = 0;
-        plan.settled.retain(|x| x.outcome == Outcome::Rejected);
-        let rejected: Vec<&str> = plan.settled.iter().map(|x| x.key.as_str()).collect();
-        plan.quarantine.retain(|q| rejected.contains(&q.key.as_str()));
-        plan.watermark = select::next_watermark(state.watermark, &window, failed_at.iter().copied());
-        env.state.commit(&plan)?;
-        s.watermark_after = Some(plan.watermark.max(state.watermark.unwrap_or(plan.watermark)));
-        return Err(e);
+    match delivered {
+        Ok(output) => {
+            let mut counts = load.counts;
+            if let Some((output, refused)) = output {
+                s.output = Some(output);
+                for r in refused {
+                    warn!(key = %r.key, reason = %r.reason, "object refused by the target; rejected");
+                    counts.imported -= 1;
+                    counts.rejected += 1;
+                    counts.rows -= r.rows;
+                    s.problems.push(format!("{}: rejected: {}", r.key, r.reason));
+                }
+            }
+            s.counts.add(&counts);
+            s.watermark_after = Some(watermark_after(planned, &load.plan));
+            Ok(())
+        }
+        Err(e) => {
+            // Nothing imported reached the target: only rejections are settled, and the
+            // watermark stays behind every object that must be imported again.
+            warn!(error = %e, "delivery failed; the imported objects are tried again by the next run");
+            let mut counts = load.counts;
+            counts.failed += counts.imported;
+            counts.imported = 0;
+            counts.rows = 0;
+            s.counts.add(&counts);
+            let mut plan = load.plan;
+            plan.settled.retain(|x| x.outcome == Outcome::Rejected);
+            let rejected: Vec<&str> = plan.settled.iter().map(|x| x.key.as_str()).collect();
+            plan.quarantine.retain(|q| rejected.contains(&q.key.as_str()));
+            plan.watermark = select::next_watermark(
+                planned.state.watermark,
+                &planned.window,
+                load.imported_at
+                    .iter()
+                    .copied()
+                    .chain(std::iter::once(plan.watermark)),
+            );
+            if let Err(commit) = env.state.commit(&plan) {
+                return Err((commit.into(), load.imported_at));
+            }
+            s.watermark_after = Some(watermark_after(planned, &plan));
+            Err((e, load.imported_at))
+        }
     }
-    s.watermark_after = Some(plan.watermark.max(state.watermark.unwrap_or(plan.watermark)));
-    Ok(())
+}
+
+/// Counts of a run in progress, logged every [`PROGRESS_EVERY`] while it lasts.
+struct Progress {
+    total: u64,
+    done: AtomicU64,
+    rows: AtomicU64,
+    bytes: AtomicU64,
+    started: Instant,
+    last: std::sync::Mutex<Instant>,
+}
+
+/// How often a long run logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
+
+impl Progress {
+    fn new(total: u64) -> Progress {
+        let now = Instant::now();
+        Progress {
+            total,
+            done: AtomicU64::new(0),
+            rows: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            started: now,
+            last: std::sync::Mutex::new(now),
+        }
+    }
+
+    /// Counts one object handled, and logs when a log line is due.
+    fn object(&self, rows: u64, bytes: u64) {
+        self.done.fetch_add(1, Ordering::Relaxed);
+        self.rows.fetch_add(rows, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.log_if_due();
+    }
+
+    fn log_if_due(&self) {
+        let Ok(mut last) = self.last.lock() else { return };
+        if last.elapsed() < PROGRESS_EVERY {
+            return;
+        }
+        *last = Instant::now();
+        drop(last);
+        let done = self.done.load(Ordering::Relaxed);
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let rate = if elapsed > 0.0 { done as f64 / elapsed } else { 0.0 };
+        let eta_s = if rate > 0.0 {
+            (self.total.saturating_sub(done) as f64 / rate).round() as u64
+        } else {
+            0
+        };
+        info!(
+            objects = done,
+            total = self.total,
+            rows = self.rows.load(Ordering::Relaxed),
+            bytes = self.bytes.load(Ordering::Relaxed),
+            objects_per_s = (rate * 10.0).round() / 10.0,
+            eta_s,
+            "progress"
+        );
+    }
 }
 
 fn settled(meta: &ObjectMeta, outcome: Outcome, stats: ParseStats, reason: Option<String>) -> Settled {

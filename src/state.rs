@@ -149,6 +149,19 @@ pub struct RunCounts {
     pub bytes: u64,
 }
 
+impl RunCounts {
+    /// Adds the object and row counts of a part of a run (one load); `listed` and `new` are
+    /// the run's own and stay.
+    pub fn add(&mut self, part: &RunCounts) {
+        self.imported += part.imported;
+        self.rejected += part.rejected;
+        self.failed += part.failed;
+        self.rows += part.rows;
+        self.bad_rows += part.bad_rows;
+        self.bytes += part.bytes;
+    }
+}
+
 /// What [`SqliteStore::reset`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reset {

@@ -277,3 +277,42 @@ async fn a_kill_at_any_point_of_a_delivery_loses_and_duplicates_nothing() {
         "a temporary file was left behind"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn loads_are_settled_one_by_one_and_a_kill_loses_only_the_load_in_flight() {
+    let client = s3();
+    let b = bucket(&client, "loads").await;
+    let mut expected = Vec::new();
+    for i in 0..25 {
+        put(
+            &client,
+            &b,
+            &format!("l/{i:03}.jsonl"),
+            format!("{{\"id\": \"{i}-a\"}}\n{{\"id\": \"{i}-b\"}}\n"),
+        )
+        .await;
+        expected.extend([format!("{i}-a"), format!("{i}-b")]);
+    }
+    expected.sort();
+    let cfg = ConfigDir::new();
+    std::fs::write(
+        cfg.path().join("s3-importd.toml"),
+        "state = \"state/state.db\"\nload_max_objects = 10\n",
+    )
+    .unwrap();
+    cfg.connection("loads", &s3_connection(&b, "l/", ""));
+
+    // Killed when the second load is prepared: the first is delivered and committed.
+    let (cfg, out) = kill_then_rerun(cfg, "after-prepare#2", 1).await;
+    assert!(out.contains("new 15, imported 15"), "{out}");
+    assert!(out.contains("(the last of 2 loads)"), "{out}");
+    assert_exactly_once(&cfg, &expected);
+    // Three loads of at most ten objects (two rows each).
+    let files = output_files(&cfg.out());
+    let mut lines: Vec<usize> = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap().lines().count())
+        .collect();
+    lines.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(lines, [20, 20, 10], "{files:?}");
+}

@@ -9,7 +9,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use common::*;
 use s3_importd::clock::{Clock, ManualClock};
 use s3_importd::config::{self, Connection, SourceSpec};
-use s3_importd::run::{RunEnv, RunSummary, run};
+use s3_importd::run::{RunEnv, RunLimits, RunSummary, run};
 use s3_importd::select::{ObjectMeta, SkipReason};
 use s3_importd::source::s3::S3Source;
 use s3_importd::source::{ObjectReader, Source, SourceError};
@@ -42,7 +42,7 @@ async fn run_once(cfg: &ConfigDir, c: &Connection, source: &dyn Source, clock: &
         state: &state,
         clock,
         spool_root: &cfg.path().join("spool"),
-        max_concurrent_objects: 4,
+        limits: RunLimits::default(),
         stop: tokio_util::sync::CancellationToken::new(),
         next_run: None,
     };

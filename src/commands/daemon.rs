@@ -52,7 +52,7 @@ pub async fn command(config: Config, dir: PathBuf) -> anyhow::Result<ExitCode> {
         state: state.clone(),
         clock: clock.clone(),
         spool_root: config.settings.spool_dir.clone(),
-        max_concurrent_objects: config.settings.max_concurrent_objects,
+        limits: s3_importd::run::RunLimits::of(&config.settings),
     };
     let mut hangup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
     let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;

@@ -33,7 +33,10 @@ pub async fn command(config: &Config, name: &str, files: usize, rows: u64) -> an
         state: &state,
         clock: &SystemClock,
         spool_root,
-        max_concurrent_objects: 1,
+        limits: run::RunLimits {
+            max_concurrent_objects: 1,
+            ..run::RunLimits::default()
+        },
         stop: tokio_util::sync::CancellationToken::new(),
         next_run: None,
     };

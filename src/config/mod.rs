@@ -48,6 +48,10 @@ pub struct Settings {
     pub timezone: chrono_tz::Tz,
     pub max_concurrent_runs: usize,
     pub max_concurrent_objects: usize,
+    /// A run delivers and commits in loads of at most this many objects (`load_max_objects`).
+    pub load_max_objects: usize,
+    /// … or of this many bytes of spooled rows (`load_max_bytes`), whichever comes first.
+    pub load_max_bytes: u64,
     pub shutdown_timeout: Duration,
     pub log_format: LogFormat,
     pub aws_principal: Option<String>,

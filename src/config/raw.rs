@@ -17,6 +17,8 @@ pub struct RawSettings {
     pub timezone: Option<String>,
     pub max_concurrent_runs: Option<i64>,
     pub max_concurrent_objects: Option<i64>,
+    pub load_max_objects: Option<i64>,
+    pub load_max_bytes: Option<i64>,
     pub shutdown_timeout_s: Option<i64>,
     pub log_format: Option<String>,
     pub aws_principal: Option<String>,
