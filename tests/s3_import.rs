@@ -316,3 +316,60 @@ async fn loads_are_settled_one_by_one_and_a_kill_loses_only_the_load_in_flight()
     lines.sort_unstable_by(|a, b| b.cmp(a));
     assert_eq!(lines, [20, 20, 10], "{files:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partitioned_listing_equals_the_serial_one_key_for_key() {
+    let client = s3();
+    let b = bucket(&client, "partitions").await;
+    let mut keys: Vec<String> = (0..1001).map(|i| format!("n/a/{i:04}.jsonl")).collect();
+    keys.extend(
+        [
+            "n/a/b/1.jsonl",
+            "n/a/b/2.jsonl",
+            "n/c/",
+            "n/h/",
+            "n/h/i/",
+            "n/d/e/f/g.jsonl",
+            "n/top.jsonl",
+            "n-other/x.jsonl",
+            "n",
+            "elsewhere/y.jsonl",
+        ]
+        .map(String::from),
+    );
+    futures::stream::iter(&keys)
+        .for_each_concurrent(16, |key| {
+            let (client, b) = (&client, &b);
+            async move { put(client, b, key, "{}\n").await }
+        })
+        .await;
+    let cfg = ConfigDir::new();
+    for prefix in ["n/", "n", ""] {
+        let mut listings = Vec::new();
+        for concurrency in [1, 3, 8] {
+            cfg.connection(
+                "p",
+                &s3_connection(&b, prefix, &format!("max_concurrent_listings = {concurrency}")),
+            );
+            let config = s3_importd::config::load(cfg.path()).unwrap_or_else(|e| panic!("{e}"));
+            let source = s3_importd::source::for_connection(&config.connections[0]).await;
+            let mut listed = Vec::new();
+            let count = source
+                .list(&mut |meta| listed.push((meta.key, meta.etag, meta.size)))
+                .await
+                .unwrap();
+            assert_eq!(count as usize, listed.len());
+            listed.sort();
+            listings.push(listed);
+        }
+        let want: Vec<&String> = {
+            let mut w: Vec<&String> = keys.iter().filter(|k| k.starts_with(prefix)).collect();
+            w.sort();
+            w
+        };
+        let serial: Vec<&String> = listings[0].iter().map(|(k, _, _)| k).collect();
+        assert_eq!(serial, want, "prefix {prefix:?}");
+        assert_eq!(listings[1], listings[0], "prefix {prefix:?}, 3 at once");
+        assert_eq!(listings[2], listings[0], "prefix {prefix:?}, 8 at once");
+    }
+}

@@ -127,6 +127,9 @@ pub struct S3Spec {
     pub endpoint: Option<String>,
     pub force_path_style: bool,
     pub challenge_file: Option<String>,
+    /// How many folders a source lists at once (`max_concurrent_listings`, default 8; 1 lists
+    /// serially). Sources only.
+    pub max_concurrent_listings: usize,
 }
 
 /// A local folder standing in for a bucket.

@@ -60,6 +60,7 @@ pub struct RawSource {
     pub force_path_style: Option<bool>,
     pub challenge_file: Option<String>,
     pub allow_insecure_http: Option<bool>,
+    pub max_concurrent_listings: Option<i64>,
     // dir
     pub path: Option<String>,
     pub follow_symlinks: Option<bool>,

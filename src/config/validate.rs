@@ -363,6 +363,7 @@ fn source(dir: &Path, s: RawSource, p: &mut Problems<'_>) -> (Option<SourceSpec>
         ("force_path_style", s.force_path_style.is_some()),
         ("challenge_file", s.challenge_file.is_some()),
         ("allow_insecure_http", s.allow_insecure_http.is_some()),
+        ("max_concurrent_listings", s.max_concurrent_listings.is_some()),
     ];
     let spec = match kind {
         "s3" => {
@@ -509,6 +510,7 @@ struct RawS3 {
     force_path_style: Option<bool>,
     challenge_file: Option<String>,
     allow_insecure_http: Option<bool>,
+    max_concurrent_listings: Option<i64>,
 }
 
 fn s3_source(s: RawSource, p: &mut Problems<'_>) -> Option<S3Spec> {
@@ -524,6 +526,7 @@ fn s3_source(s: RawSource, p: &mut Problems<'_>) -> Option<S3Spec> {
         force_path_style: s.force_path_style,
         challenge_file: s.challenge_file,
         allow_insecure_http: s.allow_insecure_http,
+        max_concurrent_listings: s.max_concurrent_listings,
     };
     s3_location(raw, "source", "read", p)
 }
@@ -636,10 +639,19 @@ fn s3_location(s: RawS3, at: &str, verb: &str, p: &mut Problems<'_>) -> Option<S
             "is empty; name the object `check` should find, or remove the key",
         );
     }
+    let max_concurrent_listings = in_range(
+        p,
+        &format!("{at}.max_concurrent_listings"),
+        s.max_concurrent_listings,
+        8,
+        1,
+        64,
+    ) as usize;
     (p.out.len() == before).then_some(S3Spec {
         bucket,
         region,
         prefix,
+        max_concurrent_listings,
         role_arn: s.role_arn,
         external_id: s.external_id,
         external_id_required: s.external_id_required.unwrap_or(true),
@@ -1187,6 +1199,7 @@ fn target(
                 force_path_style: t.force_path_style,
                 challenge_file: None,
                 allow_insecure_http: t.allow_insecure_http,
+                max_concurrent_listings: None,
             };
             let s3 = s3_location(raw, "target", "write into", p);
             (p.out.len() == before).then_some(TargetSpec::S3(S3TargetSpec {

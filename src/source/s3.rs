@@ -24,6 +24,8 @@ pub struct S3Source {
     client: Client,
     bucket: String,
     prefix: String,
+    /// Folders listed at once (`max_concurrent_listings`).
+    concurrency: usize,
 }
 
 /// Converts S3's LastModified to chrono.
@@ -52,6 +54,7 @@ impl S3Source {
             client,
             bucket: spec.bucket.clone(),
             prefix: spec.prefix.clone(),
+            concurrency: spec.max_concurrent_listings.max(1),
         }
     }
 
@@ -61,49 +64,124 @@ impl S3Source {
     }
 }
 
-#[async_trait]
-impl Source for S3Source {
-    async fn list(&self, visit: &mut (dyn FnMut(ObjectMeta) + Send)) -> Result<u64, SourceError> {
-        let mut pages = self
+/// How many folder levels below the prefix are split into partitions, at most.
+const PARTITION_DEPTH: usize = 2;
+
+/// One page of a listing: its objects and, for a listing with a delimiter, its folders.
+struct Page {
+    objects: Vec<ObjectMeta>,
+    folders: Vec<String>,
+}
+
+impl S3Source {
+    /// Every page under `prefix`, one ListObjectsV2 request at a time; with `delimiter`, only
+    /// the objects directly under it and the folders below it.
+    fn pages(
+        &self,
+        prefix: String,
+        delimiter: bool,
+    ) -> impl futures::Stream<Item = Result<Page, SourceError>> + '_ {
+        let mut request = self
             .client
             .list_objects_v2()
             .bucket(&self.bucket)
-            .prefix(&self.prefix)
-            .encoding_type(EncodingType::Url)
-            .into_paginator()
-            .send();
-        let mut count = 0;
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| SourceError::List {
+            .prefix(prefix)
+            .encoding_type(EncodingType::Url);
+        if delimiter {
+            request = request.delimiter("/");
+        }
+        let paginator = request.into_paginator().send();
+        futures::stream::unfold(paginator, move |mut paginator| async move {
+            let page = paginator.next().await?;
+            Some((self.page(page), paginator))
+        })
+    }
+
+    /// The objects and folders of one answer, keys decoded.
+    fn page(
+        &self,
+        page: Result<
+            aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output,
+            aws_sdk_s3::error::SdkError<
+                aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error,
+                aws_smithy_runtime_api::http::Response,
+            >,
+        >,
+    ) -> Result<Page, SourceError> {
+        let page = page.map_err(|e| SourceError::List {
+            location: self.location(),
+            message: DisplayErrorContext(&e).to_string(),
+        })?;
+        // A server that does not support encoding-type answers with plain keys and says
+        // so by leaving EncodingType out; only an encoded page is decoded.
+        let encoded = page.encoding_type() == Some(&EncodingType::Url);
+        let decode = |raw: &str| {
+            listed_key(raw, encoded).ok_or_else(|| SourceError::List {
                 location: self.location(),
-                message: DisplayErrorContext(&e).to_string(),
-            })?;
-            // A server that does not support encoding-type answers with plain keys and says
-            // so by leaving EncodingType out; only an encoded page is decoded.
-            let encoded = page.encoding_type() == Some(&EncodingType::Url);
-            for object in page.contents() {
-                let (Some(raw), Some(lm)) = (object.key(), object.last_modified().and_then(to_chrono)) else {
-                    continue;
-                };
-                let Some(key) = listed_key(raw, encoded) else {
-                    // S3 keys are UTF-8, so only a broken server gets here; the key cannot be
-                    // asked for by name either, so it is reported, not silently lost.
-                    return Err(SourceError::List {
-                        location: self.location(),
-                        message: format!(
-                            "the server listed a key that is not UTF-8 once URL-decoded: {}",
-                            crate::text::excerpt(raw)
-                        ),
-                    });
-                };
-                count += 1;
-                visit(ObjectMeta {
-                    key,
-                    etag: object.e_tag().unwrap_or_default().trim_matches('"').to_string(),
-                    last_modified: lm,
-                    size: object.size().unwrap_or(0).max(0) as u64,
-                });
+                // S3 keys are UTF-8, so only a broken server gets here; the key cannot be
+                // asked for by name either, so it is reported, not silently lost.
+                message: format!(
+                    "the server listed a key that is not UTF-8 once URL-decoded: {}",
+                    crate::text::excerpt(raw)
+                ),
+            })
+        };
+        let mut objects = Vec::with_capacity(page.contents().len());
+        for object in page.contents() {
+            let (Some(raw), Some(lm)) = (object.key(), object.last_modified().and_then(to_chrono)) else {
+                continue;
+            };
+            objects.push(ObjectMeta {
+                key: decode(raw)?,
+                etag: object.e_tag().unwrap_or_default().trim_matches('"').to_string(),
+                last_modified: lm,
+                size: object.size().unwrap_or(0).max(0) as u64,
+            });
+        }
+        let mut folders = Vec::new();
+        for folder in page.common_prefixes() {
+            if let Some(raw) = folder.prefix() {
+                folders.push(decode(raw)?);
             }
+        }
+        Ok(Page { objects, folders })
+    }
+}
+
+#[async_trait]
+impl Source for S3Source {
+    /// Lists the folder in partitions: the folders below the prefix are found with a
+    /// delimiter (down to [`PARTITION_DEPTH`] levels, until there are enough of them), the
+    /// objects found on the way are visited, and then every folder is listed whole,
+    /// `max_concurrent_listings` at a time. Every key is visited exactly once, in no
+    /// particular order (runs sort their candidates).
+    async fn list(&self, visit: &mut (dyn FnMut(ObjectMeta) + Send)) -> Result<u64, SourceError> {
+        use futures::{StreamExt, TryStreamExt};
+        let mut count = 0;
+        let mut frontier = vec![self.prefix.clone()];
+        if self.concurrency > 1 {
+            for _ in 0..PARTITION_DEPTH {
+                if frontier.len() >= self.concurrency {
+                    break;
+                }
+                let mut folders = Vec::new();
+                let mut pages = futures::stream::iter(std::mem::take(&mut frontier))
+                    .map(|prefix| Box::pin(self.pages(prefix, true)))
+                    .flatten_unordered(self.concurrency);
+                while let Some(page) = pages.try_next().await? {
+                    count += page.objects.len() as u64;
+                    page.objects.into_iter().for_each(&mut *visit);
+                    folders.extend(page.folders);
+                }
+                frontier = folders;
+            }
+        }
+        let mut pages = futures::stream::iter(frontier)
+            .map(|prefix| Box::pin(self.pages(prefix, false)))
+            .flatten_unordered(self.concurrency);
+        while let Some(page) = pages.try_next().await? {
+            count += page.objects.len() as u64;
+            page.objects.into_iter().for_each(&mut *visit);
         }
         Ok(count)
     }
