@@ -9,10 +9,19 @@ mb=$((1024 * 1024))
 
 bench_setup() {
     work=$(mkdir -p "$1" && cd "$1" && pwd)
-    cargo build --release --quiet --bin s3-importd --example bench_data --example bench_ceiling
-    bin=$PWD/target/release/s3-importd
-    gen=$PWD/target/release/examples/bench_data
-    ceiling=$PWD/target/release/examples/bench_ceiling
+    # BENCH_PROFILE=debug uses the debug build (CI's smoke runs, which have it already);
+    # figures worth quoting come from the release build.
+    local profile=${BENCH_PROFILE:-release}
+    if [[ $profile == release ]]; then
+        cargo build --release --quiet --bin s3-importd --example bench_data --example bench_ceiling
+    else
+        cargo build --quiet --bin s3-importd --example bench_data --example bench_ceiling
+    fi
+    local out=$PWD/target/$profile
+    [[ $profile == release ]] || out=$PWD/target/debug
+    bin=$out/s3-importd
+    gen=$out/examples/bench_data
+    ceiling=$out/examples/bench_ceiling
     mkdir -p "$work/data"
 }
 
