@@ -415,6 +415,13 @@ impl SqliteStore {
             // FULL: a committed run survives a power cut, not only a crash.
             db.pragma_update(None, "synchronous", "FULL")?;
             db.pragma_update(None, "foreign_keys", "ON")?;
+            // Pruned ledger entries and settled pending loads leave free pages behind; an
+            // incremental auto-vacuum lets commits give them back. It takes effect only on a
+            // database with no tables yet (or after a VACUUM): see `migrate`.
+            let version: i64 = db.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if version == 0 {
+                db.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+            }
             Ok(())
         })?;
         store.migrate()?;
@@ -495,6 +502,13 @@ impl SqliteStore {
                 tx.pragma_update(None, "user_version", (i + 1) as i64)?;
                 tx.commit()
             })?;
+        }
+        // A state file made before pruning existed has no incremental auto-vacuum: one VACUUM
+        // converts it. It is an optimisation, so a failure (a full disk: VACUUM needs room
+        // for a copy) leaves the file as it was and is tried again at the next start.
+        let auto_vacuum: i64 = self.with(|db| db.pragma_query_value(None, "auto_vacuum", |r| r.get(0)))?;
+        if auto_vacuum == 0 {
+            let _ = self.with(|db| db.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;"));
         }
         Ok(())
     }
@@ -801,7 +815,20 @@ impl StateStore for SqliteStore {
                 params![plan.connection, ms(plan.watermark)],
             )?;
             tx.execute("DELETE FROM pending_loads WHERE run_id = ?1", params![plan.run_id])?;
-            tx.commit()
+            // Entries behind the watermark's overlap band can never be candidates again (a run
+            // skips them as too old before it asks the ledger), so they go. `reset --since`
+            // moves the watermark back on purpose: it re-imports what it names either way.
+            let pruned = tx.execute(
+                "DELETE FROM ledger WHERE connection = ?1 AND last_modified_ms <
+                    (SELECT watermark_ms FROM connections WHERE name = ?1) - ?2",
+                params![plan.connection, crate::select::OVERLAP.num_milliseconds()],
+            )?;
+            tx.commit()?;
+            if pruned > 0 {
+                // Give the freed pages back to the file system (auto_vacuum is incremental).
+                db.execute_batch("PRAGMA incremental_vacuum")?;
+            }
+            Ok(())
         })
     }
 
