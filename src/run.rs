@@ -262,16 +262,27 @@ async fn execute(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<
     if !dry_run {
         env.state.start_run(&c.name, &s.run_id, now)?;
     }
-    let planned = plan(env, now, s).await?;
-    if dry_run {
-        s.candidates = planned.candidates;
-        return Ok(());
+    let staged = !dry_run;
+    let planned = plan(env, now, s, staged).await;
+    let result = match planned {
+        Ok(planned) if dry_run => {
+            s.candidates = planned.candidates;
+            Ok(())
+        }
+        Ok(planned) => import(env, &planned, s).await,
+        Err(e) => Err(e),
+    };
+    if staged && let Err(e) = env.state.clear_candidates(&s.run_id) {
+        warn!(error = %e, "forgetting the run's candidates failed");
     }
-    import(env, &planned, s).await
+    result
 }
 
-/// What a run is to do: the connection's state when it started, its window, and the
-/// candidates in the order they are imported.
+/// How many candidates are staged in the state store at a time while listing.
+const STAGE_BATCH: usize = 10_000;
+
+/// What a run is to do: the connection's state when it started, its window, and its
+/// candidates — staged in the state store, out of the heap, or (for a dry run) in order here.
 struct Planned {
     state: ConnectionState,
     window: Window,
@@ -279,9 +290,18 @@ struct Planned {
 }
 
 /// Lists the source and selects the candidates (DESIGN §3). Needs neither the target nor a
-/// spool: `--dry-run` and `preview` stop here.
-async fn plan(env: &RunEnv<'_>, now: DateTime<Utc>, s: &mut RunSummary) -> Result<Planned, RunError> {
+/// spool: `--dry-run` and `preview` stop here. With `stage`, the candidates go to the state
+/// store ([`StateStore::stage_candidates`]) as they are found, so that a run over a million
+/// objects does not hold them; else they are returned in order.
+async fn plan(
+    env: &RunEnv<'_>,
+    now: DateTime<Utc>,
+    s: &mut RunSummary,
+    stage: bool,
+) -> Result<Planned, RunError> {
     let c = env.connection;
+    let run_id = s.run_id.clone();
+    let mut new = 0u64;
     let state = env.state.connection(&c.name)?;
     s.watermark_before = state.watermark;
     s.watermark_after = state.watermark;
@@ -305,16 +325,29 @@ async fn plan(env: &RunEnv<'_>, now: DateTime<Utc>, s: &mut RunSummary) -> Resul
                 other => other,
             };
             match verdict {
-                Verdict::Candidate => candidates.push(meta),
+                Verdict::Candidate => {
+                    new += 1;
+                    candidates.push(meta);
+                    if stage && candidates.len() >= STAGE_BATCH {
+                        if let Err(e) = env.state.stage_candidates(&run_id, &candidates) {
+                            state_error.get_or_insert(e);
+                        }
+                        candidates.clear();
+                    }
+                }
                 Verdict::Skip(reason) => *skipped.entry(reason).or_default() += 1,
             }
         })
         .await?;
+    if stage && state_error.is_none() {
+        env.state.stage_candidates(&run_id, &candidates)?;
+        candidates = Vec::new();
+    }
     if let Some(e) = state_error {
         return Err(e.into());
     }
     select::order(&mut candidates);
-    s.counts.new = candidates.len() as u64;
+    s.counts.new = new;
     info!(listed = s.counts.listed, new = s.counts.new, "listed");
     Ok(Planned {
         state,
@@ -330,28 +363,36 @@ async fn plan(env: &RunEnv<'_>, now: DateTime<Utc>, s: &mut RunSummary) -> Resul
 /// is gone before the next one is written.
 async fn import(env: &RunEnv<'_>, planned: &Planned, s: &mut RunSummary) -> Result<(), RunError> {
     let c = env.connection;
-    let candidates = &planned.candidates;
-    let progress = Progress::new(candidates.len() as u64);
+    let progress = Progress::new(s.counts.new);
     // The LastModified of every object that must be looked at again.
     let mut failed_at: Vec<DateTime<Utc>> = Vec::new();
-    // The first candidate no load has started.
-    let mut next = 0;
+    // The last candidate a load started, and how many were started.
+    let mut cursor: Option<ObjectMeta> = None;
+    let mut started = 0u64;
     let mut loads = 0u32;
-    while next < candidates.len() && !env.stop.is_cancelled() {
-        loads += 1;
-        let spool_name = format!("{}-{loads}", s.run_id);
+    // The oldest candidate no load has started, once the loop ends.
+    let mut oldest_left: Option<DateTime<Utc>>;
+    loop {
+        // The next load's candidates, in import order, from the state store.
+        let candidates =
+            env.state
+                .staged_candidates(&s.run_id, cursor.as_ref(), env.limits.load_max_objects.max(1))?;
+        oldest_left = candidates.first().map(|m| m.last_modified);
+        if candidates.is_empty() || env.stop.is_cancelled() {
+            break;
+        }
+        let spool_name = format!("{}-{}", s.run_id, loads + 1);
         let spool =
             Spool::create(env.spool_root, &c.name, &spool_name).map_err(|source| RunError::Spool {
                 path: env.spool_root.to_path_buf(),
                 source,
             })?;
-        let end = (next + env.limits.load_max_objects.max(1)).min(candidates.len());
         let spooled = AtomicU64::new(0);
-        let mut fed = next;
+        let mut fed = 0;
         // Objects are started while the load has room: the byte limit is checked as each
         // object is started, so a load ends at most `max_concurrent_objects` objects past it.
         let feed = std::iter::from_fn(|| {
-            if fed >= end || spooled.load(Ordering::Relaxed) >= env.limits.load_max_bytes {
+            if fed >= candidates.len() || spooled.load(Ordering::Relaxed) >= env.limits.load_max_bytes {
                 return None;
             }
             fed += 1;
@@ -361,7 +402,7 @@ async fn import(env: &RunEnv<'_>, planned: &Planned, s: &mut RunSummary) -> Resu
         let results: Vec<(usize, Processed)> = futures::stream::iter(feed)
             .take_until(env.stop.clone().cancelled_owned())
             .map(|at| {
-                let (spool, spooled, progress) = (&spool, &spooled, &progress);
+                let (spool, spooled, progress, candidates) = (&spool, &spooled, &progress, &candidates);
                 async move {
                     let meta = &candidates[at];
                     let processed = process(env, spool, meta).await;
@@ -377,40 +418,48 @@ async fn import(env: &RunEnv<'_>, planned: &Planned, s: &mut RunSummary) -> Resu
             .buffered(env.limits.max_concurrent_objects.max(1))
             .collect()
             .await;
-        // `buffered` keeps the order, so the objects handled are the next candidates.
-        next += results.len();
-        debug!(load = loads, objects = results.len(), "load parsed and spooled");
+        // `buffered` keeps the order, so the objects handled are the first candidates.
+        let handled = results.len();
+        if handled == 0 {
+            break;
+        }
+        loads += 1;
+        started += handled as u64;
+        cursor = Some(candidates[handled - 1].clone());
+        debug!(load = loads, objects = handled, "load parsed and spooled");
         let mut load = Load::new(c, &s.run_id, planned.window.upper);
         for (at, processed) in results {
             load.add(&candidates[at], processed, s);
         }
         failed_at.append(&mut load.failed_at);
         // Everything not settled yet keeps the watermark behind it: failures, and the
-        // candidates later loads (or runs) import.
-        let unsettled = failed_at
-            .iter()
-            .copied()
-            .chain(candidates[next..].iter().map(|m| m.last_modified));
+        // candidates later loads (or runs) import, the oldest of which comes next.
+        let next = match candidates.get(handled) {
+            Some(m) => Some(m.last_modified),
+            None => env
+                .state
+                .staged_candidates(&s.run_id, cursor.as_ref(), 1)?
+                .first()
+                .map(|m| m.last_modified),
+        };
+        let unsettled = failed_at.iter().copied().chain(next);
         load.plan.watermark = select::next_watermark(planned.state.watermark, &planned.window, unsettled);
         let settled = settle(env, planned, load, s).await;
         // The spool is not needed past delivery; its space is freed before anything else.
         drop(spool);
-        match settled {
-            Ok(()) => {}
-            Err((e, failed)) => {
-                failed_at.extend(failed);
-                let left = candidates.len() - next;
-                if left > 0 {
-                    s.problems.push(format!(
-                        "a delivery failed before {left} of the objects were started; the next run imports them"
-                    ));
-                }
-                return Err(e);
+        if let Err((e, failed)) = settled {
+            failed_at.extend(failed);
+            let left = s.counts.new - started;
+            if left > 0 {
+                s.problems.push(format!(
+                    "a delivery failed before {left} of the objects were started; the next run imports them"
+                ));
             }
+            return Err(e);
         }
         progress.log_if_due();
     }
-    let left = candidates.len() - next;
+    let left = s.counts.new.saturating_sub(started);
     if left > 0 {
         info!(left, "stopping: objects not started are left for the next run");
         s.problems.push(format!(
@@ -418,7 +467,7 @@ async fn import(env: &RunEnv<'_>, planned: &Planned, s: &mut RunSummary) -> Resu
         ));
     }
     if loads == 0 {
-        // Nothing to import: the watermark still moves to the window's upper edge.
+        // Nothing imported: the watermark still moves towards the window's upper edge.
         let plan = CommitPlan {
             connection: c.name.clone(),
             run_id: s.run_id.clone(),
@@ -427,10 +476,7 @@ async fn import(env: &RunEnv<'_>, planned: &Planned, s: &mut RunSummary) -> Resu
             watermark: select::next_watermark(
                 planned.state.watermark,
                 &planned.window,
-                failed_at
-                    .iter()
-                    .copied()
-                    .chain(candidates[next..].iter().map(|m| m.last_modified)),
+                failed_at.iter().copied().chain(oldest_left),
             ),
         };
         env.state.commit(&plan)?;

@@ -8,6 +8,7 @@
 //! all of a run's bookkeeping or none of it.
 
 use crate::format::RowError;
+use crate::select::ObjectMeta;
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -222,7 +223,40 @@ pub trait StateStore: Send + Sync {
     fn commit(&self, plan: &CommitPlan) -> Result<(), StateError>;
     /// Drops a pending load that was never delivered.
     fn discard_load(&self, run_id: &str) -> Result<(), StateError>;
+    /// Keeps a batch of a run's candidates outside the heap, so that a run's memory does not
+    /// grow with their number. Adding the same key at the same LastModified twice keeps one.
+    fn stage_candidates(&self, run_id: &str, batch: &[ObjectMeta]) -> Result<(), StateError>;
+    /// The staged candidates of a run that come after `after` in import order (LastModified,
+    /// then key: [`crate::select::order`]), at most `limit`; from the first without `after`.
+    fn staged_candidates(
+        &self,
+        run_id: &str,
+        after: Option<&ObjectMeta>,
+        limit: usize,
+    ) -> Result<Vec<ObjectMeta>, StateError>;
+    /// Forgets the staged candidates of a run.
+    fn clear_candidates(&self, run_id: &str) -> Result<(), StateError>;
 }
+
+/// Import order as one integer: nanoseconds since the epoch (exact for the years 1678–2262,
+/// far beyond any LastModified), so that the staged order is the order of
+/// [`crate::select::order`].
+fn order_ns(t: DateTime<Utc>) -> i64 {
+    t.timestamp_nanos_opt()
+        .unwrap_or(if t.timestamp() < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// The staging table: a TEMP table lives in the connection's own temporary file, never in
+/// the state file, and goes with the process.
+const CANDIDATES_TABLE: &str = "CREATE TEMP TABLE IF NOT EXISTS candidates (
+    run_id TEXT NOT NULL,
+    order_ns INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    etag TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    last_modified TEXT NOT NULL,
+    PRIMARY KEY (run_id, order_ns, key)
+) WITHOUT ROWID";
 
 /// The schema, one entry per version; a database at version N has run the first N.
 const MIGRATIONS: &[&str] = &[r#"
@@ -661,6 +695,80 @@ impl SqliteStore {
 }
 
 impl StateStore for SqliteStore {
+    fn stage_candidates(&self, run_id: &str, batch: &[ObjectMeta]) -> Result<(), StateError> {
+        self.with(|db| {
+            db.execute_batch(CANDIDATES_TABLE)?;
+            let tx = db.transaction()?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO temp.candidates (run_id, order_ns, key, etag, size, last_modified)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                for m in batch {
+                    insert.execute(params![
+                        run_id,
+                        order_ns(m.last_modified),
+                        m.key,
+                        m.etag,
+                        m.size as i64,
+                        m.last_modified
+                            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                    ])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    fn staged_candidates(
+        &self,
+        run_id: &str,
+        after: Option<&ObjectMeta>,
+        limit: usize,
+    ) -> Result<Vec<ObjectMeta>, StateError> {
+        let (after_ns, after_key) = match after {
+            Some(m) => (order_ns(m.last_modified), m.key.as_str()),
+            None => (i64::MIN, ""),
+        };
+        let rows: Vec<(String, String, i64, String)> = self.with(|db| {
+            db.execute_batch(CANDIDATES_TABLE)?;
+            let mut stmt = db.prepare_cached(
+                "SELECT key, etag, size, last_modified FROM temp.candidates
+                 WHERE run_id = ?1 AND (order_ns > ?2 OR (order_ns = ?2 AND key > ?3))
+                 ORDER BY order_ns, key LIMIT ?4",
+            )?;
+            let rows = stmt.query_map(
+                params![run_id, after_ns, after_key, limit.min(i64::MAX as usize) as i64],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )?;
+            rows.collect()
+        })?;
+        rows.into_iter()
+            .map(|(key, etag, size, lm)| {
+                let last_modified = DateTime::parse_from_rfc3339(&lm)
+                    .map_err(|e| StateError::Corrupt {
+                        path: "a temporary table".into(),
+                        message: format!("staged candidate {key}: {e}"),
+                    })?
+                    .with_timezone(&Utc);
+                Ok(ObjectMeta {
+                    key,
+                    etag,
+                    last_modified,
+                    size: size.max(0) as u64,
+                })
+            })
+            .collect()
+    }
+
+    fn clear_candidates(&self, run_id: &str) -> Result<(), StateError> {
+        self.with(|db| {
+            db.execute_batch(CANDIDATES_TABLE)?;
+            db.execute("DELETE FROM temp.candidates WHERE run_id = ?1", params![run_id])?;
+            Ok(())
+        })
+    }
+
     fn lock(&self, connection: &str) -> Result<ConnectionLock, StateError> {
         lock_connection(&self.path, connection)
     }
@@ -864,6 +972,49 @@ mod tests {
             quarantine: vec![],
             watermark: from_ms(wm).unwrap(),
         }
+    }
+
+    #[test]
+    fn staged_candidates_come_back_in_import_order_page_by_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("state.db")).unwrap();
+        let at = |s: i64, ns: u32| Utc.timestamp_opt(1_800_000_000 + s, ns).unwrap();
+        let meta = |key: &str, t: DateTime<Utc>| ObjectMeta {
+            key: key.into(),
+            etag: format!("e-{key}"),
+            last_modified: t,
+            size: 7,
+        };
+        let mut all = vec![
+            meta("b", at(0, 0)),
+            meta("a", at(0, 0)),
+            meta("z", at(-5, 0)),
+            meta("é", at(0, 0)),
+            meta("B", at(0, 0)),
+            meta("m", at(0, 1)),
+            meta("old", at(-1_700_000_000, 0)),
+            meta("later", at(86_400, 999_999_999)),
+        ];
+        // Staged in two batches, one of them holding a duplicate, and beside another run's.
+        store.stage_candidates("r1", &all[..5]).unwrap();
+        store.stage_candidates("r1", &all[3..]).unwrap();
+        store.stage_candidates("r2", &[meta("other", at(0, 0))]).unwrap();
+        crate::select::order(&mut all);
+        let mut read = Vec::new();
+        let mut cursor: Option<ObjectMeta> = None;
+        for _ in 0..10 {
+            let page = store.staged_candidates("r1", cursor.as_ref(), 3).unwrap();
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 3);
+            cursor = page.last().cloned();
+            read.extend(page);
+        }
+        assert_eq!(read, all);
+        store.clear_candidates("r1").unwrap();
+        assert!(store.staged_candidates("r1", None, 10).unwrap().is_empty());
+        assert_eq!(store.staged_candidates("r2", None, 10).unwrap().len(), 1);
     }
 
     #[test]
