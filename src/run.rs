@@ -278,6 +278,23 @@ async fn execute(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<
     result
 }
 
+/// The ledger as the source sees it: the versions it holds by key and stamp. A lookup that
+/// fails counts as unknown: the source then computes the version, and the ledger's own
+/// error surfaces from the settled check that follows.
+struct LedgerKnown<'a> {
+    state: &'a dyn StateStore,
+    connection: &'a str,
+}
+
+impl crate::source::Known for LedgerKnown<'_> {
+    fn version(&self, key: &str, stamp: &str) -> Option<String> {
+        self.state
+            .version_by_stamp(self.connection, key, stamp)
+            .ok()
+            .flatten()
+    }
+}
+
 /// How many candidates are staged in the state store at a time while listing.
 const STAGE_BATCH: usize = 10_000;
 
@@ -310,9 +327,13 @@ async fn plan(
     let mut state_error = None;
     let prefix = c.source.prefix();
     let skipped = &mut s.skipped;
+    let known = LedgerKnown {
+        state: env.state,
+        connection: &c.name,
+    };
     s.counts.listed = env
         .source
-        .list(&mut |meta| {
+        .list_known(&known, &mut |meta| {
             let verdict = match select::classify(&meta, prefix, &c.filters, &window) {
                 Verdict::Candidate => match env.state.is_settled(&c.name, &meta.key, &meta.etag) {
                     Ok(true) => Verdict::Skip(SkipReason::AlreadySettled),
@@ -720,6 +741,7 @@ fn settled(meta: &ObjectMeta, outcome: Outcome, stats: ParseStats, reason: Optio
         etag: meta.etag.clone(),
         last_modified: meta.last_modified,
         size: meta.size,
+        stamp: meta.stamp.clone(),
         outcome,
         rows: stats.rows - stats.bad_rows,
         bad_rows: stats.bad_rows,

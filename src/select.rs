@@ -23,6 +23,10 @@ pub struct ObjectMeta {
     pub etag: String,
     pub last_modified: DateTime<Utc>,
     pub size: u64,
+    /// What tells this version apart without reading it, when the source has such a thing:
+    /// `size:mtime_ns:inode` for a `dir` file (whose version is a hash of its content, costly
+    /// to compute for every file of every run); none for S3, whose ETag is already cheap.
+    pub stamp: Option<String>,
 }
 
 /// The LastModified band a run imports from: `lower ..= upper`.
@@ -180,6 +184,7 @@ mod tests {
             etag: "e".into(),
             last_modified: t(lm),
             size,
+            stamp: None,
         }
     }
 

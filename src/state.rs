@@ -97,6 +97,9 @@ pub struct Settled {
     pub etag: String,
     pub last_modified: DateTime<Utc>,
     pub size: u64,
+    /// The source's cheap version stamp ([`ObjectMeta::stamp`]).
+    #[serde(default)]
+    pub stamp: Option<String>,
     pub outcome: Outcome,
     pub rows: u64,
     pub bad_rows: u64,
@@ -209,6 +212,14 @@ pub trait StateStore: Send + Sync {
     fn connection(&self, name: &str) -> Result<ConnectionState, StateError>;
     /// Whether this version of an object is in the ledger.
     fn is_settled(&self, connection: &str, key: &str, etag: &str) -> Result<bool, StateError>;
+    /// The version the ledger holds for `key` with this cheap stamp ([`ObjectMeta::stamp`]),
+    /// so that a source need not compute the version of an object it has seen before.
+    fn version_by_stamp(
+        &self,
+        connection: &str,
+        key: &str,
+        stamp: &str,
+    ) -> Result<Option<String>, StateError>;
     /// Records the start of a run; earlier runs of the connection still marked running are
     /// marked interrupted (one process runs a connection at a time).
     fn start_run(&self, connection: &str, run_id: &str, at: DateTime<Utc>) -> Result<(), StateError>;
@@ -255,11 +266,13 @@ const CANDIDATES_TABLE: &str = "CREATE TEMP TABLE IF NOT EXISTS candidates (
     etag TEXT NOT NULL,
     size INTEGER NOT NULL,
     last_modified TEXT NOT NULL,
+    stamp TEXT,
     PRIMARY KEY (run_id, order_ns, key)
 ) WITHOUT ROWID";
 
 /// The schema, one entry per version; a database at version N has run the first N.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE connections (
     name TEXT PRIMARY KEY,
     watermark_ms INTEGER,
@@ -316,7 +329,11 @@ CREATE TABLE pending_loads (
     connection TEXT NOT NULL,
     record TEXT NOT NULL
 );
-"#];
+"#,
+    r#"
+ALTER TABLE ledger ADD COLUMN stamp TEXT;
+"#,
+];
 
 /// The state store on one SQLite file.
 pub struct SqliteStore {
@@ -701,8 +718,8 @@ impl StateStore for SqliteStore {
             let tx = db.transaction()?;
             {
                 let mut insert = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO temp.candidates (run_id, order_ns, key, etag, size, last_modified)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT OR IGNORE INTO temp.candidates (run_id, order_ns, key, etag, size, last_modified, stamp)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?;
                 for m in batch {
                     insert.execute(params![
@@ -713,6 +730,7 @@ impl StateStore for SqliteStore {
                         m.size as i64,
                         m.last_modified
                             .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                        m.stamp,
                     ])?;
                 }
             }
@@ -730,21 +748,22 @@ impl StateStore for SqliteStore {
             Some(m) => (order_ns(m.last_modified), m.key.as_str()),
             None => (i64::MIN, ""),
         };
-        let rows: Vec<(String, String, i64, String)> = self.with(|db| {
+        type Row = (String, String, i64, String, Option<String>);
+        let rows: Vec<Row> = self.with(|db| {
             db.execute_batch(CANDIDATES_TABLE)?;
             let mut stmt = db.prepare_cached(
-                "SELECT key, etag, size, last_modified FROM temp.candidates
+                "SELECT key, etag, size, last_modified, stamp FROM temp.candidates
                  WHERE run_id = ?1 AND (order_ns > ?2 OR (order_ns = ?2 AND key > ?3))
                  ORDER BY order_ns, key LIMIT ?4",
             )?;
             let rows = stmt.query_map(
                 params![run_id, after_ns, after_key, limit.min(i64::MAX as usize) as i64],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )?;
             rows.collect()
         })?;
         rows.into_iter()
-            .map(|(key, etag, size, lm)| {
+            .map(|(key, etag, size, lm, stamp)| {
                 let last_modified = DateTime::parse_from_rfc3339(&lm)
                     .map_err(|e| StateError::Corrupt {
                         path: "a temporary table".into(),
@@ -756,6 +775,7 @@ impl StateStore for SqliteStore {
                     etag,
                     last_modified,
                     size: size.max(0) as u64,
+                    stamp,
                 })
             })
             .collect()
@@ -798,6 +818,21 @@ impl StateStore for SqliteStore {
         self.with(|db| {
             db.prepare_cached("SELECT 1 FROM ledger WHERE connection = ?1 AND key = ?2 AND etag = ?3")?
                 .exists(params![connection, key, etag])
+        })
+    }
+
+    fn version_by_stamp(
+        &self,
+        connection: &str,
+        key: &str,
+        stamp: &str,
+    ) -> Result<Option<String>, StateError> {
+        self.with(|db| {
+            db.prepare_cached(
+                "SELECT etag FROM ledger WHERE connection = ?1 AND key = ?2 AND stamp = ?3 LIMIT 1",
+            )?
+            .query_row(params![connection, key, stamp], |r| r.get(0))
+            .optional()
         })
     }
 
@@ -883,8 +918,8 @@ impl StateStore for SqliteStore {
             {
                 let mut ledger = tx.prepare_cached(
                     "INSERT OR REPLACE INTO ledger
-                        (connection, key, etag, last_modified_ms, size, outcome, rows, bad_rows, reason, run_id)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                        (connection, key, etag, last_modified_ms, size, outcome, rows, bad_rows, reason, run_id, stamp)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )?;
                 for s in &plan.settled {
                     ledger.execute(params![
@@ -898,6 +933,7 @@ impl StateStore for SqliteStore {
                         s.bad_rows as i64,
                         s.reason,
                         plan.run_id,
+                        s.stamp,
                     ])?;
                 }
                 let mut quarantine = tx.prepare_cached(
@@ -967,6 +1003,7 @@ mod tests {
                     rows: 1,
                     bad_rows: 0,
                     reason: None,
+                    stamp: None,
                 })
                 .collect(),
             quarantine: vec![],
@@ -984,6 +1021,7 @@ mod tests {
             etag: format!("e-{key}"),
             last_modified: t,
             size: 7,
+            stamp: (key.len() == 1).then(|| format!("7:{key}")),
         };
         let mut all = vec![
             meta("b", at(0, 0)),

@@ -27,6 +27,7 @@ impl Bucket {
             etag: format!("{:x}", md5_of(&body)),
             last_modified: at,
             size: body.len() as u64,
+            stamp: None,
         };
         self.0.lock().unwrap().push((meta, body));
     }

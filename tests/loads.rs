@@ -58,3 +58,65 @@ fn loads_bounded_by_bytes_deliver_exactly_the_rows_of_one_load() {
     assert_eq!(bounded, [4000, 4000, 2000]);
     assert_eq!(bounded_rows, all_rows);
 }
+
+/// The `hashed=` count of the listing's debug event.
+fn hashed(stderr: &[u8]) -> u64 {
+    let log = text(stderr);
+    log.lines()
+        .find(|l| l.contains("folder listed"))
+        .and_then(|l| l.split("hashed=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no listing event in {log}"))
+}
+
+#[test]
+fn a_dir_source_hashes_only_files_whose_size_mtime_ctime_or_inode_changed() {
+    let cfg = ConfigDir::new();
+    let inbox = cfg.path().join("in/drop");
+    std::fs::create_dir_all(&inbox).unwrap();
+    for i in 0..5 {
+        std::fs::write(inbox.join(format!("{i}.jsonl")), format!("{{\"id\": \"{i}\"}}\n")).unwrap();
+    }
+    cfg.connection(
+        "drop",
+        &dir_connection_toml("drop", ID_TEMPLATE, "type = \"file\"\npath = \"out\""),
+    );
+    let run = || {
+        let out = binary(cfg.path())
+            .env("S3_IMPORTD_LOG", "s3_importd=debug")
+            .arg("run")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        (text(&out.stdout), hashed(&out.stderr))
+    };
+    let (out, n) = run();
+    assert!(out.contains("imported 5"), "{out}");
+    assert_eq!(n, 5);
+    // Nothing changed: nothing is read.
+    let (out, n) = run();
+    assert!(out.contains("new 0"), "{out}");
+    assert_eq!(n, 0);
+
+    // Rewritten in place with the same size, its mtime set back: the ctime gives it away.
+    let file = inbox.join("1.jsonl");
+    let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+    std::fs::write(&file, "{\"id\": \"X\"}\n").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    // Replaced by a copy with the same bytes (a new inode): hashed, and not imported again.
+    let copy = inbox.join(".2.tmp");
+    std::fs::copy(inbox.join("2.jsonl"), &copy).unwrap();
+    std::fs::rename(&copy, inbox.join("2.jsonl")).unwrap();
+    let (out, n) = run();
+    assert_eq!(n, 2);
+    assert!(out.contains("new 1, imported 1"), "{out}");
+    let mut ids = cfg.ids();
+    ids.sort();
+    assert_eq!(ids, ["0", "1", "2", "3", "4", "X"]);
+}

@@ -2,7 +2,8 @@
 //!
 //! Keys are paths relative to the folder with `/` separators; LastModified is the file's
 //! mtime; the version (the ETag's stand-in) is a BLAKE3 hash of the content, so a file
-//! rewritten with the same bytes is not imported again. Files and folders whose names start
+//! rewritten with the same bytes is not imported again. A file is hashed only when its stamp
+//! (size, mtime, ctime, inode) is not in the ledger: a re-run reads no file it has seen. Files and folders whose names start
 //! with `.` are not listed: writers use such names for files still being written.
 //!
 //! Nothing outside the folder is read (DESIGN §4.8): symbolic links are not followed unless
@@ -100,18 +101,82 @@ fn mtime(meta: &std::fs::Metadata) -> std::io::Result<DateTime<Utc>> {
     Ok(DateTime::<Utc>::from(meta.modified()?))
 }
 
+/// A file found by the walk, before its version is known.
+struct Found {
+    key: String,
+    path: PathBuf,
+    size: u64,
+    last_modified: DateTime<Utc>,
+    stamp: String,
+}
+
+impl Found {
+    fn with_version(self, etag: String) -> ObjectMeta {
+        ObjectMeta {
+            key: self.key,
+            etag,
+            last_modified: self.last_modified,
+            size: self.size,
+            stamp: Some(self.stamp),
+        }
+    }
+}
+
+/// What identifies a file's content without reading it: its size, mtime, ctime and inode.
+/// The ctime changes with every write and cannot be set back (`touch -d` sets only the
+/// mtime), so a rewrite that keeps the size and the mtime still changes the stamp.
+fn stamp(meta: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!(
+        "{}:{}.{:09}:{}.{:09}:{}",
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec(),
+        meta.ino()
+    )
+}
+
+/// How many new files are hashed together on a blocking thread.
+const HASH_BATCH: usize = 256;
+
+/// Hashes a batch of files on a blocking thread.
+async fn hashed(batch: Vec<Found>) -> Result<Vec<ObjectMeta>, String> {
+    tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; 256 * 1024];
+        batch
+            .into_iter()
+            .map(|f| match content_version(&f.path, &mut buf) {
+                Ok(etag) => Ok(f.with_version(etag)),
+                Err(err) => Err(format!("{}: {err}", f.path.display())),
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
 #[async_trait]
 impl Source for DirSource {
     async fn list(&self, visit: &mut (dyn FnMut(ObjectMeta) + Send)) -> Result<u64, SourceError> {
+        self.list_known(&super::NothingKnown, visit).await
+    }
+
+    /// Walks the folder on a blocking thread, which hands files over through a small channel
+    /// (memory stays bounded however many there are); a file whose stamp the ledger knows
+    /// takes the version recorded with it, the others are hashed in batches off the runtime.
+    async fn list_known(
+        &self,
+        known: &(dyn super::Known + Sync),
+        visit: &mut (dyn FnMut(ObjectMeta) + Send),
+    ) -> Result<u64, SourceError> {
         if !self.root.is_dir() {
             return Err(self.error("the folder does not exist; create it or fix `path` in [source]"));
         }
-        // The walk and the hashing block, so they run on a blocking thread and hand objects
-        // over through a small channel: memory stays bounded however many files there are.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<ObjectMeta, String>>(64);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Found, String>>(256);
         let (root, follow) = (self.root.clone(), self.follow_symlinks);
         let walker = tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; 256 * 1024];
             // Links are followed only when asked, and then only to what lies inside the folder
             // (its real path, links resolved); walkdir reports a link loop as an error instead
             // of walking it forever.
@@ -157,11 +222,12 @@ impl Source for DirSource {
                         .join("/");
                     let describe = |err: std::io::Error| format!("{}: {err}", e.path().display());
                     let meta = e.metadata().map_err(|err| err.to_string())?;
-                    Ok(Some(ObjectMeta {
+                    Ok(Some(Found {
                         key,
-                        etag: content_version(e.path(), &mut buf).map_err(describe)?,
-                        last_modified: mtime(&meta).map_err(describe)?,
+                        path: e.path().to_path_buf(),
                         size: meta.len(),
+                        last_modified: mtime(&meta).map_err(describe)?,
+                        stamp: stamp(&meta),
                     }))
                 });
                 let item = match item {
@@ -181,12 +247,33 @@ impl Source for DirSource {
                 );
             }
         });
-        let mut count = 0;
+        let (mut count, mut hashed_files) = (0, 0);
+        let mut new = Vec::new();
         while let Some(item) = rx.recv().await {
-            visit(item.map_err(|e| self.error(e))?);
+            let found = item.map_err(|e| self.error(e))?;
+            match known.version(&found.key, &found.stamp) {
+                Some(etag) => visit(found.with_version(etag)),
+                None => {
+                    hashed_files += 1;
+                    new.push(found);
+                }
+            }
             count += 1;
+            if new.len() >= HASH_BATCH {
+                hashed(std::mem::take(&mut new))
+                    .await
+                    .map_err(|e| self.error(e))?
+                    .into_iter()
+                    .for_each(&mut *visit);
+            }
         }
+        hashed(new)
+            .await
+            .map_err(|e| self.error(e))?
+            .into_iter()
+            .for_each(&mut *visit);
         walker.await.map_err(|e| self.error(e.to_string()))?;
+        tracing::debug!(folder = %self.root.display(), files = count, hashed = hashed_files, "folder listed");
         Ok(count)
     }
 

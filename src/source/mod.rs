@@ -53,12 +53,39 @@ pub trait Source: Send + Sync {
     /// Returns how many were listed. Keeps none of them.
     async fn list(&self, visit: &mut (dyn FnMut(ObjectMeta) + Send)) -> Result<u64, SourceError>;
 
+    /// [`Source::list`], told which versions the ledger already holds: a source whose
+    /// versions are costly to compute (a `dir` source hashes file contents) skips the work
+    /// for objects whose [`ObjectMeta::stamp`] it has seen. Others just list.
+    async fn list_known(
+        &self,
+        known: &(dyn Known + Sync),
+        visit: &mut (dyn FnMut(ObjectMeta) + Send),
+    ) -> Result<u64, SourceError> {
+        let _ = known;
+        self.list(visit).await
+    }
+
     /// Opens one listed version. Fails with [`SourceError::Changed`] when the object is no
     /// longer that version.
     async fn open(&self, object: &ObjectMeta) -> Result<ObjectReader, SourceError>;
 
     /// Where the source reads from, for messages: `s3://bucket/prefix` or a folder.
     fn location(&self) -> String;
+}
+
+/// The versions a connection's ledger holds, by key and stamp.
+pub trait Known {
+    /// The version recorded for `key` with this stamp, if any.
+    fn version(&self, key: &str, stamp: &str) -> Option<String>;
+}
+
+/// Knows nothing: every version is computed.
+pub struct NothingKnown;
+
+impl Known for NothingKnown {
+    fn version(&self, _key: &str, _stamp: &str) -> Option<String> {
+        None
+    }
 }
 
 /// Why listing or reading failed.

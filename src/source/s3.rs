@@ -136,6 +136,7 @@ impl S3Source {
                 etag: object.e_tag().unwrap_or_default().trim_matches('"').to_string(),
                 last_modified: lm,
                 size: object.size().unwrap_or(0).max(0) as u64,
+                stamp: None,
             });
         }
         let mut folders = Vec::new();
