@@ -332,6 +332,56 @@ impl EnforcingMoto {
     }
 }
 
+impl EnforcingMoto {
+    /// An S3 client of the set-up identity (static keys, which hold no policy).
+    fn s3(&self) -> aws_sdk_s3::Client {
+        aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::new()
+                .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+                .region(aws_sdk_s3::config::Region::new("us-east-1"))
+                .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                    "testing", "testing", None, None, "tests",
+                ))
+                .endpoint_url(&self.url)
+                .force_path_style(true)
+                .build(),
+        )
+    }
+
+    /// An IAM client of the set-up identity.
+    fn iam(&self) -> aws_sdk_iam::Client {
+        aws_sdk_iam::Client::from_conf(
+            aws_sdk_iam::config::Builder::new()
+                .behavior_version(aws_sdk_iam::config::BehaviorVersion::latest())
+                .region(aws_sdk_iam::config::Region::new("us-east-1"))
+                .credentials_provider(aws_sdk_iam::config::Credentials::new(
+                    "testing", "testing", None, None, "tests",
+                ))
+                .endpoint_url(&self.url)
+                .build(),
+        )
+    }
+}
+
+/// Creates the user `importer` holding `policy` and returns its access key (three requests).
+async fn importer(iam: &aws_sdk_iam::Client, policy: &str) -> aws_sdk_iam::types::AccessKey {
+    iam.create_user().user_name("importer").send().await.unwrap();
+    iam.put_user_policy()
+        .user_name("importer")
+        .policy_name("s3-importd")
+        .policy_document(policy)
+        .send()
+        .await
+        .unwrap();
+    iam.create_access_key()
+        .user_name("importer")
+        .send()
+        .await
+        .unwrap()
+        .access_key
+        .unwrap()
+}
+
 impl Drop for EnforcingMoto {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -343,24 +393,7 @@ impl Drop for EnforcingMoto {
 async fn the_generated_policy_is_enough_and_denies_reading_outside_the_folder() {
     // Six set-up requests go unchecked; every request after them is checked against IAM.
     let own = EnforcingMoto::start(6);
-    let creds = aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "tests");
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::new()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .region(aws_sdk_s3::config::Region::new("us-east-1"))
-            .credentials_provider(creds.clone())
-            .endpoint_url(&own.url)
-            .force_path_style(true)
-            .build(),
-    );
-    let iam = aws_sdk_iam::Client::from_conf(
-        aws_sdk_iam::config::Builder::new()
-            .behavior_version(aws_sdk_iam::config::BehaviorVersion::latest())
-            .region(aws_sdk_iam::config::Region::new("us-east-1"))
-            .credentials_provider(creds)
-            .endpoint_url(&own.url)
-            .build(),
-    );
+    let (s3, iam) = (own.s3(), own.iam());
     let b = "least-privilege";
     let endpoint = &own.url;
     let cfg = config(false);
@@ -372,22 +405,7 @@ async fn the_generated_policy_is_enough_and_denies_reading_outside_the_folder() 
     s3.create_bucket().bucket(b).send().await.unwrap(); // 1
     put(&s3, b, "in/a.jsonl", "{\"id\": \"a\"}\n").await; // 2
     put(&s3, b, "out/secret.jsonl", "{\"id\": \"s\"}\n").await; // 3
-    iam.create_user().user_name("importer").send().await.unwrap(); // 4
-    iam.put_user_policy()
-        .user_name("importer")
-        .policy_name("s3-importd")
-        .policy_document(policy)
-        .send()
-        .await
-        .unwrap(); // 5
-    let key = iam
-        .create_access_key()
-        .user_name("importer")
-        .send()
-        .await
-        .unwrap()
-        .access_key
-        .unwrap(); // 6
+    let key = importer(&iam, &policy).await; // 4, 5, 6
 
     // Enforcement is on: the set-up identity, which holds no policy, is refused.
     let refused = s3.list_objects_v2().bucket(b).send().await;
@@ -428,24 +446,7 @@ async fn the_destination_role_policies_are_enough_and_the_external_id_and_bucket
     // AssumeRole against the role's trust policy (principal and sts:ExternalId) too.
     let own = EnforcingMoto::start(8);
     let proxy = RecordingProxy::start(&own.url).await;
-    let creds = aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "tests");
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::new()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .region(aws_sdk_s3::config::Region::new("us-east-1"))
-            .credentials_provider(creds.clone())
-            .endpoint_url(&own.url)
-            .force_path_style(true)
-            .build(),
-    );
-    let iam = aws_sdk_iam::Client::from_conf(
-        aws_sdk_iam::config::Builder::new()
-            .behavior_version(aws_sdk_iam::config::BehaviorVersion::latest())
-            .region(aws_sdk_iam::config::Region::new("us-east-1"))
-            .credentials_provider(creds)
-            .endpoint_url(&own.url)
-            .build(),
-    );
+    let (s3, iam) = (own.s3(), own.iam());
     let (src, dst) = ("partner-exports", "our-loads");
     let user = "arn:aws:iam::123456789012:user/importer";
     let writer = "arn:aws:iam::123456789012:role/writer";
@@ -502,22 +503,7 @@ async fn the_destination_role_policies_are_enough_and_the_external_id_and_bucket
     s3.create_bucket().bucket(src).send().await.unwrap(); // 1
     s3.create_bucket().bucket(dst).send().await.unwrap(); // 2
     put(&s3, src, "in/a.jsonl", "{\"id\": \"a\"}\n").await; // 3
-    iam.create_user().user_name("importer").send().await.unwrap(); // 4
-    iam.put_user_policy()
-        .user_name("importer")
-        .policy_name("s3-importd")
-        .policy_document(user_policy.to_string())
-        .send()
-        .await
-        .unwrap(); // 5
-    let key = iam
-        .create_access_key()
-        .user_name("importer")
-        .send()
-        .await
-        .unwrap()
-        .access_key
-        .unwrap(); // 6
+    let key = importer(&iam, &user_policy.to_string()).await; // 4, 5, 6
     iam.create_role()
         .role_name("writer")
         .assume_role_policy_document(docs["target_trust_policy"].to_string())
