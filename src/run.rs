@@ -479,6 +479,22 @@ async fn import(env: &RunEnv<'_>, planned: &Planned, s: &mut RunSummary) -> Resu
             return Err(e);
         }
         progress.log_if_due();
+        // `status` shows a running run's counts as of its last settled load.
+        let snapshot = RunRecord {
+            run_id: s.run_id.clone(),
+            connection: c.name.clone(),
+            started_at: None,
+            finished_at: None,
+            outcome: "running".into(),
+            counts: s.counts,
+            watermark_before: s.watermark_before,
+            watermark_after: s.watermark_after,
+            output: s.output.clone(),
+            error: None,
+        };
+        if let Err(e) = env.state.finish_run(&snapshot) {
+            warn!(error = %e, "recording the run's progress failed");
+        }
     }
     let left = s.counts.new.saturating_sub(started);
     if left > 0 {

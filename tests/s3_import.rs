@@ -302,8 +302,20 @@ async fn loads_are_settled_one_by_one_and_a_kill_loses_only_the_load_in_flight()
     .unwrap();
     cfg.connection("loads", &s3_connection(&b, "l/", ""));
 
-    // Killed when the second load is prepared: the first is delivered and committed.
-    let (cfg, out) = kill_then_rerun(cfg, "after-prepare#2", 1).await;
+    // Killed when the second load is prepared: the first is delivered and committed, and
+    // the run's record shows how far it got.
+    let cfg = tokio::task::spawn_blocking(move || {
+        kill_at(&cfg, "after-prepare#2");
+        cfg
+    })
+    .await
+    .unwrap();
+    let status = stdout_of(&run_binary(cfg.path(), &["status", "loads", "--json"]));
+    let status: serde_json::Value = serde_json::from_str(status.trim()).unwrap();
+    assert_eq!(status["last_run"]["outcome"], "interrupted", "{status}");
+    assert_eq!(status["last_run"]["objects_imported"], 10, "{status}");
+    assert_eq!(output_files(&cfg.out()).len(), 1);
+    let out = stdout_of(&run_binary(cfg.path(), &["run"]));
     assert!(out.contains("new 15, imported 15"), "{out}");
     assert!(out.contains("(the last of 2 loads)"), "{out}");
     assert_exactly_once(&cfg, &expected);
