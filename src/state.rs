@@ -753,7 +753,7 @@ impl StateStore for SqliteStore {
             db.execute_batch(CANDIDATES_TABLE)?;
             let mut stmt = db.prepare_cached(
                 "SELECT key, etag, size, last_modified, stamp FROM temp.candidates
-                 WHERE run_id = ?1 AND (order_ns > ?2 OR (order_ns = ?2 AND key > ?3))
+                 WHERE run_id = ?1 AND (order_ns, key) > (?2, ?3)
                  ORDER BY order_ns, key LIMIT ?4",
             )?;
             let rows = stmt.query_map(
