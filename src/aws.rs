@@ -104,6 +104,75 @@ impl aws_sdk_s3::config::Intercept for ExpectedBucketOwner {
     }
 }
 
+/// One line for a failed S3 request, for people: the operation, the HTTP status, S3's error
+/// code and message, the request ID (what AWS support asks for), and a fix chosen by the
+/// code. Never the SDK's `Debug` dump of the response. Errors without a response (time-outs,
+/// the network, credentials) are their cause chain.
+pub fn describe<E>(operation: &str, err: &SdkError<E, HttpResponse>) -> String
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    use aws_sdk_s3::error::ProvideErrorMetadata;
+    let Some(response) = err.raw_response() else {
+        return format!("{operation}: {}", cause_chain(err));
+    };
+    let status = response.status().as_u16();
+    let code = err.code();
+    let mut line = format!("{operation}: HTTP {status}");
+    if let Some(code) = code {
+        line.push_str(&format!(" {code}"));
+    }
+    if let Some(message) = err.message().filter(|m| !m.is_empty()) {
+        line.push_str(&format!(": {}", crate::text::excerpt(message)));
+    }
+    let request_id = response
+        .headers()
+        .get("x-amz-request-id")
+        .or_else(|| response.headers().get("x-amzn-requestid"));
+    if let Some(id) = request_id {
+        line.push_str(&format!(" (request ID {})", crate::text::excerpt(id)));
+    }
+    let region = response.headers().get("x-amz-bucket-region");
+    if let Some(fix) = fix_for(operation, status, code, region) {
+        line.push_str(&format!("; {fix}"));
+    }
+    line
+}
+
+/// What to do about a failed S3 request, by its error code (and status).
+fn fix_for(operation: &str, status: u16, code: Option<&str>, bucket_region: Option<&str>) -> Option<String> {
+    let fix = match code {
+        Some("AccessDenied" | "AllAccessDisabled") if operation.starts_with("List") || operation == "GetObject" => {
+            "the identity may not read this folder: attach the permission policy `s3-importd policy NAME` prints".to_string()
+        }
+        Some("AccessDenied") => {
+            "the identity lacks the permission: compare its policies with those `s3-importd policy NAME` prints".to_string()
+        }
+        Some("NoSuchBucket") => "the bucket does not exist: check `bucket` (the bare name)".to_string(),
+        Some("PermanentRedirect" | "AuthorizationHeaderMalformed" | "IllegalLocationConstraintException") => {
+            match bucket_region {
+                Some(r) => format!("the bucket is in region {r}: set region = \"{r}\""),
+                None => "the bucket is in another region: check `region`".to_string(),
+            }
+        }
+        Some("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken" | "InvalidToken") => {
+            "the credentials are not valid here: check the identity s3-importd runs as (and `endpoint`)".to_string()
+        }
+        Some("SlowDown") => "S3 is throttling this prefix: the request is retried, and the next run goes on".to_string(),
+        Some("InvalidObjectState") => {
+            "the object is archived (Glacier or Deep Archive): restore it, or exclude it with `exclude`".to_string()
+        }
+        Some("PreconditionFailed") => "the object changed since it was listed: the next run imports the new version".to_string(),
+        _ if status == 301 => match bucket_region {
+            Some(r) => format!("the bucket is in region {r}: set region = \"{r}\""),
+            None => "the bucket is in another region: check `region`".to_string(),
+        },
+        _ if status >= 500 => "the service failed: the next run tries again".to_string(),
+        _ => return None,
+    };
+    Some(fix)
+}
+
 /// Whether an SDK error is worth trying again later: throttling, 5xx, time-outs, the network.
 pub fn is_transient<E>(err: &SdkError<E, HttpResponse>) -> bool {
     match err {

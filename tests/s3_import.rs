@@ -385,3 +385,28 @@ async fn a_partitioned_listing_equals_the_serial_one_key_for_key() {
         assert_eq!(listings[2], listings[0], "prefix {prefix:?}, 8 at once");
     }
 }
+
+#[test]
+fn an_s3_error_is_one_line_with_its_code_request_id_and_fix() {
+    let cfg = ConfigDir::new();
+    cfg.connection("gone", &s3_connection("no-such-bucket-s3i-errors", "in/", ""));
+    let out = run_binary(cfg.path(), &["run"]);
+    let shown = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains(
+            "ListObjectsV2: HTTP 404 NoSuchBucket: The specified bucket does not exist (request ID "
+        ),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("; the bucket does not exist: check `bucket` (the bare name)"),
+        "{shown}"
+    );
+    for dump in ["ServiceError", "SdkBody", "raw: Response", "Error {"] {
+        assert!(!shown.contains(dump), "{dump} in {shown}");
+    }
+    let status = stdout_of(&run_binary(cfg.path(), &["status", "gone"]));
+    assert!(status.contains("HTTP 404 NoSuchBucket"), "{status}");
+    assert!(!status.contains("ServiceError"), "{status}");
+}

@@ -15,7 +15,6 @@ use crate::config::S3Spec;
 use crate::select::ObjectMeta;
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::types::{ChecksumMode, EncodingType, ServerSideEncryption};
 use chrono::{DateTime, TimeZone, Utc};
 
@@ -110,7 +109,7 @@ impl S3Source {
     ) -> Result<Page, SourceError> {
         let page = page.map_err(|e| SourceError::List {
             location: self.location(),
-            message: DisplayErrorContext(&e).to_string(),
+            message: crate::aws::describe("ListObjectsV2", &e),
         })?;
         // A server that does not support encoding-type answers with plain keys and says
         // so by leaving EncodingType out; only an encoded page is decoded.
@@ -210,7 +209,7 @@ impl Source for S3Source {
                 location: format!("s3://{}/", self.bucket),
                 key: object.key.clone(),
                 transient: is_transient(&e),
-                message: DisplayErrorContext(&e).to_string(),
+                message: crate::aws::describe("GetObject", &e),
             }
         })?;
         // A KMS- or customer-key-encrypted object's ETag is not the MD5 of its content.

@@ -9,7 +9,7 @@
 //! upload to it is aborted and the load is imported again under a new key.
 
 use super::{Delivery, LoadInfo, LoadPart, Refused, Target, TargetError, writer};
-use crate::aws::{cause_chain, http_status};
+use crate::aws::{describe, http_status};
 use crate::config::S3TargetSpec;
 use crate::keytemplate::with_suffix;
 use crate::spool::SpoolSlice;
@@ -60,7 +60,7 @@ impl S3Target {
         {
             Ok(_) => Ok(true),
             Err(e) if http_status(&e) == Some(404) => Ok(false),
-            Err(e) => Err(self.error(key, cause_chain(&e))),
+            Err(e) => Err(self.error(key, describe("HeadObject", &e))),
         }
     }
 
@@ -74,7 +74,7 @@ impl S3Target {
             .prefix(key)
             .send()
             .await
-            .map_err(|e| self.error(key, cause_chain(&e)))?;
+            .map_err(|e| self.error(key, describe("ListMultipartUploads", &e)))?;
         let mut aborted = 0;
         for upload in listed.uploads() {
             let (Some(k), Some(id)) = (upload.key(), upload.upload_id()) else {
@@ -90,7 +90,7 @@ impl S3Target {
                 .upload_id(id)
                 .send()
                 .await
-                .map_err(|e| self.error(key, cause_chain(&e)))?;
+                .map_err(|e| self.error(key, describe("AbortMultipartUpload", &e)))?;
             aborted += 1;
         }
         Ok(aborted)
@@ -124,7 +124,7 @@ impl S3Target {
                 .body(ByteStream::from(part))
                 .send()
                 .await
-                .map_err(|e| self.error(key, format!("uploading part {number}: {}", cause_chain(&e))))?;
+                .map_err(|e| self.error(key, format!("part {number}: {}", describe("UploadPart", &e))))?;
             completed.push(
                 CompletedPart::builder()
                     .part_number(number)
@@ -148,7 +148,7 @@ impl S3Target {
             )
             .send()
             .await
-            .map_err(|e| self.error(key, format!("completing the upload: {}", cause_chain(&e))))?;
+            .map_err(|e| self.error(key, describe("CompleteMultipartUpload", &e)))?;
         Ok(())
     }
 }
@@ -227,7 +227,7 @@ impl Target for S3Target {
             .key(key)
             .send()
             .await
-            .map_err(|e| self.error(key, format!("starting the upload: {}", cause_chain(&e))))?;
+            .map_err(|e| self.error(key, describe("CreateMultipartUpload", &e)))?;
         let upload_id = created
             .upload_id()
             .ok_or_else(|| self.error(key, "the service returned no upload ID".to_string()))?
