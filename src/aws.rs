@@ -45,13 +45,31 @@ pub async fn base_config(region: &str) -> aws_config::SdkConfig {
 
 pub use crate::text::cause_chain;
 
-/// The ARN of the identity the default credential chain resolves to (`sts:GetCallerIdentity`).
-pub async fn caller_arn(region: &str) -> Result<String, String> {
-    let base = base_config(region).await;
-    let sts = aws_sdk_sts::Client::new(&base);
+/// The ARN of the identity the default credential chain resolves to (`sts:GetCallerIdentity`),
+/// asked of the STS endpoint of `spec`.
+pub async fn caller_arn(spec: &S3Spec) -> Result<String, String> {
+    let base = base_config(&spec.region).await;
+    let sts = aws_sdk_sts::Client::new(&sts_config(&base, spec));
     match sts.get_caller_identity().send().await {
         Ok(out) => out.arn.ok_or_else(|| "the answer named no ARN".to_string()),
         Err(e) => Err(cause_chain(&e)),
+    }
+}
+
+/// The configuration STS clients use for a bucket's identity: `sts_endpoint`, else
+/// `AWS_ENDPOINT_URL_STS` (which the SDK reads itself), else the S3 `endpoint` (an
+/// S3-compatible service such as MinIO, Ceph RGW or moto serves STS at the same address),
+/// else AWS.
+pub fn sts_config(base: &aws_config::SdkConfig, spec: &S3Spec) -> aws_config::SdkConfig {
+    let from_env = std::env::var_os("AWS_ENDPOINT_URL_STS").is_some_and(|v| !v.is_empty());
+    let endpoint = match (&spec.sts_endpoint, &spec.endpoint) {
+        (Some(sts), _) => Some(sts),
+        (None, Some(s3)) if !from_env => Some(s3),
+        _ => None,
+    };
+    match endpoint {
+        Some(url) => base.to_builder().endpoint_url(url).build(),
+        None => base.clone(),
     }
 }
 
@@ -62,7 +80,7 @@ pub async fn client(connection: &str, spec: &S3Spec) -> Client {
     if let Some(role) = spec.role_arn.as_deref() {
         let mut provider = AssumeRoleProvider::builder(role)
             .session_name(session_name(connection))
-            .configure(&base);
+            .configure(&sts_config(&base, spec));
         if let Some(id) = spec.external_id.as_deref() {
             provider = provider.external_id(id);
         }

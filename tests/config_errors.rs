@@ -130,7 +130,7 @@ fn bad_files_and_their_messages() {
         (
             s3_source(&format!("{b}\nbuckett = \"x\"")),
             vec![
-                "connections/c.toml: source.buckett: unknown field `buckett`, expected one of `type`, `bucket`, `region`, `prefix`, `role_arn`, `external_id`, `external_id_required`, `expected_bucket_owner`, `endpoint`, `force_path_style`, `challenge_file`, `allow_insecure_http`, `max_concurrent_listings`, `path`, `follow_symlinks`, `include`, `exclude` (line 4)",
+                "connections/c.toml: source.buckett: unknown field `buckett`, expected one of `type`, `bucket`, `region`, `prefix`, `role_arn`, `external_id`, `external_id_required`, `expected_bucket_owner`, `endpoint`, `sts_endpoint`, `force_path_style`, `challenge_file`, `allow_insecure_http`, `max_concurrent_listings`, `path`, `follow_symlinks`, `include`, `exclude` (line 4)",
             ],
         ),
         (
@@ -185,7 +185,7 @@ fn bad_files_and_their_messages() {
         (
             "[source]\ntype = \"dir\"\npath = \"in\"\ntemplate = \"products\"\n[target]\ntype = \"stdout\"".to_string(),
             vec![
-                "connections/c.toml: source.template: unknown field `template`, expected one of `type`, `bucket`, `region`, `prefix`, `role_arn`, `external_id`, `external_id_required`, `expected_bucket_owner`, `endpoint`, `force_path_style`, `challenge_file`, `allow_insecure_http`, `max_concurrent_listings`, `path`, `follow_symlinks`, `include`, `exclude` (line 4)",
+                "connections/c.toml: source.template: unknown field `template`, expected one of `type`, `bucket`, `region`, `prefix`, `role_arn`, `external_id`, `external_id_required`, `expected_bucket_owner`, `endpoint`, `sts_endpoint`, `force_path_style`, `challenge_file`, `allow_insecure_http`, `max_concurrent_listings`, `path`, `follow_symlinks`, `include`, `exclude` (line 4)",
             ],
         ),
         (

@@ -410,3 +410,42 @@ fn an_s3_error_is_one_line_with_its_code_request_id_and_fix() {
     assert!(status.contains("HTTP 404 NoSuchBucket"), "{status}");
     assert!(!status.contains("ServiceError"), "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn assume_role_goes_to_the_endpoint_or_to_sts_endpoint() {
+    let client = s3();
+    let b = bucket(&client, "sts").await;
+    put(&client, &b, "d/a.jsonl", "{\"id\": \"a\"}\n").await;
+    let role = "role_arn = \"arn:aws:iam::123456789012:role/r\"\nexternal_id = \"ext-sts-1\"";
+    let cfg = ConfigDir::new();
+    // No AWS_ENDPOINT_URL_STS: AssumeRole goes to `endpoint` (moto), not to AWS (unreachable).
+    cfg.connection("viaendpoint", &s3_connection(&b, "d/", role));
+    let proxy = RecordingProxy::start(&moto()).await;
+    cfg.connection(
+        "viasts",
+        &s3_connection(&b, "d/", &format!("{role}\nsts_endpoint = \"{}\"", proxy.url)),
+    );
+    let path = cfg.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        binary(&path)
+            .env_remove("AWS_ENDPOINT_URL_STS")
+            .args(["run", "viaendpoint", "viasts"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{shown}{}", text(&out.stderr));
+    assert!(
+        shown.contains("viaendpoint: listed 1, new 1, imported 1"),
+        "{shown}"
+    );
+    assert!(shown.contains("viasts: listed 1, new 1, imported 1"), "{shown}");
+    let requests = proxy.requests();
+    assert_eq!(requests.matches("Action=AssumeRole").count(), 1, "{requests}");
+    assert!(
+        requests.contains("RoleSessionName=s3-importd-viasts"),
+        "{requests}"
+    );
+}

@@ -98,7 +98,7 @@ async fn s3_access(report: &mut Report, connection: &str, spec: &S3Spec) -> bool
         }
     }
     if let Some(role) = &spec.role_arn {
-        let sts = aws_sdk_sts::Client::new(&base);
+        let sts = aws_sdk_sts::Client::new(&s3_importd::aws::sts_config(&base, spec));
         let mut request = sts
             .assume_role()
             .role_arn(role)

@@ -65,21 +65,21 @@ pub async fn command(config: &Config, name: &str, new_external_id: bool, as_json
         TargetSpec::S3(t) => Some(&t.s3),
         _ => None,
     };
-    if source.is_none() && target.is_none() {
+    // The bucket whose region and STS endpoint the daemon's identity is asked at.
+    let Some(home) = source.or(target) else {
         eprintln!(
             "error: {name} reads a local folder (type = \"dir\") and writes no bucket; IAM policies are for s3 sources and targets"
         );
         return ExitCode::from(EXIT_USAGE);
-    }
+    };
 
     // The trust policies and the destination's bucket policy (unless the target assumes a
     // role of its own) name the daemon's own identity: configured, or asked of STS.
     let needs_principal = source.is_some_and(|s| s.role_arn.is_some()) || target.is_some();
     let principal = if needs_principal {
-        let region = source.or(target).map(|s| s.region.as_str()).unwrap_or_default();
         match &config.settings.aws_principal {
             Some(p) => Some((p.clone(), "aws_principal in s3-importd.toml")),
-            None => match caller_arn(region).await {
+            None => match caller_arn(home).await {
                 Ok(arn) => Some((
                     policy::principal_of_caller(&arn),
                     "the identity s3-importd runs as, from sts:GetCallerIdentity",

@@ -125,6 +125,9 @@ pub struct S3Spec {
     /// request as `x-amz-expected-bucket-owner` so that S3 refuses a bucket of another account.
     pub expected_bucket_owner: Option<String>,
     pub endpoint: Option<String>,
+    /// Where AssumeRole goes (`sts_endpoint`): else `AWS_ENDPOINT_URL_STS`, else `endpoint`
+    /// (S3-compatible services such as MinIO serve STS at the same address), else AWS.
+    pub sts_endpoint: Option<String>,
     pub force_path_style: bool,
     pub challenge_file: Option<String>,
     /// How many folders a source lists at once (`max_concurrent_listings`, default 8; 1 lists

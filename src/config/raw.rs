@@ -57,6 +57,7 @@ pub struct RawSource {
     pub external_id_required: Option<bool>,
     pub expected_bucket_owner: Option<String>,
     pub endpoint: Option<String>,
+    pub sts_endpoint: Option<String>,
     pub force_path_style: Option<bool>,
     pub challenge_file: Option<String>,
     pub allow_insecure_http: Option<bool>,
@@ -141,6 +142,7 @@ pub struct RawTarget {
     pub external_id_required: Option<bool>,
     pub expected_bucket_owner: Option<String>,
     pub endpoint: Option<String>,
+    pub sts_endpoint: Option<String>,
     pub force_path_style: Option<bool>,
     // http
     pub url: Option<String>,

@@ -360,6 +360,7 @@ fn source(dir: &Path, s: RawSource, p: &mut Problems<'_>) -> (Option<SourceSpec>
         ("external_id_required", s.external_id_required.is_some()),
         ("expected_bucket_owner", s.expected_bucket_owner.is_some()),
         ("endpoint", s.endpoint.is_some()),
+        ("sts_endpoint", s.sts_endpoint.is_some()),
         ("force_path_style", s.force_path_style.is_some()),
         ("challenge_file", s.challenge_file.is_some()),
         ("allow_insecure_http", s.allow_insecure_http.is_some()),
@@ -507,6 +508,7 @@ struct RawS3 {
     external_id_required: Option<bool>,
     expected_bucket_owner: Option<String>,
     endpoint: Option<String>,
+    sts_endpoint: Option<String>,
     force_path_style: Option<bool>,
     challenge_file: Option<String>,
     allow_insecure_http: Option<bool>,
@@ -523,6 +525,7 @@ fn s3_source(s: RawSource, p: &mut Problems<'_>) -> Option<S3Spec> {
         external_id_required: s.external_id_required,
         expected_bucket_owner: s.expected_bucket_owner,
         endpoint: s.endpoint,
+        sts_endpoint: s.sts_endpoint,
         force_path_style: s.force_path_style,
         challenge_file: s.challenge_file,
         allow_insecure_http: s.allow_insecure_http,
@@ -615,22 +618,28 @@ fn s3_location(s: RawS3, at: &str, verb: &str, p: &mut Problems<'_>) -> Option<S
             ),
         );
     }
-    if let Some(e) = &s.endpoint
-        && (!(e.starts_with("http://") || e.starts_with("https://")) || e.contains(char::is_whitespace))
-    {
-        p.add(
-            &format!("{at}.endpoint"),
-            format!("{e:?} is not an http:// or https:// URL"),
-        );
+    for (key, url) in [("endpoint", &s.endpoint), ("sts_endpoint", &s.sts_endpoint)] {
+        let Some(e) = url else { continue };
+        if !(e.starts_with("http://") || e.starts_with("https://")) || e.contains(char::is_whitespace) {
+            p.add(
+                &format!("{at}.{key}"),
+                format!("{e:?} is not an http:// or https:// URL"),
+            );
+        }
+        // Every S3 and STS request carries credentials (signatures, session tokens).
+        if !s.allow_insecure_http.unwrap_or(false)
+            && let Some(host) = crate::text::plaintext_to_remote(e)
+        {
+            p.add(
+                &format!("{at}.{key}"),
+                format!("sends AWS credentials (signed requests, session tokens) over plain http to {host}; use https://, or set allow_insecure_http = true if the network between is trusted"),
+            );
+        }
     }
-    // Every S3 request carries credentials (signatures, session tokens).
-    if let Some(e) = &s.endpoint
-        && !s.allow_insecure_http.unwrap_or(false)
-        && let Some(host) = crate::text::plaintext_to_remote(e)
-    {
+    if s.sts_endpoint.is_some() && s.role_arn.is_none() {
         p.add(
-            &format!("{at}.endpoint"),
-            format!("sends AWS credentials (signed requests, session tokens) over plain http to {host}; use https://, or set allow_insecure_http = true if the network between is trusted"),
+            &format!("{at}.sts_endpoint"),
+            "is where AssumeRole goes, and no role_arn is set; remove it",
         );
     }
     if s.challenge_file.as_deref() == Some("") {
@@ -657,6 +666,7 @@ fn s3_location(s: RawS3, at: &str, verb: &str, p: &mut Problems<'_>) -> Option<S
         external_id_required: s.external_id_required.unwrap_or(true),
         expected_bucket_owner: s.expected_bucket_owner,
         endpoint: s.endpoint,
+        sts_endpoint: s.sts_endpoint,
         force_path_style: s.force_path_style.unwrap_or(false),
         challenge_file: s.challenge_file,
     })
@@ -1066,6 +1076,7 @@ fn target(
         ("external_id_required", t.external_id_required.is_some()),
         ("expected_bucket_owner", t.expected_bucket_owner.is_some()),
         ("endpoint", t.endpoint.is_some()),
+        ("sts_endpoint", t.sts_endpoint.is_some()),
         ("force_path_style", t.force_path_style.is_some()),
         ("url", t.url.is_some()),
         ("batch_size", t.batch_size.is_some()),
@@ -1109,6 +1120,7 @@ fn target(
             "external_id_required",
             "expected_bucket_owner",
             "endpoint",
+            "sts_endpoint",
             "force_path_style",
             "allow_insecure_http",
             "format",
@@ -1196,6 +1208,7 @@ fn target(
                 external_id_required: t.external_id_required,
                 expected_bucket_owner: t.expected_bucket_owner,
                 endpoint: t.endpoint,
+                sts_endpoint: t.sts_endpoint,
                 force_path_style: t.force_path_style,
                 challenge_file: None,
                 allow_insecure_http: t.allow_insecure_http,
