@@ -80,6 +80,9 @@ enum Command {
         /// How many of the latest quarantined rows to show for a named connection.
         #[arg(long, default_value_t = 10)]
         quarantine: usize,
+        /// Also lists the last N runs of each connection, latest first.
+        #[arg(long, default_value_t = 0)]
+        runs: usize,
     },
 }
 
@@ -125,7 +128,8 @@ fn main() -> ExitCode {
             name,
             json,
             quarantine,
-        } => match status::command(&config, name.as_deref(), json, quarantine) {
+            runs,
+        } => match status::command(&config, name.as_deref(), json, quarantine, runs) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("error: {e:#}");

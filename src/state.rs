@@ -184,6 +184,8 @@ pub struct Overview {
     /// Rows in the quarantine.
     pub quarantined: u64,
     pub last_run: Option<RunRecord>,
+    /// The latest run that delivered rows (a run that found nothing new hides it otherwise).
+    pub last_import: Option<RunRecord>,
     /// The latest run that recorded an error.
     pub last_error: Option<RunRecord>,
 }
@@ -672,6 +674,7 @@ impl SqliteStore {
             ledger_size,
             quarantined,
             last_run: self.runs(connection, 1)?.pop(),
+            last_import: self.runs_where(connection, "AND rows > 0", 1)?.pop(),
             last_error: self.runs_where(connection, "AND error IS NOT NULL", 1)?.pop(),
         })
     }

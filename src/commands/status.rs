@@ -1,6 +1,7 @@
-//! `s3-importd status [NAME] [--json]`: what the state store knows of each connection, with
-//! its schedule and next run, and for a named connection the latest quarantined rows. Reads
-//! the state; changes nothing.
+//! `s3-importd status [NAME] [--json] [--runs N]`: what the state store knows of each
+//! connection, with its schedule and next run, its last run and its last run that delivered
+//! rows, optionally its last N runs, and for a named connection the latest quarantined rows.
+//! Reads the state; changes nothing.
 
 use super::{EXIT_USAGE, pick};
 use anyhow::Context;
@@ -17,6 +18,7 @@ pub fn command(
     name: Option<&str>,
     as_json: bool,
     quarantine: usize,
+    runs: usize,
 ) -> anyhow::Result<ExitCode> {
     let names: Vec<String> = name.map(str::to_string).into_iter().collect();
     let chosen = match pick(config, &names, false) {
@@ -46,14 +48,23 @@ pub fn command(
         let rows = state
             .quarantine(&c.name, shown)
             .with_context(|| format!("reading the quarantine of {}", c.name))?;
+        let mut history = state
+            .runs(&c.name, runs)
+            .with_context(|| format!("reading the runs of {}", c.name))?;
+        if let Some(first) = history.first_mut()
+            && let Some(last) = &overview.last_run
+            && first.run_id == last.run_id
+        {
+            first.outcome = last.outcome.clone();
+        }
         let next = c
             .enabled
             .then(|| schedule::next_run(&c.schedule, &c.name, config.settings.timezone, now))
             .flatten();
         if as_json {
-            println!("{}", to_json(config, c, &overview, next, &rows));
+            println!("{}", to_json(config, c, &overview, next, &rows, &history));
         } else {
-            print!("{}", to_text(config, c, &overview, next, &rows));
+            print!("{}", to_text(config, c, &overview, next, &rows, &history));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -66,6 +77,36 @@ fn time(t: Option<DateTime<Utc>>) -> Option<String> {
 fn duration_s(run: &RunRecord) -> Option<f64> {
     let (start, end) = (run.started_at?, run.finished_at?);
     Some((end - start).num_milliseconds() as f64 / 1000.0)
+}
+
+/// One run in one line: when, how long, its outcome and counts, and where its rows went.
+fn run_line(r: &RunRecord) -> String {
+    let c = &r.counts;
+    let mut line = format!(
+        "{} ({}), {}: listed {}, new {}, imported {}, rejected {}, failed {}; rows {}, bad rows {}",
+        time(r.started_at).unwrap_or_else(|| "none".to_string()),
+        duration_s(r).map_or_else(
+            || if r.outcome == "running" {
+                "still running"
+            } else {
+                "no end recorded"
+            }
+            .to_string(),
+            |d| format!("{d:.1} s")
+        ),
+        r.outcome,
+        c.listed,
+        c.new,
+        c.imported,
+        c.rejected,
+        c.failed,
+        c.rows,
+        c.bad_rows
+    );
+    if let Some(output) = &r.output {
+        line.push_str(&format!("; output {}", clean(output)));
+    }
+    line
 }
 
 fn run_json(run: &RunRecord) -> Value {
@@ -107,6 +148,7 @@ fn to_json(
     o: &Overview,
     next: Option<DateTime<Utc>>,
     rows: &[Quarantined],
+    history: &[RunRecord],
 ) -> Value {
     json!({
         "connection": c.name,
@@ -120,6 +162,8 @@ fn to_json(
         "ledger_size": o.ledger_size,
         "quarantined_rows": o.quarantined,
         "last_run": o.last_run.as_ref().map(run_json),
+        "last_import": o.last_import.as_ref().map(run_json),
+        "runs": history.iter().map(run_json).collect::<Vec<_>>(),
         "last_error": o.last_error.as_ref().map(|r| json!({
             "run_id": r.run_id,
             "at": time(r.started_at),
@@ -135,6 +179,7 @@ fn to_text(
     o: &Overview,
     next: Option<DateTime<Utc>>,
     rows: &[Quarantined],
+    history: &[RunRecord],
 ) -> String {
     let none = || "none".to_string();
     let mut out = format!(
@@ -153,31 +198,13 @@ fn to_text(
         o.quarantined
     );
     match &o.last_run {
-        Some(r) => {
-            let c = &r.counts;
-            out += &format!(
-                "  last run {} ({}), {}: listed {}, new {}, imported {}, rejected {}, failed {}; rows {}, bad rows {}\n",
-                time(r.started_at).unwrap_or_else(none),
-                duration_s(r).map_or_else(
-                    || if r.outcome == "running" {
-                        "still running"
-                    } else {
-                        "no end recorded"
-                    }
-                    .to_string(),
-                    |d| format!("{d:.1} s")
-                ),
-                r.outcome,
-                c.listed,
-                c.new,
-                c.imported,
-                c.rejected,
-                c.failed,
-                c.rows,
-                c.bad_rows
-            );
-        }
+        Some(r) => out += &format!("  last run {}\n", run_line(r)),
         None => out += "  last run: never\n",
+    }
+    if let Some(r) = &o.last_import
+        && o.last_run.as_ref().is_none_or(|last| last.run_id != r.run_id)
+    {
+        out += &format!("  last import {}\n", run_line(r));
     }
     match &o.last_error {
         Some(r) => {
@@ -188,6 +215,12 @@ fn to_text(
             )
         }
         None => out += "  last error: none\n",
+    }
+    if !history.is_empty() {
+        out += &format!("  last {} runs, latest first:\n", history.len());
+        for r in history {
+            out += &format!("    {}\n", run_line(r));
+        }
     }
     if !rows.is_empty() {
         out += &format!(
