@@ -891,6 +891,20 @@ async fn process(env: &RunEnv<'_>, spool: &Spool, meta: &ObjectMeta) -> Processe
     }
 }
 
+/// Why a parsed object is rejected for its bad rows, if it is: the one rule runs and
+/// `preview` apply.
+pub fn over_max_bad_rows(template: &crate::template::Template, stats: ParseStats) -> Option<String> {
+    template
+        .max_bad_rows
+        .exceeded(stats.bad_rows, stats.rows)
+        .then(|| {
+            format!(
+                "{} of {} rows are bad, over max_bad_rows = \"{}\"; none of its rows were delivered",
+                stats.bad_rows, stats.rows, template.max_bad_rows
+            )
+        })
+}
+
 /// Why an object could not be handed to the parser.
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectError {
@@ -965,14 +979,11 @@ async fn process_once(env: &RunEnv<'_>, spool: &Spool, meta: &ObjectMeta) -> Res
         })?;
     match result {
         Ok(stats) => {
-            if c.template.max_bad_rows.exceeded(stats.bad_rows, stats.rows) {
+            if let Some(reason) = over_max_bad_rows(&c.template, stats) {
                 let errors = writer.discard();
                 Ok(Processed::Rejected {
                     stats,
-                    reason: format!(
-                        "{} of {} rows are bad, over max_bad_rows; none of its rows were delivered",
-                        stats.bad_rows, stats.rows
-                    ),
+                    reason,
                     errors,
                 })
             } else {

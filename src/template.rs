@@ -42,6 +42,17 @@ pub enum BadRowLimit {
     Share(f64),
 }
 
+impl std::fmt::Display for BadRowLimit {
+    /// As `max_bad_rows` is written: a count, or a percentage.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            BadRowLimit::Count(n) => write!(f, "{n}"),
+            // Rounded so that 0.1 shows as 10%, not 10.000000000000002%.
+            BadRowLimit::Share(share) => write!(f, "{}%", (share * 100.0 * 1e6).round() / 1e6),
+        }
+    }
+}
+
 impl BadRowLimit {
     /// Whether `bad` bad rows out of `total` rows (good and bad) exceed the limit.
     pub fn exceeded(&self, bad: u64, total: u64) -> bool {

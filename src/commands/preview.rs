@@ -78,17 +78,20 @@ pub async fn command(config: &Config, name: &str, files: usize, rows: u64) -> an
         clean(&newest.key)
     );
     let (result, sample) =
-        match run::parse_object(source.as_ref(), connection, newest, Sample::new(rows)).await {
+        match run::parse_object(source.as_ref(), connection, newest, Sample::whole(rows)).await {
             Ok(parsed) => parsed,
             Err(e) => {
                 println!("  cannot read it: {}", clean(&e.to_string()));
                 return Ok(ExitCode::from(EXIT_FAILED));
             }
         };
-    if let Err(e) = result {
-        println!("  the whole file would be rejected: {}", clean(&e.to_string()));
-        return Ok(ExitCode::from(EXIT_FAILED));
-    }
+    let stats = match result {
+        Ok(stats) => stats,
+        Err(e) => {
+            println!("  the whole file would be rejected: {}", clean(&e.to_string()));
+            return Ok(ExitCode::from(EXIT_FAILED));
+        }
+    };
     print!("{}", table(&sample));
     if sample.errors.is_empty() {
         println!("no row errors in these rows");
@@ -105,6 +108,16 @@ pub async fn command(config: &Config, name: &str, files: usize, rows: u64) -> an
                 clean(&e.reason)
             );
         }
+    }
+    // The verdict a run would reach, from every row of the file (the sample shows the first).
+    match run::over_max_bad_rows(&connection.template, stats) {
+        Some(reason) => println!("verdict: the file would be rejected: {}", clean(&reason)),
+        None => println!(
+            "verdict: the file would be imported: {} good rows, {} bad (max_bad_rows = \"{}\")",
+            stats.rows - stats.bad_rows,
+            stats.bad_rows,
+            connection.template.max_bad_rows
+        ),
     }
     Ok(ExitCode::SUCCESS)
 }

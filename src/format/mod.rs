@@ -156,10 +156,13 @@ pub struct Refusal {
 }
 
 /// A sink that keeps the first rows of an object, good and bad, and stops the parser after
-/// `limit` of them (`preview`).
+/// `limit` of them — or, made with [`Sample::whole`], lets it read on to the end so that the
+/// parse counts every row (`preview`'s verdict).
 #[derive(Debug, Default)]
 pub struct Sample {
     pub limit: u64,
+    /// Whether the parser reads the whole object.
+    whole: bool,
     /// The good rows, with provenance.
     pub rows: Vec<Map<String, Value>>,
     /// The errors of the bad rows, one per failing field.
@@ -175,23 +178,41 @@ impl Sample {
             ..Sample::default()
         }
     }
+
+    /// Keeps the first `limit` rows, good and bad, and lets the whole object be read.
+    pub fn whole(limit: u64) -> Sample {
+        Sample {
+            limit,
+            whole: true,
+            ..Sample::default()
+        }
+    }
+
+    fn full(&self) -> bool {
+        (self.rows.len() as u64) + self.bad_lines >= self.limit
+    }
 }
 
 impl RowSink for Sample {
     fn row(&mut self, row: &Row<'_>) -> io::Result<()> {
-        self.rows.push(row.to_map()?);
+        if !self.full() {
+            self.rows.push(row.to_map()?);
+        }
         Ok(())
     }
     fn error(&mut self, error: RowError) {
         // A bad row reports one error per failing field; it counts once.
         if self.last_bad_line != Some(error.line) {
+            if self.full() {
+                return;
+            }
             self.bad_lines += 1;
             self.last_bad_line = Some(error.line);
         }
         self.errors.push(error);
     }
     fn wants_more(&self) -> bool {
-        (self.rows.len() as u64) + self.bad_lines < self.limit
+        self.whole || !self.full()
     }
 }
 
