@@ -322,7 +322,7 @@ async fn plan(
     let state = env.state.connection(&c.name)?;
     s.watermark_before = state.watermark;
     s.watermark_after = state.watermark;
-    let window = Window::for_run(now, state.watermark, c.backfill, c.settle);
+    let window = Window::for_run(now, state.watermark, c.backfill, c.settle).not_before(state.floor);
     let mut candidates = Vec::new();
     let mut state_error = None;
     let prefix = c.source.prefix();

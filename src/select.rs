@@ -56,6 +56,16 @@ impl Window {
     }
 }
 
+impl Window {
+    /// The window with its lower edge raised to `floor` (the `--since` of a `reset`), if any.
+    pub fn not_before(self, floor: Option<DateTime<Utc>>) -> Window {
+        Window {
+            lower: floor.map_or(self.lower, |f| self.lower.max(f)),
+            upper: self.upper,
+        }
+    }
+}
+
 /// Include and exclude globs, matched against the key below the source's prefix.
 #[derive(Debug, Clone, Default)]
 pub struct Filters {

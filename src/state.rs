@@ -71,6 +71,10 @@ pub struct ConnectionState {
     pub watermark: Option<DateTime<Utc>>,
     /// `[table_version]`: starts at 1, raised by `reset`.
     pub table_version: u64,
+    /// The `--since` of the last `reset`: no run looks before it. The ledger forgets entries
+    /// behind the watermark's overlap band, so a watermark moved back by a reset would
+    /// otherwise bring forgotten objects from before `--since` into the window again.
+    pub floor: Option<DateTime<Utc>>,
 }
 
 /// How a settled object version ended.
@@ -334,6 +338,9 @@ CREATE TABLE pending_loads (
 "#,
     r#"
 ALTER TABLE ledger ADD COLUMN stamp TEXT;
+"#,
+    r#"
+ALTER TABLE connections ADD COLUMN floor_ms INTEGER;
 "#,
 ];
 
@@ -640,10 +647,11 @@ impl SqliteStore {
                 params![connection, ms(since)],
             )?;
             tx.execute(
-                "INSERT INTO connections (name, watermark_ms, table_version) VALUES (?1, NULL, 2)
+                "INSERT INTO connections (name, watermark_ms, table_version, floor_ms) VALUES (?1, NULL, 2, ?2)
                  ON CONFLICT (name) DO UPDATE SET
                      watermark_ms = CASE WHEN watermark_ms IS NULL THEN NULL ELSE min(watermark_ms, ?2) END,
-                     table_version = table_version + 1",
+                     table_version = table_version + 1,
+                     floor_ms = ?2",
                 params![connection, ms(since)],
             )?;
             tx.commit()?;
@@ -799,20 +807,28 @@ impl StateStore for SqliteStore {
     fn connection(&self, name: &str) -> Result<ConnectionState, StateError> {
         let row = self.with(|db| {
             db.query_row(
-                "SELECT watermark_ms, table_version FROM connections WHERE name = ?1",
+                "SELECT watermark_ms, table_version, floor_ms FROM connections WHERE name = ?1",
                 params![name],
-                |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, i64>(1)?)),
+                |r| {
+                    Ok((
+                        r.get::<_, Option<i64>>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Option<i64>>(2)?,
+                    ))
+                },
             )
             .optional()
         })?;
         Ok(match row {
-            Some((wm, version)) => ConnectionState {
+            Some((wm, version, floor)) => ConnectionState {
                 watermark: wm.and_then(from_ms),
                 table_version: version.max(1) as u64,
+                floor: floor.and_then(from_ms),
             },
             None => ConnectionState {
                 watermark: None,
                 table_version: 1,
+                floor: None,
             },
         })
     }
@@ -1067,7 +1083,8 @@ mod tests {
             store.connection("c").unwrap(),
             ConnectionState {
                 watermark: None,
-                table_version: 1
+                table_version: 1,
+                floor: None,
             }
         );
         store.start_run("c", "r1", from_ms(0).unwrap()).unwrap();

@@ -136,6 +136,29 @@ async fn entries_behind_the_overlap_band_are_pruned_and_never_imported_again() {
     let pragma = |name: &str| db.pragma_query_value(None, name, |r| r.get::<_, i64>(0)).unwrap();
     assert_eq!(pragma("auto_vacuum"), 2, "incremental");
     assert_eq!(pragma("freelist_count"), 0);
+
+    // A reset re-imports what was modified since its date, even though the ledger forgot
+    // it, and nothing from before its date: day-1's entry was pruned, and it lies within a
+    // day of the date, where the overlap band would otherwise reach.
+    let since = t0 + TimeDelta::hours(36);
+    state.reset("mem", since).unwrap();
+    clock.advance(TimeDelta::hours(1));
+    let s = run_at(&clock).await;
+    assert_eq!((s.counts.new, s.counts.imported), (2, 2), "{}", s.line());
+    let mut ids = cfg.ids();
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            "an-hour-old",
+            "day-1",
+            "day-2",
+            "day-2",
+            "day-3",
+            "day-3",
+            "ten-days-old"
+        ]
+    );
 }
 
 fn clock_now(clock: &ManualClock) -> DateTime<Utc> {
