@@ -63,6 +63,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Imports some objects again at the next run (files rejected before a template was
+    /// loosened, say), however old they are.
+    Retry {
+        name: String,
+        /// Keys as listed (for a `dir` source, the path below the folder).
+        keys: Vec<String>,
+        /// Every object whose last outcome was a rejection.
+        #[arg(long)]
+        rejected: bool,
+    },
     /// Rewinds a connection so that objects modified since DATE are imported again.
     Reset {
         name: String,
@@ -149,6 +159,11 @@ fn main() -> ExitCode {
                     ExitCode::from(EXIT_FAILED)
                 })
         }),
+        Command::Retry { name, keys, rejected } => commands::retry::command(&config, &name, &keys, rejected)
+            .unwrap_or_else(|e| {
+                eprintln!("error: {e:#}");
+                ExitCode::from(EXIT_FAILED)
+            }),
         Command::Reset { name, since } => {
             commands::reset::command(&config, &name, &since).unwrap_or_else(|e| {
                 eprintln!("error: {e:#}");

@@ -326,6 +326,8 @@ async fn plan(
     let mut candidates = Vec::new();
     let mut state_error = None;
     let prefix = c.source.prefix();
+    // Keys `retry` asked for are taken however old they are.
+    let retries: std::collections::HashSet<String> = env.state.retries(&c.name)?.into_iter().collect();
     let skipped = &mut s.skipped;
     let known = LedgerKnown {
         state: env.state,
@@ -335,6 +337,10 @@ async fn plan(
         .source
         .list_known(&known, &mut |meta| {
             let verdict = match select::classify(&meta, prefix, &c.filters, &window) {
+                Verdict::Skip(SkipReason::TooOld) if retries.contains(&meta.key) => Verdict::Candidate,
+                other => other,
+            };
+            let verdict = match verdict {
                 Verdict::Candidate => match env.state.is_settled(&c.name, &meta.key, &meta.etag) {
                     Ok(true) => Verdict::Skip(SkipReason::AlreadySettled),
                     Ok(false) => Verdict::Candidate,

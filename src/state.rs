@@ -253,6 +253,18 @@ pub trait StateStore: Send + Sync {
     ) -> Result<Vec<ObjectMeta>, StateError>;
     /// Forgets the staged candidates of a run.
     fn clear_candidates(&self, run_id: &str) -> Result<(), StateError>;
+    /// The keys `retry` asked to import again, which a run takes however old they are; a
+    /// commit that settles one removes it.
+    fn retries(&self, connection: &str) -> Result<Vec<String>, StateError>;
+}
+
+/// What [`SqliteStore::retry`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retry {
+    /// The keys marked, in order.
+    pub keys: Vec<String>,
+    /// Ledger entries forgotten.
+    pub forgotten: u64,
 }
 
 /// Import order as one integer: nanoseconds since the epoch (exact for the years 1678–2262,
@@ -341,6 +353,11 @@ ALTER TABLE ledger ADD COLUMN stamp TEXT;
 "#,
     r#"
 ALTER TABLE connections ADD COLUMN floor_ms INTEGER;
+CREATE TABLE retries (
+    connection TEXT NOT NULL,
+    key TEXT NOT NULL,
+    PRIMARY KEY (connection, key)
+);
 "#,
 ];
 
@@ -664,6 +681,46 @@ impl SqliteStore {
         })
     }
 
+    /// Marks keys to be imported again by the next run (`retry`): forgets their ledger
+    /// entries and records them, so that the run takes them even when they are older than its
+    /// window. `rejected` adds every key whose ledger entry is a rejection. Refused while the
+    /// connection has a pending load.
+    pub fn retry(&self, connection: &str, keys: &[String], rejected: bool) -> Result<Retry, StateError> {
+        if !self.pending_loads(connection)?.is_empty() {
+            return Err(StateError::PendingLoad {
+                connection: connection.to_string(),
+            });
+        }
+        self.with(|db| {
+            let tx = db.transaction()?;
+            let mut all: Vec<String> = keys.to_vec();
+            if rejected {
+                let mut stmt = tx.prepare(
+                    "SELECT DISTINCT key FROM ledger WHERE connection = ?1 AND outcome = 'rejected' ORDER BY key",
+                )?;
+                let found: Vec<String> = stmt
+                    .query_map(params![connection], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                all.extend(found);
+            }
+            all.sort();
+            all.dedup();
+            let mut forgotten = 0;
+            for key in &all {
+                forgotten += tx.execute(
+                    "DELETE FROM ledger WHERE connection = ?1 AND key = ?2",
+                    params![connection, key],
+                )? as u64;
+                tx.execute(
+                    "INSERT OR IGNORE INTO retries (connection, key) VALUES (?1, ?2)",
+                    params![connection, key],
+                )?;
+            }
+            tx.commit()?;
+            Ok(Retry { keys: all, forgotten })
+        })
+    }
+
     /// What `status` shows of a connection.
     pub fn overview(&self, connection: &str) -> Result<Overview, StateError> {
         let state = self.connection(connection)?;
@@ -723,6 +780,14 @@ impl SqliteStore {
 }
 
 impl StateStore for SqliteStore {
+    fn retries(&self, connection: &str) -> Result<Vec<String>, StateError> {
+        self.with(|db| {
+            let mut stmt = db.prepare_cached("SELECT key FROM retries WHERE connection = ?1 ORDER BY key")?;
+            let keys = stmt.query_map(params![connection], |r| r.get(0))?;
+            keys.collect()
+        })
+    }
+
     fn stage_candidates(&self, run_id: &str, batch: &[ObjectMeta]) -> Result<(), StateError> {
         self.with(|db| {
             db.execute_batch(CANDIDATES_TABLE)?;
@@ -940,7 +1005,9 @@ impl StateStore for SqliteStore {
                         (connection, key, etag, last_modified_ms, size, outcome, rows, bad_rows, reason, run_id, stamp)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )?;
+                let mut retried = tx.prepare_cached("DELETE FROM retries WHERE connection = ?1 AND key = ?2")?;
                 for s in &plan.settled {
+                    retried.execute(params![plan.connection, s.key])?;
                     ledger.execute(params![
                         plan.connection,
                         s.key,
@@ -979,10 +1046,11 @@ impl StateStore for SqliteStore {
             )?;
             tx.execute("DELETE FROM pending_loads WHERE run_id = ?1", params![plan.run_id])?;
             // Entries behind the watermark's overlap band can never be candidates again (a run
-            // skips them as too old before it asks the ledger), so they go. `reset --since`
-            // moves the watermark back on purpose: it re-imports what it names either way.
+            // skips them as too old before it asks the ledger), so they go — imported ones:
+            // rejections stay, few as they are, for `retry --rejected` to find. `reset --since`
+            // sets a floor that keeps runs from looking back past it.
             let pruned = tx.execute(
-                "DELETE FROM ledger WHERE connection = ?1 AND last_modified_ms <
+                "DELETE FROM ledger WHERE connection = ?1 AND outcome = 'imported' AND last_modified_ms <
                     (SELECT watermark_ms FROM connections WHERE name = ?1) - ?2",
                 params![plan.connection, crate::select::OVERLAP.num_milliseconds()],
             )?;

@@ -1,5 +1,5 @@
-//! `status` (issue 16): the last run that delivered rows shown apart from the last run, and
-//! the run history with `--runs N`.
+//! The operator's commands of issue 16: `status` showing the last run that delivered rows
+//! apart from the last run and the run history with `--runs N`; `retry` of rejected files.
 
 mod common;
 
@@ -49,4 +49,55 @@ fn status_shows_the_last_import_apart_from_the_last_run_and_the_run_history() {
     assert_eq!(json["runs"].as_array().unwrap().len(), 2);
     assert_eq!(json["last_import"]["rows"], 2);
     assert_eq!(json["last_run"]["rows"], 0);
+}
+
+#[test]
+fn retry_imports_a_rejected_file_again_once_however_old_it_is() {
+    let cfg = ConfigDir::new();
+    let inbox = cfg.path().join("in/r");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let file = inbox.join("old.jsonl");
+    std::fs::write(
+        &file,
+        "{\"id\": \"a\"}\n{\"nope\": 1}\n{\"id\": \"c\"}\n{\"id\": \"d\"}\n",
+    )
+    .unwrap();
+    // Modified five days ago: outside the next runs' window once the watermark moves on.
+    let five_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(5 * 86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(five_days_ago)
+        .unwrap();
+    let connection = |limit: &str| {
+        let template = format!(
+            "table = \"items\"\nmax_bad_rows = \"{limit}\"\n[[template.fields]]\nname = \"id\"\nrequired = true"
+        );
+        dir_connection_toml("r", &template, "type = \"file\"\npath = \"out\"")
+            .replace("settle_seconds = 0", "settle_seconds = 0\nbackfill_days = 30")
+    };
+    cfg.connection("r", &connection("1%"));
+    let out = stdout_of(&run_binary(cfg.path(), &["run"]));
+    assert!(out.contains("imported 0, rejected 1"), "{out}");
+
+    // Loosened: the file is too old for the window, and settled anyway.
+    cfg.connection("r", &connection("1"));
+    let out = stdout_of(&run_binary(cfg.path(), &["run"]));
+    assert!(out.contains("new 0, imported 0"), "{out}");
+
+    let out = stdout_of(&run_binary(cfg.path(), &["retry", "r", "--rejected"]));
+    assert!(
+        out.contains("the next run imports 1 object again (forgot 1 ledger entry):\n  old.jsonl"),
+        "{out}"
+    );
+    let out = stdout_of(&run_binary(cfg.path(), &["run"]));
+    assert!(out.contains("new 1, imported 1, rejected 0"), "{out}");
+    let out = stdout_of(&run_binary(cfg.path(), &["run"]));
+    assert!(out.contains("new 0, imported 0"), "{out}");
+    let mut ids = cfg.ids();
+    ids.sort();
+    assert_eq!(ids, ["a", "c", "d"]);
+    let nothing = stdout_of(&run_binary(cfg.path(), &["retry", "r", "--rejected"]));
+    assert!(nothing.contains("no rejected objects"), "{nothing}");
 }

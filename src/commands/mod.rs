@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod policy;
 pub mod preview;
 pub mod reset;
+pub mod retry;
 pub mod status;
 
 /// Exit codes of DESIGN §3: 0 success, 1 a run or check failed, 2 bad usage or configuration.
