@@ -38,6 +38,9 @@ enum Command {
         /// Lists what would be imported and changes nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Runs a named connection even though it is disabled (`enabled = false`).
+        #[arg(long)]
+        force: bool,
     },
     /// Checks every configuration file and prints every problem found.
     Validate,
@@ -179,11 +182,17 @@ fn main() -> ExitCode {
                     ExitCode::from(EXIT_FAILED)
                 })
         }),
-        Command::Run { names, dry_run } => block_on(async {
-            run_command(&config, &names, dry_run).await.unwrap_or_else(|e| {
-                eprintln!("error: {e:#}");
-                ExitCode::from(EXIT_FAILED)
-            })
+        Command::Run {
+            names,
+            dry_run,
+            force,
+        } => block_on(async {
+            run_command(&config, &names, dry_run, force)
+                .await
+                .unwrap_or_else(|e| {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(EXIT_FAILED)
+                })
         }),
     }
 }
@@ -240,7 +249,12 @@ fn init_logging(format: LogFormat) {
     };
 }
 
-async fn run_command(config: &Config, names: &[String], dry_run: bool) -> anyhow::Result<ExitCode> {
+async fn run_command(
+    config: &Config,
+    names: &[String],
+    dry_run: bool,
+    force: bool,
+) -> anyhow::Result<ExitCode> {
     let chosen = match commands::pick(config, names, true) {
         Ok(c) => c,
         Err(message) => {
@@ -248,6 +262,21 @@ async fn run_command(config: &Config, names: &[String], dry_run: bool) -> anyhow
             return Ok(ExitCode::from(EXIT_USAGE));
         }
     };
+    // A disabled connection is one the operator has not finished setting up, or has stopped
+    // on purpose: naming it is not enough to run it (a dry run changes nothing, so it may).
+    let disabled: Vec<&str> = chosen
+        .iter()
+        .filter(|c| !c.enabled)
+        .map(|c| c.name.as_str())
+        .collect();
+    if !disabled.is_empty() && !force && !dry_run {
+        for name in disabled {
+            eprintln!(
+                "error: {name} is disabled (enabled = false in connections/{name}.toml); set enabled = true, or run it once anyway with --force"
+            );
+        }
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
     if chosen.is_empty() {
         println!("no enabled connections in {}", config.dir.display());
         return Ok(ExitCode::SUCCESS);

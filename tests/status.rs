@@ -101,3 +101,31 @@ fn retry_imports_a_rejected_file_again_once_however_old_it_is() {
     let nothing = stdout_of(&run_binary(cfg.path(), &["retry", "r", "--rejected"]));
     assert!(nothing.contains("no rejected objects"), "{nothing}");
 }
+
+#[test]
+fn a_disabled_connection_runs_only_with_force() {
+    let cfg = ConfigDir::new();
+    let inbox = cfg.path().join("in/off");
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::write(inbox.join("a.jsonl"), "{\"id\": \"a\"}\n").unwrap();
+    cfg.connection(
+        "off",
+        &format!(
+            "enabled = false\n{}",
+            dir_connection_toml("off", ID_TEMPLATE, "type = \"file\"\npath = \"out\"")
+        ),
+    );
+    let refused = run_binary(cfg.path(), &["run", "off"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        text(&refused.stderr).contains("error: off is disabled (enabled = false in connections/off.toml); set enabled = true, or run it once anyway with --force"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert!(cfg.ids().is_empty());
+    let dry = run_binary(cfg.path(), &["run", "off", "--dry-run"]);
+    assert!(dry.status.success(), "{}", text(&dry.stderr));
+    let out = stdout_of(&run_binary(cfg.path(), &["run", "off", "--force"]));
+    assert!(out.contains("imported 1"), "{out}");
+    assert_eq!(cfg.ids(), ["a"]);
+}
