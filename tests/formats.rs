@@ -306,3 +306,45 @@ async fn a_header_missing_a_required_column_rejects_the_file() {
         "{status}"
     );
 }
+
+#[test]
+fn a_template_without_fields_that_keeps_unknown_fields_imports_files_as_they_are() {
+    let cfg = ConfigDir::new();
+    let inbox = cfg.path().join("in/raw");
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::write(
+        inbox.join("a.csv"),
+        "sku,qty,note\nA-1,3,\nB-2,10,\"two, words\"\n",
+    )
+    .unwrap();
+    let toml = "settle_seconds = 0\n[source]\ntype = \"dir\"\npath = \"in/raw\"\n[format]\ntype = \"csv\"\n[template]\ntable = \"raw\"\nunknown_fields = \"keep\"\n[target]\ntype = \"file\"\npath = \"out\"\n".to_string();
+    cfg.connection("raw", &toml);
+    let out = stdout_of(&run_binary(cfg.path(), &["run"]));
+    assert!(
+        out.contains("imported 1, rejected 0, failed 0; rows 2, bad rows 0"),
+        "{out}"
+    );
+    let rows: Vec<serde_json::Value> = cfg
+        .rows()
+        .into_iter()
+        .map(|mut r| {
+            r.as_object_mut().unwrap().retain(|k, _| !k.starts_with('_'));
+            r
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            serde_json::json!({"sku": "A-1", "qty": "3", "note": ""}),
+            serde_json::json!({"sku": "B-2", "qty": "10", "note": "two, words"}),
+        ]
+    );
+    // Without keep, a template with no fields is refused, with the way out.
+    cfg.connection("raw", &toml.replace("unknown_fields = \"keep\"\n", ""));
+    let refused = run_binary(cfg.path(), &["validate"]);
+    assert!(
+        text(&refused.stderr).contains("or set unknown_fields = \"keep\" to import every column as it is"),
+        "{}",
+        text(&refused.stderr)
+    );
+}

@@ -770,10 +770,12 @@ fn template(
     };
     let max_bad_rows = bad_row_limit(t.max_bad_rows.as_ref(), &format!("{at}max_bad_rows"), p);
     let zone = zone(t.timezone.as_deref(), &format!("{at}timezone"), p).unwrap_or(Tz::UTC);
-    if t.fields.is_empty() {
+    // Without fields, a template that keeps unknown fields imports files as they are
+    // (schemaless); any other has nothing to deliver.
+    if t.fields.is_empty() && unknown_fields != UnknownFields::Keep {
         p.add(
             &format!("{at}fields"),
-            "no fields; add at least one [[template.fields]] with a name and a type",
+            "no fields; add at least one [[template.fields]] with a name and a type, or set unknown_fields = \"keep\" to import every column as it is",
         );
     }
     let mut fields = Vec::new();
