@@ -109,23 +109,68 @@ fn main() -> ExitCode {
         Command::Policy { .. } => config::ExternalIds::Deferred,
         _ => config::ExternalIds::Required,
     };
+    // The connections a command works on: those must be valid, the others need not be. `run`
+    // without names works on every valid connection and exits 2 afterwards if any is not;
+    // `validate` and `daemon` need the whole folder valid (DESIGN §1).
+    let named: Option<(Vec<String>, bool)> = match &cli.command {
+        Command::Run { names, .. } => Some((names.clone(), true)),
+        Command::Status { name, .. } => Some((name.iter().cloned().collect(), false)),
+        Command::Check { name }
+        | Command::Preview { name, .. }
+        | Command::Policy { name, .. }
+        | Command::Reset { name, .. }
+        | Command::Retry { name, .. } => Some((vec![name.clone()], false)),
+        Command::Validate | Command::Daemon => None,
+    };
+    let mut exit_after = None;
     let config = match config::load_with(&cli.config, external_ids) {
         Ok(c) => c,
         Err(errors) => {
-            for e in &errors.0 {
-                eprintln!("{}", in_dir(&cli.config, e));
+            let problems = |list: &[&config::ConfigError]| {
+                for e in list {
+                    eprintln!("{}", in_dir(&cli.config, e));
+                }
+                eprintln!(
+                    "{} problem{} in {}",
+                    list.len(),
+                    if list.len() == 1 { "" } else { "s" },
+                    cli.config.display()
+                );
+            };
+            let all: Vec<&config::ConfigError> = errors.0.iter().collect();
+            let (Some((names, fail_after)), Some(partial)) = (&named, errors.1.as_deref()) else {
+                problems(&all);
+                return ExitCode::from(EXIT_USAGE);
+            };
+            let broken: Vec<&String> = names.iter().filter(|n| partial.invalid.contains(n)).collect();
+            if !broken.is_empty() {
+                let theirs: Vec<&config::ConfigError> =
+                    broken.iter().flat_map(|n| errors.of_connection(n)).collect();
+                problems(&theirs);
+                return ExitCode::from(EXIT_USAGE);
             }
-            eprintln!(
-                "{} problem{} in {}",
-                errors.0.len(),
-                if errors.0.len() == 1 { "" } else { "s" },
-                cli.config.display()
-            );
-            return ExitCode::from(EXIT_USAGE);
+            if names.is_empty() && *fail_after {
+                problems(&all);
+                eprintln!(
+                    "running the valid connections; left out: {}",
+                    partial.invalid.join(", ")
+                );
+                exit_after = Some(ExitCode::from(EXIT_USAGE));
+            } else {
+                eprintln!(
+                    "note: {} other connection{} ha{} problems and {} left out ({}); `s3-importd validate` lists them",
+                    partial.invalid.len(),
+                    if partial.invalid.len() == 1 { "" } else { "s" },
+                    if partial.invalid.len() == 1 { "s" } else { "ve" },
+                    if partial.invalid.len() == 1 { "is" } else { "are" },
+                    partial.invalid.join(", ")
+                );
+            }
+            partial.config.clone()
         }
     };
     init_logging(config.settings.log_format);
-    match cli.command {
+    let code = match cli.command {
         Command::Validate => {
             let enabled = config.connections.iter().filter(|c| c.enabled).count();
             println!(
@@ -194,6 +239,11 @@ fn main() -> ExitCode {
                     ExitCode::from(EXIT_FAILED)
                 })
         }),
+    };
+    // `run` without names ran the valid connections; the invalid ones still fail the command.
+    match exit_after {
+        Some(usage) if code == ExitCode::SUCCESS => usage,
+        _ => code,
     }
 }
 

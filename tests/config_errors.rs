@@ -309,3 +309,88 @@ fn a_broken_template_file_is_reported_once_in_its_own_file() {
         ]
     );
 }
+
+#[test]
+fn one_broken_connection_file_does_not_stop_the_others() {
+    let cfg = ConfigDir::new();
+    std::fs::create_dir_all(cfg.path().join("in/good")).unwrap();
+    std::fs::write(cfg.path().join("in/good/a.jsonl"), "{\"id\": \"a\"}\n").unwrap();
+    cfg.connection(
+        "good",
+        &dir_connection_toml("good", ID_TEMPLATE, "type = \"file\"\npath = \"out\""),
+    );
+    cfg.connection(
+        "broken",
+        &format!(
+            "colour = \"blue\"\n{}",
+            dir_connection_toml("broken", ID_TEMPLATE, "type = \"file\"\npath = \"out\"")
+        ),
+    );
+    std::fs::create_dir_all(cfg.path().join("templates")).unwrap();
+    std::fs::write(
+        cfg.path().join("templates/bad.toml"),
+        "table = \"t\"\n[[fields]]\nname = \"id\"\ntype = \"colour\"\n",
+    )
+    .unwrap();
+    cfg.connection(
+        "uses_bad",
+        "settle_seconds = 0\ntemplate = \"bad\"\n[source]\ntype = \"dir\"\npath = \"in/good\"\n[format]\ntype = \"jsonl\"\n[target]\ntype = \"file\"\npath = \"out\"\n",
+    );
+
+    // Named, and valid: it runs; the others are mentioned, not fatal.
+    let out = run_binary(cfg.path(), &["run", "good"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("good: listed 1, new 1, imported 1"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr)
+            .contains("note: 2 other connections have problems and are left out (broken, uses_bad)"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Named, and broken: its own problems, exit 2.
+    let out = run_binary(cfg.path(), &["preview", "broken"]);
+    assert_eq!(out.status.code(), Some(2));
+    let shown = text(&out.stderr);
+    assert!(
+        shown.contains("connections/broken.toml: colour: unknown field `colour`"),
+        "{shown}"
+    );
+    assert!(!shown.contains("templates/bad.toml"), "{shown}");
+    // A connection failed by its template: the template's problems.
+    let out = run_binary(cfg.path(), &["run", "uses_bad"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("templates/bad.toml: fields[0].type"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Everything: the valid ones run, and the command fails for the others.
+    std::fs::write(cfg.path().join("in/good/b.jsonl"), "{\"id\": \"b\"}\n").unwrap();
+    let out = run_binary(cfg.path(), &["run"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stdout).contains("good: listed 2, new 1, imported 1"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr).contains("left out: broken, uses_bad"),
+        "{}",
+        text(&out.stderr)
+    );
+    let mut ids = cfg.ids();
+    ids.sort();
+    assert_eq!(ids, ["a", "b"]);
+    // validate and the daemon still want the whole folder.
+    let out = run_binary(cfg.path(), &["validate"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("connections/broken.toml"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -265,9 +265,42 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Every problem found in a configuration folder.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
+/// Every problem found in a configuration folder, and — when `s3-importd.toml` itself is
+/// sound — the rest of the folder, for commands that need only some connections.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<ConfigError>, pub Option<Box<Partial>>);
+
+/// The valid part of a configuration folder with problems.
+#[derive(Debug, Clone)]
+pub struct Partial {
+    /// The settings and the connections that passed.
+    pub config: Config,
+    /// The connections (file stems) that did not.
+    pub invalid: Vec<String>,
+}
+
+impl ConfigErrors {
+    /// Problems only: nothing of the folder can be used.
+    pub fn fatal(errors: Vec<ConfigError>) -> ConfigErrors {
+        ConfigErrors(errors, None)
+    }
+
+    fn partial(errors: Vec<ConfigError>, config: Config, invalid: Vec<String>) -> ConfigErrors {
+        ConfigErrors(errors, Some(Box::new(Partial { config, invalid })))
+    }
+
+    /// The problems of one connection: those of its file, and those of the template files
+    /// they name (a connection whose template has problems says so in its own file).
+    pub fn of_connection(&self, name: &str) -> Vec<&ConfigError> {
+        let file = format!("connections/{name}.toml");
+        let own: Vec<&ConfigError> = self.0.iter().filter(|e| e.file == file).collect();
+        let named_templates = self
+            .0
+            .iter()
+            .filter(|e| e.file.starts_with("templates/") && own.iter().any(|o| o.message.contains(&e.file)));
+        own.iter().copied().chain(named_templates).collect()
+    }
+}
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -333,7 +366,7 @@ pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
 pub fn load_with(dir: &Path, external_ids: ExternalIds) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
     if !dir.is_dir() {
-        return Err(ConfigErrors(vec![ConfigError {
+        return Err(ConfigErrors::fatal(vec![ConfigError {
             file: dir.display().to_string(),
             key: String::new(),
             message: "is not a folder; give the configuration folder with --config DIR or S3_IMPORTD_CONFIG"
@@ -355,12 +388,15 @@ pub fn load_with(dir: &Path, external_ids: ExternalIds) -> Result<Config, Config
             files.connections.push((name, text));
         }
     }
+    // A file that could not be read leaves nothing usable: it may be s3-importd.toml, whose
+    // defaults would then stand in for the operator's settings.
     match check_with(dir, &files, external_ids) {
         Ok(config) if errors.is_empty() => Ok(config),
-        Ok(_) => Err(ConfigErrors(errors)),
-        Err(ConfigErrors(more)) => {
+        Ok(_) => Err(ConfigErrors::fatal(errors)),
+        Err(ConfigErrors(more, partial)) => {
+            let fatal = !errors.is_empty();
             errors.extend(more);
-            Err(ConfigErrors(errors))
+            Err(ConfigErrors(errors, if fatal { None } else { partial }))
         }
     }
 }
@@ -421,23 +457,30 @@ pub fn check_with(dir: &Path, files: &Files, external_ids: ExternalIds) -> Resul
         };
         raw.connections.push((name, file, c, choice));
     }
-    match validate::validate(raw) {
-        Ok(config) if errors.is_empty() => {
-            if external_ids == ExternalIds::Required {
-                errors = validate::external_id_problems(&config);
-            }
-            if errors.is_empty() {
-                Ok(config)
-            } else {
-                Err(ConfigErrors(errors))
-            }
-        }
-        Ok(_) => Err(ConfigErrors(errors)),
-        Err(more) => {
-            errors.extend(more);
-            Err(ConfigErrors(errors))
-        }
+    let (config, more) = validate::validate_each(raw);
+    errors.extend(more);
+    let Some(mut config) = config else {
+        return Err(ConfigErrors::fatal(errors));
+    };
+    if external_ids == ExternalIds::Required {
+        errors.extend(validate::external_id_problems(&config));
     }
+    if errors.is_empty() {
+        return Ok(config);
+    }
+    // Left out: the connections named in a problem, and those that did not come through
+    // (a file that would not parse; a template with problems, reported in its own file).
+    let invalid: Vec<String> = files
+        .connections
+        .iter()
+        .map(|(name, _)| name.clone())
+        .filter(|name| {
+            let file = format!("connections/{name}.toml");
+            errors.iter().any(|e| e.file == file) || config.connection(name).is_none()
+        })
+        .collect();
+    config.connections.retain(|c| !invalid.contains(&c.name));
+    Err(ConfigErrors::partial(errors, config, invalid))
 }
 
 /// A path as shown in messages: relative to the configuration folder when inside it.

@@ -72,6 +72,15 @@ impl Problems<'_> {
 
 /// Checks a configuration folder as read. Returns every problem found.
 pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
+    match validate_each(raw) {
+        (Some(config), errors) if errors.is_empty() => Ok(config),
+        (_, errors) => Err(errors),
+    }
+}
+
+/// [`validate`], keeping what is valid: the configuration with the connections that passed
+/// (none when `s3-importd.toml` itself has problems), and every problem found.
+pub fn validate_each(raw: RawConfig) -> (Option<Config>, Vec<ConfigError>) {
     let mut errors = Vec::new();
     let settings = settings(
         &raw.dir,
@@ -107,14 +116,12 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
         }
     }
     connections.sort_by(|a, b| a.name.cmp(&b.name));
-    match settings {
-        Some(settings) if errors.is_empty() => Ok(Config {
-            dir: raw.dir,
-            settings,
-            connections,
-        }),
-        _ => Err(errors),
-    }
+    let config = settings.map(|settings| Config {
+        dir: raw.dir,
+        settings,
+        connections,
+    });
+    (config, errors)
 }
 
 fn in_range(p: &mut Problems<'_>, key: &str, value: Option<i64>, default: i64, min: i64, max: i64) -> i64 {
