@@ -36,6 +36,26 @@ pub fn open_state(config: &Config) -> anyhow::Result<SqliteStore> {
     }
 }
 
+/// Takes a connection's run lock for a command that changes its state (`reset`, `retry`):
+/// `Ok(None)`, after saying so, when the connection is running right now.
+pub fn lock_idle(
+    state: &SqliteStore,
+    name: &str,
+    command: &str,
+) -> anyhow::Result<Option<state::ConnectionLock>> {
+    use s3_importd::state::StateStore;
+    match state.lock(name) {
+        Ok(lock) => Ok(Some(lock)),
+        Err(state::StateError::Busy { .. }) => {
+            eprintln!(
+                "error: {name} is running right now (in the daemon or another s3-importd run); {command} it when the run has finished"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The one connection a command is about; an unknown name is reported (with the known ones)
 /// and becomes exit code 2.
 pub fn pick_one<'c>(config: &'c Config, name: &str) -> Result<&'c Connection, std::process::ExitCode> {

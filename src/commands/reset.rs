@@ -5,7 +5,7 @@
 use super::{EXIT_FAILED, EXIT_USAGE, pick_one};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use s3_importd::config::Config;
-use s3_importd::state::{StateError, StateStore};
+use s3_importd::state::StateError;
 use std::process::ExitCode;
 
 /// Reads `--since`: a date (midnight UTC) or an RFC 3339 time.
@@ -33,15 +33,8 @@ pub fn command(config: &Config, name: &str, since: &str) -> anyhow::Result<ExitC
         }
     };
     let state = super::open_state(config)?;
-    let _lock = match state.lock(&connection.name) {
-        Ok(lock) => lock,
-        Err(StateError::Busy { .. }) => {
-            eprintln!(
-                "error: {name} is running right now (in the daemon or another s3-importd run); reset it when the run has finished"
-            );
-            return Ok(ExitCode::from(EXIT_FAILED));
-        }
-        Err(e) => return Err(e.into()),
+    let Some(_lock) = super::lock_idle(&state, &connection.name, "reset")? else {
+        return Ok(ExitCode::from(EXIT_FAILED));
     };
     let reset = match state.reset(&connection.name, since) {
         Ok(r) => r,

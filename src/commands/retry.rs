@@ -7,7 +7,7 @@
 
 use super::{EXIT_FAILED, EXIT_USAGE, pick_one};
 use s3_importd::config::Config;
-use s3_importd::state::{StateError, StateStore};
+use s3_importd::state::StateError;
 use s3_importd::text::clean;
 use std::process::ExitCode;
 
@@ -21,15 +21,8 @@ pub fn command(config: &Config, name: &str, keys: &[String], rejected: bool) -> 
         return Ok(ExitCode::from(EXIT_USAGE));
     }
     let state = super::open_state(config)?;
-    let _lock = match state.lock(&connection.name) {
-        Ok(lock) => lock,
-        Err(StateError::Busy { .. }) => {
-            eprintln!(
-                "error: {name} is running right now (in the daemon or another s3-importd run); retry when the run has finished"
-            );
-            return Ok(ExitCode::from(EXIT_FAILED));
-        }
-        Err(e) => return Err(e.into()),
+    let Some(_lock) = super::lock_idle(&state, &connection.name, "retry")? else {
+        return Ok(ExitCode::from(EXIT_FAILED));
     };
     let retry = match state.retry(&connection.name, keys, rejected) {
         Ok(r) => r,
