@@ -904,9 +904,11 @@ pub fn over_max_bad_rows(template: &crate::template::Template, stats: ParseStats
         .max_bad_rows
         .exceeded(stats.bad_rows, stats.rows)
         .then(|| {
+            // A whole number of bad rows is over the limit when it is over the limit's floor.
+            let allowed = template.max_bad_rows.allowed(stats.rows).floor() as u64;
             format!(
-                "{} of {} rows are bad, over max_bad_rows = \"{}\"; none of its rows were delivered",
-                stats.bad_rows, stats.rows, template.max_bad_rows
+                "{} of {} rows are bad, over max_bad_rows = \"{}\", which allows {allowed} of {}; none of its rows were delivered",
+                stats.bad_rows, stats.rows, template.max_bad_rows, stats.rows
             )
         })
 }

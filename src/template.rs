@@ -40,6 +40,9 @@ pub enum BadRowLimit {
     Count(u64),
     /// A share of the file's rows, between 0 and 1.
     Share(f64),
+    /// A share, or a count when that allows more (`"1% or 5"`): small files are not rejected
+    /// for a row or two, large ones still are for a share.
+    ShareOrCount(f64, u64),
 }
 
 impl std::fmt::Display for BadRowLimit {
@@ -49,6 +52,9 @@ impl std::fmt::Display for BadRowLimit {
             BadRowLimit::Count(n) => write!(f, "{n}"),
             // Rounded so that 0.1 shows as 10%, not 10.000000000000002%.
             BadRowLimit::Share(share) => write!(f, "{}%", (share * 100.0 * 1e6).round() / 1e6),
+            BadRowLimit::ShareOrCount(share, n) => {
+                write!(f, "{}% or {n}", (share * 100.0 * 1e6).round() / 1e6)
+            }
         }
     }
 }
@@ -56,9 +62,15 @@ impl std::fmt::Display for BadRowLimit {
 impl BadRowLimit {
     /// Whether `bad` bad rows out of `total` rows (good and bad) exceed the limit.
     pub fn exceeded(&self, bad: u64, total: u64) -> bool {
+        total > 0 && bad as f64 > self.allowed(total)
+    }
+
+    /// How many bad rows a file of `total` rows may have.
+    pub fn allowed(&self, total: u64) -> f64 {
         match *self {
-            BadRowLimit::Count(n) => bad > n,
-            BadRowLimit::Share(share) => total > 0 && (bad as f64) > share * total as f64,
+            BadRowLimit::Count(n) => n as f64,
+            BadRowLimit::Share(share) => share * total as f64,
+            BadRowLimit::ShareOrCount(share, n) => (share * total as f64).max(n as f64),
         }
     }
 }
@@ -596,6 +608,27 @@ fn parse_timestamp(raw: RawValue<'_>, format: &TimeFormat, zone: Tz) -> Result<D
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bad_row_limits_with_their_arithmetic() {
+        // (limit, bad, total, exceeded, shown)
+        let cases = [
+            (BadRowLimit::Count(0), 1, 10, true, "0"),
+            (BadRowLimit::Count(2), 2, 10, false, "2"),
+            (BadRowLimit::Share(0.1), 1, 10, false, "10%"),
+            (BadRowLimit::Share(0.1), 2, 10, true, "10%"),
+            (BadRowLimit::Share(0.01), 1, 8, true, "1%"),
+            (BadRowLimit::ShareOrCount(0.01, 5), 1, 8, false, "1% or 5"),
+            (BadRowLimit::ShareOrCount(0.01, 5), 6, 8, true, "1% or 5"),
+            (BadRowLimit::ShareOrCount(0.01, 5), 9_000, 1_000_000, false, "1% or 5"),
+            (BadRowLimit::ShareOrCount(0.01, 5), 10_001, 1_000_000, true, "1% or 5"),
+            (BadRowLimit::ShareOrCount(0.005, 0), 0, 0, false, "0.5% or 0"),
+        ];
+        for (limit, bad, total, exceeded, shown) in cases {
+            assert_eq!(limit.exceeded(bad, total), exceeded, "{limit} {bad} of {total}");
+            assert_eq!(limit.to_string(), shown);
+        }
+    }
     use serde_json::json;
 
     fn field(kind: FieldType) -> Field {

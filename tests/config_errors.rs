@@ -164,7 +164,7 @@ fn bad_files_and_their_messages() {
             vec![
                 "connections/c.toml: schedule: \"every day\" has 2 fields; use \"daily\", \"hourly\" or 5 cron fields (minute hour day month weekday), e.g. \"30 2 * * *\"",
                 "connections/c.toml: backfill_days: 0 is out of range; use 1 to 36500",
-                "connections/c.toml: template.max_bad_rows: \"lots\" is not a count or a share; use a count such as \"10\" or a share such as \"1%\"",
+                "connections/c.toml: template.max_bad_rows: \"lots\" is not a count or a share; use a count such as \"10\", a share such as \"1%\", or both, \"1% or 5\" (whichever allows more)",
                 "connections/c.toml: template.fields[0].type: \"money\" is not a field type; use one of string, integer, decimal, float, boolean, date, timestamp, json",
                 "connections/c.toml: target.type: \"ftp\" is not a target type; use \"file\", \"stdout\", \"s3\", \"http\" or \"postgres\"",
             ],
@@ -303,7 +303,7 @@ fn a_broken_template_file_is_reported_once_in_its_own_file() {
     assert_eq!(
         got,
         [
-            "templates/products.toml: max_bad_rows: \"lots\" is not a count or a share; use a count such as \"10\" or a share such as \"1%\"",
+            "templates/products.toml: max_bad_rows: \"lots\" is not a count or a share; use a count such as \"10\", a share such as \"1%\", or both, \"1% or 5\" (whichever allows more)",
             "templates/products.toml: fields[0].type: \"money\" is not a field type; use one of string, integer, decimal, float, boolean, date, timestamp, json",
             "connections/c.toml: template: templates/products.toml has problems (listed under that file); fix them there",
         ]

@@ -247,7 +247,7 @@ async fn over_max_bad_rows_delivers_nothing_and_fills_the_quarantine() {
     );
     assert!(
         out.contains(
-            "in/mixed.csv: rejected: 4 of 10 rows are bad, over max_bad_rows = \"10%\"; none of its rows were delivered"
+            "in/mixed.csv: rejected: 4 of 10 rows are bad, over max_bad_rows = \"10%\", which allows 1 of 10; none of its rows were delivered"
         ),
         "{out}"
     );

@@ -287,17 +287,17 @@ async fn preview_lists_candidates_and_parses_the_newest_without_changing_state()
     );
     // The verdict counts every row of the file, not only those shown.
     assert!(
-        out.contains("verdict: the file would be rejected: 1 of 4 rows are bad, over max_bad_rows = \"1%\""),
+        out.contains("verdict: the file would be imported: 3 good rows, 1 bad (max_bad_rows = \"1% or 5\")"),
         "{out}"
     );
     cfg.connection(
         "p",
         &s3_connection(&b, "in/", "include = [\"*.jsonl\"]")
-            .replace("[template]", "[template]\nmax_bad_rows = \"1\""),
+            .replace("[template]", "[template]\nmax_bad_rows = \"0\""),
     );
     let out = stdout_of(&run_binary(cfg.path(), &["preview", "p", "--rows", "1"]));
     assert!(
-        out.contains("verdict: the file would be imported: 3 good rows, 1 bad (max_bad_rows = \"1\")"),
+        out.contains("verdict: the file would be rejected: 1 of 4 rows are bad, over max_bad_rows = \"0\", which allows 0 of 4"),
         "{out}"
     );
 

@@ -806,10 +806,16 @@ fn template(
     })
 }
 
+/// The default `max_bad_rows`: a file is rejected when more than 1% of its rows are bad, but
+/// never for five bad rows or fewer — a small file with a stray bad record is imported (its
+/// bad rows quarantined), while a file read with the wrong delimiter or encoding, whose rows
+/// are nearly all bad, is still rejected whatever its size.
+pub const DEFAULT_MAX_BAD_ROWS: BadRowLimit = BadRowLimit::ShareOrCount(0.01, 5);
+
 fn bad_row_limit(v: Option<&CountOrText>, key: &str, p: &mut Problems<'_>) -> BadRowLimit {
-    let fix = "use a count such as \"10\" or a share such as \"1%\"";
+    let fix = "use a count such as \"10\", a share such as \"1%\", or both, \"1% or 5\" (whichever allows more)";
     match v {
-        None => BadRowLimit::Share(0.01),
+        None => DEFAULT_MAX_BAD_ROWS,
         // The contract writes the limit as a string, so that a count and a share read alike.
         Some(CountOrText::Count(n)) => {
             p.add(
@@ -820,21 +826,34 @@ fn bad_row_limit(v: Option<&CountOrText>, key: &str, p: &mut Problems<'_>) -> Ba
         }
         Some(CountOrText::Text(t)) => {
             let t = t.trim();
-            if let Some(share) = t.strip_suffix('%') {
-                match share.trim().parse::<f64>() {
-                    Ok(s) if (0.0..=100.0).contains(&s) => BadRowLimit::Share(s / 100.0),
-                    _ => {
-                        p.add(key, format!("{t:?} is not a share between 0% and 100%; {fix}"));
-                        BadRowLimit::Count(0)
+            let parts: Vec<&str> = t.split(" or ").map(str::trim).collect();
+            let (mut share, mut count) = (None, None);
+            for part in &parts {
+                if let Some(s) = part.strip_suffix('%') {
+                    match s.trim().parse::<f64>() {
+                        Ok(s) if (0.0..=100.0).contains(&s) && share.is_none() => share = Some(s / 100.0),
+                        _ => {
+                            p.add(key, format!("{part:?} in {t:?} is not a share between 0% and 100%; {fix}"));
+                            return BadRowLimit::Count(0);
+                        }
+                    }
+                } else {
+                    match part.parse::<u64>() {
+                        Ok(n) if count.is_none() => count = Some(n),
+                        _ => {
+                            p.add(key, format!("{t:?} is not a count or a share; {fix}"));
+                            return BadRowLimit::Count(0);
+                        }
                     }
                 }
-            } else {
-                match t.parse::<u64>() {
-                    Ok(n) => BadRowLimit::Count(n),
-                    Err(_) => {
-                        p.add(key, format!("{t:?} is not a count or a share; {fix}"));
-                        BadRowLimit::Count(0)
-                    }
+            }
+            match (share, count) {
+                (Some(s), Some(n)) => BadRowLimit::ShareOrCount(s, n),
+                (Some(s), None) => BadRowLimit::Share(s),
+                (None, Some(n)) => BadRowLimit::Count(n),
+                (None, None) => {
+                    p.add(key, format!("{t:?} is not a count or a share; {fix}"));
+                    BadRowLimit::Count(0)
                 }
             }
         }
@@ -1592,6 +1611,33 @@ mod tests {
         ];
         for (what, connections, want) in cases {
             assert_eq!(external_id_problems(&connections), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn max_bad_rows_reads_a_count_a_share_or_both() {
+        use crate::template::BadRowLimit;
+        let limit = |value: &str| {
+            let files = crate::config::Files {
+                settings: None,
+                templates: Vec::new(),
+                connections: vec![(
+                    "c".into(),
+                    format!("[source]\ntype = \"dir\"\npath = \"in\"\n[template]\n{value}\n[[template.fields]]\nname = \"id\"\n[target]\ntype = \"stdout\"\n"),
+                )],
+            };
+            crate::config::check(Path::new("/etc/s3-importd"), &files)
+                .map(|c| c.connections[0].template.max_bad_rows)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(limit(""), Ok(super::DEFAULT_MAX_BAD_ROWS));
+        assert_eq!(limit("max_bad_rows = \"7\""), Ok(BadRowLimit::Count(7)));
+        assert_eq!(limit("max_bad_rows = \"2.5%\""), Ok(BadRowLimit::Share(0.025)));
+        assert_eq!(limit("max_bad_rows = \"1% or 5\""), Ok(BadRowLimit::ShareOrCount(0.01, 5)));
+        assert_eq!(limit("max_bad_rows = \"5 or 1%\""), Ok(BadRowLimit::ShareOrCount(0.01, 5)));
+        for bad in ["1% or 2%", "5 or 6", "1% and 5", "or", "120%"] {
+            let err = limit(&format!("max_bad_rows = \"{bad}\"")).unwrap_err();
+            assert!(err.contains("template.max_bad_rows"), "{bad}: {err}");
         }
     }
 }
