@@ -620,8 +620,20 @@ mod tests {
             (BadRowLimit::Share(0.01), 1, 8, true, "1%"),
             (BadRowLimit::ShareOrCount(0.01, 5), 1, 8, false, "1% or 5"),
             (BadRowLimit::ShareOrCount(0.01, 5), 6, 8, true, "1% or 5"),
-            (BadRowLimit::ShareOrCount(0.01, 5), 9_000, 1_000_000, false, "1% or 5"),
-            (BadRowLimit::ShareOrCount(0.01, 5), 10_001, 1_000_000, true, "1% or 5"),
+            (
+                BadRowLimit::ShareOrCount(0.01, 5),
+                9_000,
+                1_000_000,
+                false,
+                "1% or 5",
+            ),
+            (
+                BadRowLimit::ShareOrCount(0.01, 5),
+                10_001,
+                1_000_000,
+                true,
+                "1% or 5",
+            ),
             (BadRowLimit::ShareOrCount(0.005, 0), 0, 0, false, "0.5% or 0"),
         ];
         for (limit, bad, total, exceeded, shown) in cases {

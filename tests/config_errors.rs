@@ -83,10 +83,10 @@ fn bad_files_and_their_messages() {
             vec!["connections/c.toml: source.include[1]: \"a[\" is not a glob: unclosed character class; missing ']'"],
         ),
         (
-            format!("[source]\n{b}\n[format]\ncompression = \"lz4\"\nencoding = \"utf-16\"\n[template]\ntimezone = \"Mars/Olympus\"\n[[template.fields]]\nname = \"id\"\ntimezone = \"UTC\"\n[[template.fields]]\nname = \"at\"\ntype = \"timestamp\"\ntimezone = \"CET+1\"\n[target]\ntype = \"file\"\npath = \"out\""),
+            format!("[source]\n{b}\n[format]\ncompression = \"lz4\"\nencoding = \"klingon\"\n[template]\ntimezone = \"Mars/Olympus\"\n[[template.fields]]\nname = \"id\"\ntimezone = \"UTC\"\n[[template.fields]]\nname = \"at\"\ntype = \"timestamp\"\ntimezone = \"CET+1\"\n[target]\ntype = \"file\"\npath = \"out\""),
             vec![
                 "connections/c.toml: format.compression: \"lz4\" is not a compression; use \"auto\", \"none\", \"gzip\", \"zstd\" or \"bzip2\"",
-                "connections/c.toml: format.encoding: \"utf-16\" is not a supported encoding; use \"utf-8\", \"latin-1\" or \"windows-1252\"",
+                "connections/c.toml: format.encoding: \"klingon\" is not an encoding; use a WHATWG label such as \"utf-8\", \"windows-1252\" (or \"latin-1\"), \"big5\", \"gbk\", \"shift_jis\", \"euc-kr\", \"windows-1256\", \"iso-8859-2\", \"koi8-r\" or \"utf-16le\"",
                 "connections/c.toml: template.timezone: \"Mars/Olympus\" is not a time zone; use an IANA name such as \"UTC\" or \"Europe/Berlin\"",
                 "connections/c.toml: template.fields[0].timezone: applies only to timestamp fields",
                 "connections/c.toml: template.fields[1].timezone: \"CET+1\" is not a time zone; use an IANA name such as \"UTC\" or \"Europe/Berlin\"",

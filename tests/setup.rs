@@ -278,6 +278,10 @@ async fn preview_lists_candidates_and_parses_the_newest_without_changing_state()
     assert!(out.contains("  in/a.jsonl  13 bytes  modified "), "{out}");
     assert!(out.contains("skipped: 1 empty; 1 excluded by a glob"), "{out}");
     assert!(out.contains("first rows of in/b.jsonl (the newest)"), "{out}");
+    assert!(
+        out.contains("  read as jsonl (one object per line); encoding UTF-8 (a byte order mark wins); compression from the first bytes or the extension\n"),
+        "{out}"
+    );
     assert!(out.contains("  line  id\n  1     b1\n  3     b3\n"), "{out}");
     // (The bucket's random name may hold "b4": the row's cell is looked for.)
     assert!(!out.contains(" b4\n"), "only the first 3 rows: {out}");

@@ -77,6 +77,10 @@ pub async fn command(config: &Config, name: &str, files: usize, rows: u64) -> an
         "first rows of {} (the newest), read as the template says:",
         clean(&newest.key)
     );
+    println!(
+        "  read as {}",
+        s3_importd::format::dialect(&connection.format, &newest.key)
+    );
     let (result, sample) =
         match run::parse_object(source.as_ref(), connection, newest, Sample::whole(rows)).await {
             Ok(parsed) => parsed,

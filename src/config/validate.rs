@@ -724,19 +724,25 @@ fn format(f: RawFormat, p: &mut Problems<'_>) -> FormatSpec {
     if f.delimiter.is_some() && kind != FormatKind::Csv && kind != FormatKind::Auto {
         p.add("format.delimiter", "applies only to type = \"csv\"");
     }
-    let encoding = match f.encoding.as_deref().map(str::to_ascii_lowercase).as_deref() {
-        None | Some("utf-8") | Some("utf8") => Encoding::Utf8,
-        Some("latin-1" | "latin1" | "iso-8859-1" | "windows-1252" | "cp1252") => Encoding::Windows1252,
-        Some(_) => {
+    let encoding = match f.encoding.as_deref() {
+        None => Encoding::Utf8,
+        // Labels the WHATWG standard lacks but people write.
+        Some(label) => match label.trim().to_ascii_lowercase().as_str() {
+            "utf8" => Some(Encoding::Utf8),
+            "latin-1" | "cp1252" => Some(Encoding::Other(encoding_rs::WINDOWS_1252)),
+            "cp1251" => Some(Encoding::Other(encoding_rs::WINDOWS_1251)),
+            "cp1256" => Some(Encoding::Other(encoding_rs::WINDOWS_1256)),
+            _ => Encoding::for_label(label),
+        }
+        .unwrap_or_else(|| {
             p.add(
                 "format.encoding",
                 format!(
-                    "{:?} is not a supported encoding; use \"utf-8\", \"latin-1\" or \"windows-1252\"",
-                    f.encoding.as_deref().unwrap_or_default()
+                    "{label:?} is not an encoding; use a WHATWG label such as \"utf-8\", \"windows-1252\" (or \"latin-1\"), \"big5\", \"gbk\", \"shift_jis\", \"euc-kr\", \"windows-1256\", \"iso-8859-2\", \"koi8-r\" or \"utf-16le\""
                 ),
             );
             Encoding::Utf8
-        }
+        }),
     };
     FormatSpec {
         kind,
@@ -813,7 +819,8 @@ fn template(
 pub const DEFAULT_MAX_BAD_ROWS: BadRowLimit = BadRowLimit::ShareOrCount(0.01, 5);
 
 fn bad_row_limit(v: Option<&CountOrText>, key: &str, p: &mut Problems<'_>) -> BadRowLimit {
-    let fix = "use a count such as \"10\", a share such as \"1%\", or both, \"1% or 5\" (whichever allows more)";
+    let fix =
+        "use a count such as \"10\", a share such as \"1%\", or both, \"1% or 5\" (whichever allows more)";
     match v {
         None => DEFAULT_MAX_BAD_ROWS,
         // The contract writes the limit as a string, so that a count and a share read alike.
@@ -833,7 +840,10 @@ fn bad_row_limit(v: Option<&CountOrText>, key: &str, p: &mut Problems<'_>) -> Ba
                     match s.trim().parse::<f64>() {
                         Ok(s) if (0.0..=100.0).contains(&s) && share.is_none() => share = Some(s / 100.0),
                         _ => {
-                            p.add(key, format!("{part:?} in {t:?} is not a share between 0% and 100%; {fix}"));
+                            p.add(
+                                key,
+                                format!("{part:?} in {t:?} is not a share between 0% and 100%; {fix}"),
+                            );
                             return BadRowLimit::Count(0);
                         }
                     }
@@ -1623,7 +1633,9 @@ mod tests {
                 templates: Vec::new(),
                 connections: vec![(
                     "c".into(),
-                    format!("[source]\ntype = \"dir\"\npath = \"in\"\n[template]\n{value}\n[[template.fields]]\nname = \"id\"\n[target]\ntype = \"stdout\"\n"),
+                    format!(
+                        "[source]\ntype = \"dir\"\npath = \"in\"\n[template]\n{value}\n[[template.fields]]\nname = \"id\"\n[target]\ntype = \"stdout\"\n"
+                    ),
                 )],
             };
             crate::config::check(Path::new("/etc/s3-importd"), &files)
@@ -1633,8 +1645,14 @@ mod tests {
         assert_eq!(limit(""), Ok(super::DEFAULT_MAX_BAD_ROWS));
         assert_eq!(limit("max_bad_rows = \"7\""), Ok(BadRowLimit::Count(7)));
         assert_eq!(limit("max_bad_rows = \"2.5%\""), Ok(BadRowLimit::Share(0.025)));
-        assert_eq!(limit("max_bad_rows = \"1% or 5\""), Ok(BadRowLimit::ShareOrCount(0.01, 5)));
-        assert_eq!(limit("max_bad_rows = \"5 or 1%\""), Ok(BadRowLimit::ShareOrCount(0.01, 5)));
+        assert_eq!(
+            limit("max_bad_rows = \"1% or 5\""),
+            Ok(BadRowLimit::ShareOrCount(0.01, 5))
+        );
+        assert_eq!(
+            limit("max_bad_rows = \"5 or 1%\""),
+            Ok(BadRowLimit::ShareOrCount(0.01, 5))
+        );
         for bad in ["1% or 2%", "5 or 6", "1% and 5", "or", "120%"] {
             let err = limit(&format!("max_bad_rows = \"{bad}\"")).unwrap_err();
             assert!(err.contains("template.max_bad_rows"), "{bad}: {err}");

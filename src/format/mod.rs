@@ -49,11 +49,33 @@ pub enum Compression {
 /// `[format] encoding`: how the (decompressed) bytes are turned into text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
+    /// UTF-8, checked by the parsers (a byte sequence that is not UTF-8 is a row error).
     Utf8,
-    /// Windows-1252, which the WHATWG Encoding Standard also uses for the labels `latin-1` and
-    /// `iso-8859-1`: the two differ only in 0x80–0x9F, C1 control codes that real files do
-    /// not contain.
-    Windows1252,
+    /// Any other encoding of the WHATWG Encoding Standard, by any of its labels (Big5, GBK,
+    /// GB18030, Shift_JIS, EUC-KR, windows-125x, ISO-8859-x, KOI8-R, UTF-16LE/BE…), transcoded
+    /// as the bytes stream. `latin-1` and `iso-8859-1` name windows-1252 there: the two differ
+    /// only in 0x80–0x9F, C1 control codes that real files do not contain.
+    Other(&'static encoding_rs::Encoding),
+}
+
+impl Encoding {
+    /// The encoding a WHATWG label names (`"utf-8"`, `"big5"`, `"latin1"`, `"utf-16le"`…).
+    pub fn for_label(label: &str) -> Option<Encoding> {
+        let found = encoding_rs::Encoding::for_label(label.trim().as_bytes())?;
+        Some(if found == encoding_rs::UTF_8 {
+            Encoding::Utf8
+        } else {
+            Encoding::Other(found)
+        })
+    }
+
+    /// The encoding's canonical name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Encoding::Utf8 => "UTF-8",
+            Encoding::Other(e) => e.name(),
+        }
+    }
 }
 
 /// A checked `[format]` table.
@@ -270,6 +292,45 @@ impl ParseError {
 
 /// The format an object is parsed as: the configured one, or the one its extension names
 /// (looked up before any compression suffix: `a.csv.gz` is CSV).
+/// How an object is read, in words, for `preview`: the format (as resolved for `key`), the
+/// CSV dialect, whether the first line is a header, the encoding and the compression.
+pub fn dialect(spec: &FormatSpec, key: &str) -> String {
+    let kind = resolve_kind(spec.kind, key);
+    let shown = |b: u8| match b {
+        b'\t' => "tab".to_string(),
+        b => format!("'{}'", b as char),
+    };
+    let mut parts = vec![match kind {
+        Some(FormatKind::Csv) => format!(
+            "csv, delimiter {}, quote '\"' (doubled to escape)",
+            shown(spec.delimiter)
+        ),
+        Some(FormatKind::Tsv) => "tsv, delimiter tab, quote '\"' (doubled to escape)".to_string(),
+        Some(FormatKind::Json) => "json (an array of objects, or one object)".to_string(),
+        Some(FormatKind::Jsonl) => "jsonl (one object per line)".to_string(),
+        Some(FormatKind::Auto) | None => "a format the key's extension does not name".to_string(),
+    }];
+    if matches!(kind, Some(FormatKind::Csv | FormatKind::Tsv)) {
+        parts.push(if spec.has_header {
+            "header on line 1".to_string()
+        } else {
+            "no header (columns by position)".to_string()
+        });
+    }
+    parts.push(format!(
+        "encoding {} (a byte order mark wins)",
+        spec.encoding.name()
+    ));
+    parts.push(match spec.compression {
+        Compression::Auto => "compression from the first bytes or the extension".to_string(),
+        Compression::None => "not compressed".to_string(),
+        Compression::Gzip => "gzip".to_string(),
+        Compression::Zstd => "zstd".to_string(),
+        Compression::Bzip2 => "bzip2".to_string(),
+    });
+    parts.join("; ")
+}
+
 pub fn resolve_kind(kind: FormatKind, key: &str) -> Option<FormatKind> {
     if kind != FormatKind::Auto {
         return Some(kind);
@@ -397,14 +458,16 @@ fn peek<R: Read>(mut reader: R, n: usize) -> io::Result<(Vec<u8>, R)> {
 }
 
 /// The text of an object as UTF-8: a UTF-8 byte order mark is taken off; other encodings are
-/// transcoded as they stream.
+/// transcoded as they stream. A byte order mark wins over the configuration: a file that
+/// starts with a UTF-16 (or UTF-8) mark is read as such whatever `encoding` says.
 fn decode<'r>(
     encoding: Encoding,
     reader: Box<dyn Read + Send + 'r>,
 ) -> io::Result<Box<dyn BufRead + Send + 'r>> {
+    let (mut head, rest) = peek(reader, 3)?;
+    let utf16_mark = head.starts_with(b"\xff\xfe") || head.starts_with(b"\xfe\xff");
     match encoding {
-        Encoding::Utf8 => {
-            let (mut head, rest) = peek(reader, 3)?;
+        Encoding::Utf8 if !utf16_mark => {
             if head == b"\xef\xbb\xbf" {
                 head.clear();
             }
@@ -413,12 +476,16 @@ fn decode<'r>(
                 io::Cursor::new(head).chain(rest),
             )))
         }
-        Encoding::Windows1252 => {
-            // A file that starts with a UTF-8 byte order mark is UTF-8 whatever the
-            // configuration says; the decoder honours the mark and takes it off.
+        _ => {
+            // The decoder honours a byte order mark and takes it off.
+            let declared = match encoding {
+                Encoding::Utf8 => encoding_rs::UTF_8,
+                Encoding::Other(e) => e,
+            };
             let decoder = encoding_rs_io::DecodeReaderBytesBuilder::new()
-                .encoding(Some(encoding_rs::WINDOWS_1252))
-                .build(reader);
+                .encoding(Some(declared))
+                .bom_override(true)
+                .build(io::Cursor::new(head).chain(rest));
             Ok(Box::new(BufReader::with_capacity(BUF, decoder)))
         }
     }
@@ -1086,13 +1153,71 @@ mod tests {
         let name = field("name", Column::Name("name".into()), FieldType::String, true);
         let t = id_template("id", UnknownFields::Ignore, vec![name]);
         let spec = FormatSpec {
-            encoding: Encoding::Windows1252,
+            encoding: Encoding::Other(encoding_rs::WINDOWS_1252),
             ..FormatSpec::default()
         };
         let bytes = b"id,name\n1,Cr\xe8me br\xfbl\xe9e \x80 5\n";
         let (r, sink) = parse_with(bytes, "k.csv", &spec, &t);
         r.unwrap();
         assert_eq!(sink.rows[0]["name"], json!("Crème brûlée € 5"));
+    }
+
+    #[test]
+    fn any_whatwg_encoding_and_a_utf16_mark_whatever_the_setting() {
+        let name = field("name", Column::Name("name".into()), FieldType::String, true);
+        let t = id_template("id", UnknownFields::Ignore, vec![name]);
+        let with = |label: &str| FormatSpec {
+            encoding: Encoding::for_label(label).unwrap(),
+            ..FormatSpec::default()
+        };
+        let encode = |encoding: &'static encoding_rs::Encoding, text: &str| {
+            let (bytes, _, bad) = encoding.encode(text);
+            assert!(!bad, "{} cannot encode {text}", encoding.name());
+            bytes.into_owned()
+        };
+        // (label, the file's bytes, the name it holds)
+        let utf16le = |text: &str| {
+            let mut bytes = vec![0xff, 0xfe];
+            bytes.extend(text.encode_utf16().flat_map(|u| u.to_le_bytes()));
+            bytes
+        };
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            (
+                "big5",
+                encode(encoding_rs::BIG5, "id,name\n1,中文資料\n"),
+                "中文資料",
+            ),
+            (
+                "windows-1256",
+                encode(encoding_rs::WINDOWS_1256, "id,name\n1,البيانات\n"),
+                "البيانات",
+            ),
+            (
+                "shift_jis",
+                encode(encoding_rs::SHIFT_JIS, "id,name\n1,データ\n"),
+                "データ",
+            ),
+            (
+                "koi8-r",
+                encode(encoding_rs::KOI8_R, "id,name\n1,данные\n"),
+                "данные",
+            ),
+            // A UTF-16 byte order mark wins over the setting.
+            ("utf-8", utf16le("id,name\n1,Grüße\n"), "Grüße"),
+            ("windows-1252", utf16le("id,name\n1,Grüße\n"), "Grüße"),
+        ];
+        for (label, bytes, want) in cases {
+            let (r, sink) = parse_with(&bytes, "k.csv", &with(label), &t);
+            r.unwrap_or_else(|e| panic!("{label}: {e}"));
+            assert_eq!(sink.rows[0]["name"], json!(want), "{label}");
+        }
+        assert_eq!(Encoding::for_label("Big5").map(|e| e.name()), Some("Big5"));
+        assert_eq!(
+            Encoding::for_label("latin1"),
+            Some(Encoding::Other(encoding_rs::WINDOWS_1252))
+        );
+        assert_eq!(Encoding::for_label("UTF8"), Some(Encoding::Utf8));
+        assert_eq!(Encoding::for_label("klingon"), None);
     }
 
     #[test]
