@@ -78,6 +78,8 @@ pub struct RawFormat {
     pub kind: Option<String>,
     pub compression: Option<String>,
     pub delimiter: Option<String>,
+    pub quote_char: Option<String>,
+    pub escape_char: Option<String>,
     pub has_header: Option<bool>,
     pub encoding: Option<String>,
 }

@@ -724,6 +724,42 @@ fn format(f: RawFormat, p: &mut Problems<'_>) -> FormatSpec {
     if f.delimiter.is_some() && kind != FormatKind::Csv && kind != FormatKind::Auto {
         p.add("format.delimiter", "applies only to type = \"csv\"");
     }
+    // One ASCII character other than a line break and the delimiter; `""` means none.
+    let mut one_char = |key: &str, value: &Option<String>, default: Option<u8>| -> Option<u8> {
+        let Some(v) = value else { return default };
+        if v.is_empty() {
+            return None;
+        }
+        match v.as_bytes() {
+            [b] if b.is_ascii() && *b != b'\n' && *b != b'\r' && *b != delimiter => Some(*b),
+            _ => {
+                p.add(
+                    &format!("format.{key}"),
+                    format!("{v:?} is not one ASCII character other than a line break and the delimiter; use e.g. \"|\", or \"\" for none"),
+                );
+                default
+            }
+        }
+    };
+    let quote = one_char("quote_char", &f.quote_char, Some(b'"'));
+    let escape = one_char("escape_char", &f.escape_char, None);
+    if escape.is_some() && escape == quote {
+        p.add(
+            "format.escape_char",
+            "is the quote character; quotes are escaped by doubling them by default, so leave escape_char out",
+        );
+    }
+    for (key, set) in [
+        ("quote_char", f.quote_char.is_some()),
+        ("escape_char", f.escape_char.is_some()),
+    ] {
+        if set && !matches!(kind, FormatKind::Csv | FormatKind::Tsv | FormatKind::Auto) {
+            p.add(
+                &format!("format.{key}"),
+                "applies only to type = \"csv\" or \"tsv\"",
+            );
+        }
+    }
     let encoding = match f.encoding.as_deref() {
         None => Encoding::Utf8,
         // Labels the WHATWG standard lacks but people write.
@@ -748,6 +784,8 @@ fn format(f: RawFormat, p: &mut Problems<'_>) -> FormatSpec {
         kind,
         compression,
         delimiter,
+        quote,
+        escape,
         has_header: f.has_header.unwrap_or(true),
         encoding,
     }

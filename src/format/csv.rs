@@ -4,7 +4,7 @@
 //! layout, a large object's records are checked in batches by worker threads.
 
 use super::record_cap::{MAX_FIELDS, MAX_RECORD, Marks};
-use super::{Failure, ParseError, Provenanced};
+use super::{Dialect, Failure, ParseError, Provenanced};
 use crate::template::{Column, RawValue, Template, UnknownFields};
 use serde_json::Value;
 use std::io::BufRead;
@@ -14,21 +14,30 @@ use std::sync::Arc;
 /// say which records it cut and which follow blank lines.
 pub(super) fn parse(
     input: impl BufRead + Send,
-    delimiter: u8,
+    dialect: Dialect,
     has_header: bool,
     template: &Template,
     sink: &mut Provenanced<'_, '_>,
     parallel: bool,
     marks: &Marks,
 ) -> Result<(), Failure> {
-    let mut reader = ::csv::ReaderBuilder::new()
+    let mut builder = ::csv::ReaderBuilder::new();
+    builder
         // Fewer, larger reads through the record cap in front of it.
         .buffer_capacity(64 * 1024)
-        .delimiter(delimiter)
+        .delimiter(dialect.delimiter)
         .has_headers(false)
         .flexible(true)
         .terminator(::csv::Terminator::Any(b'\n'))
-        .from_reader(input);
+        // With an escape character, a quote inside a quoted value is escaped by it, not by
+        // doubling.
+        .escape(dialect.escape)
+        .double_quote(dialect.escape.is_none());
+    match dialect.quote {
+        Some(q) => builder.quote(q),
+        None => builder.quoting(false),
+    };
+    let mut reader = builder.from_reader(input);
     // Corrects the line of a record after blank lines, and says whether it was cut.
     let was_cut = |record: &mut ::csv::ByteRecord| marks.fix(record);
     let mut record = ::csv::ByteRecord::new();
@@ -105,6 +114,7 @@ pub(super) fn parse(
             unknown: unclaimed.iter().map(|i| h[*i].clone()).collect(),
         }));
     }
+    let delimiter = dialect.delimiter;
     let mut layout = Layout {
         delimiter,
         width: header.as_ref().map(Vec::len),
@@ -406,10 +416,11 @@ mod tests {
         sink: &mut crate::format::Provenanced<'_, '_>,
         parallel: bool,
     ) -> Result<(), crate::format::Failure> {
+        use crate::format::Dialect;
         use crate::format::record_cap::{Capped, Marks};
         let marks = std::sync::Arc::new(Marks::default());
-        let input = std::io::BufReader::new(Capped::new(input, b',', b'"', marks.clone()));
-        super::parse(input, b',', true, t, sink, parallel, &marks)
+        let input = std::io::BufReader::new(Capped::new(input, Dialect::CSV, marks.clone()));
+        super::parse(input, Dialect::CSV, true, t, sink, parallel, &marks)
     }
 
     /// Parses `text` (CSV with a header) on one thread and in parallel and checks that both

@@ -85,8 +85,30 @@ pub struct FormatSpec {
     pub compression: Compression,
     /// The CSV delimiter; TSV always uses a tab.
     pub delimiter: u8,
+    /// The CSV quote (`quote_char`, default `"`); none: quotes are ordinary characters.
+    pub quote: Option<u8>,
+    /// The CSV escape inside quoted values (`escape_char`); none: a quote is escaped by
+    /// doubling it.
+    pub escape: Option<u8>,
     pub has_header: bool,
     pub encoding: Encoding,
+}
+
+/// How CSV text is split into fields: what the record cap and the parser must agree on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dialect {
+    pub delimiter: u8,
+    pub quote: Option<u8>,
+    pub escape: Option<u8>,
+}
+
+impl Dialect {
+    /// Comma-separated, `"`-quoted, quotes doubled.
+    pub const CSV: Dialect = Dialect {
+        delimiter: b',',
+        quote: Some(b'"'),
+        escape: None,
+    };
 }
 
 impl Default for FormatSpec {
@@ -95,6 +117,8 @@ impl Default for FormatSpec {
             kind: FormatKind::Csv,
             compression: Compression::Auto,
             delimiter: b',',
+            quote: Some(b'"'),
+            escape: None,
             has_header: true,
             encoding: Encoding::Utf8,
         }
@@ -292,6 +316,15 @@ impl ParseError {
 
 /// The format an object is parsed as: the configured one, or the one its extension names
 /// (looked up before any compression suffix: `a.csv.gz` is CSV).
+/// The quote and escape, in words.
+fn quoting(spec: &FormatSpec) -> String {
+    match (spec.quote, spec.escape) {
+        (None, _) => "no quoting".to_string(),
+        (Some(q), None) => format!("quote '{}' (doubled to escape)", q as char),
+        (Some(q), Some(e)) => format!("quote '{}', escape '{}'", q as char, e as char),
+    }
+}
+
 /// How an object is read, in words, for `preview`: the format (as resolved for `key`), the
 /// CSV dialect, whether the first line is a header, the encoding and the compression.
 pub fn dialect(spec: &FormatSpec, key: &str) -> String {
@@ -301,11 +334,8 @@ pub fn dialect(spec: &FormatSpec, key: &str) -> String {
         b => format!("'{}'", b as char),
     };
     let mut parts = vec![match kind {
-        Some(FormatKind::Csv) => format!(
-            "csv, delimiter {}, quote '\"' (doubled to escape)",
-            shown(spec.delimiter)
-        ),
-        Some(FormatKind::Tsv) => "tsv, delimiter tab, quote '\"' (doubled to escape)".to_string(),
+        Some(FormatKind::Csv) => format!("csv, delimiter {}, {}", shown(spec.delimiter), quoting(spec)),
+        Some(FormatKind::Tsv) => format!("tsv, delimiter tab, {}", quoting(spec)),
         Some(FormatKind::Json) => "json (an array of objects, or one object)".to_string(),
         Some(FormatKind::Jsonl) => "jsonl (one object per line)".to_string(),
         Some(FormatKind::Auto) | None => "a format the key's extension does not name".to_string(),
@@ -638,15 +668,20 @@ pub fn parse(
     // CSV records are cut at the limits before anything holds them; the cap runs where the
     // text is read (on the read-ahead thread for a large object), off the parser's thread.
     let marks = Arc::new(record_cap::Marks::default());
-    let csv_delimiter = match kind {
+    let delimiter = match kind {
         FormatKind::Csv => Some(spec.delimiter),
         FormatKind::Tsv => Some(b'\t'),
         _ => None,
     };
-    let mut input: Box<dyn BufRead + Send> = match csv_delimiter {
-        Some(delimiter) => Box::new(BufReader::with_capacity(
+    let dialect = delimiter.map(|delimiter| Dialect {
+        delimiter,
+        quote: spec.quote,
+        escape: spec.escape,
+    });
+    let mut input: Box<dyn BufRead + Send> = match dialect {
+        Some(dialect) => Box::new(BufReader::with_capacity(
             BUF,
-            record_cap::Capped::new(input, delimiter, b'"', marks.clone()),
+            record_cap::Capped::new(input, dialect, marks.clone()),
         )),
         None => input,
     };
@@ -673,7 +708,7 @@ pub fn parse(
         match kind {
             FormatKind::Csv | FormatKind::Tsv => csv::parse(
                 input,
-                csv_delimiter.unwrap_or(b','),
+                dialect.unwrap_or(Dialect::CSV),
                 spec.has_header,
                 template,
                 &mut sink,
@@ -1160,6 +1195,57 @@ mod tests {
         let (r, sink) = parse_with(bytes, "k.csv", &spec, &t);
         r.unwrap();
         assert_eq!(sink.rows[0]["name"], json!("Crème brûlée € 5"));
+    }
+
+    #[test]
+    fn quote_and_escape_characters_of_any_dialect() {
+        let text = field("text", Column::Name("text".into()), FieldType::String, true);
+        let t = id_template("id", UnknownFields::Ignore, vec![text]);
+        let spec = |delimiter: u8, quote: Option<u8>, escape: Option<u8>| FormatSpec {
+            delimiter,
+            quote,
+            escape,
+            ..FormatSpec::default()
+        };
+        // (dialect, file, the texts read, in order)
+        let cases: Vec<(FormatSpec, &[u8], Vec<&str>)> = vec![
+            (
+                spec(b'^', Some(b'|'), Some(b'!')),
+                b"id^text\n1^|a ^ b|\n2^|two\nlines|\n3^|an !| inside|\n4^plain \"quotes\"\n",
+                vec!["a ^ b", "two\nlines", "an | inside", "plain \"quotes\""],
+            ),
+            (
+                spec(b';', Some(b'|'), None),
+                b"id;text\n1;|x; y|\n2;|doubled || pipe|\n",
+                vec!["x; y", "doubled | pipe"],
+            ),
+            (
+                spec(b',', None, None),
+                b"id,text\n1,\"not quoted\n2,x\"y\n",
+                vec!["\"not quoted", "x\"y"],
+            ),
+            (
+                spec(b',', Some(b'"'), Some(b'\\')),
+                b"id,text\n1,\"say \\\"hi\\\"\"\n",
+                vec!["say \"hi\""],
+            ),
+        ];
+        for (spec, bytes, want) in cases {
+            let (r, sink) = parse_with(bytes, "k.csv", &spec, &t);
+            let stats = r.unwrap_or_else(|e| panic!("{e}"));
+            let got: Vec<&str> = sink.rows.iter().map(|r| r["text"].as_str().unwrap()).collect();
+            assert_eq!(got, want, "{spec:?}");
+            assert_eq!(stats.bad_rows, 0, "{spec:?}: {:?}", sink.errors);
+            if spec.delimiter == b'^' {
+                // A record's line is where it starts, after a value spanning two lines too.
+                let lines: Vec<u64> = sink
+                    .rows
+                    .iter()
+                    .map(|r| r["_source_line"].as_u64().unwrap())
+                    .collect();
+                assert_eq!(lines, [2, 3, 5, 6]);
+            }
+        }
     }
 
     #[test]

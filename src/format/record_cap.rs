@@ -34,8 +34,11 @@ enum State {
     Unquoted,
     /// Inside a quoted field.
     Quoted,
-    /// Just after a quote inside a quoted field: a second quote is an escaped quote.
+    /// Just after a quote inside a quoted field: a second quote is an escaped quote (unless
+    /// the dialect escapes with an escape character).
     QuoteInQuoted,
+    /// Just after the escape character inside a quoted field: the next byte is literal.
+    EscapeInQuoted,
 }
 
 /// What a [`Capped`] reader tells the parser about the records it handed out: the records it
@@ -117,8 +120,7 @@ pub struct Capped<R> {
 
 /// Where a [`Capped`] reader is in the text it hands out.
 struct Track {
-    delimiter: u8,
-    quote: u8,
+    dialect: super::Dialect,
     state: State,
     /// Bytes and field separators of the record being read.
     record_bytes: usize,
@@ -130,7 +132,7 @@ struct Track {
     out: u64,
     record_start: u64,
     /// Bytes to hand out before reading on: the end of a cut record.
-    inject: &'static [u8],
+    inject: Vec<u8>,
     /// Line breaks of a skipped record still to hand out.
     newlines_owed: u64,
     /// Whether the rest of a cut record is being skipped.
@@ -141,17 +143,16 @@ struct Track {
 }
 
 impl<R: BufRead> Capped<R> {
-    pub fn new(inner: R, delimiter: u8, quote: u8, marks: Arc<Marks>) -> Capped<R> {
+    pub fn new(inner: R, dialect: super::Dialect, marks: Arc<Marks>) -> Capped<R> {
         let track = Track {
-            delimiter,
-            quote,
+            dialect,
             state: State::FieldStart,
             record_bytes: 0,
             fields: 1,
             record_started: false,
             out: 0,
             record_start: 0,
-            inject: b"",
+            inject: Vec::new(),
             newlines_owed: 0,
             skipping: false,
             blank_lines: 0,
@@ -164,19 +165,27 @@ impl<R: BufRead> Capped<R> {
 impl Track {
     /// Moves the state over one byte; returns whether the byte ends the record.
     fn step(&mut self, b: u8) -> bool {
-        let (delimiter, quote) = (self.delimiter, self.quote);
+        let super::Dialect {
+            delimiter,
+            quote,
+            escape,
+        } = self.dialect;
+        let (is_quote, is_escape) = (quote == Some(b), escape == Some(b));
         let (next, ends) = match self.state {
             State::FieldStart | State::QuoteInQuoted if b == b'\n' => (State::FieldStart, true),
-            State::FieldStart if b == quote => (State::Quoted, false),
+            State::FieldStart if is_quote => (State::Quoted, false),
             State::FieldStart | State::Unquoted | State::QuoteInQuoted if b == delimiter => {
                 self.fields += 1;
                 (State::FieldStart, false)
             }
             State::Unquoted if b == b'\n' => (State::FieldStart, true),
             State::FieldStart | State::Unquoted => (State::Unquoted, false),
-            State::Quoted if b == quote => (State::QuoteInQuoted, false),
+            State::Quoted if is_escape => (State::EscapeInQuoted, false),
+            State::EscapeInQuoted => (State::Quoted, false),
+            State::Quoted if is_quote => (State::QuoteInQuoted, false),
             State::Quoted => (State::Quoted, false),
-            State::QuoteInQuoted if b == quote => (State::Quoted, false),
+            // A doubled quote is a quote, when quotes are escaped by doubling.
+            State::QuoteInQuoted if is_quote && escape.is_none() => (State::Quoted, false),
             State::QuoteInQuoted => (State::Unquoted, false),
         };
         self.state = next;
@@ -232,23 +241,36 @@ impl Track {
             // quoted field right after a delimiter); the delimiters in the run are counted.
             // In a quoted field it is a quote.
             let rest = &chunk[i..n];
+            let super::Dialect {
+                delimiter,
+                quote,
+                escape,
+            } = self.dialect;
             let (stop, delimiters) = match self.state {
                 State::Unquoted => {
-                    let stop = memchr::memchr2(b'\n', self.quote, rest).unwrap_or(rest.len());
-                    (stop, true)
+                    let stop = match quote {
+                        Some(q) => memchr::memchr2(b'\n', q, rest),
+                        None => memchr::memchr(b'\n', rest),
+                    };
+                    (stop.unwrap_or(rest.len()), true)
                 }
-                State::Quoted => (memchr::memchr(self.quote, rest).unwrap_or(rest.len()), false),
-                State::FieldStart | State::QuoteInQuoted => (0, false),
+                // With an escape character, it too changes the state inside quotes.
+                State::Quoted => match (quote, escape) {
+                    (Some(q), Some(e)) => (memchr::memchr2(q, e, rest).unwrap_or(rest.len()), false),
+                    (Some(q), None) => (memchr::memchr(q, rest).unwrap_or(rest.len()), false),
+                    (None, _) => (0, false),
+                },
+                State::FieldStart | State::QuoteInQuoted | State::EscapeInQuoted => (0, false),
             };
             let room = MAX_RECORD - self.record_bytes;
             let mut plain = &rest[..stop.min(room)];
             let mut over = stop > room;
             if delimiters {
-                let count = memchr::memchr_iter(self.delimiter, plain).count();
+                let count = memchr::memchr_iter(delimiter, plain).count();
                 if self.fields + count > MAX_FIELDS {
                     // Passed up to and with the delimiter that makes one field too many.
                     let allowed = MAX_FIELDS - self.fields;
-                    let at = memchr::memchr_iter(self.delimiter, plain)
+                    let at = memchr::memchr_iter(delimiter, plain)
                         .nth(allowed)
                         .unwrap_or(plain.len());
                     plain = &plain[..(at + 1).min(plain.len())];
@@ -257,7 +279,7 @@ impl Track {
                 } else {
                     self.fields += count;
                 }
-                if plain.last() == Some(&self.delimiter) {
+                if plain.last() == Some(&delimiter) {
                     self.state = State::FieldStart;
                 }
             }
@@ -299,10 +321,13 @@ impl Track {
     /// Ends the record being read after what was passed on, and skips the rest of it.
     fn cut(&mut self) {
         self.marks.cut_at(self.record_start);
+        let quote = self.dialect.quote.unwrap_or(b'"');
         self.inject = match self.state {
             // A quote ends the quoted field, and the line break the record.
-            State::Quoted => b"\"\n",
-            State::FieldStart | State::Unquoted | State::QuoteInQuoted => b"\n",
+            State::Quoted => vec![quote, b'\n'],
+            // After an escape character the next byte is taken as it is: a space first.
+            State::EscapeInQuoted => vec![b' ', quote, b'\n'],
+            State::FieldStart | State::Unquoted | State::QuoteInQuoted => vec![b'\n'],
         };
         self.skipping = true;
     }
@@ -318,7 +343,7 @@ impl<R: BufRead> Read for Capped<R> {
             if !t.inject.is_empty() {
                 let n = t.inject.len().min(buf.len());
                 buf[..n].copy_from_slice(&t.inject[..n]);
-                t.inject = &t.inject[n..];
+                t.inject.drain(..n);
                 t.out += n as u64;
                 return Ok(n);
             }
@@ -357,8 +382,7 @@ mod tests {
         let mut out = Vec::new();
         Capped::new(
             io::BufReader::with_capacity(capacity, text),
-            b',',
-            b'"',
+            super::super::Dialect::CSV,
             cuts.clone(),
         )
         .read_to_end(&mut out)
