@@ -88,6 +88,11 @@ pub struct Field {
     pub values: Option<Vec<String>>,
     /// Used when the value is missing or empty; checked like a value from the file.
     pub default: Option<String>,
+    /// Texts that mean no value (`[format] null_values`, default `[""]`), compared exactly.
+    pub null_values: Vec<String>,
+    /// For a boolean field, the texts that mean true and false (`true_values` /
+    /// `false_values`); none: the usual spellings (true/false, yes/no, 1/0, t/f, y/n).
+    pub booleans: Option<(Vec<String>, Vec<String>)>,
 }
 
 /// Where a field's value is found.
@@ -231,9 +236,26 @@ impl Field {
     /// `Value`. On an error, what was appended is meaningless.
     pub fn check_into(&self, raw: RawValue<'_>, out: &mut Vec<u8>) -> Result<(), String> {
         let raw = match raw {
-            RawValue::Text("") => RawValue::Missing,
+            RawValue::Text(t) if self.null_values.iter().any(|n| n == t) => RawValue::Missing,
             RawValue::Json(Value::Null) => RawValue::Missing,
             other => other,
+        };
+        let bool_value;
+        let raw = match (&self.booleans, raw) {
+            (Some((yes, no)), RawValue::Text(t)) if self.kind == FieldType::Boolean => {
+                bool_value = if yes.iter().any(|y| y == t) {
+                    Value::Bool(true)
+                } else if no.iter().any(|n| n == t) {
+                    Value::Bool(false)
+                } else {
+                    return Err(format!(
+                        "{:?} is not one of true_values or false_values",
+                        crate::text::excerpt(t)
+                    ));
+                };
+                RawValue::Json(&bool_value)
+            }
+            (_, other) => other,
         };
         let start = out.len();
         match raw {
@@ -651,6 +673,8 @@ mod tests {
             required: false,
             values: None,
             default: None,
+            null_values: vec![String::new()],
+            booleans: None,
         }
     }
 

@@ -348,3 +348,46 @@ fn a_template_without_fields_that_keeps_unknown_fields_imports_files_as_they_are
         text(&refused.stderr)
     );
 }
+
+#[test]
+fn null_values_and_true_false_values() {
+    let cfg = ConfigDir::new();
+    let inbox = cfg.path().join("in/n");
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::write(
+        inbox.join("a.csv"),
+        "id,qty,active\n1,NULL,Y\n2,N/A,N\n3,,Y\n4,7,maybe\n5,NONE,N\n",
+    )
+    .unwrap();
+    let toml = "settle_seconds = 0\n[source]\ntype = \"dir\"\npath = \"in/n\"\n[format]\ntype = \"csv\"\nnull_values = [\"\", \"NULL\", \"N/A\"]\n[template]\ntable = \"n\"\nmax_bad_rows = \"5\"\n[[template.fields]]\nname = \"id\"\nrequired = true\n[[template.fields]]\nname = \"qty\"\ntype = \"integer\"\n[[template.fields]]\nname = \"active\"\ntype = \"boolean\"\ntrue_values = [\"Y\"]\nfalse_values = [\"N\"]\n[target]\ntype = \"file\"\npath = \"out\"\n";
+    cfg.connection("n", toml);
+    let out = stdout_of(&run_binary(cfg.path(), &["run"]));
+    assert!(out.contains("rows 3, bad rows 2"), "{out}");
+    let rows: Vec<(String, serde_json::Value, serde_json::Value)> = cfg
+        .rows()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_string(),
+                r["qty"].clone(),
+                r["active"].clone(),
+            )
+        })
+        .collect();
+    use serde_json::json;
+    assert_eq!(
+        rows,
+        [
+            ("1".to_string(), json!(null), json!(true)),
+            ("2".to_string(), json!(null), json!(false)),
+            ("3".to_string(), json!(null), json!(true)),
+        ]
+    );
+    let status = stdout_of(&run_binary(cfg.path(), &["status", "n"]));
+    assert!(
+        status.contains("field active: \"maybe\" is not one of true_values or false_values"),
+        "{status}"
+    );
+    // NONE is not in null_values: it is text, and not an integer.
+    assert!(status.contains("line 6 field qty"), "{status}");
+}

@@ -80,6 +80,7 @@ pub struct RawFormat {
     pub delimiter: Option<String>,
     pub quote_char: Option<String>,
     pub escape_char: Option<String>,
+    pub null_values: Option<Vec<String>>,
     pub has_header: Option<bool>,
     pub encoding: Option<String>,
 }
@@ -119,6 +120,8 @@ pub struct RawField {
     pub timezone: Option<String>,
     pub values: Option<Vec<String>>,
     pub default: Option<String>,
+    pub true_values: Option<Vec<String>>,
+    pub false_values: Option<Vec<String>>,
 }
 
 /// `[target]`: the keys of every target type.

@@ -299,8 +299,14 @@ fn connection(
         settle: TimeDelta::seconds(settle),
         source: source?,
         filters: filters?,
+        template: template.map(|mut t| {
+            // The format says which CSV cells mean no value; the template's fields apply it.
+            for f in &mut t.fields {
+                f.null_values = format.null_values.clone();
+            }
+            t
+        })?,
         format,
-        template: template?,
         target: target?,
     })
 }
@@ -788,6 +794,7 @@ fn format(f: RawFormat, p: &mut Problems<'_>) -> FormatSpec {
         escape,
         has_header: f.has_header.unwrap_or(true),
         encoding,
+        null_values: f.null_values.unwrap_or_else(|| vec![String::new()]),
     }
 }
 
@@ -1026,7 +1033,27 @@ fn field(
         required: f.required.unwrap_or(false),
         values: f.values.clone(),
         default: f.default.clone(),
+        // The connection's `[format] null_values` replace these once the format is known.
+        null_values: vec![String::new()],
+        booleans: match (&f.true_values, &f.false_values) {
+            (None, None) => None,
+            (t, fa) => Some((t.clone().unwrap_or_default(), fa.clone().unwrap_or_default())),
+        },
     };
+    if field.booleans.is_some() && field.kind != FieldType::Boolean {
+        p.add(
+            &format!("{key}.true_values"),
+            "true_values and false_values apply only to type = \"boolean\"",
+        );
+    }
+    if let Some((yes, no)) = &field.booleans
+        && let Some(both) = yes.iter().find(|y| no.contains(y))
+    {
+        p.add(
+            &format!("{key}.false_values"),
+            format!("{both:?} is in true_values too; a value cannot mean both"),
+        );
+    }
     if let Some(d) = &field.default {
         let probe = Field {
             default: None,

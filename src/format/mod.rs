@@ -92,6 +92,8 @@ pub struct FormatSpec {
     pub escape: Option<u8>,
     pub has_header: bool,
     pub encoding: Encoding,
+    /// CSV cells that mean no value (`null_values`, default `[""]`), compared exactly.
+    pub null_values: Vec<String>,
 }
 
 /// How CSV text is split into fields: what the record cap and the parser must agree on.
@@ -121,6 +123,7 @@ impl Default for FormatSpec {
             escape: None,
             has_header: true,
             encoding: Encoding::Utf8,
+            null_values: vec![String::new()],
         }
     }
 }
@@ -907,6 +910,8 @@ pub(crate) mod testing {
             required,
             values: None,
             default: None,
+            null_values: vec![String::new()],
+            booleans: None,
         }
     }
 
