@@ -391,3 +391,37 @@ fn null_values_and_true_false_values() {
     // NONE is not in null_values: it is text, and not an integer.
     assert!(status.contains("line 6 field qty"), "{status}");
 }
+
+#[test]
+fn rows_before_and_after_the_header_and_comment_lines_are_skipped_with_exact_lines() {
+    let cfg = ConfigDir::new();
+    let inbox = cfg.path().join("in/s");
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::write(
+        inbox.join("a.csv"),
+        "Export of 2026-11-30, \"all\" regions\n\nid,qty\nunits,pcs\n1,5\n# a note\n2,x\n3,7\n",
+    )
+    .unwrap();
+    let toml = "settle_seconds = 0\n[source]\ntype = \"dir\"\npath = \"in/s\"\n[format]\ntype = \"csv\"\nskip_rows_before_header = 1\nskip_rows_after_header = 1\ncomment_char = \"#\"\n[template]\ntable = \"s\"\nmax_bad_rows = \"5\"\n[[template.fields]]\nname = \"id\"\nrequired = true\n[[template.fields]]\nname = \"qty\"\ntype = \"integer\"\n[target]\ntype = \"file\"\npath = \"out\"\n";
+    cfg.connection("s", toml);
+    let preview = stdout_of(&run_binary(cfg.path(), &["preview", "s"]));
+    assert!(
+        preview.contains("read as csv, delimiter ',', quote '\"' (doubled to escape); 1 rows skipped first; then a header; 1 rows skipped after it; lines starting with '#' skipped"),
+        "{preview}"
+    );
+    let out = stdout_of(&run_binary(cfg.path(), &["run"]));
+    assert!(out.contains("rows 2, bad rows 1"), "{out}");
+    let lines: Vec<(String, u64)> = cfg
+        .rows()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_string(),
+                r["_source_line"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(lines, [("1".to_string(), 5), ("3".to_string(), 8)]);
+    let status = stdout_of(&run_binary(cfg.path(), &["status", "s"]));
+    assert!(status.contains("line 7 field qty"), "{status}");
+}

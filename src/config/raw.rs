@@ -81,6 +81,9 @@ pub struct RawFormat {
     pub quote_char: Option<String>,
     pub escape_char: Option<String>,
     pub null_values: Option<Vec<String>>,
+    pub skip_rows_before_header: Option<i64>,
+    pub skip_rows_after_header: Option<i64>,
+    pub comment_char: Option<String>,
     pub has_header: Option<bool>,
     pub encoding: Option<String>,
 }

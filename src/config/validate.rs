@@ -749,6 +749,23 @@ fn format(f: RawFormat, p: &mut Problems<'_>) -> FormatSpec {
     };
     let quote = one_char("quote_char", &f.quote_char, Some(b'"'));
     let escape = one_char("escape_char", &f.escape_char, None);
+    let comment = one_char("comment_char", &f.comment_char, None);
+    let skip_rows_before_header = in_range(
+        p,
+        "format.skip_rows_before_header",
+        f.skip_rows_before_header,
+        0,
+        0,
+        1_000_000,
+    ) as usize;
+    let skip_rows_after_header = in_range(
+        p,
+        "format.skip_rows_after_header",
+        f.skip_rows_after_header,
+        0,
+        0,
+        1_000_000,
+    ) as usize;
     if escape.is_some() && escape == quote {
         p.add(
             "format.escape_char",
@@ -758,6 +775,9 @@ fn format(f: RawFormat, p: &mut Problems<'_>) -> FormatSpec {
     for (key, set) in [
         ("quote_char", f.quote_char.is_some()),
         ("escape_char", f.escape_char.is_some()),
+        ("comment_char", f.comment_char.is_some()),
+        ("skip_rows_before_header", f.skip_rows_before_header.is_some()),
+        ("skip_rows_after_header", f.skip_rows_after_header.is_some()),
     ] {
         if set && !matches!(kind, FormatKind::Csv | FormatKind::Tsv | FormatKind::Auto) {
             p.add(
@@ -795,6 +815,9 @@ fn format(f: RawFormat, p: &mut Problems<'_>) -> FormatSpec {
         has_header: f.has_header.unwrap_or(true),
         encoding,
         null_values: f.null_values.unwrap_or_else(|| vec![String::new()]),
+        skip_rows_before_header,
+        skip_rows_after_header,
+        comment,
     }
 }
 

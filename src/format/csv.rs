@@ -15,7 +15,7 @@ use std::sync::Arc;
 pub(super) fn parse(
     input: impl BufRead + Send,
     dialect: Dialect,
-    has_header: bool,
+    spec: &super::FormatSpec,
     template: &Template,
     sink: &mut Provenanced<'_, '_>,
     parallel: bool,
@@ -32,7 +32,8 @@ pub(super) fn parse(
         // With an escape character, a quote inside a quoted value is escaped by it, not by
         // doubling.
         .escape(dialect.escape)
-        .double_quote(dialect.escape.is_none());
+        .double_quote(dialect.escape.is_none())
+        .comment(dialect.comment);
     match dialect.quote {
         Some(q) => builder.quote(q),
         None => builder.quoting(false),
@@ -58,6 +59,21 @@ pub(super) fn parse(
         other => Failure::Io(std::io::Error::other(format!("{other:?}"))),
     };
 
+    // Records before the header (a banner) are read and dropped; a file that ends among them
+    // has no rows. Their lines still count, so line numbers stay those of the file.
+    let skip = |n: usize, reader: &mut ::csv::Reader<_>, record: &mut ::csv::ByteRecord| {
+        for _ in 0..n {
+            if !reader.read_byte_record(record).map_err(io)? {
+                return Ok(false);
+            }
+            was_cut(record);
+        }
+        Ok::<bool, Failure>(true)
+    };
+    if !skip(spec.skip_rows_before_header, &mut reader, &mut record)? {
+        return Ok(());
+    }
+    let has_header = spec.has_header;
     // Where each field's value is, and which columns no field claims.
     let header: Option<Vec<String>> = if has_header {
         if !reader.read_byte_record(&mut record).map_err(io)? {
@@ -82,6 +98,10 @@ pub(super) fn parse(
     } else {
         None
     };
+    // Records right after the header (units, a second header row) are dropped too.
+    if !skip(spec.skip_rows_after_header, &mut reader, &mut record)? {
+        return Ok(());
+    }
     let mut positions = Vec::with_capacity(template.fields.len());
     let mut missing = Vec::new();
     for field in &template.fields {
@@ -420,7 +440,15 @@ mod tests {
         use crate::format::record_cap::{Capped, Marks};
         let marks = std::sync::Arc::new(Marks::default());
         let input = std::io::BufReader::new(Capped::new(input, Dialect::CSV, marks.clone()));
-        super::parse(input, Dialect::CSV, true, t, sink, parallel, &marks)
+        super::parse(
+            input,
+            Dialect::CSV,
+            &crate::format::FormatSpec::default(),
+            t,
+            sink,
+            parallel,
+            &marks,
+        )
     }
 
     /// Parses `text` (CSV with a header) on one thread and in parallel and checks that both

@@ -94,6 +94,11 @@ pub struct FormatSpec {
     pub encoding: Encoding,
     /// CSV cells that mean no value (`null_values`, default `[""]`), compared exactly.
     pub null_values: Vec<String>,
+    /// CSV records skipped before the header (a banner), and after it (units, notes).
+    pub skip_rows_before_header: usize,
+    pub skip_rows_after_header: usize,
+    /// CSV lines that start with this character are skipped (`comment_char`).
+    pub comment: Option<u8>,
 }
 
 /// How CSV text is split into fields: what the record cap and the parser must agree on.
@@ -102,6 +107,8 @@ pub struct Dialect {
     pub delimiter: u8,
     pub quote: Option<u8>,
     pub escape: Option<u8>,
+    /// Lines that start with it are not records.
+    pub comment: Option<u8>,
 }
 
 impl Dialect {
@@ -110,6 +117,7 @@ impl Dialect {
         delimiter: b',',
         quote: Some(b'"'),
         escape: None,
+        comment: None,
     };
 }
 
@@ -124,6 +132,9 @@ impl Default for FormatSpec {
             has_header: true,
             encoding: Encoding::Utf8,
             null_values: vec![String::new()],
+            skip_rows_before_header: 0,
+            skip_rows_after_header: 0,
+            comment: None,
         }
     }
 }
@@ -344,11 +355,20 @@ pub fn dialect(spec: &FormatSpec, key: &str) -> String {
         Some(FormatKind::Auto) | None => "a format the key's extension does not name".to_string(),
     }];
     if matches!(kind, Some(FormatKind::Csv | FormatKind::Tsv)) {
+        if spec.skip_rows_before_header > 0 {
+            parts.push(format!("{} rows skipped first", spec.skip_rows_before_header));
+        }
         parts.push(if spec.has_header {
-            "header on line 1".to_string()
+            "then a header".to_string()
         } else {
             "no header (columns by position)".to_string()
         });
+        if spec.skip_rows_after_header > 0 {
+            parts.push(format!("{} rows skipped after it", spec.skip_rows_after_header));
+        }
+        if let Some(c) = spec.comment {
+            parts.push(format!("lines starting with '{}' skipped", c as char));
+        }
     }
     parts.push(format!(
         "encoding {} (a byte order mark wins)",
@@ -680,6 +700,7 @@ pub fn parse(
         delimiter,
         quote: spec.quote,
         escape: spec.escape,
+        comment: spec.comment,
     });
     let mut input: Box<dyn BufRead + Send> = match dialect {
         Some(dialect) => Box::new(BufReader::with_capacity(
@@ -712,7 +733,7 @@ pub fn parse(
             FormatKind::Csv | FormatKind::Tsv => csv::parse(
                 input,
                 dialect.unwrap_or(Dialect::CSV),
-                spec.has_header,
+                spec,
                 template,
                 &mut sink,
                 parallel,

@@ -39,6 +39,9 @@ enum State {
     QuoteInQuoted,
     /// Just after the escape character inside a quoted field: the next byte is literal.
     EscapeInQuoted,
+    /// In a line that starts with the comment character: not a record. Its line break counts
+    /// as a blank line's (the `csv` reader skips both the same way).
+    Comment,
 }
 
 /// What a [`Capped`] reader tells the parser about the records it handed out: the records it
@@ -169,9 +172,13 @@ impl Track {
             delimiter,
             quote,
             escape,
+            comment,
         } = self.dialect;
         let (is_quote, is_escape) = (quote == Some(b), escape == Some(b));
         let (next, ends) = match self.state {
+            State::FieldStart if !self.record_started && comment == Some(b) => (State::Comment, false),
+            State::Comment if b == b'\n' => (State::FieldStart, true),
+            State::Comment => (State::Comment, false),
             State::FieldStart | State::QuoteInQuoted if b == b'\n' => (State::FieldStart, true),
             State::FieldStart if is_quote => (State::Quoted, false),
             State::FieldStart | State::Unquoted | State::QuoteInQuoted if b == delimiter => {
@@ -245,6 +252,7 @@ impl Track {
                 delimiter,
                 quote,
                 escape,
+                ..
             } = self.dialect;
             let (stop, delimiters) = match self.state {
                 State::Unquoted => {
@@ -260,7 +268,9 @@ impl Track {
                     (Some(q), None) => (memchr::memchr(q, rest).unwrap_or(rest.len()), false),
                     (None, _) => (0, false),
                 },
-                State::FieldStart | State::QuoteInQuoted | State::EscapeInQuoted => (0, false),
+                State::FieldStart | State::QuoteInQuoted | State::EscapeInQuoted | State::Comment => {
+                    (0, false)
+                }
             };
             let room = MAX_RECORD - self.record_bytes;
             let mut plain = &rest[..stop.min(room)];
@@ -307,6 +317,9 @@ impl Track {
                 }
                 continue;
             }
+            if self.state == State::Comment {
+                continue;
+            }
             self.record_bytes += 1;
             self.started();
             if self.record_bytes >= MAX_RECORD || self.fields > MAX_FIELDS {
@@ -327,7 +340,7 @@ impl Track {
             State::Quoted => vec![quote, b'\n'],
             // After an escape character the next byte is taken as it is: a space first.
             State::EscapeInQuoted => vec![b' ', quote, b'\n'],
-            State::FieldStart | State::Unquoted | State::QuoteInQuoted => vec![b'\n'],
+            State::FieldStart | State::Unquoted | State::QuoteInQuoted | State::Comment => vec![b'\n'],
         };
         self.skipping = true;
     }
