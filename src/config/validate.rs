@@ -791,6 +791,7 @@ fn format(f: RawFormat, p: &mut Problems<'_>) -> FormatSpec {
         // Labels the WHATWG standard lacks but people write.
         Some(label) => match label.trim().to_ascii_lowercase().as_str() {
             "utf8" => Some(Encoding::Utf8),
+            "auto" => Some(Encoding::Auto),
             "latin-1" | "cp1252" => Some(Encoding::Other(encoding_rs::WINDOWS_1252)),
             "cp1251" => Some(Encoding::Other(encoding_rs::WINDOWS_1251)),
             "cp1256" => Some(Encoding::Other(encoding_rs::WINDOWS_1256)),

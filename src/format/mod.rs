@@ -56,6 +56,9 @@ pub enum Encoding {
     /// as the bytes stream. `latin-1` and `iso-8859-1` name windows-1252 there: the two differ
     /// only in 0x80–0x9F, C1 control codes that real files do not contain.
     Other(&'static encoding_rs::Encoding),
+    /// `encoding = "auto"`: a byte order mark, else UTF-8 when the first 64 KiB are valid
+    /// UTF-8, else windows-1252 (which decodes any byte).
+    Auto,
 }
 
 impl Encoding {
@@ -74,6 +77,7 @@ impl Encoding {
         match self {
             Encoding::Utf8 => "UTF-8",
             Encoding::Other(e) => e.name(),
+            Encoding::Auto => "auto (byte order mark, else UTF-8 if valid, else windows-1252)",
         }
     }
 }
@@ -510,6 +514,17 @@ fn peek<R: Read>(mut reader: R, n: usize) -> io::Result<(Vec<u8>, R)> {
     Ok((head, reader))
 }
 
+/// How much of an object `encoding = "auto"` looks at.
+const AUTO_SNIFF: usize = 64 * 1024;
+
+/// Whether bytes are UTF-8, allowing a character cut off at the end (the sniff's edge).
+fn looks_utf8(bytes: &[u8]) -> bool {
+    match std::str::from_utf8(bytes) {
+        Ok(_) => true,
+        Err(e) => e.error_len().is_none() && bytes.len() - e.valid_up_to() < 4,
+    }
+}
+
 /// The text of an object as UTF-8: a UTF-8 byte order mark is taken off; other encodings are
 /// transcoded as they stream. A byte order mark wins over the configuration: a file that
 /// starts with a UTF-16 (or UTF-8) mark is read as such whatever `encoding` says.
@@ -517,8 +532,15 @@ fn decode<'r>(
     encoding: Encoding,
     reader: Box<dyn Read + Send + 'r>,
 ) -> io::Result<Box<dyn BufRead + Send + 'r>> {
-    let (mut head, rest) = peek(reader, 3)?;
+    // "auto" looks further ahead: far enough to tell UTF-8 text from another encoding.
+    let ahead = if encoding == Encoding::Auto { AUTO_SNIFF } else { 3 };
+    let (mut head, rest) = peek(reader, ahead)?;
     let utf16_mark = head.starts_with(b"\xff\xfe") || head.starts_with(b"\xfe\xff");
+    let encoding = match encoding {
+        Encoding::Auto if looks_utf8(&head) => Encoding::Utf8,
+        Encoding::Auto => Encoding::Other(encoding_rs::WINDOWS_1252),
+        other => other,
+    };
     match encoding {
         Encoding::Utf8 if !utf16_mark => {
             if head == b"\xef\xbb\xbf" {
@@ -532,7 +554,7 @@ fn decode<'r>(
         _ => {
             // The decoder honours a byte order mark and takes it off.
             let declared = match encoding {
-                Encoding::Utf8 => encoding_rs::UTF_8,
+                Encoding::Utf8 | Encoding::Auto => encoding_rs::UTF_8,
                 Encoding::Other(e) => e,
             };
             let decoder = encoding_rs_io::DecodeReaderBytesBuilder::new()
@@ -1330,6 +1352,31 @@ mod tests {
         );
         assert_eq!(Encoding::for_label("UTF8"), Some(Encoding::Utf8));
         assert_eq!(Encoding::for_label("klingon"), None);
+
+        // "auto": UTF-8 when the text is UTF-8 (a character cut at the sniff's edge too),
+        // else windows-1252; a byte order mark first.
+        let auto = FormatSpec {
+            encoding: Encoding::Auto,
+            ..FormatSpec::default()
+        };
+        let long_utf8 = format!("id,name\n1,{}é\n", "x".repeat(AUTO_SNIFF - 12));
+        let cases: Vec<(Vec<u8>, String)> = vec![
+            (b"id,name\n1,Gr\xc3\xbc\xc3\x9fe\n".to_vec(), "Grüße".into()),
+            (b"id,name\n1,Gr\xfc\xdfe\n".to_vec(), "Grüße".into()),
+            (utf16le("id,name\n1,Grüße\n"), "Grüße".into()),
+            (
+                long_utf8.clone().into_bytes(),
+                long_utf8[10..long_utf8.len() - 1].to_string(),
+            ),
+        ];
+        for (bytes, want) in cases {
+            let (r, sink) = parse_with(&bytes, "k.csv", &auto, &t);
+            r.unwrap();
+            assert_eq!(sink.rows[0]["name"], json!(want));
+        }
+        assert!(looks_utf8("abcé".as_bytes()));
+        assert!(looks_utf8(&"abcé".as_bytes()[..4]), "cut at the edge");
+        assert!(!looks_utf8(b"ab\xe9cd"));
     }
 
     #[test]
