@@ -310,13 +310,13 @@ async fn a_header_missing_a_required_column_rejects_the_file() {
 #[test]
 fn a_template_without_fields_that_keeps_unknown_fields_imports_files_as_they_are() {
     let cfg = ConfigDir::new();
-    let inbox = cfg.path().join("in/raw");
-    std::fs::create_dir_all(&inbox).unwrap();
-    std::fs::write(
-        inbox.join("a.csv"),
-        "sku,qty,note\nA-1,3,\nB-2,10,\"two, words\"\n",
-    )
-    .unwrap();
+    cfg.inbox(
+        "raw",
+        &[(
+            "a.csv",
+            "sku,qty,note\nA-1,3,\nB-2,10,\"two, words\"\n".as_bytes(),
+        )],
+    );
     let toml = "settle_seconds = 0\n[source]\ntype = \"dir\"\npath = \"in/raw\"\n[format]\ntype = \"csv\"\n[template]\ntable = \"raw\"\nunknown_fields = \"keep\"\n[target]\ntype = \"file\"\npath = \"out\"\n".to_string();
     cfg.connection("raw", &toml);
     let out = stdout_of(&run_binary(cfg.path(), &["run"]));
@@ -352,13 +352,13 @@ fn a_template_without_fields_that_keeps_unknown_fields_imports_files_as_they_are
 #[test]
 fn null_values_and_true_false_values() {
     let cfg = ConfigDir::new();
-    let inbox = cfg.path().join("in/n");
-    std::fs::create_dir_all(&inbox).unwrap();
-    std::fs::write(
-        inbox.join("a.csv"),
-        "id,qty,active\n1,NULL,Y\n2,N/A,N\n3,,Y\n4,7,maybe\n5,NONE,N\n",
-    )
-    .unwrap();
+    cfg.inbox(
+        "n",
+        &[(
+            "a.csv",
+            "id,qty,active\n1,NULL,Y\n2,N/A,N\n3,,Y\n4,7,maybe\n5,NONE,N\n".as_bytes(),
+        )],
+    );
     let toml = "settle_seconds = 0\n[source]\ntype = \"dir\"\npath = \"in/n\"\n[format]\ntype = \"csv\"\nnull_values = [\"\", \"NULL\", \"N/A\"]\n[template]\ntable = \"n\"\nmax_bad_rows = \"5\"\n[[template.fields]]\nname = \"id\"\nrequired = true\n[[template.fields]]\nname = \"qty\"\ntype = \"integer\"\n[[template.fields]]\nname = \"active\"\ntype = \"boolean\"\ntrue_values = [\"Y\"]\nfalse_values = [\"N\"]\n[target]\ntype = \"file\"\npath = \"out\"\n";
     cfg.connection("n", toml);
     let out = stdout_of(&run_binary(cfg.path(), &["run"]));
@@ -395,13 +395,14 @@ fn null_values_and_true_false_values() {
 #[test]
 fn rows_before_and_after_the_header_and_comment_lines_are_skipped_with_exact_lines() {
     let cfg = ConfigDir::new();
-    let inbox = cfg.path().join("in/s");
-    std::fs::create_dir_all(&inbox).unwrap();
-    std::fs::write(
-        inbox.join("a.csv"),
-        "Export of 2026-11-30, \"all\" regions\n\nid,qty\nunits,pcs\n1,5\n# a note\n2,x\n3,7\n",
-    )
-    .unwrap();
+    cfg.inbox(
+        "s",
+        &[(
+            "a.csv",
+            "Export of 2026-11-30, \"all\" regions\n\nid,qty\nunits,pcs\n1,5\n# a note\n2,x\n3,7\n"
+                .as_bytes(),
+        )],
+    );
     let toml = "settle_seconds = 0\n[source]\ntype = \"dir\"\npath = \"in/s\"\n[format]\ntype = \"csv\"\nskip_rows_before_header = 1\nskip_rows_after_header = 1\ncomment_char = \"#\"\n[template]\ntable = \"s\"\nmax_bad_rows = \"5\"\n[[template.fields]]\nname = \"id\"\nrequired = true\n[[template.fields]]\nname = \"qty\"\ntype = \"integer\"\n[target]\ntype = \"file\"\npath = \"out\"\n";
     cfg.connection("s", toml);
     let preview = stdout_of(&run_binary(cfg.path(), &["preview", "s"]));

@@ -160,6 +160,19 @@ async fn assume_role_sends_role_and_external_id_and_lists_with_its_credentials()
     assert!(listing.contains(&format!("Credential={key_id}/")), "{listing}");
 }
 
+/// Puts `n` objects `PREFIX000.jsonl`… of two rows each (`{"id": "i-a"}`, `{"id": "i-b"}`);
+/// returns the ids, sorted.
+async fn put_pairs(client: &aws_sdk_s3::Client, b: &str, prefix: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let body = format!("{{\"id\": \"{i}-a\"}}\n{{\"id\": \"{i}-b\"}}\n");
+        put(client, b, &format!("{prefix}{i:03}.jsonl"), body).await;
+        ids.extend([format!("{i}-a"), format!("{i}-b")]);
+    }
+    ids.sort();
+    ids
+}
+
 /// Runs the binary with a fault point and kills it (SIGKILL) once it stops there.
 fn kill_at(cfg: &ConfigDir, point: &str) {
     let mut child = binary(cfg.path())
@@ -222,18 +235,7 @@ fn assert_exactly_once(cfg: &ConfigDir, expected: &[String]) {
 async fn a_kill_at_any_point_of_a_delivery_loses_and_duplicates_nothing() {
     let client = s3();
     let b = bucket(&client, "kill").await;
-    let mut expected = Vec::new();
-    for i in 0..40 {
-        put(
-            &client,
-            &b,
-            &format!("k/{i:03}.jsonl"),
-            format!("{{\"id\": \"{i}-a\"}}\n{{\"id\": \"{i}-b\"}}\n"),
-        )
-        .await;
-        expected.extend([format!("{i}-a"), format!("{i}-b")]);
-    }
-    expected.sort();
+    let mut expected = put_pairs(&client, &b, "k/", 40).await;
     let cfg = ConfigDir::new();
     cfg.connection("kill", &s3_connection(&b, "k/", ""));
 
@@ -282,18 +284,7 @@ async fn a_kill_at_any_point_of_a_delivery_loses_and_duplicates_nothing() {
 async fn loads_are_settled_one_by_one_and_a_kill_loses_only_the_load_in_flight() {
     let client = s3();
     let b = bucket(&client, "loads").await;
-    let mut expected = Vec::new();
-    for i in 0..25 {
-        put(
-            &client,
-            &b,
-            &format!("l/{i:03}.jsonl"),
-            format!("{{\"id\": \"{i}-a\"}}\n{{\"id\": \"{i}-b\"}}\n"),
-        )
-        .await;
-        expected.extend([format!("{i}-a"), format!("{i}-b")]);
-    }
-    expected.sort();
+    let expected = put_pairs(&client, &b, "l/", 25).await;
     let cfg = ConfigDir::new();
     std::fs::write(
         cfg.path().join("s3-importd.toml"),

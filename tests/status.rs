@@ -8,9 +8,10 @@ use common::*;
 #[test]
 fn status_shows_the_last_import_apart_from_the_last_run_and_the_run_history() {
     let cfg = ConfigDir::new();
-    let inbox = cfg.path().join("in/hist");
-    std::fs::create_dir_all(&inbox).unwrap();
-    std::fs::write(inbox.join("a.jsonl"), "{\"id\": \"a\"}\n{\"id\": \"b\"}\n").unwrap();
+    cfg.inbox(
+        "hist",
+        &[("a.jsonl", "{\"id\": \"a\"}\n{\"id\": \"b\"}\n".as_bytes())],
+    );
     cfg.connection(
         "hist",
         &dir_connection_toml("hist", ID_TEMPLATE, "type = \"file\"\npath = \"out\""),
@@ -105,9 +106,7 @@ fn retry_imports_a_rejected_file_again_once_however_old_it_is() {
 #[test]
 fn a_disabled_connection_runs_only_with_force() {
     let cfg = ConfigDir::new();
-    let inbox = cfg.path().join("in/off");
-    std::fs::create_dir_all(&inbox).unwrap();
-    std::fs::write(inbox.join("a.jsonl"), "{\"id\": \"a\"}\n").unwrap();
+    cfg.inbox("off", &[("a.jsonl", "{\"id\": \"a\"}\n".as_bytes())]);
     cfg.connection(
         "off",
         &format!(

@@ -88,6 +88,17 @@ impl ConfigDir {
     }
 
     /// Writes `connections/NAME.toml`.
+    /// The folder `in/NAME` (created) with the given files in it; a `dir` connection named
+    /// NAME reads it.
+    pub fn inbox(&self, name: &str, files: &[(&str, &[u8])]) -> PathBuf {
+        let inbox = self.path().join("in").join(name);
+        std::fs::create_dir_all(&inbox).unwrap();
+        for (file, bytes) in files {
+            std::fs::write(inbox.join(file), bytes).unwrap();
+        }
+        inbox
+    }
+
     pub fn connection(&self, name: &str, toml: &str) {
         std::fs::write(self.temp.path().join(format!("connections/{name}.toml")), toml).expect("write");
     }
