@@ -195,7 +195,7 @@ fn bad_files_and_their_messages() {
         (
             "[source]\ntype = \"dir\"\npath = \"in\"\n[template]\n[[template.fields]]\nname = \"id\"\ncolour = \"x\"\n[target]\ntype = \"stdout\"".to_string(),
             vec![
-                "connections/c.toml: template.fields[0].colour: unknown field `colour`, expected one of `name`, `column`, `type`, `required`, `format`, `timezone`, `values`, `default`",
+                "connections/c.toml: template.fields[0].colour: unknown field `colour`, expected one of `name`, `column`, `type`, `required`, `format`, `timezone`, `values`, `default`, `true_values`, `false_values`",
             ],
         ),
         ("[source\n".to_string(), vec!["connections/c.toml: unclosed table, expected `]` (line 1)"]),
