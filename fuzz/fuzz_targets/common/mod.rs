@@ -104,8 +104,34 @@ pub fn parse(kind: &'static str, key: &str, data: &[u8]) {
     let Some((_, c)) = connections.iter().find(|(k, _)| *k == kind) else {
         panic!("no fuzz connection for {kind}");
     };
+    parse_as(key, data, &c.format, c);
+}
+
+/// Parses `data` as CSV in a dialect its first byte picks (quote, escape, comment, rows
+/// skipped before and after the header), so that the record cap and the csv reader are
+/// driven through every state the dialects give them.
+pub fn parse_csv_dialects(data: &[u8]) {
+    let Some((&pick, data)) = data.split_first() else {
+        return;
+    };
+    static CONNECTION: OnceLock<Connection> = OnceLock::new();
+    let c = CONNECTION.get_or_init(|| connection("csv"));
+    let mut spec = c.format.clone();
+    spec.quote = [Some(b'"'), Some(b'|'), None][pick as usize % 3];
+    spec.escape = [None, Some(b'\\'), Some(b'!')][(pick as usize / 3) % 3];
+    spec.comment = [None, Some(b'#')][(pick as usize / 9) % 2];
+    spec.skip_rows_before_header = (pick as usize / 18) % 3;
+    spec.skip_rows_after_header = (pick as usize / 54) % 2;
+    if spec.escape.is_some() && spec.escape == spec.quote {
+        spec.escape = None;
+    }
+    parse_as("object.csv", data, &spec, c);
+}
+
+/// Parses `data` with `spec` and the connection's template, checking what comes out.
+fn parse_as(key: &str, data: &[u8], spec: &format::FormatSpec, c: &Connection) {
     let provenance = Provenance { key, version: "v" };
-    if let Err(e) = format::parse(data, key, &c.format, &c.template, provenance, &mut Checking) {
+    if let Err(e) = format::parse(data, key, spec, &c.template, provenance, &mut Checking) {
         // A file the parser refuses says why, briefly.
         assert!(
             e.to_string().len() <= 4096,
