@@ -83,10 +83,11 @@ impl RunLimits {
 impl Default for RunLimits {
     /// The defaults of `s3-importd.toml`.
     fn default() -> RunLimits {
+        use crate::config::defaults;
         RunLimits {
-            max_concurrent_objects: 4,
-            load_max_objects: 10_000,
-            load_max_bytes: 1 << 30,
+            max_concurrent_objects: defaults::MAX_CONCURRENT_OBJECTS,
+            load_max_objects: defaults::LOAD_MAX_OBJECTS,
+            load_max_bytes: defaults::LOAD_MAX_BYTES,
         }
     }
 }
@@ -229,16 +230,28 @@ pub async fn run(env: &RunEnv<'_>, dry_run: bool) -> RunSummary {
 
 fn record(s: &RunSummary, started: DateTime<Utc>, finished: DateTime<Utc>) -> RunRecord {
     RunRecord {
-        run_id: s.run_id.clone(),
-        connection: s.connection.clone(),
         started_at: Some(started),
         finished_at: Some(finished),
         outcome: if s.succeeded() { "ok" } else { "failed" }.to_string(),
+        error: s.error.clone().or_else(|| s.problems.first().cloned()),
+        ..snapshot(s)
+    }
+}
+
+/// A running run as the state records it so far (its times are recorded apart): counts,
+/// watermarks and the last output.
+fn snapshot(s: &RunSummary) -> RunRecord {
+    RunRecord {
+        run_id: s.run_id.clone(),
+        connection: s.connection.clone(),
+        started_at: None,
+        finished_at: None,
+        outcome: "running".into(),
         counts: s.counts,
         watermark_before: s.watermark_before,
         watermark_after: s.watermark_after,
         output: s.output.clone(),
-        error: s.error.clone().or_else(|| s.problems.first().cloned()),
+        error: None,
     }
 }
 
@@ -262,8 +275,7 @@ async fn execute(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<
     if !dry_run {
         env.state.start_run(&c.name, &s.run_id, now)?;
     }
-    let staged = !dry_run;
-    let planned = plan(env, now, s, staged).await;
+    let planned = plan(env, now, s, !dry_run).await;
     let result = match planned {
         Ok(planned) if dry_run => {
             s.candidates = planned.candidates;
@@ -272,7 +284,7 @@ async fn execute(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<
         Ok(planned) => import(env, &planned, s).await,
         Err(e) => Err(e),
     };
-    if staged && let Err(e) = env.state.clear_candidates(&s.run_id) {
+    if !dry_run && let Err(e) = env.state.clear_candidates(&s.run_id) {
         warn!(error = %e, "forgetting the run's candidates failed");
     }
     result
@@ -486,19 +498,7 @@ async fn import(env: &RunEnv<'_>, planned: &Planned, s: &mut RunSummary) -> Resu
         }
         progress.log_if_due();
         // `status` shows a running run's counts as of its last settled load.
-        let snapshot = RunRecord {
-            run_id: s.run_id.clone(),
-            connection: c.name.clone(),
-            started_at: None,
-            finished_at: None,
-            outcome: "running".into(),
-            counts: s.counts,
-            watermark_before: s.watermark_before,
-            watermark_after: s.watermark_after,
-            output: s.output.clone(),
-            error: None,
-        };
-        if let Err(e) = env.state.finish_run(&snapshot) {
+        if let Err(e) = env.state.finish_run(&snapshot(s)) {
             warn!(error = %e, "recording the run's progress failed");
         }
     }

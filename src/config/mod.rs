@@ -38,6 +38,16 @@ impl Config {
     }
 }
 
+/// The defaults of `s3-importd.toml` that code outside configuration needs too.
+pub mod defaults {
+    /// `max_concurrent_objects`.
+    pub const MAX_CONCURRENT_OBJECTS: usize = 4;
+    /// `load_max_objects`.
+    pub const LOAD_MAX_OBJECTS: usize = 10_000;
+    /// `load_max_bytes`: 1 GiB of spooled rows.
+    pub const LOAD_MAX_BYTES: u64 = 1 << 30;
+}
+
 /// `s3-importd.toml`, checked.
 #[derive(Debug, Clone)]
 pub struct Settings {

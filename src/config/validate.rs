@@ -161,10 +161,30 @@ fn settings(dir: &Path, s: RawSettings, p: &mut Problems<'_>) -> Option<Settings
         }
     };
     let max_concurrent_runs = in_range(p, "max_concurrent_runs", s.max_concurrent_runs, 2, 1, 64) as usize;
-    let max_concurrent_objects =
-        in_range(p, "max_concurrent_objects", s.max_concurrent_objects, 4, 1, 64) as usize;
-    let load_max_objects = in_range(p, "load_max_objects", s.load_max_objects, 10_000, 1, 1_000_000) as usize;
-    let load_max_bytes = in_range(p, "load_max_bytes", s.load_max_bytes, 1 << 30, 1 << 20, 1 << 40) as u64;
+    let max_concurrent_objects = in_range(
+        p,
+        "max_concurrent_objects",
+        s.max_concurrent_objects,
+        defaults::MAX_CONCURRENT_OBJECTS as i64,
+        1,
+        64,
+    ) as usize;
+    let load_max_objects = in_range(
+        p,
+        "load_max_objects",
+        s.load_max_objects,
+        defaults::LOAD_MAX_OBJECTS as i64,
+        1,
+        1_000_000,
+    ) as usize;
+    let load_max_bytes = in_range(
+        p,
+        "load_max_bytes",
+        s.load_max_bytes,
+        defaults::LOAD_MAX_BYTES as i64,
+        1 << 20,
+        1 << 40,
+    ) as u64;
     let shutdown = in_range(p, "shutdown_timeout_s", s.shutdown_timeout_s, 30, 0, 3600) as u64;
     let log_format = match s.log_format.as_deref() {
         None | Some("text") => LogFormat::Text,
