@@ -141,6 +141,7 @@ pub(super) fn parse(
         extra_columns: unclaimed,
         positions,
         header: header.map(Arc::new),
+        null_values: Arc::new(spec.null_values.clone()),
     };
 
     // With a header the layout is fixed, so records can be checked on several threads; without
@@ -269,6 +270,8 @@ struct Layout {
     positions: Vec<Option<usize>>,
     /// Shared by the workers' copies of the layout: a header can be large.
     header: Option<Arc<Vec<String>>>,
+    /// `null_values`, for the columns kept beside the fields (the fields hold their own).
+    null_values: Arc<Vec<String>>,
 }
 
 impl Layout {
@@ -300,12 +303,17 @@ fn check_record(
     // The record is checked as UTF-8 once, whole; a cell is then a slice of it, which
     // `str::get` refuses if it would split a character (a cell that starts or ends inside
     // one is invalid on its own even when the record is valid).
+    let undecodable = |i: usize, cell: &[u8], encoding| {
+        super::undecodable(&format!("column {}", i + 1), "value", cell, encoding)
+    };
     let Ok(text) = std::str::from_utf8(record.as_slice()) else {
-        let bad = record
+        let (bad, cell) = record
             .iter()
-            .position(|c| std::str::from_utf8(c).is_err())
-            .unwrap_or(0);
-        return sink.broken(line, format!("column {} is not valid UTF-8", bad + 1), raw());
+            .enumerate()
+            .find(|(_, c)| std::str::from_utf8(c).is_err())
+            .unwrap_or((0, record.as_slice()));
+        let reason = undecodable(bad, cell, sink.encoding);
+        return sink.broken(line, reason, raw());
     };
     spans.clear();
     for i in 0..record.len() {
@@ -316,7 +324,9 @@ fn check_record(
             range.end -= 1;
         }
         if text.get(range.clone()).is_none() {
-            return sink.broken(line, format!("column {} is not valid UTF-8", i + 1), raw());
+            let cell = record.as_slice().get(range).unwrap_or_default();
+            let reason = undecodable(i, cell, sink.encoding);
+            return sink.broken(line, reason, raw());
         }
         spans.push(range);
     }
@@ -362,10 +372,12 @@ fn check_record(
             .extra_columns
             .iter()
             .map(|i| {
-                (
-                    layout.column_name(*i),
-                    Value::String(cell(*i).unwrap_or_default().to_string()),
-                )
+                // A kept column's cell means no value under `null_values` as a field's does.
+                let value = match cell(*i).unwrap_or_default() {
+                    text if layout.null_values.iter().any(|n| n == text) => Value::Null,
+                    text => Value::String(text.to_string()),
+                };
+                (layout.column_name(*i), value)
             })
             .collect()
     } else {
@@ -570,7 +582,10 @@ mod tests {
             &template(UnknownFields::Ignore),
         );
         assert_eq!(r.unwrap(), ParseStats { rows: 2, bad_rows: 1 });
-        assert_eq!(sink.errors[0].reason, "column 2 is not valid UTF-8");
+        assert_eq!(
+            sink.errors[0].reason,
+            "column 2 is not valid UTF-8 text: byte 1 of the value cannot be decoded (is `encoding` right?)"
+        );
     }
 
     #[test]

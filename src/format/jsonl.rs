@@ -1,7 +1,11 @@
-//! JSON Lines: one JSON object per line, each line its own error scope. Blank lines are
-//! allowed. A line longer than [`MAX_LINE`] is a row error and is skipped without being held
-//! in memory. Lines are independent, so a large object's lines are checked in batches by
-//! worker threads.
+//! JSON Lines: JSON objects separated by whitespace — usually one per line, but an object may
+//! span several lines (pretty-printed, concatenated JSON) — each object its own error scope,
+//! its row numbered by the line it starts on. [`Scanner`] finds where each object ends without
+//! parsing it; serde then reads it into the template's fields. An object longer than
+//! [`MAX_LINE`] is a row error and is skipped without being held in memory. Objects are
+//! independent, so a large file's objects are checked in batches by worker threads.
+//!
+//! This is not the JSON document parser (`json.rs`), which reads one array or object.
 
 use super::{Failure, Provenanced};
 use crate::template::{Column, FieldError, RawValue, Template, UnknownFields};
@@ -12,7 +16,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::io::BufRead;
 
-/// The longest line read as a row.
+/// The longest object (or line) read as a row.
 pub const MAX_LINE: usize = 16 * 1024 * 1024;
 
 pub(super) fn parse(
@@ -25,14 +29,13 @@ pub(super) fn parse(
         return parse_parallel(input, template, sink);
     }
     let mut buf = Vec::new();
-    let mut line = 0u64;
+    let mut scanner = Scanner::new();
     let mut fields = Fields::new(template);
     loop {
         buf.clear();
-        let Some(complete) = read_line(&mut input, &mut buf, MAX_LINE)? else {
+        let Some((line, complete)) = scanner.next(&mut input, &mut buf, MAX_LINE)? else {
             return Ok(());
         };
-        line += 1;
         check_line(line, &buf, complete, &mut fields, sink)?;
     }
 }
@@ -47,7 +50,11 @@ fn check_line(
 ) -> Result<(), Failure> {
     let raw = || String::from_utf8_lossy(bytes).into_owned();
     if !complete {
-        return sink.broken(line, format!("line is longer than {MAX_LINE} bytes"), raw());
+        return sink.broken(
+            line,
+            format!("is longer than {MAX_LINE} bytes, the most one object may hold"),
+            raw(),
+        );
     }
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(());
@@ -68,8 +75,35 @@ fn check_line(
             format!("holds a number too large for a 64-bit float ({e}); write such a number as a string"),
             raw(),
         ),
+        Err(_) if std::str::from_utf8(bytes).is_err() => {
+            let what = match undecodable_key(bytes) {
+                Some(key) => format!("key {:?}", crate::text::excerpt(&key)),
+                None => "the object".to_string(),
+            };
+            let reason = super::undecodable(&what, "object", bytes, sink.encoding);
+            sink.broken(line, reason, raw())
+        }
         Err(e) => sink.broken(line, format!("is not valid JSON: {e}"), raw()),
     }
+}
+
+/// The top-level key of an object whose name or value holds text that did not decode (read
+/// again with such text replaced, which only this error path does).
+fn undecodable_key(bytes: &[u8]) -> Option<String> {
+    fn holds_bad(value: &Value) -> bool {
+        match value {
+            Value::String(s) => s.contains('\u{FFFD}'),
+            Value::Array(items) => items.iter().any(holds_bad),
+            Value::Object(map) => map.iter().any(|(k, v)| k.contains('\u{FFFD}') || holds_bad(v)),
+            _ => false,
+        }
+    }
+    let text = String::from_utf8_lossy(bytes);
+    let object: Map<String, Value> = serde_json::from_str(&text).ok()?;
+    object
+        .into_iter()
+        .find(|(k, v)| k.contains('\u{FFFD}') || holds_bad(v))
+        .map(|(k, _)| k)
 }
 
 /// How many bytes of lines make one batch for a worker.
@@ -94,7 +128,7 @@ fn parse_parallel(
     template: &Template,
     sink: &mut Provenanced<'_, '_>,
 ) -> Result<(), Failure> {
-    let mut line = 0u64;
+    let mut scanner = Scanner::new();
     let read = |batch: &mut Batch| -> Result<bool, Failure> {
         batch.text.clear();
         batch.lines.clear();
@@ -107,10 +141,9 @@ fn parse_parallel(
         // millions of lines.
         while batch.text.len() < BATCH_BYTES && batch.lines.len() < BATCH_LINES {
             let start = batch.text.len();
-            let Some(complete) = read_line(&mut input, &mut batch.text, MAX_LINE)? else {
+            let Some((line, complete)) = scanner.next(&mut input, &mut batch.text, MAX_LINE)? else {
                 break;
             };
-            line += 1;
             batch.lines.push((line, start..batch.text.len(), complete));
         }
         Ok(!batch.lines.is_empty())
@@ -384,53 +417,239 @@ pub(super) fn value_row(
     }
 }
 
-/// Reads one line (without its `\n` or `\r\n`) into `buf`, keeping at most `max` bytes.
-/// Returns `None` at the end of input, `Some(false)` when the line was longer than `max` (the
-/// rest of it is read and dropped).
-fn read_line(input: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> std::io::Result<Option<bool>> {
-    // The line is appended after what `buf` holds; the cap counts the line alone.
-    let start = buf.len();
-    let mut seen_any = false;
-    let mut complete = true;
-    loop {
-        let chunk = input.fill_buf()?;
-        if chunk.is_empty() {
-            break;
+/// Splits a JSON Lines stream into its top-level JSON values, one at a time, each with the
+/// line it starts on. A value may span several lines (a stream of concatenated, pretty-printed
+/// objects); values need only whitespace between them.
+///
+/// The scan is structural only (strings, escapes, brackets): serde checks the value's text
+/// afterwards. A broken value ends early where that is certain, so that the next object is
+/// still read on its own (resynchronisation):
+/// - a line break inside a string ends it (JSON strings cannot hold one);
+/// - an object or array opening at the start of a line ends it unless it is an element of an
+///   enclosing array (after `[` or `,`). Pretty-printers put a key's opening bracket on the
+///   key's line, so this never cuts what they write, while a truncated line followed by the
+///   next object is cut where it should be.
+///
+/// A value that does not open with `{` or `[` is read to the end of its line, as before
+/// multi-line values were accepted: it is a bad row either way.
+pub(super) struct Scanner {
+    /// The line the next unread byte is on.
+    line: u64,
+    /// For each bracket open in the current value, whether it is an array.
+    open: Vec<bool>,
+}
+
+/// Bytes that matter outside strings.
+const STRUCTURAL: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b'"' as usize] = true;
+    t[b'\n' as usize] = true;
+    t[b'{' as usize] = true;
+    t[b'}' as usize] = true;
+    t[b'[' as usize] = true;
+    t[b']' as usize] = true;
+    t
+};
+
+/// How the scan of one chunk ended.
+enum Stop {
+    /// The chunk is used up and the value goes on.
+    More,
+    /// The value ends after this many bytes of the chunk.
+    End(usize),
+    /// The value ends before byte `at` of the chunk, and the bytes up to `consume` are used.
+    Cut { at: usize, consume: usize },
+}
+
+impl Scanner {
+    pub(super) fn new() -> Self {
+        Scanner {
+            line: 1,
+            open: Vec::new(),
         }
-        seen_any = true;
-        let (take, done) = match memchr::memchr(b'\n', chunk) {
-            Some(i) => (i, true),
-            None => (chunk.len(), false),
+    }
+
+    /// Reads the next value into `buf` (appended), keeping at most `max` of its bytes.
+    /// Returns `None` at the end of input, else the value's first line and whether it was
+    /// kept whole (an over-long value is read to its end, and only an excerpt kept).
+    pub(super) fn next(
+        &mut self,
+        input: &mut impl BufRead,
+        buf: &mut Vec<u8>,
+        max: usize,
+    ) -> std::io::Result<Option<(u64, bool)>> {
+        let start = buf.len();
+        // Whitespace between values, counted for line numbers.
+        let first = loop {
+            let chunk = input.fill_buf()?;
+            let Some(&byte) = chunk.first() else {
+                return Ok(None);
+            };
+            match chunk
+                .iter()
+                .position(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+            {
+                Some(at) => {
+                    self.line += memchr::memchr_iter(b'\n', &chunk[..at]).count() as u64;
+                    input.consume(at);
+                    if at == 0 {
+                        break byte;
+                    }
+                }
+                None => {
+                    let n = chunk.len();
+                    self.line += memchr::memchr_iter(b'\n', chunk).count() as u64;
+                    input.consume(n);
+                }
+            }
         };
-        let room = max.saturating_sub(buf.len() - start);
-        if take > room {
-            complete = false;
+        let first_line = self.line;
+        let mut kept = true;
+        if first == b'{' || first == b'[' {
+            self.open.clear();
+            let (mut in_string, mut escaped) = (false, false);
+            loop {
+                let chunk = input.fill_buf()?;
+                if chunk.is_empty() {
+                    // The value is not closed: serde names what is missing.
+                    break;
+                }
+                let stop = self.scan(chunk, &buf[start..], kept, &mut in_string, &mut escaped);
+                let (take, consume) = match stop {
+                    Stop::More => (chunk.len(), chunk.len()),
+                    Stop::End(n) => (n, n),
+                    Stop::Cut { at, consume } => (at, consume),
+                };
+                kept &= keep(buf, start, &chunk[..take], max);
+                input.consume(consume);
+                if !matches!(stop, Stop::More) {
+                    break;
+                }
+            }
+            // The text of a value cut early ends with the whitespace before the cut.
+            while buf.len() > start && buf.last().is_some_and(u8::is_ascii_whitespace) {
+                buf.pop();
+            }
+        } else {
+            loop {
+                let chunk = input.fill_buf()?;
+                if chunk.is_empty() {
+                    break;
+                }
+                let (take, done) = match memchr::memchr(b'\n', chunk) {
+                    Some(i) => (i, true),
+                    None => (chunk.len(), false),
+                };
+                kept &= keep(buf, start, &chunk[..take], max);
+                input.consume(if done { take + 1 } else { take });
+                if done {
+                    self.line += 1;
+                    break;
+                }
+            }
+            if buf.last() == Some(&b'\r') && buf.len() > start {
+                buf.pop();
+            }
         }
-        buf.extend_from_slice(&chunk[..take.min(room)]);
-        input.consume(if done { take + 1 } else { take });
-        if done {
-            break;
+        if !kept {
+            // Only an excerpt of an over-long value is kept, for its row error; the memory it
+            // took goes back at once.
+            buf.truncate(start + super::RAW_CAP);
+            buf.shrink_to(start + super::RAW_CAP);
         }
+        Ok(Some((first_line, kept)))
     }
-    if !seen_any {
-        return Ok(None);
+
+    /// Scans one chunk of a value opened with a bracket; `before` is the value's text read so
+    /// far (complete while `kept`).
+    fn scan(
+        &mut self,
+        chunk: &[u8],
+        before: &[u8],
+        kept: bool,
+        in_string: &mut bool,
+        escaped: &mut bool,
+    ) -> Stop {
+        let mut i = 0;
+        while i < chunk.len() {
+            if *escaped {
+                *escaped = false;
+                if chunk[i] != b'\n' {
+                    i += 1;
+                    continue;
+                }
+            }
+            if *in_string {
+                let Some(j) = memchr::memchr3(b'"', b'\\', b'\n', &chunk[i..]) else {
+                    return Stop::More;
+                };
+                let at = i + j;
+                match chunk[at] {
+                    b'"' => *in_string = false,
+                    b'\\' => *escaped = true,
+                    _ => {
+                        // A line break inside a string: the value ends before it.
+                        *in_string = false;
+                        self.line += 1;
+                        return Stop::Cut { at, consume: at + 1 };
+                    }
+                }
+                i = at + 1;
+                continue;
+            }
+            let Some(j) = chunk[i..].iter().position(|&b| STRUCTURAL[b as usize]) else {
+                return Stop::More;
+            };
+            let at = i + j;
+            match chunk[at] {
+                b'"' => *in_string = true,
+                b'\n' => self.line += 1,
+                b @ (b'{' | b'[') => {
+                    if kept && !self.open.is_empty() && !continues(&self.open, &chunk[..at], before) {
+                        return Stop::Cut { at, consume: at };
+                    }
+                    self.open.push(b == b'[');
+                }
+                _ => {
+                    self.open.pop();
+                    if self.open.is_empty() {
+                        return Stop::End(at + 1);
+                    }
+                }
+            }
+            i = at + 1;
+        }
+        Stop::More
     }
-    if !complete {
-        // Only an excerpt of an over-long line is kept, for its row error; the memory it took
-        // goes back at once.
-        buf.truncate(start + super::RAW_CAP);
-        buf.shrink_to(start + super::RAW_CAP);
-        return Ok(Some(false));
-    }
-    if buf.len() > start && buf.last() == Some(&b'\r') {
-        buf.pop();
-    }
-    Ok(Some(complete))
+}
+
+/// Appends `bytes` of a value to `buf` while the value (from `start`) stays within `max`;
+/// false once it does not.
+fn keep(buf: &mut Vec<u8>, start: usize, bytes: &[u8], max: usize) -> bool {
+    let room = max.saturating_sub(buf.len() - start);
+    buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    bytes.len() <= room
+}
+
+/// Whether a bracket opening inside a value (its text so far is `before` then `here`) belongs
+/// to it: always in the middle of a line; at the start of a line only as an array's element.
+fn continues(open: &[bool], here: &[u8], before: &[u8]) -> bool {
+    let mut text = here.iter().rev().chain(before.iter().rev());
+    let mut line_start = false;
+    let previous = loop {
+        match text.next() {
+            Some(b'\n') => line_start = true,
+            Some(b' ' | b'\t' | b'\r') => {}
+            Some(&b) => break b,
+            None => return true,
+        }
+    };
+    !line_start || (open.last() == Some(&true) && matches!(previous, b'[' | b','))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::read_line;
+    use super::Scanner;
     use crate::format::Failure;
     use crate::format::testing::{Collect, field, id_template, parse_with};
     use crate::format::{FormatKind, FormatSpec};
@@ -527,18 +746,120 @@ mod tests {
         );
     }
 
+    /// Every value the scanner finds in `text`: its first line, whether it was kept whole, and
+    /// its text.
+    fn values(text: &str, max: usize, chunk: usize) -> Vec<(u64, bool, String)> {
+        let mut input = std::io::BufReader::with_capacity(chunk, text.as_bytes());
+        let mut scanner = Scanner::new();
+        let mut out = Vec::new();
+        for _ in 0..100 {
+            let mut buf = Vec::new();
+            match scanner.next(&mut input, &mut buf, max).unwrap() {
+                Some((line, kept)) => out.push((line, kept, String::from_utf8(buf).unwrap())),
+                None => return out,
+            }
+        }
+        panic!("the scanner did not reach the end of {text:?}");
+    }
+
     #[test]
-    fn long_lines_are_cut_not_held() {
-        let text = format!("{}\nshort\n", "a".repeat(100));
-        let mut input = std::io::BufReader::with_capacity(8, text.as_bytes());
-        let mut buf = Vec::new();
-        assert_eq!(read_line(&mut input, &mut buf, 10).unwrap(), Some(false));
-        assert_eq!(buf.len(), 10);
-        buf.clear();
-        assert_eq!(read_line(&mut input, &mut buf, 10).unwrap(), Some(true));
-        assert_eq!(buf, b"short");
-        buf.clear();
-        assert_eq!(read_line(&mut input, &mut buf, 10).unwrap(), None);
+    fn the_scanner_splits_values_and_resynchronises_after_broken_ones() {
+        let v = |line: u64, text: &str| (line, true, text.to_string());
+        let cases: Vec<(&str, Vec<(u64, bool, String)>)> = vec![
+            (
+                "{\"a\": 1}\n{\"a\": 2}\n",
+                vec![v(1, "{\"a\": 1}"), v(2, "{\"a\": 2}")],
+            ),
+            // Pretty-printed objects, CRLF, nested arrays of objects at the start of lines,
+            // brackets and escaped quotes inside strings.
+            (
+                "{\r\n  \"a\": [\r\n    {\"b\": \"}{\"},\r\n{\"c\": \"\\\"]\"}\r\n  ]\r\n}\r\n{\"d\": 1}",
+                vec![
+                    v(
+                        1,
+                        "{\r\n  \"a\": [\r\n    {\"b\": \"}{\"},\r\n{\"c\": \"\\\"]\"}\r\n  ]\r\n}",
+                    ),
+                    v(7, "{\"d\": 1}"),
+                ],
+            ),
+            // Several values on one line; blank lines between them.
+            (
+                "{\"a\":1} {\"a\":2}\n\n\n[1,\n2] {}",
+                vec![v(1, "{\"a\":1}"), v(1, "{\"a\":2}"), v(4, "[1,\n2]"), v(5, "{}")],
+            ),
+            // A line cut inside a string, after a value, after a key or after a colon: the
+            // next line's object is read on its own.
+            (
+                "{\"a\": \"x\n{\"a\": 1, \"b\": 2\n{\"a\": 3, \"b\"\n{\"a\": 4, \"b\":\n{\"a\": 5}\n",
+                vec![
+                    v(1, "{\"a\": \"x"),
+                    v(2, "{\"a\": 1, \"b\": 2"),
+                    v(3, "{\"a\": 3, \"b\""),
+                    v(4, "{\"a\": 4, \"b\":"),
+                    v(5, "{\"a\": 5}"),
+                ],
+            ),
+            // Not an object: read to the end of its line, as line-by-line reading did.
+            (
+                "hello {\"a\": 1}\r\n42\n{\"a\": 2}",
+                vec![v(1, "hello {\"a\": 1}"), v(2, "42"), v(3, "{\"a\": 2}")],
+            ),
+            // An object never closed runs to the end of the input.
+            ("{\"a\": [1,\n2,\n", vec![v(1, "{\"a\": [1,\n2,")]),
+            // An escaped line break is still a line break inside a string.
+            (
+                "{\"a\": \"x\\\n{\"a\": 1}",
+                vec![v(1, "{\"a\": \"x\\"), v(2, "{\"a\": 1}")],
+            ),
+            (" \n \r\n", vec![]),
+        ];
+        for (text, expected) in cases {
+            // Chunks of one byte cross every boundary the scanner keeps state over.
+            for chunk in [1, 3, 8192] {
+                assert_eq!(
+                    values(text, 1 << 20, chunk),
+                    expected,
+                    "{text:?} in chunks of {chunk}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn long_values_are_cut_not_held() {
+        let text = format!(
+            "{{\"a\": \"{}\",\n\"b\": 1}}\n{}\n{{\n}}\n",
+            "x".repeat(100),
+            "y".repeat(100)
+        );
+        let found = values(&text, 10, 8);
+        let kept: Vec<(u64, bool, usize)> = found.iter().map(|(l, k, t)| (*l, *k, t.len())).collect();
+        assert_eq!(kept, [(1, false, 10), (3, false, 10), (4, true, 3)]);
+    }
+
+    #[test]
+    fn objects_over_several_lines_are_rows_numbered_by_their_first_line() {
+        let sink = run(
+            "{\n  \"ID\": 1,\n  \"x\": {\"y\": [\n    {\"z\": 1}\n  ]}\n}\n{\"ID\": 2,\n{\"ID\": 3}{\"ID\":\n 4}\n",
+            UnknownFields::Keep,
+        );
+        let ids: Vec<_> = sink
+            .rows
+            .iter()
+            .map(|r| (r["id"].clone(), r["_source_line"].clone()))
+            .collect();
+        assert_eq!(
+            ids,
+            vec![(json!(1), json!(1)), (json!(3), json!(8)), (json!(4), json!(8))]
+        );
+        assert_eq!(sink.rows[0]["x"], json!({"y": [{"z": 1}]}));
+        let errs: Vec<_> = sink.errors.iter().map(|e| (e.line, e.raw.as_str())).collect();
+        assert_eq!(errs, [(7, "{\"ID\": 2,")]);
+        assert!(
+            sink.errors[0].reason.starts_with("is not valid JSON: EOF"),
+            "{}",
+            sink.errors[0].reason
+        );
     }
 
     #[test]

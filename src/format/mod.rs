@@ -527,43 +527,152 @@ fn looks_utf8(bytes: &[u8]) -> bool {
 
 /// The text of an object as UTF-8: a UTF-8 byte order mark is taken off; other encodings are
 /// transcoded as they stream. A byte order mark wins over the configuration: a file that
-/// starts with a UTF-16 (or UTF-8) mark is read as such whatever `encoding` says.
+/// starts with a UTF-16 (or UTF-8) mark is read as such whatever `encoding` says. Returns the
+/// encoding the text is read in, for the row errors that name it.
 fn decode<'r>(
     encoding: Encoding,
     reader: Box<dyn Read + Send + 'r>,
-) -> io::Result<Box<dyn BufRead + Send + 'r>> {
+) -> io::Result<(Box<dyn BufRead + Send + 'r>, &'static encoding_rs::Encoding)> {
     // "auto" looks further ahead: far enough to tell UTF-8 text from another encoding.
     let ahead = if encoding == Encoding::Auto { AUTO_SNIFF } else { 3 };
-    let (mut head, rest) = peek(reader, ahead)?;
-    let utf16_mark = head.starts_with(b"\xff\xfe") || head.starts_with(b"\xfe\xff");
-    let encoding = match encoding {
-        Encoding::Auto if looks_utf8(&head) => Encoding::Utf8,
-        Encoding::Auto => Encoding::Other(encoding_rs::WINDOWS_1252),
-        other => other,
+    let (head, rest) = peek(reader, ahead)?;
+    let marked = encoding_rs::Encoding::for_bom(&head).map(|(found, _)| found);
+    let chosen = match encoding {
+        Encoding::Auto if looks_utf8(&head) => encoding_rs::UTF_8,
+        Encoding::Auto => encoding_rs::WINDOWS_1252,
+        Encoding::Utf8 => encoding_rs::UTF_8,
+        Encoding::Other(e) => e,
     };
-    match encoding {
-        Encoding::Utf8 if !utf16_mark => {
-            if head == b"\xef\xbb\xbf" {
-                head.clear();
-            }
-            Ok(Box::new(BufReader::with_capacity(
-                BUF,
-                io::Cursor::new(head).chain(rest),
-            )))
+    let actual = marked.unwrap_or(chosen);
+    let input = io::Cursor::new(head).chain(rest);
+    if actual == encoding_rs::UTF_8 {
+        // UTF-8 is passed through as it is, mark removed: the parsers check it where they
+        // read it, so that a bad sequence is the row error of the row that holds it.
+        let mut input = BufReader::with_capacity(BUF, input);
+        if marked.is_some() {
+            // The mark is in the peeked head, which the first fill returns.
+            input.fill_buf()?;
+            input.consume(3);
         }
-        _ => {
-            // The decoder honours a byte order mark and takes it off.
-            let declared = match encoding {
-                Encoding::Utf8 | Encoding::Auto => encoding_rs::UTF_8,
-                Encoding::Other(e) => e,
-            };
-            let decoder = encoding_rs_io::DecodeReaderBytesBuilder::new()
-                .encoding(Some(declared))
-                .bom_override(true)
-                .build(io::Cursor::new(head).chain(rest));
-            Ok(Box::new(BufReader::with_capacity(BUF, decoder)))
+        return Ok((Box::new(input), actual));
+    }
+    Ok((Box::new(Transcoded::new(input, actual)), actual))
+}
+
+/// Transcodes text of another encoding to UTF-8 as it is read, without replacing what it
+/// cannot decode: each malformed sequence becomes the byte 0xFF, which is never valid UTF-8,
+/// so that the parser finds it where it finds any bad UTF-8 — as the row error of the row
+/// that holds it — instead of a silently substituted U+FFFD.
+struct Transcoded<R> {
+    inner: R,
+    decoder: encoding_rs::Decoder,
+    /// Bytes read from `inner`, `start..end` not yet decoded.
+    input: Box<[u8]>,
+    start: usize,
+    end: usize,
+    /// Whether `inner` is at its end.
+    eof: bool,
+    /// Decoded text, `pos..` not yet handed out.
+    out: Vec<u8>,
+    pos: usize,
+    /// Whether the decoder has seen the end and given all it had.
+    finished: bool,
+}
+
+impl<R: Read> Transcoded<R> {
+    fn new(inner: R, encoding: &'static encoding_rs::Encoding) -> Self {
+        Transcoded {
+            inner,
+            // The byte order mark was read by `decode`; this only takes it off.
+            decoder: encoding.new_decoder_with_bom_removal(),
+            input: vec![0; BUF].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            eof: false,
+            out: Vec::with_capacity(BUF),
+            pos: 0,
+            finished: false,
         }
     }
+}
+
+impl<R: Read> Read for Transcoded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.fill_buf()?.read(buf)?;
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: Read> BufRead for Transcoded<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.pos == self.out.len() && !self.finished {
+            if self.start == self.end && !self.eof {
+                self.start = 0;
+                self.end = loop {
+                    match self.inner.read(&mut self.input) {
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        other => break other?,
+                    }
+                };
+                self.eof = self.end == 0;
+            }
+            // One byte is left free for the marker of a malformed sequence.
+            self.out.resize(BUF, 0);
+            let (result, read, written) = self.decoder.decode_to_utf8_without_replacement(
+                &self.input[self.start..self.end],
+                &mut self.out[..BUF - 1],
+                self.eof,
+            );
+            self.start += read;
+            self.out.truncate(written);
+            self.pos = 0;
+            match result {
+                encoding_rs::DecoderResult::InputEmpty => self.finished = self.eof,
+                encoding_rs::DecoderResult::OutputFull => {}
+                encoding_rs::DecoderResult::Malformed(..) => self.out.push(0xFF),
+            }
+        }
+        Ok(&self.out[self.pos..])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.out.len());
+    }
+}
+
+/// Where text that did not decode starts in a value, as "byte N" (1-based) of the value in
+/// its own encoding: the part before it is encoded back to count its bytes.
+pub(crate) fn undecodable_at(value: &[u8], encoding: &'static encoding_rs::Encoding) -> usize {
+    let valid = match std::str::from_utf8(value) {
+        Ok(_) => return 0,
+        Err(e) => e.valid_up_to(),
+    };
+    // `valid_up_to` ends on a character boundary.
+    let before = std::str::from_utf8(&value[..valid]).unwrap_or_default();
+    let bytes = if encoding == encoding_rs::UTF_16LE || encoding == encoding_rs::UTF_16BE {
+        before.encode_utf16().count() * 2
+    } else if encoding.output_encoding() == encoding {
+        encoding.encode(before).0.len()
+    } else {
+        before.len()
+    };
+    bytes + 1
+}
+
+/// The row error's words for text that did not decode: `what` is not valid, at a byte of
+/// `unit` (whose text, as read, is `text`).
+pub(crate) fn undecodable(
+    what: &str,
+    unit: &str,
+    text: &[u8],
+    encoding: &'static encoding_rs::Encoding,
+) -> String {
+    format!(
+        "{what} is not valid {} text: byte {} of the {unit} cannot be decoded (is `encoding` right?)",
+        encoding.name(),
+        undecodable_at(text, encoding)
+    )
 }
 
 /// A reader that remembers whether its inner reader failed, so that a failing source is told
@@ -709,7 +818,7 @@ pub fn parse(
             ParseError::Read(e)
         }
     };
-    let input = decode(spec.encoding, input).map_err(classify)?;
+    let (input, encoding) = decode(spec.encoding, input).map_err(classify)?;
     // CSV records are cut at the limits before anything holds them; the cap runs where the
     // text is read (on the read-ahead thread for a large object), off the parser's thread.
     let marks = Arc::new(record_cap::Marks::default());
@@ -732,6 +841,7 @@ pub fn parse(
         None => input,
     };
     let mut sink = Provenanced::new(sink, provenance, template);
+    sink.encoding = encoding;
     // Reading (and decompressing, and transcoding) is work of its own: for an object larger
     // than a chunk, a second thread does it ahead of the parser, so that two cores work on
     // one object. A smaller object is read whole first and parsed from memory: a thread would
@@ -803,6 +913,8 @@ struct Provenanced<'s, 'p> {
     provenance_json: Vec<u8>,
     /// The row being checked, reused from row to row.
     buf: RowBuffer,
+    /// The encoding the text was read in, named by the errors of text that did not decode.
+    encoding: &'static encoding_rs::Encoding,
 }
 
 impl<'s, 'p> Provenanced<'s, 'p> {
@@ -818,6 +930,7 @@ impl<'s, 'p> Provenanced<'s, 'p> {
             stats: ParseStats::default(),
             provenance_json,
             buf: template.row_buffer(),
+            encoding: encoding_rs::UTF_8,
         }
     }
 
@@ -1365,6 +1478,10 @@ mod tests {
             (b"id,name\n1,Gr\xfc\xdfe\n".to_vec(), "Grüße".into()),
             (utf16le("id,name\n1,Grüße\n"), "Grüße".into()),
             (
+                b"\xef\xbb\xbfid,name\n1,Gr\xc3\xbc\xc3\x9fe\n".to_vec(),
+                "Grüße".into(),
+            ),
+            (
                 long_utf8.clone().into_bytes(),
                 long_utf8[10..long_utf8.len() - 1].to_string(),
             ),
@@ -1377,6 +1494,76 @@ mod tests {
         assert!(looks_utf8("abcé".as_bytes()));
         assert!(looks_utf8(&"abcé".as_bytes()[..4]), "cut at the edge");
         assert!(!looks_utf8(b"ab\xe9cd"));
+    }
+
+    #[test]
+    fn text_that_does_not_decode_is_a_row_error_naming_the_value_and_the_byte() {
+        let name = field("name", Column::Name("name".into()), FieldType::String, true);
+        let t = id_template("id", UnknownFields::Keep, vec![name]);
+        let spec = |label: &str, kind: FormatKind| FormatSpec {
+            kind,
+            encoding: Encoding::for_label(label).unwrap(),
+            ..FormatSpec::default()
+        };
+        let bytes = |parts: &[&[u8]]| parts.concat();
+        let big5 = |text: &str| encoding_rs::BIG5.encode(text).0.into_owned();
+        let sjis = |text: &str| encoding_rs::SHIFT_JIS.encode(text).0.into_owned();
+        let utf16 = |text: &str| {
+            text.encode_utf16()
+                .flat_map(|u| u.to_le_bytes())
+                .collect::<Vec<u8>>()
+        };
+        let cases: Vec<(&str, FormatKind, Vec<u8>, &str)> = vec![
+            (
+                "big5",
+                FormatKind::Csv,
+                bytes(&[&big5("id,name\n1,中文\n2,中"), b"\x80", &big5("文\n3,資料\n")]),
+                "column 2 is not valid Big5 text: byte 3 of the value cannot be decoded (is `encoding` right?)",
+            ),
+            (
+                "shift_jis",
+                FormatKind::Jsonl,
+                bytes(&[
+                    &sjis("{\"id\": 1, \"name\": \"データ\"}\n{\"id\": 2, \"name\": \"デ"),
+                    b"\xfd",
+                    &sjis("\"}\n{\"id\": 3, \"name\": \"資料\"}\n"),
+                ]),
+                "key \"name\" is not valid Shift_JIS text: byte 22 of the object cannot be decoded (is `encoding` right?)",
+            ),
+            (
+                "utf-16le",
+                FormatKind::Csv,
+                bytes(&[
+                    b"\xff\xfe",
+                    &utf16("id,name\n1,ü\n2,ab"),
+                    b"\x00\xd8",
+                    &utf16("c\n3,ß\n"),
+                ]),
+                "column 2 is not valid UTF-16LE text: byte 5 of the value cannot be decoded (is `encoding` right?)",
+            ),
+            (
+                "utf-8",
+                FormatKind::Csv,
+                b"id,name\n1,a\n2,\xc3\xa9\xff\n3,b\n".to_vec(),
+                "column 2 is not valid UTF-8 text: byte 3 of the value cannot be decoded (is `encoding` right?)",
+            ),
+        ];
+        for (label, kind, file, reason) in cases {
+            let (r, sink) = parse_with(&file, "k", &spec(label, kind), &t);
+            let stats = r.unwrap_or_else(|e| panic!("{label}: {e}"));
+            assert_eq!(stats, ParseStats { rows: 3, bad_rows: 1 }, "{label}");
+            let errors: Vec<(u64, &str)> = sink.errors.iter().map(|e| (e.line, e.reason.as_str())).collect();
+            // The second row: line 3 under a CSV header, line 2 of JSON Lines.
+            let line = if kind == FormatKind::Jsonl { 2 } else { 3 };
+            assert_eq!(errors, [(line, reason)], "{label}");
+            // Nothing was replaced with U+FFFD in the rows that were imported.
+            let ids: Vec<&Value> = sink.rows.iter().map(|r| &r["id"]).collect();
+            assert_eq!(ids, [&json!(1), &json!(3)], "{label}");
+            assert!(
+                !sink.rows.iter().any(|r| r.to_string().contains('\u{FFFD}')),
+                "{label}"
+            );
+        }
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub(super) fn run<B, S>(
 where
     B: Default + Send,
 {
-    let provenance = sink.provenance;
+    let (provenance, encoding) = (sink.provenance, sink.encoding);
     let (new_state, check) = (&new_state, &check);
     std::thread::scope(|scope| {
         let (jobs, job_rx) = sync_channel::<(u64, B)>(BATCHES_IN_FLIGHT);
@@ -53,6 +53,7 @@ where
                     let Ok((seq, batch)) = job else { return };
                     let mut recorder = Recorder::default();
                     let mut view = Provenanced::new(&mut recorder, provenance, template);
+                    view.encoding = encoding;
                     check(&mut state, &batch, &mut view);
                     drop(view);
                     if done_tx.send((seq, recorder, batch)).is_err() {

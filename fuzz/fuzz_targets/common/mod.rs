@@ -128,6 +128,24 @@ pub fn parse_csv_dialects(data: &[u8]) {
     parse_as("object.csv", data, &spec, c);
 }
 
+/// Parses `data` as JSON Lines in an encoding its first byte picks, so that the transcoder's
+/// marking of undecodable text and the scanner of objects over several lines meet every
+/// byte sequence.
+pub fn parse_jsonl_encodings(data: &[u8]) {
+    let Some((&pick, data)) = data.split_first() else {
+        return;
+    };
+    static CONNECTION: OnceLock<Connection> = OnceLock::new();
+    let c = CONNECTION.get_or_init(|| connection("jsonl"));
+    let mut spec = c.format.clone();
+    let labels = ["utf-8", "shift_jis", "utf-16le", "big5", "euc-kr", "windows-1253"];
+    spec.encoding = match labels.get(pick as usize % (labels.len() + 1)) {
+        Some(label) => format::Encoding::for_label(label).unwrap_or(format::Encoding::Utf8),
+        None => format::Encoding::Auto,
+    };
+    parse_as("object.jsonl", data, &spec, c);
+}
+
 /// Parses `data` with `spec` and the connection's template, checking what comes out.
 fn parse_as(key: &str, data: &[u8], spec: &format::FormatSpec, c: &Connection) {
     let provenance = Provenance { key, version: "v" };
