@@ -11,6 +11,7 @@ pub mod fault;
 pub mod files;
 pub mod format;
 pub mod keytemplate;
+pub mod metrics;
 pub mod policy;
 pub mod run;
 pub mod schedule;

@@ -299,16 +299,92 @@ struct LedgerKnown<'a> {
 }
 
 impl crate::source::Known for LedgerKnown<'_> {
-    fn version(&self, key: &str, stamp: &str) -> Option<String> {
+    fn versions(&self, objects: &[(&str, &str)]) -> Vec<Option<String>> {
         self.state
-            .version_by_stamp(self.connection, key, stamp)
-            .ok()
-            .flatten()
+            .versions_by_stamp(self.connection, objects)
+            .unwrap_or_else(|_| vec![None; objects.len()])
     }
 }
 
 /// How many candidates are staged in the state store at a time while listing.
 const STAGE_BATCH: usize = 10_000;
+
+/// How many listed objects are checked against the ledger at a time.
+const SETTLED_BATCH: usize = 1024;
+
+/// Sorts the objects a listing selects into candidates and objects the ledger already
+/// holds, asking the ledger a batch at a time, and stages the candidates as they come when
+/// `stage` says how many to stage at a time. Keeps the first state error; the listing goes
+/// on (it cannot be stopped from inside), and the error ends the plan.
+struct Sorter<'a> {
+    state: &'a dyn StateStore,
+    connection: &'a str,
+    run_id: &'a str,
+    stage: Option<usize>,
+    /// Selected objects not yet checked against the ledger.
+    unsettled: Vec<ObjectMeta>,
+    /// Candidates not yet staged (all of them without staging).
+    candidates: Vec<ObjectMeta>,
+    new: u64,
+    skipped: &'a mut std::collections::BTreeMap<SkipReason, u64>,
+    error: Option<StateError>,
+}
+
+impl Sorter<'_> {
+    /// An object the selection rules take: new unless the ledger holds its version.
+    fn maybe_new(&mut self, meta: ObjectMeta) {
+        self.unsettled.push(meta);
+        if self.unsettled.len() >= SETTLED_BATCH {
+            self.sort_out();
+        }
+    }
+
+    /// Checks the objects waiting against the ledger.
+    fn sort_out(&mut self) {
+        if self.error.is_some() || self.unsettled.is_empty() {
+            self.unsettled.clear();
+            return;
+        }
+        let asked: Vec<(&str, &str)> = self
+            .unsettled
+            .iter()
+            .map(|m| (m.key.as_str(), m.etag.as_str()))
+            .collect();
+        let settled = match self.state.settled_among(self.connection, &asked) {
+            Ok(settled) if settled.len() == asked.len() => settled,
+            Ok(settled) => {
+                self.error = Some(StateError::Answer {
+                    asked: asked.len(),
+                    answered: settled.len(),
+                });
+                return;
+            }
+            Err(e) => {
+                self.error = Some(e);
+                return;
+            }
+        };
+        for (meta, settled) in std::mem::take(&mut self.unsettled).into_iter().zip(settled) {
+            if settled {
+                *self.skipped.entry(SkipReason::AlreadySettled).or_default() += 1;
+            } else {
+                self.new += 1;
+                self.candidates.push(meta);
+            }
+        }
+        if self.stage.is_some_and(|batch| self.candidates.len() >= batch) {
+            self.stage_all();
+        }
+    }
+
+    /// Stages the candidates held.
+    fn stage_all(&mut self) {
+        if let Err(e) = self.state.stage_candidates(self.run_id, &self.candidates) {
+            self.error.get_or_insert(e);
+        }
+        self.candidates.clear();
+    }
+}
 
 /// What a run is to do: the connection's state when it started, its window, and its
 /// candidates — staged in the state store, out of the heap, or (for a dry run) in order here.
@@ -330,61 +406,47 @@ async fn plan(
 ) -> Result<Planned, RunError> {
     let c = env.connection;
     let run_id = s.run_id.clone();
-    let mut new = 0u64;
     let state = env.state.connection(&c.name)?;
     s.watermark_before = state.watermark;
     s.watermark_after = state.watermark;
     let window = Window::for_run(now, state.watermark, c.backfill, c.settle).not_before(state.floor);
-    let mut candidates = Vec::new();
-    let mut state_error = None;
     let prefix = c.source.prefix();
     // Keys `retry` asked for are taken however old they are.
     let retries: std::collections::HashSet<String> = env.state.retries(&c.name)?.into_iter().collect();
-    let skipped = &mut s.skipped;
     let known = LedgerKnown {
         state: env.state,
         connection: &c.name,
     };
+    let mut sorter = Sorter {
+        state: env.state,
+        connection: &c.name,
+        run_id: &run_id,
+        stage: stage.then_some(STAGE_BATCH),
+        unsettled: Vec::new(),
+        candidates: Vec::new(),
+        new: 0,
+        skipped: &mut s.skipped,
+        error: None,
+    };
     s.counts.listed = env
         .source
-        .list_known(&known, &mut |meta| {
-            let verdict = match select::classify(&meta, prefix, &c.filters, &window) {
-                Verdict::Skip(SkipReason::TooOld) if retries.contains(&meta.key) => Verdict::Candidate,
-                other => other,
-            };
-            let verdict = match verdict {
-                Verdict::Candidate => match env.state.is_settled(&c.name, &meta.key, &meta.etag) {
-                    Ok(true) => Verdict::Skip(SkipReason::AlreadySettled),
-                    Ok(false) => Verdict::Candidate,
-                    Err(e) => {
-                        state_error.get_or_insert(e);
-                        return;
-                    }
-                },
-                other => other,
-            };
-            match verdict {
-                Verdict::Candidate => {
-                    new += 1;
-                    candidates.push(meta);
-                    if stage && candidates.len() >= STAGE_BATCH {
-                        if let Err(e) = env.state.stage_candidates(&run_id, &candidates) {
-                            state_error.get_or_insert(e);
-                        }
-                        candidates.clear();
-                    }
-                }
-                Verdict::Skip(reason) => *skipped.entry(reason).or_default() += 1,
-            }
-        })
+        .list_known(
+            &known,
+            &mut |meta| match select::classify(&meta, prefix, &c.filters, &window) {
+                Verdict::Skip(SkipReason::TooOld) if retries.contains(&meta.key) => sorter.maybe_new(meta),
+                Verdict::Candidate => sorter.maybe_new(meta),
+                Verdict::Skip(reason) => *sorter.skipped.entry(reason).or_default() += 1,
+            },
+        )
         .await?;
-    if stage && state_error.is_none() {
-        env.state.stage_candidates(&run_id, &candidates)?;
-        candidates = Vec::new();
+    sorter.sort_out();
+    if stage && sorter.error.is_none() {
+        sorter.stage_all();
     }
-    if let Some(e) = state_error {
+    if let Some(e) = sorter.error {
         return Err(e.into());
     }
+    let (mut candidates, new) = (sorter.candidates, sorter.new);
     select::order(&mut candidates);
     s.counts.new = new;
     info!(listed = s.counts.listed, new = s.counts.new, "listed");
@@ -411,6 +473,9 @@ async fn import(env: &RunEnv<'_>, planned: &Planned, s: &mut RunSummary) -> Resu
     let mut loads = 0u32;
     // The oldest candidate no load has started, once the loop ends.
     let mut oldest_left: Option<DateTime<Utc>>;
+    // Whether small objects are processed in groups: only when the source opens objects on
+    // the parsing thread (one without an opener would be read group by group, serially).
+    let mut grouped = None;
     loop {
         // The next load's candidates, in import order, from the state store.
         let candidates =
@@ -420,6 +485,7 @@ async fn import(env: &RunEnv<'_>, planned: &Planned, s: &mut RunSummary) -> Resu
         if candidates.is_empty() || env.stop.is_cancelled() {
             break;
         }
+        let grouped = *grouped.get_or_insert_with(|| env.source.opener(&candidates[0]).is_some());
         let spool_name = format!("{}-{}", s.run_id, loads + 1);
         let spool =
             Spool::create(env.spool_root, &c.name, &spool_name).map_err(|source| RunError::Spool {
@@ -429,34 +495,47 @@ async fn import(env: &RunEnv<'_>, planned: &Planned, s: &mut RunSummary) -> Resu
         let spooled = AtomicU64::new(0);
         let mut fed = 0;
         // Objects are started while the load has room: the byte limit is checked as each
-        // object is started, so a load ends at most `max_concurrent_objects` objects past it.
+        // group of objects is started, so a load ends at most `max_concurrent_objects` groups
+        // past it.
         let feed = std::iter::from_fn(|| {
             if fed >= candidates.len() || spooled.load(Ordering::Relaxed) >= env.limits.load_max_bytes {
                 return None;
             }
-            fed += 1;
-            Some(fed - 1)
+            let group = if grouped {
+                group_end(&candidates, fed)
+            } else {
+                fed + 1
+            };
+            let range = fed..group;
+            fed = group;
+            Some(range)
         });
         // When the daemon stops, objects not yet started are left out; those started finish.
-        let results: Vec<(usize, Processed)> = futures::stream::iter(feed)
+        let results: Vec<Vec<Processed>> = futures::stream::iter(feed)
             .take_until(env.stop.clone().cancelled_owned())
-            .map(|at| {
+            .map(|range| {
                 let (spool, spooled, progress, candidates) = (&spool, &spooled, &progress, &candidates);
                 async move {
-                    let meta = &candidates[at];
-                    let processed = process(env, spool, meta).await;
-                    if let Processed::Imported { spooled: rows, stats } = &processed {
-                        spooled.fetch_add(rows.slice.len, Ordering::Relaxed);
-                        progress.object(stats.rows - stats.bad_rows, meta.size);
-                    } else {
-                        progress.object(0, meta.size);
+                    let metas = &candidates[range];
+                    let processed = match metas {
+                        [meta] => vec![process(env, spool, meta).await],
+                        metas => process_group(env, spool, metas).await,
+                    };
+                    for (meta, processed) in metas.iter().zip(&processed) {
+                        if let Processed::Imported { spooled: rows, stats } = processed {
+                            spooled.fetch_add(rows.slice.len, Ordering::Relaxed);
+                            progress.object(stats.rows - stats.bad_rows, meta.size);
+                        } else {
+                            progress.object(0, meta.size);
+                        }
                     }
-                    (at, processed)
+                    processed
                 }
             })
             .buffered(env.limits.max_concurrent_objects.max(1))
             .collect()
             .await;
+        let results: Vec<(usize, Processed)> = results.into_iter().flatten().enumerate().collect();
         // `buffered` keeps the order, so the objects handled are the first candidates.
         let handled = results.len();
         if handled == 0 {
@@ -931,25 +1010,77 @@ pub async fn parse_object<S: RowSink + Send + 'static>(
     meta: &ObjectMeta,
     sink: S,
 ) -> Result<(Result<ParseStats, ParseError>, S), ObjectError> {
-    let reader = source.open(meta).await?.into_blocking();
-    let (format_spec, template) = (connection.format.clone(), connection.template.clone());
-    // Rows the target could not store are row errors, decided here for runs and previews.
-    let mut sink = Admitting {
-        inner: sink,
-        rules: ValueRules::for_target(&connection.target),
-    };
-    let (key, etag) = (meta.key.clone(), meta.etag.clone());
-    tokio::task::spawn_blocking(move || {
-        let provenance = Provenance {
-            key: &key,
-            version: &etag,
-        };
-        let result = format::parse(reader, &key, &format_spec, &template, provenance, &mut sink)
-            .and_then(|stats| sink.end().map(|()| stats).map_err(ParseError::Sink));
-        (result, sink.inner)
+    let open = opener(source, meta).await?;
+    let job = ParseJob::of(connection);
+    let meta = meta.clone();
+    let (result, sink) = tokio::task::spawn_blocking(move || job.parse(open, &meta, sink))
+        .await
+        .map_err(|e| ObjectError::Task(e.to_string()))?;
+    Ok((result?, sink))
+}
+
+/// How one object is opened on the thread that parses it: by the source's own
+/// [`Source::opener`] when it has one, else opened here, on the runtime, and read through it.
+async fn opener(source: &dyn Source, meta: &ObjectMeta) -> Result<crate::source::Opener, SourceError> {
+    Ok(match source.opener(meta) {
+        Some(open) => open,
+        None => {
+            let reader = source.open(meta).await?.into_blocking();
+            Box::new(move || Ok(reader))
+        }
     })
-    .await
-    .map_err(|e| ObjectError::Task(e.to_string()))
+}
+
+/// What parsing objects of one connection needs, owned, for a blocking thread.
+struct ParseJob {
+    spec: format::FormatSpec,
+    template: crate::template::Template,
+    rules: ValueRules,
+}
+
+impl ParseJob {
+    fn of(connection: &Connection) -> ParseJob {
+        ParseJob {
+            spec: connection.format.clone(),
+            template: connection.template.clone(),
+            // Rows the target could not store are row errors, decided here for runs and
+            // previews.
+            rules: ValueRules::for_target(&connection.target),
+        }
+    }
+
+    /// Opens and parses one object into `sink`, on the calling (blocking) thread. Returns the
+    /// sink in every case.
+    fn parse<S: RowSink>(
+        &self,
+        open: crate::source::Opener,
+        meta: &ObjectMeta,
+        sink: S,
+    ) -> (Result<Result<ParseStats, ParseError>, SourceError>, S) {
+        let reader = match open() {
+            Ok(reader) => reader,
+            Err(e) => return (Err(e), sink),
+        };
+        let mut sink = Admitting {
+            inner: sink,
+            rules: self.rules,
+        };
+        let provenance = Provenance {
+            key: &meta.key,
+            version: &meta.etag,
+        };
+        let result = format::parse_sized(
+            reader,
+            Some(meta.size),
+            &meta.key,
+            &self.spec,
+            &self.template,
+            provenance,
+            &mut sink,
+        )
+        .and_then(|stats| sink.end().map(|()| stats).map_err(ParseError::Sink));
+        (Ok(result), sink.inner)
+    }
 }
 
 /// A sink whose rows are also checked against what the target can store.
@@ -977,17 +1108,25 @@ impl<S: RowSink> RowSink for Admitting<S> {
 }
 
 async fn process_once(env: &RunEnv<'_>, spool: &Spool, meta: &ObjectMeta) -> Result<Processed, Attempt> {
-    let c = env.connection;
-    let writer = spool.writer();
-    let (result, writer) = parse_object(env.source, c, meta, writer)
+    let (result, writer) = parse_object(env.source, env.connection, meta, spool.writer())
         .await
         .map_err(|e| match e {
             ObjectError::Source(e) if e.is_transient() => Attempt::Transient(e.to_string()),
             other => Attempt::Permanent(other.to_string()),
         })?;
+    outcome(&env.connection.template, result, writer)
+}
+
+/// What became of one parsed object: imported (its spooled rows kept), rejected (its rows
+/// dropped from the spool), or a failure worth another attempt.
+fn outcome(
+    template: &crate::template::Template,
+    result: Result<ParseStats, ParseError>,
+    writer: crate::spool::SpoolWriter,
+) -> Result<Processed, Attempt> {
     match result {
         Ok(stats) => {
-            if let Some(reason) = over_max_bad_rows(&c.template, stats) {
+            if let Some(reason) = over_max_bad_rows(template, stats) {
                 let errors = writer.discard();
                 Ok(Processed::Rejected {
                     stats,
@@ -1013,4 +1152,85 @@ async fn process_once(env: &RunEnv<'_>, spool: &Spool, meta: &ObjectMeta) -> Res
             }
         }
     }
+}
+
+/// Small objects whose source opens them on the parsing thread ([`Source::opener`]) are
+/// processed a group at a time, one after the other on one blocking thread: a trip to the
+/// blocking pool per object cost more than a small object. A group holds consecutive
+/// candidates up to this many bytes in all…
+const GROUP_BYTES: u64 = 256 * 1024;
+/// …and at most this many objects.
+const GROUP_OBJECTS: usize = 64;
+
+/// Where the group that starts at candidate `at` ends (exclusive): the consecutive small
+/// candidates that fit [`GROUP_BYTES`] and [`GROUP_OBJECTS`]; a large one is a group alone.
+fn group_end(candidates: &[ObjectMeta], at: usize) -> usize {
+    let mut bytes = 0u64;
+    let mut end = at;
+    while let Some(meta) = candidates.get(end) {
+        if end - at == GROUP_OBJECTS || (end > at && bytes + meta.size > GROUP_BYTES) {
+            break;
+        }
+        bytes += meta.size;
+        end += 1;
+    }
+    end
+}
+
+/// Processes a group of objects on one blocking thread, in order. An object that fails in a
+/// way another attempt may mend goes through [`process`], with its retries, afterwards.
+async fn process_group(env: &RunEnv<'_>, spool: &Spool, metas: &[ObjectMeta]) -> Vec<Processed> {
+    let mut opened = Vec::with_capacity(metas.len());
+    for meta in metas {
+        match env.source.opener(meta) {
+            Some(open) => opened.push((open, meta.clone())),
+            // Not a source that opens on the parsing thread: one after the other, as usual.
+            None => {
+                let mut processed = Vec::with_capacity(metas.len());
+                for meta in metas {
+                    processed.push(process(env, spool, meta).await);
+                }
+                return processed;
+            }
+        }
+    }
+    let (job, writers) = (ParseJob::of(env.connection), spool.writers());
+    let done = tokio::task::spawn_blocking(move || {
+        opened
+            .into_iter()
+            .map(|(open, meta)| {
+                let (result, writer) = job.parse(open, &meta, writers.writer());
+                match result {
+                    Ok(result) => outcome(&job.template, result, writer),
+                    Err(e) => {
+                        writer.discard();
+                        Err(if e.is_transient() {
+                            Attempt::Transient(e.to_string())
+                        } else {
+                            Attempt::Permanent(e.to_string())
+                        })
+                    }
+                }
+            })
+            .collect::<Vec<_>>()
+    })
+    .await;
+    let done = match done {
+        Ok(done) => done,
+        // A panic mid-group loses which objects it finished: every one is tried again.
+        Err(e) => metas
+            .iter()
+            .map(|_| Err(Attempt::Transient(format!("parsing task failed: {e}"))))
+            .collect(),
+    };
+    let mut processed = Vec::with_capacity(metas.len());
+    for (meta, result) in metas.iter().zip(done) {
+        processed.push(match result {
+            Ok(p) => p,
+            Err(Attempt::Permanent(e)) => Processed::Failed(e),
+            // The first attempt was the group's; `process` makes the others.
+            Err(Attempt::Transient(_)) => process(env, spool, meta).await,
+        });
+    }
+    processed
 }

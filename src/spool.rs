@@ -30,6 +30,12 @@ const BUFFER: usize = 128 * 1024;
 /// The spool folder of one run.
 #[derive(Debug)]
 pub struct Spool {
+    writers: Writers,
+}
+
+/// Makes the writers of one run's spool, on any thread; the [`Spool`] owns the folder.
+#[derive(Debug, Clone)]
+pub struct Writers {
     dir: PathBuf,
     /// Files no object is writing to, at their current length.
     idle: Arc<Mutex<Vec<SpoolFile>>>,
@@ -92,25 +98,175 @@ impl SpoolSlice {
 
 /// Reads slices of spool files, keeping each file open: a load of thousands of objects
 /// reads them from a handful of files.
+///
+/// A consuming reader ([`SliceReader::consuming`]) also gives back the disk space of what
+/// has been read: each spool file is read front to back, since a load takes its objects in
+/// the order they were spooled, and the part behind the reader is cut out of the file (a
+/// hole punched) every [`RELEASE_EVERY`] bytes. A load written out beside its spool then
+/// takes little more disk than the load, not twice. What was read is gone: a consuming
+/// reader serves one attempt only.
 #[derive(Debug, Default)]
 pub struct SliceReader {
-    open: Vec<(PathBuf, File)>,
+    open: Vec<OpenSpool>,
+    consuming: bool,
 }
 
+/// One spool file a reader holds open.
+#[derive(Debug)]
+struct OpenSpool {
+    path: PathBuf,
+    file: File,
+    /// Everything before this offset has been read (consuming readers).
+    read_to: u64,
+    /// Everything before this offset has been cut out of the file.
+    released_to: u64,
+}
+
+/// How much of a spool file is read before its space is given back.
+const RELEASE_EVERY: u64 = 4 * 1024 * 1024;
+
+/// How much of a large run of slices is copied at a time by a consuming reader, so that its
+/// space is given back as it goes.
+const COPY_STEP: u64 = 16 * 1024 * 1024;
+
 impl SliceReader {
-    /// A reader of one slice's bytes.
-    pub fn read<'r>(&'r mut self, slice: &SpoolSlice) -> io::Result<io::Take<&'r File>> {
-        let at = match self.open.iter().position(|(path, _)| *path == slice.path) {
+    /// A reader that gives back the space of what it has read (see [`SliceReader`]).
+    pub fn consuming() -> SliceReader {
+        SliceReader {
+            open: Vec::new(),
+            consuming: true,
+        }
+    }
+
+    /// Whether this reader has cut anything out of a spool file: a later attempt cannot
+    /// read the load again.
+    pub fn consumed(&self) -> bool {
+        self.open.iter().any(|f| f.released_to > 0)
+    }
+
+    fn file(&mut self, slice: &SpoolSlice) -> io::Result<&mut OpenSpool> {
+        let at = match self.open.iter().position(|f| f.path == slice.path) {
             Some(at) => at,
             None => {
-                self.open.push((slice.path.clone(), File::open(&slice.path)?));
+                // Punching a hole needs the file open for writing.
+                let file = File::options()
+                    .read(true)
+                    .write(self.consuming)
+                    .open(&slice.path)?;
+                self.open.push(OpenSpool {
+                    path: slice.path.clone(),
+                    file,
+                    read_to: 0,
+                    released_to: 0,
+                });
                 self.open.len() - 1
             }
         };
-        let mut file = &self.open[at].1;
+        Ok(&mut self.open[at])
+    }
+
+    /// A reader of one slice's bytes.
+    pub fn read<'r>(&'r mut self, slice: &SpoolSlice) -> io::Result<io::Take<&'r File>> {
+        let mut file = &self.file(slice)?.file;
         file.seek(SeekFrom::Start(slice.start))?;
         Ok(file.take(slice.len))
     }
+
+    /// Says that `slice` has been read whole; a consuming reader gives back the space behind
+    /// it once enough has gathered. A file read out of order is not cut any further: that
+    /// would lose bytes not yet read.
+    pub fn done(&mut self, slice: &SpoolSlice) -> io::Result<()> {
+        if !self.consuming {
+            return Ok(());
+        }
+        let spool = self.file(slice)?;
+        if slice.start != spool.read_to {
+            spool.read_to = u64::MAX;
+            return Ok(());
+        }
+        spool.read_to = slice.start + slice.len;
+        let release_to = spool.read_to - spool.read_to % RELEASE_EVERY;
+        if release_to > spool.released_to {
+            punch_hole(&spool.file, spool.released_to, release_to - spool.released_to)?;
+            spool.released_to = release_to;
+        }
+        Ok(())
+    }
+
+    /// Copies the bytes of `slices`, in order, to `out`. Slices that follow each other in one
+    /// file are copied as one; a small run is read with one positioned read through `buf`
+    /// (the kernel's file-to-file copy costs four system calls a run, more than a small
+    /// object's rows), a large one is copied by the kernel.
+    pub fn copy_all(&mut self, slices: &[SpoolSlice], out: &mut impl Write) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        const SMALL: u64 = 256 * 1024;
+        let mut buf = Vec::new();
+        let mut i = 0;
+        while i < slices.len() {
+            let mut run = slices[i].clone();
+            i += 1;
+            while let Some(next) = slices.get(i)
+                && next.path == run.path
+                && next.start == run.start + run.len
+            {
+                run.len += next.len;
+                i += 1;
+            }
+            if run.len <= SMALL {
+                buf.resize(run.len as usize, 0);
+                self.file(&run)?.file.read_exact_at(&mut buf, run.start)?;
+                out.write_all(&buf)?;
+                self.done(&run)?;
+                continue;
+            }
+            // A consuming reader copies a large run in steps, giving back space as it goes.
+            let step = if self.consuming { COPY_STEP } else { run.len };
+            let mut at = run.start;
+            while at < run.start + run.len {
+                let part = SpoolSlice {
+                    path: run.path.clone(),
+                    start: at,
+                    len: step.min(run.start + run.len - at),
+                };
+                io::copy(&mut self.read(&part)?, out)?;
+                self.done(&part)?;
+                at += part.len;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Gives back the disk space of `len` bytes of `file` from `start`; the file keeps its size
+/// and reads zeros there. A file system that cannot punch holes keeps the bytes: the load
+/// then takes the disk it took before.
+fn punch_hole(file: &File, start: u64, len: u64) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(length)) = (libc::off_t::try_from(start), libc::off_t::try_from(len)) else {
+            return Ok(());
+        };
+        // SAFETY: fallocate reads no memory of ours; the descriptor is open for as long as
+        // `file` is borrowed.
+        let done = unsafe {
+            libc::fallocate(
+                file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                offset,
+                length,
+            )
+        };
+        if done != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
+                return Err(e);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, start, len);
+    Ok(())
 }
 
 impl Spool {
@@ -133,12 +289,26 @@ impl Spool {
         // Spooled rows are partner data: private whatever the umask.
         crate::files::create_private_dir(&dir)?;
         Ok(Spool {
-            dir,
-            idle: Arc::default(),
-            next: Arc::default(),
+            writers: Writers {
+                dir,
+                idle: Arc::default(),
+                next: Arc::default(),
+            },
         })
     }
 
+    /// A writer for one object (see [`Writers::writer`]).
+    pub fn writer(&self) -> SpoolWriter {
+        self.writers.writer()
+    }
+
+    /// What makes writers, for a thread that parses several objects in turn.
+    pub fn writers(&self) -> Writers {
+        self.writers.clone()
+    }
+}
+
+impl Writers {
     /// A writer for one object: an idle file of the pool, or a new one, which the first row
     /// creates (on the parsing thread, not the runtime's).
     pub fn writer(&self) -> SpoolWriter {
@@ -168,8 +338,8 @@ impl Drop for Spool {
     fn drop(&mut self) {
         // The files still open in the pool are closed with it; on Linux removing them first
         // is fine. A folder that cannot be removed is removed by the connection's next run.
-        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
-            tracing::debug!(path = %self.dir.display(), error = %e, "removing the spool failed");
+        if let Err(e) = std::fs::remove_dir_all(&self.writers.dir) {
+            tracing::debug!(path = %self.writers.dir.display(), error = %e, "removing the spool failed");
         }
     }
 }
@@ -347,6 +517,63 @@ impl RowSink for SpoolWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_consuming_reader_gives_back_the_space_behind_it() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        const MB: usize = 1024 * 1024;
+        // Two spool files, their objects' slices interleaved in the load's order, as two
+        // objects in flight leave them; a large run is copied in steps.
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let bytes = |fill: u8, len: usize| vec![fill; len];
+        let a_parts = [bytes(b'1', 3 * MB), bytes(b'2', 3 * MB), bytes(b'3', 20 * MB)];
+        let b_parts = [bytes(b'x', 3 * MB), bytes(b'y', 100)];
+        std::fs::write(&a, a_parts.concat()).unwrap();
+        std::fs::write(&b, b_parts.concat()).unwrap();
+        let slice = |path: &PathBuf, start: usize, len: usize| SpoolSlice {
+            path: path.clone(),
+            start: start as u64,
+            len: len as u64,
+        };
+        let load = [
+            slice(&a, 0, 3 * MB),
+            slice(&b, 0, 3 * MB),
+            slice(&a, 3 * MB, 3 * MB),
+            slice(&b, 3 * MB, 100),
+            slice(&a, 6 * MB, 20 * MB),
+        ];
+        let expected = [&a_parts[0], &b_parts[0], &a_parts[1], &b_parts[1], &a_parts[2]]
+            .map(|p| p.as_slice())
+            .concat();
+        let allocated = |p: &PathBuf| std::fs::metadata(p).unwrap().blocks() * 512;
+
+        let mut reader = SliceReader::default();
+        let mut out = Vec::new();
+        reader.copy_all(&load, &mut out).unwrap();
+        assert!(out == expected && !reader.consumed());
+        assert!(
+            allocated(&a) >= 26 * MB as u64,
+            "a plain reader leaves the spool whole"
+        );
+
+        let mut reader = SliceReader::consuming();
+        let mut out = Vec::new();
+        reader.copy_all(&load, &mut out).unwrap();
+        assert!(out == expected, "the load is written whole and in order");
+        assert!(reader.consumed());
+        // Everything up to the last 4 MiB boundary read is given back (ext4 punches holes).
+        assert!(
+            allocated(&a) <= 2 * MB as u64,
+            "{} bytes still held",
+            allocated(&a)
+        );
+        assert_eq!(
+            std::fs::metadata(&a).unwrap().len(),
+            26 * MB as u64,
+            "the file keeps its size"
+        );
+    }
     use crate::format::{self, FormatSpec, Provenance};
     use crate::template::{BadRowLimit, Template, UnknownFields};
 

@@ -52,6 +52,9 @@ pub enum StateError {
         "connection {connection} has a load whose delivery was interrupted; run it once (s3-importd run {connection}) to settle it, then reset"
     )]
     PendingLoad { connection: String },
+    /// A store answered a batch of questions with another number of answers (a bug in it).
+    #[error("the state store answered {answered} of {asked} questions about the ledger")]
+    Answer { asked: usize, answered: usize },
     #[error("lock file {path}: {source}")]
     Lock {
         path: String,
@@ -216,16 +219,18 @@ pub trait StateStore: Send + Sync {
     fn lock(&self, connection: &str) -> Result<ConnectionLock, StateError>;
     /// The watermark and table version of a connection (defaults for a new one).
     fn connection(&self, name: &str) -> Result<ConnectionState, StateError>;
-    /// Whether this version of an object is in the ledger.
-    fn is_settled(&self, connection: &str, key: &str, etag: &str) -> Result<bool, StateError>;
-    /// The version the ledger holds for `key` with this cheap stamp ([`ObjectMeta::stamp`]),
-    /// so that a source need not compute the version of an object it has seen before.
-    fn version_by_stamp(
+    /// For each (key, version), whether the ledger holds it. Asked for a batch at a time:
+    /// a listing asks about every object, and one read transaction for many answers costs a
+    /// fraction of one per answer.
+    fn settled_among(&self, connection: &str, objects: &[(&str, &str)]) -> Result<Vec<bool>, StateError>;
+    /// For each (key, stamp), the version the ledger holds for `key` with this cheap stamp
+    /// ([`ObjectMeta::stamp`]), so that a source need not compute the version of an object it
+    /// has seen before. Batched as [`StateStore::settled_among`].
+    fn versions_by_stamp(
         &self,
         connection: &str,
-        key: &str,
-        stamp: &str,
-    ) -> Result<Option<String>, StateError>;
+        objects: &[(&str, &str)],
+    ) -> Result<Vec<Option<String>>, StateError>;
     /// Records the start of a run; earlier runs of the connection still marked running are
     /// marked interrupted (one process runs a connection at a time).
     fn start_run(&self, connection: &str, run_id: &str, at: DateTime<Utc>) -> Result<(), StateError>;
@@ -898,25 +903,45 @@ impl StateStore for SqliteStore {
         })
     }
 
-    fn is_settled(&self, connection: &str, key: &str, etag: &str) -> Result<bool, StateError> {
+    fn settled_among(&self, connection: &str, objects: &[(&str, &str)]) -> Result<Vec<bool>, StateError> {
         self.with(|db| {
-            db.prepare_cached("SELECT 1 FROM ledger WHERE connection = ?1 AND key = ?2 AND etag = ?3")?
-                .exists(params![connection, key, etag])
+            let tx = db.transaction()?;
+            let answers = {
+                let mut query = tx.prepare_cached(
+                    "SELECT 1 FROM ledger WHERE connection = ?1 AND key = ?2 AND etag = ?3",
+                )?;
+                objects
+                    .iter()
+                    .map(|(key, etag)| query.exists(params![connection, key, etag]))
+                    .collect::<rusqlite::Result<Vec<bool>>>()?
+            };
+            tx.commit()?;
+            Ok(answers)
         })
     }
 
-    fn version_by_stamp(
+    fn versions_by_stamp(
         &self,
         connection: &str,
-        key: &str,
-        stamp: &str,
-    ) -> Result<Option<String>, StateError> {
+        objects: &[(&str, &str)],
+    ) -> Result<Vec<Option<String>>, StateError> {
         self.with(|db| {
-            db.prepare_cached(
-                "SELECT etag FROM ledger WHERE connection = ?1 AND key = ?2 AND stamp = ?3 LIMIT 1",
-            )?
-            .query_row(params![connection, key, stamp], |r| r.get(0))
-            .optional()
+            let tx = db.transaction()?;
+            let answers = {
+                let mut query = tx.prepare_cached(
+                    "SELECT etag FROM ledger WHERE connection = ?1 AND key = ?2 AND stamp = ?3 LIMIT 1",
+                )?;
+                objects
+                    .iter()
+                    .map(|(key, stamp)| {
+                        query
+                            .query_row(params![connection, key, stamp], |r| r.get(0))
+                            .optional()
+                    })
+                    .collect::<rusqlite::Result<Vec<Option<String>>>>()?
+            };
+            tx.commit()?;
+            Ok(answers)
         })
     }
 
@@ -1168,11 +1193,15 @@ mod tests {
         // Reopening keeps everything and does not migrate twice.
         let store = SqliteStore::open(&path).unwrap();
         assert_eq!(store.pending_loads("c").unwrap(), vec![pending.clone()]);
-        assert!(!store.is_settled("c", "a", "e1").unwrap());
+        assert_eq!(store.settled_among("c", &[("a", "e1")]).unwrap(), [false]);
         store.commit(&pending.plan).unwrap();
         assert!(store.pending_loads("c").unwrap().is_empty());
-        assert!(store.is_settled("c", "a", "e1").unwrap());
-        assert!(!store.is_settled("c", "a", "e2").unwrap());
+        assert_eq!(
+            store
+                .settled_among("c", &[("a", "e1"), ("a", "e2"), ("z", "e1")])
+                .unwrap(),
+            [true, false, false]
+        );
         assert_eq!(store.connection("c").unwrap().watermark, from_ms(5000));
 
         // The watermark never moves back.

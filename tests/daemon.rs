@@ -292,3 +292,106 @@ fn reset_imports_again_into_a_new_table_version() {
     let bad = run_binary(cfg.path(), &["reset", "again", "--since", "last week"]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// Python's Prometheus client (in the test venv, installed by `scripts/test`) parses the
+/// scrape: a real OpenMetrics parser, not ours. Prints `name{labels} value` per sample.
+const PARSE_METRICS: &str = r#"
+import sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+        print(f"{s.name}{{{labels}}} {float(s.value):g}")
+"#;
+
+/// An HTTP GET on 127.0.0.1: the status line and the body.
+fn http_get(port: u16, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (
+        head.lines().next().unwrap_or_default().to_string(),
+        body.to_string(),
+    )
+}
+
+#[test]
+fn metrics_are_served_and_parse_with_a_real_prometheus_parser() {
+    let cfg = ConfigDir::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        cfg.path().join("s3-importd.toml"),
+        format!("state = \"state/state.db\"\nmetrics_listen = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    dir_connection(&cfg, "metered", &["m1", "m2", "m3"]);
+    let mut daemon = Daemon::start(&cfg, &[]);
+    daemon.wait_log("serving /metrics and /healthz");
+    daemon.wait_log("run finished");
+    assert_eq!(
+        http_get(port, "/healthz"),
+        ("HTTP/1.1 200 OK".to_string(), "ok\n".to_string())
+    );
+    assert!(http_get(port, "/nowhere").0.contains("404"));
+    let (status, text) = http_get(port, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{text}");
+    let python = std::path::PathBuf::from(
+        std::env::var("S3_IMPORTD_TEST_MOTO_SERVER").expect("scripts/test sets S3_IMPORTD_TEST_MOTO_SERVER"),
+    )
+    .with_file_name("python");
+    let mut parser = std::process::Command::new(python)
+        .args(["-c", PARSE_METRICS])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        parser.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    }
+    let parsed = parser.wait_with_output().unwrap();
+    assert!(
+        parsed.status.success(),
+        "{}\n{text}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
+    let samples = String::from_utf8_lossy(&parsed.stdout).to_string();
+    for sample in [
+        "s3importd_runs_total{connection=\"metered\",outcome=\"succeeded\"} 1",
+        "s3importd_objects_total{connection=\"metered\",outcome=\"imported\"} 1",
+        "s3importd_rows_total{connection=\"metered\"} 3",
+        "s3importd_bad_rows_total{connection=\"metered\"} 0",
+        "s3importd_run_duration_seconds_count{connection=\"metered\"} 1",
+        "s3importd_runs_in_flight{} 0",
+    ] {
+        assert!(samples.lines().any(|l| l == sample), "{sample} not in\n{samples}");
+    }
+    for name in [
+        "s3importd_last_success_timestamp_seconds",
+        "s3importd_watermark_lag_seconds",
+        "s3importd_schedule_lag_seconds",
+        "s3importd_bytes_total",
+    ] {
+        assert!(
+            samples
+                .lines()
+                .any(|l| l.starts_with(&format!("{name}{{connection=\"metered\"}}"))),
+            "{name} not in\n{samples}"
+        );
+    }
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(20)).0, Some(0));
+}

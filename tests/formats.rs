@@ -335,8 +335,8 @@ fn a_template_without_fields_that_keeps_unknown_fields_imports_files_as_they_are
     assert_eq!(
         rows,
         [
-            // An empty cell is no value (`null_values` defaults to `[""]`), kept or not.
-            serde_json::json!({"sku": "A-1", "qty": "3", "note": null}),
+            // Kept as found: without `null_values`, an empty cell stays an empty string.
+            serde_json::json!({"sku": "A-1", "qty": "3", "note": ""}),
             serde_json::json!({"sku": "B-2", "qty": "10", "note": "two, words"}),
         ]
     );

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 /// sd_notify over `$NOTIFY_SOCKET`; without the variable (not under systemd) every call does
@@ -48,11 +49,20 @@ impl Notifier for SdNotifier {
 pub async fn command(config: Config, dir: PathBuf) -> anyhow::Result<ExitCode> {
     let state = Arc::new(super::open_state(&config)?);
     let clock = Arc::new(SystemClock);
+    let metrics = Arc::new(s3_importd::metrics::Metrics::new());
+    // The listener binds before anything runs: a port in use stops the start, clearly. It
+    // stays as started until the daemon stops (a reload does not move it).
+    let serving = CancellationToken::new();
+    if let Some(addr) = config.settings.metrics_listen {
+        s3_importd::metrics::serve(addr, metrics.clone(), serving.clone()).await?;
+    }
+    let _stop_serving = serving.drop_guard();
     let runner = StoreRunner {
         state: state.clone(),
         clock: clock.clone(),
         spool_root: config.settings.spool_dir.clone(),
         limits: s3_importd::run::RunLimits::of(&config.settings),
+        metrics,
     };
     let mut hangup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
     let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;

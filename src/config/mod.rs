@@ -65,6 +65,9 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     pub log_format: LogFormat,
     pub aws_principal: Option<String>,
+    /// Where the daemon serves `/metrics` (Prometheus) and `/healthz` (`metrics_listen`);
+    /// none: it serves nothing.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// `log_format`.

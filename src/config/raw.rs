@@ -22,6 +22,7 @@ pub struct RawSettings {
     pub shutdown_timeout_s: Option<i64>,
     pub log_format: Option<String>,
     pub aws_principal: Option<String>,
+    pub metrics_listen: Option<String>,
 }
 
 /// `connections/NAME.toml`.

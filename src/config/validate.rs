@@ -205,6 +205,24 @@ fn settings(dir: &Path, s: RawSettings, p: &mut Problems<'_>) -> Option<Settings
                 format!("{a:?} is not an IAM ARN; use the daemon's role or user ARN, e.g. \"arn:aws:iam::111122223333:role/s3-importd\""),
             );
     }
+    let metrics_listen = match s
+        .metrics_listen
+        .as_deref()
+        .map(str::parse::<std::net::SocketAddr>)
+    {
+        None => None,
+        Some(Ok(addr)) => Some(addr),
+        Some(Err(_)) => {
+            p.add(
+                "metrics_listen",
+                format!(
+                    "{:?} is not an address and port; use e.g. \"127.0.0.1:9464\" (or \"0.0.0.0:9464\" for every interface)",
+                    s.metrics_listen.as_deref().unwrap_or_default()
+                ),
+            );
+            None
+        }
+    };
     let spool_dir = match s.spool_dir.as_deref() {
         Some(d) => resolve(dir, d),
         None => state.parent().unwrap_or(Path::new(".")).join("spool"),
@@ -220,6 +238,7 @@ fn settings(dir: &Path, s: RawSettings, p: &mut Problems<'_>) -> Option<Settings
         shutdown_timeout: Duration::from_secs(shutdown),
         log_format,
         aws_principal: s.aws_principal,
+        metrics_listen,
     })
 }
 
@@ -835,6 +854,7 @@ fn format(f: RawFormat, p: &mut Problems<'_>) -> FormatSpec {
         escape,
         has_header: f.has_header.unwrap_or(true),
         encoding,
+        kept_null_values: f.null_values.clone().unwrap_or_default(),
         null_values: f.null_values.unwrap_or_else(|| vec![String::new()]),
         skip_rows_before_header,
         skip_rows_after_header,

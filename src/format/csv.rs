@@ -141,7 +141,7 @@ pub(super) fn parse(
         extra_columns: unclaimed,
         positions,
         header: header.map(Arc::new),
-        null_values: Arc::new(spec.null_values.clone()),
+        null_values: Arc::new(spec.kept_null_values.clone()),
     };
 
     // With a header the layout is fixed, so records can be checked on several threads; without
@@ -270,7 +270,8 @@ struct Layout {
     positions: Vec<Option<usize>>,
     /// Shared by the workers' copies of the layout: a header can be large.
     header: Option<Arc<Vec<String>>>,
-    /// `null_values`, for the columns kept beside the fields (the fields hold their own).
+    /// What means no value in the columns kept beside the fields (`kept_null_values`; the
+    /// fields hold their own).
     null_values: Arc<Vec<String>>,
 }
 
@@ -372,7 +373,7 @@ fn check_record(
             .extra_columns
             .iter()
             .map(|i| {
-                // A kept column's cell means no value under `null_values` as a field's does.
+                // A kept column's cell means no value when `null_values` says so.
                 let value = match cell(*i).unwrap_or_default() {
                     text if layout.null_values.iter().any(|n| n == text) => Value::Null,
                     text => Value::String(text.to_string()),

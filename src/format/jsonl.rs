@@ -746,9 +746,11 @@ mod tests {
         );
     }
 
-    /// Every value the scanner finds in `text`: its first line, whether it was kept whole, and
-    /// its text.
-    fn values(text: &str, max: usize, chunk: usize) -> Vec<(u64, bool, String)> {
+    /// A value the scanner found: its first line, whether it was kept whole, and its text.
+    type Found = (u64, bool, String);
+
+    /// Every value the scanner finds in `text`.
+    fn values(text: &str, max: usize, chunk: usize) -> Vec<Found> {
         let mut input = std::io::BufReader::with_capacity(chunk, text.as_bytes());
         let mut scanner = Scanner::new();
         let mut out = Vec::new();
@@ -765,7 +767,7 @@ mod tests {
     #[test]
     fn the_scanner_splits_values_and_resynchronises_after_broken_ones() {
         let v = |line: u64, text: &str| (line, true, text.to_string());
-        let cases: Vec<(&str, Vec<(u64, bool, String)>)> = vec![
+        let cases: Vec<(&str, Vec<Found>)> = vec![
             (
                 "{\"a\": 1}\n{\"a\": 2}\n",
                 vec![v(1, "{\"a\": 1}"), v(2, "{\"a\": 2}")],

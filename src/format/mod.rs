@@ -98,6 +98,10 @@ pub struct FormatSpec {
     pub encoding: Encoding,
     /// CSV cells that mean no value (`null_values`, default `[""]`), compared exactly.
     pub null_values: Vec<String>,
+    /// The same for the columns kept beside the fields (`unknown_fields = "keep"`):
+    /// `null_values` when the configuration gives it, else none — a kept column keeps its
+    /// text, an empty cell included, unless told otherwise.
+    pub kept_null_values: Vec<String>,
     /// CSV records skipped before the header (a banner), and after it (units, notes).
     pub skip_rows_before_header: usize,
     pub skip_rows_after_header: usize,
@@ -136,6 +140,7 @@ impl Default for FormatSpec {
             has_header: true,
             encoding: Encoding::Utf8,
             null_values: vec![String::new()],
+            kept_null_values: Vec::new(),
             skip_rows_before_header: 0,
             skip_rows_after_header: 0,
             comment: None,
@@ -485,13 +490,15 @@ fn decompress<'r>(
 ) -> io::Result<(Box<dyn Read + Send + 'r>, Option<Codec>)> {
     let (head, rest) = peek(reader, 4)?;
     let codec = choose_codec(compression, key, &head);
-    let buffered = BufReader::with_capacity(BUF, io::Cursor::new(head).chain(rest));
+    let unread = io::Cursor::new(head).chain(rest);
+    // The decoders read through a buffer; plain text is buffered once, by `decode`.
+    let buffered = |unread| BufReader::with_capacity(BUF, unread);
     let reader: Box<dyn Read + Send + 'r> = match codec {
-        None => Box::new(buffered),
-        Some(Codec::Gzip) => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        None => Box::new(unread),
+        Some(Codec::Gzip) => Box::new(flate2::bufread::MultiGzDecoder::new(buffered(unread))),
         // Both decoders read every frame or stream of a concatenated file, as gzip does.
-        Some(Codec::Zstd) => Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?),
-        Some(Codec::Bzip2) => Box::new(bzip2::bufread::MultiBzDecoder::new(buffered)),
+        Some(Codec::Zstd) => Box::new(zstd::stream::read::Decoder::with_buffer(buffered(unread))?),
+        Some(Codec::Bzip2) => Box::new(bzip2::bufread::MultiBzDecoder::new(buffered(unread))),
     };
     Ok((reader, codec))
 }
@@ -532,6 +539,7 @@ fn looks_utf8(bytes: &[u8]) -> bool {
 fn decode<'r>(
     encoding: Encoding,
     reader: Box<dyn Read + Send + 'r>,
+    buf: usize,
 ) -> io::Result<(Box<dyn BufRead + Send + 'r>, &'static encoding_rs::Encoding)> {
     // "auto" looks further ahead: far enough to tell UTF-8 text from another encoding.
     let ahead = if encoding == Encoding::Auto { AUTO_SNIFF } else { 3 };
@@ -548,7 +556,7 @@ fn decode<'r>(
     if actual == encoding_rs::UTF_8 {
         // UTF-8 is passed through as it is, mark removed: the parsers check it where they
         // read it, so that a bad sequence is the row error of the row that holds it.
-        let mut input = BufReader::with_capacity(BUF, input);
+        let mut input = BufReader::with_capacity(buf, input);
         if marked.is_some() {
             // The mark is in the peeked head, which the first fill returns.
             input.fill_buf()?;
@@ -796,6 +804,21 @@ pub fn parse(
     provenance: Provenance<'_>,
     sink: &mut dyn RowSink,
 ) -> Result<ParseStats, ParseError> {
+    parse_sized(reader, None, key, spec, template, provenance, sink)
+}
+
+/// [`parse`], told the object's size when it is known: the read buffers of a small
+/// uncompressed object are then sized to it. Buffers are zeroed before their first read, and
+/// for thousands of tiny objects zeroing 64 KiB buffers cost more than parsing the objects.
+pub fn parse_sized(
+    reader: impl Read + Send,
+    size: Option<u64>,
+    key: &str,
+    spec: &FormatSpec,
+    template: &Template,
+    provenance: Provenance<'_>,
+    sink: &mut dyn RowSink,
+) -> Result<ParseStats, ParseError> {
     let kind = resolve_kind(spec.kind, key).ok_or(ParseError::UnknownFormat)?;
     let failed = Arc::new(AtomicBool::new(false));
     let watched = Watched {
@@ -818,7 +841,13 @@ pub fn parse(
             ParseError::Read(e)
         }
     };
-    let (input, encoding) = decode(spec.encoding, input).map_err(classify)?;
+    // The size only bounds the text of an uncompressed object; one byte more than the size
+    // lets a read see the end at once.
+    let small = size
+        .filter(|_| codec.is_none())
+        .and_then(|n| usize::try_from(n.saturating_add(1)).ok());
+    let buf = small.map_or(BUF, |n| n.clamp(4096, BUF));
+    let (input, encoding) = decode(spec.encoding, input, buf).map_err(classify)?;
     // CSV records are cut at the limits before anything holds them; the cap runs where the
     // text is read (on the read-ahead thread for a large object), off the parser's thread.
     let marks = Arc::new(record_cap::Marks::default());
@@ -835,7 +864,7 @@ pub fn parse(
     });
     let mut input: Box<dyn BufRead + Send> = match dialect {
         Some(dialect) => Box::new(BufReader::with_capacity(
-            BUF,
+            buf,
             record_cap::Capped::new(input, dialect, marks.clone()),
         )),
         None => input,
@@ -846,7 +875,7 @@ pub fn parse(
     // than a chunk, a second thread does it ahead of the parser, so that two cores work on
     // one object. A smaller object is read whole first and parsed from memory: a thread would
     // cost more than it saves.
-    let mut first = Vec::with_capacity(CHUNK);
+    let mut first = Vec::with_capacity(small.map_or(CHUNK, |n| n.min(CHUNK)));
     let first_read = (&mut input).take(CHUNK as u64).read_to_end(&mut first);
     // Only an object that fills a chunk is worth more threads.
     let parallel = matches!(first_read, Ok(n) if n == CHUNK);

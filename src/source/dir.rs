@@ -22,6 +22,9 @@ use std::path::{Path, PathBuf};
 /// A local folder standing in for a bucket.
 pub struct DirSource {
     root: PathBuf,
+    /// The folder's real path (links resolved), found once: resolving it for every file
+    /// cost a system call per path component per file.
+    real_root: std::sync::OnceLock<PathBuf>,
     follow_symlinks: bool,
 }
 
@@ -29,6 +32,7 @@ impl DirSource {
     pub fn new(root: PathBuf, follow_symlinks: bool) -> DirSource {
         DirSource {
             root,
+            real_root: std::sync::OnceLock::new(),
             follow_symlinks,
         }
     }
@@ -37,6 +41,46 @@ impl DirSource {
         SourceError::List {
             location: self.location(),
             message: message.into(),
+        }
+    }
+
+    /// Opens one listed version, on whichever (blocking) thread calls the function: only a
+    /// file inside the folder, and only the version listed.
+    fn open_fn(
+        &self,
+        object: &ObjectMeta,
+    ) -> impl FnOnce() -> Result<ObjectReader, SourceError> + Send + 'static {
+        let (location, object) = (self.location(), object.clone());
+        let path = self.root.join(&object.key);
+        let follow = self.follow_symlinks;
+        // The real root is found on the first call; a folder that cannot be resolved now is
+        // tried again with the next file.
+        let real_root = match self.real_root.get() {
+            Some(real) => Ok(real.clone()),
+            None => std::fs::canonicalize(&self.root).inspect(|real| {
+                let _ = self.real_root.set(real.clone());
+            }),
+        };
+        move || {
+            let read_error = |e: std::io::Error| SourceError::Read {
+                location: location.clone(),
+                key: object.key.clone(),
+                message: e.to_string(),
+                transient: false,
+            };
+            let file = open_inside(&real_root.map_err(read_error)?, &path, follow).map_err(read_error)?;
+            let meta = file.metadata().map_err(read_error)?;
+            // A changed size or mtime means another version than the one listed (and hashed).
+            if meta.len() != object.size || mtime(&meta).map_err(read_error)? != object.last_modified {
+                return Err(SourceError::Changed {
+                    location,
+                    key: object.key,
+                });
+            }
+            // The version is the content's hash: a file rewritten while it is read, even with
+            // the same size and mtime, fails at its end instead of being imported.
+            let digest = Digest::Blake3(object.etag);
+            Ok(ObjectReader::File(Verified::new(file, object.size, digest)))
         }
     }
 }
@@ -60,7 +104,7 @@ fn content_version(path: &Path, buf: &mut [u8]) -> std::io::Result<String> {
 /// link (after resolving it first, and checking where it leads, when links are followed),
 /// then checking the real path of the file actually opened, so that a link or folder swapped
 /// in since the listing reads nothing outside.
-fn open_inside(root: &Path, path: &Path, follow: bool) -> std::io::Result<std::fs::File> {
+fn open_inside(real_root: &Path, path: &Path, follow: bool) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     let outside = || {
         std::io::Error::new(
@@ -68,7 +112,6 @@ fn open_inside(root: &Path, path: &Path, follow: bool) -> std::io::Result<std::f
             "leads outside the source folder (a symbolic link); it is not read",
         )
     };
-    let real_root = std::fs::canonicalize(root)?;
     let target = if follow {
         std::fs::canonicalize(path)?
     } else {
@@ -91,7 +134,7 @@ fn open_inside(root: &Path, path: &Path, follow: bool) -> std::io::Result<std::f
         std::os::fd::AsRawFd::as_raw_fd(&file)
     ))
     .or_else(|_| std::fs::canonicalize(&target))?;
-    if !opened.starts_with(&real_root) {
+    if !opened.starts_with(real_root) {
         return Err(outside());
     }
     Ok(file)
@@ -138,6 +181,9 @@ fn stamp(meta: &std::fs::Metadata) -> String {
     )
 }
 
+/// How many files the walk hands over at a time.
+const WALK_BATCH: usize = 256;
+
 /// How many new files are hashed together on a blocking thread.
 const HASH_BATCH: usize = 256;
 
@@ -174,7 +220,8 @@ impl Source for DirSource {
         if !self.root.is_dir() {
             return Err(self.error("the folder does not exist; create it or fix `path` in [source]"));
         }
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Found, String>>(256);
+        // Files are handed over in batches: one hand-off per file cost more than the file.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<Found>, String>>(4);
         let (root, follow) = (self.root.clone(), self.follow_symlinks);
         let walker = tokio::task::spawn_blocking(move || {
             // Links are followed only when asked, and then only to what lies inside the folder
@@ -201,6 +248,7 @@ impl Source for DirSource {
                         || (!e.file_name().to_string_lossy().starts_with('.')
                             && (!e.path_is_symlink() || link_inside(e.path())))
                 });
+            let mut batch = Vec::with_capacity(WALK_BATCH);
             for entry in entries {
                 // A link that loops or leads nowhere is a skipped link, not a failed listing.
                 if let Err(e) = &entry
@@ -230,14 +278,24 @@ impl Source for DirSource {
                         stamp: stamp(&meta),
                     }))
                 });
-                let item = match item {
-                    Ok(Some(m)) => Ok(m),
+                match item {
+                    Ok(Some(found)) => batch.push(found),
                     Ok(None) => continue,
-                    Err(e) => Err(e),
-                };
-                if tx.blocking_send(item).is_err() {
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                }
+                if batch.len() == WALK_BATCH
+                    && tx
+                        .blocking_send(Ok(std::mem::replace(&mut batch, Vec::with_capacity(WALK_BATCH))))
+                        .is_err()
+                {
                     return;
                 }
+            }
+            if !batch.is_empty() && tx.blocking_send(Ok(batch)).is_err() {
+                return;
             }
             if links_skipped.get() > 0 {
                 tracing::warn!(
@@ -249,16 +307,23 @@ impl Source for DirSource {
         });
         let (mut count, mut hashed_files) = (0, 0);
         let mut new = Vec::new();
-        while let Some(item) = rx.recv().await {
-            let found = item.map_err(|e| self.error(e))?;
-            match known.version(&found.key, &found.stamp) {
-                Some(etag) => visit(found.with_version(etag)),
-                None => {
-                    hashed_files += 1;
-                    new.push(found);
+        while let Some(batch) = rx.recv().await {
+            let batch = batch.map_err(|e| self.error(e))?;
+            let asked: Vec<(&str, &str)> = batch.iter().map(|f| (f.key.as_str(), f.stamp.as_str())).collect();
+            let versions = known.versions(&asked);
+            drop(asked);
+            count += batch.len() as u64;
+            // A short answer counts as unknown for the rest: they are hashed, never dropped.
+            let versions = versions.into_iter().chain(std::iter::repeat(None));
+            for (found, version) in batch.into_iter().zip(versions) {
+                match version {
+                    Some(etag) => visit(found.with_version(etag)),
+                    None => {
+                        hashed_files += 1;
+                        new.push(found);
+                    }
                 }
             }
-            count += 1;
             if new.len() >= HASH_BATCH {
                 hashed(std::mem::take(&mut new))
                     .await
@@ -278,34 +343,21 @@ impl Source for DirSource {
     }
 
     async fn open(&self, object: &ObjectMeta) -> Result<ObjectReader, SourceError> {
-        let path = self.root.join(&object.key);
-        let read_error = |e: std::io::Error| SourceError::Read {
-            location: self.location(),
-            key: object.key.clone(),
-            message: e.to_string(),
-            transient: false,
-        };
+        let open = self.open_fn(object);
         // Opening is file-system work: one trip to the blocking pool does all of it.
-        let (root, follow) = (self.root.clone(), self.follow_symlinks);
-        let opened = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-            let file = open_inside(&root, &path, follow)?;
-            let meta = file.metadata()?;
-            Ok((file, meta.len(), mtime(&meta)?))
-        })
-        .await
-        .map_err(|e| read_error(std::io::Error::other(e)))?;
-        let (file, len, modified) = opened.map_err(read_error)?;
-        // A changed size or mtime means another version than the one listed (and hashed).
-        if len != object.size || modified != object.last_modified {
-            return Err(SourceError::Changed {
+        tokio::task::spawn_blocking(open)
+            .await
+            .map_err(|e| SourceError::Read {
                 location: self.location(),
                 key: object.key.clone(),
-            });
-        }
-        // The version is the content's hash: a file rewritten while it is read, even with the
-        // same size and mtime, fails at its end instead of being imported.
-        let digest = Digest::Blake3(object.etag.clone());
-        Ok(ObjectReader::File(Verified::new(file, object.size, digest)))
+                message: e.to_string(),
+                transient: false,
+            })?
+    }
+
+    fn opener(&self, object: &ObjectMeta) -> Option<super::Opener> {
+        let open = self.open_fn(object);
+        Some(Box::new(move || open().map(ObjectReader::into_blocking)))
     }
 
     fn location(&self) -> String {

@@ -8,7 +8,7 @@
 use super::{Delivery, LoadInfo, LoadPart, Refused, Target, TargetError, writer};
 use crate::config::{FileTargetSpec, OutputFormat};
 use crate::keytemplate::with_suffix;
-use crate::spool::SpoolSlice;
+use crate::spool::{SliceReader, SpoolSlice};
 use async_trait::async_trait;
 use std::fs::File;
 use std::io;
@@ -48,10 +48,14 @@ fn detail_path(delivery: &Delivery, key: &str) -> Result<String, TargetError> {
         .ok_or_else(|| TargetError::Record(format!("no {key:?} in {}", delivery.detail)))
 }
 
+/// Writes a load to `temp`, then renames it to `path`. `slices` reads the spool: a consuming
+/// reader gives the spool's space back as the load is written, so that the load and its
+/// spool never take twice its size on a disk they share.
 fn write_file(
     path: &Path,
     temp: &Path,
     spools: &[SpoolSlice],
+    slices: &mut SliceReader,
     format: OutputFormat,
     fields: &[String],
     mode: u32,
@@ -73,7 +77,7 @@ fn write_file(
         File::open(temp)?
     } else {
         let mut out = io::BufWriter::with_capacity(256 * 1024, crate::files::create_with_mode(temp, mode)?);
-        writer::write_load(spools, format, fields, &mut out)?;
+        writer::write_load_with(slices, spools, format, fields, &mut out)?;
         out.into_inner().map_err(|e| e.into_error())?
     };
     out.sync_all()?;
@@ -113,10 +117,15 @@ impl Target for FileTarget {
         let temp = PathBuf::from(detail_path(delivery, "temp")?);
         let (format, fields, mode) = (self.spec.format, self.fields.clone(), self.spec.file_mode);
         let result = tokio::task::spawn_blocking(move || {
-            write_file(&path, &temp, &spools, format, &fields, mode).map_err(|source| {
+            let mut slices = SliceReader::consuming();
+            write_file(&path, &temp, &spools, &mut slices, format, &fields, mode).map_err(|source| {
                 // Leave nothing half-written behind; the next try starts afresh.
                 let _ = std::fs::remove_file(&temp);
-                TargetError::Io { path, source }
+                if slices.consumed() {
+                    TargetError::SpoolConsumed { path, source }
+                } else {
+                    TargetError::Io { path, source }
+                }
             })
         })
         .await;

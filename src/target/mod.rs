@@ -98,6 +98,17 @@ pub struct Delivery {
 /// Why a delivery failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
+    /// Writing a load failed after part of its spool was given back (a consuming reader):
+    /// this attempt cannot be repeated, and the load's objects are imported again by the
+    /// next run.
+    #[error(
+        "writing {path} failed after the load's rows left the spool: {source}; the next run imports its objects again"
+    )]
+    SpoolConsumed {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("writing {path} failed: {source}")]
     Io {
         path: PathBuf,

@@ -22,13 +22,22 @@ pub fn write_load(
     fields: &[String],
     out: impl Write,
 ) -> io::Result<()> {
+    write_load_with(&mut SliceReader::default(), spools, format, fields, out)
+}
+
+/// [`write_load`] through `slices`, which may be a consuming reader
+/// ([`SliceReader::consuming`]) that gives back the spool's space as the load is written.
+pub fn write_load_with(
+    slices: &mut SliceReader,
+    spools: &[SpoolSlice],
+    format: OutputFormat,
+    fields: &[String],
+    out: impl Write,
+) -> io::Result<()> {
     match format {
         OutputFormat::Jsonl => {
             let mut out = out;
-            let mut reader = SliceReader::default();
-            for spool in spools {
-                io::copy(&mut reader.read(spool)?, &mut out)?;
-            }
+            slices.copy_all(spools, &mut out)?;
             out.flush()
         }
         OutputFormat::Csv {
@@ -48,7 +57,6 @@ pub fn write_load(
             csv.write_record(&columns)?;
             let mut line = String::new();
             let mut cells: Vec<String> = Vec::with_capacity(columns.len());
-            let mut slices = SliceReader::default();
             for spool in spools {
                 let mut reader = BufReader::new(slices.read(spool)?);
                 loop {
@@ -66,6 +74,8 @@ pub fn write_load(
                     cells.extend(columns.iter().map(|c| cell(row.get(*c), formula_guard)));
                     csv.write_record(&cells)?;
                 }
+                drop(reader);
+                slices.done(spool)?;
             }
             csv.flush()
         }

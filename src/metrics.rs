@@ -1,0 +1,292 @@
+//! The daemon's Prometheus metrics and the listener that serves them on `metrics_listen`:
+//! `GET /metrics` (OpenMetrics text, as `prometheus-client` encodes it) and `GET /healthz`.
+//!
+//! What is counted is decided here — [`Metrics::run_started`], [`Metrics::run_finished`] and
+//! [`Metrics::schedule_lag`] turn a run's summary into samples; the daemon calls them. This
+//! is not a general HTTP server: two paths, GET only, HTTP/1.1, on the daemon's runtime.
+
+use crate::run::RunSummary;
+use chrono::{DateTime, Utc};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// A metric of one connection.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectionLabel {
+    connection: String,
+}
+
+/// A metric of one connection, by outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    connection: String,
+    outcome: &'static str,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Run durations from 1 s to about 9 hours.
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 16))
+}
+
+/// Every metric the daemon exports.
+pub struct Metrics {
+    registry: Registry,
+    runs: Family<OutcomeLabels, Counter>,
+    objects: Family<OutcomeLabels, Counter>,
+    rows: Family<ConnectionLabel, Counter>,
+    bad_rows: Family<ConnectionLabel, Counter>,
+    bytes: Family<ConnectionLabel, Counter>,
+    duration: Family<ConnectionLabel, Histogram, fn() -> Histogram>,
+    last_success: Family<ConnectionLabel, FloatGauge>,
+    watermark_lag: Family<ConnectionLabel, FloatGauge>,
+    in_flight: Gauge,
+    schedule_lag: Family<ConnectionLabel, FloatGauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("s3importd");
+        let m = Metrics {
+            runs: Family::default(),
+            objects: Family::default(),
+            rows: Family::default(),
+            bad_rows: Family::default(),
+            bytes: Family::default(),
+            duration: Family::new_with_constructor(duration_histogram),
+            last_success: Family::default(),
+            watermark_lag: Family::default(),
+            in_flight: Gauge::default(),
+            schedule_lag: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "runs",
+            "Runs finished, by outcome (succeeded, failed)",
+            m.runs.clone(),
+        );
+        registry.register(
+            "objects",
+            "Objects handled by runs, by outcome (imported, rejected, failed)",
+            m.objects.clone(),
+        );
+        registry.register("rows", "Rows delivered", m.rows.clone());
+        registry.register("bad_rows", "Rows quarantined", m.bad_rows.clone());
+        registry.register(
+            "bytes",
+            "Bytes of the objects imported or rejected, as stored",
+            m.bytes.clone(),
+        );
+        registry.register("run_duration_seconds", "How long runs took", m.duration.clone());
+        registry.register(
+            "last_success_timestamp_seconds",
+            "When the last successful run finished (Unix time)",
+            m.last_success.clone(),
+        );
+        registry.register(
+            "watermark_lag_seconds",
+            "How far the watermark was behind the end of the last run",
+            m.watermark_lag.clone(),
+        );
+        registry.register("runs_in_flight", "Runs in progress", m.in_flight.clone());
+        registry.register(
+            "schedule_lag_seconds",
+            "How late the last run started after its scheduled time",
+            m.schedule_lag.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// A run began.
+    pub fn run_started(&self) {
+        self.in_flight.inc();
+    }
+
+    /// A run began `lag` after the time it was due.
+    pub fn schedule_lag(&self, connection: &str, lag: chrono::TimeDelta) {
+        let seconds = lag.num_milliseconds().max(0) as f64 / 1000.0;
+        self.schedule_lag.get_or_create(&label(connection)).set(seconds);
+    }
+
+    /// A run ended, at `now`, with this summary.
+    pub fn run_finished(&self, s: &RunSummary, now: DateTime<Utc>) {
+        self.in_flight.dec();
+        let connection = label(&s.connection);
+        let outcome = |outcome: &'static str| OutcomeLabels {
+            connection: s.connection.clone(),
+            outcome,
+        };
+        let succeeded = s.succeeded();
+        self.runs
+            .get_or_create(&outcome(if succeeded { "succeeded" } else { "failed" }))
+            .inc();
+        for (name, count) in [
+            ("imported", s.counts.imported),
+            ("rejected", s.counts.rejected),
+            ("failed", s.counts.failed),
+        ] {
+            self.objects.get_or_create(&outcome(name)).inc_by(count);
+        }
+        self.rows.get_or_create(&connection).inc_by(s.counts.rows);
+        self.bad_rows.get_or_create(&connection).inc_by(s.counts.bad_rows);
+        self.bytes.get_or_create(&connection).inc_by(s.counts.bytes);
+        self.duration
+            .get_or_create(&connection)
+            .observe(s.duration.as_secs_f64());
+        if succeeded {
+            self.last_success
+                .get_or_create(&connection)
+                .set(now.timestamp_millis() as f64 / 1000.0);
+        }
+        if let Some(watermark) = s.watermark_after {
+            let lag = (now - watermark).num_milliseconds().max(0) as f64 / 1000.0;
+            self.watermark_lag.get_or_create(&connection).set(lag);
+        }
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail; an encoder error would be a bug in a metric name.
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            warn!(error = %e, "encoding the metrics failed");
+        }
+        text
+    }
+}
+
+fn label(connection: &str) -> ConnectionLabel {
+    ConnectionLabel {
+        connection: connection.to_string(),
+    }
+}
+
+/// Why the listener could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("metrics_listen {addr}: cannot listen: {source}; choose a free port or leave metrics_listen out")]
+pub struct ListenError {
+    addr: std::net::SocketAddr,
+    #[source]
+    source: std::io::Error,
+}
+
+/// Binds `addr` now (so that a port in use fails the daemon's start with a clear message)
+/// and serves `/metrics` and `/healthz` until `stop`.
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, ListenError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ListenError { addr, source })?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    info!(address = %bound, "serving /metrics and /healthz");
+    Ok(tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                () = stop.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let Ok((stream, _)) = accepted else { continue };
+            let (metrics, stop) = (metrics.clone(), stop.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let metrics = metrics.clone();
+                    async move { Ok::<_, std::convert::Infallible>(respond(&request, &metrics)) }
+                });
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                // A scrape in progress may finish; an idle connection closes with the daemon.
+                tokio::select! {
+                    _ = connection => {}
+                    () = stop.cancelled() => {}
+                }
+            });
+        }
+    }))
+}
+
+type Body = http_body_util::Full<bytes::Bytes>;
+
+/// The answer to one request.
+fn respond<B>(request: &hyper::Request<B>, metrics: &Metrics) -> hyper::Response<Body> {
+    let reply = |status: u16, content_type: &str, body: String| {
+        let mut response = hyper::Response::new(Body::from(body));
+        *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
+        if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
+            response.headers_mut().insert(hyper::header::CONTENT_TYPE, value);
+        }
+        response
+    };
+    if request.method() != hyper::Method::GET {
+        return reply(405, "text/plain", "only GET is served\n".into());
+    }
+    match request.uri().path() {
+        "/metrics" => reply(
+            200,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.encode(),
+        ),
+        "/healthz" => reply(200, "text/plain", "ok\n".into()),
+        _ => reply(404, "text/plain", "not found: try /metrics or /healthz\n".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finished_run_is_counted_by_connection_and_outcome() {
+        let metrics = Metrics::new();
+        let now = DateTime::parse_from_rfc3339("2026-12-01T02:00:00Z")
+            .unwrap()
+            .to_utc();
+        let mut s = RunSummary {
+            connection: "orders".into(),
+            duration: std::time::Duration::from_secs(3),
+            watermark_after: Some(now - chrono::TimeDelta::seconds(90)),
+            ..RunSummary::default()
+        };
+        s.counts.imported = 2;
+        s.counts.rejected = 1;
+        s.counts.rows = 40;
+        s.counts.bad_rows = 3;
+        s.counts.bytes = 1000;
+        metrics.run_started();
+        metrics.run_finished(&s, now);
+        metrics.schedule_lag("orders", chrono::TimeDelta::milliseconds(1500));
+        let text = metrics.encode();
+        for line in [
+            "s3importd_runs_total{connection=\"orders\",outcome=\"succeeded\"} 1",
+            "s3importd_objects_total{connection=\"orders\",outcome=\"imported\"} 2",
+            "s3importd_objects_total{connection=\"orders\",outcome=\"rejected\"} 1",
+            "s3importd_rows_total{connection=\"orders\"} 40",
+            "s3importd_bad_rows_total{connection=\"orders\"} 3",
+            "s3importd_bytes_total{connection=\"orders\"} 1000",
+            "s3importd_run_duration_seconds_count{connection=\"orders\"} 1",
+            "s3importd_last_success_timestamp_seconds{connection=\"orders\"} 1796090400.0",
+            "s3importd_watermark_lag_seconds{connection=\"orders\"} 90.0",
+            "s3importd_runs_in_flight 0",
+            "s3importd_schedule_lag_seconds{connection=\"orders\"} 1.5",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
+    }
+}
