@@ -123,7 +123,7 @@ struct OpenSpool {
 }
 
 /// How much of a spool file is read before its space is given back.
-const RELEASE_EVERY: u64 = 4 * 1024 * 1024;
+const RELEASE_EVERY: u64 = 64 * 1024;
 
 /// How much of a large run of slices is copied at a time by a consuming reader, so that its
 /// space is given back as it goes.
@@ -562,7 +562,7 @@ mod tests {
         reader.copy_all(&load, &mut out).unwrap();
         assert!(out == expected, "the load is written whole and in order");
         assert!(reader.consumed());
-        // Everything up to the last 4 MiB boundary read is given back (ext4 punches holes).
+        // Everything up to the last 64 KiB boundary read is given back (ext4 punches holes).
         assert!(
             allocated(&a) <= 2 * MB as u64,
             "{} bytes still held",

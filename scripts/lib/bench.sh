@@ -82,7 +82,7 @@ TOML
 # run_case NAME SOURCE_TOML FORMAT [SETTINGS_TOML]: one import into a `file` target, fresh
 # state. SOURCE_TOML is the body of [source].
 run_case() {
-    local name=$1 source=$2 format=$3 settings=${4:-}
+    local name=$1 source=$2 format=$3 settings=${4:-} target_extra=${5:-}
     local dir=$work/run-$name
     rm -rf "$dir"
     mkdir -p "$dir/connections"
@@ -90,7 +90,7 @@ run_case() {
     {
         printf 'settle_seconds = 0\nbackfill_days = 36500\n[source]\n%s\n[format]\ntype = "%s"\n' "$source" "$format"
         bench_template
-        printf '[target]\ntype = "file"\npath = "out"\n'
+        printf '[target]\ntype = "file"\npath = "out"\n%s\n' "$target_extra"
     } > "$dir/connections/bench.toml"
     local start end
     start=$(date +%s.%N)

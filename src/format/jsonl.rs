@@ -378,7 +378,7 @@ impl<'de> Visitor<'de> for LineSeed<'_, '_> {
 }
 
 /// Reads an object key, borrowed from the line when it has no escapes.
-struct KeySeed;
+pub(crate) struct KeySeed;
 
 impl<'de> DeserializeSeed<'de> for KeySeed {
     type Value = Cow<'de, str>;

@@ -13,6 +13,7 @@
 mod csv;
 mod json;
 mod jsonl;
+pub(crate) use jsonl::KeySeed;
 mod parallel;
 mod record_cap;
 
