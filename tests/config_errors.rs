@@ -195,7 +195,19 @@ fn bad_files_and_their_messages() {
         (
             "[source]\ntype = \"dir\"\npath = \"in\"\n[template]\n[[template.fields]]\nname = \"id\"\ncolour = \"x\"\n[target]\ntype = \"stdout\"".to_string(),
             vec![
-                "connections/c.toml: template.fields[0].colour: unknown field `colour`, expected one of `name`, `column`, `type`, `required`, `format`, `timezone`, `values`, `default`, `true_values`, `false_values`",
+                "connections/c.toml: template.fields[0].colour: unknown field `colour`, expected one of `name`, `column`, `type`, `required`, `format`, `timezone`, `values`, `default`, `true_values`, `false_values` (line 7)",
+            ],
+        ),
+        // Every unknown key of the file at once, in any table, each with its line: two in
+        // [source], one at the top, two in the second of the template's fields.
+        (
+            "colour = \"red\"\n[source]\ntype = \"dir\"\npath = \"in\"\nbuckett = \"x\"\nregoin = \"y\"\n[template]\n[[template.fields]]\nname = \"id\"\n[[template.fields]]\nname = \"qty\"\ntyp = \"integer\"\nrequierd = true\n[target]\ntype = \"stdout\"".to_string(),
+            vec![
+                "connections/c.toml: colour: unknown field `colour`, expected one of `description`, `enabled`, `schedule`, `backfill_days`, `settle_seconds`, `source`, `format`, `template`, `target` (line 1)",
+                "connections/c.toml: source.buckett: unknown field `buckett`, expected one of `type`, `bucket`, `region`, `prefix`, `role_arn`, `external_id`, `external_id_required`, `expected_bucket_owner`, `endpoint`, `sts_endpoint`, `force_path_style`, `challenge_file`, `allow_insecure_http`, `max_concurrent_listings`, `path`, `follow_symlinks`, `include`, `exclude` (line 5)",
+                "connections/c.toml: source.regoin: unknown field `regoin`, … (line 6)",
+                "connections/c.toml: template.fields[1].typ: unknown field `typ`, … (line 12)",
+                "connections/c.toml: template.fields[1].requierd: unknown field `requierd`, … (line 13)",
             ],
         ),
         ("[source\n".to_string(), vec!["connections/c.toml: unclosed table, expected `]` (line 1)"]),

@@ -440,25 +440,39 @@ pub fn check_with(dir: &Path, files: &Files, external_ids: ExternalIds) -> Resul
     for (name, text) in &files.connections {
         let file = format!("connections/{name}.toml");
         let Some(mut c) = parse_file::<raw::RawConnection>(text, &file, &mut errors) else {
+            // The file's inline template is checked all the same, so that one run of
+            // `validate` lists its problems too.
+            if let Ok(mut doc) = text.parse::<toml::Table>()
+                && let Some(t @ toml::Value::Table(_)) = doc.remove("template")
+                && let Err(problems) =
+                    deserialize_all::<raw::RawTemplate>(t, text, &[PathStep::Key("template".into())])
+            {
+                errors.extend(problems.into_iter().map(|(key, message)| ConfigError {
+                    file: file.clone(),
+                    key,
+                    message,
+                }));
+            }
             continue;
         };
         let name = name.clone();
         let choice = match c.template.take() {
             None => TemplateChoice::Missing,
             Some(toml::Value::String(n)) => TemplateChoice::Named(n),
-            Some(toml::Value::Table(t)) => match serde_path_to_error::deserialize(toml::Value::Table(t)) {
-                Ok(t) => TemplateChoice::Inline(t),
-                Err(e) => {
-                    errors.push(ConfigError {
-                        file: file.clone(),
-                        key: format!("template.{}", e.path())
-                            .trim_end_matches(".?")
-                            .to_string(),
-                        message: e.into_inner().message().to_string(),
-                    });
-                    continue;
+            Some(toml::Value::Table(t)) => {
+                let prefix = [PathStep::Key("template".into())];
+                match deserialize_all(toml::Value::Table(t), text, &prefix) {
+                    Ok(t) => TemplateChoice::Inline(t),
+                    Err(problems) => {
+                        errors.extend(problems.into_iter().map(|(key, message)| ConfigError {
+                            file: file.clone(),
+                            key,
+                            message,
+                        }));
+                        continue;
+                    }
                 }
-            },
+            }
             Some(_) => {
                 errors.push(ConfigError {
                     file: file.clone(),
@@ -546,17 +560,158 @@ fn parse_file<T: serde::de::DeserializeOwned>(
     file: &str,
     errors: &mut Vec<ConfigError>,
 ) -> Option<T> {
-    match parse_toml(text) {
+    match parse_toml_all(text) {
         Ok(v) => Some(v),
-        Err((key, message)) => {
-            errors.push(ConfigError {
+        Err(problems) => {
+            errors.extend(problems.into_iter().map(|(key, message)| ConfigError {
                 file: file.to_string(),
                 key,
                 message,
-            });
+            }));
             None
         }
     }
+}
+
+/// Deserializes TOML text, returning every unknown key, and the first other problem, each as
+/// its key path and message (with its line).
+pub fn parse_toml_all<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Vec<(String, String)>> {
+    match parse_toml(text) {
+        Ok(t) => Ok(t),
+        Err(first) if !first.1.starts_with(UNKNOWN_FIELD) => Err(vec![first]),
+        Err(first) => match text.parse::<toml::Table>() {
+            Ok(doc) => deserialize_all(toml::Value::Table(doc), text, &[])
+                .map_err(|found| if found.is_empty() { vec![first] } else { found }),
+            Err(_) => Err(vec![first]),
+        },
+    }
+}
+
+/// How serde begins the message of an unknown key.
+const UNKNOWN_FIELD: &str = "unknown field";
+
+/// Deserializes `value` (the part of the TOML `text` at `prefix`), reporting every unknown
+/// key: each is recorded, taken out, and the rest read again — serde stops at the first —
+/// until none is left; then the first other problem, if any. Keys are paths from the file's
+/// root, each message with the line of its key.
+pub fn deserialize_all<T: serde::de::DeserializeOwned>(
+    mut value: toml::Value,
+    text: &str,
+    prefix: &[PathStep],
+) -> Result<T, Vec<(String, String)>> {
+    // (line, key path, message): shown in the order of the file.
+    let mut problems: Vec<(Option<usize>, String, String)> = Vec::new();
+    let in_file_order = |mut problems: Vec<(Option<usize>, String, String)>| {
+        problems.sort_by_key(|(line, _, _)| line.unwrap_or(usize::MAX));
+        problems
+            .into_iter()
+            .map(|(_, key, message)| (key, message))
+            .collect()
+    };
+    // Bounded by the keys the value holds: each round removes one.
+    for _ in 0..=count_keys(&value) {
+        let e = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(t) if problems.is_empty() => return Ok(t),
+            Ok(_) => return Err(in_file_order(problems)),
+            Err(e) => e,
+        };
+        let mut path: Vec<PathStep> = prefix.to_vec();
+        path.extend(e.path().iter().filter_map(PathStep::of));
+        let message = e.inner().message().trim_end_matches('.').to_string();
+        let line = line_of(text, &path);
+        let message = match line {
+            Some(line) => format!("{message} (line {line})"),
+            None => message,
+        };
+        problems.push((line, show_path(&path), message));
+        let unknown = e.inner().message().starts_with(UNKNOWN_FIELD);
+        if !unknown || !remove(&mut value, &path[prefix.len()..]) {
+            break;
+        }
+    }
+    Err(in_file_order(problems))
+}
+
+/// One step of a key path: a key of a table, or an element of an array.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathStep {
+    Key(String),
+    Index(usize),
+}
+
+impl PathStep {
+    fn of(segment: &serde_path_to_error::Segment) -> Option<PathStep> {
+        match segment {
+            serde_path_to_error::Segment::Map { key } => Some(PathStep::Key(key.clone())),
+            serde_path_to_error::Segment::Seq { index } => Some(PathStep::Index(*index)),
+            _ => None,
+        }
+    }
+}
+
+/// A path as messages show it: `template.fields[0].colour`.
+fn show_path(path: &[PathStep]) -> String {
+    let mut shown = String::new();
+    for step in path {
+        match step {
+            PathStep::Key(k) if shown.is_empty() => shown.push_str(k),
+            PathStep::Key(k) => {
+                shown.push('.');
+                shown.push_str(k);
+            }
+            PathStep::Index(i) => shown.push_str(&format!("[{i}]")),
+        }
+    }
+    shown
+}
+
+/// How many keys a value holds, nested ones included.
+fn count_keys(value: &toml::Value) -> usize {
+    match value {
+        toml::Value::Table(t) => t.len() + t.values().map(count_keys).sum::<usize>(),
+        toml::Value::Array(a) => a.iter().map(count_keys).sum(),
+        _ => 0,
+    }
+}
+
+/// Takes the key at `path` out of `value`; false when there is none.
+fn remove(value: &mut toml::Value, path: &[PathStep]) -> bool {
+    match (value, path) {
+        (toml::Value::Table(t), [PathStep::Key(k)]) => t.remove(k).is_some(),
+        (toml::Value::Table(t), [PathStep::Key(k), rest @ ..]) => {
+            t.get_mut(k).is_some_and(|v| remove(v, rest))
+        }
+        (toml::Value::Array(a), [PathStep::Index(i), rest @ ..]) => {
+            a.get_mut(*i).is_some_and(|v| remove(v, rest))
+        }
+        _ => false,
+    }
+}
+
+/// The line of the key (or array element) at `path` in the TOML `text`, found by reading it
+/// again with spans.
+fn line_of(text: &str, path: &[PathStep]) -> Option<usize> {
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    let mut at: Option<std::ops::Range<usize>> = None;
+    let mut value = toml::de::DeValue::Table(doc.into_inner());
+    for step in path {
+        let next = match (&value, step) {
+            (toml::de::DeValue::Table(t), PathStep::Key(k)) => {
+                let (key, v) = t.iter().find(|(key, _)| key.get_ref().as_ref() == k.as_str())?;
+                at = Some(key.span());
+                v.get_ref().clone()
+            }
+            (toml::de::DeValue::Array(a), PathStep::Index(i)) => {
+                let v = a.get(*i)?;
+                at = Some(v.span());
+                v.get_ref().clone()
+            }
+            _ => return None,
+        };
+        value = next;
+    }
+    let start = at?.start.min(text.len());
+    Some(text[..start].matches('\n').count() + 1)
 }
 
 /// Deserializes TOML text, returning the key path and message of the first problem.
