@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod fault;
 pub mod files;
 pub mod format;
+pub mod infer;
 pub mod keytemplate;
 pub mod metrics;
 pub mod policy;

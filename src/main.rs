@@ -56,6 +56,11 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         rows: u64,
     },
+    /// Helps write templates.
+    Template {
+        #[command(subcommand)]
+        action: TemplateAction,
+    },
     /// Prints the IAM policies a connection needs, ready to paste into the AWS console.
     Policy {
         name: String,
@@ -99,6 +104,22 @@ enum Command {
     },
 }
 
+/// `template` subcommands.
+#[derive(Subcommand)]
+enum TemplateAction {
+    /// Reads the newest files of a connection as they are and prints a template for them
+    /// (types, formats, required columns), checked against those rows.
+    Infer {
+        name: String,
+        /// How many of the newest files to read.
+        #[arg(long, default_value_t = 5)]
+        files: usize,
+        /// How many rows of each file to read.
+        #[arg(long, default_value_t = 1000)]
+        rows: u64,
+    },
+}
+
 use commands::{EXIT_FAILED, EXIT_USAGE};
 
 fn main() -> ExitCode {
@@ -119,7 +140,10 @@ fn main() -> ExitCode {
         | Command::Preview { name, .. }
         | Command::Policy { name, .. }
         | Command::Reset { name, .. }
-        | Command::Retry { name, .. } => Some((vec![name.clone()], false)),
+        | Command::Retry { name, .. }
+        | Command::Template {
+            action: TemplateAction::Infer { name, .. },
+        } => Some((vec![name.clone()], false)),
         Command::Validate | Command::Daemon => None,
     };
     let mut exit_after = None;
@@ -219,6 +243,16 @@ fn main() -> ExitCode {
             })
         }
         Command::Check { name } => block_on(commands::check::command(&config, &name)),
+        Command::Template {
+            action: TemplateAction::Infer { name, files, rows },
+        } => block_on(async {
+            commands::template::infer(&config, &name, files, rows)
+                .await
+                .unwrap_or_else(|e| {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(EXIT_FAILED)
+                })
+        }),
         Command::Preview { name, files, rows } => block_on(async {
             commands::preview::command(&config, &name, files, rows)
                 .await

@@ -427,3 +427,80 @@ fn rows_before_and_after_the_header_and_comment_lines_are_skipped_with_exact_lin
     let status = stdout_of(&run_binary(cfg.path(), &["status", "s"]));
     assert!(status.contains("line 7 field qty"), "{status}");
 }
+
+#[test]
+fn template_infer_writes_a_template_that_validates_and_imports_its_files_without_bad_rows() {
+    let cfg = ConfigDir::new();
+    cfg.inbox(
+        "partner",
+        &[
+            (
+                "a.csv",
+                "Product ID,name,price,shipped,updated at,active,code,note\n1,Tea pot,19.99,30/11/2026,2026-11-30 10:00:00,true,007,\n2,,0.10,01/02/2026,2026-12-01 08:30:00,false,012,x\n"
+                    .as_bytes(),
+            ),
+            (
+                "b.csv",
+                "Product ID,name,price,shipped,updated at,active,code,note\n3,Cup,5,15/01/2026,2026-01-15 00:00:00,True,100,\n"
+                    .as_bytes(),
+            ),
+        ],
+    );
+    // `template` is a top-level key or a table: written first, or last.
+    let connection = |template: &str| {
+        let (top, table) = if template.starts_with('[') {
+            ("", template)
+        } else {
+            (template, "")
+        };
+        format!(
+            "settle_seconds = 0\n{top}\n[source]\ntype = \"dir\"\npath = \"in/partner\"\n[format]\ntype = \"csv\"\n[target]\ntype = \"file\"\npath = \"out\"\n{table}\n"
+        )
+    };
+    cfg.connection(
+        "partner",
+        &connection("[template]\ntable = \"products\"\nunknown_fields = \"keep\""),
+    );
+    let inferred = run_binary(cfg.path(), &["template", "infer", "partner"]);
+    assert!(inferred.status.success(), "{}", text(&inferred.stderr));
+    let toml = text(&inferred.stdout);
+    for field in [
+        "name = \"product_id\"\ncolumn = \"Product ID\"\ntype = \"integer\"\nrequired = true\n",
+        "name = \"name\"\ntype = \"string\"\n\n",
+        "name = \"price\"\ntype = \"decimal\"\nrequired = true\n",
+        "name = \"shipped\"\ntype = \"date\"\nformat = \"%d/%m/%Y\"\nrequired = true\n",
+        "name = \"updated_at\"\ncolumn = \"updated at\"\ntype = \"timestamp\"\nformat = \"%Y-%m-%d %H:%M:%S\"\nrequired = true\n",
+        "name = \"active\"\ntype = \"boolean\"\nrequired = true\n",
+        // Leading zeros are an identifier's: kept as text.
+        "name = \"code\"\ntype = \"string\"\nrequired = true\n",
+    ] {
+        assert!(toml.contains(field), "{field} not in\n{toml}");
+    }
+    std::fs::create_dir_all(cfg.path().join("templates")).unwrap();
+    std::fs::write(cfg.path().join("templates/partner.toml"), &toml).unwrap();
+    cfg.connection("partner", &connection("template = \"partner\""));
+    let validated = run_binary(cfg.path(), &["validate"]);
+    assert!(validated.status.success(), "{}\n{toml}", text(&validated.stderr));
+    let out = stdout_of(&run_binary(cfg.path(), &["run"]));
+    assert!(
+        out.contains("imported 2, rejected 0, failed 0; rows 3, bad rows 0"),
+        "{out}"
+    );
+    let mut rows = cfg.rows();
+    rows.sort_by_key(|r| r["product_id"].as_i64());
+    assert_eq!(rows[0]["product_id"], json!(1));
+    assert_eq!(rows[0]["price"], json!("19.99"));
+    assert_eq!(rows[0]["shipped"], json!("2026-11-30"));
+    assert_eq!(rows[0]["code"], json!("007"));
+    assert_eq!(rows[2]["active"], json!(true));
+    // A folder with nothing in it: said so, exit 1.
+    std::fs::remove_dir_all(cfg.path().join("in/partner")).unwrap();
+    std::fs::create_dir_all(cfg.path().join("in/partner")).unwrap();
+    let empty = run_binary(cfg.path(), &["template", "infer", "partner"]);
+    assert_eq!(empty.status.code(), Some(1));
+    assert!(
+        text(&empty.stderr).contains("no file in"),
+        "{}",
+        text(&empty.stderr)
+    );
+}

@@ -9,6 +9,7 @@ pub mod preview;
 pub mod reset;
 pub mod retry;
 pub mod status;
+pub mod template;
 
 /// Exit codes of DESIGN §3: 0 success, 1 a run or check failed, 2 bad usage or configuration.
 pub const EXIT_FAILED: u8 = 1;

@@ -70,6 +70,32 @@ impl Problems<'_> {
     }
 }
 
+/// Checks the text of a template file (`templates/NAME.toml`) for a connection whose files
+/// have a header row or not: the template, or every problem found (reported against `file`).
+pub fn template_file(
+    text: &str,
+    file: &str,
+    connection: &str,
+    has_header: bool,
+) -> Result<crate::template::Template, Vec<ConfigError>> {
+    let raw: RawTemplate = super::parse_toml_all(text).map_err(|problems| {
+        problems
+            .into_iter()
+            .map(|(key, message)| ConfigError {
+                file: file.to_string(),
+                key,
+                message,
+            })
+            .collect::<Vec<_>>()
+    })?;
+    let mut out = Vec::new();
+    let mut p = Problems { file, out: &mut out };
+    match template(&raw, connection, "", has_header, &mut p) {
+        Some(t) => Ok(t),
+        None => Err(out),
+    }
+}
+
 /// Checks a configuration folder as read. Returns every problem found.
 pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
     match validate_each(raw) {
