@@ -122,39 +122,157 @@ impl aws_sdk_s3::config::Intercept for ExpectedBucketOwner {
     }
 }
 
-/// One line for a failed S3 request, for people: the operation, the HTTP status, S3's error
-/// code and message, the request ID (what AWS support asks for), and a fix chosen by the
-/// code. Never the SDK's `Debug` dump of the response. Errors without a response (time-outs,
-/// the network, credentials) are their cause chain.
-pub fn describe<E>(operation: &str, err: &SdkError<E, HttpResponse>) -> String
+/// A failed AWS request, kept as data: what went wrong is decided from the status and the
+/// error code (never from a message's text), and [`std::fmt::Display`] gives the one line
+/// people see — the operation, the HTTP status, the error code and message, the request ID
+/// (what AWS support asks for), and a fix chosen by the code. Never the SDK's `Debug` dump.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsError {
+    pub operation: &'static str,
+    /// The HTTP status, when a response came back.
+    pub status: Option<u16>,
+    pub code: Option<String>,
+    pub message: Option<String>,
+    pub request_id: Option<String>,
+    /// The `x-amz-bucket-region` header, for a request sent to the wrong region.
+    pub bucket_region: Option<String>,
+    /// For a failure without a response (a time-out, the network, credentials): its causes.
+    pub cause: Option<String>,
+    /// Whether the role in front of the request could not be assumed (the failure was in
+    /// getting credentials from STS).
+    pub assume_role: bool,
+    transient: bool,
+}
+
+impl AwsError {
+    /// The data of an SDK error.
+    pub fn of<E>(operation: &'static str, err: &SdkError<E, HttpResponse>) -> AwsError
+    where
+        E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        use aws_sdk_s3::error::ProvideErrorMetadata;
+        let transient = is_transient(err);
+        let Some(response) = err.raw_response() else {
+            // STS's refusal of the role, read as data, rather than the provider's wrapping of
+            // it (which shows the STS error's debug output).
+            let refusal = sts_refusal(err);
+            let cause = match &refusal {
+                Some(sts) => sts.summary(),
+                None => cause_chain(err),
+            };
+            let assume_role = refusal.is_some() || is_credentials_failure(err);
+            return AwsError {
+                operation,
+                status: None,
+                code: None,
+                message: None,
+                request_id: None,
+                bucket_region: None,
+                cause: Some(cause),
+                assume_role,
+                // Credentials STS refused stay refused: not worth trying again soon.
+                transient: transient && !assume_role,
+            };
+        };
+        let header = |name: &str| response.headers().get(name).map(crate::text::excerpt);
+        AwsError {
+            operation,
+            status: Some(response.status().as_u16()),
+            code: err.code().map(str::to_string),
+            message: err.message().filter(|m| !m.is_empty()).map(crate::text::excerpt),
+            request_id: header("x-amz-request-id").or_else(|| header("x-amzn-requestid")),
+            bucket_region: header("x-amz-bucket-region"),
+            cause: None,
+            assume_role: false,
+            transient,
+        }
+    }
+
+    /// Whether trying the same request again soon may succeed: throttling, 5xx, time-outs,
+    /// the network. A refusal (403, 404, a bad region) never is.
+    pub fn is_transient(&self) -> bool {
+        self.transient
+    }
+
+    /// What to do about it, when the code says.
+    pub fn fix(&self) -> Option<String> {
+        if self.assume_role {
+            return Some(
+                "the role could not be assumed: check that its trust policy names this identity and the connection's external_id (`s3-importd policy NAME` prints it), and `sts_endpoint` if STS is not AWS's".to_string(),
+            );
+        }
+        fix_for(
+            self.operation,
+            self.status?,
+            self.code.as_deref(),
+            self.bucket_region.as_deref(),
+        )
+    }
+}
+
+impl AwsError {
+    /// The line without its fix: what failed, and how.
+    pub fn summary(&self) -> String {
+        let mut line = self.operation.to_string();
+        match self.status {
+            Some(status) => line.push_str(&format!(": HTTP {status}")),
+            None => line.push_str(&format!(": {}", self.cause.as_deref().unwrap_or("no response"))),
+        }
+        if let Some(code) = &self.code {
+            line.push_str(&format!(" {code}"));
+        }
+        if let Some(message) = &self.message {
+            line.push_str(&format!(": {message}"));
+        }
+        if let Some(id) = &self.request_id {
+            line.push_str(&format!(" (request ID {id})"));
+        }
+        line
+    }
+}
+
+impl std::fmt::Display for AwsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.summary())?;
+        if let Some(fix) = self.fix() {
+            write!(f, "; {fix}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for AwsError {}
+
+/// The AssumeRole call that failed under a request, when that is why it failed.
+fn sts_refusal<E>(err: &SdkError<E, HttpResponse>) -> Option<AwsError>
 where
-    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+    E: std::error::Error + 'static,
 {
-    use aws_sdk_s3::error::ProvideErrorMetadata;
-    let Some(response) = err.raw_response() else {
-        return format!("{operation}: {}", cause_chain(err));
-    };
-    let status = response.status().as_u16();
-    let code = err.code();
-    let mut line = format!("{operation}: HTTP {status}");
-    if let Some(code) = code {
-        line.push_str(&format!(" {code}"));
+    type AssumeRoleFailure = SdkError<aws_sdk_sts::operation::assume_role::AssumeRoleError, HttpResponse>;
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = next {
+        if let Some(sts) = e.downcast_ref::<AssumeRoleFailure>() {
+            return Some(AwsError::of("AssumeRole", sts));
+        }
+        next = e.source();
     }
-    if let Some(message) = err.message().filter(|m| !m.is_empty()) {
-        line.push_str(&format!(": {}", crate::text::excerpt(message)));
+    None
+}
+
+/// Whether a failure without a response happened while getting credentials (assuming the
+/// connection's role): the SDK reports it as a dispatch failure caused by a credentials error.
+fn is_credentials_failure<E>(err: &SdkError<E, HttpResponse>) -> bool
+where
+    E: std::error::Error + 'static,
+{
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = next {
+        if e.is::<aws_credential_types::provider::error::CredentialsError>() {
+            return true;
+        }
+        next = e.source();
     }
-    let request_id = response
-        .headers()
-        .get("x-amz-request-id")
-        .or_else(|| response.headers().get("x-amzn-requestid"));
-    if let Some(id) = request_id {
-        line.push_str(&format!(" (request ID {})", crate::text::excerpt(id)));
-    }
-    let region = response.headers().get("x-amz-bucket-region");
-    if let Some(fix) = fix_for(operation, status, code, region) {
-        line.push_str(&format!("; {fix}"));
-    }
-    line
+    false
 }
 
 /// What to do about a failed S3 request, by its error code (and status).

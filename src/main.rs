@@ -305,7 +305,20 @@ fn in_dir(dir: &std::path::Path, e: &config::ConfigError) -> String {
 /// systemd the journal stamps every line, so text logs then carry no time of their own.
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("S3_IMPORTD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // The AWS SDK's own log lines print its types' debug output (STS's refusal of a role,
+    // say); s3-importd reports those failures itself, in one line with a fix, so the SDK is
+    // heard only for errors unless S3_IMPORTD_LOG asks for more.
+    // A filter that names an `aws` target itself is taken as it is.
+    const SDK_QUIET: &str =
+        "aws_config=error,aws_runtime=error,aws_smithy_runtime=error,aws_sdk_s3=error,aws_sdk_sts=error";
+    let asked = std::env::var("S3_IMPORTD_LOG").unwrap_or_else(|_| "info".to_string());
+    let directives = if asked.contains("aws") {
+        asked
+    } else {
+        format!("{asked},{SDK_QUIET}")
+    };
+    let filter =
+        EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new(format!("info,{SDK_QUIET}")));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -95,8 +95,7 @@ impl Source for Faulty<'_> {
             return Err(SourceError::Read {
                 location: self.location(),
                 key: object.key.clone(),
-                message: "connection reset".into(),
-                transient: false,
+                cause: s3_importd::source::Cause::lasting("connection reset"),
             });
         }
         self.inner.open(object).await

@@ -636,4 +636,25 @@ async fn the_destination_role_policies_are_enough_and_the_external_id_and_bucket
             "{request}"
         );
     }
+
+    // A wrong external ID: STS refuses the role, and the run says so in one line, naming the
+    // trust policy and the external ID, without retrying and without an SDK dump.
+    cfg.connection("loads", &connection("external_id = \"not-the-id\""));
+    // (IAM is enforced now, so no new object can be put: the imported one is taken again.)
+    let retried = as_importer(&["retry", "loads", "in/a.jsonl"]);
+    assert!(retried.status.success(), "{}", text(&retried.stderr));
+    let refused = as_importer(&["run", "loads"]);
+    let (stdout, stderr) = (text(&refused.stdout), text(&refused.stderr));
+    assert_eq!(refused.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("the role could not be assumed: check that its trust policy names this identity and the connection's external_id"),
+        "{stdout}"
+    );
+    assert!(!stderr.contains("trying again"), "{stderr}");
+    for shown in [&stdout, &stderr] {
+        assert!(
+            !shown.contains("Error {") && !shown.contains("SdkBody"),
+            "{shown}"
+        );
+    }
 }

@@ -274,3 +274,31 @@ fn stdout_target_prints_rows_and_nothing_else() {
         "the summary goes to stderr"
     );
 }
+
+#[test]
+fn a_refused_delivery_is_reported_once_with_its_fix_and_not_retried() {
+    let cfg = ConfigDir::new();
+    connection(
+        &cfg,
+        "nowhere",
+        &ids(2),
+        &s3_target("no-such-bucket-s3-importd", ""),
+    );
+    let out = run_binary(cfg.path(), &["run", "nowhere"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    // A missing bucket is a refusal, not a hiccup: no second attempt.
+    assert!(!stderr.contains("trying again"), "{stderr}");
+    assert!(
+        stdout.contains("HTTP 404 NoSuchBucket")
+            && stdout.contains("the bucket does not exist: check `bucket` (the bare name)"),
+        "{stdout}"
+    );
+    // One line, and no SDK type's debug output.
+    for shown in [&stdout, &stderr] {
+        assert!(
+            !shown.contains("ServiceError {") && !shown.contains("SdkBody"),
+            "{shown}"
+        );
+    }
+}

@@ -5,7 +5,8 @@
 
 use super::{EXIT_FAILED, pick_one};
 use aws_sdk_s3::config::ProvideCredentials;
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use s3_importd::aws::AwsError;
 use s3_importd::config::{Config, Connection, S3Spec, SourceSpec, TargetSpec};
 use s3_importd::select::ObjectMeta;
 use s3_importd::source::{self, Source, SourceError};
@@ -146,7 +147,7 @@ async fn s3_access(report: &mut Report, connection: &str, spec: &S3Spec) -> bool
             true
         }
         Err(e) => {
-            let (cause, fix) = explain_bucket_error(&e, spec);
+            let (cause, fix) = explain_bucket_error(&AwsError::of("ListObjectsV2", &e), spec);
             report.failed("bucket", cause, fix);
             false
         }
@@ -154,16 +155,8 @@ async fn s3_access(report: &mut Report, connection: &str, spec: &S3Spec) -> bool
 }
 
 /// The cause and the fix for a failed first request to a bucket.
-fn explain_bucket_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
-    e: &SdkError<E, aws_smithy_runtime_api::http::Response>,
-    spec: &S3Spec,
-) -> (String, String) {
-    let region = e
-        .raw_response()
-        .and_then(|r| r.headers().get("x-amz-bucket-region"))
-        .map(str::to_string);
-    let detail = s3_importd::aws::cause_chain(e);
-    match (e.code(), region) {
+fn explain_bucket_error(e: &AwsError, spec: &S3Spec) -> (String, String) {
+    match (e.code.as_deref(), e.bucket_region.as_deref()) {
         (_, Some(actual)) if actual != spec.region => (
             format!("{} is in region {actual}, not {}", spec.bucket, spec.region),
             format!("set region = \"{actual}\" in [source]"),
@@ -173,12 +166,14 @@ fn explain_bucket_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
             "check `bucket` in [source]: the bare bucket name, as the partner gave it".to_string(),
         ),
         (Some("AccessDenied"), _) => (
-            format!("may not list s3://{}/{}: {detail}", spec.bucket, spec.prefix),
+            format!("may not list s3://{}/{}: {}", spec.bucket, spec.prefix, e.summary()),
             "attach the permission policy printed by `s3-importd policy NAME` to the role (s3:ListBucket with the folder's s3:prefix condition)".to_string(),
         ),
         _ => (
-            detail,
-            "check `bucket`, `region` and `endpoint` in [source], and that the service is reachable".to_string(),
+            e.summary(),
+            e.fix().unwrap_or_else(|| {
+                "check `bucket`, `region` and `endpoint` in [source], and that the service is reachable".to_string()
+            }),
         ),
     }
 }
@@ -289,8 +284,10 @@ async fn read_start(source: &dyn Source, meta: &ObjectMeta) -> Result<usize, Sou
                 return Err(SourceError::Read {
                     location: source.location(),
                     key: meta.key.clone(),
-                    message: e.to_string(),
-                    transient: true,
+                    cause: s3_importd::source::Cause::Other {
+                        message: e.to_string(),
+                        transient: true,
+                    },
                 });
             }
         }
@@ -367,7 +364,7 @@ async fn target_step(report: &mut Report, connection: &Connection) {
                     format!(
                         "cannot write s3://{}/{key}: {}",
                         s3.bucket,
-                        s3_importd::aws::cause_chain(&e)
+                        AwsError::of("PutObject", &e).summary()
                     ),
                     fix,
                 );
@@ -383,7 +380,7 @@ async fn target_step(report: &mut Report, connection: &Connection) {
                     format!(
                         "wrote s3://{}/{key} but cannot delete it: {}",
                         s3.bucket,
-                        s3_importd::aws::cause_chain(&e)
+                        AwsError::of("DeleteObject", &e).summary()
                     ),
                     "allow s3:DeleteObject on the folder's .s3-importd-probe-* objects (check cleans up its probe; `policy` prints the statement), and delete the probe object",
                 ),

@@ -40,7 +40,7 @@ impl DirSource {
     fn error(&self, message: impl Into<String>) -> SourceError {
         SourceError::List {
             location: self.location(),
-            message: message.into(),
+            cause: super::Cause::lasting(message),
         }
     }
 
@@ -65,8 +65,7 @@ impl DirSource {
             let read_error = |e: std::io::Error| SourceError::Read {
                 location: location.clone(),
                 key: object.key.clone(),
-                message: e.to_string(),
-                transient: false,
+                cause: super::Cause::lasting(e.to_string()),
             };
             let file = open_inside(&real_root.map_err(read_error)?, &path, follow).map_err(read_error)?;
             let meta = file.metadata().map_err(read_error)?;
@@ -350,8 +349,7 @@ impl Source for DirSource {
             .map_err(|e| SourceError::Read {
                 location: self.location(),
                 key: object.key.clone(),
-                message: e.to_string(),
-                transient: false,
+                cause: super::Cause::lasting(e.to_string()),
             })?
     }
 

@@ -104,26 +104,62 @@ impl Known for NothingKnown {
 /// Why listing or reading failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("listing {location} failed: {message}")]
-    List { location: String, message: String },
-    #[error("reading {location}{key} failed: {message}")]
+    #[error("listing {location} failed: {cause}")]
+    List { location: String, cause: Cause },
+    #[error("reading {location}{key} failed: {cause}")]
     Read {
         location: String,
         key: String,
-        message: String,
-        /// Whether trying again soon may help (throttling, 5xx, network).
-        transient: bool,
+        cause: Cause,
     },
     #[error("{location}{key} changed since it was listed; the next run imports the new version")]
     Changed { location: String, key: String },
+}
+
+/// What a failed source request ran into.
+#[derive(Debug, thiserror::Error)]
+pub enum Cause {
+    /// An AWS request failed: its status and error code decide what is worth retrying.
+    /// (Boxed: it is large, and errors travel in every `Result` of a source.)
+    #[error(transparent)]
+    Aws(Box<crate::aws::AwsError>),
+    /// Anything else (the file system, a key that cannot be read), described.
+    #[error("{message}")]
+    Other {
+        message: String,
+        /// Whether trying again soon may help (a body cut short, say).
+        transient: bool,
+    },
+}
+
+impl From<crate::aws::AwsError> for Cause {
+    fn from(e: crate::aws::AwsError) -> Cause {
+        Cause::Aws(Box::new(e))
+    }
+}
+
+impl Cause {
+    /// A described cause that trying again will not mend.
+    pub fn lasting(message: impl Into<String>) -> Cause {
+        Cause::Other {
+            message: message.into(),
+            transient: false,
+        }
+    }
+
+    fn is_transient(&self) -> bool {
+        match self {
+            Cause::Aws(e) => e.is_transient(),
+            Cause::Other { transient, .. } => *transient,
+        }
+    }
 }
 
 impl SourceError {
     /// Whether trying the same request again soon may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            SourceError::List { .. } => false,
-            SourceError::Read { transient, .. } => *transient,
+            SourceError::List { cause, .. } | SourceError::Read { cause, .. } => cause.is_transient(),
             SourceError::Changed { .. } => false,
         }
     }

@@ -10,7 +10,7 @@
 
 use super::verify::{Digest, Verified};
 use super::{ObjectReader, Source, SourceError};
-use crate::aws::{client, http_status, is_transient};
+use crate::aws::{AwsError, client, http_status};
 use crate::config::S3Spec;
 use crate::select::ObjectMeta;
 use async_trait::async_trait;
@@ -109,7 +109,7 @@ impl S3Source {
     ) -> Result<Page, SourceError> {
         let page = page.map_err(|e| SourceError::List {
             location: self.location(),
-            message: crate::aws::describe("ListObjectsV2", &e),
+            cause: AwsError::of("ListObjectsV2", &e).into(),
         })?;
         // A server that does not support encoding-type answers with plain keys and says
         // so by leaving EncodingType out; only an encoded page is decoded.
@@ -119,10 +119,10 @@ impl S3Source {
                 location: self.location(),
                 // S3 keys are UTF-8, so only a broken server gets here; the key cannot be
                 // asked for by name either, so it is reported, not silently lost.
-                message: format!(
+                cause: super::Cause::lasting(format!(
                     "the server listed a key that is not UTF-8 once URL-decoded: {}",
                     crate::text::excerpt(raw)
-                ),
+                )),
             })
         };
         let mut objects = Vec::with_capacity(page.contents().len());
@@ -208,8 +208,7 @@ impl Source for S3Source {
             SourceError::Read {
                 location: format!("s3://{}/", self.bucket),
                 key: object.key.clone(),
-                transient: is_transient(&e),
-                message: crate::aws::describe("GetObject", &e),
+                cause: AwsError::of("GetObject", &e).into(),
             }
         })?;
         // A KMS- or customer-key-encrypted object's ETag is not the MD5 of its content.

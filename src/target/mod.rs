@@ -119,11 +119,21 @@ pub enum TargetError {
     NoFreeKey { key: String, tried: u32 },
     #[error("the output key cannot be built: {0}")]
     Key(#[from] crate::keytemplate::KeyTemplateError),
-    #[error("s3://{bucket}/{key}: {message}")]
+    #[error("s3://{bucket}/{key}: {}{error}", part.map(|n| format!("part {n}: ")).unwrap_or_default())]
     S3 {
         bucket: String,
         key: String,
-        message: String,
+        /// The part of a multipart upload that failed.
+        part: Option<i32>,
+        #[source]
+        error: Box<crate::aws::AwsError>,
+    },
+    /// The service answered, but not as S3 does.
+    #[error("s3://{bucket}/{key}: {what}")]
+    S3Answer {
+        bucket: String,
+        key: String,
+        what: &'static str,
     },
     #[error("{url}: {message}")]
     Http { url: String, message: String },
@@ -139,10 +149,13 @@ impl TargetError {
     /// Whether delivering the same load again at once may succeed. An HTTP refusal is final
     /// here: the `http` target already retried what was worth retrying.
     pub fn worth_retrying(&self) -> bool {
-        matches!(
-            self,
-            TargetError::Io { .. } | TargetError::S3 { .. } | TargetError::Task(_)
-        )
+        match self {
+            TargetError::Io { .. } | TargetError::Task(_) => true,
+            // A refusal (403, a missing bucket) stays a refusal: only throttling, 5xx and
+            // the network are worth another attempt.
+            TargetError::S3 { error, .. } => error.is_transient(),
+            _ => false,
+        }
     }
 }
 

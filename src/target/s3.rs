@@ -9,7 +9,7 @@
 //! upload to it is aborted and the load is imported again under a new key.
 
 use super::{Delivery, LoadInfo, LoadPart, Refused, Target, TargetError, writer};
-use crate::aws::{describe, http_status};
+use crate::aws::{AwsError, http_status};
 use crate::config::S3TargetSpec;
 use crate::keytemplate::with_suffix;
 use crate::spool::SpoolSlice;
@@ -40,11 +40,12 @@ impl S3Target {
         S3Target { client, spec, fields }
     }
 
-    fn error(&self, key: &str, message: String) -> TargetError {
+    fn error(&self, key: &str, error: AwsError) -> TargetError {
         TargetError::S3 {
             bucket: self.spec.s3.bucket.clone(),
             key: key.to_string(),
-            message,
+            part: None,
+            error: Box::new(error),
         }
     }
 
@@ -60,7 +61,7 @@ impl S3Target {
         {
             Ok(_) => Ok(true),
             Err(e) if http_status(&e) == Some(404) => Ok(false),
-            Err(e) => Err(self.error(key, describe("HeadObject", &e))),
+            Err(e) => Err(self.error(key, AwsError::of("HeadObject", &e))),
         }
     }
 
@@ -74,7 +75,7 @@ impl S3Target {
             .prefix(key)
             .send()
             .await
-            .map_err(|e| self.error(key, describe("ListMultipartUploads", &e)))?;
+            .map_err(|e| self.error(key, AwsError::of("ListMultipartUploads", &e)))?;
         let mut aborted = 0;
         for upload in listed.uploads() {
             let (Some(k), Some(id)) = (upload.key(), upload.upload_id()) else {
@@ -90,7 +91,7 @@ impl S3Target {
                 .upload_id(id)
                 .send()
                 .await
-                .map_err(|e| self.error(key, describe("AbortMultipartUpload", &e)))?;
+                .map_err(|e| self.error(key, AwsError::of("AbortMultipartUpload", &e)))?;
             aborted += 1;
         }
         Ok(aborted)
@@ -124,7 +125,12 @@ impl S3Target {
                 .body(ByteStream::from(part))
                 .send()
                 .await
-                .map_err(|e| self.error(key, format!("part {number}: {}", describe("UploadPart", &e))))?;
+                .map_err(|e| TargetError::S3 {
+                    bucket: bucket.clone(),
+                    key: key.to_string(),
+                    part: Some(number),
+                    error: Box::new(AwsError::of("UploadPart", &e)),
+                })?;
             completed.push(
                 CompletedPart::builder()
                     .part_number(number)
@@ -135,7 +141,10 @@ impl S3Target {
         producer
             .await
             .map_err(|e| TargetError::Task(e.to_string()))?
-            .map_err(|e| self.error(key, format!("writing the load: {e}")))?;
+            .map_err(|source| TargetError::Io {
+                path: format!("s3://{bucket}/{key}").into(),
+                source,
+            })?;
         self.client
             .complete_multipart_upload()
             .bucket(bucket)
@@ -148,7 +157,7 @@ impl S3Target {
             )
             .send()
             .await
-            .map_err(|e| self.error(key, describe("CompleteMultipartUpload", &e)))?;
+            .map_err(|e| self.error(key, AwsError::of("CompleteMultipartUpload", &e)))?;
         Ok(())
     }
 }
@@ -227,10 +236,14 @@ impl Target for S3Target {
             .key(key)
             .send()
             .await
-            .map_err(|e| self.error(key, describe("CreateMultipartUpload", &e)))?;
+            .map_err(|e| self.error(key, AwsError::of("CreateMultipartUpload", &e)))?;
         let upload_id = created
             .upload_id()
-            .ok_or_else(|| self.error(key, "the service returned no upload ID".to_string()))?
+            .ok_or_else(|| TargetError::S3Answer {
+                bucket: self.spec.s3.bucket.clone(),
+                key: key.to_string(),
+                what: "CreateMultipartUpload returned no upload ID",
+            })?
             .to_string();
         crate::fault::point("s3-upload-started");
         let result = self.upload(key, &upload_id, spools).await;
