@@ -19,7 +19,7 @@ use crate::format::{self, ParseError, ParseStats, Provenance, RowSink};
 use crate::keytemplate::KeyValues;
 use crate::select::{self, ObjectMeta, SkipReason, Verdict, Window};
 use crate::source::{Source, SourceError};
-use crate::spool::{Spool, Spooled};
+use crate::spool::{Spool, SpoolFormat, Spooled};
 use crate::state::{
     CommitPlan, ConnectionState, Outcome, PendingLoad, Quarantined, RunCounts, RunRecord, Settled,
     StateError, StateStore,
@@ -487,11 +487,16 @@ async fn import(env: &RunEnv<'_>, planned: &Planned, s: &mut RunSummary) -> Resu
         }
         let grouped = *grouped.get_or_insert_with(|| env.source.opener(&candidates[0]).is_some());
         let spool_name = format!("{}-{}", s.run_id, loads + 1);
-        let spool =
-            Spool::create(env.spool_root, &c.name, &spool_name).map_err(|source| RunError::Spool {
-                path: env.spool_root.to_path_buf(),
-                source,
-            })?;
+        let spool = Spool::create(
+            env.spool_root,
+            &c.name,
+            &spool_name,
+            SpoolFormat::for_connection(c),
+        )
+        .map_err(|source| RunError::Spool {
+            path: env.spool_root.to_path_buf(),
+            source,
+        })?;
         let spooled = AtomicU64::new(0);
         let mut fed = 0;
         // Objects are started while the load has room: the byte limit is checked as each
@@ -1104,6 +1109,9 @@ impl<S: RowSink> RowSink for Admitting<S> {
     }
     fn refusal(&self, json: &[u8]) -> Option<format::Refusal> {
         self.rules.refusal(json)
+    }
+    fn csv_out(&self) -> Option<format::CsvOut> {
+        self.inner.csv_out()
     }
 }
 

@@ -33,9 +33,63 @@ pub struct Spool {
     writers: Writers,
 }
 
+/// What the spool's files hold: JSON Lines rows, or — for a `file` or `s3` target writing
+/// CSV — the output's CSV records, made while the rows are checked, each file starting with
+/// the output's header row, so that delivering a load is a copy, and a load of one object
+/// a second name for its spool file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpoolFormat {
+    Jsonl,
+    Csv {
+        out: crate::format::CsvOut,
+        /// The header record every file starts with.
+        header: Arc<Vec<u8>>,
+    },
+}
+
+impl SpoolFormat {
+    /// What a connection's target reads from the spool.
+    pub fn for_connection(c: &crate::config::Connection) -> SpoolFormat {
+        use crate::config::{OutputFormat, TargetSpec};
+        let format = match &c.target {
+            TargetSpec::File(f) => f.format,
+            TargetSpec::S3(s) => s.format,
+            TargetSpec::Http(_) | TargetSpec::Postgres(_) | TargetSpec::Stdout => OutputFormat::Jsonl,
+        };
+        match format {
+            OutputFormat::Jsonl => SpoolFormat::Jsonl,
+            OutputFormat::Csv {
+                delimiter,
+                quote_all,
+                formula_guard,
+            } => {
+                let out = crate::format::CsvOut {
+                    delimiter,
+                    quote_all,
+                    formula_guard,
+                };
+                let fields: Vec<String> = c.template.fields.iter().map(|f| f.name.clone()).collect();
+                SpoolFormat::Csv {
+                    out,
+                    header: Arc::new(crate::format::csv_header(out, &fields)),
+                }
+            }
+        }
+    }
+
+    /// What every file starts with.
+    fn header(&self) -> &[u8] {
+        match self {
+            SpoolFormat::Jsonl => &[],
+            SpoolFormat::Csv { header, .. } => header,
+        }
+    }
+}
+
 /// Makes the writers of one run's spool, on any thread; the [`Spool`] owns the folder.
 #[derive(Debug, Clone)]
 pub struct Writers {
+    format: SpoolFormat,
     dir: PathBuf,
     /// Files no object is writing to, at their current length.
     idle: Arc<Mutex<Vec<SpoolFile>>>,
@@ -87,12 +141,15 @@ pub struct SpoolSlice {
     pub path: PathBuf,
     pub start: u64,
     pub len: u64,
+    /// The length of the header the file starts with (a CSV spool's; 0 for JSON Lines).
+    pub header: u64,
 }
 
 impl SpoolSlice {
-    /// Whether the slice is its whole file (so the file can stand for it).
+    /// Whether the file holds this slice and nothing else but its header, so that the file
+    /// can stand for the output.
     pub fn is_whole_file(&self) -> io::Result<bool> {
-        Ok(self.start == 0 && std::fs::metadata(&self.path)?.len() == self.len)
+        Ok(self.start == self.header && std::fs::metadata(&self.path)?.len() == self.header + self.len)
     }
 }
 
@@ -227,6 +284,7 @@ impl SliceReader {
                     path: run.path.clone(),
                     start: at,
                     len: step.min(run.start + run.len - at),
+                    header: run.header,
                 };
                 io::copy(&mut self.read(&part)?, out)?;
                 self.done(&part)?;
@@ -284,12 +342,13 @@ impl Spool {
     /// Creates the run's spool folder under `root`. The folder is removed when the spool is
     /// dropped, however the run ends: no load needs its spool after its run (a pending load is
     /// recovered through the target).
-    pub fn create(root: &Path, connection: &str, run_id: &str) -> io::Result<Spool> {
+    pub fn create(root: &Path, connection: &str, run_id: &str, format: SpoolFormat) -> io::Result<Spool> {
         let dir = root.join(connection).join(run_id);
         // Spooled rows are partner data: private whatever the umask.
         crate::files::create_private_dir(&dir)?;
         Ok(Spool {
             writers: Writers {
+                format,
                 dir,
                 idle: Arc::default(),
                 next: Arc::default(),
@@ -324,6 +383,7 @@ impl Writers {
             }
         };
         SpoolWriter {
+            format: self.format.clone(),
             holding,
             start,
             written: 0,
@@ -375,6 +435,7 @@ enum Holding {
 /// Spools the rows of one object and keeps its row errors. End with [`SpoolWriter::keep`] or
 /// [`SpoolWriter::discard`]; either hands the file back to the pool.
 pub struct SpoolWriter {
+    format: SpoolFormat,
     holding: Holding,
     start: u64,
     written: u64,
@@ -412,6 +473,7 @@ impl SpoolWriter {
                 path,
                 start: self.start,
                 len: self.written,
+                header: self.format.header().len() as u64,
             },
             errors: self.errors,
             errors_dropped: self.errors_dropped,
@@ -457,11 +519,15 @@ impl SpoolWriter {
 
     fn out(&mut self) -> io::Result<&mut BufWriter<File>> {
         if let Holding::New(path) = &self.holding {
-            let out = BufWriter::with_capacity(BUFFER, crate::files::create_private(path)?);
+            let mut out = BufWriter::with_capacity(BUFFER, crate::files::create_private(path)?);
+            // A CSV spool file starts with the output's header; the object's rows follow it.
+            let header = self.format.header();
+            out.write_all(header)?;
+            self.start = header.len() as u64;
             self.holding = Holding::Open(SpoolFile {
                 path: path.clone(),
                 out,
-                len: 0,
+                len: self.start,
                 synced_at: 0,
                 syncing: None,
             });
@@ -475,14 +541,21 @@ impl SpoolWriter {
 
 impl RowSink for SpoolWriter {
     fn row(&mut self, row: &Row<'_>) -> io::Result<()> {
-        let json = row.json();
+        // A JSON Lines row gets its line break here; a CSV record has its terminator.
+        let (text, newline): (&[u8], &[u8]) = match &self.format {
+            SpoolFormat::Jsonl => (row.json(), b"\n"),
+            SpoolFormat::Csv { .. } => match row.csv() {
+                Some(record) => (record, b""),
+                None => return Err(io::Error::other("a row came without its CSV record")),
+            },
+        };
         let result = self.out().and_then(|out| {
-            out.write_all(json)?;
-            out.write_all(b"\n")
+            out.write_all(text)?;
+            out.write_all(newline)
         });
         match result {
             Ok(()) => {
-                self.written += json.len() as u64 + 1;
+                self.written += (text.len() + newline.len()) as u64;
                 if let Holding::Open(file) = &mut self.holding {
                     file.write_back_early(self.start + self.written);
                 }
@@ -492,6 +565,13 @@ impl RowSink for SpoolWriter {
                 self.break_file();
                 Err(e)
             }
+        }
+    }
+
+    fn csv_out(&self) -> Option<crate::format::CsvOut> {
+        match &self.format {
+            SpoolFormat::Jsonl => None,
+            SpoolFormat::Csv { out, .. } => Some(*out),
         }
     }
 
@@ -535,6 +615,7 @@ mod tests {
             path: path.clone(),
             start: start as u64,
             len: len as u64,
+            header: 0,
         };
         let load = [
             slice(&a, 0, 3 * MB),
@@ -613,7 +694,7 @@ mod tests {
     #[test]
     fn objects_share_files_and_a_discarded_object_leaves_nothing() {
         let root = tempfile::tempdir().unwrap();
-        let spool = Spool::create(root.path(), "c", "run").unwrap();
+        let spool = Spool::create(root.path(), "c", "run", SpoolFormat::Jsonl).unwrap();
         // Two objects in flight at once get two files.
         let (mut a, mut b) = (spool.writer(), spool.writer());
         spool_rows(&mut a, "x\n1\n");

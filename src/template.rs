@@ -176,12 +176,14 @@ pub struct RowBuffer {
     keys: Vec<Vec<u8>>,
     /// `{"a":1,"b":"x",` after [`Template::check_row`]; the caller closes the object.
     pub text: Vec<u8>,
+    /// Where each field's value is in `text`, in field order (for a CSV record of the row).
+    pub spans: Vec<std::ops::Range<usize>>,
 }
 
 impl Template {
     /// A buffer for checking this template's rows.
     pub fn row_buffer(&self) -> RowBuffer {
-        let keys = self
+        let keys: Vec<Vec<u8>> = self
             .fields
             .iter()
             .map(|f| {
@@ -192,6 +194,7 @@ impl Template {
             })
             .collect();
         RowBuffer {
+            spans: Vec::with_capacity(keys.len()),
             keys,
             text: Vec::with_capacity(1024),
         }
@@ -207,12 +210,17 @@ impl Template {
     ) -> Result<(), Vec<FieldError>> {
         let out = &mut buf.text;
         out.clear();
+        buf.spans.clear();
         out.push(b'{');
         let mut errors = Vec::new();
         for ((i, field), key) in self.fields.iter().enumerate().zip(&buf.keys) {
             out.extend_from_slice(key);
+            let start = out.len();
             match field.check_into(get(i, field), out) {
-                Ok(()) => out.push(b','),
+                Ok(()) => {
+                    buf.spans.push(start..out.len());
+                    out.push(b',');
+                }
                 Err(reason) => errors.push(FieldError {
                     field: field.name.clone(),
                     reason,

@@ -378,7 +378,7 @@ impl<'de> Visitor<'de> for LineSeed<'_, '_> {
 }
 
 /// Reads an object key, borrowed from the line when it has no escapes.
-pub(crate) struct KeySeed;
+struct KeySeed;
 
 impl<'de> DeserializeSeed<'de> for KeySeed {
     type Value = Cow<'de, str>;

@@ -11,11 +11,16 @@
 //! ends the object.
 
 mod csv;
+mod csv_out;
 mod json;
 mod jsonl;
-pub(crate) use jsonl::KeySeed;
 mod parallel;
 mod record_cap;
+
+pub use csv_out::{CsvEncoder, CsvOut, header as csv_header, needs_guard};
+
+/// The provenance columns every row carries, in the order CSV output puts them.
+pub const PROVENANCE: [&str; 3] = ["_source_key", "_source_version", "_source_line"];
 
 use crate::template::{FieldError, RowBuffer, Template, write_json_str, write_json_value};
 use crate::text::quoted_list;
@@ -180,12 +185,21 @@ pub struct Row<'a> {
     pub line: u64,
     /// The row's JSON text (one object, no newline).
     json: &'a [u8],
+    /// The row as a CSV record, terminator included, when the sink asked for it
+    /// ([`RowSink::csv_out`]).
+    csv: Option<&'a [u8]>,
 }
 
 impl Row<'_> {
     /// The row's JSON text: one object, no newline.
     pub fn json(&self) -> &[u8] {
         self.json
+    }
+
+    /// The row as a CSV record of the template's fields and the provenance columns, with its
+    /// terminator, when the sink asked for CSV.
+    pub fn csv(&self) -> Option<&[u8]> {
+        self.csv
     }
 
     /// The row as a JSON object map (a preview, tests); the spool takes [`Row::json`].
@@ -214,6 +228,11 @@ pub trait RowSink {
     /// NUL character for PostgreSQL): such a row becomes a row error instead, decided before
     /// anything is delivered.
     fn refusal(&self, _json: &[u8]) -> Option<Refusal> {
+        None
+    }
+    /// Whether the rows are to be written as CSV records too (the spool of a CSV output):
+    /// each [`Row::csv`] is then the record, made while the row is checked.
+    fn csv_out(&self) -> Option<CsvOut> {
         None
     }
 }
@@ -933,6 +952,16 @@ impl From<io::Error> for Failure {
 #[error("{0}")]
 struct SinkFailed(io::Error);
 
+/// Appends one record with `encoder`, handing the encoder back.
+fn encoder_record<'v>(
+    mut encoder: CsvEncoder,
+    values: impl IntoIterator<Item = Option<&'v [u8]>>,
+    texts: &[&str],
+    out: &mut Vec<u8>,
+) -> Result<CsvEncoder, csv_out::NotJson> {
+    encoder.record(values, texts, out).map(|()| encoder)
+}
+
 /// The sink as the format parsers see it: adds provenance, counts rows and turns field errors
 /// into row errors.
 struct Provenanced<'s, 'p> {
@@ -945,10 +974,13 @@ struct Provenanced<'s, 'p> {
     buf: RowBuffer,
     /// The encoding the text was read in, named by the errors of text that did not decode.
     encoding: &'static encoding_rs::Encoding,
+    /// With a sink that takes CSV records: the encoder, and the record being written.
+    csv: Option<(CsvEncoder, Vec<u8>)>,
 }
 
 impl<'s, 'p> Provenanced<'s, 'p> {
     fn new(inner: &'s mut dyn RowSink, provenance: Provenance<'p>, template: &Template) -> Self {
+        let csv = inner.csv_out();
         let mut provenance_json = b"\"_source_key\":".to_vec();
         write_json_str(&mut provenance_json, provenance.key);
         provenance_json.extend_from_slice(b",\"_source_version\":");
@@ -961,7 +993,21 @@ impl<'s, 'p> Provenanced<'s, 'p> {
             provenance_json,
             buf: template.row_buffer(),
             encoding: encoding_rs::UTF_8,
+            csv: None,
         }
+        .writing_csv(csv)
+    }
+
+    /// Writes each good row as a CSV record too, in `out`'s dialect (a worker of a parallel
+    /// parse is told what the real sink asked for).
+    fn writing_csv(mut self, out: Option<CsvOut>) -> Self {
+        self.csv = out.map(|out| (CsvEncoder::new(out), Vec::new()));
+        self
+    }
+
+    /// The CSV dialect rows are written in, if any.
+    fn csv_out(&self) -> Option<CsvOut> {
+        self.inner.csv_out()
     }
 
     /// Delivers the row checked into `self.buf` (with `extra` unknown fields kept) or its
@@ -985,9 +1031,30 @@ impl<'s, 'p> Provenanced<'s, 'p> {
                     text.push(b',');
                 }
                 text.extend_from_slice(&self.provenance_json);
-                text.extend_from_slice(itoa::Buffer::new().format(line).as_bytes());
+                let mut line_digits = itoa::Buffer::new();
+                let line_text = line_digits.format(line).as_bytes();
+                text.extend_from_slice(line_text);
                 text.push(b'}');
-                let handed = self.row_json(line, &text);
+                // The CSV record: each field's value from its span in the row's text (kept
+                // fields have no column in CSV), then the provenance.
+                let mut record = None;
+                if let Some((encoder, mut csv)) = self.csv.take() {
+                    csv.clear();
+                    let values = self.buf.spans.iter().map(|span| text.get(span.clone()));
+                    // The line is digits, so ASCII.
+                    let line_str = std::str::from_utf8(line_text).unwrap_or_default();
+                    let texts = [self.provenance.key, self.provenance.version, line_str];
+                    let written = encoder_record(encoder, values, &texts, &mut csv);
+                    match written {
+                        Ok(encoder) => record = Some((encoder, csv)),
+                        Err(e) => {
+                            self.buf.text = text;
+                            return Err(Failure::Io(io::Error::other(e)));
+                        }
+                    }
+                }
+                let handed = self.row_json(line, &text, record.as_ref().map(|(_, csv)| csv.as_slice()));
+                self.csv = record;
                 self.buf.text = text;
                 handed
             }
@@ -1009,7 +1076,7 @@ impl<'s, 'p> Provenanced<'s, 'p> {
 
     /// Hands on a checked row as its JSON text (checked here, or by a worker of a parallel
     /// parse).
-    fn row_json(&mut self, line: u64, json: &[u8]) -> Result<(), Failure> {
+    fn row_json(&mut self, line: u64, json: &[u8], csv: Option<&[u8]>) -> Result<(), Failure> {
         if let Some(refusal) = self.inner.refusal(json) {
             self.inner.error(RowError {
                 line,
@@ -1025,6 +1092,7 @@ impl<'s, 'p> Provenanced<'s, 'p> {
             provenance: self.provenance,
             line,
             json,
+            csv,
         };
         self.inner
             .row(&row)

@@ -34,7 +34,7 @@ pub(super) fn run<B, S>(
 where
     B: Default + Send,
 {
-    let (provenance, encoding) = (sink.provenance, sink.encoding);
+    let (provenance, encoding, csv_out) = (sink.provenance, sink.encoding, sink.csv_out());
     let (new_state, check) = (&new_state, &check);
     std::thread::scope(|scope| {
         let (jobs, job_rx) = sync_channel::<(u64, B)>(BATCHES_IN_FLIGHT);
@@ -52,7 +52,7 @@ where
                     };
                     let Ok((seq, batch)) = job else { return };
                     let mut recorder = Recorder::default();
-                    let mut view = Provenanced::new(&mut recorder, provenance, template);
+                    let mut view = Provenanced::new(&mut recorder, provenance, template).writing_csv(csv_out);
                     view.encoding = encoding;
                     check(&mut state, &batch, &mut view);
                     drop(view);
@@ -113,19 +113,22 @@ where
     })
 }
 
-/// What a worker's checking produced for one batch, in order: row texts and row errors.
+/// What a worker's checking produced for one batch, in order: row texts (and CSV records,
+/// when the sink takes them) and row errors.
 #[derive(Default)]
 struct Recorder {
     text: Vec<u8>,
+    csv: Vec<u8>,
     events: Vec<Event>,
 }
 
 enum Event {
-    /// A good row: its line and where its JSON ends in `text` (it starts where the previous
-    /// row ended).
+    /// A good row: its line and where its JSON ends in `text` and its CSV record in `csv`
+    /// (each starts where the previous row's ended).
     Row {
         line: u64,
         end: usize,
+        csv_end: usize,
     },
     Error(RowError),
 }
@@ -133,9 +136,13 @@ enum Event {
 impl RowSink for Recorder {
     fn row(&mut self, row: &Row<'_>) -> std::io::Result<()> {
         self.text.extend_from_slice(row.json());
+        if let Some(csv) = row.csv() {
+            self.csv.extend_from_slice(csv);
+        }
         self.events.push(Event::Row {
             line: row.line,
             end: self.text.len(),
+            csv_end: self.csv.len(),
         });
         Ok(())
     }
@@ -148,14 +155,17 @@ impl Recorder {
     /// Hands the recorded rows and errors to the real sink, counting them as the one-thread
     /// loop would, and stopping where it would.
     fn replay(self, sink: &mut Provenanced<'_, '_>) -> Result<(), Failure> {
-        let mut start = 0;
+        let (mut start, mut csv_start) = (0, 0);
+        let csv_wanted = sink.csv_out().is_some();
         let mut last_bad = None;
         let mut events = self.events.into_iter().peekable();
         while let Some(event) = events.next() {
             match event {
-                Event::Row { line, end } => {
-                    sink.row_json(line, self.text.get(start..end).unwrap_or_default())?;
+                Event::Row { line, end, csv_end } => {
+                    let csv = csv_wanted.then(|| self.csv.get(csv_start..csv_end).unwrap_or_default());
+                    sink.row_json(line, self.text.get(start..end).unwrap_or_default(), csv)?;
                     start = end;
+                    csv_start = csv_end;
                 }
                 Event::Error(error) => {
                     // A bad row reports one error per failing field; it counts once, and the

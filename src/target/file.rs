@@ -62,13 +62,12 @@ fn write_file(
 ) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     crate::files::create_dir_all_mode(dir, crate::files::folder_mode(mode))?;
-    // A JSON Lines load of one object is its spool file as it is: when the spool is on the
-    // same file system, a second name for it replaces copying every byte. The spool is never
-    // written again once spooled, and removing it later leaves this name intact.
-    let linked = match (format, spools) {
-        (OutputFormat::Jsonl, [spool]) => {
-            spool.is_whole_file()? && std::fs::hard_link(&spool.path, temp).is_ok()
-        }
+    // A load of one object is its spool file as it is (JSON Lines, or CSV with the header
+    // the spool file starts with): when the spool is on the same file system, a second name
+    // for it replaces copying every byte. The spool is never written again once spooled, and
+    // removing it later leaves this name intact.
+    let linked = match spools {
+        [spool] => spool.is_whole_file()? && std::fs::hard_link(&spool.path, temp).is_ok(),
         _ => false,
     };
     let out = if linked {

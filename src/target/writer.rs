@@ -1,5 +1,6 @@
-//! The one writer of the `file` and `s3` targets: the spooled rows of a load as JSON Lines
-//! (copied as they are) or as CSV with a header row, into any `Write`.
+//! The one writer of the `file` and `s3` targets: the spooled rows of a load, which the spool
+//! holds in the output's format already (JSON Lines, or CSV records: see
+//! `format::CsvEncoder`), copied into any `Write` — after a header row for CSV.
 //!
 //! CSV columns are the template's fields, then the provenance columns; fields kept by
 //! `unknown_fields = "keep"` vary from row to row and appear only in JSON Lines output.
@@ -7,14 +8,11 @@
 //! writes them, JSON values as JSON text, null as an empty cell. This module writes bytes; where they go is the target's job.
 
 use crate::config::OutputFormat;
+use crate::format::CsvOut;
 use crate::spool::{SliceReader, SpoolSlice};
-use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
-use serde_json::value::RawValue;
-use std::borrow::Cow;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Write};
 
-/// The provenance columns every row carries, in the order CSV output puts them.
-pub const PROVENANCE: [&str; 3] = ["_source_key", "_source_version", "_source_line"];
+pub use crate::format::PROVENANCE;
 
 /// Writes the rows of `spools`, in order, to `out` in `format`; `fields` are the template's
 /// field names (the CSV header before the provenance columns).
@@ -29,6 +27,10 @@ pub fn write_load(
 
 /// [`write_load`] through `slices`, which may be a consuming reader
 /// ([`SliceReader::consuming`]) that gives back the spool's space as the load is written.
+///
+/// The spool already holds the output's rows ([`crate::spool::SpoolFormat::for_connection`]):
+/// JSON Lines, or CSV records, whose header is written here first (the slices leave out the
+/// header a CSV spool file starts with).
 pub fn write_load_with(
     slices: &mut SliceReader,
     spools: &[SpoolSlice],
@@ -36,170 +38,83 @@ pub fn write_load_with(
     fields: &[String],
     out: impl Write,
 ) -> io::Result<()> {
-    match format {
-        OutputFormat::Jsonl => {
-            let mut out = out;
-            slices.copy_all(spools, &mut out)?;
-            out.flush()
-        }
-        OutputFormat::Csv {
+    let mut out = out;
+    if let OutputFormat::Csv {
+        delimiter,
+        quote_all,
+        formula_guard,
+    } = format
+    {
+        let out_format = CsvOut {
             delimiter,
             quote_all,
             formula_guard,
-        } => {
-            let mut csv = csv::WriterBuilder::new()
-                .delimiter(delimiter)
-                .quote_style(if quote_all {
-                    csv::QuoteStyle::Always
-                } else {
-                    csv::QuoteStyle::Necessary
-                })
-                .from_writer(out);
-            let columns: Vec<&str> = fields.iter().map(String::as_str).chain(PROVENANCE).collect();
-            csv.write_record(&columns)?;
-            let mut line = String::new();
-            for spool in spools {
-                let mut reader = BufReader::new(slices.read(spool)?);
-                loop {
-                    line.clear();
-                    if reader.read_line(&mut line)? == 0 {
-                        break;
-                    }
-                    let cells = row_cells(&line, &columns, formula_guard).map_err(|e| {
-                        io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!("spool {}: {e}", spool.path.display()),
-                        )
-                    })?;
-                    csv.write_record(cells.iter().map(|c| c.as_bytes()))?;
-                }
-                drop(reader);
-                slices.done(spool)?;
-            }
-            csv.flush()
-        }
+        };
+        out.write_all(&crate::format::csv_header(out_format, fields))?;
     }
-}
-
-/// The cells of one spooled row (a JSON object on one line), in `columns` order, without
-/// building a map of the row: each column's value is found as its JSON text in the line, and
-/// a string without escapes is a slice of it. Parsing every row into a map of owned values
-/// made CSV output several times slower than JSON Lines output.
-fn row_cells<'l>(
-    line: &'l str,
-    columns: &[&str],
-    formula_guard: bool,
-) -> Result<Vec<Cow<'l, str>>, serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_str(line);
-    let found = Columns(columns).deserialize(&mut de)?;
-    de.end()?;
-    found
-        .into_iter()
-        .map(|value| raw_cell(value.map_or("null", RawValue::get), formula_guard))
-        .collect()
-}
-
-/// Finds the values of some keys of a JSON object, as their JSON text.
-struct Columns<'c>(&'c [&'c str]);
-
-impl<'de> DeserializeSeed<'de> for Columns<'_> {
-    type Value = Vec<Option<&'de RawValue>>;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Columns<'_> {
-    type Value = Vec<Option<&'de RawValue>>;
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a spooled row (a JSON object)")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut found = vec![None; self.0.len()];
-        while let Some(key) = map.next_key_seed(crate::format::KeySeed)? {
-            match self.0.iter().position(|c| *c == key) {
-                Some(at) => found[at] = Some(map.next_value::<&'de RawValue>()?),
-                None => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(found)
-    }
-}
-
-/// One value, given as its JSON text, as a CSV cell: null is empty, a string is its text
-/// (with `formula_guard`, one a spreadsheet would take for a formula gets a `'` in front;
-/// a number, or a string that is only a number such as `"-1.50"`, is a value to a
-/// spreadsheet and is left alone), anything else its JSON text.
-fn raw_cell(json: &str, formula_guard: bool) -> Result<Cow<'_, str>, serde_json::Error> {
-    if json == "null" {
-        return Ok(Cow::Borrowed(""));
-    }
-    if !json.starts_with('"') {
-        return Ok(Cow::Borrowed(json));
-    }
-    let text = match json.get(1..json.len() - 1) {
-        Some(inner) if !inner.contains('\\') => Cow::Borrowed(inner),
-        _ => Cow::Owned(serde_json::from_str::<String>(json)?),
-    };
-    Ok(if formula_guard && needs_guard(&text) {
-        Cow::Owned(format!("'{text}"))
-    } else {
-        text
-    })
-}
-
-/// Whether a spreadsheet would take the string for a formula (OWASP's list: `=`, `+`, `-`,
-/// `@`, tab, carriage return first) — unless it is only a number.
-fn needs_guard(s: &str) -> bool {
-    s.starts_with(['=', '+', '-', '@', '\t', '\r']) && !is_plain_number(s)
-}
-
-/// Whether `s` is a signed decimal number and nothing else (`-1.50`, `+3`, `-2e5`).
-fn is_plain_number(s: &str) -> bool {
-    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
-    let (mantissa, exponent) = match digits.split_once(['e', 'E']) {
-        Some((m, e)) => (m, Some(e.strip_prefix(['+', '-']).unwrap_or(e))),
-        None => (digits, None),
-    };
-    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let all_digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
-    !(whole.is_empty() && fraction.is_empty())
-        && all_digits(whole)
-        && all_digits(fraction)
-        && exponent.is_none_or(|e| !e.is_empty() && all_digits(e))
+    slices.copy_all(spools, &mut out)?;
+    out.flush()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::CsvEncoder;
     use serde_json::{Value, json};
 
-    fn spool(rows: &[Value]) -> (tempfile::TempDir, SpoolSlice) {
+    const FIELDS: [&str; 4] = ["id", "name", "price", "tags"];
+
+    /// A spool slice holding `rows` as the spool would for `format`: JSON Lines, or the CSV
+    /// records made while the rows were checked (each field's value as JSON text, then the
+    /// provenance).
+    fn spool(format: OutputFormat, rows: &[Value]) -> (tempfile::TempDir, SpoolSlice) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("000000.jsonl");
+        let mut text = Vec::new();
+        for r in rows {
+            match format {
+                OutputFormat::Jsonl => text.extend_from_slice(format!("{r}\n").as_bytes()),
+                OutputFormat::Csv {
+                    delimiter,
+                    quote_all,
+                    formula_guard,
+                } => {
+                    let values: Vec<Option<Vec<u8>>> = FIELDS
+                        .iter()
+                        .map(|f| r.get(*f).map(|v| v.to_string().into_bytes()))
+                        .collect();
+                    let line = r["_source_line"].to_string();
+                    let texts = [
+                        r["_source_key"].as_str().unwrap(),
+                        r["_source_version"].as_str().unwrap(),
+                        line.as_str(),
+                    ];
+                    CsvEncoder::new(CsvOut {
+                        delimiter,
+                        quote_all,
+                        formula_guard,
+                    })
+                    .record(values.iter().map(|v| v.as_deref()), &texts, &mut text)
+                    .unwrap();
+                }
+            }
+        }
         // The rows sit after another object's, as they do in a shared spool file.
-        let before = "{\"other\":1}\n";
-        let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
-        std::fs::write(&path, format!("{before}{text}")).unwrap();
+        let before = b"other object's rows\n";
+        std::fs::write(&path, [&before[..], &text].concat()).unwrap();
         let slice = SpoolSlice {
             path,
             start: before.len() as u64,
             len: text.len() as u64,
+            header: 0,
         };
         (dir, slice)
     }
 
     fn written(format: OutputFormat, rows: &[Value]) -> String {
-        let (_dir, path) = spool(rows);
+        let (_dir, path) = spool(format, rows);
         let mut out = Vec::new();
-        let fields = vec![
-            "id".to_string(),
-            "name".to_string(),
-            "price".to_string(),
-            "tags".to_string(),
-        ];
+        let fields: Vec<String> = FIELDS.iter().map(|f| f.to_string()).collect();
         write_load(&[path], format, &fields, &mut out).unwrap();
         String::from_utf8(out).unwrap()
     }
@@ -286,13 +201,7 @@ mod tests {
             ("-.", true),
         ];
         for (text, guarded) in cases {
-            assert_eq!(
-                raw_cell(&json!(text).to_string(), true)
-                    .unwrap()
-                    .starts_with('\''),
-                guarded,
-                "{text:?}"
-            );
+            assert_eq!(crate::format::needs_guard(text), guarded, "{text:?}");
         }
     }
 
