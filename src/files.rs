@@ -49,6 +49,21 @@ pub fn create_private(path: &Path) -> io::Result<File> {
     create_with_mode(path, PRIVATE_FILE)
 }
 
+/// Creates a private file (0600) unless one exists, which is left as it is — never
+/// truncated: another process may have created it a moment ago and be writing it.
+pub fn create_private_if_missing(path: &Path) -> io::Result<()> {
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(PRIVATE_FILE)
+        .open(path)
+    {
+        Ok(file) => file.set_permissions(std::fs::Permissions::from_mode(PRIVATE_FILE)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Sets a path's mode.
 pub fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))

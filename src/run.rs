@@ -1113,6 +1113,10 @@ impl<S: RowSink> RowSink for Admitting<S> {
     fn csv_out(&self) -> Option<format::CsvOut> {
         self.inner.csv_out()
     }
+    fn wants_json(&self) -> bool {
+        // The target's rules read the JSON text (a NUL in a PostgreSQL-bound row).
+        self.inner.wants_json() || self.rules != ValueRules::default()
+    }
 }
 
 async fn process_once(env: &RunEnv<'_>, spool: &Spool, meta: &ObjectMeta) -> Result<Processed, Attempt> {

@@ -575,6 +575,10 @@ impl RowSink for SpoolWriter {
         }
     }
 
+    fn wants_json(&self) -> bool {
+        self.format == SpoolFormat::Jsonl
+    }
+
     fn end(&mut self) -> io::Result<()> {
         // A new file is created even for an object without rows, so that every slice kept
         // names a file that exists.

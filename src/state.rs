@@ -449,6 +449,17 @@ fn from_ms(v: i64) -> Option<DateTime<Utc>> {
 }
 
 impl StateError {
+    /// Whether another connection held the database (busy or locked).
+    pub fn is_busy(&self) -> bool {
+        match self {
+            StateError::Sqlite { error, .. } => matches!(
+                error.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
+            _ => false,
+        }
+    }
+
     /// Whether the disk (or the file system's quota) is full.
     pub fn is_disk_full(&self) -> bool {
         match self {
@@ -475,7 +486,7 @@ impl SqliteStore {
         // The state holds quarantined partner records: a new state file is private whatever
         // the umask (SQLite gives its -wal and -shm files the same mode).
         if !path.exists() {
-            crate::files::create_private(path).map_err(|source| match source.kind() {
+            crate::files::create_private_if_missing(path).map_err(|source| match source.kind() {
                 std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
                     StateError::ReadOnly {
                         path: path.display().to_string(),
@@ -491,7 +502,25 @@ impl SqliteStore {
             path: path.to_path_buf(),
             db: Mutex::new(Connection::open(path).map_err(|e| sqlite_error(path, e))?),
         };
-        store.with(|db| {
+        // Processes that open a new state file together can find it locked in ways SQLite's
+        // busy handler does not wait out (switching to WAL, a lock upgrade it sees as a
+        // deadlock): setting up is tried again, a bounded number of times.
+        let mut tries = 0;
+        loop {
+            match store.set_up() {
+                Err(e) if e.is_busy() && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(e),
+                Ok(()) => return Ok(store),
+            }
+        }
+    }
+
+    /// The connection's settings, and the schema made or migrated.
+    fn set_up(&self) -> Result<(), StateError> {
+        self.with(|db| {
             db.busy_timeout(std::time::Duration::from_secs(10))?;
             db.pragma_update(None, "journal_mode", "WAL")?;
             // FULL: a committed run survives a power cut, not only a crash.
@@ -506,8 +535,7 @@ impl SqliteStore {
             }
             Ok(())
         })?;
-        store.migrate()?;
-        Ok(store)
+        self.migrate()
     }
 
     /// The state file.
@@ -569,21 +597,28 @@ impl SqliteStore {
 
     fn migrate(&self) -> Result<(), StateError> {
         let known = MIGRATIONS.len() as i64;
-        let found: i64 = self.with(|db| db.pragma_query_value(None, "user_version", |r| r.get(0)))?;
+        // The version is read and the migrations run in one transaction that takes the write
+        // lock first: processes that open a new state file at the same moment (daemons and
+        // commands started together) wait for each other instead of each creating the tables,
+        // which failed with "table connections already exists".
+        let found = self.with(|db| {
+            let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let found: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if found <= known {
+                for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+                    tx.execute_batch(sql)?;
+                    tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+                }
+            }
+            tx.commit()?;
+            Ok(found)
+        })?;
         if found > known {
             return Err(StateError::TooNew {
                 path: self.path.display().to_string(),
                 found,
                 known,
             });
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-            self.with(|db| {
-                let tx = db.transaction()?;
-                tx.execute_batch(sql)?;
-                tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-                tx.commit()
-            })?;
         }
         // A state file made before pruning existed has no incremental auto-vacuum: one VACUUM
         // converts it. It is an optimisation, so a failure (a full disk: VACUUM needs room
@@ -1165,6 +1200,34 @@ mod tests {
         store.clear_candidates("r1").unwrap();
         assert!(store.staged_candidates("r1", None, 10).unwrap().is_empty());
         assert_eq!(store.staged_candidates("r2", None, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn stores_opened_at_the_same_moment_on_a_new_file_all_open() {
+        // Each round a new file, opened by four threads released together.
+        for round in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(format!("state-{round}.db"));
+            let start = std::sync::Arc::new(std::sync::Barrier::new(4));
+            let opened: Vec<Result<(), String>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..4)
+                    .map(|_| {
+                        let (path, start) = (path.clone(), start.clone());
+                        scope.spawn(move || {
+                            start.wait();
+                            SqliteStore::open(&path).map(|_| ()).map_err(|e| e.to_string())
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert!(opened.iter().all(Result::is_ok), "round {round}: {opened:?}");
+            let store = SqliteStore::open(&path).unwrap();
+            let version: i64 = store
+                .with(|db| db.pragma_query_value(None, "user_version", |r| r.get(0)))
+                .unwrap();
+            assert_eq!(version, MIGRATIONS.len() as i64);
+        }
     }
 
     #[test]

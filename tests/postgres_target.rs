@@ -368,3 +368,44 @@ async fn a_server_without_tls_gets_no_password_when_tls_is_required() {
         "the URL is never repeated: {stdout}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn loads_that_create_the_same_table_at_once_all_succeed() {
+    let client = db().await;
+    let schema = schema(&client).await;
+    let cfg = ConfigDir::new();
+    // Six connections into one table that does not exist yet, each run by a process of its
+    // own, all started together on a state file that does not exist yet either.
+    let names: Vec<String> = (0..6).map(|i| format!("c{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        connection(&cfg, name, &format!("{schema}.shared"), "create_table = true");
+        inbox(&cfg, name, "a.jsonl", &[&format!("{{\"id\": {i}}}")]);
+    }
+    let children: Vec<std::process::Child> = names
+        .iter()
+        .map(|name| {
+            binary(cfg.path())
+                .args(["run", name])
+                .env("S3I_TEST_PG_URL", database_url())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (name, child) in names.iter().zip(children) {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+    let rows: i64 = client
+        .query_one(&format!("SELECT count(*) FROM {schema}.shared"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 6);
+}

@@ -191,7 +191,8 @@ pub struct Row<'a> {
 }
 
 impl Row<'_> {
-    /// The row's JSON text: one object, no newline.
+    /// The row's JSON text: one object, no newline (empty for a sink that does not want it:
+    /// [`RowSink::wants_json`]).
     pub fn json(&self) -> &[u8] {
         self.json
     }
@@ -234,6 +235,11 @@ pub trait RowSink {
     /// each [`Row::csv`] is then the record, made while the row is checked.
     fn csv_out(&self) -> Option<CsvOut> {
         None
+    }
+    /// Whether the sink reads [`Row::json`]. A sink that takes CSV records and says no gets
+    /// rows whose JSON text is empty: building and carrying it would be wasted work.
+    fn wants_json(&self) -> bool {
+        true
     }
 }
 
@@ -976,11 +982,13 @@ struct Provenanced<'s, 'p> {
     encoding: &'static encoding_rs::Encoding,
     /// With a sink that takes CSV records: the encoder, and the record being written.
     csv: Option<(CsvEncoder, Vec<u8>)>,
+    /// Whether rows are handed on with their JSON text (see [`RowSink::wants_json`]).
+    json: bool,
 }
 
 impl<'s, 'p> Provenanced<'s, 'p> {
     fn new(inner: &'s mut dyn RowSink, provenance: Provenance<'p>, template: &Template) -> Self {
-        let csv = inner.csv_out();
+        let (csv, json) = (inner.csv_out(), inner.wants_json() || inner.csv_out().is_none());
         let mut provenance_json = b"\"_source_key\":".to_vec();
         write_json_str(&mut provenance_json, provenance.key);
         provenance_json.extend_from_slice(b",\"_source_version\":");
@@ -994,15 +1002,22 @@ impl<'s, 'p> Provenanced<'s, 'p> {
             buf: template.row_buffer(),
             encoding: encoding_rs::UTF_8,
             csv: None,
+            json: true,
         }
-        .writing_csv(csv)
+        .writing_csv(csv, json)
     }
 
-    /// Writes each good row as a CSV record too, in `out`'s dialect (a worker of a parallel
-    /// parse is told what the real sink asked for).
-    fn writing_csv(mut self, out: Option<CsvOut>) -> Self {
+    /// Writes each good row as a CSV record too, in `out`'s dialect, and its JSON text only
+    /// when `json` (a worker of a parallel parse is told what the real sink asked for).
+    fn writing_csv(mut self, out: Option<CsvOut>, json: bool) -> Self {
         self.csv = out.map(|out| (CsvEncoder::new(out), Vec::new()));
+        self.json = json || self.csv.is_none();
         self
+    }
+
+    /// Whether rows are handed on with their JSON text.
+    fn wants_json(&self) -> bool {
+        self.json
     }
 
     /// The CSV dialect rows are written in, if any.
@@ -1024,17 +1039,21 @@ impl<'s, 'p> Provenanced<'s, 'p> {
                 // The buffer is taken out while the row is handed on, and put back for the
                 // next row, so that its allocation is kept.
                 let mut text = std::mem::take(&mut self.buf.text);
-                for (name, value) in extra {
-                    write_json_str(&mut text, name);
-                    text.push(b':');
-                    write_json_value(&mut text, value);
-                    text.push(b',');
-                }
-                text.extend_from_slice(&self.provenance_json);
                 let mut line_digits = itoa::Buffer::new();
                 let line_text = line_digits.format(line).as_bytes();
-                text.extend_from_slice(line_text);
-                text.push(b'}');
+                // The fields' values are in the text already (the CSV record reads them
+                // there); the rest of the JSON object only for a sink that reads it.
+                if self.json {
+                    for (name, value) in extra {
+                        write_json_str(&mut text, name);
+                        text.push(b':');
+                        write_json_value(&mut text, value);
+                        text.push(b',');
+                    }
+                    text.extend_from_slice(&self.provenance_json);
+                    text.extend_from_slice(line_text);
+                    text.push(b'}');
+                }
                 // The CSV record: each field's value from its span in the row's text (kept
                 // fields have no column in CSV), then the provenance.
                 let mut record = None;
@@ -1053,7 +1072,8 @@ impl<'s, 'p> Provenanced<'s, 'p> {
                         }
                     }
                 }
-                let handed = self.row_json(line, &text, record.as_ref().map(|(_, csv)| csv.as_slice()));
+                let json: &[u8] = if self.json { &text } else { &[] };
+                let handed = self.row_json(line, json, record.as_ref().map(|(_, csv)| csv.as_slice()));
                 self.csv = record;
                 self.buf.text = text;
                 handed

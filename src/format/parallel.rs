@@ -34,7 +34,8 @@ pub(super) fn run<B, S>(
 where
     B: Default + Send,
 {
-    let (provenance, encoding, csv_out) = (sink.provenance, sink.encoding, sink.csv_out());
+    let (provenance, encoding, csv_out, json) =
+        (sink.provenance, sink.encoding, sink.csv_out(), sink.wants_json());
     let (new_state, check) = (&new_state, &check);
     std::thread::scope(|scope| {
         let (jobs, job_rx) = sync_channel::<(u64, B)>(BATCHES_IN_FLIGHT);
@@ -52,7 +53,8 @@ where
                     };
                     let Ok((seq, batch)) = job else { return };
                     let mut recorder = Recorder::default();
-                    let mut view = Provenanced::new(&mut recorder, provenance, template).writing_csv(csv_out);
+                    let mut view =
+                        Provenanced::new(&mut recorder, provenance, template).writing_csv(csv_out, json);
                     view.encoding = encoding;
                     check(&mut state, &batch, &mut view);
                     drop(view);

@@ -41,6 +41,15 @@ pub struct PostgresTarget {
 /// A value ready for COPY.
 type Cell = Box<dyn ToSql + Sync + Send>;
 
+/// The advisory lock that serialises creating `table` (its quoted, qualified name): a stable
+/// 63-bit number from its BLAKE3 hash, the same in every process.
+fn advisory_key(table: &str) -> i64 {
+    let hash = blake3::hash(format!("s3-importd create table {table}").as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash.as_bytes()[..8]);
+    (u64::from_le_bytes(first) >> 1) as i64
+}
+
 /// A double-quoted identifier.
 fn quote(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
@@ -179,12 +188,19 @@ impl PostgresTarget {
                     key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ")
                 ));
             }
-            let mut sql = String::new();
+            // Two loads creating the same table at once (two connections into one table, or
+            // two daemons) both pass IF NOT EXISTS and one fails on PostgreSQL's catalog
+            // ("duplicate key … pg_type_typname_nsp_index"): creation holds an advisory lock
+            // named after the table, for the transaction, so the second waits and finds it.
+            let mut sql = format!(
+                "BEGIN;\nSELECT pg_advisory_xact_lock({});\n",
+                advisory_key(&self.table_sql())
+            );
             if let Some(schema) = &self.spec.schema {
                 sql.push_str(&format!("CREATE SCHEMA IF NOT EXISTS {};\n", quote(schema)));
             }
             sql.push_str(&format!(
-                "CREATE TABLE IF NOT EXISTS {} (\n  {}\n)",
+                "CREATE TABLE IF NOT EXISTS {} (\n  {}\n);\nCOMMIT;",
                 self.table_sql(),
                 defs.join(",\n  ")
             ));
