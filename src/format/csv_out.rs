@@ -22,9 +22,7 @@ pub struct CsvOut {
 /// bytes are what `csv::Writer` writes).
 pub struct CsvEncoder {
     out: CsvOut,
-    core: csv_core::Writer,
-    /// The bytes that make a field need quotes (none of them: it is copied as it is).
-    special: [bool; 256],
+    fields: FieldWriter,
     /// A string cell with escapes, decoded; a guarded cell.
     decoded: Vec<u8>,
     guarded: Vec<u8>,
@@ -46,8 +44,11 @@ impl CsvEncoder {
         }
         CsvEncoder {
             out,
-            core,
-            special,
+            fields: FieldWriter {
+                core,
+                special,
+                quote_all: out.quote_all,
+            },
             decoded: Vec::new(),
             guarded: Vec::new(),
         }
@@ -56,9 +57,9 @@ impl CsvEncoder {
     /// Appends the header record: `names` as they are.
     pub fn header<'n>(&mut self, names: impl IntoIterator<Item = &'n str>, buf: &mut Vec<u8>) {
         for (i, name) in names.into_iter().enumerate() {
-            self.field(name.as_bytes(), i == 0, buf);
+            self.fields.write(name.as_bytes(), i == 0, buf);
         }
-        end(&mut self.core, buf);
+        self.fields.end(buf);
     }
 
     /// Appends one record: a cell for each JSON value (the checked fields' values, as their
@@ -78,62 +79,45 @@ impl CsvEncoder {
                 &mut self.decoded,
                 &mut self.guarded,
             )?;
-            write_field(
-                &mut self.core,
-                &self.special,
-                self.out.quote_all,
-                text,
-                first,
-                buf,
-            );
+            self.fields.write(text, first, buf);
             first = false;
         }
         for text in texts {
             let text = guarded(text.as_bytes(), self.out.formula_guard, &mut self.guarded);
-            write_field(
-                &mut self.core,
-                &self.special,
-                self.out.quote_all,
-                text,
-                first,
-                buf,
-            );
+            self.fields.write(text, first, buf);
             first = false;
         }
-        end(&mut self.core, buf);
+        self.fields.end(buf);
         Ok(())
-    }
-
-    fn field(&mut self, text: &[u8], first: bool, buf: &mut Vec<u8>) {
-        write_field(
-            &mut self.core,
-            &self.special,
-            self.out.quote_all,
-            text,
-            first,
-            buf,
-        );
     }
 }
 
-/// Appends one field (after a delimiter unless it is the record's first). A field that needs
-/// no quotes is copied as it is; the others go through the `csv` crate's core, which also
-/// writes every delimiter and terminator, closing a quoted field.
-fn write_field(
-    core: &mut csv_core::Writer,
-    special: &[bool; 256],
+/// Writes the fields of records: a field that needs no quotes is copied as it is; the others
+/// go through the `csv` crate's core, which also writes every delimiter and terminator,
+/// closing a quoted field.
+struct FieldWriter {
+    core: csv_core::Writer,
+    /// The bytes that make a field need quotes.
+    special: [bool; 256],
     quote_all: bool,
-    text: &[u8],
-    first: bool,
-    buf: &mut Vec<u8>,
-) {
-    if !quote_all && !text.iter().any(|&b| special[b as usize]) {
-        if !first {
-            delimiter(core, buf);
+}
+
+impl FieldWriter {
+    /// Appends one field (after a delimiter unless it is the record's first).
+    fn write(&mut self, text: &[u8], first: bool, buf: &mut Vec<u8>) {
+        if !self.quote_all && !text.iter().any(|&b| self.special[b as usize]) {
+            if !first {
+                delimiter(&mut self.core, buf);
+            }
+            buf.extend_from_slice(text);
+        } else {
+            field(&mut self.core, text, first, buf);
         }
-        buf.extend_from_slice(text);
-    } else {
-        field(core, text, first, buf);
+    }
+
+    /// Ends the record.
+    fn end(&mut self, buf: &mut Vec<u8>) {
+        end(&mut self.core, buf);
     }
 }
 
