@@ -630,6 +630,29 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Asks `sql` (parameters: connection, key, and the pair's second part) of each pair of
+    /// `objects`, in one read transaction: one lock for the batch, not one per answer.
+    fn ask_each<T>(
+        &self,
+        sql: &str,
+        connection: &str,
+        objects: &[(&str, &str)],
+        ask: impl Fn(&mut rusqlite::CachedStatement<'_>, &[&dyn rusqlite::ToSql]) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StateError> {
+        self.with(|db| {
+            let tx = db.transaction()?;
+            let answers = {
+                let mut query = tx.prepare_cached(sql)?;
+                objects
+                    .iter()
+                    .map(|(key, second)| ask(&mut query, params![connection, key, second]))
+                    .collect::<rusqlite::Result<Vec<T>>>()?
+            };
+            tx.commit()?;
+            Ok(answers)
+        })
+    }
+
     /// Recent runs of a connection, newest first.
     pub fn runs(&self, connection: &str, limit: usize) -> Result<Vec<RunRecord>, StateError> {
         self.runs_where(connection, "", limit)
@@ -939,20 +962,12 @@ impl StateStore for SqliteStore {
     }
 
     fn settled_among(&self, connection: &str, objects: &[(&str, &str)]) -> Result<Vec<bool>, StateError> {
-        self.with(|db| {
-            let tx = db.transaction()?;
-            let answers = {
-                let mut query = tx.prepare_cached(
-                    "SELECT 1 FROM ledger WHERE connection = ?1 AND key = ?2 AND etag = ?3",
-                )?;
-                objects
-                    .iter()
-                    .map(|(key, etag)| query.exists(params![connection, key, etag]))
-                    .collect::<rusqlite::Result<Vec<bool>>>()?
-            };
-            tx.commit()?;
-            Ok(answers)
-        })
+        self.ask_each(
+            "SELECT 1 FROM ledger WHERE connection = ?1 AND key = ?2 AND etag = ?3",
+            connection,
+            objects,
+            |query, params| query.exists(params),
+        )
     }
 
     fn versions_by_stamp(
@@ -960,24 +975,12 @@ impl StateStore for SqliteStore {
         connection: &str,
         objects: &[(&str, &str)],
     ) -> Result<Vec<Option<String>>, StateError> {
-        self.with(|db| {
-            let tx = db.transaction()?;
-            let answers = {
-                let mut query = tx.prepare_cached(
-                    "SELECT etag FROM ledger WHERE connection = ?1 AND key = ?2 AND stamp = ?3 LIMIT 1",
-                )?;
-                objects
-                    .iter()
-                    .map(|(key, stamp)| {
-                        query
-                            .query_row(params![connection, key, stamp], |r| r.get(0))
-                            .optional()
-                    })
-                    .collect::<rusqlite::Result<Vec<Option<String>>>>()?
-            };
-            tx.commit()?;
-            Ok(answers)
-        })
+        self.ask_each(
+            "SELECT etag FROM ledger WHERE connection = ?1 AND key = ?2 AND stamp = ?3 LIMIT 1",
+            connection,
+            objects,
+            |query, params| query.query_row(params, |r| r.get(0)).optional(),
+        )
     }
 
     fn start_run(&self, connection: &str, run_id: &str, at: DateTime<Utc>) -> Result<(), StateError> {

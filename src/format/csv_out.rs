@@ -121,43 +121,38 @@ impl FieldWriter {
     }
 }
 
-fn delimiter(core: &mut csv_core::Writer, buf: &mut Vec<u8>) {
-    let mut scratch = [0u8; 8];
+/// Runs one of the core's writes (`write` fills the scratch it is given) until it has
+/// written all it had, appending what it wrote to `buf`.
+fn drain(buf: &mut Vec<u8>, mut write: impl FnMut(&mut [u8]) -> (WriteResult, usize)) {
+    let mut scratch = [0u8; 512];
     loop {
-        let (res, n) = core.delimiter(&mut scratch);
+        let (res, n) = write(&mut scratch);
         buf.extend_from_slice(&scratch[..n]);
         if res == WriteResult::InputEmpty {
             break;
         }
     }
+}
+
+fn delimiter(core: &mut csv_core::Writer, buf: &mut Vec<u8>) {
+    drain(buf, |out| core.delimiter(out));
 }
 
 /// Appends one field (after a delimiter unless it is the record's first).
 fn field(core: &mut csv_core::Writer, mut input: &[u8], first: bool, buf: &mut Vec<u8>) {
-    let mut scratch = [0u8; 512];
     if !first {
         delimiter(core, buf);
     }
-    loop {
-        let (res, nin, nout) = core.field(input, &mut scratch);
+    drain(buf, |out| {
+        let (res, nin, nout) = core.field(input, out);
         input = &input[nin..];
-        buf.extend_from_slice(&scratch[..nout]);
-        if res == WriteResult::InputEmpty {
-            break;
-        }
-    }
+        (res, nout)
+    });
 }
 
 /// Ends the record.
 fn end(core: &mut csv_core::Writer, buf: &mut Vec<u8>) {
-    let mut scratch = [0u8; 64];
-    loop {
-        let (res, n) = core.terminator(&mut scratch);
-        buf.extend_from_slice(&scratch[..n]);
-        if res == WriteResult::InputEmpty {
-            break;
-        }
-    }
+    drain(buf, |out| core.terminator(out));
 }
 
 /// The header record of a CSV output: the template's `fields`, then the provenance columns.
