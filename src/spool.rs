@@ -56,18 +56,9 @@ impl SpoolFormat {
             TargetSpec::S3(s) => s.format,
             TargetSpec::Http(_) | TargetSpec::Postgres(_) | TargetSpec::Stdout => OutputFormat::Jsonl,
         };
-        match format {
-            OutputFormat::Jsonl => SpoolFormat::Jsonl,
-            OutputFormat::Csv {
-                delimiter,
-                quote_all,
-                formula_guard,
-            } => {
-                let out = crate::format::CsvOut {
-                    delimiter,
-                    quote_all,
-                    formula_guard,
-                };
+        match format.csv() {
+            None => SpoolFormat::Jsonl,
+            Some(out) => {
                 let fields: Vec<String> = c.template.fields.iter().map(|f| f.name.clone()).collect();
                 SpoolFormat::Csv {
                     out,

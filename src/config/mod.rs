@@ -235,6 +235,24 @@ pub enum OutputFormat {
     },
 }
 
+impl OutputFormat {
+    /// How CSV output is written, for a CSV output.
+    pub fn csv(self) -> Option<crate::format::CsvOut> {
+        match self {
+            OutputFormat::Jsonl => None,
+            OutputFormat::Csv {
+                delimiter,
+                quote_all,
+                formula_guard,
+            } => Some(crate::format::CsvOut {
+                delimiter,
+                quote_all,
+                formula_guard,
+            }),
+        }
+    }
+}
+
 /// A bucket that receives one object per load.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3TargetSpec {

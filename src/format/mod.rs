@@ -958,16 +958,6 @@ impl From<io::Error> for Failure {
 #[error("{0}")]
 struct SinkFailed(io::Error);
 
-/// Appends one record with `encoder`, handing the encoder back.
-fn encoder_record<'v>(
-    mut encoder: CsvEncoder,
-    values: impl IntoIterator<Item = Option<&'v [u8]>>,
-    texts: &[&str],
-    out: &mut Vec<u8>,
-) -> Result<CsvEncoder, csv_out::NotJson> {
-    encoder.record(values, texts, out).map(|()| encoder)
-}
-
 /// The sink as the format parsers see it: adds provenance, counts rows and turns field errors
 /// into row errors.
 struct Provenanced<'s, 'p> {
@@ -988,7 +978,7 @@ struct Provenanced<'s, 'p> {
 
 impl<'s, 'p> Provenanced<'s, 'p> {
     fn new(inner: &'s mut dyn RowSink, provenance: Provenance<'p>, template: &Template) -> Self {
-        let (csv, json) = (inner.csv_out(), inner.wants_json() || inner.csv_out().is_none());
+        let (csv, json) = (inner.csv_out(), inner.wants_json());
         let mut provenance_json = b"\"_source_key\":".to_vec();
         write_json_str(&mut provenance_json, provenance.key);
         provenance_json.extend_from_slice(b",\"_source_version\":");
@@ -1040,7 +1030,7 @@ impl<'s, 'p> Provenanced<'s, 'p> {
                 // next row, so that its allocation is kept.
                 let mut text = std::mem::take(&mut self.buf.text);
                 let mut line_digits = itoa::Buffer::new();
-                let line_text = line_digits.format(line).as_bytes();
+                let line_text = line_digits.format(line);
                 // The fields' values are in the text already (the CSV record reads them
                 // there); the rest of the JSON object only for a sink that reads it.
                 if self.json {
@@ -1051,25 +1041,21 @@ impl<'s, 'p> Provenanced<'s, 'p> {
                         text.push(b',');
                     }
                     text.extend_from_slice(&self.provenance_json);
-                    text.extend_from_slice(line_text);
+                    text.extend_from_slice(line_text.as_bytes());
                     text.push(b'}');
                 }
                 // The CSV record: each field's value from its span in the row's text (kept
                 // fields have no column in CSV), then the provenance.
-                let mut record = None;
-                if let Some((encoder, mut csv)) = self.csv.take() {
+                // Taken out while the row is handed on, as the text is.
+                let mut record = self.csv.take();
+                if let Some((encoder, csv)) = &mut record {
                     csv.clear();
                     let values = self.buf.spans.iter().map(|span| text.get(span.clone()));
-                    // The line is digits, so ASCII.
-                    let line_str = std::str::from_utf8(line_text).unwrap_or_default();
-                    let texts = [self.provenance.key, self.provenance.version, line_str];
-                    let written = encoder_record(encoder, values, &texts, &mut csv);
-                    match written {
-                        Ok(encoder) => record = Some((encoder, csv)),
-                        Err(e) => {
-                            self.buf.text = text;
-                            return Err(Failure::Io(io::Error::other(e)));
-                        }
+                    let texts = [self.provenance.key, self.provenance.version, line_text];
+                    if let Err(e) = encoder.record(values, &texts, csv) {
+                        self.csv = record;
+                        self.buf.text = text;
+                        return Err(Failure::Io(io::Error::other(e)));
                     }
                 }
                 let json: &[u8] = if self.json { &text } else { &[] };

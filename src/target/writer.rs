@@ -8,7 +8,6 @@
 //! writes them, JSON values as JSON text, null as an empty cell. This module writes bytes; where they go is the target's job.
 
 use crate::config::OutputFormat;
-use crate::format::CsvOut;
 use crate::spool::{SliceReader, SpoolSlice};
 use std::io::{self, Write};
 
@@ -39,18 +38,8 @@ pub fn write_load_with(
     out: impl Write,
 ) -> io::Result<()> {
     let mut out = out;
-    if let OutputFormat::Csv {
-        delimiter,
-        quote_all,
-        formula_guard,
-    } = format
-    {
-        let out_format = CsvOut {
-            delimiter,
-            quote_all,
-            formula_guard,
-        };
-        out.write_all(&crate::format::csv_header(out_format, fields))?;
+    if let Some(csv) = format.csv() {
+        out.write_all(&crate::format::csv_header(csv, fields))?;
     }
     slices.copy_all(spools, &mut out)?;
     out.flush()
@@ -72,13 +61,9 @@ mod tests {
         let path = dir.path().join("000000.jsonl");
         let mut text = Vec::new();
         for r in rows {
-            match format {
-                OutputFormat::Jsonl => text.extend_from_slice(format!("{r}\n").as_bytes()),
-                OutputFormat::Csv {
-                    delimiter,
-                    quote_all,
-                    formula_guard,
-                } => {
+            match format.csv() {
+                None => text.extend_from_slice(format!("{r}\n").as_bytes()),
+                Some(csv) => {
                     let values: Vec<Option<Vec<u8>>> = FIELDS
                         .iter()
                         .map(|f| r.get(*f).map(|v| v.to_string().into_bytes()))
@@ -89,13 +74,9 @@ mod tests {
                         r["_source_version"].as_str().unwrap(),
                         line.as_str(),
                     ];
-                    CsvEncoder::new(CsvOut {
-                        delimiter,
-                        quote_all,
-                        formula_guard,
-                    })
-                    .record(values.iter().map(|v| v.as_deref()), &texts, &mut text)
-                    .unwrap();
+                    CsvEncoder::new(csv)
+                        .record(values.iter().map(|v| v.as_deref()), &texts, &mut text)
+                        .unwrap();
                 }
             }
         }
