@@ -20,7 +20,7 @@ use crate::clock::Clock;
 use crate::config::{Config, ConfigError, Connection};
 use crate::run::RunEnv;
 use crate::schedule;
-use crate::state::SqliteStore;
+use crate::state::{Claim, StateStore};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashSet};
@@ -66,27 +66,73 @@ impl Notifier for NoNotifier {
 /// Runs one connection once.
 #[async_trait]
 pub trait Runner: Send + Sync {
-    /// Runs `connection` now, for the occurrence that was `due`. `stop` is cancelled when the
-    /// daemon stops; `next_run` is when the schedule runs it again, for the summary event.
+    /// Runs `connection` now, for the occurrence that was `due` (`scheduled`), or to take
+    /// over a load its dead owner left (not `scheduled`). `stop` is cancelled when the daemon
+    /// stops; `next_run` is when the schedule runs it again, for the summary event.
     async fn run(
         &self,
         connection: Arc<Connection>,
         stop: CancellationToken,
         due: DateTime<Utc>,
+        scheduled: bool,
         next_run: Option<DateTime<Utc>>,
     );
 }
 
+/// The daemon's part in a fleet that shares its state store (DESIGN §6): a heartbeat with
+/// the configuration's fingerprint, and the connections whose owner died mid-delivery.
+#[async_trait]
+pub trait Fleet: Send + Sync {
+    /// How often the loop beats and looks for orphans: a third of the lease TTL.
+    fn every(&self) -> Duration;
+    /// Records that this daemon is alive and runs the configuration `fingerprint`.
+    async fn heartbeat(&self, fingerprint: &str);
+    /// Connections with a pending load whose lease nobody holds.
+    async fn orphaned(&self) -> Vec<String>;
+}
+
+/// The fleet side of a shared state store.
+pub struct StoreFleet {
+    pub state: Arc<dyn StateStore>,
+    pub lease_ttl: Duration,
+    pub started_at: DateTime<Utc>,
+}
+
+#[async_trait]
+impl Fleet for StoreFleet {
+    fn every(&self) -> Duration {
+        self.lease_ttl / 3
+    }
+
+    async fn heartbeat(&self, fingerprint: &str) {
+        if let Err(e) = self.state.heartbeat(fingerprint, self.started_at).await {
+            warn!(error = %e, "recording this daemon's heartbeat failed");
+        }
+    }
+
+    async fn orphaned(&self) -> Vec<String> {
+        self.state.orphaned().await.unwrap_or_else(|e| {
+            warn!(error = %e, "looking for loads left by dead daemons failed");
+            Vec::new()
+        })
+    }
+}
+
 /// What the daemon needs to know of past runs.
+#[async_trait]
 pub trait History: Send + Sync {
     /// When the latest run of `connection` that reached its end started; `None` if no run
     /// ever did.
-    fn last_completed_start(&self, connection: &str) -> Option<DateTime<Utc>>;
+    async fn last_completed_start(&self, connection: &str) -> Option<DateTime<Utc>>;
 }
 
-impl History for SqliteStore {
-    fn last_completed_start(&self, connection: &str) -> Option<DateTime<Utc>> {
-        match self.last_completed_run_start(connection) {
+/// The history kept by the state store.
+pub struct StoreHistory(pub Arc<dyn StateStore>);
+
+#[async_trait]
+impl History for StoreHistory {
+    async fn last_completed_start(&self, connection: &str) -> Option<DateTime<Utc>> {
+        match self.0.last_completed_run_start(connection).await {
             Ok(t) => t,
             Err(e) => {
                 // Without history the connection is treated as never run: running it once
@@ -101,7 +147,7 @@ impl History for SqliteStore {
 /// The runner of the real daemon: builds the connection's source and target and runs it
 /// against the shared state store.
 pub struct StoreRunner {
-    pub state: Arc<SqliteStore>,
+    pub state: Arc<dyn StateStore>,
     pub clock: Arc<dyn Clock>,
     pub spool_root: PathBuf,
     pub limits: crate::run::RunLimits,
@@ -116,8 +162,12 @@ impl Runner for StoreRunner {
         connection: Arc<Connection>,
         stop: CancellationToken,
         due: DateTime<Utc>,
+        scheduled: bool,
         next_run: Option<DateTime<Utc>>,
     ) {
+        if scheduled && self.state.shared() && !self.claim(&connection.name, due, &stop).await {
+            return;
+        }
         self.metrics
             .schedule_lag(&connection.name, self.clock.now() - due);
         self.metrics.run_started();
@@ -139,6 +189,29 @@ impl Runner for StoreRunner {
         self.metrics.run_finished(&summary, self.clock.now());
         drop((source, target));
         give_back_memory();
+    }
+}
+
+impl StoreRunner {
+    /// Claims the occurrence `due` of a connection for this daemon, after a random pause of
+    /// up to half a second that spreads the fleet's claims over its daemons. Whether to run.
+    async fn claim(&self, connection: &str, due: DateTime<Utc>, stop: &CancellationToken) -> bool {
+        let jitter = Duration::from_millis((uuid::Uuid::new_v4().as_u128() % 500) as u64);
+        tokio::select! {
+            () = tokio::time::sleep(jitter) => {}
+            () = stop.cancelled() => return false,
+        }
+        match self.state.claim_occurrence(connection, due).await {
+            Ok(Claim::Won) => true,
+            Ok(Claim::Elsewhere { owner }) => {
+                info!(connection, scheduled_for = %due.to_rfc3339(), owner = %owner, "ran elsewhere: another daemon of the fleet claimed this occurrence");
+                false
+            }
+            Err(e) => {
+                warn!(connection, scheduled_for = %due.to_rfc3339(), error = %e, "claiming the occurrence failed; another daemon of the fleet may run it");
+                false
+            }
+        }
     }
 }
 
@@ -185,6 +258,8 @@ pub struct Parts {
     pub notifier: Arc<dyn Notifier>,
     /// `WatchdogSec` of the unit, when set: a keep-alive is sent twice as often.
     pub watchdog: Option<Duration>,
+    /// With a shared state store: heartbeats and takeovers.
+    pub fleet: Option<Arc<dyn Fleet>>,
 }
 
 /// Runs the schedule until [`Control::Stop`] (or the control channel closes), then waits up to
@@ -196,9 +271,12 @@ pub async fn serve(config: Config, parts: Parts, mut control: mpsc::Receiver<Con
         clock,
         notifier,
         watchdog,
+        fleet,
     } = parts;
     let mut config = config;
-    let mut entries = schedule_all(&config, &BTreeMap::new(), history.as_ref(), clock.now());
+    let mut entries = schedule_all(&config, &BTreeMap::new(), history.as_ref(), clock.now()).await;
+    // When the fleet was last looked at (heartbeat, orphans); `None` until the first time.
+    let mut fleet_seen: Option<tokio::time::Instant> = None;
     let mut permits = Arc::new(Semaphore::new(config.settings.max_concurrent_runs));
     let mut running: HashSet<String> = HashSet::new();
     let mut tasks: JoinSet<String> = JoinSet::new();
@@ -219,32 +297,28 @@ pub async fn serve(config: Config, parts: Parts, mut control: mpsc::Receiver<Con
                 info!(connection = %name, "still running; this scheduled run is skipped");
                 continue;
             }
-            running.insert(name.clone());
-            let (runner, connection, stop, permits, next) = (
-                runner.clone(),
-                entry.connection.clone(),
-                stop.clone(),
-                permits.clone(),
-                entry.next,
-            );
-            tasks.spawn(async move {
-                let name = connection.name.clone();
-                // Queued runs wait here for one of the max_concurrent_runs permits.
-                let permit = tokio::select! {
-                    p = permits.acquire_owned() => p.ok(),
-                    () = stop.cancelled() => None,
-                };
-                if permit.is_some() {
-                    runner.run(connection, stop, due, next).await;
+            spawn_run(&mut tasks, &mut running, &runner, &entry.connection, &stop, &permits, due, true, entry.next);
+        }
+        if let Some(fleet) = &fleet
+            && fleet_seen.is_none_or(|seen| seen.elapsed() >= fleet.every())
+        {
+            fleet_seen = Some(tokio::time::Instant::now());
+            fleet.heartbeat(&config.fingerprint).await;
+            for name in fleet.orphaned().await {
+                let Some(entry) = entries.get(&name) else { continue };
+                if running.contains(&name) {
+                    continue;
                 }
-                name
-            });
+                info!(connection = %name, "taking over: a load of this connection was left pending by a daemon whose lease expired");
+                spawn_run(&mut tasks, &mut running, &runner, &entry.connection, &stop, &permits, now, false, entry.next);
+            }
         }
         let wake = entries.values().filter_map(|e| e.next).min();
         let nap = wake
             .map(|w| (w - clock.now()).to_std().unwrap_or(Duration::ZERO))
             .unwrap_or(MAX_SLEEP)
-            .min(MAX_SLEEP);
+            .min(MAX_SLEEP)
+            .min(fleet.as_ref().map_or(MAX_SLEEP, |f| f.every()));
         let keepalive_tick = async {
             match keepalive.as_mut() {
                 Some(k) => {
@@ -270,13 +344,13 @@ pub async fn serve(config: Config, parts: Parts, mut control: mpsc::Receiver<Con
                 Some(Control::Reload(Ok(new))) => {
                     notifier.reloading();
                     if new.settings.state != config.settings.state {
-                        warn!("the state file changed; the daemon keeps the old one until it restarts");
+                        warn!("the state store changed; the daemon keeps the old one until it restarts");
                     }
                     if new.settings.max_concurrent_runs != config.settings.max_concurrent_runs {
                         // Runs holding a permit of the old semaphore finish with it.
                         permits = Arc::new(Semaphore::new(new.settings.max_concurrent_runs));
                     }
-                    entries = schedule_all(&new, &entries, history.as_ref(), clock.now());
+                    entries = schedule_all(&new, &entries, history.as_ref(), clock.now()).await;
                     config = *new;
                     info!(connections = entries.len(), "configuration reloaded");
                     notifier.ready();
@@ -315,10 +389,40 @@ pub async fn serve(config: Config, parts: Parts, mut control: mpsc::Receiver<Con
     finished
 }
 
+/// Starts a run of `connection` as a task of its own, which waits for one of the
+/// `max_concurrent_runs` permits first.
+#[allow(clippy::too_many_arguments)]
+fn spawn_run(
+    tasks: &mut JoinSet<String>,
+    running: &mut HashSet<String>,
+    runner: &Arc<dyn Runner>,
+    connection: &Arc<Connection>,
+    stop: &CancellationToken,
+    permits: &Arc<Semaphore>,
+    due: DateTime<Utc>,
+    scheduled: bool,
+    next: Option<DateTime<Utc>>,
+) {
+    running.insert(connection.name.clone());
+    let (runner, connection, stop, permits) = (runner.clone(), connection.clone(), stop.clone(), permits.clone());
+    tasks.spawn(async move {
+        let name = connection.name.clone();
+        // Queued runs wait here for one of the max_concurrent_runs permits.
+        let permit = tokio::select! {
+            p = permits.acquire_owned() => p.ok(),
+            () = stop.cancelled() => None,
+        };
+        if permit.is_some() {
+            runner.run(connection, stop, due, scheduled, next).await;
+        }
+        name
+    });
+}
+
 /// The schedule of every enabled connection of `config`. A connection already scheduled
 /// keeps its next run when its schedule is unchanged; any other connection runs now when it
 /// needs catching up, else at its next scheduled time.
-fn schedule_all(
+async fn schedule_all(
     config: &Config,
     old: &BTreeMap<String, Entry>,
     history: &dyn History,
@@ -332,11 +436,19 @@ fn schedule_all(
             .get(&c.name)
             .filter(|e| schedule::cron_text(&e.connection.schedule, &c.name) == cron)
             .map(|e| e.next);
+        let last = history.last_completed_start(&c.name).await;
         let next = match kept {
             Some(next) => next,
-            None if needs_catch_up(c, zone, history.last_completed_start(&c.name), now) => {
+            None if needs_catch_up(c, zone, last, now) => {
                 info!(connection = %c.name, "never ran, or missed a scheduled run: running now");
-                Some(now)
+                // Due at the first occurrence it missed (or, never run, this minute): the
+                // daemons of a fleet that start together name the same occurrence, and one
+                // of them runs it.
+                Some(
+                    last.and_then(|l| schedule::next_run(&c.schedule, &c.name, zone, l))
+                        .filter(|due| *due <= now)
+                        .unwrap_or_else(|| chrono::DurationRound::duration_trunc(now, chrono::TimeDelta::minutes(1)).unwrap_or(now)),
+                )
             }
             None => schedule::next_run(&c.schedule, &c.name, zone, now),
         };
@@ -406,6 +518,7 @@ mod tests {
             c: Arc<Connection>,
             stop: CancellationToken,
             _due: DateTime<Utc>,
+            _scheduled: bool,
             _next: Option<DateTime<Utc>>,
         ) {
             let start = self.clock.now();
@@ -427,8 +540,9 @@ mod tests {
 
     struct FakeHistory(BTreeMap<String, DateTime<Utc>>);
 
+    #[async_trait]
     impl History for FakeHistory {
-        fn last_completed_start(&self, connection: &str) -> Option<DateTime<Utc>> {
+        async fn last_completed_start(&self, connection: &str) -> Option<DateTime<Utc>> {
             self.0.get(connection).copied()
         }
     }
@@ -490,6 +604,7 @@ mod tests {
                 clock: Arc::new(clock),
                 notifier: notifier.clone(),
                 watchdog: Some(Duration::from_secs(60)),
+                fleet: None,
             };
             let daemon = tokio::spawn(serve(config, parts, rx));
             Harness {

@@ -211,13 +211,14 @@ fn main() -> ExitCode {
             json,
             quarantine,
             runs,
-        } => match status::command(&config, name.as_deref(), json, quarantine, runs) {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::from(EXIT_FAILED)
-            }
-        },
+        } => block_on(async {
+            status::command(&config, name.as_deref(), json, quarantine, runs)
+                .await
+                .unwrap_or_else(|e| {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(EXIT_FAILED)
+                })
+        }),
         Command::Policy {
             name,
             new_external_id,
@@ -231,17 +232,22 @@ fn main() -> ExitCode {
                     ExitCode::from(EXIT_FAILED)
                 })
         }),
-        Command::Retry { name, keys, rejected } => commands::retry::command(&config, &name, &keys, rejected)
-            .unwrap_or_else(|e| {
-                eprintln!("error: {e:#}");
-                ExitCode::from(EXIT_FAILED)
-            }),
-        Command::Reset { name, since } => {
-            commands::reset::command(&config, &name, &since).unwrap_or_else(|e| {
-                eprintln!("error: {e:#}");
-                ExitCode::from(EXIT_FAILED)
-            })
-        }
+        Command::Retry { name, keys, rejected } => block_on(async {
+            commands::retry::command(&config, &name, &keys, rejected)
+                .await
+                .unwrap_or_else(|e| {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(EXIT_FAILED)
+                })
+        }),
+        Command::Reset { name, since } => block_on(async {
+            commands::reset::command(&config, &name, &since)
+                .await
+                .unwrap_or_else(|e| {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(EXIT_FAILED)
+                })
+        }),
         Command::Check { name } => block_on(commands::check::command(&config, &name)),
         Command::Template {
             action: TemplateAction::Infer { name, files, rows },
@@ -378,7 +384,7 @@ async fn run_command(
         println!("no enabled connections in {}", config.dir.display());
         return Ok(ExitCode::SUCCESS);
     }
-    let state = commands::open_state(config)?;
+    let state = commands::open_state(config).await?;
     let spool_root = &config.settings.spool_dir;
     let clock = SystemClock;
 
@@ -388,7 +394,7 @@ async fn run_command(
     let rows_on_stdout = chosen.iter().any(|c| matches!(c.target, TargetSpec::Stdout));
     let summaries: Vec<RunSummary> = futures::stream::iter(chosen)
         .map(|connection| {
-            let (state, spool_root, clock) = (&state, &spool_root, &clock);
+            let (state, spool_root, clock) = (state.as_ref(), &spool_root, &clock);
             async move {
                 let source = source::for_connection(connection).await;
                 let target = target::for_connection(connection).await;

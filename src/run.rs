@@ -203,7 +203,7 @@ pub async fn run(env: &RunEnv<'_>, dry_run: bool) -> RunSummary {
             summary.error = Some(e.to_string());
             warn!(error = %e, "run failed");
         }
-        if !dry_run && let Err(e) = env.state.finish_run(&record(&summary, started, env.clock.now())) {
+        if !dry_run && let Err(e) = env.state.finish_run(&record(&summary, started, env.clock.now())).await {
             warn!(error = %e, "recording the run failed");
         }
         info!(
@@ -252,6 +252,7 @@ fn snapshot(s: &RunSummary) -> RunRecord {
         watermark_after: s.watermark_after,
         output: s.output.clone(),
         error: None,
+        host: String::new(),
     }
 }
 
@@ -261,7 +262,7 @@ async fn execute(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<
     let _lock = if dry_run {
         None
     } else {
-        Some(env.state.lock(&c.name)?)
+        Some(env.state.lock(&c.name).await?)
     };
     if !dry_run {
         // Before anything is written: an old spool may be what filled the disk.
@@ -273,7 +274,7 @@ async fn execute(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<
     }
     let now = env.clock.now();
     if !dry_run {
-        env.state.start_run(&c.name, &s.run_id, now)?;
+        env.state.start_run(&c.name, &s.run_id, now).await?;
     }
     let planned = plan(env, now, s, !dry_run).await;
     let result = match planned {
@@ -284,7 +285,7 @@ async fn execute(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<
         Ok(planned) => import(env, &planned, s).await,
         Err(e) => Err(e),
     };
-    if !dry_run && let Err(e) = env.state.clear_candidates(&s.run_id) {
+    if !dry_run && let Err(e) = env.state.clear_candidates(&s.run_id).await {
         warn!(error = %e, "forgetting the run's candidates failed");
     }
     result
@@ -298,10 +299,12 @@ struct LedgerKnown<'a> {
     connection: &'a str,
 }
 
+#[async_trait::async_trait]
 impl crate::source::Known for LedgerKnown<'_> {
-    fn versions(&self, objects: &[(&str, &str)]) -> Vec<Option<String>> {
+    async fn versions(&self, objects: &[(&str, &str)]) -> Vec<Option<String>> {
         self.state
             .versions_by_stamp(self.connection, objects)
+            .await
             .unwrap_or_else(|_| vec![None; objects.len()])
     }
 }
@@ -332,15 +335,15 @@ struct Sorter<'a> {
 
 impl Sorter<'_> {
     /// An object the selection rules take: new unless the ledger holds its version.
-    fn maybe_new(&mut self, meta: ObjectMeta) {
+    async fn maybe_new(&mut self, meta: ObjectMeta) {
         self.unsettled.push(meta);
         if self.unsettled.len() >= SETTLED_BATCH {
-            self.sort_out();
+            self.sort_out().await;
         }
     }
 
     /// Checks the objects waiting against the ledger.
-    fn sort_out(&mut self) {
+    async fn sort_out(&mut self) {
         if self.error.is_some() || self.unsettled.is_empty() {
             self.unsettled.clear();
             return;
@@ -350,7 +353,7 @@ impl Sorter<'_> {
             .iter()
             .map(|m| (m.key.as_str(), m.etag.as_str()))
             .collect();
-        let settled = match self.state.settled_among(self.connection, &asked) {
+        let settled = match self.state.settled_among(self.connection, &asked).await {
             Ok(settled) if settled.len() == asked.len() => settled,
             Ok(settled) => {
                 self.error = Some(StateError::Answer {
@@ -373,13 +376,13 @@ impl Sorter<'_> {
             }
         }
         if self.stage.is_some_and(|batch| self.candidates.len() >= batch) {
-            self.stage_all();
+            self.stage_all().await;
         }
     }
 
     /// Stages the candidates held.
-    fn stage_all(&mut self) {
-        if let Err(e) = self.state.stage_candidates(self.run_id, &self.candidates) {
+    async fn stage_all(&mut self) {
+        if let Err(e) = self.state.stage_candidates(self.run_id, &self.candidates).await {
             self.error.get_or_insert(e);
         }
         self.candidates.clear();
@@ -406,13 +409,13 @@ async fn plan(
 ) -> Result<Planned, RunError> {
     let c = env.connection;
     let run_id = s.run_id.clone();
-    let state = env.state.connection(&c.name)?;
+    let state = env.state.connection(&c.name).await?;
     s.watermark_before = state.watermark;
     s.watermark_after = state.watermark;
     let window = Window::for_run(now, state.watermark, c.backfill, c.settle).not_before(state.floor);
     let prefix = c.source.prefix();
     // Keys `retry` asked for are taken however old they are.
-    let retries: std::collections::HashSet<String> = env.state.retries(&c.name)?.into_iter().collect();
+    let retries: std::collections::HashSet<String> = env.state.retries(&c.name).await?.into_iter().collect();
     let known = LedgerKnown {
         state: env.state,
         connection: &c.name,
@@ -428,20 +431,44 @@ async fn plan(
         skipped: &mut s.skipped,
         error: None,
     };
-    s.counts.listed = env
-        .source
-        .list_known(
-            &known,
-            &mut |meta| match select::classify(&meta, prefix, &c.filters, &window) {
-                Verdict::Skip(SkipReason::TooOld) if retries.contains(&meta.key) => sorter.maybe_new(meta),
-                Verdict::Candidate => sorter.maybe_new(meta),
-                Verdict::Skip(reason) => *sorter.skipped.entry(reason).or_default() += 1,
-            },
-        )
-        .await?;
-    sorter.sort_out();
-    if stage && sorter.error.is_none() {
-        sorter.stage_all();
+    // The listing calls back synchronously and the ledger is asked asynchronously: the
+    // listing hands what the selection rules take to the sorter through a channel, and both
+    // go on together in this task. The channel holds at most what the listing is ahead of
+    // the ledger's answers, a batch or two.
+    let (taken, mut to_sort) = tokio::sync::mpsc::unbounded_channel::<ObjectMeta>();
+    let mut skipped = std::collections::BTreeMap::<SkipReason, u64>::new();
+    let listing = async {
+        let listed = env
+            .source
+            .list_known(
+                &known,
+                &mut |meta| match select::classify(&meta, prefix, &c.filters, &window) {
+                    Verdict::Skip(SkipReason::TooOld) if retries.contains(&meta.key) => {
+                        let _ = taken.send(meta);
+                    }
+                    Verdict::Candidate => {
+                        let _ = taken.send(meta);
+                    }
+                    Verdict::Skip(reason) => *skipped.entry(reason).or_default() += 1,
+                },
+            )
+            .await;
+        drop(taken);
+        listed
+    };
+    let sorting = async {
+        while let Some(meta) = to_sort.recv().await {
+            sorter.maybe_new(meta).await;
+        }
+        sorter.sort_out().await;
+        if stage && sorter.error.is_none() {
+            sorter.stage_all().await;
+        }
+    };
+    let (listed, ()) = tokio::join!(listing, sorting);
+    s.counts.listed = listed?;
+    for (reason, n) in skipped {
+        *sorter.skipped.entry(reason).or_default() += n;
     }
     if let Some(e) = sorter.error {
         return Err(e.into());
@@ -480,7 +507,8 @@ async fn import(env: &RunEnv<'_>, planned: &Planned, s: &mut RunSummary) -> Resu
         // The next load's candidates, in import order, from the state store.
         let candidates =
             env.state
-                .staged_candidates(&s.run_id, cursor.as_ref(), env.limits.load_max_objects.max(1))?;
+                .staged_candidates(&s.run_id, cursor.as_ref(), env.limits.load_max_objects.max(1))
+                .await?;
         oldest_left = candidates.first().map(|m| m.last_modified);
         if candidates.is_empty() || env.stop.is_cancelled() {
             break;
@@ -561,7 +589,8 @@ async fn import(env: &RunEnv<'_>, planned: &Planned, s: &mut RunSummary) -> Resu
             Some(m) => Some(m.last_modified),
             None => env
                 .state
-                .staged_candidates(&s.run_id, cursor.as_ref(), 1)?
+                .staged_candidates(&s.run_id, cursor.as_ref(), 1)
+                .await?
                 .first()
                 .map(|m| m.last_modified),
         };
@@ -582,7 +611,7 @@ async fn import(env: &RunEnv<'_>, planned: &Planned, s: &mut RunSummary) -> Resu
         }
         progress.log_if_due();
         // `status` shows a running run's counts as of its last settled load.
-        if let Err(e) = env.state.finish_run(&snapshot(s)) {
+        if let Err(e) = env.state.finish_run(&snapshot(s)).await {
             warn!(error = %e, "recording the run's progress failed");
         }
     }
@@ -606,7 +635,7 @@ async fn import(env: &RunEnv<'_>, planned: &Planned, s: &mut RunSummary) -> Resu
                 failed_at.iter().copied().chain(oldest_left),
             ),
         };
-        env.state.commit(&plan)?;
+        env.state.commit(&plan).await?;
         s.watermark_after = Some(watermark_after(planned, &plan));
     }
     s.loads = loads;
@@ -717,6 +746,7 @@ async fn settle(
     let delivered = if load.parts.is_empty() {
         env.state
             .commit(&load.plan)
+            .await
             .map(|()| None)
             .map_err(RunError::from)
     } else {
@@ -771,7 +801,7 @@ async fn settle(
                     .copied()
                     .chain(std::iter::once(plan.watermark)),
             );
-            if let Err(commit) = env.state.commit(&plan) {
+            if let Err(commit) = env.state.commit(&plan).await {
                 return Err((commit.into(), load.imported_at));
             }
             s.watermark_after = Some(watermark_after(planned, &plan));
@@ -858,14 +888,14 @@ fn settled(meta: &ObjectMeta, outcome: Outcome, stats: ParseStats, reason: Optio
 /// Settles the loads earlier runs left pending: commits those the target holds completely,
 /// drops the others so that their objects are imported again.
 async fn recover(env: &RunEnv<'_>) -> Result<(), RunError> {
-    for pending in env.state.pending_loads(&env.connection.name)? {
+    for pending in env.state.pending_loads(&env.connection.name).await? {
         let delivery: Delivery = serde_json::from_value(pending.delivery.clone())
             .map_err(|e| TargetError::Record(e.to_string()))?;
         if env.target.recover(&delivery).await? {
-            env.state.commit(&pending.plan)?;
+            env.state.commit(&pending.plan).await?;
             info!(pending_run = %pending.run_id, output = %delivery.output, "committed a load delivered before an interruption");
         } else {
-            env.state.discard_load(&pending.run_id)?;
+            env.state.discard_load(&pending.run_id).await?;
             info!(pending_run = %pending.run_id, "dropped a load interrupted before delivery; its objects are imported again");
         }
     }
@@ -886,7 +916,8 @@ async fn deliver(
         connection: plan.connection.clone(),
         delivery: record,
         plan: plan.clone(),
-    })?;
+    })
+    .await?;
     fault::point("after-prepare");
     let mut attempt = 1;
     let refused = loop {
@@ -903,7 +934,7 @@ async fn deliver(
                 if env.target.recover(&delivery).await.unwrap_or(false) {
                     break Vec::new();
                 }
-                env.state.discard_load(&plan.run_id)?;
+                env.state.discard_load(&plan.run_id).await?;
                 return Err(e.into());
             }
         }
@@ -929,7 +960,7 @@ async fn deliver(
             entry.reason = Some(r.reason);
         }
     }
-    env.state.commit(plan)?;
+    env.state.commit(plan).await?;
     fault::point("after-commit");
     Ok((delivery.output, refused_objects))
 }

@@ -11,7 +11,7 @@ use s3_importd::config::{self, TargetSpec};
 use s3_importd::run::{RunEnv, RunLimits, run};
 use s3_importd::select::ObjectMeta;
 use s3_importd::source::{ObjectReader, Source, SourceError};
-use s3_importd::state::SqliteStore;
+use s3_importd::state::{SqliteStore, StateStore};
 use s3_importd::target::file::FileTarget;
 use std::sync::Mutex;
 
@@ -98,9 +98,10 @@ async fn entries_behind_the_overlap_band_are_pruned_and_never_imported_again() {
         };
         run(&env, false).await
     };
-    let ledger = || -> Vec<String> {
+    let ledger = async || -> Vec<String> {
         state
             .ledger("mem")
+            .await
             .unwrap()
             .into_iter()
             .map(|(k, _, _)| k)
@@ -112,7 +113,7 @@ async fn entries_behind_the_overlap_band_are_pruned_and_never_imported_again() {
     let s = run_at(&clock).await;
     assert_eq!(s.counts.imported, 2, "{}", s.line());
     // The watermark is t0: the ten-day-old entry is behind its 24-hour band, and goes.
-    assert_eq!(ledger(), ["an-hour-old"]);
+    assert_eq!(ledger().await, ["an-hour-old"]);
 
     // Every hour for three days, with a new object each day: nothing is imported twice.
     for hour in 1..=72 {
@@ -130,7 +131,7 @@ async fn entries_behind_the_overlap_band_are_pruned_and_never_imported_again() {
     ids.sort();
     assert_eq!(ids, ["an-hour-old", "day-1", "day-2", "day-3", "ten-days-old"]);
     // Only what lies within a day of the watermark is left.
-    assert_eq!(ledger(), ["day-3"]);
+    assert_eq!(ledger().await, ["day-3"]);
     // The pages pruning freed went back to the file system.
     let db = rusqlite::Connection::open(cfg.state()).unwrap();
     let pragma = |name: &str| db.pragma_query_value(None, name, |r| r.get::<_, i64>(0)).unwrap();
@@ -141,7 +142,7 @@ async fn entries_behind_the_overlap_band_are_pruned_and_never_imported_again() {
     // it, and nothing from before its date: day-1's entry was pruned, and it lies within a
     // day of the date, where the overlap band would otherwise reach.
     let since = t0 + TimeDelta::hours(36);
-    state.reset("mem", since).unwrap();
+    state.reset("mem", since).await.unwrap();
     clock.advance(TimeDelta::hours(1));
     let s = run_at(&clock).await;
     assert_eq!((s.counts.new, s.counts.imported), (2, 2), "{}", s.line());

@@ -5,7 +5,7 @@
 use anyhow::Context;
 use s3_importd::clock::SystemClock;
 use s3_importd::config::{self, Config};
-use s3_importd::daemon::{self, Control, Notifier, Parts, StoreRunner};
+use s3_importd::daemon::{self, Control, Notifier, Parts, StoreFleet, StoreHistory, StoreRunner};
 use sd_notify::NotifyState;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,7 +47,8 @@ impl Notifier for SdNotifier {
 }
 
 pub async fn command(config: Config, dir: PathBuf) -> anyhow::Result<ExitCode> {
-    let state = Arc::new(super::open_state(&config)?);
+    let state = super::open_state(&config).await?;
+    info!(state = %state.describe(), owner = %state.owner().id, config_fingerprint = %config.fingerprint, "state store open");
     let clock = Arc::new(SystemClock);
     let metrics = Arc::new(s3_importd::metrics::Metrics::new());
     // The listener binds before anything runs: a port in use stops the start, clearly. It
@@ -86,7 +87,14 @@ pub async fn command(config: Config, dir: PathBuf) -> anyhow::Result<ExitCode> {
     });
     let parts = Parts {
         runner: Arc::new(runner),
-        history: state,
+        history: Arc::new(StoreHistory(state.clone())),
+        fleet: state.shared().then(|| {
+            Arc::new(StoreFleet {
+                state: state.clone(),
+                lease_ttl: config.settings.lease_ttl,
+                started_at: chrono::Utc::now(),
+            }) as Arc<dyn daemon::Fleet>
+        }),
         clock,
         notifier: Arc::new(SdNotifier),
         watchdog: sd_notify::watchdog_enabled(),

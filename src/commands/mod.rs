@@ -17,21 +17,24 @@ pub const EXIT_USAGE: u8 = 2;
 
 use anyhow::Context;
 use s3_importd::config::{Config, Connection};
-use s3_importd::state::{self, SqliteStore};
+use s3_importd::config::StateLocation;
+use s3_importd::state::{self, StateStore};
+use std::sync::Arc;
 
 /// Opens the state store for a command that writes it. On a disk too full to open it, first
 /// frees the spools that killed runs left behind (of connections not running now), which may
 /// be what filled it, and tries once more.
-pub fn open_state(config: &Config) -> anyhow::Result<SqliteStore> {
-    let path = &config.settings.state;
-    match SqliteStore::open(path) {
+pub async fn open_state(config: &Config) -> anyhow::Result<Arc<dyn StateStore>> {
+    match state::open(&config.settings).await {
         Err(e) if e.is_disk_full() => {
-            let names: Vec<&str> = config.connections.iter().map(|c| c.name.as_str()).collect();
-            let freed = s3_importd::spool::free_abandoned(&config.settings.spool_dir, &names, |name| {
-                state::lock_connection(path, name)
-            });
-            tracing::warn!(error = %e, freed, "the disk is full; removed spools left by interrupted runs and trying again");
-            SqliteStore::open(path).context("opening the state store")
+            if let StateLocation::Sqlite(path) = &config.settings.state {
+                let names: Vec<&str> = config.connections.iter().map(|c| c.name.as_str()).collect();
+                let freed = s3_importd::spool::free_abandoned(&config.settings.spool_dir, &names, |name| {
+                    state::lock_connection(path, name)
+                });
+                tracing::warn!(error = %e, freed, "the disk is full; removed spools left by interrupted runs and trying again");
+            }
+            state::open(&config.settings).await.context("opening the state store")
         }
         other => other.context("opening the state store"),
     }
@@ -39,13 +42,12 @@ pub fn open_state(config: &Config) -> anyhow::Result<SqliteStore> {
 
 /// Takes a connection's run lock for a command that changes its state (`reset`, `retry`):
 /// `Ok(None)`, after saying so, when the connection is running right now.
-pub fn lock_idle(
-    state: &SqliteStore,
+pub async fn lock_idle(
+    state: &dyn StateStore,
     name: &str,
     command: &str,
 ) -> anyhow::Result<Option<state::ConnectionLock>> {
-    use s3_importd::state::StateStore;
-    match state.lock(name) {
+    match state.lock(name).await {
         Ok(lock) => Ok(Some(lock)),
         Err(state::StateError::Busy { .. }) => {
             eprintln!(

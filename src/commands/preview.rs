@@ -22,7 +22,7 @@ pub async fn command(config: &Config, name: &str, files: usize, rows: u64) -> an
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    let state = super::open_state(config)?;
+    let state = super::open_state(config).await?;
     let source = source::for_connection(connection).await;
     let target = target::for_connection(connection).await;
     let spool_root = &config.settings.spool_dir;
@@ -30,7 +30,7 @@ pub async fn command(config: &Config, name: &str, files: usize, rows: u64) -> an
         connection,
         source: source.as_ref(),
         target: target.as_ref(),
-        state: &state,
+        state: state.as_ref(),
         clock: &SystemClock,
         spool_root,
         limits: run::RunLimits {

@@ -20,7 +20,7 @@ pub fn parse_since(text: &str) -> Result<DateTime<Utc>, String> {
         .ok_or_else(|| format!("{text:?} is not a date; use YYYY-MM-DD (midnight UTC) or an RFC 3339 time such as 2026-11-01T06:00:00Z"))
 }
 
-pub fn command(config: &Config, name: &str, since: &str) -> anyhow::Result<ExitCode> {
+pub async fn command(config: &Config, name: &str, since: &str) -> anyhow::Result<ExitCode> {
     let connection = match pick_one(config, name) {
         Ok(c) => c,
         Err(code) => return Ok(code),
@@ -32,11 +32,11 @@ pub fn command(config: &Config, name: &str, since: &str) -> anyhow::Result<ExitC
             return Ok(ExitCode::from(EXIT_USAGE));
         }
     };
-    let state = super::open_state(config)?;
-    let Some(_lock) = super::lock_idle(&state, &connection.name, "reset")? else {
+    let state = super::open_state(config).await?;
+    let Some(_lock) = super::lock_idle(state.as_ref(), &connection.name, "reset").await? else {
         return Ok(ExitCode::from(EXIT_FAILED));
     };
-    let reset = match state.reset(&connection.name, since) {
+    let reset = match state.reset(&connection.name, since).await {
         Ok(r) => r,
         Err(e @ StateError::PendingLoad { .. }) => {
             eprintln!("error: {e}");

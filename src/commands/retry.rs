@@ -11,7 +11,7 @@ use s3_importd::state::StateError;
 use s3_importd::text::clean;
 use std::process::ExitCode;
 
-pub fn command(config: &Config, name: &str, keys: &[String], rejected: bool) -> anyhow::Result<ExitCode> {
+pub async fn command(config: &Config, name: &str, keys: &[String], rejected: bool) -> anyhow::Result<ExitCode> {
     let connection = match pick_one(config, name) {
         Ok(c) => c,
         Err(code) => return Ok(code),
@@ -20,11 +20,11 @@ pub fn command(config: &Config, name: &str, keys: &[String], rejected: bool) -> 
         eprintln!("error: name the keys to import again, or give --rejected for every rejected object");
         return Ok(ExitCode::from(EXIT_USAGE));
     }
-    let state = super::open_state(config)?;
-    let Some(_lock) = super::lock_idle(&state, &connection.name, "retry")? else {
+    let state = super::open_state(config).await?;
+    let Some(_lock) = super::lock_idle(state.as_ref(), &connection.name, "retry").await? else {
         return Ok(ExitCode::from(EXIT_FAILED));
     };
-    let retry = match state.retry(&connection.name, keys, rejected) {
+    let retry = match state.retry(&connection.name, keys, rejected).await {
         Ok(r) => r,
         Err(e @ StateError::PendingLoad { .. }) => {
             eprintln!("error: {e}");

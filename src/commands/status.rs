@@ -8,12 +8,12 @@ use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
 use s3_importd::config::{Config, Connection};
 use s3_importd::schedule;
-use s3_importd::state::{Overview, Quarantined, RunRecord, SqliteStore, StateStore};
+use s3_importd::state::{DaemonRecord, LeaseRecord, Overview, Quarantined, RunRecord};
 use s3_importd::text::clean;
 use serde_json::{Value, json};
 use std::process::ExitCode;
 
-pub fn command(
+pub async fn command(
     config: &Config,
     name: Option<&str>,
     as_json: bool,
@@ -29,27 +29,34 @@ pub fn command(
         }
     };
     // `status` only reads: it works on a state file it cannot write.
-    let state = SqliteStore::open_for_reading(&config.settings.state).context("opening the state store")?;
+    let state = s3_importd::state::open_for_reading(&config.settings)
+        .await
+        .context("opening the state store")?;
     let now = Utc::now();
+    let leases = state.leases().await.context("reading the leases")?;
     // Quarantined rows are listed only for a named connection, to keep the overview short.
     let shown = if name.is_some() { quarantine } else { 0 };
     for c in chosen {
         let mut overview = state
             .overview(&c.name)
+            .await
             .with_context(|| format!("reading the state of {}", c.name))?;
-        // A run recorded as running whose lock is free ended without recording its end (it
-        // was killed, or the disk was full when it finished).
+        // A run recorded as running whose lock (lease) nobody holds ended without recording
+        // its end (it was killed, or the disk was full when it finished).
+        let lease = leases.iter().find(|l| l.connection == c.name);
         if let Some(r) = overview.last_run.as_mut()
             && r.outcome == "running"
-            && state.lock(&c.name).is_ok()
+            && lease.is_none()
         {
             r.outcome = "interrupted".to_string();
         }
         let rows = state
             .quarantine(&c.name, shown)
+            .await
             .with_context(|| format!("reading the quarantine of {}", c.name))?;
         let mut history = state
             .runs(&c.name, runs)
+            .await
             .with_context(|| format!("reading the runs of {}", c.name))?;
         if let Some(first) = history.first_mut()
             && let Some(last) = &overview.last_run
@@ -62,12 +69,93 @@ pub fn command(
             .then(|| schedule::next_run(&c.schedule, &c.name, config.settings.timezone, now))
             .flatten();
         if as_json {
-            println!("{}", to_json(config, c, &overview, next, &rows, &history));
+            let mut line = to_json(config, c, &overview, next, &rows, &history);
+            line["lease"] = lease.map_or(Value::Null, lease_json);
+            println!("{line}");
         } else {
             print!("{}", to_text(config, c, &overview, next, &rows, &history));
+            if let Some(l) = lease {
+                println!("  running now: lease held by {}{}", clean(&l.owner), time(l.expires_at).map(|t| format!(" until {t}")).unwrap_or_default());
+            }
+        }
+    }
+    if state.shared() {
+        // Daemons seen within the last ten minutes are the fleet.
+        let daemons = state
+            .daemons(now - chrono::TimeDelta::minutes(10))
+            .await
+            .context("reading the fleet's daemons")?;
+        let fleet = Fleet::of(&daemons, &config.fingerprint);
+        if as_json {
+            println!("{}", fleet.json());
+        } else {
+            print!("{}", fleet.text());
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn lease_json(l: &LeaseRecord) -> Value {
+    json!({"owner": l.owner, "expires_at": time(l.expires_at)})
+}
+
+/// The daemons of a fleet and the configurations they run.
+struct Fleet<'a> {
+    daemons: &'a [DaemonRecord],
+    /// The fingerprint of this folder's configuration.
+    here: &'a str,
+    /// The fingerprint most daemons run.
+    common: Option<&'a str>,
+}
+
+impl<'a> Fleet<'a> {
+    fn of(daemons: &'a [DaemonRecord], here: &'a str) -> Fleet<'a> {
+        let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+        for d in daemons {
+            *counts.entry(d.config_hash.as_str()).or_default() += 1;
+        }
+        let common = counts.iter().max_by_key(|(_, n)| **n).map(|(h, _)| *h);
+        Fleet { daemons, here, common }
+    }
+
+    /// Whether a daemon runs another configuration than most of the fleet.
+    fn drifted(&self, d: &DaemonRecord) -> bool {
+        self.common.is_some_and(|c| c != d.config_hash)
+    }
+
+    fn text(&self) -> String {
+        let mut out = format!("fleet: {} daemon{} seen in the last 10 minutes\n", self.daemons.len(), if self.daemons.len() == 1 { "" } else { "s" });
+        for d in self.daemons {
+            out += &format!(
+                "  {} on {}: configuration {}, up since {}, last seen {}{}\n",
+                clean(&d.id),
+                clean(&d.host),
+                d.config_hash,
+                time(Some(d.started_at)).unwrap_or_default(),
+                time(Some(d.seen_at)).unwrap_or_default(),
+                if self.drifted(d) { " — DIFFERS from the rest of the fleet" } else { "" }
+            );
+        }
+        if self.common.is_some_and(|c| c != self.here) {
+            out += &format!("  this folder's configuration ({}) is not the one the fleet runs\n", self.here);
+        }
+        out
+    }
+
+    fn json(&self) -> Value {
+        json!({"fleet": {
+            "config_here": self.here,
+            "config_common": self.common,
+            "daemons": self.daemons.iter().map(|d| json!({
+                "id": d.id,
+                "host": d.host,
+                "config": d.config_hash,
+                "started_at": time(Some(d.started_at)),
+                "seen_at": time(Some(d.seen_at)),
+                "drift": self.drifted(d),
+            })).collect::<Vec<_>>(),
+        }})
+    }
 }
 
 fn time(t: Option<DateTime<Utc>>) -> Option<String> {
@@ -106,6 +194,9 @@ fn run_line(r: &RunRecord) -> String {
     if let Some(output) = &r.output {
         line.push_str(&format!("; output {}", clean(output)));
     }
+    if !r.host.is_empty() {
+        line.push_str(&format!("; on {}", clean(&r.host)));
+    }
     line
 }
 
@@ -128,6 +219,7 @@ fn run_json(run: &RunRecord) -> Value {
         "watermark_after": time(run.watermark_after),
         "output": run.output,
         "error": run.error,
+        "host": (!run.host.is_empty()).then_some(&run.host),
     })
 }
 

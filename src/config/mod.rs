@@ -29,6 +29,9 @@ pub struct Config {
     pub settings: Settings,
     /// Sorted by name.
     pub connections: Vec<Connection>,
+    /// BLAKE3 of the files read ([`Files::fingerprint`]): daemons of a fleet that run
+    /// different configurations show different fingerprints in `status`.
+    pub fingerprint: String,
 }
 
 impl Config {
@@ -51,10 +54,14 @@ pub mod defaults {
 /// `s3-importd.toml`, checked.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// The SQLite state file, resolved against the configuration folder.
-    pub state: PathBuf,
-    /// Where runs spool their loads (`spool_dir`; default `spool/` beside the state file).
+    /// Where the state lives (`state`, `state_url_env`, `state_url_file`).
+    pub state: StateLocation,
+    /// Where runs spool their loads (`spool_dir`; default `spool/` beside a SQLite state
+    /// file, `/var/lib/s3-importd/spool` with PostgreSQL state).
     pub spool_dir: PathBuf,
+    /// How long a run's lease on its connection lasts unless renewed (`lease_ttl_s`; fleet
+    /// mode). A run renews it every third of this.
+    pub lease_ttl: Duration,
     pub timezone: chrono_tz::Tz,
     pub max_concurrent_runs: usize,
     pub max_concurrent_objects: usize,
@@ -68,6 +75,16 @@ pub struct Settings {
     /// Where the daemon serves `/metrics` (Prometheus) and `/healthz` (`metrics_listen`);
     /// none: it serves nothing.
     pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+/// Where the state store is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateLocation {
+    /// A SQLite file, resolved against the configuration folder: one host.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database shared by a fleet of daemons (`state = "postgres://…"`, or
+    /// `state_url_env` / `state_url_file`).
+    Postgres(SecretSource),
 }
 
 /// `log_format`.
@@ -377,6 +394,31 @@ pub struct Files {
     pub connections: Vec<(String, String)>,
 }
 
+impl Files {
+    /// A short BLAKE3 hex digest of every file's name and text, in a fixed order.
+    pub fn fingerprint(&self) -> String {
+        let mut hasher = blake3::Hasher::new();
+        let mut add = |name: &str, text: &str| {
+            for part in [name, text] {
+                hasher.update(&(part.len() as u64).to_le_bytes());
+                hasher.update(part.as_bytes());
+            }
+        };
+        add("s3-importd.toml", self.settings.as_deref().unwrap_or(""));
+        let mut named: Vec<(String, &str)> = self
+            .templates
+            .iter()
+            .map(|(n, t)| (format!("templates/{n}"), t.as_str()))
+            .chain(self.connections.iter().map(|(n, t)| (format!("connections/{n}"), t.as_str())))
+            .collect();
+        named.sort();
+        for (name, text) in named {
+            add(&name, text);
+        }
+        hasher.finalize().to_hex()[..16].to_string()
+    }
+}
+
 /// Whether a role without an external ID is a problem of the configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExternalIds {
@@ -422,7 +464,10 @@ pub fn load_with(dir: &Path, external_ids: ExternalIds) -> Result<Config, Config
     // A file that could not be read leaves nothing usable: it may be s3-importd.toml, whose
     // defaults would then stand in for the operator's settings.
     match check_with(dir, &files, external_ids) {
-        Ok(config) if errors.is_empty() => Ok(config),
+        Ok(mut config) if errors.is_empty() => {
+            config.fingerprint = files.fingerprint();
+            Ok(config)
+        }
         Ok(_) => Err(ConfigErrors::fatal(errors)),
         Err(ConfigErrors(more, partial)) => {
             let fatal = !errors.is_empty();

@@ -13,6 +13,9 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct RawSettings {
     pub state: Option<String>,
+    pub state_url_env: Option<String>,
+    pub state_url_file: Option<String>,
+    pub lease_ttl_s: Option<i64>,
     pub spool_dir: Option<String>,
     pub timezone: Option<String>,
     pub max_concurrent_runs: Option<i64>,

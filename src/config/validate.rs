@@ -146,6 +146,7 @@ pub fn validate_each(raw: RawConfig) -> (Option<Config>, Vec<ConfigError>) {
         dir: raw.dir,
         settings,
         connections,
+        fingerprint: String::new(),
     });
     (config, errors)
 }
@@ -163,16 +164,8 @@ fn in_range(p: &mut Problems<'_>, key: &str, value: Option<i64>, default: i64, m
 
 fn settings(dir: &Path, s: RawSettings, p: &mut Problems<'_>) -> Option<Settings> {
     let before = p.out.len();
-    let state = resolve(dir, s.state.as_deref().unwrap_or("/var/lib/s3-importd/state.db"));
-    if s.state
-        .as_deref()
-        .is_some_and(|v| v.starts_with("postgres://") || v.starts_with("postgresql://"))
-    {
-        p.add(
-            "state",
-            "a PostgreSQL state store is not supported by this version; give a SQLite file path",
-        );
-    }
+    let state = state_location(dir, &s, p);
+    let lease_ttl_s = in_range(p, "lease_ttl_s", s.lease_ttl_s, 60, 5, 3600) as u64;
     let timezone = match s.timezone.as_deref().unwrap_or("UTC").parse::<chrono_tz::Tz>() {
         Ok(tz) => tz,
         Err(_) => {
@@ -249,9 +242,10 @@ fn settings(dir: &Path, s: RawSettings, p: &mut Problems<'_>) -> Option<Settings
             None
         }
     };
-    let spool_dir = match s.spool_dir.as_deref() {
-        Some(d) => resolve(dir, d),
-        None => state.parent().unwrap_or(Path::new(".")).join("spool"),
+    let spool_dir = match (s.spool_dir.as_deref(), &state) {
+        (Some(d), _) => resolve(dir, d),
+        (None, StateLocation::Sqlite(file)) => file.parent().unwrap_or(Path::new(".")).join("spool"),
+        (None, StateLocation::Postgres(_)) => PathBuf::from("/var/lib/s3-importd/spool"),
     };
     (p.out.len() == before).then_some(Settings {
         state,
@@ -262,10 +256,39 @@ fn settings(dir: &Path, s: RawSettings, p: &mut Problems<'_>) -> Option<Settings
         load_max_objects,
         load_max_bytes,
         shutdown_timeout: Duration::from_secs(shutdown),
+        lease_ttl: Duration::from_secs(lease_ttl_s),
         log_format,
         aws_principal: s.aws_principal,
         metrics_listen,
     })
+}
+
+/// `state`, `state_url_env` and `state_url_file`: a SQLite file (the default), or a
+/// PostgreSQL URL given inline or read from an environment variable or a file (a secret: it
+/// holds the password).
+fn state_location(dir: &Path, s: &RawSettings, p: &mut Problems<'_>) -> StateLocation {
+    let is_url = |v: &str| v.starts_with("postgres://") || v.starts_with("postgresql://");
+    match (s.state.as_deref(), &s.state_url_env, &s.state_url_file) {
+        (Some(v), None, None) if is_url(v) => StateLocation::Postgres(SecretSource::Inline(Secret::new(v))),
+        (Some(v), None, None) if v.contains("://") => {
+            p.add(
+                "state",
+                "only SQLite files and postgres:// URLs are state stores; give a file path or a postgres:// URL",
+            );
+            StateLocation::Sqlite(resolve(dir, v))
+        }
+        (Some(v), None, None) => StateLocation::Sqlite(resolve(dir, v)),
+        (None, None, None) => StateLocation::Sqlite(PathBuf::from("/var/lib/s3-importd/state.db")),
+        (None, Some(var), None) if !var.is_empty() => StateLocation::Postgres(SecretSource::Env(var.clone())),
+        (None, None, Some(file)) if !file.is_empty() => StateLocation::Postgres(SecretSource::File {
+            in_config_dir: resolve(dir, file),
+            given: file.clone(),
+        }),
+        _ => {
+            p.add("state", "give exactly one of state, state_url_env and state_url_file");
+            StateLocation::Sqlite(PathBuf::from("/var/lib/s3-importd/state.db"))
+        }
+    }
 }
 
 /// The files of `templates/`: as read, and those that passed on their own.

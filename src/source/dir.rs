@@ -309,7 +309,7 @@ impl Source for DirSource {
         while let Some(batch) = rx.recv().await {
             let batch = batch.map_err(|e| self.error(e))?;
             let asked: Vec<(&str, &str)> = batch.iter().map(|f| (f.key.as_str(), f.stamp.as_str())).collect();
-            let versions = known.versions(&asked);
+            let versions = known.versions(&asked).await;
             drop(asked);
             count += batch.len() as u64;
             // A short answer counts as unknown for the rest: they are hashed, never dropped.

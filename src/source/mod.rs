@@ -87,16 +87,18 @@ pub trait Source: Send + Sync {
 pub type Opener = Box<dyn FnOnce() -> Result<Box<dyn std::io::Read + Send>, SourceError> + Send>;
 
 /// The versions a connection's ledger holds, by key and stamp.
-pub trait Known {
+#[async_trait]
+pub trait Known: Send + Sync {
     /// For each (key, stamp), the version recorded with that stamp, if any.
-    fn versions(&self, objects: &[(&str, &str)]) -> Vec<Option<String>>;
+    async fn versions(&self, objects: &[(&str, &str)]) -> Vec<Option<String>>;
 }
 
 /// Knows nothing: every version is computed.
 pub struct NothingKnown;
 
+#[async_trait]
 impl Known for NothingKnown {
-    fn versions(&self, objects: &[(&str, &str)]) -> Vec<Option<String>> {
+    async fn versions(&self, objects: &[(&str, &str)]) -> Vec<Option<String>> {
         vec![None; objects.len()]
     }
 }

@@ -137,25 +137,9 @@ impl PostgresTarget {
 
     async fn connect(&self) -> Result<tokio_postgres::Client, TargetError> {
         let url = crate::secret::read(&self.spec.url, "url_env", "url_file").map_err(|e| self.error(e))?;
-        let plan = tls_plan(url.expose()).map_err(|e| self.error(e))?;
-        let mut config: tokio_postgres::Config = plan
-            .url
-            .expose()
-            .parse()
-            // The error never repeats the URL, which may hold a password.
-            .map_err(|e: tokio_postgres::Error| {
-                self.error(format!("the URL cannot be read: {}", crate::aws::cause_chain(&e)))
-            })?;
-        config.ssl_mode(match plan.mode {
-            TlsMode::Disable => tokio_postgres::config::SslMode::Disable,
-            TlsMode::Prefer => tokio_postgres::config::SslMode::Prefer,
-            TlsMode::Require | TlsMode::VerifyCa | TlsMode::VerifyFull => {
-                tokio_postgres::config::SslMode::Require
-            }
-        });
-        let tls = tls_config(&plan).map_err(|e| self.error(e))?;
+        let (config, tls) = client_config(&url).map_err(|e| self.error(e))?;
         let (client, connection) = config
-            .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+            .connect(tls)
             .await
             .map_err(|e| self.error(format!("connecting: {}", crate::aws::cause_chain(&e))))?;
         tokio::spawn(async move {
@@ -524,6 +508,27 @@ impl PostgresTarget {
         ));
         Ok(cells)
     }
+}
+
+/// What connecting to the database of `url` takes: tokio-postgres's settings (without our
+/// `sslmode` and `sslrootcert`) and the TLS connector they call for. Shared by the target and
+/// the PostgreSQL state store. The error never repeats the URL, which may hold a password.
+pub(crate) fn client_config(
+    url: &crate::secret::Secret,
+) -> Result<(tokio_postgres::Config, tokio_postgres_rustls::MakeRustlsConnect), String> {
+    let plan = tls_plan(url.expose())?;
+    let mut config: tokio_postgres::Config = plan
+        .url
+        .expose()
+        .parse()
+        .map_err(|e: tokio_postgres::Error| format!("the URL cannot be read: {}", crate::aws::cause_chain(&e)))?;
+    config.ssl_mode(match plan.mode {
+        TlsMode::Disable => tokio_postgres::config::SslMode::Disable,
+        TlsMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+        TlsMode::Require | TlsMode::VerifyCa | TlsMode::VerifyFull => tokio_postgres::config::SslMode::Require,
+    });
+    let tls = tls_config(&plan)?;
+    Ok((config, tokio_postgres_rustls::MakeRustlsConnect::new(tls)))
 }
 
 /// How a connection uses TLS: the URL's `sslmode` (libpq's names), or by default `require`

@@ -494,3 +494,28 @@ async fn serve_one(
     client.shutdown().await?;
     Ok(())
 }
+
+/// The PostgreSQL server `scripts/test` started (or `DATABASE_URL`).
+pub fn database_url() -> String {
+    std::env::var("S3_IMPORTD_TEST_DATABASE_URL").expect(
+        "S3_IMPORTD_TEST_DATABASE_URL is not set: run the tests with scripts/test, which starts PostgreSQL",
+    )
+}
+
+/// A new, empty database on the test server, and its URL: each test's state store starts
+/// from nothing.
+pub async fn fresh_database(stem: &str) -> String {
+    let admin = database_url();
+    let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test database");
+    tokio::spawn(connection);
+    let name = format!("{stem}_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create a database");
+    let mut url = url::Url::parse(&admin).expect("a database URL");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}

@@ -1,284 +1,14 @@
-//! The state store: per connection, the watermark and table version; the ledger of settled
-//! object versions; the quarantine of bad rows; run history; and pending loads, the intent
-//! records that make delivery exactly once.
-//!
-//! [`StateStore`] is the narrow interface the run uses; [`SqliteStore`] implements it on one
-//! SQLite file in WAL mode with versioned migrations. Every change a run makes to the ledger
-//! and watermark happens in one transaction ([`StateStore::commit`]), so a crash leaves either
-//! all of a run's bookkeeping or none of it.
+//! The state store on one SQLite file in WAL mode: one host. Its schema is migrated by
+//! `PRAGMA user_version` (the scheme of rusqlite_migration, which cannot be used here: it pins
+//! an older rusqlite, and two copies of SQLite cannot be linked into one binary), in one
+//! `BEGIN IMMEDIATE` transaction so that processes starting together wait for each other.
+//! The run lock is a `flock` beside the file. Statements run on the calling task: each is a
+//! few milliseconds against a local file.
 
-use crate::format::RowError;
-use crate::select::ObjectMeta;
-use chrono::{DateTime, TimeZone, Utc};
+use super::*;
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-
-/// Why the state store failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    /// The SQLite error is shown in the message and not chained as a source: its own
-    /// source repeats the same text with a code number.
-    #[error("state store {path}: {error}")]
-    Sqlite { path: String, error: rusqlite::Error },
-    #[error(
-        "state store {path} is read-only (its file mode, its folder's permissions or a read-only mount); s3-importd must write it: fix the permissions, or run as the user that owns it"
-    )]
-    ReadOnly { path: String },
-    #[error("state store {path}: cannot create it: {source}")]
-    Create {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("state store {path}: cannot create its folder: {source}")]
-    Folder {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(
-        "state store {path}: schema version {found} is newer than this binary knows ({known}); upgrade s3-importd"
-    )]
-    TooNew { path: String, found: i64, known: i64 },
-    #[error("state store {path}: a stored record cannot be read: {message}")]
-    Corrupt { path: String, message: String },
-    #[error(
-        "connection {connection} is being run by another s3-importd process; try again when that run ends"
-    )]
-    Busy { connection: String },
-    #[error(
-        "connection {connection} has a load whose delivery was interrupted; run it once (s3-importd run {connection}) to settle it, then reset"
-    )]
-    PendingLoad { connection: String },
-    /// A store answered a batch of questions with another number of answers (a bug in it).
-    #[error("the state store answered {answered} of {asked} questions about the ledger")]
-    Answer { asked: usize, answered: usize },
-    #[error("lock file {path}: {source}")]
-    Lock {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// Held while one run of a connection is under way; dropping it lets the next run in. Two
-/// processes sharing a state store (a `run` from cron beside the daemon) never run the same
-/// connection at once.
-pub struct ConnectionLock(#[allow(dead_code)] Box<dyn std::any::Any + Send + Sync>);
-
-/// What the state store holds for one connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectionState {
-    pub watermark: Option<DateTime<Utc>>,
-    /// `[table_version]`: starts at 1, raised by `reset`.
-    pub table_version: u64,
-    /// The `--since` of the last `reset`: no run looks before it. The ledger forgets entries
-    /// behind the watermark's overlap band, so a watermark moved back by a reset would
-    /// otherwise bring forgotten objects from before `--since` into the window again.
-    pub floor: Option<DateTime<Utc>>,
-}
-
-/// How a settled object version ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    Imported,
-    Rejected,
-}
-
-impl Outcome {
-    fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Imported => "imported",
-            Outcome::Rejected => "rejected",
-        }
-    }
-}
-
-/// One ledger entry: an object version that will not be imported again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Settled {
-    pub key: String,
-    pub etag: String,
-    pub last_modified: DateTime<Utc>,
-    pub size: u64,
-    /// The source's cheap version stamp ([`ObjectMeta::stamp`]).
-    #[serde(default)]
-    pub stamp: Option<String>,
-    pub outcome: Outcome,
-    pub rows: u64,
-    pub bad_rows: u64,
-    /// Why a rejected version was rejected.
-    pub reason: Option<String>,
-}
-
-/// A bad row, with the object version it came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Quarantined {
-    pub key: String,
-    pub etag: String,
-    pub error: RowError,
-}
-
-/// Everything a run records when it ends, applied in one transaction.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CommitPlan {
-    pub connection: String,
-    pub run_id: String,
-    pub settled: Vec<Settled>,
-    pub quarantine: Vec<Quarantined>,
-    pub watermark: DateTime<Utc>,
-}
-
-/// A load that was being delivered: what the target was told (where it writes), and what to
-/// commit once the delivery is known to be complete.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PendingLoad {
-    pub run_id: String,
-    pub connection: String,
-    /// The target's own record of the delivery (e.g. the output key).
-    pub delivery: serde_json::Value,
-    pub plan: CommitPlan,
-}
-
-/// What a run counted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunCounts {
-    /// Objects listed under the folder.
-    pub listed: u64,
-    /// Candidates: in the window, admitted by the globs, not in the ledger.
-    pub new: u64,
-    pub imported: u64,
-    pub rejected: u64,
-    pub failed: u64,
-    /// Rows delivered.
-    pub rows: u64,
-    pub bad_rows: u64,
-    /// Bytes of the objects imported or rejected, as stored (compressed).
-    pub bytes: u64,
-}
-
-impl RunCounts {
-    /// Adds the object and row counts of a part of a run (one load); `listed` and `new` are
-    /// the run's own and stay.
-    pub fn add(&mut self, part: &RunCounts) {
-        self.imported += part.imported;
-        self.rejected += part.rejected;
-        self.failed += part.failed;
-        self.rows += part.rows;
-        self.bad_rows += part.bad_rows;
-        self.bytes += part.bytes;
-    }
-}
-
-/// What [`SqliteStore::reset`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reset {
-    pub before: ConnectionState,
-    pub after: ConnectionState,
-    /// Ledger entries forgotten.
-    pub forgotten: u64,
-}
-
-/// A connection's state as `status` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Overview {
-    pub state: ConnectionState,
-    /// Object versions in the ledger.
-    pub ledger_size: u64,
-    /// Rows in the quarantine.
-    pub quarantined: u64,
-    pub last_run: Option<RunRecord>,
-    /// The latest run that delivered rows (a run that found nothing new hides it otherwise).
-    pub last_import: Option<RunRecord>,
-    /// The latest run that recorded an error.
-    pub last_error: Option<RunRecord>,
-}
-
-/// A run in the run history.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunRecord {
-    pub run_id: String,
-    pub connection: String,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
-    /// `running`, `ok`, `failed` (some objects or the run failed), `interrupted`.
-    pub outcome: String,
-    pub counts: RunCounts,
-    pub watermark_before: Option<DateTime<Utc>>,
-    pub watermark_after: Option<DateTime<Utc>>,
-    pub output: Option<String>,
-    pub error: Option<String>,
-}
-
-/// The state a run reads and writes.
-pub trait StateStore: Send + Sync {
-    /// Takes the connection's run lock, or fails with [`StateError::Busy`] at once.
-    fn lock(&self, connection: &str) -> Result<ConnectionLock, StateError>;
-    /// The watermark and table version of a connection (defaults for a new one).
-    fn connection(&self, name: &str) -> Result<ConnectionState, StateError>;
-    /// For each (key, version), whether the ledger holds it. Asked for a batch at a time:
-    /// a listing asks about every object, and one read transaction for many answers costs a
-    /// fraction of one per answer.
-    fn settled_among(&self, connection: &str, objects: &[(&str, &str)]) -> Result<Vec<bool>, StateError>;
-    /// For each (key, stamp), the version the ledger holds for `key` with this cheap stamp
-    /// ([`ObjectMeta::stamp`]), so that a source need not compute the version of an object it
-    /// has seen before. Batched as [`StateStore::settled_among`].
-    fn versions_by_stamp(
-        &self,
-        connection: &str,
-        objects: &[(&str, &str)],
-    ) -> Result<Vec<Option<String>>, StateError>;
-    /// Records the start of a run; earlier runs of the connection still marked running are
-    /// marked interrupted (one process runs a connection at a time).
-    fn start_run(&self, connection: &str, run_id: &str, at: DateTime<Utc>) -> Result<(), StateError>;
-    /// Records the end of a run.
-    fn finish_run(&self, record: &RunRecord) -> Result<(), StateError>;
-    /// The loads of a connection whose delivery was started but never committed.
-    fn pending_loads(&self, connection: &str) -> Result<Vec<PendingLoad>, StateError>;
-    /// Records the intent to deliver a load, before the target is touched.
-    fn begin_load(&self, load: &PendingLoad) -> Result<(), StateError>;
-    /// Applies a plan: ledger entries, quarantined rows and the watermark, and drops the pending
-    /// load of the same run if there is one. All or nothing.
-    fn commit(&self, plan: &CommitPlan) -> Result<(), StateError>;
-    /// Drops a pending load that was never delivered.
-    fn discard_load(&self, run_id: &str) -> Result<(), StateError>;
-    /// Keeps a batch of a run's candidates outside the heap, so that a run's memory does not
-    /// grow with their number. Adding the same key at the same LastModified twice keeps one.
-    fn stage_candidates(&self, run_id: &str, batch: &[ObjectMeta]) -> Result<(), StateError>;
-    /// The staged candidates of a run that come after `after` in import order (LastModified,
-    /// then key: [`crate::select::order`]), at most `limit`; from the first without `after`.
-    fn staged_candidates(
-        &self,
-        run_id: &str,
-        after: Option<&ObjectMeta>,
-        limit: usize,
-    ) -> Result<Vec<ObjectMeta>, StateError>;
-    /// Forgets the staged candidates of a run.
-    fn clear_candidates(&self, run_id: &str) -> Result<(), StateError>;
-    /// The keys `retry` asked to import again, which a run takes however old they are; a
-    /// commit that settles one removes it.
-    fn retries(&self, connection: &str) -> Result<Vec<String>, StateError>;
-}
-
-/// What [`SqliteStore::retry`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Retry {
-    /// The keys marked, in order.
-    pub keys: Vec<String>,
-    /// Ledger entries forgotten.
-    pub forgotten: u64,
-}
-
-/// Import order as one integer: nanoseconds since the epoch (exact for the years 1678–2262,
-/// far beyond any LastModified), so that the staged order is the order of
-/// [`crate::select::order`].
-fn order_ns(t: DateTime<Utc>) -> i64 {
-    t.timestamp_nanos_opt()
-        .unwrap_or(if t.timestamp() < 0 { i64::MIN } else { i64::MAX })
-}
 
 /// The staging table: a TEMP table lives in the connection's own temporary file, never in
 /// the state file, and goes with the process.
@@ -364,12 +94,30 @@ CREATE TABLE retries (
     PRIMARY KEY (connection, key)
 );
 "#,
+    r#"
+ALTER TABLE runs ADD COLUMN host TEXT;
+CREATE TABLE occurrences (
+    connection TEXT NOT NULL,
+    scheduled_at_ms INTEGER NOT NULL,
+    owner TEXT NOT NULL,
+    claimed_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (connection, scheduled_at_ms)
+);
+CREATE TABLE daemons (
+    id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    config_hash TEXT NOT NULL,
+    started_at_ms INTEGER NOT NULL,
+    seen_at_ms INTEGER NOT NULL
+);
+"#,
 ];
 
 /// The state store on one SQLite file.
 pub struct SqliteStore {
     path: PathBuf,
     db: Mutex<Connection>,
+    owner: Owner,
 }
 
 /// Takes the run lock of a connection whose state is in the SQLite file `state_path`: lock
@@ -440,14 +188,6 @@ fn dir_writable(dir: &Path) -> bool {
     made
 }
 
-fn ms(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
-fn from_ms(v: i64) -> Option<DateTime<Utc>> {
-    Utc.timestamp_millis_opt(v).single()
-}
-
 impl StateError {
     /// Whether another connection held the database (busy or locked).
     pub fn is_busy(&self) -> bool {
@@ -501,6 +241,7 @@ impl SqliteStore {
         let store = SqliteStore {
             path: path.to_path_buf(),
             db: Mutex::new(Connection::open(path).map_err(|e| sqlite_error(path, e))?),
+            owner: Owner::this_process(),
         };
         // Processes that open a new state file together can find it locked in ways SQLite's
         // busy handler does not wait out (switching to WAL, a lock upgrade it sees as a
@@ -577,6 +318,7 @@ impl SqliteStore {
         let store = SqliteStore {
             path: path.to_path_buf(),
             db: Mutex::new(db),
+            owner: Owner::this_process(),
         };
         let known = MIGRATIONS.len() as i64;
         let found: i64 = store.with(|db| db.pragma_query_value(None, "user_version", |r| r.get(0)))?;
@@ -653,11 +395,6 @@ impl SqliteStore {
         })
     }
 
-    /// Recent runs of a connection, newest first.
-    pub fn runs(&self, connection: &str, limit: usize) -> Result<Vec<RunRecord>, StateError> {
-        self.runs_where(connection, "", limit)
-    }
-
     /// Recent runs of a connection matching an extra SQL condition, newest first.
     fn runs_where(
         &self,
@@ -669,7 +406,7 @@ impl SqliteStore {
             let mut stmt = db.prepare(&format!(
                 "SELECT run_id, connection, started_at_ms, finished_at_ms, outcome, listed, new, imported,
                         rejected, failed, rows, bad_rows, bytes, watermark_before_ms, watermark_after_ms,
-                        output, error
+                        output, error, host
                  FROM runs WHERE connection = ?1 {condition}
                  ORDER BY started_at_ms DESC, rowid DESC LIMIT ?2"
             ))?;
@@ -694,15 +431,25 @@ impl SqliteStore {
                     watermark_after: r.get::<_, Option<i64>>(14)?.and_then(from_ms),
                     output: r.get(15)?,
                     error: r.get(16)?,
+                    host: r.get::<_, Option<String>>(17)?.unwrap_or_default(),
                 })
             })?;
             rows.collect()
         })
     }
 
+}
+
+#[async_trait]
+impl StateStore for SqliteStore {
+    /// Recent runs of a connection, newest first.
+    async fn runs(&self, connection: &str, limit: usize) -> Result<Vec<RunRecord>, StateError> {
+        self.runs_where(connection, "", limit)
+    }
+
     /// When the latest run of a connection that reached its end (`ok` or `failed`, not
     /// `running` or `interrupted`) started.
-    pub fn last_completed_run_start(&self, connection: &str) -> Result<Option<DateTime<Utc>>, StateError> {
+    async fn last_completed_run_start(&self, connection: &str) -> Result<Option<DateTime<Utc>>, StateError> {
         Ok(self
             .runs_where(connection, "AND outcome IN ('ok', 'failed')", 1)?
             .pop()
@@ -713,13 +460,13 @@ impl SqliteStore {
     /// again: forgets their ledger entries, moves the watermark back to `since` (never
     /// forward) and raises the table version. One transaction. Refused while a load of the
     /// connection is pending, since committing it later would bring entries back.
-    pub fn reset(&self, connection: &str, since: DateTime<Utc>) -> Result<Reset, StateError> {
-        if !self.pending_loads(connection)?.is_empty() {
+    async fn reset(&self, connection: &str, since: DateTime<Utc>) -> Result<Reset, StateError> {
+        if !self.pending_loads(connection).await?.is_empty() {
             return Err(StateError::PendingLoad {
                 connection: connection.to_string(),
             });
         }
-        let before = self.connection(connection)?;
+        let before = self.connection(connection).await?;
         let forgotten = self.with(|db| {
             let tx = db.transaction()?;
             let forgotten = tx.execute(
@@ -739,7 +486,7 @@ impl SqliteStore {
         })?;
         Ok(Reset {
             before,
-            after: self.connection(connection)?,
+            after: self.connection(connection).await?,
             forgotten,
         })
     }
@@ -748,8 +495,8 @@ impl SqliteStore {
     /// entries and records them, so that the run takes them even when they are older than its
     /// window. `rejected` adds every key whose ledger entry is a rejection. Refused while the
     /// connection has a pending load.
-    pub fn retry(&self, connection: &str, keys: &[String], rejected: bool) -> Result<Retry, StateError> {
-        if !self.pending_loads(connection)?.is_empty() {
+    async fn retry(&self, connection: &str, keys: &[String], rejected: bool) -> Result<Retry, StateError> {
+        if !self.pending_loads(connection).await?.is_empty() {
             return Err(StateError::PendingLoad {
                 connection: connection.to_string(),
             });
@@ -785,8 +532,8 @@ impl SqliteStore {
     }
 
     /// What `status` shows of a connection.
-    pub fn overview(&self, connection: &str) -> Result<Overview, StateError> {
-        let state = self.connection(connection)?;
+    async fn overview(&self, connection: &str) -> Result<Overview, StateError> {
+        let state = self.connection(connection).await?;
         let (ledger_size, quarantined) = self.with(|db| {
             let count = |table: &str| {
                 db.query_row(
@@ -801,14 +548,14 @@ impl SqliteStore {
             state,
             ledger_size,
             quarantined,
-            last_run: self.runs(connection, 1)?.pop(),
+            last_run: self.runs(connection, 1).await?.pop(),
             last_import: self.runs_where(connection, "AND rows > 0", 1)?.pop(),
             last_error: self.runs_where(connection, "AND error IS NOT NULL", 1)?.pop(),
         })
     }
 
     /// The ledger of a connection, oldest first: (key, etag, outcome).
-    pub fn ledger(&self, connection: &str) -> Result<Vec<(String, String, String)>, StateError> {
+    async fn ledger(&self, connection: &str) -> Result<Vec<(String, String, String)>, StateError> {
         self.with(|db| {
             let mut stmt = db.prepare(
                 "SELECT key, etag, outcome FROM ledger WHERE connection = ?1 ORDER BY last_modified_ms, key",
@@ -819,7 +566,7 @@ impl SqliteStore {
     }
 
     /// The latest quarantined rows of a connection, newest first.
-    pub fn quarantine(&self, connection: &str, limit: usize) -> Result<Vec<Quarantined>, StateError> {
+    async fn quarantine(&self, connection: &str, limit: usize) -> Result<Vec<Quarantined>, StateError> {
         self.with(|db| {
             let mut stmt = db.prepare(
                 "SELECT key, etag, line, field, reason, raw FROM quarantine
@@ -840,10 +587,8 @@ impl SqliteStore {
             rows.collect()
         })
     }
-}
 
-impl StateStore for SqliteStore {
-    fn retries(&self, connection: &str) -> Result<Vec<String>, StateError> {
+    async fn retries(&self, connection: &str) -> Result<Vec<String>, StateError> {
         self.with(|db| {
             let mut stmt = db.prepare_cached("SELECT key FROM retries WHERE connection = ?1 ORDER BY key")?;
             let keys = stmt.query_map(params![connection], |r| r.get(0))?;
@@ -851,7 +596,7 @@ impl StateStore for SqliteStore {
         })
     }
 
-    fn stage_candidates(&self, run_id: &str, batch: &[ObjectMeta]) -> Result<(), StateError> {
+    async fn stage_candidates(&self, run_id: &str, batch: &[ObjectMeta]) -> Result<(), StateError> {
         self.with(|db| {
             db.execute_batch(CANDIDATES_TABLE)?;
             let tx = db.transaction()?;
@@ -877,7 +622,7 @@ impl StateStore for SqliteStore {
         })
     }
 
-    fn staged_candidates(
+    async fn staged_candidates(
         &self,
         run_id: &str,
         after: Option<&ObjectMeta>,
@@ -920,7 +665,7 @@ impl StateStore for SqliteStore {
             .collect()
     }
 
-    fn clear_candidates(&self, run_id: &str) -> Result<(), StateError> {
+    async fn clear_candidates(&self, run_id: &str) -> Result<(), StateError> {
         self.with(|db| {
             db.execute_batch(CANDIDATES_TABLE)?;
             db.execute("DELETE FROM temp.candidates WHERE run_id = ?1", params![run_id])?;
@@ -928,11 +673,276 @@ impl StateStore for SqliteStore {
         })
     }
 
-    fn lock(&self, connection: &str) -> Result<ConnectionLock, StateError> {
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn shared(&self) -> bool {
+        false
+    }
+
+    fn owner(&self) -> &Owner {
+        &self.owner
+    }
+
+    async fn claim_occurrence(&self, connection: &str, at: DateTime<Utc>) -> Result<Claim, StateError> {
+        let owner = self.with(|db| {
+            db.execute(
+                "INSERT OR IGNORE INTO occurrences (connection, scheduled_at_ms, owner, claimed_at_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![connection, ms(at), self.owner.id, ms(Utc::now())],
+            )?;
+            db.query_row(
+                "SELECT owner FROM occurrences WHERE connection = ?1 AND scheduled_at_ms = ?2",
+                params![connection, ms(at)],
+                |r| r.get::<_, String>(0),
+            )
+        })?;
+        Ok(if owner == self.owner.id {
+            Claim::Won
+        } else {
+            Claim::Elsewhere { owner }
+        })
+    }
+
+    async fn heartbeat(&self, config_hash: &str, started_at: DateTime<Utc>) -> Result<(), StateError> {
+        self.with(|db| {
+            db.execute(
+                "INSERT INTO daemons (id, host, config_hash, started_at_ms, seen_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET config_hash = ?3, seen_at_ms = ?5",
+                params![self.owner.id, self.owner.host, config_hash, ms(started_at), ms(Utc::now())],
+            )?;
+            Ok(())
+        })
+    }
+
+    async fn daemons(&self, since: DateTime<Utc>) -> Result<Vec<DaemonRecord>, StateError> {
+        self.with(|db| {
+            let mut stmt = db.prepare(
+                "SELECT id, host, config_hash, started_at_ms, seen_at_ms FROM daemons
+                 WHERE seen_at_ms >= ?1 ORDER BY seen_at_ms DESC, id",
+            )?;
+            let rows = stmt.query_map(params![ms(since)], |r| {
+                Ok(DaemonRecord {
+                    id: r.get(0)?,
+                    host: r.get(1)?,
+                    config_hash: r.get(2)?,
+                    started_at: from_ms(r.get(3)?).unwrap_or_default(),
+                    seen_at: from_ms(r.get(4)?).unwrap_or_default(),
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    async fn leases(&self) -> Result<Vec<LeaseRecord>, StateError> {
+        // A flock has no record: each lock file is tried, and one that cannot be taken is
+        // held by a process on this host.
+        let dir = self.path.parent().unwrap_or(Path::new(".")).join("locks");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(Vec::new());
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".lock").map(str::to_string))
+            .collect();
+        names.sort();
+        Ok(names
+            .into_iter()
+            .filter(|name| matches!(lock_connection(&self.path, name), Err(StateError::Busy { .. })))
+            .map(|connection| LeaseRecord {
+                connection,
+                owner: "a process on this host".into(),
+                expires_at: None,
+            })
+            .collect())
+    }
+
+    async fn orphaned(&self) -> Result<Vec<String>, StateError> {
+        let names: Vec<String> = self.with(|db| {
+            let mut stmt = db.prepare("SELECT DISTINCT connection FROM pending_loads ORDER BY connection")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect()
+        })?;
+        Ok(names
+            .into_iter()
+            .filter(|name| lock_connection(&self.path, name).is_ok())
+            .collect())
+    }
+
+    async fn connection_names(&self) -> Result<Vec<String>, StateError> {
+        self.with(|db| {
+            let mut stmt = db.prepare(
+                "SELECT name FROM connections UNION SELECT connection FROM runs
+                 UNION SELECT connection FROM ledger UNION SELECT connection FROM pending_loads ORDER BY 1",
+            )?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
+    async fn export(&self, connection: &str) -> Result<ConnectionDump, StateError> {
+        let state = self.connection(connection).await?;
+        let mut runs = self.runs(connection, usize::MAX >> 1).await?;
+        runs.reverse();
+        let (ledger, quarantine) = self.with(|db| {
+            let mut stmt = db.prepare(
+                "SELECT key, etag, last_modified_ms, size, stamp, outcome, rows, bad_rows, reason, run_id
+                 FROM ledger WHERE connection = ?1 ORDER BY last_modified_ms, key, etag",
+            )?;
+            let ledger = stmt
+                .query_map(params![connection], |r| {
+                    Ok((
+                        Settled {
+                            key: r.get(0)?,
+                            etag: r.get(1)?,
+                            last_modified: from_ms(r.get(2)?).unwrap_or_default(),
+                            size: r.get::<_, i64>(3)?.max(0) as u64,
+                            stamp: r.get(4)?,
+                            outcome: Outcome::parse(&r.get::<_, String>(5)?),
+                            rows: r.get::<_, i64>(6)?.max(0) as u64,
+                            bad_rows: r.get::<_, i64>(7)?.max(0) as u64,
+                            reason: r.get(8)?,
+                        },
+                        r.get(9)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut stmt = db.prepare(
+                "SELECT key, etag, line, field, reason, raw, run_id FROM quarantine
+                 WHERE connection = ?1 ORDER BY id",
+            )?;
+            let quarantine = stmt
+                .query_map(params![connection], |r| {
+                    Ok((
+                        Quarantined {
+                            key: r.get(0)?,
+                            etag: r.get(1)?,
+                            error: RowError {
+                                line: r.get::<_, i64>(2)?.max(0) as u64,
+                                field: r.get(3)?,
+                                reason: r.get(4)?,
+                                raw: r.get(5)?,
+                            },
+                        },
+                        r.get(6)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((ledger, quarantine))
+        })?;
+        Ok(ConnectionDump {
+            name: connection.to_string(),
+            watermark: state.watermark,
+            table_version: state.table_version,
+            floor: state.floor,
+            ledger,
+            quarantine,
+            runs,
+            retries: self.retries(connection).await?,
+            pending: self.pending_loads(connection).await?,
+        })
+    }
+
+    async fn import(&self, dump: &ConnectionDump) -> Result<(), StateError> {
+        let pending: Vec<(String, String)> = dump
+            .pending
+            .iter()
+            .map(|p| {
+                serde_json::to_string(p)
+                    .map(|record| (p.run_id.clone(), record))
+                    .map_err(|e| StateError::Corrupt {
+                        path: self.describe(),
+                        message: e.to_string(),
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        self.with(|db| {
+            let tx = db.transaction()?;
+            let c = &dump.name;
+            for table in ["ledger", "quarantine", "runs", "retries", "pending_loads"] {
+                tx.execute(&format!("DELETE FROM {table} WHERE connection = ?1"), params![c])?;
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO connections (name, watermark_ms, table_version, floor_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![c, dump.watermark.map(ms), dump.table_version as i64, dump.floor.map(ms)],
+            )?;
+            for (s, run_id) in &dump.ledger {
+                tx.execute(
+                    "INSERT OR REPLACE INTO ledger
+                        (connection, key, etag, last_modified_ms, size, outcome, rows, bad_rows, reason, run_id, stamp)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    params![
+                        c,
+                        s.key,
+                        s.etag,
+                        ms(s.last_modified),
+                        s.size as i64,
+                        s.outcome.as_str(),
+                        s.rows as i64,
+                        s.bad_rows as i64,
+                        s.reason,
+                        run_id,
+                        s.stamp
+                    ],
+                )?;
+            }
+            for (q, run_id) in &dump.quarantine {
+                tx.execute(
+                    "INSERT INTO quarantine (connection, run_id, key, etag, line, field, reason, raw)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![c, run_id, q.key, q.etag, q.error.line as i64, q.error.field, q.error.reason, q.error.raw],
+                )?;
+            }
+            for r in &dump.runs {
+                tx.execute(
+                    "INSERT OR REPLACE INTO runs (run_id, connection, started_at_ms, finished_at_ms, outcome, listed, new,
+                        imported, rejected, failed, rows, bad_rows, bytes, watermark_before_ms, watermark_after_ms,
+                        output, error, host)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                    params![
+                        r.run_id,
+                        c,
+                        r.started_at.map(ms).unwrap_or(0),
+                        r.finished_at.map(ms),
+                        r.outcome,
+                        r.counts.listed as i64,
+                        r.counts.new as i64,
+                        r.counts.imported as i64,
+                        r.counts.rejected as i64,
+                        r.counts.failed as i64,
+                        r.counts.rows as i64,
+                        r.counts.bad_rows as i64,
+                        r.counts.bytes as i64,
+                        r.watermark_before.map(ms),
+                        r.watermark_after.map(ms),
+                        r.output,
+                        r.error,
+                        r.host
+                    ],
+                )?;
+            }
+            for key in &dump.retries {
+                tx.execute(
+                    "INSERT OR IGNORE INTO retries (connection, key) VALUES (?1, ?2)",
+                    params![c, key],
+                )?;
+            }
+            for (run_id, record) in &pending {
+                tx.execute(
+                    "INSERT INTO pending_loads (run_id, connection, record) VALUES (?1, ?2, ?3)",
+                    params![run_id, c, record],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
+    async fn lock(&self, connection: &str) -> Result<ConnectionLock, StateError> {
         lock_connection(&self.path, connection)
     }
 
-    fn connection(&self, name: &str) -> Result<ConnectionState, StateError> {
+    async fn connection(&self, name: &str) -> Result<ConnectionState, StateError> {
         let row = self.with(|db| {
             db.query_row(
                 "SELECT watermark_ms, table_version, floor_ms FROM connections WHERE name = ?1",
@@ -961,7 +971,7 @@ impl StateStore for SqliteStore {
         })
     }
 
-    fn settled_among(&self, connection: &str, objects: &[(&str, &str)]) -> Result<Vec<bool>, StateError> {
+    async fn settled_among(&self, connection: &str, objects: &[(&str, &str)]) -> Result<Vec<bool>, StateError> {
         self.ask_each(
             "SELECT 1 FROM ledger WHERE connection = ?1 AND key = ?2 AND etag = ?3",
             connection,
@@ -970,7 +980,7 @@ impl StateStore for SqliteStore {
         )
     }
 
-    fn versions_by_stamp(
+    async fn versions_by_stamp(
         &self,
         connection: &str,
         objects: &[(&str, &str)],
@@ -983,7 +993,7 @@ impl StateStore for SqliteStore {
         )
     }
 
-    fn start_run(&self, connection: &str, run_id: &str, at: DateTime<Utc>) -> Result<(), StateError> {
+    async fn start_run(&self, connection: &str, run_id: &str, at: DateTime<Utc>) -> Result<(), StateError> {
         self.with(|db| {
             let tx = db.transaction()?;
             tx.execute(
@@ -991,14 +1001,14 @@ impl StateStore for SqliteStore {
                 params![connection],
             )?;
             tx.execute(
-                "INSERT INTO runs (run_id, connection, started_at_ms, outcome) VALUES (?1, ?2, ?3, 'running')",
-                params![run_id, connection, ms(at)],
+                "INSERT INTO runs (run_id, connection, started_at_ms, outcome, host) VALUES (?1, ?2, ?3, 'running', ?4)",
+                params![run_id, connection, ms(at), self.owner.host],
             )?;
             tx.commit()
         })
     }
 
-    fn finish_run(&self, r: &RunRecord) -> Result<(), StateError> {
+    async fn finish_run(&self, r: &RunRecord) -> Result<(), StateError> {
         self.with(|db| {
             db.execute(
                 "UPDATE runs SET finished_at_ms = ?2, outcome = ?3, listed = ?4, new = ?5, imported = ?6,
@@ -1027,7 +1037,7 @@ impl StateStore for SqliteStore {
         })
     }
 
-    fn pending_loads(&self, connection: &str) -> Result<Vec<PendingLoad>, StateError> {
+    async fn pending_loads(&self, connection: &str) -> Result<Vec<PendingLoad>, StateError> {
         let records: Vec<String> = self.with(|db| {
             let mut stmt =
                 db.prepare("SELECT record FROM pending_loads WHERE connection = ?1 ORDER BY rowid")?;
@@ -1045,7 +1055,7 @@ impl StateStore for SqliteStore {
             .collect()
     }
 
-    fn begin_load(&self, load: &PendingLoad) -> Result<(), StateError> {
+    async fn begin_load(&self, load: &PendingLoad) -> Result<(), StateError> {
         let record = serde_json::to_string(load).map_err(|e| StateError::Corrupt {
             path: self.path.display().to_string(),
             message: e.to_string(),
@@ -1059,7 +1069,7 @@ impl StateStore for SqliteStore {
         })
     }
 
-    fn commit(&self, plan: &CommitPlan) -> Result<(), StateError> {
+    async fn commit(&self, plan: &CommitPlan) -> Result<(), StateError> {
         self.with(|db| {
             let tx = db.transaction()?;
             {
@@ -1126,7 +1136,7 @@ impl StateStore for SqliteStore {
         })
     }
 
-    fn discard_load(&self, run_id: &str) -> Result<(), StateError> {
+    async fn discard_load(&self, run_id: &str) -> Result<(), StateError> {
         self.with(|db| {
             db.execute("DELETE FROM pending_loads WHERE run_id = ?1", params![run_id])?;
             Ok(())
@@ -1136,74 +1146,8 @@ impl StateStore for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    //! What only SQLite does; the behaviour both stores share is `tests/state_contract.rs`.
     use super::*;
-
-    fn plan(run: &str, wm: i64, keys: &[&str]) -> CommitPlan {
-        CommitPlan {
-            connection: "c".into(),
-            run_id: run.into(),
-            settled: keys
-                .iter()
-                .map(|k| Settled {
-                    key: k.to_string(),
-                    etag: "e1".into(),
-                    last_modified: from_ms(wm).unwrap(),
-                    size: 1,
-                    outcome: Outcome::Imported,
-                    rows: 1,
-                    bad_rows: 0,
-                    reason: None,
-                    stamp: None,
-                })
-                .collect(),
-            quarantine: vec![],
-            watermark: from_ms(wm).unwrap(),
-        }
-    }
-
-    #[test]
-    fn staged_candidates_come_back_in_import_order_page_by_page() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("state.db")).unwrap();
-        let at = |s: i64, ns: u32| Utc.timestamp_opt(1_800_000_000 + s, ns).unwrap();
-        let meta = |key: &str, t: DateTime<Utc>| ObjectMeta {
-            key: key.into(),
-            etag: format!("e-{key}"),
-            last_modified: t,
-            size: 7,
-            stamp: (key.len() == 1).then(|| format!("7:{key}")),
-        };
-        let mut all = vec![
-            meta("b", at(0, 0)),
-            meta("a", at(0, 0)),
-            meta("z", at(-5, 0)),
-            meta("é", at(0, 0)),
-            meta("B", at(0, 0)),
-            meta("m", at(0, 1)),
-            meta("old", at(-1_700_000_000, 0)),
-            meta("later", at(86_400, 999_999_999)),
-        ];
-        // Staged in two batches, one of them holding a duplicate, and beside another run's.
-        store.stage_candidates("r1", &all[..5]).unwrap();
-        store.stage_candidates("r1", &all[3..]).unwrap();
-        store.stage_candidates("r2", &[meta("other", at(0, 0))]).unwrap();
-        crate::select::order(&mut all);
-        let mut read = Vec::new();
-        let mut cursor: Option<ObjectMeta> = None;
-        for _ in 0..10 {
-            let page = store.staged_candidates("r1", cursor.as_ref(), 3).unwrap();
-            if page.is_empty() {
-                break;
-            }
-            assert!(page.len() <= 3);
-            cursor = page.last().cloned();
-            read.extend(page);
-        }
-        assert_eq!(read, all);
-        store.clear_candidates("r1").unwrap();
-        assert!(store.staged_candidates("r1", None, 10).unwrap().is_empty());
-        assert_eq!(store.staged_candidates("r2", None, 10).unwrap().len(), 1);
-    }
 
     #[test]
     fn stores_opened_at_the_same_moment_on_a_new_file_all_open() {
@@ -1231,61 +1175,5 @@ mod tests {
                 .unwrap();
             assert_eq!(version, MIGRATIONS.len() as i64);
         }
-    }
-
-    #[test]
-    fn migrates_commits_and_recovers_pending_loads() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub/state.db");
-        let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(
-            store.connection("c").unwrap(),
-            ConnectionState {
-                watermark: None,
-                table_version: 1,
-                floor: None,
-            }
-        );
-        store.start_run("c", "r1", from_ms(0).unwrap()).unwrap();
-        let pending = PendingLoad {
-            run_id: "r1".into(),
-            connection: "c".into(),
-            delivery: serde_json::json!({"key": "k"}),
-            plan: plan("r1", 5000, &["a", "b"]),
-        };
-        store.begin_load(&pending).unwrap();
-        drop(store);
-
-        // Reopening keeps everything and does not migrate twice.
-        let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.pending_loads("c").unwrap(), vec![pending.clone()]);
-        assert_eq!(store.settled_among("c", &[("a", "e1")]).unwrap(), [false]);
-        store.commit(&pending.plan).unwrap();
-        assert!(store.pending_loads("c").unwrap().is_empty());
-        assert_eq!(
-            store
-                .settled_among("c", &[("a", "e1"), ("a", "e2"), ("z", "e1")])
-                .unwrap(),
-            [true, false, false]
-        );
-        assert_eq!(store.connection("c").unwrap().watermark, from_ms(5000));
-
-        // The watermark never moves back.
-        store.commit(&plan("r2", 1000, &[])).unwrap();
-        assert_eq!(store.connection("c").unwrap().watermark, from_ms(5000));
-
-        // One run of a connection at a time, across processes too.
-        let held = store.lock("c").unwrap();
-        let other = SqliteStore::open(&path).unwrap();
-        assert!(matches!(other.lock("c"), Err(StateError::Busy { .. })));
-        assert!(other.lock("d").is_ok());
-        drop(held);
-        assert!(other.lock("c").is_ok());
-
-        // A new run marks a run left running as interrupted.
-        store.start_run("c", "r3", from_ms(9000).unwrap()).unwrap();
-        let runs = store.runs("c", 10).unwrap();
-        assert_eq!(runs[0].outcome, "running");
-        assert_eq!(runs[1].outcome, "interrupted");
     }
 }
