@@ -297,7 +297,17 @@ pub async fn serve(config: Config, parts: Parts, mut control: mpsc::Receiver<Con
                 info!(connection = %name, "still running; this scheduled run is skipped");
                 continue;
             }
-            spawn_run(&mut tasks, &mut running, &runner, &entry.connection, &stop, &permits, due, true, entry.next);
+            spawn_run(
+                &mut tasks,
+                &mut running,
+                &runner,
+                &entry.connection,
+                &stop,
+                &permits,
+                due,
+                true,
+                entry.next,
+            );
         }
         if let Some(fleet) = &fleet
             && fleet_seen.is_none_or(|seen| seen.elapsed() >= fleet.every())
@@ -310,7 +320,17 @@ pub async fn serve(config: Config, parts: Parts, mut control: mpsc::Receiver<Con
                     continue;
                 }
                 info!(connection = %name, "taking over: a load of this connection was left pending by a daemon whose lease expired");
-                spawn_run(&mut tasks, &mut running, &runner, &entry.connection, &stop, &permits, now, false, entry.next);
+                spawn_run(
+                    &mut tasks,
+                    &mut running,
+                    &runner,
+                    &entry.connection,
+                    &stop,
+                    &permits,
+                    now,
+                    false,
+                    entry.next,
+                );
             }
         }
         let wake = entries.values().filter_map(|e| e.next).min();
@@ -404,7 +424,8 @@ fn spawn_run(
     next: Option<DateTime<Utc>>,
 ) {
     running.insert(connection.name.clone());
-    let (runner, connection, stop, permits) = (runner.clone(), connection.clone(), stop.clone(), permits.clone());
+    let (runner, connection, stop, permits) =
+        (runner.clone(), connection.clone(), stop.clone(), permits.clone());
     tasks.spawn(async move {
         let name = connection.name.clone();
         // Queued runs wait here for one of the max_concurrent_runs permits.
@@ -447,7 +468,10 @@ async fn schedule_all(
                 Some(
                     last.and_then(|l| schedule::next_run(&c.schedule, &c.name, zone, l))
                         .filter(|due| *due <= now)
-                        .unwrap_or_else(|| chrono::DurationRound::duration_trunc(now, chrono::TimeDelta::minutes(1)).unwrap_or(now)),
+                        .unwrap_or_else(|| {
+                            chrono::DurationRound::duration_trunc(now, chrono::TimeDelta::minutes(1))
+                                .unwrap_or(now)
+                        }),
                 )
             }
             None => schedule::next_run(&c.schedule, &c.name, zone, now),

@@ -88,6 +88,11 @@ enum Command {
         #[arg(long)]
         since: String,
     },
+    /// Works on the state store itself: `state migrate --to postgres://…`.
+    State {
+        #[command(subcommand)]
+        action: StateAction,
+    },
     /// Shows each connection's schedule, watermark, last run, last error and quarantine.
     Status {
         /// One connection; without it, all of them.
@@ -101,6 +106,25 @@ enum Command {
         /// Also lists the last N runs of each connection, latest first.
         #[arg(long, default_value_t = 0)]
         runs: usize,
+    },
+}
+
+/// `state` subcommands.
+#[derive(Subcommand)]
+enum StateAction {
+    /// Copies the SQLite state of this configuration (every connection's watermark, ledger,
+    /// quarantine, runs, retries and pending loads) into a PostgreSQL database, for fleet mode.
+    /// Stop the daemon first: every connection is locked while it is copied.
+    Migrate {
+        /// The PostgreSQL URL, e.g. postgres://s3_importd@db.example.com/s3_importd.
+        #[arg(long, conflicts_with = "to_env", required_unless_present = "to_env")]
+        to: Option<String>,
+        /// The environment variable holding the URL (keeps a password out of `ps`).
+        #[arg(long)]
+        to_env: Option<String>,
+        /// Replaces what the database already holds of these connections.
+        #[arg(long)]
+        replace: bool,
     },
 }
 
@@ -144,7 +168,7 @@ fn main() -> ExitCode {
         | Command::Template {
             action: TemplateAction::Infer { name, .. },
         } => Some((vec![name.clone()], false)),
-        Command::Validate | Command::Daemon => None,
+        Command::Validate | Command::Daemon | Command::State { .. } => None,
     };
     let mut exit_after = None;
     let config = match config::load_with(&cli.config, external_ids) {
@@ -196,6 +220,9 @@ fn main() -> ExitCode {
     init_logging(config.settings.log_format);
     let code = match cli.command {
         Command::Validate => {
+            for warning in fleet_warnings(&config) {
+                eprintln!("warning: {warning}");
+            }
             let enabled = config.connections.iter().filter(|c| c.enabled).count();
             println!(
                 "{}: configuration ok: {} connection{} ({} enabled)",
@@ -249,6 +276,16 @@ fn main() -> ExitCode {
                 })
         }),
         Command::Check { name } => block_on(commands::check::command(&config, &name)),
+        Command::State {
+            action: StateAction::Migrate { to, to_env, replace },
+        } => block_on(async {
+            commands::state::migrate(&config, to, to_env, replace)
+                .await
+                .unwrap_or_else(|e| {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(EXIT_FAILED)
+                })
+        }),
         Command::Template {
             action: TemplateAction::Infer { name, files, rows },
         } => block_on(async {
@@ -285,6 +322,59 @@ fn main() -> ExitCode {
         Some(usage) if code == ExitCode::SUCCESS => usage,
         _ => code,
     }
+}
+
+/// What `validate` warns of in fleet mode (a PostgreSQL state store): a `file` target writes
+/// on whichever host runs the connection, so its folder must be storage every daemon mounts.
+/// A folder on a network file system (NFS, EFS, SMB, CephFS, a FUSE mount) passes; any other
+/// is warned of, since from one host it cannot be told whether the others see it.
+fn fleet_warnings(config: &config::Config) -> Vec<String> {
+    if !matches!(config.settings.state, config::StateLocation::Postgres(_)) {
+        return Vec::new();
+    }
+    config
+        .connections
+        .iter()
+        .filter_map(|c| match &c.target {
+            TargetSpec::File(spec) if !on_network_storage(&spec.path) => Some(format!(
+                "{}: the file target's folder {} does not look like shared storage; in fleet mode any daemon may run this connection, so the folder must be one every host mounts (NFS, EFS…)",
+                c.name,
+                spec.path.display()
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether `path` (or the nearest folder above it that exists) is on a network file system.
+fn on_network_storage(path: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    const NETWORK: &[i64] = &[
+        0x6969,
+        0x517B,
+        0xFF53_4D42,
+        0xFE53_4D42,
+        0x6573_5546,
+        0x00C3_6400,
+        0x0102_1997,
+    ];
+    let Some(existing) = path.ancestors().find(|p| p.exists()) else {
+        return false;
+    };
+    let Ok(c_path) = std::ffi::CString::new(existing.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut stat = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: statfs writes into the buffer we own and reads the NUL-terminated path.
+    let rc = unsafe { libc::statfs(c_path.as_ptr(), stat.as_mut_ptr()) };
+    if rc != 0 {
+        return false;
+    }
+    // SAFETY: statfs succeeded, so it filled the struct.
+    // f_type is an i64 on x86-64 glibc and narrower elsewhere: the cast is for the others.
+    #[allow(clippy::unnecessary_cast)]
+    let kind = unsafe { stat.assume_init() }.f_type as i64;
+    NETWORK.contains(&kind)
 }
 
 /// Runs a command handler on a fresh runtime.

@@ -203,7 +203,12 @@ pub async fn run(env: &RunEnv<'_>, dry_run: bool) -> RunSummary {
             summary.error = Some(e.to_string());
             warn!(error = %e, "run failed");
         }
-        if !dry_run && let Err(e) = env.state.finish_run(&record(&summary, started, env.clock.now())).await {
+        if !dry_run
+            && let Err(e) = env
+                .state
+                .finish_run(&record(&summary, started, env.clock.now()))
+                .await
+        {
             warn!(error = %e, "recording the run failed");
         }
         info!(
@@ -505,10 +510,10 @@ async fn import(env: &RunEnv<'_>, planned: &Planned, s: &mut RunSummary) -> Resu
     let mut grouped = None;
     loop {
         // The next load's candidates, in import order, from the state store.
-        let candidates =
-            env.state
-                .staged_candidates(&s.run_id, cursor.as_ref(), env.limits.load_max_objects.max(1))
-                .await?;
+        let candidates = env
+            .state
+            .staged_candidates(&s.run_id, cursor.as_ref(), env.limits.load_max_objects.max(1))
+            .await?;
         oldest_left = candidates.first().map(|m| m.last_modified);
         if candidates.is_empty() || env.stop.is_cancelled() {
             break;
@@ -911,13 +916,14 @@ async fn deliver(
 ) -> Result<(String, Vec<RefusedObject>), RunError> {
     let delivery = env.target.prepare(load).await?;
     let record = serde_json::to_value(&delivery).map_err(|e| TargetError::Record(e.to_string()))?;
-    env.state.begin_load(&PendingLoad {
-        run_id: plan.run_id.clone(),
-        connection: plan.connection.clone(),
-        delivery: record,
-        plan: plan.clone(),
-    })
-    .await?;
+    env.state
+        .begin_load(&PendingLoad {
+            run_id: plan.run_id.clone(),
+            connection: plan.connection.clone(),
+            delivery: record,
+            plan: plan.clone(),
+        })
+        .await?;
     fault::point("after-prepare");
     let mut attempt = 1;
     let refused = loop {

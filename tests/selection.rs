@@ -239,5 +239,8 @@ async fn a_failed_object_holds_the_watermark_and_is_imported_by_the_next_run() {
         s.line()
     );
     let state = SqliteStore::open(&cfg.state()).unwrap();
-    assert_eq!(state.connection("flaky").await.unwrap().watermark, Some(clock.now()));
+    assert_eq!(
+        state.connection("flaky").await.unwrap().watermark,
+        Some(clock.now())
+    );
 }

@@ -37,7 +37,11 @@ impl Backend {
     async fn open(&self) -> Arc<dyn StateStore> {
         match self {
             Backend::Sqlite(dir) => Arc::new(SqliteStore::open(&dir.path().join("sub/state.db")).unwrap()),
-            Backend::Postgres(url, ttl) => Arc::new(PostgresStore::open(&Secret::new(url.clone()), *ttl).await.unwrap()),
+            Backend::Postgres(url, ttl) => Arc::new(
+                PostgresStore::open(&Secret::new(url.clone()), *ttl)
+                    .await
+                    .unwrap(),
+            ),
         }
     }
 }
@@ -74,7 +78,10 @@ fn plan(run: &str, wm: i64, keys: &[&str]) -> CommitPlan {
     CommitPlan {
         connection: "c".into(),
         run_id: run.into(),
-        settled: keys.iter().map(|k| settled(k, "e1", wm, Outcome::Imported)).collect(),
+        settled: keys
+            .iter()
+            .map(|k| settled(k, "e1", wm, Outcome::Imported))
+            .collect(),
         quarantine: vec![],
         watermark: at(wm),
     }
@@ -180,7 +187,10 @@ async fn runs_are_recorded_with_their_host_and_interrupted_runs_marked() {
         store.start_run("c", "r2", at(3000)).await.unwrap();
         store.start_run("c", "r3", at(4000)).await.unwrap();
         let runs = store.runs("c", 10).await.unwrap();
-        let outcomes: Vec<(&str, &str)> = runs.iter().map(|r| (r.run_id.as_str(), r.outcome.as_str())).collect();
+        let outcomes: Vec<(&str, &str)> = runs
+            .iter()
+            .map(|r| (r.run_id.as_str(), r.outcome.as_str()))
+            .collect();
         assert_eq!(outcomes, [("r3", "running"), ("r2", "interrupted"), ("r1", "ok")]);
         assert_eq!(runs[2].counts.rows, 10);
         assert_eq!(runs[2].output.as_deref(), Some("out"));
@@ -271,7 +281,13 @@ async fn quarantine_retries_reset_and_pruning() {
             .await
             .unwrap();
         // Imported entries behind the overlap band are pruned; rejections stay.
-        let ledger: Vec<String> = store.ledger("c").await.unwrap().into_iter().map(|(k, _, _)| k).collect();
+        let ledger: Vec<String> = store
+            .ledger("c")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(k, _, _)| k)
+            .collect();
         assert_eq!(ledger, ["old-bad", "k1"]);
         let rows = store.quarantine("c", 10).await.unwrap();
         assert_eq!(rows, vec![bad(5), bad(2)]);
@@ -329,7 +345,13 @@ async fn one_run_of_a_connection_at_a_time_across_processes() {
         assert!(matches!(second.lock("c").await, Err(StateError::Busy { .. })));
         assert!(matches!(first.lock("c").await, Err(StateError::Busy { .. })));
         let other = second.lock("d").await.unwrap();
-        let leases: Vec<String> = second.leases().await.unwrap().into_iter().map(|l| l.connection).collect();
+        let leases: Vec<String> = second
+            .leases()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.connection)
+            .collect();
         assert_eq!(leases, ["c", "d"]);
         drop(held);
         let _again = lock_soon(second.as_ref(), "c").await;
@@ -352,7 +374,10 @@ async fn occurrences_are_claimed_once_and_orphans_found() {
                 owner: first.owner().id.clone()
             }
         );
-        assert_eq!(second.claim_occurrence("c", at(120_000)).await.unwrap(), Claim::Won);
+        assert_eq!(
+            second.claim_occurrence("c", at(120_000)).await.unwrap(),
+            Claim::Won
+        );
         assert_eq!(second.claim_occurrence("d", due).await.unwrap(), Claim::Won);
 
         // A pending load nobody's lock covers is an orphan; under a lock it is not.
@@ -398,7 +423,13 @@ async fn occurrences_are_claimed_once_and_orphans_found() {
         ];
         want.sort();
         assert_eq!(seen, want);
-        assert!(second.daemons(Utc::now() + TimeDelta::minutes(1)).await.unwrap().is_empty());
+        assert!(
+            second
+                .daemons(Utc::now() + TimeDelta::minutes(1))
+                .await
+                .unwrap()
+                .is_empty()
+        );
     })
     .await;
 }
@@ -450,12 +481,18 @@ async fn a_connection_exported_from_sqlite_imports_into_postgres_unchanged() {
 /// taken over, and the old holder's next `begin_load` and `commit` are refused.
 #[test]
 fn a_paused_owner_loses_its_lease_and_cannot_commit() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let ttl = Duration::from_millis(1500);
     let backend = runtime.block_on(Backend::postgres(ttl));
     // The old owner lives on a runtime of one thread, which a blocking sleep pauses whole:
     // its renewals stop as a SIGSTOPped process's would.
-    let paused = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let paused = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let old = paused.block_on(backend.open());
     let lock = paused.block_on(old.lock("c")).unwrap();
     paused.block_on(old.start_run("c", "r1", at(0))).unwrap();
@@ -464,9 +501,14 @@ fn a_paused_owner_loses_its_lease_and_cannot_commit() {
         tokio::time::sleep(ttl * 2).await;
     });
     let new = runtime.block_on(backend.open());
-    assert!(matches!(runtime.block_on(new.lock("c")), Err(StateError::Busy { .. })));
+    assert!(matches!(
+        runtime.block_on(new.lock("c")),
+        Err(StateError::Busy { .. })
+    ));
     std::thread::sleep(ttl + Duration::from_millis(500));
-    let taken = runtime.block_on(new.lock("c")).expect("the expired lease is taken over");
+    let taken = runtime
+        .block_on(new.lock("c"))
+        .expect("the expired lease is taken over");
     let held_by: Vec<String> = runtime
         .block_on(new.leases())
         .unwrap()
@@ -489,14 +531,27 @@ fn a_paused_owner_loses_its_lease_and_cannot_commit() {
         paused.block_on(old.commit(&load.plan)),
         Err(StateError::LeaseLost { .. })
     ));
-    assert_eq!(runtime.block_on(new.settled_among("c", &[("late", "e1")])).unwrap(), [false]);
+    assert_eq!(
+        runtime
+            .block_on(new.settled_among("c", &[("late", "e1")]))
+            .unwrap(),
+        [false]
+    );
     // Its release does not free the new owner's lease.
     drop(lock);
     paused.block_on(async { tokio::time::sleep(Duration::from_millis(200)).await });
-    assert!(matches!(paused.block_on(old.lock("c")), Err(StateError::Busy { .. })));
+    assert!(matches!(
+        paused.block_on(old.lock("c")),
+        Err(StateError::Busy { .. })
+    ));
     // The new owner commits.
     runtime.block_on(new.commit(&load.plan)).unwrap();
-    assert_eq!(runtime.block_on(new.settled_among("c", &[("late", "e1")])).unwrap(), [true]);
+    assert_eq!(
+        runtime
+            .block_on(new.settled_among("c", &[("late", "e1")]))
+            .unwrap(),
+        [true]
+    );
     drop(taken);
 }
 
@@ -517,7 +572,9 @@ async fn stores_opened_together_on_a_new_database_all_open() {
     for o in opened {
         o.unwrap().unwrap();
     }
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(connection);
     let versions: i64 = client
         .query_one("SELECT count(*) FROM s3_importd.refinery_schema_history", &[])
@@ -537,5 +594,15 @@ async fn stores_opened_together_on_a_new_database_all_open() {
         .await
         .err()
         .expect("refused");
-    assert!(matches!(err, StateError::TooNew { found: 99, known: 1, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            StateError::TooNew {
+                found: 99,
+                known: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }

@@ -81,12 +81,33 @@ TOML
 
 # run_case NAME SOURCE_TOML FORMAT [SETTINGS_TOML]: one import into a `file` target, fresh
 # state. SOURCE_TOML is the body of [source].
+# gen_many N DIR: N small CSV objects (4 KiB each) in folders of 1,000, written once.
+gen_many() {
+    local n=$1 dir=$2
+    [[ -d $dir ]] && return 0
+    echo "generating $n small objects" >&2
+    mkdir -p "$dir.tmp"
+    "$gen" csv 4096 bytes > "$dir.one.csv"
+    python3 - "$dir.tmp" "$n" "$dir.one.csv" <<'PY'
+import sys, os
+folder, n, one = sys.argv[1], int(sys.argv[2]), open(sys.argv[3], "rb").read()
+for i in range(n):
+    sub = os.path.join(folder, f"{i // 1000:03d}")
+    os.makedirs(sub, exist_ok=True)
+    with open(os.path.join(sub, f"{i:06d}.csv"), "wb") as f:
+        f.write(one)
+PY
+    mv "$dir.tmp" "$dir"
+}
+
+# The state line of a case's s3-importd.toml: a SQLite file unless `case_state` says otherwise
+# (scripts/bench-state sets a postgres:// URL).
 run_case() {
     local name=$1 source=$2 format=$3 settings=${4:-} target_extra=${5:-}
     local dir=$work/run-$name
     rm -rf "$dir"
     mkdir -p "$dir/connections"
-    printf 'state = "state/state.db"\n%s\n' "$settings" > "$dir/s3-importd.toml"
+    printf '%s\n%s\n' "${case_state:-state = \"state/state.db\"}" "$settings" > "$dir/s3-importd.toml"
     {
         printf 'settle_seconds = 0\nbackfill_days = 36500\n[source]\n%s\n[format]\ntype = "%s"\n' "$source" "$format"
         bench_template
@@ -101,5 +122,5 @@ run_case() {
     case_seconds=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", b - a }')
     case_rows=$(grep -o 'rows [0-9]*' "$dir/summary" | head -1 | cut -d' ' -f2)
     # Outputs are as large as the input: keep the disk for the next case.
-    rm -rf "$dir/out" "$dir/state/spool"
+    rm -rf "$dir/out" "$dir/state/spool" "$dir/spool"
 }

@@ -8,6 +8,7 @@ pub mod policy;
 pub mod preview;
 pub mod reset;
 pub mod retry;
+pub mod state;
 pub mod status;
 pub mod template;
 
@@ -16,25 +17,27 @@ pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
 use anyhow::Context;
-use s3_importd::config::{Config, Connection};
 use s3_importd::config::StateLocation;
-use s3_importd::state::{self, StateStore};
+use s3_importd::config::{Config, Connection};
+use s3_importd::state::{self as store, StateStore};
 use std::sync::Arc;
 
 /// Opens the state store for a command that writes it. On a disk too full to open it, first
 /// frees the spools that killed runs left behind (of connections not running now), which may
 /// be what filled it, and tries once more.
 pub async fn open_state(config: &Config) -> anyhow::Result<Arc<dyn StateStore>> {
-    match state::open(&config.settings).await {
+    match store::open(&config.settings).await {
         Err(e) if e.is_disk_full() => {
             if let StateLocation::Sqlite(path) = &config.settings.state {
                 let names: Vec<&str> = config.connections.iter().map(|c| c.name.as_str()).collect();
                 let freed = s3_importd::spool::free_abandoned(&config.settings.spool_dir, &names, |name| {
-                    state::lock_connection(path, name)
+                    store::lock_connection(path, name)
                 });
                 tracing::warn!(error = %e, freed, "the disk is full; removed spools left by interrupted runs and trying again");
             }
-            state::open(&config.settings).await.context("opening the state store")
+            store::open(&config.settings)
+                .await
+                .context("opening the state store")
         }
         other => other.context("opening the state store"),
     }
@@ -46,10 +49,10 @@ pub async fn lock_idle(
     state: &dyn StateStore,
     name: &str,
     command: &str,
-) -> anyhow::Result<Option<state::ConnectionLock>> {
+) -> anyhow::Result<Option<store::ConnectionLock>> {
     match state.lock(name).await {
         Ok(lock) => Ok(Some(lock)),
-        Err(state::StateError::Busy { .. }) => {
+        Err(store::StateError::Busy { .. }) => {
             eprintln!(
                 "error: {name} is running right now (in the daemon or another s3-importd run); {command} it when the run has finished"
             );

@@ -11,7 +11,12 @@ use s3_importd::state::StateError;
 use s3_importd::text::clean;
 use std::process::ExitCode;
 
-pub async fn command(config: &Config, name: &str, keys: &[String], rejected: bool) -> anyhow::Result<ExitCode> {
+pub async fn command(
+    config: &Config,
+    name: &str,
+    keys: &[String],
+    rejected: bool,
+) -> anyhow::Result<ExitCode> {
     let connection = match pick_one(config, name) {
         Ok(c) => c,
         Err(code) => return Ok(code),

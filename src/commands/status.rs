@@ -75,7 +75,13 @@ pub async fn command(
         } else {
             print!("{}", to_text(config, c, &overview, next, &rows, &history));
             if let Some(l) = lease {
-                println!("  running now: lease held by {}{}", clean(&l.owner), time(l.expires_at).map(|t| format!(" until {t}")).unwrap_or_default());
+                println!(
+                    "  running now: lease held by {}{}",
+                    clean(&l.owner),
+                    time(l.expires_at)
+                        .map(|t| format!(" until {t}"))
+                        .unwrap_or_default()
+                );
             }
         }
     }
@@ -115,7 +121,11 @@ impl<'a> Fleet<'a> {
             *counts.entry(d.config_hash.as_str()).or_default() += 1;
         }
         let common = counts.iter().max_by_key(|(_, n)| **n).map(|(h, _)| *h);
-        Fleet { daemons, here, common }
+        Fleet {
+            daemons,
+            here,
+            common,
+        }
     }
 
     /// Whether a daemon runs another configuration than most of the fleet.
@@ -124,7 +134,11 @@ impl<'a> Fleet<'a> {
     }
 
     fn text(&self) -> String {
-        let mut out = format!("fleet: {} daemon{} seen in the last 10 minutes\n", self.daemons.len(), if self.daemons.len() == 1 { "" } else { "s" });
+        let mut out = format!(
+            "fleet: {} daemon{} seen in the last 10 minutes\n",
+            self.daemons.len(),
+            if self.daemons.len() == 1 { "" } else { "s" }
+        );
         for d in self.daemons {
             out += &format!(
                 "  {} on {}: configuration {}, up since {}, last seen {}{}\n",
@@ -133,11 +147,18 @@ impl<'a> Fleet<'a> {
                 d.config_hash,
                 time(Some(d.started_at)).unwrap_or_default(),
                 time(Some(d.seen_at)).unwrap_or_default(),
-                if self.drifted(d) { " — DIFFERS from the rest of the fleet" } else { "" }
+                if self.drifted(d) {
+                    " — DIFFERS from the rest of the fleet"
+                } else {
+                    ""
+                }
             );
         }
         if self.common.is_some_and(|c| c != self.here) {
-            out += &format!("  this folder's configuration ({}) is not the one the fleet runs\n", self.here);
+            out += &format!(
+                "  this folder's configuration ({}) is not the one the fleet runs\n",
+                self.here
+            );
         }
         out
     }

@@ -409,7 +409,11 @@ impl Files {
             .templates
             .iter()
             .map(|(n, t)| (format!("templates/{n}"), t.as_str()))
-            .chain(self.connections.iter().map(|(n, t)| (format!("connections/{n}"), t.as_str())))
+            .chain(
+                self.connections
+                    .iter()
+                    .map(|(n, t)| (format!("connections/{n}"), t.as_str())),
+            )
             .collect();
         named.sort();
         for (name, text) in named {

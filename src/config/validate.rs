@@ -285,7 +285,10 @@ fn state_location(dir: &Path, s: &RawSettings, p: &mut Problems<'_>) -> StateLoc
             given: file.clone(),
         }),
         _ => {
-            p.add("state", "give exactly one of state, state_url_env and state_url_file");
+            p.add(
+                "state",
+                "give exactly one of state, state_url_env and state_url_file",
+            );
             StateLocation::Sqlite(PathBuf::from("/var/lib/s3-importd/state.db"))
         }
     }

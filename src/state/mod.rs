@@ -66,7 +66,11 @@ pub enum StateError {
     Answer { asked: usize, answered: usize },
     /// A PostgreSQL state store failed; `server` is the URL's host and database (no secret).
     #[error("state store {server}: {message}")]
-    Postgres { server: String, message: String, retryable: bool },
+    Postgres {
+        server: String,
+        message: String,
+        retryable: bool,
+    },
     /// The URL of a PostgreSQL state store could not be read or used.
     #[error("state store: {0}")]
     Url(String),
@@ -107,7 +111,11 @@ impl Owner {
     /// This process.
     pub fn this_process() -> Owner {
         let host = hostname();
-        let id = format!("{host}:{}:{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let id = format!(
+            "{host}:{}:{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
         Owner { host, id }
     }
 }
@@ -343,7 +351,11 @@ pub trait StateStore: Send + Sync {
     /// For each (key, version), whether the ledger holds it. Asked for a batch at a time:
     /// a listing asks about every object, and one transaction (or round trip) for many
     /// answers costs a fraction of one per answer.
-    async fn settled_among(&self, connection: &str, objects: &[(&str, &str)]) -> Result<Vec<bool>, StateError>;
+    async fn settled_among(
+        &self,
+        connection: &str,
+        objects: &[(&str, &str)],
+    ) -> Result<Vec<bool>, StateError>;
     /// For each (key, stamp), the version the ledger holds for `key` with this cheap stamp
     /// ([`ObjectMeta::stamp`]), so that a source need not compute the version of an object it
     /// has seen before. Batched as [`StateStore::settled_among`].
@@ -441,8 +453,11 @@ pub async fn open(settings: &crate::config::Settings) -> Result<Arc<dyn StateSto
             Ok(Arc::new(store))
         }
         crate::config::StateLocation::Postgres(source) => {
-            let url = crate::secret::read(source, "state_url_env", "state_url_file").map_err(StateError::Url)?;
-            Ok(Arc::new(postgres::PostgresStore::open(&url, settings.lease_ttl).await?))
+            let url =
+                crate::secret::read(source, "state_url_env", "state_url_file").map_err(StateError::Url)?;
+            Ok(Arc::new(
+                postgres::PostgresStore::open(&url, settings.lease_ttl).await?,
+            ))
         }
     }
 }
@@ -474,7 +489,11 @@ pub(crate) fn from_ms(v: i64) -> Option<DateTime<Utc>> {
 
 impl Outcome {
     pub(crate) fn parse(s: &str) -> Outcome {
-        if s == "rejected" { Outcome::Rejected } else { Outcome::Imported }
+        if s == "rejected" {
+            Outcome::Rejected
+        } else {
+            Outcome::Imported
+        }
     }
 }
 

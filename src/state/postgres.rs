@@ -27,7 +27,7 @@ use tokio_postgres::types::ToSql;
 const SCHEMA: &str = "s3_importd";
 
 /// The advisory lock key held while the schema is created or migrated ("s3imp" in ASCII).
-const MIGRATION_LOCK: i64 = 0x7333_696d_70;
+const MIGRATION_LOCK: i64 = 0x0073_3369_6d70;
 
 /// The schema, one refinery migration per version (`V{n}__{name}`).
 const MIGRATIONS: &[(&str, &str)] = &[(
@@ -143,7 +143,8 @@ struct Held {
 
 impl Held {
     fn usable(&self) -> bool {
-        !self.lost.load(Ordering::SeqCst) && Instant::now() < *self.valid_until.lock().unwrap_or_else(|p| p.into_inner())
+        !self.lost.load(Ordering::SeqCst)
+            && Instant::now() < *self.valid_until.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -174,7 +175,10 @@ impl Drop for LeaseGuard {
         self.renewal.abort();
         {
             let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-            if map.get(&self.connection).is_some_and(|h| Arc::ptr_eq(h, &self.held)) {
+            if map
+                .get(&self.connection)
+                .is_some_and(|h| Arc::ptr_eq(h, &self.held))
+            {
                 map.remove(&self.connection);
             }
         }
@@ -219,8 +223,12 @@ fn describe_server(config: &tokio_postgres::Config) -> String {
 /// shutting down or out of connections, or a serialization failure or deadlock.
 fn retryable(e: &tokio_postgres::Error) -> bool {
     match e.code() {
-        Some(code) => matches!(code.code(), "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300")
-            || code.code().starts_with("08"),
+        Some(code) => {
+            matches!(
+                code.code(),
+                "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300"
+            ) || code.code().starts_with("08")
+        }
         None => e.is_closed(),
     }
 }
@@ -288,7 +296,9 @@ impl PostgresStore {
             .await
             .map_err(|e| self.err(e))?;
         let result = self.migrate_locked(&mut client).await;
-        let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
+        let _ = client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await;
         result
     }
 
@@ -375,7 +385,12 @@ impl PostgresStore {
     }
 
     /// Recent runs matching an extra SQL condition, newest first.
-    async fn runs_where(&self, connection: &str, condition: &str, limit: usize) -> Result<Vec<RunRecord>, StateError> {
+    async fn runs_where(
+        &self,
+        connection: &str,
+        condition: &str,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StateError> {
         let client = self.client().await?;
         let rows = client
             .query(
@@ -439,7 +454,8 @@ const LEDGER_UPSERT: &str = "INSERT INTO ledger
         rows = EXCLUDED.rows, bad_rows = EXCLUDED.bad_rows, reason = EXCLUDED.reason,
         run_id = EXCLUDED.run_id, stamp = EXCLUDED.stamp";
 
-const QUARANTINE_INSERT: &str = "INSERT INTO quarantine (connection, run_id, key, etag, line, field, reason, raw)
+const QUARANTINE_INSERT: &str =
+    "INSERT INTO quarantine (connection, run_id, key, etag, line, field, reason, raw)
      SELECT $1, $2, k, e, l, f, r, w
      FROM unnest($3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[])
           WITH ORDINALITY AS u(k, e, l, f, r, w, i)
@@ -501,7 +517,16 @@ async fn insert_quarantine(
     let raws: Vec<&str> = rows.iter().map(|q| q.error.raw.as_str()).collect();
     tx.execute(
         QUARANTINE_INSERT,
-        &[&connection, &run_id, &keys, &etags, &lines, &fields, &reasons, &raws],
+        &[
+            &connection,
+            &run_id,
+            &keys,
+            &etags,
+            &lines,
+            &fields,
+            &reasons,
+            &raws,
+        ],
     )
     .await
 }
@@ -592,7 +617,11 @@ impl StateStore for PostgresStore {
         })
     }
 
-    async fn settled_among(&self, connection: &str, objects: &[(&str, &str)]) -> Result<Vec<bool>, StateError> {
+    async fn settled_among(
+        &self,
+        connection: &str,
+        objects: &[(&str, &str)],
+    ) -> Result<Vec<bool>, StateError> {
         if objects.is_empty() {
             return Ok(Vec::new());
         }
@@ -793,7 +822,10 @@ impl StateStore for PostgresStore {
         let sizes: Vec<i64> = batch.iter().map(|m| m.size as i64).collect();
         let lms: Vec<String> = batch
             .iter()
-            .map(|m| m.last_modified.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+            .map(|m| {
+                m.last_modified
+                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            })
             .collect();
         let stamps: Vec<Option<&str>> = batch.iter().map(|m| m.stamp.as_deref()).collect();
         let client = self.client().await?;
@@ -827,7 +859,12 @@ impl StateStore for PostgresStore {
                 "SELECT key, etag, size, last_modified, stamp FROM candidates
                  WHERE run_id = $1 AND (order_ns, key) > ($2, $3::text COLLATE \"C\")
                  ORDER BY order_ns, key LIMIT $4",
-                &[&run_id, &after_ns, &after_key, &(limit.min(i64::MAX as usize) as i64)],
+                &[
+                    &run_id,
+                    &after_ns,
+                    &after_key,
+                    &(limit.min(i64::MAX as usize) as i64),
+                ],
             )
             .await
             .map_err(|e| self.err(e))?;
@@ -899,7 +936,10 @@ impl StateStore for PostgresStore {
             quarantined: row.get::<_, i64>(1).max(0) as u64,
             last_run: self.runs(connection, 1).await?.pop(),
             last_import: self.runs_where(connection, "AND rows > 0", 1).await?.pop(),
-            last_error: self.runs_where(connection, "AND error IS NOT NULL", 1).await?.pop(),
+            last_error: self
+                .runs_where(connection, "AND error IS NOT NULL", 1)
+                .await?
+                .pop(),
         })
     }
 
@@ -1177,15 +1217,31 @@ impl StateStore for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.err(e))?;
         let c = dump.name.as_str();
-        for table in ["ledger", "quarantine", "runs", "retries", "pending_loads", "connections"] {
-            let column = if table == "connections" { "name" } else { "connection" };
+        for table in [
+            "ledger",
+            "quarantine",
+            "runs",
+            "retries",
+            "pending_loads",
+            "connections",
+        ] {
+            let column = if table == "connections" {
+                "name"
+            } else {
+                "connection"
+            };
             tx.execute(&format!("DELETE FROM {table} WHERE {column} = $1"), &[&c])
                 .await
                 .map_err(|e| self.err(e))?;
         }
         tx.execute(
             "INSERT INTO connections (name, watermark_ms, table_version, floor_ms) VALUES ($1, $2, $3, $4)",
-            &[&c, &dump.watermark.map(ms), &(dump.table_version as i64), &dump.floor.map(ms)],
+            &[
+                &c,
+                &dump.watermark.map(ms),
+                &(dump.table_version as i64),
+                &dump.floor.map(ms),
+            ],
         )
         .await
         .map_err(|e| self.err(e))?;
@@ -1196,11 +1252,15 @@ impl StateStore for PostgresStore {
                 by_run.entry(run.as_str()).or_default().push(s);
             }
             for (run, entries) in by_run {
-                upsert_ledger(&tx, c, run, &entries).await.map_err(|e| self.err(e))?;
+                upsert_ledger(&tx, c, run, &entries)
+                    .await
+                    .map_err(|e| self.err(e))?;
             }
         }
         for (q, run) in &dump.quarantine {
-            insert_quarantine(&tx, c, run, &[q]).await.map_err(|e| self.err(e))?;
+            insert_quarantine(&tx, c, run, &[q])
+                .await
+                .map_err(|e| self.err(e))?;
         }
         for r in &dump.runs {
             let n = |v: u64| v as i64;

@@ -437,7 +437,6 @@ impl SqliteStore {
             rows.collect()
         })
     }
-
 }
 
 #[async_trait]
@@ -971,7 +970,11 @@ impl StateStore for SqliteStore {
         })
     }
 
-    async fn settled_among(&self, connection: &str, objects: &[(&str, &str)]) -> Result<Vec<bool>, StateError> {
+    async fn settled_among(
+        &self,
+        connection: &str,
+        objects: &[(&str, &str)],
+    ) -> Result<Vec<bool>, StateError> {
         self.ask_each(
             "SELECT 1 FROM ledger WHERE connection = ?1 AND key = ?2 AND etag = ?3",
             connection,

@@ -517,15 +517,16 @@ pub(crate) fn client_config(
     url: &crate::secret::Secret,
 ) -> Result<(tokio_postgres::Config, tokio_postgres_rustls::MakeRustlsConnect), String> {
     let plan = tls_plan(url.expose())?;
-    let mut config: tokio_postgres::Config = plan
-        .url
-        .expose()
-        .parse()
-        .map_err(|e: tokio_postgres::Error| format!("the URL cannot be read: {}", crate::aws::cause_chain(&e)))?;
+    let mut config: tokio_postgres::Config =
+        plan.url.expose().parse().map_err(|e: tokio_postgres::Error| {
+            format!("the URL cannot be read: {}", crate::aws::cause_chain(&e))
+        })?;
     config.ssl_mode(match plan.mode {
         TlsMode::Disable => tokio_postgres::config::SslMode::Disable,
         TlsMode::Prefer => tokio_postgres::config::SslMode::Prefer,
-        TlsMode::Require | TlsMode::VerifyCa | TlsMode::VerifyFull => tokio_postgres::config::SslMode::Require,
+        TlsMode::Require | TlsMode::VerifyCa | TlsMode::VerifyFull => {
+            tokio_postgres::config::SslMode::Require
+        }
     });
     let tls = tls_config(&plan)?;
     Ok((config, tokio_postgres_rustls::MakeRustlsConnect::new(tls)))

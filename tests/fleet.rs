@@ -1,0 +1,405 @@
+//! Fleet mode end to end (DESIGN §6): three daemon processes share one PostgreSQL state store
+//! and 20 connections on a one-minute schedule, with new files every 15 seconds. One daemon
+//! is killed (SIGKILL) mid-run, after its delivery and before its commit; another stops
+//! itself (SIGSTOP) at the same point and is continued once its lease has expired. Afterwards
+//! every row is in the output exactly once, no load is left pending, every scheduled minute
+//! of every connection was claimed once, runs of a connection never overlapped, and the
+//! paused daemon's late commit was refused.
+//!
+//! It runs for about three minutes of real time: the schedule's unit is the minute.
+
+mod common;
+
+use chrono::{Timelike, Utc};
+use common::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const CONNECTIONS: usize = 20;
+const LEASE_TTL_S: u64 = 6;
+
+/// A daemon process and its log lines.
+struct Daemon {
+    name: &'static str,
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    fn start(name: &'static str, config: &Path, fault: Option<&str>) -> Daemon {
+        let mut cmd = binary(config);
+        cmd.arg("daemon").stdout(Stdio::null()).stderr(Stdio::piped());
+        if let Some(f) = fault {
+            cmd.env("S3_IMPORTD_FAULT", f);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        Daemon { name, child, log }
+    }
+
+    fn logged(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    fn wait_log(&self, needle: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.logged(needle) > 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "{}: no log line with {needle:?}; log:\n{}",
+            self.name,
+            self.log.lock().unwrap().join("\n")
+        );
+    }
+
+    fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Whether the process is stopped (SIGSTOP): state `T` in /proc.
+    fn stopped(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('T')))
+            .unwrap_or(false)
+    }
+
+    fn wait_exit(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.child.try_wait().unwrap().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{} did not exit within {limit:?}", self.name);
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.signal_quietly();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
+    fn signal_quietly(&self) -> std::io::Result<std::process::ExitStatus> {
+        std::process::Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status()
+    }
+}
+
+fn name(i: usize) -> String {
+    format!("c{i:02}")
+}
+
+/// Writes the batch `batch` of new files: two rows in each connection's folder.
+fn write_batch(data: &Path, batch: usize, written: &mut BTreeSet<String>) {
+    for i in 0..CONNECTIONS {
+        let ids: Vec<String> = (0..2).map(|r| format!("{}-f{batch}-r{r}", name(i))).collect();
+        let body: String = ids.iter().map(|id| format!("{{\"id\": \"{id}\"}}\n")).collect();
+        let dir = data.join("in").join(name(i));
+        // Written aside and renamed, as a partner's upload appears: whole.
+        let tmp = dir.join(format!(".f{batch}.tmp"));
+        std::fs::write(&tmp, body).unwrap();
+        std::fs::rename(&tmp, dir.join(format!("f{batch}.jsonl"))).unwrap();
+        written.extend(ids);
+    }
+}
+
+/// One daemon's configuration folder: the same files as the others (so the same
+/// fingerprint), its own spool (its own disk, as on its own host).
+fn config_folder(root: &Path, who: &str, data: &Path, url: &str) -> PathBuf {
+    let dir = root.join(who);
+    std::fs::create_dir_all(dir.join("connections")).unwrap();
+    std::fs::write(
+        dir.join("s3-importd.toml"),
+        format!(
+            "state = \"{url}\"\nspool_dir = \"spool\"\nlease_ttl_s = {LEASE_TTL_S}\nmax_concurrent_runs = 2\nshutdown_timeout_s = 10\n"
+        ),
+    )
+    .unwrap();
+    for i in 0..CONNECTIONS {
+        let n = name(i);
+        std::fs::write(
+            dir.join(format!("connections/{n}.toml")),
+            format!(
+                "schedule = \"* * * * *\"\nsettle_seconds = 0\n[source]\ntype = \"dir\"\npath = \"{}\"\n[format]\ntype = \"jsonl\"\n[template]\n{ID_TEMPLATE}\n[target]\ntype = \"file\"\npath = \"{}\"\n",
+                data.join("in").join(&n).display(),
+                data.join("out").join(&n).display()
+            ),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+#[test]
+fn three_daemons_share_twenty_connections_through_a_kill_and_a_pause() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = runtime.block_on(fresh_database("fleet"));
+    let db = runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+    });
+    let query_count = |sql: &str| -> i64 { runtime.block_on(db.query_one(sql, &[])).unwrap().get(0) };
+
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    for i in 0..CONNECTIONS {
+        std::fs::create_dir_all(data.join("in").join(name(i))).unwrap();
+    }
+    let mut written = BTreeSet::new();
+    write_batch(&data, 0, &mut written);
+    let folders: Vec<PathBuf> = ["a", "b", "c"]
+        .iter()
+        .map(|w| config_folder(root.path(), w, &data, &url))
+        .collect();
+
+    // Start just after a minute begins, so the faults and takeovers below happen well before
+    // the next scheduled minute (bounded: at most a minute).
+    let deadline = Instant::now() + Duration::from_secs(65);
+    while !(1..=4).contains(&Utc::now().second()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let started = Utc::now();
+    // a: stops for good after its first delivery, and is killed there.
+    let mut a = Daemon::start("a", &folders[0], Some("after-deliver"));
+    // b: stops itself (SIGSTOP) after its first delivery; continued after its lease expired.
+    let mut b = Daemon::start("b", &folders[1], Some("after-deliver!stop"));
+    let mut c = Daemon::start("c", &folders[2], None);
+
+    a.wait_log("fault point after-deliver reached", Duration::from_secs(60));
+    a.signal("KILL");
+    a.wait_exit(Duration::from_secs(10));
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !b.stopped() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        b.stopped(),
+        "b never stopped itself; log:\n{}",
+        b.log.lock().unwrap().join("\n")
+    );
+    // Both dead owners' loads are taken over within the TTL and a tick or two.
+    let deadline = Instant::now() + Duration::from_secs(LEASE_TTL_S * 5);
+    while query_count("SELECT count(*) FROM s3_importd.pending_loads") > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(
+        query_count("SELECT count(*) FROM s3_importd.pending_loads"),
+        0,
+        "pending loads were not taken over; c's log:\n{}",
+        c.log.lock().unwrap().join("\n")
+    );
+    assert!(
+        c.logged("taking over") >= 1,
+        "c's log:\n{}",
+        c.log.lock().unwrap().join("\n")
+    );
+    b.signal("CONT");
+    b.wait_log("lease was taken over", Duration::from_secs(30));
+
+    // New files every 15 seconds for two minutes, through two scheduled minutes or more.
+    for batch in 1..=8 {
+        std::thread::sleep(Duration::from_secs(15));
+        write_batch(&data, batch, &mut written);
+    }
+    // The next scheduled minute imports the last batch; wait for its runs to end.
+    let last_write = Utc::now();
+    let next_minute = last_write + chrono::TimeDelta::seconds(60 - i64::from(last_write.second()));
+    let settle_until = next_minute + chrono::TimeDelta::seconds(25);
+    while Utc::now() < settle_until {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    b.signal("TERM");
+    c.signal("TERM");
+    b.wait_exit(Duration::from_secs(30));
+    c.wait_exit(Duration::from_secs(30));
+    let ended = Utc::now();
+
+    // Every row exactly once.
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for file in output_files(&data.join("out")) {
+        for line in std::fs::read_to_string(&file).unwrap().lines() {
+            let row: serde_json::Value = serde_json::from_str(line).unwrap();
+            *seen.entry(row["id"].as_str().unwrap().to_string()).or_default() += 1;
+        }
+    }
+    let twice: Vec<(&String, &usize)> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "rows delivered more than once: {twice:?}");
+    let missing: Vec<&String> = written.iter().filter(|id| !seen.contains_key(*id)).collect();
+    assert!(missing.is_empty(), "rows never delivered: {missing:?}");
+    assert_eq!(seen.len(), written.len());
+    assert_eq!(query_count("SELECT count(*) FROM s3_importd.pending_loads"), 0);
+
+    // Every scheduled minute of every connection claimed, once, by the fleet; claims spread.
+    let first_minute = started.timestamp() / 60;
+    let last_minute = (ended.timestamp() - 1) / 60;
+    let rows = runtime
+        .block_on(db.query(
+            "SELECT connection, scheduled_at_ms, owner FROM s3_importd.occurrences ORDER BY 1, 2",
+            &[],
+        ))
+        .unwrap();
+    let mut claims: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let mut owners = BTreeSet::new();
+    for r in &rows {
+        claims
+            .entry(r.get(0))
+            .or_default()
+            .push(r.get::<_, i64>(1) / 60_000);
+        owners.insert(r.get::<_, String>(2));
+    }
+    let want: Vec<i64> = (first_minute..=last_minute).collect();
+    assert_eq!(claims.len(), CONNECTIONS);
+    for (connection, minutes) in &claims {
+        assert_eq!(minutes, &want, "{connection}: scheduled minutes claimed");
+    }
+    assert!(owners.len() >= 2, "every claim went to one daemon: {owners:?}");
+
+    // Runs of a connection never overlapped (the fenced run of b aside: it committed nothing).
+    let rows = runtime
+        .block_on(db.query(
+            "SELECT connection, started_at_ms, finished_at_ms, coalesce(error, '') FROM s3_importd.runs
+             WHERE finished_at_ms IS NOT NULL ORDER BY 1, 2",
+            &[],
+        ))
+        .unwrap();
+    let mut by_connection: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
+    let mut fenced = 0;
+    for r in &rows {
+        if r.get::<_, String>(3).contains("lease was taken over") {
+            fenced += 1;
+            continue;
+        }
+        by_connection
+            .entry(r.get(0))
+            .or_default()
+            .push((r.get(1), r.get(2)));
+    }
+    assert_eq!(fenced, 1, "exactly one run (b's) was refused its commit");
+    for (connection, runs) in &by_connection {
+        for pair in runs.windows(2) {
+            assert!(pair[0].1 <= pair[1].0, "{connection}: runs overlap: {pair:?}");
+        }
+    }
+}
+
+/// `deploy/kubernetes/`: the manifests parse, and the configuration folder the Deployment
+/// mounts from its ConfigMap (by the volume's `items`) passes `validate` with the Secret's
+/// variables set.
+#[test]
+fn the_kubernetes_deployment_mounts_a_valid_configuration() {
+    let folder = tempfile::tempdir().unwrap();
+    let script = r#"
+import sys, yaml, os
+root, out = sys.argv[1], sys.argv[2]
+docs = {}
+for name in ("configmap.yaml", "deployment.yaml", "secret.yaml"):
+    for doc in yaml.safe_load_all(open(os.path.join(root, name))):
+        docs[doc["kind"]] = doc
+deployment = docs["Deployment"]
+assert deployment["spec"]["replicas"] == 3
+pod = deployment["spec"]["template"]["spec"]
+container = pod["containers"][0]
+assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+data = docs["ConfigMap"]["data"]
+volume = next(v for v in pod["volumes"] if "configMap" in v)
+for item in volume["configMap"]["items"]:
+    path = os.path.join(out, item["path"])
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    open(path, "w").write(data[item["key"]])
+secret = docs["Secret"]["stringData"]
+for env in container["env"]:
+    print(env["name"] + "=" + secret[env["valueFrom"]["secretKeyRef"]["key"]])
+"#;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&root)
+        .arg(folder.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut validate = binary(folder.path());
+    validate.arg("validate");
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let (k, v) = line.split_once('=').unwrap();
+        validate.env(k, v);
+    }
+    let result = validate.output().unwrap();
+    assert!(
+        result.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert!(String::from_utf8_lossy(&result.stdout).contains("1 connection (1 enabled)"));
+}
+
+/// In fleet mode `validate` warns of a `file` target whose folder is not on a network file
+/// system (any daemon may run the connection); with SQLite state it does not.
+#[test]
+fn validate_warns_of_a_local_file_target_in_fleet_mode() {
+    let cfg = ConfigDir::new();
+    cfg.connection(
+        "local",
+        &dir_connection_toml("local", ID_TEMPLATE, "type = \"file\"\npath = \"out\""),
+    );
+    let quiet = run_binary(cfg.path(), &["validate"]);
+    assert!(quiet.status.success());
+    assert!(
+        !text(&quiet.stderr).contains("warning"),
+        "{}",
+        text(&quiet.stderr)
+    );
+    std::fs::write(
+        cfg.path().join("s3-importd.toml"),
+        "state_url_env = \"S3_IMPORTD_STATE_URL\"\n",
+    )
+    .unwrap();
+    let warned = run_binary(cfg.path(), &["validate"]);
+    assert!(warned.status.success());
+    let err = text(&warned.stderr);
+    assert!(
+        err.contains("warning: local: the file target's folder") && err.contains("shared storage"),
+        "{err}"
+    );
+}
