@@ -533,6 +533,8 @@ mod tests {
         took: BTreeMap<String, Duration>,
         ignores_stop: bool,
         log: Mutex<Vec<RunLog>>,
+        /// Every run's connection, due time and whether it was scheduled, as started.
+        started: Mutex<Vec<(String, DateTime<Utc>, bool)>>,
     }
 
     #[async_trait]
@@ -541,10 +543,14 @@ mod tests {
             &self,
             c: Arc<Connection>,
             stop: CancellationToken,
-            _due: DateTime<Utc>,
-            _scheduled: bool,
+            due: DateTime<Utc>,
+            scheduled: bool,
             _next: Option<DateTime<Utc>>,
         ) {
+            self.started
+                .lock()
+                .unwrap()
+                .push((c.name.clone(), due, scheduled));
             let start = self.clock.now();
             let took = self.took.get(&c.name).copied().unwrap_or(Duration::from_secs(1));
             if self.ignores_stop {
@@ -608,6 +614,16 @@ mod tests {
             took: &[(&str, u64)],
             ignores_stop: bool,
         ) -> Harness {
+            Harness::start_in_fleet(config, history, took, ignores_stop, None)
+        }
+
+        fn start_in_fleet(
+            config: Config,
+            history: &[(&str, DateTime<Utc>)],
+            took: &[(&str, u64)],
+            ignores_stop: bool,
+            fleet: Option<Arc<dyn Fleet>>,
+        ) -> Harness {
             let clock = TokioClock::starting_at(t0());
             let runner = Arc::new(FakeRunner {
                 clock,
@@ -617,6 +633,7 @@ mod tests {
                     .collect(),
                 ignores_stop,
                 log: Mutex::new(Vec::new()),
+                started: Mutex::new(Vec::new()),
             });
             let notifier = Arc::new(Counting::default());
             let (control, rx) = mpsc::channel(4);
@@ -628,7 +645,7 @@ mod tests {
                 clock: Arc::new(clock),
                 notifier: notifier.clone(),
                 watchdog: Some(Duration::from_secs(60)),
-                fleet: None,
+                fleet,
             };
             let daemon = tokio::spawn(serve(config, parts, rx));
             Harness {
@@ -663,6 +680,81 @@ mod tests {
 
     async fn wait_minutes(m: u64) {
         tokio::time::sleep(Duration::from_secs(m * 60)).await;
+    }
+
+    /// A fleet whose store reports one orphaned connection, `orphan_for` times.
+    struct FakeFleet {
+        orphan: String,
+        orphan_for: AtomicUsize,
+        beats: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl Fleet for FakeFleet {
+        fn every(&self) -> Duration {
+            Duration::from_secs(20)
+        }
+        async fn heartbeat(&self, fingerprint: &str) {
+            self.beats.lock().unwrap().push(fingerprint.to_string());
+        }
+        async fn orphaned(&self) -> Vec<String> {
+            let left = self.orphan_for.load(Ordering::SeqCst);
+            if left == 0 {
+                return Vec::new();
+            }
+            self.orphan_for.store(left - 1, Ordering::SeqCst);
+            vec![self.orphan.clone()]
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn in_a_fleet_orphans_are_taken_over_and_catch_up_names_the_missed_occurrence() {
+        let cfg = config(&[("orph", "0 * * * *"), ("missed", "30 2 * * *")], "");
+        let fleet = Arc::new(FakeFleet {
+            orphan: "orph".into(),
+            orphan_for: AtomicUsize::new(1),
+            beats: Mutex::new(Vec::new()),
+        });
+        let day_before = t0() - chrono::TimeDelta::days(1);
+        let h = Harness::start_in_fleet(
+            cfg,
+            // orph ran at midnight: nothing to catch up. missed ran two days ago at 02:30.
+            &[
+                ("orph", t0()),
+                (
+                    "missed",
+                    day_before - chrono::TimeDelta::hours(21) - chrono::TimeDelta::minutes(30),
+                ),
+            ],
+            &[],
+            false,
+            Some(fleet.clone()),
+        );
+        wait_minutes(2).await;
+        let started = h.runner.started.lock().unwrap().clone();
+        // The catch-up is due at the first occurrence it missed: every daemon of a fleet names
+        // the same one, and the claim lets one run it.
+        assert!(
+            started.contains(&(
+                "missed".to_string(),
+                day_before + chrono::TimeDelta::hours(2) + chrono::TimeDelta::minutes(30),
+                true
+            )),
+            "{started:?}"
+        );
+        // The orphan is run at once, not as a scheduled occurrence (nothing to claim).
+        assert!(
+            started.contains(&("orph".to_string(), t0(), false)),
+            "{started:?}"
+        );
+        assert_eq!(started.iter().filter(|s| s.0 == "orph").count(), 1, "{started:?}");
+        // The loop beats every `every` with the configuration's fingerprint.
+        assert!(
+            fleet.beats.lock().unwrap().len() >= 5,
+            "{:?}",
+            fleet.beats.lock().unwrap()
+        );
+        h.stop().await;
     }
 
     #[test]

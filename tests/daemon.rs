@@ -98,11 +98,7 @@ impl Daemon {
     }
 
     fn signal(&self, name: &str) {
-        let status = std::process::Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        signal(self.child.id(), name);
     }
 
     /// Waits (at most `limit`) for the process to exit; returns its exit code and how long

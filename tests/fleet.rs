@@ -73,11 +73,7 @@ impl Daemon {
     }
 
     fn signal(&self, name: &str) {
-        let status = std::process::Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        signal(self.child.id(), name);
     }
 
     /// Whether the process is stopped (SIGSTOP): state `T` in /proc.

@@ -434,8 +434,27 @@ pub trait StateStore: Send + Sync {
 
     /// The names of every connection the store has records of.
     async fn connection_names(&self) -> Result<Vec<String>, StateError>;
+    /// A connection's ledger entries, oldest first, each with the run that settled it.
+    async fn ledger_entries(&self, connection: &str) -> Result<Vec<(Settled, String)>, StateError>;
+    /// A connection's quarantined rows, oldest first, each with its run.
+    async fn quarantine_entries(&self, connection: &str) -> Result<Vec<(Quarantined, String)>, StateError>;
     /// Everything held of one connection (`state migrate`).
-    async fn export(&self, connection: &str) -> Result<ConnectionDump, StateError>;
+    async fn export(&self, connection: &str) -> Result<ConnectionDump, StateError> {
+        let state = self.connection(connection).await?;
+        let mut runs = self.runs(connection, usize::MAX >> 1).await?;
+        runs.reverse();
+        Ok(ConnectionDump {
+            name: connection.to_string(),
+            watermark: state.watermark,
+            table_version: state.table_version,
+            floor: state.floor,
+            ledger: self.ledger_entries(connection).await?,
+            quarantine: self.quarantine_entries(connection).await?,
+            runs,
+            retries: self.retries(connection).await?,
+            pending: self.pending_loads(connection).await?,
+        })
+    }
     /// Writes what [`StateStore::export`] read, replacing whatever the store held of that
     /// connection. One transaction.
     async fn import(&self, dump: &ConnectionDump) -> Result<(), StateError>;

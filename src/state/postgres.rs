@@ -21,7 +21,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use tokio_postgres::types::ToSql;
 
 /// The schema that holds s3-importd's tables.
 const SCHEMA: &str = "s3_importd";
@@ -442,6 +441,40 @@ fn run_record(r: &tokio_postgres::Row) -> RunRecord {
     }
 }
 
+/// Records what a run counted and how it ended (its start is recorded apart).
+async fn update_run(
+    db: &impl tokio_postgres::GenericClient,
+    r: &RunRecord,
+) -> Result<(), tokio_postgres::Error> {
+    let c = &r.counts;
+    let n = |v: u64| v as i64;
+    db.execute(
+        "UPDATE runs SET finished_at_ms = $2, outcome = $3, listed = $4, new = $5, imported = $6,
+                rejected = $7, failed = $8, rows = $9, bad_rows = $10, bytes = $11,
+                watermark_before_ms = $12, watermark_after_ms = $13, output = $14, error = $15
+         WHERE run_id = $1",
+        &[
+            &r.run_id,
+            &r.finished_at.map(ms),
+            &r.outcome,
+            &n(c.listed),
+            &n(c.new),
+            &n(c.imported),
+            &n(c.rejected),
+            &n(c.failed),
+            &n(c.rows),
+            &n(c.bad_rows),
+            &n(c.bytes),
+            &r.watermark_before.map(ms),
+            &r.watermark_after.map(ms),
+            &r.output,
+            &r.error,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 /// The statements of a commit's ledger and quarantine rows, one round trip each whatever
 /// their number (arrays unnested on the server).
 const LEDGER_UPSERT: &str = "INSERT INTO ledger
@@ -697,35 +730,7 @@ impl StateStore for PostgresStore {
 
     async fn finish_run(&self, r: &RunRecord) -> Result<(), StateError> {
         let client = self.client().await?;
-        let c = &r.counts;
-        let n = |v: u64| v as i64;
-        client
-            .execute(
-                "UPDATE runs SET finished_at_ms = $2, outcome = $3, listed = $4, new = $5, imported = $6,
-                        rejected = $7, failed = $8, rows = $9, bad_rows = $10, bytes = $11,
-                        watermark_before_ms = $12, watermark_after_ms = $13, output = $14, error = $15
-                 WHERE run_id = $1",
-                &[
-                    &r.run_id,
-                    &r.finished_at.map(ms),
-                    &r.outcome,
-                    &n(c.listed),
-                    &n(c.new),
-                    &n(c.imported),
-                    &n(c.rejected),
-                    &n(c.failed),
-                    &n(c.rows),
-                    &n(c.bad_rows),
-                    &n(c.bytes),
-                    &r.watermark_before.map(ms),
-                    &r.watermark_after.map(ms),
-                    &r.output,
-                    &r.error,
-                ],
-            )
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        update_run(&**client, r).await.map_err(|e| self.err(e))
     }
 
     async fn pending_loads(&self, connection: &str) -> Result<Vec<PendingLoad>, StateError> {
@@ -1158,19 +1163,17 @@ impl StateStore for PostgresStore {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    async fn export(&self, connection: &str) -> Result<ConnectionDump, StateError> {
-        let state = self.connection(connection).await?;
-        let mut runs = self.runs(connection, usize::MAX >> 1).await?;
-        runs.reverse();
+    async fn ledger_entries(&self, connection: &str) -> Result<Vec<(Settled, String)>, StateError> {
         let client = self.client().await?;
-        let ledger = client
+        let rows = client
             .query(
                 "SELECT key, etag, last_modified_ms, size, stamp, outcome, rows, bad_rows, reason, run_id
                  FROM ledger WHERE connection = $1 ORDER BY last_modified_ms, key, etag",
                 &[&connection],
             )
             .await
-            .map_err(|e| self.err(e))?
+            .map_err(|e| self.err(e))?;
+        Ok(rows
             .iter()
             .map(|r| {
                 (
@@ -1188,29 +1191,19 @@ impl StateStore for PostgresStore {
                     r.get(9),
                 )
             })
-            .collect();
-        let quarantine = client
+            .collect())
+    }
+
+    async fn quarantine_entries(&self, connection: &str) -> Result<Vec<(Quarantined, String)>, StateError> {
+        let client = self.client().await?;
+        let rows = client
             .query(
                 "SELECT key, etag, line, field, reason, raw, run_id FROM quarantine WHERE connection = $1 ORDER BY id",
                 &[&connection],
             )
             .await
-            .map_err(|e| self.err(e))?
-            .iter()
-            .map(|r| (quarantined(r), r.get(6)))
-            .collect();
-        drop(client);
-        Ok(ConnectionDump {
-            name: connection.to_string(),
-            watermark: state.watermark,
-            table_version: state.table_version,
-            floor: state.floor,
-            ledger,
-            quarantine,
-            runs,
-            retries: self.retries(connection).await?,
-            pending: self.pending_loads(connection).await?,
-        })
+            .map_err(|e| self.err(e))?;
+        Ok(rows.iter().map(|r| (quarantined(r), r.get(6))).collect())
     }
 
     async fn import(&self, dump: &ConnectionDump) -> Result<(), StateError> {
@@ -1263,37 +1256,14 @@ impl StateStore for PostgresStore {
                 .map_err(|e| self.err(e))?;
         }
         for r in &dump.runs {
-            let n = |v: u64| v as i64;
-            let params: [&(dyn ToSql + Sync); 18] = [
-                &r.run_id,
-                &c,
-                &r.started_at.map(ms).unwrap_or(0),
-                &r.finished_at.map(ms),
-                &r.outcome,
-                &n(r.counts.listed),
-                &n(r.counts.new),
-                &n(r.counts.imported),
-                &n(r.counts.rejected),
-                &n(r.counts.failed),
-                &n(r.counts.rows),
-                &n(r.counts.bad_rows),
-                &n(r.counts.bytes),
-                &r.watermark_before.map(ms),
-                &r.watermark_after.map(ms),
-                &r.output,
-                &r.error,
-                &r.host,
-            ];
             tx.execute(
-                "INSERT INTO runs (run_id, connection, started_at_ms, finished_at_ms, outcome, listed, new,
-                    imported, rejected, failed, rows, bad_rows, bytes, watermark_before_ms, watermark_after_ms,
-                    output, error, host)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+                "INSERT INTO runs (run_id, connection, started_at_ms, outcome, host) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (run_id) DO NOTHING",
-                &params,
+                &[&r.run_id, &c, &r.started_at.map(ms).unwrap_or(0), &r.outcome, &r.host],
             )
             .await
             .map_err(|e| self.err(e))?;
+            update_run(&*tx, r).await.map_err(|e| self.err(e))?;
         }
         tx.execute(
             "INSERT INTO retries (connection, key) SELECT $1, k FROM unnest($2::text[]) AS u(k) ON CONFLICT DO NOTHING",

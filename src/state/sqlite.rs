@@ -180,6 +180,34 @@ fn sqlite_error(path: &Path, error: rusqlite::Error) -> StateError {
     }
 }
 
+/// Records what a run counted and how it ended (its start is recorded apart).
+fn update_run(db: &Connection, r: &RunRecord) -> rusqlite::Result<()> {
+    db.execute(
+        "UPDATE runs SET finished_at_ms = ?2, outcome = ?3, listed = ?4, new = ?5, imported = ?6,
+                rejected = ?7, failed = ?8, rows = ?9, bad_rows = ?10, bytes = ?11,
+                watermark_before_ms = ?12, watermark_after_ms = ?13, output = ?14, error = ?15
+         WHERE run_id = ?1",
+        params![
+            r.run_id,
+            r.finished_at.map(ms),
+            r.outcome,
+            r.counts.listed as i64,
+            r.counts.new as i64,
+            r.counts.imported as i64,
+            r.counts.rejected as i64,
+            r.counts.failed as i64,
+            r.counts.rows as i64,
+            r.counts.bad_rows as i64,
+            r.counts.bytes as i64,
+            r.watermark_before.map(ms),
+            r.watermark_after.map(ms),
+            r.output,
+            r.error,
+        ],
+    )?;
+    Ok(())
+}
+
 /// Whether a new file can be created in `dir`.
 fn dir_writable(dir: &Path) -> bool {
     let probe = dir.join(format!(".s3-importd-probe-{}", std::process::id()));
@@ -780,16 +808,13 @@ impl StateStore for SqliteStore {
         })
     }
 
-    async fn export(&self, connection: &str) -> Result<ConnectionDump, StateError> {
-        let state = self.connection(connection).await?;
-        let mut runs = self.runs(connection, usize::MAX >> 1).await?;
-        runs.reverse();
-        let (ledger, quarantine) = self.with(|db| {
+    async fn ledger_entries(&self, connection: &str) -> Result<Vec<(Settled, String)>, StateError> {
+        self.with(|db| {
             let mut stmt = db.prepare(
                 "SELECT key, etag, last_modified_ms, size, stamp, outcome, rows, bad_rows, reason, run_id
                  FROM ledger WHERE connection = ?1 ORDER BY last_modified_ms, key, etag",
             )?;
-            let ledger = stmt
+            let ledger: Vec<(Settled, String)> = stmt
                 .query_map(params![connection], |r| {
                     Ok((
                         Settled {
@@ -807,11 +832,17 @@ impl StateStore for SqliteStore {
                     ))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(ledger)
+        })
+    }
+
+    async fn quarantine_entries(&self, connection: &str) -> Result<Vec<(Quarantined, String)>, StateError> {
+        self.with(|db| {
             let mut stmt = db.prepare(
                 "SELECT key, etag, line, field, reason, raw, run_id FROM quarantine
                  WHERE connection = ?1 ORDER BY id",
             )?;
-            let quarantine = stmt
+            let quarantine: Vec<(Quarantined, String)> = stmt
                 .query_map(params![connection], |r| {
                     Ok((
                         Quarantined {
@@ -828,18 +859,7 @@ impl StateStore for SqliteStore {
                     ))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok((ledger, quarantine))
-        })?;
-        Ok(ConnectionDump {
-            name: connection.to_string(),
-            watermark: state.watermark,
-            table_version: state.table_version,
-            floor: state.floor,
-            ledger,
-            quarantine,
-            runs,
-            retries: self.retries(connection).await?,
-            pending: self.pending_loads(connection).await?,
+            Ok(quarantine)
         })
     }
 
@@ -895,31 +915,11 @@ impl StateStore for SqliteStore {
             }
             for r in &dump.runs {
                 tx.execute(
-                    "INSERT OR REPLACE INTO runs (run_id, connection, started_at_ms, finished_at_ms, outcome, listed, new,
-                        imported, rejected, failed, rows, bad_rows, bytes, watermark_before_ms, watermark_after_ms,
-                        output, error, host)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
-                    params![
-                        r.run_id,
-                        c,
-                        r.started_at.map(ms).unwrap_or(0),
-                        r.finished_at.map(ms),
-                        r.outcome,
-                        r.counts.listed as i64,
-                        r.counts.new as i64,
-                        r.counts.imported as i64,
-                        r.counts.rejected as i64,
-                        r.counts.failed as i64,
-                        r.counts.rows as i64,
-                        r.counts.bad_rows as i64,
-                        r.counts.bytes as i64,
-                        r.watermark_before.map(ms),
-                        r.watermark_after.map(ms),
-                        r.output,
-                        r.error,
-                        r.host
-                    ],
+                    "INSERT OR REPLACE INTO runs (run_id, connection, started_at_ms, outcome, host)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![r.run_id, c, r.started_at.map(ms).unwrap_or(0), r.outcome, r.host],
                 )?;
+                update_run(&tx, r)?;
             }
             for key in &dump.retries {
                 tx.execute(
@@ -1012,32 +1012,7 @@ impl StateStore for SqliteStore {
     }
 
     async fn finish_run(&self, r: &RunRecord) -> Result<(), StateError> {
-        self.with(|db| {
-            db.execute(
-                "UPDATE runs SET finished_at_ms = ?2, outcome = ?3, listed = ?4, new = ?5, imported = ?6,
-                        rejected = ?7, failed = ?8, rows = ?9, bad_rows = ?10, bytes = ?11,
-                        watermark_before_ms = ?12, watermark_after_ms = ?13, output = ?14, error = ?15
-                 WHERE run_id = ?1",
-                params![
-                    r.run_id,
-                    r.finished_at.map(ms),
-                    r.outcome,
-                    r.counts.listed as i64,
-                    r.counts.new as i64,
-                    r.counts.imported as i64,
-                    r.counts.rejected as i64,
-                    r.counts.failed as i64,
-                    r.counts.rows as i64,
-                    r.counts.bad_rows as i64,
-                    r.counts.bytes as i64,
-                    r.watermark_before.map(ms),
-                    r.watermark_after.map(ms),
-                    r.output,
-                    r.error,
-                ],
-            )?;
-            Ok(())
-        })
+        self.with(|db| update_run(db, r))
     }
 
     async fn pending_loads(&self, connection: &str) -> Result<Vec<PendingLoad>, StateError> {

@@ -519,3 +519,12 @@ pub async fn fresh_database(stem: &str) -> String {
     url.set_path(&format!("/{name}"));
     url.to_string()
 }
+
+/// Sends the signal `name` (`TERM`, `KILL`, `STOP`…) to process `pid`.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid}");
+}
