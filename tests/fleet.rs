@@ -399,3 +399,70 @@ fn validate_warns_of_a_local_file_target_in_fleet_mode() {
         "{err}"
     );
 }
+
+/// From one host to a fleet: a connection imported with SQLite state, `state migrate` into
+/// PostgreSQL, the configuration pointed at it: the next run imports only what is new, and
+/// `status` shows the history that was copied. A second migrate is refused without --replace.
+#[test]
+fn state_migrate_moves_a_host_into_postgres() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = runtime.block_on(fresh_database("migrate"));
+    let cfg = ConfigDir::new();
+    cfg.inbox("moved", &[("a.jsonl", b"{\"id\": \"a1\"}\n{\"id\": \"a2\"}\n")]);
+    cfg.connection(
+        "moved",
+        &dir_connection_toml("moved", ID_TEMPLATE, "type = \"file\"\npath = \"out\""),
+    );
+    let first = run_binary(cfg.path(), &["run"]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+
+    let migrated = binary(cfg.path())
+        .args(["state", "migrate", "--to-env", "MIGRATE_TO"])
+        .env("MIGRATE_TO", &url)
+        .output()
+        .unwrap();
+    assert!(migrated.status.success(), "{}", text(&migrated.stderr));
+    let said = stdout_of(&migrated);
+    assert!(
+        said.contains("moved: watermark") && said.contains("1 ledger entries") && said.contains("1 runs"),
+        "{said}"
+    );
+    assert!(said.contains("copied 1 connection from"), "{said}");
+    let again = binary(cfg.path())
+        .args(["state", "migrate", "--to", &url])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("give --replace"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    std::fs::write(
+        cfg.path().join("s3-importd.toml"),
+        "state_url_env = \"S3_IMPORTD_STATE_URL\"\nspool_dir = \"spool\"\n",
+    )
+    .unwrap();
+    cfg.inbox("moved", &[("b.jsonl", b"{\"id\": \"b1\"}\n")]);
+    let second = binary(cfg.path())
+        .arg("run")
+        .env("S3_IMPORTD_STATE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(second.status.success(), "{}", text(&second.stderr));
+    assert_eq!(cfg.ids(), ["a1", "a2", "b1"]);
+    let status = binary(cfg.path())
+        .args(["status", "moved", "--runs", "5"])
+        .env("S3_IMPORTD_STATE_URL", &url)
+        .output()
+        .unwrap();
+    let shown = stdout_of(&status);
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    assert!(shown.contains("last 2 runs"), "{shown}");
+    assert!(shown.contains("; on "), "runs show their host: {shown}");
+    assert!(shown.contains("fleet: "), "{shown}");
+}

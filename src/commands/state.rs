@@ -8,8 +8,7 @@ use super::EXIT_FAILED;
 use anyhow::Context;
 use s3_importd::config::{Config, StateLocation};
 use s3_importd::secret::Secret;
-use s3_importd::state::postgres::PostgresStore;
-use s3_importd::state::{SqliteStore, StateError, StateStore};
+use s3_importd::state::{self as store, StateError};
 use std::process::ExitCode;
 
 pub async fn migrate(
@@ -43,8 +42,10 @@ pub async fn migrate(
         eprintln!("error: --to must be a postgres:// URL");
         return Ok(ExitCode::from(EXIT_FAILED));
     }
-    let from = SqliteStore::open(path).context("opening the SQLite state")?;
-    let to = PostgresStore::open(&url, config.settings.lease_ttl)
+    let from = store::open(&config.settings)
+        .await
+        .context("opening the SQLite state")?;
+    let to = store::open_postgres(&url, config.settings.lease_ttl)
         .await
         .context("opening the PostgreSQL state")?;
     let names = from.connection_names().await?;

@@ -474,11 +474,18 @@ pub async fn open(settings: &crate::config::Settings) -> Result<Arc<dyn StateSto
         crate::config::StateLocation::Postgres(source) => {
             let url =
                 crate::secret::read(source, "state_url_env", "state_url_file").map_err(StateError::Url)?;
-            Ok(Arc::new(
-                postgres::PostgresStore::open(&url, settings.lease_ttl).await?,
-            ))
+            open_postgres(&url, settings.lease_ttl).await
         }
     }
+}
+
+/// Opens the PostgreSQL state store at `url` (creating or migrating its schema): the
+/// configuration's, or `state migrate`'s destination.
+pub async fn open_postgres(
+    url: &crate::secret::Secret,
+    lease_ttl: std::time::Duration,
+) -> Result<Arc<dyn StateStore>, StateError> {
+    Ok(Arc::new(postgres::PostgresStore::open(url, lease_ttl).await?))
 }
 
 /// Opens the state store for commands that only read it (`status`): a SQLite file that
