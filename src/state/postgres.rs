@@ -407,6 +407,18 @@ impl PostgresStore {
         Ok(rows.iter().map(run_record).collect())
     }
 
+    /// Runs `sql` with a statement prepared once per pooled connection: a bare `query` would
+    /// prepare it again each time, a round trip more per question.
+    async fn query_cached(
+        &self,
+        client: &deadpool_postgres::Object,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, StateError> {
+        let statement = client.prepare_cached(sql).await.map_err(|e| self.err(e))?;
+        client.query(&statement, params).await.map_err(|e| self.err(e))
+    }
+
     fn corrupt(&self, message: String) -> StateError {
         StateError::Corrupt {
             path: self.server.clone(),
@@ -661,14 +673,14 @@ impl StateStore for PostgresStore {
         let keys: Vec<&str> = objects.iter().map(|o| o.0).collect();
         let etags: Vec<&str> = objects.iter().map(|o| o.1).collect();
         let client = self.client().await?;
-        let rows = client
-            .query(
+        let rows = self
+            .query_cached(
+                &client,
                 "SELECT u.i FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS u(k, e, i)
                  JOIN ledger l ON l.connection = $1 AND l.key = u.k AND l.etag = u.e",
                 &[&connection, &keys, &etags],
             )
-            .await
-            .map_err(|e| self.err(e))?;
+            .await?;
         let mut answers = vec![false; objects.len()];
         for r in rows {
             let i = r.get::<_, i64>(0) as usize;
@@ -690,16 +702,16 @@ impl StateStore for PostgresStore {
         let keys: Vec<&str> = objects.iter().map(|o| o.0).collect();
         let stamps: Vec<&str> = objects.iter().map(|o| o.1).collect();
         let client = self.client().await?;
-        let rows = client
-            .query(
+        let rows = self
+            .query_cached(
+                &client,
                 "SELECT DISTINCT ON (u.i) u.i, l.etag
                  FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS u(k, s, i)
                  JOIN ledger l ON l.connection = $1 AND l.key = u.k AND l.stamp = u.s
                  ORDER BY u.i",
                 &[&connection, &keys, &stamps],
             )
-            .await
-            .map_err(|e| self.err(e))?;
+            .await?;
         let mut answers = vec![None; objects.len()];
         for r in rows {
             let i = r.get::<_, i64>(0) as usize;
@@ -834,13 +846,19 @@ impl StateStore for PostgresStore {
             .collect();
         let stamps: Vec<Option<&str>> = batch.iter().map(|m| m.stamp.as_deref()).collect();
         let client = self.client().await?;
-        client
-            .execute(
+        let statement = client
+            .prepare_cached(
                 "INSERT INTO candidates (run_id, order_ns, key, etag, size, last_modified, stamp)
                  SELECT $1, o, k, e, s, l, st
                  FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[])
                       AS u(o, k, e, s, l, st)
                  ON CONFLICT DO NOTHING",
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        client
+            .execute(
+                &statement,
                 &[&run_id, &orders, &keys, &etags, &sizes, &lms, &stamps],
             )
             .await
@@ -859,8 +877,9 @@ impl StateStore for PostgresStore {
             None => (i64::MIN, ""),
         };
         let client = self.client().await?;
-        let rows = client
-            .query(
+        let rows = self
+            .query_cached(
+                &client,
                 "SELECT key, etag, size, last_modified, stamp FROM candidates
                  WHERE run_id = $1 AND (order_ns, key) > ($2, $3::text COLLATE \"C\")
                  ORDER BY order_ns, key LIMIT $4",
@@ -871,8 +890,7 @@ impl StateStore for PostgresStore {
                     &(limit.min(i64::MAX as usize) as i64),
                 ],
             )
-            .await
-            .map_err(|e| self.err(e))?;
+            .await?;
         rows.iter()
             .map(|r| {
                 let key: String = r.get(0);
