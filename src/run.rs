@@ -262,13 +262,19 @@ fn snapshot(s: &RunSummary) -> RunRecord {
 }
 
 async fn execute(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<(), RunError> {
+    // A dry run changes nothing and needs no lock; a run holds it until it ends.
+    if dry_run {
+        return execute_held(env, true, s).await;
+    }
+    let lock = env.state.lock(&env.connection.name).await?;
+    let result = execute_held(env, false, s).await;
+    lock.release().await;
+    result
+}
+
+/// A run under its connection's lock (none for a dry run).
+async fn execute_held(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<(), RunError> {
     let c = env.connection;
-    // Held until the run ends; a dry run changes nothing and needs no lock.
-    let _lock = if dry_run {
-        None
-    } else {
-        Some(env.state.lock(&c.name).await?)
-    };
     if !dry_run {
         // Before anything is written: an old spool may be what filled the disk.
         Spool::clear(env.spool_root, &c.name).map_err(|source| RunError::Spool {

@@ -33,10 +33,13 @@ pub async fn command(config: &Config, name: &str, since: &str) -> anyhow::Result
         }
     };
     let state = super::open_state(config).await?;
-    let Some(_lock) = super::lock_idle(state.as_ref(), &connection.name, "reset").await? else {
+    let Some(lock) = super::lock_idle(state.as_ref(), &connection.name, "reset").await? else {
         return Ok(ExitCode::from(EXIT_FAILED));
     };
-    let reset = match state.reset(&connection.name, since).await {
+    let done = state.reset(&connection.name, since).await;
+    // Given back before anything is printed: the daemon may run the connection at once.
+    lock.release().await;
+    let reset = match done {
         Ok(r) => r,
         Err(e @ StateError::PendingLoad { .. }) => {
             eprintln!("error: {e}");

@@ -26,10 +26,13 @@ pub async fn command(
         return Ok(ExitCode::from(EXIT_USAGE));
     }
     let state = super::open_state(config).await?;
-    let Some(_lock) = super::lock_idle(state.as_ref(), &connection.name, "retry").await? else {
+    let Some(lock) = super::lock_idle(state.as_ref(), &connection.name, "retry").await? else {
         return Ok(ExitCode::from(EXIT_FAILED));
     };
-    let retry = match state.retry(&connection.name, keys, rejected).await {
+    let done = state.retry(&connection.name, keys, rejected).await;
+    // Given back before anything is printed: the daemon may run the connection at once.
+    lock.release().await;
+    let retry = match done {
         Ok(r) => r,
         Err(e @ StateError::PendingLoad { .. }) => {
             eprintln!("error: {e}");

@@ -90,12 +90,41 @@ pub enum StateError {
 /// processes sharing a state store (a `run` from cron beside the daemon, or daemons of a
 /// fleet) never run the same connection at once. With SQLite it is a `flock`; with PostgreSQL
 /// a lease, renewed in the background while it is held.
-pub struct ConnectionLock(#[allow(dead_code)] Box<dyn std::any::Any + Send + Sync>);
+pub struct ConnectionLock {
+    /// Held for its `Drop`: a file whose `flock` the kernel releases, or a lease's guard.
+    _guard: Box<dyn std::any::Any + Send + Sync>,
+    /// How to give the lock back and wait for the store to hear of it (a lease's expiry set
+    /// to now); none where dropping is enough.
+    release: Option<futures::future::BoxFuture<'static, ()>>,
+}
 
 impl ConnectionLock {
     /// A lock that holds `guard` until it is dropped.
     pub fn new(guard: impl std::any::Any + Send + Sync) -> ConnectionLock {
-        ConnectionLock(Box::new(guard))
+        ConnectionLock {
+            _guard: Box::new(guard),
+            release: None,
+        }
+    }
+
+    /// A lock given back by `release` when released, and by `guard`'s drop otherwise.
+    pub fn with_release(
+        guard: impl std::any::Any + Send + Sync,
+        release: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> ConnectionLock {
+        ConnectionLock {
+            _guard: Box::new(guard),
+            release: Some(Box::pin(release)),
+        }
+    }
+
+    /// Gives the lock back now. Dropping it does too, but a lease is then given back by a
+    /// background task that a process about to exit may never run, leaving the connection
+    /// to wait for the lease to expire; commands and runs release theirs.
+    pub async fn release(mut self) {
+        if let Some(release) = self.release.take() {
+            release.await;
+        }
     }
 }
 

@@ -167,6 +167,8 @@ struct LeaseGuard {
     pool: Pool,
     owner: String,
     map: Arc<Mutex<HashMap<String, Arc<Held>>>>,
+    /// Set once the lease was given back by [`ConnectionLock::release`].
+    released: Arc<AtomicBool>,
 }
 
 impl Drop for LeaseGuard {
@@ -181,26 +183,46 @@ impl Drop for LeaseGuard {
                 map.remove(&self.connection);
             }
         }
-        let (pool, connection, token, owner) = (
-            self.pool.clone(),
-            self.connection.clone(),
-            self.held.token,
-            self.owner.clone(),
-        );
+        if self.released.load(Ordering::SeqCst) {
+            return;
+        }
+        // Not released (a run that panicked, say): give the lease back in the background.
         // Without a runtime (the process is ending) the lease simply expires.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Ok(client) = pool.get().await {
-                    let _ = client
-                        .execute(
-                            "UPDATE leases SET expires_at = now() - interval '1 millisecond'
-                             WHERE connection = $1 AND token = $2 AND owner = $3",
-                            &[&connection, &token, &owner],
-                        )
-                        .await;
-                }
-            });
+            runtime.spawn(expire(
+                self.pool.clone(),
+                self.connection.clone(),
+                self.held.token,
+                self.owner.clone(),
+            ));
         }
+    }
+}
+
+/// Stops a lease's renewals, then ends it: what [`ConnectionLock::release`] runs.
+async fn expire_after(
+    renewals: tokio::task::AbortHandle,
+    released: Arc<AtomicBool>,
+    pool: Pool,
+    connection: String,
+    token: i64,
+    owner: String,
+) {
+    renewals.abort();
+    released.store(true, Ordering::SeqCst);
+    expire(pool, connection, token, owner).await;
+}
+
+/// Ends a lease now, if it is still this token's.
+async fn expire(pool: Pool, connection: String, token: i64, owner: String) {
+    if let Ok(client) = pool.get().await {
+        let _ = client
+            .execute(
+                "UPDATE leases SET expires_at = now() - interval '1 millisecond'
+                 WHERE connection = $1 AND token = $2 AND owner = $3",
+                &[&connection, &token, &owner],
+            )
+            .await;
     }
 }
 
@@ -629,14 +651,31 @@ impl StateStore for PostgresStore {
             held.clone(),
             self.lease_ttl,
         ));
-        Ok(ConnectionLock::new(LeaseGuard {
-            connection: connection.to_string(),
-            held,
-            renewal,
-            pool: self.pool.clone(),
-            owner: self.owner.id.clone(),
-            map: self.held.clone(),
-        }))
+        let released = Arc::new(AtomicBool::new(false));
+        // Released: the renewals stop first, so none extends the lease after it ended.
+        let release = {
+            let (stop_renewing, released) = (renewal.abort_handle(), released.clone());
+            expire_after(
+                stop_renewing,
+                released,
+                self.pool.clone(),
+                connection.to_string(),
+                held.token,
+                self.owner.id.clone(),
+            )
+        };
+        Ok(ConnectionLock::with_release(
+            LeaseGuard {
+                connection: connection.to_string(),
+                held,
+                renewal,
+                pool: self.pool.clone(),
+                owner: self.owner.id.clone(),
+                map: self.held.clone(),
+                released,
+            },
+            release,
+        ))
     }
 
     async fn connection(&self, name: &str) -> Result<ConnectionState, StateError> {
@@ -1316,7 +1355,7 @@ fn quarantined(r: &tokio_postgres::Row) -> Quarantined {
 }
 
 /// Renews a lease every third of its TTL until the guard stops it. A renewal that finds the
-/// lease in other hands marks it lost (the run's next `begin_load` or `commit` is refused); one
+/// lease expired (a pause or a partition outlasted it) or in other hands marks it lost (the run's next `begin_load` or `commit` is refused); one
 /// that fails for the database's sake is tried again at the next turn, and the lease is no
 /// longer usable once its TTL has passed since the last renewal that succeeded.
 async fn renew(pool: Pool, connection: String, owner: String, held: Arc<Held>, ttl: Duration) {
@@ -1329,7 +1368,7 @@ async fn renew(pool: Pool, connection: String, owner: String, held: Arc<Held>, t
             client
                 .execute(
                     "UPDATE leases SET expires_at = now() + $4::bigint * interval '1 millisecond'
-                     WHERE connection = $1 AND token = $2 AND owner = $3",
+                     WHERE connection = $1 AND token = $2 AND owner = $3 AND expires_at > now()",
                     &[&connection, &held.token, &owner, &ttl_ms],
                 )
                 .await

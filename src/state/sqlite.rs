@@ -143,7 +143,7 @@ pub fn lock_connection(state_path: &Path, connection: &str) -> Result<Connection
             .map_err(lock_error)?
     };
     match file.try_lock() {
-        Ok(()) => Ok(ConnectionLock(Box::new(file))),
+        Ok(()) => Ok(ConnectionLock::new(file)),
         Err(std::fs::TryLockError::WouldBlock) => Err(StateError::Busy {
             connection: connection.to_string(),
         }),
