@@ -289,7 +289,7 @@ fn three_daemons_share_twenty_connections_through_a_kill_and_a_pause() {
     }
     assert!(owners.len() >= 2, "every claim went to one daemon: {owners:?}");
 
-    // Runs of a connection never overlapped (the fenced run of b aside: it committed nothing).
+    // Runs of a connection never overlapped (b's fenced runs aside: they committed nothing).
     let rows = runtime
         .block_on(db.query(
             "SELECT connection, started_at_ms, finished_at_ms, coalesce(error, '') FROM s3_importd.runs
@@ -309,7 +309,8 @@ fn three_daemons_share_twenty_connections_through_a_kill_and_a_pause() {
             .or_default()
             .push((r.get(1), r.get(2)));
     }
-    assert_eq!(fenced, 1, "exactly one run (b's) was refused its commit");
+    // b's run that had delivered, and any other b had under way when it stopped.
+    assert!(fenced >= 1, "b's late commit was refused");
     for (connection, runs) in &by_connection {
         for pair in runs.windows(2) {
             assert!(pair[0].1 <= pair[1].0, "{connection}: runs overlap: {pair:?}");
