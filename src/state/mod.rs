@@ -222,6 +222,25 @@ pub struct ConnectionState {
     pub floor: Option<DateTime<Utc>>,
 }
 
+impl ConnectionState {
+    /// The state of a connection from its stored row (watermark and floor in milliseconds,
+    /// table version), or a new connection's without one.
+    pub(crate) fn from_row(row: Option<(Option<i64>, i64, Option<i64>)>) -> ConnectionState {
+        match row {
+            Some((watermark, version, floor)) => ConnectionState {
+                watermark: watermark.and_then(from_ms),
+                table_version: version.max(1) as u64,
+                floor: floor.and_then(from_ms),
+            },
+            None => ConnectionState {
+                watermark: None,
+                table_version: 1,
+                floor: None,
+            },
+        }
+    }
+}
+
 /// How a settled object version ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -687,18 +687,9 @@ impl StateStore for PostgresStore {
             )
             .await
             .map_err(|e| self.err(e))?;
-        Ok(match row {
-            Some(r) => ConnectionState {
-                watermark: r.get::<_, Option<i64>>(0).and_then(from_ms),
-                table_version: r.get::<_, i64>(1).max(1) as u64,
-                floor: r.get::<_, Option<i64>>(2).and_then(from_ms),
-            },
-            None => ConnectionState {
-                watermark: None,
-                table_version: 1,
-                floor: None,
-            },
-        })
+        Ok(ConnectionState::from_row(
+            row.map(|r| (r.get(0), r.get(1), r.get(2))),
+        ))
     }
 
     async fn settled_among(

@@ -180,6 +180,29 @@ fn sqlite_error(path: &Path, error: rusqlite::Error) -> StateError {
     }
 }
 
+/// Writes one ledger entry (replacing the same version's), settled by `run_id`.
+fn put_ledger(db: &Connection, connection: &str, run_id: &str, s: &Settled) -> rusqlite::Result<()> {
+    db.prepare_cached(
+        "INSERT OR REPLACE INTO ledger
+            (connection, key, etag, last_modified_ms, size, outcome, rows, bad_rows, reason, run_id, stamp)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        connection,
+        s.key,
+        s.etag,
+        ms(s.last_modified),
+        s.size as i64,
+        s.outcome.as_str(),
+        s.rows as i64,
+        s.bad_rows as i64,
+        s.reason,
+        run_id,
+        s.stamp,
+    ])?;
+    Ok(())
+}
+
 /// Records what a run counted and how it ended (its start is recorded apart).
 fn update_run(db: &Connection, r: &RunRecord) -> rusqlite::Result<()> {
     db.execute(
@@ -887,24 +910,7 @@ impl StateStore for SqliteStore {
                 params![c, dump.watermark.map(ms), dump.table_version as i64, dump.floor.map(ms)],
             )?;
             for (s, run_id) in &dump.ledger {
-                tx.execute(
-                    "INSERT OR REPLACE INTO ledger
-                        (connection, key, etag, last_modified_ms, size, outcome, rows, bad_rows, reason, run_id, stamp)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                    params![
-                        c,
-                        s.key,
-                        s.etag,
-                        ms(s.last_modified),
-                        s.size as i64,
-                        s.outcome.as_str(),
-                        s.rows as i64,
-                        s.bad_rows as i64,
-                        s.reason,
-                        run_id,
-                        s.stamp
-                    ],
-                )?;
+                put_ledger(&tx, c, run_id, s)?;
             }
             for (q, run_id) in &dump.quarantine {
                 tx.execute(
@@ -956,18 +962,7 @@ impl StateStore for SqliteStore {
             )
             .optional()
         })?;
-        Ok(match row {
-            Some((wm, version, floor)) => ConnectionState {
-                watermark: wm.and_then(from_ms),
-                table_version: version.max(1) as u64,
-                floor: floor.and_then(from_ms),
-            },
-            None => ConnectionState {
-                watermark: None,
-                table_version: 1,
-                floor: None,
-            },
-        })
+        Ok(ConnectionState::from_row(row))
     }
 
     async fn settled_among(
@@ -1051,27 +1046,11 @@ impl StateStore for SqliteStore {
         self.with(|db| {
             let tx = db.transaction()?;
             {
-                let mut ledger = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO ledger
-                        (connection, key, etag, last_modified_ms, size, outcome, rows, bad_rows, reason, run_id, stamp)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                )?;
-                let mut retried = tx.prepare_cached("DELETE FROM retries WHERE connection = ?1 AND key = ?2")?;
+                let mut retried =
+                    tx.prepare_cached("DELETE FROM retries WHERE connection = ?1 AND key = ?2")?;
                 for s in &plan.settled {
                     retried.execute(params![plan.connection, s.key])?;
-                    ledger.execute(params![
-                        plan.connection,
-                        s.key,
-                        s.etag,
-                        ms(s.last_modified),
-                        s.size as i64,
-                        s.outcome.as_str(),
-                        s.rows as i64,
-                        s.bad_rows as i64,
-                        s.reason,
-                        plan.run_id,
-                        s.stamp,
-                    ])?;
+                    put_ledger(&tx, &plan.connection, &plan.run_id, s)?;
                 }
                 let mut quarantine = tx.prepare_cached(
                     "INSERT INTO quarantine (connection, run_id, key, etag, line, field, reason, raw)
@@ -1095,7 +1074,10 @@ impl StateStore for SqliteStore {
                  ON CONFLICT (name) DO UPDATE SET watermark_ms = max(coalesce(watermark_ms, ?2), ?2)",
                 params![plan.connection, ms(plan.watermark)],
             )?;
-            tx.execute("DELETE FROM pending_loads WHERE run_id = ?1", params![plan.run_id])?;
+            tx.execute(
+                "DELETE FROM pending_loads WHERE run_id = ?1",
+                params![plan.run_id],
+            )?;
             // Entries behind the watermark's overlap band can never be candidates again (a run
             // skips them as too old before it asks the ledger), so they go — imported ones:
             // rejections stay, few as they are, for `retry --rejected` to find. `reset --since`
