@@ -545,6 +545,21 @@ pub async fn open_for_reading(settings: &crate::config::Settings) -> Result<Arc<
     }
 }
 
+/// Refuses a change to a connection's ledger (`reset`, `retry`) while one of its loads is
+/// pending: committing that load later would bring forgotten entries back.
+pub(crate) async fn refuse_while_pending(
+    store: &(impl StateStore + ?Sized),
+    connection: &str,
+) -> Result<(), StateError> {
+    if store.pending_loads(connection).await?.is_empty() {
+        Ok(())
+    } else {
+        Err(StateError::PendingLoad {
+            connection: connection.to_string(),
+        })
+    }
+}
+
 /// Import order as one integer: nanoseconds since the epoch (exact for the years 1678–2262,
 /// far beyond any LastModified), so that the staged order is the order of
 /// [`crate::select::order`].

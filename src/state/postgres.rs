@@ -1022,11 +1022,7 @@ impl StateStore for PostgresStore {
     }
 
     async fn reset(&self, connection: &str, since: DateTime<Utc>) -> Result<Reset, StateError> {
-        if !self.pending_loads(connection).await?.is_empty() {
-            return Err(StateError::PendingLoad {
-                connection: connection.to_string(),
-            });
-        }
+        refuse_while_pending(self, connection).await?;
         let before = self.connection(connection).await?;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.err(e))?;
@@ -1058,11 +1054,7 @@ impl StateStore for PostgresStore {
     }
 
     async fn retry(&self, connection: &str, keys: &[String], rejected: bool) -> Result<Retry, StateError> {
-        if !self.pending_loads(connection).await?.is_empty() {
-            return Err(StateError::PendingLoad {
-                connection: connection.to_string(),
-            });
-        }
+        refuse_while_pending(self, connection).await?;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.err(e))?;
         let mut all: Vec<String> = keys.to_vec();

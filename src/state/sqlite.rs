@@ -511,11 +511,7 @@ impl StateStore for SqliteStore {
     /// forward) and raises the table version. One transaction. Refused while a load of the
     /// connection is pending, since committing it later would bring entries back.
     async fn reset(&self, connection: &str, since: DateTime<Utc>) -> Result<Reset, StateError> {
-        if !self.pending_loads(connection).await?.is_empty() {
-            return Err(StateError::PendingLoad {
-                connection: connection.to_string(),
-            });
-        }
+        refuse_while_pending(self, connection).await?;
         let before = self.connection(connection).await?;
         let forgotten = self.with(|db| {
             let tx = db.transaction()?;
@@ -546,11 +542,7 @@ impl StateStore for SqliteStore {
     /// window. `rejected` adds every key whose ledger entry is a rejection. Refused while the
     /// connection has a pending load.
     async fn retry(&self, connection: &str, keys: &[String], rejected: bool) -> Result<Retry, StateError> {
-        if !self.pending_loads(connection).await?.is_empty() {
-            return Err(StateError::PendingLoad {
-                connection: connection.to_string(),
-            });
-        }
+        refuse_while_pending(self, connection).await?;
         self.with(|db| {
             let tx = db.transaction()?;
             let mut all: Vec<String> = keys.to_vec();
