@@ -139,9 +139,18 @@ fn wait_rows(cfg: &ConfigDir, want: &[&str]) {
 fn catches_up_reloads_and_stops_on_signals() {
     let cfg = ConfigDir::new();
     dir_connection(&cfg, "first", &["f1", "f2"]);
+    let started = chrono::Utc::now();
     let mut d = Daemon::start(&cfg, &[]);
     let mut keepalives = 0;
     assert_eq!(d.next_state(&mut keepalives), "READY=1");
+    // The catch-up runs now, and the log says so: not the past minute it stands for.
+    let scheduled = d.wait_log("daemon: scheduled connection=first");
+    let next_run = scheduled
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("next_run="))
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .unwrap_or_else(|| panic!("no next_run in {scheduled}"));
+    assert!(next_run >= started, "next_run in the past: {scheduled}");
     // Never ran: it runs at once.
     wait_rows(&cfg, &["f1", "f2"]);
     let summary = d.wait_log("run finished");
@@ -341,8 +350,21 @@ fn metrics_are_served_and_parse_with_a_real_prometheus_parser() {
         ("HTTP/1.1 200 OK".to_string(), "ok\n".to_string())
     );
     assert!(http_get(port, "/nowhere").0.contains("404"));
-    let (status, text) = http_get(port, "/metrics");
-    assert_eq!(status, "HTTP/1.1 200 OK", "{text}");
+    // "run finished" is logged before the run's metrics are recorded: wait for the record
+    // itself (the run counted and none in flight), a bounded number of times.
+    let mut scraped = None;
+    for _ in 0..100 {
+        let (status, text) = http_get(port, "/metrics");
+        assert_eq!(status, "HTTP/1.1 200 OK", "{text}");
+        let recorded = text.lines().any(|l| l.starts_with("s3importd_runs_total{"))
+            && text.lines().any(|l| l == "s3importd_runs_in_flight 0");
+        if recorded {
+            scraped = Some(text);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = scraped.expect("the run was recorded in /metrics within 10 s");
     let python = std::path::PathBuf::from(
         std::env::var("S3_IMPORTD_TEST_MOTO_SERVER").expect("scripts/test sets S3_IMPORTD_TEST_MOTO_SERVER"),
     )
