@@ -1,4 +1,4 @@
-//! Fleet mode end to end (DESIGN §6): three daemon processes share one PostgreSQL state store
+//! Fleet mode end to end (docs/design.md §6): three daemon processes share one PostgreSQL state store
 //! and 20 connections on a one-minute schedule, with new files every 15 seconds. One daemon
 //! is killed (SIGKILL) mid-run, after its delivery and before its commit; another stops
 //! itself (SIGSTOP) at the same point and is continued once its lease has expired. Afterwards
@@ -318,22 +318,26 @@ fn three_daemons_share_twenty_connections_through_a_kill_and_a_pause() {
     }
 }
 
-/// `deploy/kubernetes/`: the manifests parse, and the configuration folder the Deployment
-/// mounts from its ConfigMap (by the volume's `items`) passes `validate` with the Secret's
-/// variables set.
+/// `deploy/kubernetes/`: the manifests `kubectl apply -k` applies parse, name the service
+/// account they create and leave the Secret to the operator (applying the folder again must
+/// not put placeholders over it); the configuration folder the Deployment mounts from its
+/// ConfigMap (by the volume's `items`) passes `validate` with the example Secret's variables.
 #[test]
 fn the_kubernetes_deployment_mounts_a_valid_configuration() {
     let folder = tempfile::tempdir().unwrap();
     let script = r#"
 import sys, yaml, os
 root, out = sys.argv[1], sys.argv[2]
+kustomization = yaml.safe_load(open(os.path.join(root, "kustomization.yaml")))
 docs = {}
-for name in ("configmap.yaml", "deployment.yaml", "secret.yaml"):
+for name in kustomization["resources"]:
     for doc in yaml.safe_load_all(open(os.path.join(root, name))):
         docs[doc["kind"]] = doc
+assert "Secret" not in docs, "kubectl apply -k would overwrite the operator's Secret"
 deployment = docs["Deployment"]
 assert deployment["spec"]["replicas"] == 3
 pod = deployment["spec"]["template"]["spec"]
+assert pod["serviceAccountName"] == docs["ServiceAccount"]["metadata"]["name"]
 container = pod["containers"][0]
 assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
 assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
@@ -343,12 +347,19 @@ for item in volume["configMap"]["items"]:
     path = os.path.join(out, item["path"])
     os.makedirs(os.path.dirname(path), exist_ok=True)
     open(path, "w").write(data[item["key"]])
-secret = docs["Secret"]["stringData"]
+secret = yaml.safe_load(open(os.path.join(root, "secret.example.yaml")))
+assert secret["metadata"]["name"] == container["env"][0]["valueFrom"]["secretKeyRef"]["name"]
 for env in container["env"]:
-    print(env["name"] + "=" + secret[env["valueFrom"]["secretKeyRef"]["key"]])
+    print(env["name"] + "=" + secret["stringData"][env["valueFrom"]["secretKeyRef"]["key"]])
 "#;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
-    let out = std::process::Command::new("python3")
+    // The test venv's Python, which has PyYAML (scripts/requirements/test.txt).
+    let python = Path::new(
+        &std::env::var("S3_IMPORTD_TEST_MOTO_SERVER")
+            .expect("S3_IMPORTD_TEST_MOTO_SERVER is not set: run the tests with scripts/test"),
+    )
+    .with_file_name("python");
+    let out = std::process::Command::new(python)
         .args(["-c", script])
         .arg(&root)
         .arg(folder.path())
