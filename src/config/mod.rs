@@ -1,4 +1,4 @@
-//! Configuration: reading the configuration folder (DESIGN §1–2) and the checked types the
+//! Configuration: reading the configuration folder (docs/design.md §1–2) and the checked types the
 //! rest of the daemon runs on.
 //!
 //! Two phases, as in Vector and ripgrep: [`raw`] mirrors the TOML files with serde
@@ -7,6 +7,7 @@
 //! runs later parses or checks configuration again.
 
 pub mod raw;
+pub mod settings_file;
 pub mod validate;
 
 use crate::format::FormatSpec;
@@ -792,7 +793,17 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, (Stri
 }
 
 fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
-    let message = e.message().trim_end_matches('.').to_string();
+    let mut message = e.message().trim_end_matches('.').to_string();
+    // The parser says "duplicate key" and points at it: name the key, so that the reader
+    // need not count lines to find which.
+    if message == "duplicate key"
+        && let Some(key) = e.span().and_then(|s| text.get(s)).map(str::trim)
+        && !key.is_empty()
+        && key.len() <= 100
+        && !key.contains('\n')
+    {
+        message = format!("duplicate key `{key}`: a key may be set once in a table");
+    }
     match e.span() {
         Some(span) => {
             let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
