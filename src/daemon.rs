@@ -79,7 +79,7 @@ pub trait Runner: Send + Sync {
     );
 }
 
-/// The daemon's part in a fleet that shares its state store (DESIGN §6): a heartbeat with
+/// The daemon's part in a fleet that shares its state store (docs/design.md §6): a heartbeat with
 /// the configuration's fingerprint, and the connections whose owner died mid-delivery.
 #[async_trait]
 pub trait Fleet: Send + Sync {
@@ -461,25 +461,29 @@ async fn schedule_all(
         let next = match kept {
             Some(next) => next,
             None if needs_catch_up(c, zone, last, now) => {
-                info!(connection = %c.name, "never ran, or missed a scheduled run: running now");
                 // Due at the first occurrence it missed (or, never run, this minute): the
                 // daemons of a fleet that start together name the same occurrence, and one
                 // of them runs it.
-                Some(
-                    last.and_then(|l| schedule::next_run(&c.schedule, &c.name, zone, l))
-                        .filter(|due| *due <= now)
-                        .unwrap_or_else(|| {
-                            chrono::DurationRound::duration_trunc(now, chrono::TimeDelta::minutes(1))
-                                .unwrap_or(now)
-                        }),
-                )
+                let missed = last
+                    .and_then(|l| schedule::next_run(&c.schedule, &c.name, zone, l))
+                    .filter(|due| *due <= now);
+                info!(
+                    connection = %c.name,
+                    missed = %missed.map_or_else(|| "none (never ran)".to_string(), |t| t.to_rfc3339()),
+                    "never ran, or missed a scheduled run: running now"
+                );
+                Some(missed.unwrap_or_else(|| {
+                    chrono::DurationRound::duration_trunc(now, chrono::TimeDelta::minutes(1)).unwrap_or(now)
+                }))
             }
             None => schedule::next_run(&c.schedule, &c.name, zone, now),
         };
+        // A catch-up is due in the past (the occurrence it stands for) but runs now: the log
+        // says when it runs, never a time already gone.
         info!(
             connection = %c.name,
             schedule = %schedule::describe(&c.schedule, &c.name),
-            next_run = %next.map_or_else(|| "never".to_string(), |t| t.to_rfc3339()),
+            next_run = %next.map_or_else(|| "never".to_string(), |t| t.max(now).to_rfc3339()),
             "scheduled"
         );
         entries.insert(

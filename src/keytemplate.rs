@@ -1,4 +1,4 @@
-//! Output key templates (DESIGN §2): `[integration_name]/[table_name]/[table_version]/[timestamp_loaded].jsonl`.
+//! Output key templates (docs/design.md §2): `[integration_name]/[table_name]/[table_version]/[timestamp_loaded].jsonl`.
 //!
 //! A template is parsed once, at configuration time, into literal text and elements; expanding
 //! it for a load is then infallible apart from the length limit. This module is pure: it does

@@ -156,7 +156,7 @@ fn main() -> ExitCode {
     };
     // The connections a command works on: those must be valid, the others need not be. `run`
     // without names works on every valid connection and exits 2 afterwards if any is not;
-    // `validate` and `daemon` need the whole folder valid (DESIGN §1).
+    // `validate` and `daemon` need the whole folder valid (docs/design.md §1).
     let named: Option<(Vec<String>, bool)> = match &cli.command {
         Command::Run { names, .. } => Some((names.clone(), true)),
         Command::Status { name, .. } => Some((name.iter().cloned().collect(), false)),
@@ -401,20 +401,35 @@ fn in_dir(dir: &std::path::Path, e: &config::ConfigError) -> String {
 /// systemd the journal stamps every line, so text logs then carry no time of their own.
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    // The AWS SDK's own log lines print its types' debug output (STS's refusal of a role,
-    // say); s3-importd reports those failures itself, in one line with a fix, so the SDK is
-    // heard only for errors unless S3_IMPORTD_LOG asks for more.
-    // A filter that names an `aws` target itself is taken as it is.
-    const SDK_QUIET: &str =
-        "aws_config=error,aws_runtime=error,aws_smithy_runtime=error,aws_sdk_s3=error,aws_sdk_sts=error";
+    // Our dependencies' own log lines stay below our INFO unless S3_IMPORTD_LOG names them:
+    // the AWS SDK's print its types' debug output (STS's refusal of a role, say), which
+    // s3-importd reports itself, in one line with a fix, so it is heard only for errors; the
+    // PostgreSQL client's and refinery's INFO (a line per migration check and connection,
+    // carrying a path into cargo's registry) only from WARN up.
+    const QUIET: &[(&str, &str)] = &[
+        ("aws_config", "error"),
+        ("aws_runtime", "error"),
+        ("aws_smithy_runtime", "error"),
+        ("aws_sdk_s3", "error"),
+        ("aws_sdk_sts", "error"),
+        ("refinery", "warn"),
+        ("refinery_core", "warn"),
+        ("tokio_postgres", "warn"),
+        ("deadpool_postgres", "warn"),
+    ];
     let asked = std::env::var("S3_IMPORTD_LOG").unwrap_or_else(|_| "info".to_string());
-    let directives = if asked.contains("aws") {
-        asked
-    } else {
-        format!("{asked},{SDK_QUIET}")
+    let quiet = |asked: &str| {
+        let mut directives = asked.to_string();
+        for (target, level) in QUIET {
+            // A filter that names a target itself is taken as it is (`aws` names them all).
+            let named = asked.contains(target) || (target.starts_with("aws") && asked.contains("aws"));
+            if !named {
+                directives.push_str(&format!(",{target}={level}"));
+            }
+        }
+        directives
     };
-    let filter =
-        EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new(format!("info,{SDK_QUIET}")));
+    let filter = EnvFilter::try_new(quiet(&asked)).unwrap_or_else(|_| EnvFilter::new(quiet("info")));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -1,4 +1,4 @@
-//! One run of one connection: the pipeline of DESIGN §5, in three steps.
+//! One run of one connection: the pipeline of docs/design.md §5, in three steps.
 //!
 //! ```text
 //! recover pending loads
@@ -408,7 +408,7 @@ struct Planned {
     candidates: Vec<ObjectMeta>,
 }
 
-/// Lists the source and selects the candidates (DESIGN §3). Needs neither the target nor a
+/// Lists the source and selects the candidates (docs/design.md §3). Needs neither the target nor a
 /// spool: `--dry-run` and `preview` stop here. With `stage`, the candidates go to the state
 /// store ([`StateStore::stage_candidates`]) as they are found, so that a run over a million
 /// objects does not hold them; else they are returned in order.

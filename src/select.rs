@@ -1,4 +1,4 @@
-//! Which listed objects a run imports (DESIGN §4.2), as pure functions of their inputs.
+//! Which listed objects a run imports (docs/design.md §4.2), as pure functions of their inputs.
 //!
 //! The run asks [`Window::for_run`] for the LastModified band, asks [`classify`] about each
 //! listed object, checks the survivors against the ledger (the one question that needs the
@@ -170,6 +170,17 @@ pub fn order(candidates: &mut [ObjectMeta]) {
     });
 }
 
+/// The order in which `preview` and `template infer` look at objects: newest LastModified
+/// first, to the second as S3 reports it, and among objects of the same second (files a
+/// partner exports together, or checked out together into a `dir` source, whose mtimes differ
+/// by nanoseconds) the first by key, as a listing shows them.
+pub fn newest_first(a: &ObjectMeta, b: &ObjectMeta) -> std::cmp::Ordering {
+    b.last_modified
+        .timestamp()
+        .cmp(&a.last_modified.timestamp())
+        .then_with(|| a.key.cmp(&b.key))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,6 +305,32 @@ mod tests {
                 want,
                 "{before:?} {failed:?}"
             );
+        }
+    }
+
+    #[test]
+    fn newest_first_breaks_ties_by_the_first_key() {
+        // (key, LastModified second) of each object → the keys newest first.
+        type Case = (&'static [(&'static str, i64)], &'static [&'static str]);
+        let cases: &[Case] = &[
+            (&[("a.csv", 1), ("b.csv", 2)], &["b.csv", "a.csv"]),
+            // One second: the listing's first key leads.
+            (
+                &[("products.jsonl", 5), ("products.csv", 5)],
+                &["products.csv", "products.jsonl"],
+            ),
+            (&[("z", 9), ("b", 5), ("a", 5)], &["z", "a", "b"]),
+        ];
+        // Nanoseconds apart are the same second.
+        let mut close = [meta("products.jsonl", 5, 1), meta("products.csv", 5, 1)];
+        close[0].last_modified += chrono::TimeDelta::nanoseconds(80);
+        close.sort_by(newest_first);
+        assert_eq!(close[0].key, "products.csv");
+        for (objects, expected) in cases {
+            let mut metas: Vec<ObjectMeta> = objects.iter().map(|(k, lm)| meta(k, *lm, 1)).collect();
+            metas.sort_by(newest_first);
+            let keys: Vec<&str> = metas.iter().map(|m| m.key.as_str()).collect();
+            assert_eq!(&keys, expected, "{objects:?}");
         }
     }
 }

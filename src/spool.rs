@@ -1,6 +1,6 @@
 //! The spool: the checked rows of each object, written to local disk as JSON Lines while the
 //! object is parsed, so that a file over `max_bad_rows` never reaches the target and a failed
-//! delivery is retried without downloading again (DESIGN §5).
+//! delivery is retried without downloading again (docs/design.md §5).
 //!
 //! A run spools into `spool/<connection>/<run_id>/` beside the state file; the folder goes
 //! when the run's [`Spool`] is dropped, however the run ends, and a run first removes what

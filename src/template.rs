@@ -442,7 +442,7 @@ fn push_digits(out: &mut Vec<u8>, mut n: u32, width: usize) {
 fn shown(raw: RawValue<'_>) -> String {
     match raw {
         RawValue::Missing => "nothing".to_string(),
-        // A reason names at most an excerpt of what the partner sent (DESIGN §4.5).
+        // A reason names at most an excerpt of what the partner sent (docs/design.md §4.5).
         RawValue::Text(t) => format!("{:?}", crate::text::excerpt(t)),
         RawValue::Json(v) => crate::text::excerpt(&v.to_string()),
     }

@@ -1,5 +1,5 @@
 //! Text for people: an error with its causes on one line, and bounded excerpts of partner
-//! data for messages, logs and state (DESIGN §4.5: no message holds more than a bounded
+//! data for messages, logs and state (docs/design.md §4.5: no message holds more than a bounded
 //! excerpt of what a partner sent).
 //!
 //! Pure functions of their inputs; nothing here prints or logs.

@@ -227,6 +227,13 @@ fn bad_files_and_their_messages() {
                 "connections/c.toml: template.max_bad_rows: 10 is a number; write it as a string: \"10\" for a count of bad rows, or a share such as \"1%\"",
             ],
         ),
+        (
+            // A template named and also written inline: the parser's "duplicate key" names it.
+            "template = \"products\"\n[source]\ntype = \"dir\"\npath = \"in\"\n[template]\n[[template.fields]]\nname = \"id\"\n[target]\ntype = \"stdout\"".to_string(),
+            vec![
+                "connections/c.toml: duplicate key `template`: a key may be set once in a table (line 5)",
+            ],
+        ),
     ];
     for (body, want) in cases {
         let got = problems(&[("connections/c.toml", &body)]);

@@ -481,6 +481,26 @@ fn template_infer_writes_a_template_that_validates_and_imports_its_files_without
     cfg.connection("partner", &connection("template = \"partner\""));
     let validated = run_binary(cfg.path(), &["validate"]);
     assert!(validated.status.success(), "{}\n{toml}", text(&validated.stderr));
+    // The header's other way, followed word for word: `table` under [template] in the
+    // connection, each [[fields]] written as [[template.fields]].
+    assert!(
+        toml.contains(
+            "put `table` under [template] there and\n# write each [[fields]] as [[template.fields]]"
+        ),
+        "{toml}"
+    );
+    let inline = format!(
+        "[template]\n{}",
+        toml.replace("[[fields]]", "[[template.fields]]")
+    );
+    cfg.connection("partner", &connection(&inline));
+    let validated = run_binary(cfg.path(), &["validate"]);
+    assert!(
+        validated.status.success(),
+        "{}\n{inline}",
+        text(&validated.stderr)
+    );
+    cfg.connection("partner", &connection("template = \"partner\""));
     let out = stdout_of(&run_binary(cfg.path(), &["run"]));
     assert!(
         out.contains("imported 2, rejected 0, failed 0; rows 3, bad rows 0"),

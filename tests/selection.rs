@@ -1,4 +1,4 @@
-//! The selection guarantees of DESIGN §4.2, driven through the library against moto with an
+//! The selection guarantees of docs/design.md §4.2, driven through the library against moto with an
 //! injected clock: the backfill window, versions that share a LastModified second and become
 //! visible late, and failed objects that hold the watermark back.
 

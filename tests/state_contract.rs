@@ -295,10 +295,32 @@ async fn quarantine_retries_reset_and_pruning() {
         let overview = store.overview("c").await.unwrap();
         assert_eq!((overview.ledger_size, overview.quarantined), (2, 2));
 
-        // retry: the named keys and every rejection, recorded until a commit settles them.
+        // A run that reported the rejection: the last error until `retry` acknowledges it.
+        store.start_run("c", "r-bad", at(10 * day)).await.unwrap();
+        store
+            .finish_run(&RunRecord {
+                run_id: "r-bad".into(),
+                connection: "c".into(),
+                started_at: Some(at(10 * day)),
+                finished_at: Some(at(10 * day)),
+                outcome: "ok".into(),
+                error: Some("old-bad: rejected: 2 bad rows".into()),
+                ..RunRecord::default()
+            })
+            .await
+            .unwrap();
+        let before = store.overview("c").await.unwrap();
+        assert_eq!(before.last_error.map(|r| r.run_id), Some("r-bad".to_string()));
+
+        // retry: the named keys and every rejection, recorded until a commit settles them;
+        // their quarantined rows go (the next run checks them again), and so does the last
+        // error.
         let retry = store.retry("c", &["k1".to_string()], true).await.unwrap();
         assert_eq!(retry.keys, ["k1", "old-bad"]);
         assert_eq!(retry.forgotten, 2);
+        let after = store.overview("c").await.unwrap();
+        assert!(after.last_error.is_none(), "{:?}", after.last_error);
+        assert_eq!(after.quarantined, 0);
         assert_eq!(store.retries("c").await.unwrap(), ["k1", "old-bad"]);
         store.commit(&plan("r2", 10 * day, &["k1"])).await.unwrap();
         assert_eq!(store.retries("c").await.unwrap(), ["old-bad"]);
@@ -584,7 +606,7 @@ async fn stores_opened_together_on_a_new_database_all_open() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(versions, 1);
+    assert_eq!(versions, 2, "every migration applied once");
     // A schema from a newer s3-importd is refused, naming the versions.
     client
         .batch_execute(
@@ -602,7 +624,7 @@ async fn stores_opened_together_on_a_new_database_all_open() {
             err,
             StateError::TooNew {
                 found: 99,
-                known: 1,
+                known: 2,
                 ..
             }
         ),

@@ -87,13 +87,39 @@ fn retry_imports_a_rejected_file_again_once_however_old_it_is() {
     let out = stdout_of(&run_binary(cfg.path(), &["run"]));
     assert!(out.contains("new 0, imported 0"), "{out}");
 
+    let status = |cfg: &ConfigDir| -> serde_json::Value {
+        let out = stdout_of(&run_binary(cfg.path(), &["status", "r", "--json"]));
+        serde_json::from_str(out.lines().next().unwrap()).unwrap()
+    };
+    let before = status(&cfg);
+    assert!(
+        before["last_error"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("old.jsonl"),
+        "{before}"
+    );
+    assert_eq!(before["quarantined_rows"], 1, "{before}");
+
     let out = stdout_of(&run_binary(cfg.path(), &["retry", "r", "--rejected"]));
     assert!(
         out.contains("the next run imports 1 object again (forgot 1 ledger entry):\n  old.jsonl"),
         "{out}"
     );
+    // The rejection is acknowledged: no last error, and its quarantined row is gone until the
+    // next run checks the file again.
+    let after = status(&cfg);
+    assert_eq!(after["last_error"], serde_json::Value::Null, "{after}");
+    assert_eq!(after["quarantined_rows"], 0, "{after}");
+    let text_status = stdout_of(&run_binary(cfg.path(), &["status", "r"]));
+    assert!(text_status.contains("  last error: none\n"), "{text_status}");
+
     let out = stdout_of(&run_binary(cfg.path(), &["run"]));
     assert!(out.contains("new 1, imported 1, rejected 0"), "{out}");
+    let imported = status(&cfg);
+    assert_eq!(imported["last_error"], serde_json::Value::Null, "{imported}");
+    // The row that is still bad is quarantined again, once.
+    assert_eq!(imported["quarantined_rows"], 1, "{imported}");
     let out = stdout_of(&run_binary(cfg.path(), &["run"]));
     assert!(out.contains("new 0, imported 0"), "{out}");
     let mut ids = cfg.ids();
@@ -127,4 +153,70 @@ fn a_disabled_connection_runs_only_with_force() {
     let out = stdout_of(&run_binary(cfg.path(), &["run", "off", "--force"]));
     assert!(out.contains("imported 1"), "{out}");
     assert_eq!(cfg.ids(), ["a"]);
+}
+
+/// `preview` of files written in the same second takes the first by key; once everything is
+/// imported it still shows the newest file, marked as already imported, with the verdict a
+/// run would reach were it new.
+#[test]
+fn preview_shows_the_newest_file_even_when_nothing_is_left_to_import() {
+    let cfg = ConfigDir::new();
+    let inbox = cfg.inbox(
+        "p",
+        &[
+            ("b.jsonl", b"{\"id\": \"b1\"}\n".as_slice()),
+            (
+                "a.jsonl",
+                b"{\"id\": \"a1\"}\n{\"nope\": 1}\n{\"id\": \"a3\"}\n".as_slice(),
+            ),
+        ],
+    );
+    // One second, a few nanoseconds apart: the first key leads.
+    let second = std::time::UNIX_EPOCH
+        + std::time::Duration::from_secs(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                - 60,
+        );
+    for (file, nanos) in [("a.jsonl", 1), ("b.jsonl", 900)] {
+        std::fs::File::options()
+            .write(true)
+            .open(inbox.join(file))
+            .unwrap()
+            .set_modified(second + std::time::Duration::from_nanos(nanos))
+            .unwrap();
+    }
+    let template = ID_TEMPLATE.replace("table = \"items\"", "table = \"items\"\nmax_bad_rows = \"50%\"");
+    cfg.connection(
+        "p",
+        &dir_connection_toml("p", &template, "type = \"file\"\npath = \"out\""),
+    );
+    let before = stdout_of(&run_binary(cfg.path(), &["preview", "p"]));
+    assert!(before.contains("first rows of a.jsonl (the newest)"), "{before}");
+    assert!(
+        before.contains("line 2 field id: required value is missing"),
+        "{before}"
+    );
+    assert!(
+        before.contains("\nverdict: the file would be imported: 2 good rows, 1 bad"),
+        "{before}"
+    );
+
+    let out = stdout_of(&run_binary(cfg.path(), &["run"]));
+    assert!(out.contains("imported 2"), "{out}");
+    let after = stdout_of(&run_binary(cfg.path(), &["preview", "p"]));
+    assert!(
+        after.contains("the next run would import 0, and skip 2"),
+        "{after}"
+    );
+    assert!(
+        after.contains("nothing to import; first rows of a.jsonl (the newest file, already imported)"),
+        "{after}"
+    );
+    assert!(
+        after.contains("\nverdict, were it imported again: the file would be imported: 2 good rows, 1 bad"),
+        "{after}"
+    );
 }

@@ -12,13 +12,15 @@ pub mod state;
 pub mod status;
 pub mod template;
 
-/// Exit codes of DESIGN §3: 0 success, 1 a run or check failed, 2 bad usage or configuration.
+/// Exit codes (docs/design.md §3): 0 success, 1 a run or check failed, 2 bad usage or configuration.
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
 use anyhow::Context;
 use s3_importd::config::StateLocation;
 use s3_importd::config::{Config, Connection};
+use s3_importd::select::{self, ObjectMeta, Verdict, Window};
+use s3_importd::source::Source;
 use s3_importd::state::{self as store, StateStore};
 use std::sync::Arc;
 
@@ -105,4 +107,38 @@ pub fn pick<'c>(
             })
         })
         .collect()
+}
+
+/// The newest `n` objects of the connection's folder that its prefix and globs admit, newest
+/// first ([`select::newest_first`]) — imported already or not: what `template infer` learns
+/// from, and what `preview` shows when nothing is left to import. Holds only `n` at a time,
+/// whatever the size of the folder.
+pub async fn newest_admitted(
+    source: &dyn Source,
+    c: &Connection,
+    n: usize,
+) -> Result<Vec<ObjectMeta>, String> {
+    let all_time = Window {
+        lower: chrono::DateTime::<chrono::Utc>::MIN_UTC,
+        upper: chrono::DateTime::<chrono::Utc>::MAX_UTC,
+    };
+    let prefix = c.source.prefix();
+    let mut newest: Vec<ObjectMeta> = Vec::new();
+    let keep_newest = |objects: &mut Vec<ObjectMeta>| {
+        objects.sort_by(select::newest_first);
+        objects.truncate(n);
+    };
+    source
+        .list(&mut |meta| {
+            if select::classify(&meta, prefix, &c.filters, &all_time) == Verdict::Candidate {
+                newest.push(meta);
+                if newest.len() > 2 * n {
+                    keep_newest(&mut newest);
+                }
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    keep_newest(&mut newest);
+    Ok(newest)
 }

@@ -1,6 +1,7 @@
 //! `s3-importd preview NAME [--files N] [--rows N]`: what the next run would import and why
 //! the other objects are skipped, then the first rows of the newest candidate parsed against
-//! the template, as an aligned table followed by the row errors. Changes no state: selection
+//! the template, as an aligned table followed by the row errors; when nothing is left to
+//! import, the newest file of the folder, marked as imported or skipped. Changes no state: selection
 //! runs as a dry run, and the sample is parsed into memory, not the spool.
 
 use super::{EXIT_FAILED, pick_one};
@@ -9,10 +10,27 @@ use s3_importd::clock::SystemClock;
 use s3_importd::config::Config;
 use s3_importd::format::Sample;
 use s3_importd::run::{self, RunEnv};
+use s3_importd::select::{self, ObjectMeta};
 use s3_importd::text::clean;
 use s3_importd::{source, target};
 use serde_json::Value;
 use std::process::ExitCode;
+
+/// The object whose rows are shown.
+enum Subject {
+    /// The newest object the next run would import.
+    Candidate(ObjectMeta),
+    /// Nothing is left to import: the newest object of the folder, in the ledger or not.
+    Skipped { meta: ObjectMeta, imported: bool },
+}
+
+impl Subject {
+    fn meta(&self) -> &ObjectMeta {
+        match self {
+            Subject::Candidate(m) | Subject::Skipped { meta: m, .. } => m,
+        }
+    }
+}
 
 /// The widest a cell of the sample table is shown.
 const CELL: usize = 32;
@@ -68,15 +86,52 @@ pub async fn command(config: &Config, name: &str, files: usize, rows: u64) -> an
         let reasons: Vec<String> = summary.skipped.iter().map(|(r, n)| format!("{n} {r}")).collect();
         println!("skipped: {}", reasons.join("; "));
     }
-    let Some(newest) = candidates.iter().max_by_key(|m| (m.last_modified, m.key.clone())) else {
-        println!("nothing to import, so no rows to preview");
-        return Ok(ExitCode::SUCCESS);
+    // The newest candidate; with none, the newest file the folder holds for the connection,
+    // imported already or not, so that the template can still be seen at work on it.
+    let newest = match candidates.iter().min_by(|a, b| select::newest_first(a, b)) {
+        Some(m) => Subject::Candidate(m.clone()),
+        None => match super::newest_admitted(source.as_ref(), connection, 1).await {
+            Ok(mut found) if !found.is_empty() => {
+                let m = found.remove(0);
+                let settled = state
+                    .settled_among(&connection.name, &[(m.key.as_str(), m.etag.as_str())])
+                    .await?;
+                Subject::Skipped {
+                    imported: settled.first().copied().unwrap_or(false),
+                    meta: m,
+                }
+            }
+            Ok(_) => {
+                println!("nothing to import, and no file in the folder to preview");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Err(e) => {
+                println!("preview {name}: cannot list {}: {}", source.location(), clean(&e));
+                return Ok(ExitCode::from(EXIT_FAILED));
+            }
+        },
     };
     println!();
-    println!(
-        "first rows of {} (the newest), read as the template says:",
-        clean(&newest.key)
-    );
+    match &newest {
+        Subject::Candidate(m) => println!(
+            "first rows of {} (the newest), read as the template says:",
+            clean(&m.key)
+        ),
+        Subject::Skipped { meta, imported } => println!(
+            "nothing to import; first rows of {} (the newest file, {}), read as the template says:",
+            clean(&meta.key),
+            if *imported {
+                "already imported"
+            } else {
+                "which the next run skips"
+            }
+        ),
+    }
+    let verdict = match newest {
+        Subject::Candidate(_) => "verdict",
+        Subject::Skipped { .. } => "verdict, were it imported again",
+    };
+    let newest = newest.meta();
     println!(
         "  read as {}",
         s3_importd::format::dialect(&connection.format, &newest.key)
@@ -115,9 +170,9 @@ pub async fn command(config: &Config, name: &str, files: usize, rows: u64) -> an
     }
     // The verdict a run would reach, from every row of the file (the sample shows the first).
     match run::over_max_bad_rows(&connection.template, stats) {
-        Some(reason) => println!("verdict: the file would be rejected: {}", clean(&reason)),
+        Some(reason) => println!("{verdict}: the file would be rejected: {}", clean(&reason)),
         None => println!(
-            "verdict: the file would be imported: {} good rows, {} bad (max_bad_rows = \"{}\")",
+            "{verdict}: the file would be imported: {} good rows, {} bad (max_bad_rows = \"{}\")",
             stats.rows - stats.bad_rows,
             stats.bad_rows,
             connection.template.max_bad_rows

@@ -10,7 +10,7 @@ use s3_importd::config::{Config, Connection};
 use s3_importd::format::Sample;
 use s3_importd::infer::{self, Inferrer};
 use s3_importd::run;
-use s3_importd::select::{self, ObjectMeta, Verdict, Window};
+use s3_importd::select::ObjectMeta;
 use s3_importd::source::{self, Source};
 use s3_importd::template::{Template, UnknownFields};
 use s3_importd::text::clean;
@@ -22,7 +22,7 @@ pub async fn infer(config: &Config, name: &str, files: usize, rows: u64) -> anyh
         Err(code) => return Ok(code),
     };
     let source = source::for_connection(connection).await;
-    let newest = match newest(source.as_ref(), connection, files.max(1)).await {
+    let newest = match super::newest_admitted(source.as_ref(), connection, files.max(1)).await {
         Ok(newest) => newest,
         Err(e) => {
             eprintln!(
@@ -66,7 +66,7 @@ pub async fn infer(config: &Config, name: &str, files: usize, rows: u64) -> anyh
     }
     let mut fields = inferrer.fields();
     let header = format!(
-        "Inferred by `s3-importd template infer {name}` from {} rows of {} file{} (the newest): check\nthe types, then save this as templates/{name}.toml and set `template = \"{name}\"` in\nconnections/{name}.toml (or paste the keys under [template] there).",
+        "Inferred by `s3-importd template infer {name}` from {} rows of {} file{} (the newest): check\nthe types, then save this as templates/{name}.toml and set `template = \"{name}\"` in\nconnections/{name}.toml; or, to keep it inline, put `table` under [template] there and\nwrite each [[fields]] as [[template.fields]].",
         inferrer.rows(),
         read.len(),
         if read.len() == 1 { "" } else { "s" }
@@ -107,36 +107,6 @@ pub async fn infer(config: &Config, name: &str, files: usize, rows: u64) -> anyh
     }
     eprintln!("template infer {name}: no template reads these rows without bad rows");
     Ok(ExitCode::from(EXIT_FAILED))
-}
-
-/// The newest `n` objects of the connection's folder that its globs admit, newest first —
-/// imported already or not: the template is for what the partner sends.
-async fn newest(source: &dyn Source, c: &Connection, n: usize) -> Result<Vec<ObjectMeta>, String> {
-    let all_time = Window {
-        lower: chrono::DateTime::<chrono::Utc>::MIN_UTC,
-        upper: chrono::DateTime::<chrono::Utc>::MAX_UTC,
-    };
-    let prefix = c.source.prefix();
-    let mut newest: Vec<ObjectMeta> = Vec::new();
-    source
-        .list(&mut |meta| {
-            if select::classify(&meta, prefix, &c.filters, &all_time) == Verdict::Candidate {
-                newest.push(meta);
-                // Only `n` are kept, whatever the size of the folder.
-                if newest.len() > 2 * n {
-                    keep_newest(&mut newest, n);
-                }
-            }
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-    keep_newest(&mut newest, n);
-    Ok(newest)
-}
-
-fn keep_newest(objects: &mut Vec<ObjectMeta>, n: usize) {
-    objects.sort_by(|a, b| (b.last_modified, &b.key).cmp(&(a.last_modified, &a.key)));
-    objects.truncate(n);
 }
 
 /// The fields that some of the sampled rows fail with `template`.

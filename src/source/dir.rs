@@ -6,7 +6,7 @@
 //! (size, mtime, ctime, inode) is not in the ledger: a re-run reads no file it has seen. Files and folders whose names start
 //! with `.` are not listed: writers use such names for files still being written.
 //!
-//! Nothing outside the folder is read (DESIGN §4.8): symbolic links are not followed unless
+//! Nothing outside the folder is read (docs/design.md §4.8): symbolic links are not followed unless
 //! `follow_symlinks = true`, and then only to files inside the folder; every file is opened
 //! without following a final link, and the file actually opened is checked to lie inside the
 //! folder, so a link swapped in after the listing reads nothing.

@@ -1,4 +1,4 @@
-//! Verifying an object's bytes as they are read (DESIGN §4.7): the count against the listed
+//! Verifying an object's bytes as they are read (docs/design.md §4.7): the count against the listed
 //! size, and the content against a digest the source knows (a single-part S3 ETag is the MD5
 //! of the object; a `dir` object's version is the BLAKE3 hash of the file).
 //!

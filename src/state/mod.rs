@@ -5,7 +5,7 @@
 //! [`StateStore`] is the one async door to all of it — runs, the daemon and every command go
 //! through it. [`sqlite::SqliteStore`] implements it on one SQLite file (one host);
 //! [`postgres::PostgresStore`] on a PostgreSQL database that a fleet of daemons shares
-//! (DESIGN §6). Every change a run makes to the ledger and watermark happens in one
+//! (docs/design.md §6). Every change a run makes to the ledger and watermark happens in one
 //! transaction ([`StateStore::commit`]), so a crash leaves either all of a run's bookkeeping or
 //! none of it; with PostgreSQL that transaction also checks the run's lease (fencing).
 //!

@@ -1,4 +1,4 @@
-//! The state store on PostgreSQL, shared by a fleet of daemons (DESIGN §6): the database is
+//! The state store on PostgreSQL, shared by a fleet of daemons (docs/design.md §6): the database is
 //! the coordinator, as in Airflow's highly available scheduler; daemons never talk to each
 //! other.
 //!
@@ -29,9 +29,10 @@ const SCHEMA: &str = "s3_importd";
 const MIGRATION_LOCK: i64 = 0x0073_3369_6d70;
 
 /// The schema, one refinery migration per version (`V{n}__{name}`).
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "V1__fleet_state",
-    r#"
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "V1__fleet_state",
+        r#"
 CREATE TABLE connections (
     name TEXT PRIMARY KEY,
     watermark_ms BIGINT,
@@ -129,7 +130,13 @@ CREATE TABLE daemons (
     seen_at TIMESTAMPTZ NOT NULL
 );
 "#,
-)];
+    ),
+    // `retry` acknowledges the errors of the runs before it (as in the SQLite store).
+    (
+        "V2__errors_cleared",
+        "ALTER TABLE connections ADD COLUMN errors_cleared_ms BIGINT;",
+    ),
+];
 
 /// A lease this process holds.
 struct Held {
@@ -990,7 +997,12 @@ impl StateStore for PostgresStore {
             last_run: self.runs(connection, 1).await?.pop(),
             last_import: self.runs_where(connection, "AND rows > 0", 1).await?.pop(),
             last_error: self
-                .runs_where(connection, "AND error IS NOT NULL", 1)
+                .runs_where(
+                    connection,
+                    "AND error IS NOT NULL AND started_at_ms > \
+                     COALESCE((SELECT errors_cleared_ms FROM connections WHERE name = $1), -1)",
+                    1,
+                )
                 .await?
                 .pop(),
         })
@@ -1084,6 +1096,23 @@ impl StateStore for PostgresStore {
         )
         .await
         .map_err(|e| self.err(e))?;
+        // The next run checks the objects again and quarantines what is still bad; the errors
+        // so far are acknowledged.
+        tx.execute(
+            "DELETE FROM quarantine WHERE connection = $1 AND key = ANY($2::text[])",
+            &[&connection, &all],
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        if !all.is_empty() {
+            tx.execute(
+                "INSERT INTO connections (name, errors_cleared_ms) VALUES ($1, $2)
+                 ON CONFLICT (name) DO UPDATE SET errors_cleared_ms = excluded.errors_cleared_ms",
+                &[&connection, &ms(Utc::now())],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        }
         tx.commit().await.map_err(|e| self.err(e))?;
         Ok(Retry { keys: all, forgotten })
     }

@@ -111,7 +111,17 @@ CREATE TABLE daemons (
     seen_at_ms INTEGER NOT NULL
 );
 "#,
+    // `retry` acknowledges the errors of the runs before it: `status` shows none of them as
+    // the last error once the objects they were about are being imported again.
+    r#"
+ALTER TABLE connections ADD COLUMN errors_cleared_ms INTEGER;
+"#,
 ];
+
+/// The runs whose error `status` may show as the last error: those since `retry` last
+/// acknowledged the connection's errors.
+const LAST_ERROR: &str = "AND error IS NOT NULL AND started_at_ms > \
+     COALESCE((SELECT errors_cleared_ms FROM connections WHERE name = ?1), -1)";
 
 /// The state store on one SQLite file.
 pub struct SqliteStore {
@@ -563,9 +573,21 @@ impl StateStore for SqliteStore {
                     "DELETE FROM ledger WHERE connection = ?1 AND key = ?2",
                     params![connection, key],
                 )? as u64;
+                // The next run checks the object again and quarantines what is still bad.
+                tx.execute(
+                    "DELETE FROM quarantine WHERE connection = ?1 AND key = ?2",
+                    params![connection, key],
+                )?;
                 tx.execute(
                     "INSERT OR IGNORE INTO retries (connection, key) VALUES (?1, ?2)",
                     params![connection, key],
+                )?;
+            }
+            if !all.is_empty() {
+                tx.execute(
+                    "INSERT INTO connections (name, errors_cleared_ms) VALUES (?1, ?2)
+                     ON CONFLICT (name) DO UPDATE SET errors_cleared_ms = excluded.errors_cleared_ms",
+                    params![connection, ms(Utc::now())],
                 )?;
             }
             tx.commit()?;
@@ -592,7 +614,7 @@ impl StateStore for SqliteStore {
             quarantined,
             last_run: self.runs(connection, 1).await?.pop(),
             last_import: self.runs_where(connection, "AND rows > 0", 1)?.pop(),
-            last_error: self.runs_where(connection, "AND error IS NOT NULL", 1)?.pop(),
+            last_error: self.runs_where(connection, LAST_ERROR, 1)?.pop(),
         })
     }
 
