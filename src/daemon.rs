@@ -171,8 +171,8 @@ impl Runner for StoreRunner {
         self.metrics
             .schedule_lag(&connection.name, self.clock.now() - due);
         self.metrics.run_started();
-        let source = crate::source::for_connection(&connection).await;
-        let target = crate::target::for_connection(&connection).await;
+        let source = crate::sources::for_connection(&connection).await;
+        let target = crate::targets::for_connection(&connection).await;
         let env = RunEnv {
             connection: &connection,
             source: source.as_ref(),

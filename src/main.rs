@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use s3_importd::clock::SystemClock;
 use s3_importd::config::{self, Config, LogFormat, TargetSpec};
 use s3_importd::run::{RunEnv, RunLimits, RunSummary};
-use s3_importd::{source, target};
+use s3_importd::{sources, targets};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -501,8 +501,8 @@ async fn run_command(
         .map(|connection| {
             let (state, spool_root, clock) = (state.as_ref(), &spool_root, &clock);
             async move {
-                let source = source::for_connection(connection).await;
-                let target = target::for_connection(connection).await;
+                let source = sources::for_connection(connection).await;
+                let target = targets::for_connection(connection).await;
                 let env = RunEnv {
                     connection,
                     source: source.as_ref(),

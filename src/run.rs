@@ -10,21 +10,21 @@
 //!
 //! This module owns the order of those steps and the exactly-once protocol between the target
 //! and the state store; every step itself lives elsewhere (sources, [`crate::select`],
-//! [`crate::format`], targets, the state store). It reads time only from the injected clock.
+//! [`crate::formats`], targets, the state store). It reads time only from the injected clock.
 
 use crate::clock::Clock;
 use crate::config::Connection;
 use crate::fault;
-use crate::format::{self, ParseError, ParseStats, Provenance, RowSink};
+use crate::formats::{self, ParseError, ParseStats, Provenance, RowSink};
 use crate::keytemplate::KeyValues;
 use crate::select::{self, ObjectMeta, SkipReason, Verdict, Window};
-use crate::source::{Source, SourceError};
+use crate::sources::{Source, SourceError};
 use crate::spool::{Spool, SpoolFormat, Spooled};
 use crate::state::{
     CommitPlan, ConnectionState, Outcome, PendingLoad, Quarantined, RunCounts, RunRecord, Settled,
     StateError, StateStore,
 };
-use crate::target::{Delivery, LoadInfo, LoadPart, Target, TargetError, ValueRules};
+use crate::targets::{Delivery, LoadInfo, LoadPart, Target, TargetError, ValueRules};
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt;
 use std::collections::BTreeMap;
@@ -311,7 +311,7 @@ struct LedgerKnown<'a> {
 }
 
 #[async_trait::async_trait]
-impl crate::source::Known for LedgerKnown<'_> {
+impl crate::sources::Known for LedgerKnown<'_> {
     async fn versions(&self, objects: &[(&str, &str)]) -> Vec<Option<String>> {
         self.state
             .versions_by_stamp(self.connection, objects)
@@ -689,7 +689,7 @@ impl Load {
     /// Adds what became of one object. Rejections and failures are final whatever happens to
     /// the delivery, so their problem lines go to the summary at once.
     fn add(&mut self, meta: &ObjectMeta, processed: Processed, s: &mut RunSummary) {
-        let quarantined = |errors: Vec<format::RowError>| {
+        let quarantined = |errors: Vec<formats::RowError>| {
             errors.into_iter().map(|error| Quarantined {
                 key: meta.key.clone(),
                 etag: meta.etag.clone(),
@@ -994,7 +994,7 @@ enum Processed {
     Rejected {
         stats: ParseStats,
         reason: String,
-        errors: Vec<format::RowError>,
+        errors: Vec<formats::RowError>,
     },
     Failed(String),
 }
@@ -1069,7 +1069,7 @@ pub async fn parse_object<S: RowSink + Send + 'static>(
 
 /// How one object is opened on the thread that parses it: by the source's own
 /// [`Source::opener`] when it has one, else opened here, on the runtime, and read through it.
-async fn opener(source: &dyn Source, meta: &ObjectMeta) -> Result<crate::source::Opener, SourceError> {
+async fn opener(source: &dyn Source, meta: &ObjectMeta) -> Result<crate::sources::Opener, SourceError> {
     Ok(match source.opener(meta) {
         Some(open) => open,
         None => {
@@ -1081,7 +1081,7 @@ async fn opener(source: &dyn Source, meta: &ObjectMeta) -> Result<crate::source:
 
 /// What parsing objects of one connection needs, owned, for a blocking thread.
 struct ParseJob {
-    spec: format::FormatSpec,
+    spec: formats::FormatSpec,
     template: crate::template::Template,
     rules: ValueRules,
 }
@@ -1101,7 +1101,7 @@ impl ParseJob {
     /// sink in every case.
     fn parse<S: RowSink>(
         &self,
-        open: crate::source::Opener,
+        open: crate::sources::Opener,
         meta: &ObjectMeta,
         sink: S,
     ) -> (Result<Result<ParseStats, ParseError>, SourceError>, S) {
@@ -1117,7 +1117,7 @@ impl ParseJob {
             key: &meta.key,
             version: &meta.etag,
         };
-        let result = format::parse_sized(
+        let result = formats::parse_sized(
             reader,
             Some(meta.size),
             &meta.key,
@@ -1138,10 +1138,10 @@ struct Admitting<S> {
 }
 
 impl<S: RowSink> RowSink for Admitting<S> {
-    fn row(&mut self, row: &format::Row<'_>) -> std::io::Result<()> {
+    fn row(&mut self, row: &formats::Row<'_>) -> std::io::Result<()> {
         self.inner.row(row)
     }
-    fn error(&mut self, error: format::RowError) {
+    fn error(&mut self, error: formats::RowError) {
         self.inner.error(error);
     }
     fn wants_more(&self) -> bool {
@@ -1150,10 +1150,10 @@ impl<S: RowSink> RowSink for Admitting<S> {
     fn end(&mut self) -> std::io::Result<()> {
         self.inner.end()
     }
-    fn refusal(&self, json: &[u8]) -> Option<format::Refusal> {
+    fn refusal(&self, json: &[u8]) -> Option<formats::Refusal> {
         self.rules.refusal(json)
     }
-    fn csv_out(&self) -> Option<format::CsvOut> {
+    fn csv_out(&self) -> Option<formats::CsvOut> {
         self.inner.csv_out()
     }
     fn wants_json(&self) -> bool {

@@ -1,10 +1,22 @@
 //! A value that must never reach a log: tokens, passwords, database URLs. `Debug` and
 //! `Display` print `***`; only [`Secret::expose`] gives the value, at the point of use.
-//! [`read`] fetches one from where the configuration says it is.
+//! [`read`] fetches one from where the configuration says it is ([`SecretSource`]). Needs
+//! nothing of the configuration module, which uses it.
 
-use crate::config::SecretSource;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Where a secret (a bearer token, a database URL) is read from, when a delivery needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// Written in the configuration itself.
+    Inline(Secret),
+    /// An environment variable of the daemon.
+    Env(String),
+    /// A file: `given` as written; a relative one is looked up in `$CREDENTIALS_DIRECTORY`
+    /// (systemd's `LoadCredential=`) when that is set, else at `in_config_dir`.
+    File { given: String, in_config_dir: PathBuf },
+}
 
 /// A secret string.
 #[derive(Clone, PartialEq, Eq)]

@@ -13,7 +13,7 @@
 //! objects. A growing file is written back to disk early, 32 MB at a time, on a thread of its
 //! own. This module does file I/O only; what the rows mean is the format's business.
 
-use crate::format::{Row, RowError, RowSink};
+use crate::formats::{Row, RowError, RowSink};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -41,7 +41,7 @@ pub struct Spool {
 pub enum SpoolFormat {
     Jsonl,
     Csv {
-        out: crate::format::CsvOut,
+        out: crate::formats::CsvOut,
         /// The header record every file starts with.
         header: Arc<Vec<u8>>,
     },
@@ -62,7 +62,7 @@ impl SpoolFormat {
                 let fields: Vec<String> = c.template.fields.iter().map(|f| f.name.clone()).collect();
                 SpoolFormat::Csv {
                     out,
-                    header: Arc::new(crate::format::csv_header(out, &fields)),
+                    header: Arc::new(crate::formats::csv_header(out, &fields)),
                 }
             }
         }
@@ -559,7 +559,7 @@ impl RowSink for SpoolWriter {
         }
     }
 
-    fn csv_out(&self) -> Option<crate::format::CsvOut> {
+    fn csv_out(&self) -> Option<crate::formats::CsvOut> {
         match &self.format {
             SpoolFormat::Jsonl => None,
             SpoolFormat::Csv { out, .. } => Some(*out),
@@ -650,7 +650,7 @@ mod tests {
             "the file keeps its size"
         );
     }
-    use crate::format::{self, FormatSpec, Provenance};
+    use crate::formats::{self, FormatSpec, Provenance};
     use crate::template::{BadRowLimit, Template, UnknownFields};
 
     fn spool_rows(writer: &mut SpoolWriter, text: &str) {
@@ -664,7 +664,7 @@ mod tests {
             key: "k",
             version: "v",
         };
-        format::parse(
+        formats::parse(
             text.as_bytes(),
             "k.csv",
             &FormatSpec::default(),

@@ -3,7 +3,7 @@
 //!
 //! A template is built once from configuration (`config::validate`); checking a value is a pure
 //! function of the field and the value. Where values come from (CSV columns, JSON keys) is the
-//! business of [`crate::format`]; this module only turns a raw value into the JSON text of
+//! business of [`crate::formats`]; this module only turns a raw value into the JSON text of
 //! its typed value (appended to a reused buffer, so that checking a row allocates nothing per
 //! cell) or a reason it cannot be one.
 

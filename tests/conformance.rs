@@ -1,8 +1,8 @@
 //! Conformance of the readers the importer uses: the csv-spectrum edge cases parse to the JSON
 //! their authors expect, and the JSONTestSuite parsing cases are accepted or rejected as the
-//! suite says, through the same `format::parse` a run uses. Needs no services.
+//! suite says, through the same `formats::parse` a run uses. Needs no services.
 
-use s3_importd::format::{self, FormatKind, FormatSpec, ParseError, Provenance, Row, RowError, RowSink};
+use s3_importd::formats::{self, FormatKind, FormatSpec, ParseError, Provenance, Row, RowError, RowSink};
 use s3_importd::template::{BadRowLimit, Template, UnknownFields};
 use serde_json::Value;
 use std::path::Path;
@@ -37,14 +37,14 @@ fn keep_all() -> Template {
     }
 }
 
-fn parse(bytes: &[u8], key: &str, kind: FormatKind) -> (Result<format::ParseStats, ParseError>, Collect) {
+fn parse(bytes: &[u8], key: &str, kind: FormatKind) -> (Result<formats::ParseStats, ParseError>, Collect) {
     let mut sink = Collect::default();
     let spec = FormatSpec {
         kind,
         ..FormatSpec::default()
     };
     let provenance = Provenance { key, version: "v" };
-    let r = format::parse(bytes, key, &spec, &keep_all(), provenance, &mut sink);
+    let r = formats::parse(bytes, key, &spec, &keep_all(), provenance, &mut sink);
     (r, sink)
 }
 

@@ -10,9 +10,9 @@ use s3_importd::clock::ManualClock;
 use s3_importd::config::{self, TargetSpec};
 use s3_importd::run::{RunEnv, RunLimits, run};
 use s3_importd::select::ObjectMeta;
-use s3_importd::source::{ObjectReader, Source, SourceError};
+use s3_importd::sources::{ObjectReader, Source, SourceError};
 use s3_importd::state::{SqliteStore, StateStore};
-use s3_importd::target::file::FileTarget;
+use s3_importd::targets::file::FileTarget;
 use std::sync::Mutex;
 
 /// A bucket in memory: objects with the LastModified a test gives them.

@@ -355,7 +355,7 @@ async fn a_partitioned_listing_equals_the_serial_one_key_for_key() {
                 &s3_connection(&b, prefix, &format!("max_concurrent_listings = {concurrency}")),
             );
             let config = s3_importd::config::load(cfg.path()).unwrap_or_else(|e| panic!("{e}"));
-            let source = s3_importd::source::for_connection(&config.connections[0]).await;
+            let source = s3_importd::sources::for_connection(&config.connections[0]).await;
             let mut listed = Vec::new();
             let count = source
                 .list(&mut |meta| listed.push((meta.key, meta.etag, meta.size)))

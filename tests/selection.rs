@@ -11,10 +11,10 @@ use s3_importd::clock::{Clock, ManualClock};
 use s3_importd::config::{self, Connection, SourceSpec};
 use s3_importd::run::{RunEnv, RunLimits, RunSummary, run};
 use s3_importd::select::{ObjectMeta, SkipReason};
-use s3_importd::source::s3::S3Source;
-use s3_importd::source::{ObjectReader, Source, SourceError};
+use s3_importd::sources::s3::S3Source;
+use s3_importd::sources::{ObjectReader, Source, SourceError};
 use s3_importd::state::{SqliteStore, StateStore};
-use s3_importd::target::file::FileTarget;
+use s3_importd::targets::file::FileTarget;
 use std::sync::Mutex;
 
 fn connection(cfg: &ConfigDir, name: &str) -> Connection {
@@ -95,7 +95,7 @@ impl Source for Faulty<'_> {
             return Err(SourceError::Read {
                 location: self.location(),
                 key: object.key.clone(),
-                cause: s3_importd::source::Cause::lasting("connection reset"),
+                cause: s3_importd::sources::Cause::lasting("connection reset"),
             });
         }
         self.inner.open(object).await

@@ -7,7 +7,7 @@
 mod common;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
-use s3_importd::format::RowError;
+use s3_importd::formats::RowError;
 use s3_importd::secret::Secret;
 use s3_importd::select::ObjectMeta;
 use s3_importd::state::postgres::PostgresStore;

@@ -9,7 +9,7 @@ use aws_sdk_s3::error::ProvideErrorMetadata;
 use s3_importd::aws::AwsError;
 use s3_importd::config::{Config, Connection, S3Spec, SourceSpec, TargetSpec};
 use s3_importd::select::ObjectMeta;
-use s3_importd::source::{self, Source, SourceError};
+use s3_importd::sources::{self, Source, SourceError};
 use std::process::ExitCode;
 use tokio::io::AsyncReadExt;
 
@@ -195,7 +195,7 @@ async fn source_steps(report: &mut Report, connection: &Connection, reachable: b
         }
         return;
     }
-    let source = source::for_connection(connection).await;
+    let source = sources::for_connection(connection).await;
     let mut first: Option<ObjectMeta> = None;
     let mut challenge_meta: Option<ObjectMeta> = None;
     let prefix = connection.source.prefix();
@@ -284,7 +284,7 @@ async fn read_start(source: &dyn Source, meta: &ObjectMeta) -> Result<usize, Sou
                 return Err(SourceError::Read {
                     location: source.location(),
                     key: meta.key.clone(),
-                    cause: s3_importd::source::Cause::Other {
+                    cause: s3_importd::sources::Cause::Other {
                         message: e.to_string(),
                         transient: true,
                     },
@@ -313,7 +313,7 @@ async fn target_step(report: &mut Report, connection: &Connection) {
         TargetSpec::Stdout => report.ok("target", "standard output"),
         TargetSpec::Postgres(spec) => {
             let fields = connection.template.fields.clone();
-            let target = s3_importd::target::postgres::PostgresTarget::new(spec.clone(), fields);
+            let target = s3_importd::targets::postgres::PostgresTarget::new(spec.clone(), fields);
             match target.probe().await {
                 Ok(detail) => report.ok("target", detail),
                 Err(e) => report.failed(
@@ -324,7 +324,7 @@ async fn target_step(report: &mut Report, connection: &Connection) {
             }
         }
         TargetSpec::Http(spec) => {
-            let target = s3_importd::target::http::HttpTarget::new(connection, spec.clone());
+            let target = s3_importd::targets::http::HttpTarget::new(connection, spec.clone());
             match target.probe().await {
                 Ok(status) => report.ok("target", format!("{} answers (HTTP {status} to HEAD)", spec.shown_url)),
                 Err(e) => report.failed(

@@ -20,7 +20,7 @@ use anyhow::Context;
 use s3_importd::config::StateLocation;
 use s3_importd::config::{Config, Connection};
 use s3_importd::select::{self, ObjectMeta, Verdict, Window};
-use s3_importd::source::Source;
+use s3_importd::sources::Source;
 use s3_importd::state::{self as store, StateStore};
 use std::sync::Arc;
 

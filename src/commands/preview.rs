@@ -8,11 +8,11 @@ use super::{EXIT_FAILED, pick_one};
 use chrono::SecondsFormat;
 use s3_importd::clock::SystemClock;
 use s3_importd::config::Config;
-use s3_importd::format::Sample;
+use s3_importd::formats::Sample;
 use s3_importd::run::{self, RunEnv};
 use s3_importd::select::{self, ObjectMeta};
 use s3_importd::text::clean;
-use s3_importd::{source, target};
+use s3_importd::{sources, targets};
 use serde_json::Value;
 use std::process::ExitCode;
 
@@ -41,8 +41,8 @@ pub async fn command(config: &Config, name: &str, files: usize, rows: u64) -> an
         Err(code) => return Ok(code),
     };
     let state = super::open_state(config).await?;
-    let source = source::for_connection(connection).await;
-    let target = target::for_connection(connection).await;
+    let source = sources::for_connection(connection).await;
+    let target = targets::for_connection(connection).await;
     let spool_root = &config.settings.spool_dir;
     let env = RunEnv {
         connection,
@@ -134,7 +134,7 @@ pub async fn command(config: &Config, name: &str, files: usize, rows: u64) -> an
     let newest = newest.meta();
     println!(
         "  read as {}",
-        s3_importd::format::dialect(&connection.format, &newest.key)
+        s3_importd::formats::dialect(&connection.format, &newest.key)
     );
     let (result, sample) =
         match run::parse_object(source.as_ref(), connection, newest, Sample::whole(rows)).await {

@@ -7,11 +7,11 @@
 
 use super::{EXIT_FAILED, pick_one};
 use s3_importd::config::{Config, Connection};
-use s3_importd::format::Sample;
+use s3_importd::formats::Sample;
 use s3_importd::infer::{self, Inferrer};
 use s3_importd::run;
 use s3_importd::select::ObjectMeta;
-use s3_importd::source::{self, Source};
+use s3_importd::sources::{self, Source};
 use s3_importd::template::{Template, UnknownFields};
 use s3_importd::text::clean;
 use std::process::ExitCode;
@@ -21,7 +21,7 @@ pub async fn infer(config: &Config, name: &str, files: usize, rows: u64) -> anyh
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    let source = source::for_connection(connection).await;
+    let source = sources::for_connection(connection).await;
     let newest = match super::newest_admitted(source.as_ref(), connection, files.max(1)).await {
         Ok(newest) => newest,
         Err(e) => {
@@ -75,8 +75,8 @@ pub async fn infer(config: &Config, name: &str, files: usize, rows: u64) -> anyh
     // becomes a string, and the check runs again (at most once per field).
     for _ in 0..=fields.len() {
         let by_index = !connection.format.has_header
-            && connection.format.kind != s3_importd::format::FormatKind::Json
-            && connection.format.kind != s3_importd::format::FormatKind::Jsonl;
+            && connection.format.kind != s3_importd::formats::FormatKind::Json
+            && connection.format.kind != s3_importd::formats::FormatKind::Jsonl;
         let text = infer::render(&connection.template.table, &fields, &header, by_index);
         let template = match s3_importd::config::validate::template_file(
             &text,

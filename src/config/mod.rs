@@ -10,7 +10,7 @@ pub mod raw;
 pub mod settings_file;
 pub mod validate;
 
-use crate::format::FormatSpec;
+use crate::formats::FormatSpec;
 use crate::keytemplate::KeyTemplate;
 use crate::select::Filters;
 use crate::template::Template;
@@ -227,17 +227,9 @@ pub struct HttpTargetSpec {
     pub max_retries: usize,
 }
 
-/// Where a secret (a bearer token, a database URL) is read from, when a delivery needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretSource {
-    /// Written in the configuration itself.
-    Inline(crate::secret::Secret),
-    /// An environment variable of the daemon.
-    Env(String),
-    /// A file: `given` as written; a relative one is looked up in `$CREDENTIALS_DIRECTORY`
-    /// (systemd's `LoadCredential=`) when that is set, else at `in_config_dir`.
-    File { given: String, in_config_dir: PathBuf },
-}
+/// Where a secret is read from; it lives with [`crate::secret`], which reads it, so that
+/// `secret` needs nothing of the configuration.
+pub use crate::secret::SecretSource;
 
 /// How the `file` and `s3` targets write a load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,14 +247,14 @@ pub enum OutputFormat {
 
 impl OutputFormat {
     /// How CSV output is written, for a CSV output.
-    pub fn csv(self) -> Option<crate::format::CsvOut> {
+    pub fn csv(self) -> Option<crate::formats::CsvOut> {
         match self {
             OutputFormat::Jsonl => None,
             OutputFormat::Csv {
                 delimiter,
                 quote_all,
                 formula_guard,
-            } => Some(crate::format::CsvOut {
+            } => Some(crate::formats::CsvOut {
                 delimiter,
                 quote_all,
                 formula_guard,

@@ -8,7 +8,7 @@ use super::raw::{
     CountOrText, RawConnection, RawField, RawFormat, RawSettings, RawSource, RawTarget, RawTemplate,
 };
 use super::*;
-use crate::format::{Compression, Encoding, FormatKind};
+use crate::formats::{Compression, Encoding, FormatKind};
 use crate::secret::Secret;
 use crate::template::{BadRowLimit, Column, Field, FieldType, TimeFormat, UnknownFields};
 use chrono_tz::Tz;

@@ -264,7 +264,7 @@ fn retryable(e: &tokio_postgres::Error) -> bool {
 impl PostgresStore {
     /// Connects to the database of `url`, creating the schema or migrating it.
     pub async fn open(url: &crate::secret::Secret, lease_ttl: Duration) -> Result<PostgresStore, StateError> {
-        let (mut config, tls) = crate::target::postgres::client_config(url).map_err(StateError::Url)?;
+        let (mut config, tls) = crate::pg_client::client_config(url).map_err(StateError::Url)?;
         config.options(format!("-c search_path={SCHEMA}"));
         if config.get_application_name().is_none() {
             config.application_name("s3-importd");

@@ -2,7 +2,7 @@
 //! type, and a sink that checks what the parser hands it.
 
 use s3_importd::config::{self, Connection, Files};
-use s3_importd::format::{self, Provenance, Row, RowError, RowSink};
+use s3_importd::formats::{self, Provenance, Row, RowError, RowSink};
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -80,7 +80,7 @@ impl RowSink for Checking {
     fn error(&mut self, error: RowError) {
         // No row error holds more than a bounded excerpt of what the file had.
         assert!(
-            error.raw.len() <= format::RAW_CAP,
+            error.raw.len() <= formats::RAW_CAP,
             "raw of {} bytes",
             error.raw.len()
         );
@@ -140,16 +140,16 @@ pub fn parse_jsonl_encodings(data: &[u8]) {
     let mut spec = c.format.clone();
     let labels = ["utf-8", "shift_jis", "utf-16le", "big5", "euc-kr", "windows-1253"];
     spec.encoding = match labels.get(pick as usize % (labels.len() + 1)) {
-        Some(label) => format::Encoding::for_label(label).unwrap_or(format::Encoding::Utf8),
-        None => format::Encoding::Auto,
+        Some(label) => formats::Encoding::for_label(label).unwrap_or(formats::Encoding::Utf8),
+        None => formats::Encoding::Auto,
     };
     parse_as("object.jsonl", data, &spec, c);
 }
 
 /// Parses `data` with `spec` and the connection's template, checking what comes out.
-fn parse_as(key: &str, data: &[u8], spec: &format::FormatSpec, c: &Connection) {
+fn parse_as(key: &str, data: &[u8], spec: &formats::FormatSpec, c: &Connection) {
     let provenance = Provenance { key, version: "v" };
-    if let Err(e) = format::parse(data, key, spec, &c.template, provenance, &mut Checking) {
+    if let Err(e) = formats::parse(data, key, spec, &c.template, provenance, &mut Checking) {
         // A file the parser refuses says why, briefly.
         assert!(
             e.to_string().len() <= 4096,

@@ -192,7 +192,7 @@ impl ValueRules {
     }
 
     /// The first value of a checked row (its JSON text) that the target cannot store.
-    pub fn refusal(&self, json: &[u8]) -> Option<crate::format::Refusal> {
+    pub fn refusal(&self, json: &[u8]) -> Option<crate::formats::Refusal> {
         if !self.no_nul || !has_nul_escape(json) {
             return None;
         }
@@ -203,7 +203,7 @@ impl ValueRules {
             .find(|(_, v)| holds_nul(v))
             .map(|(k, _)| k.clone())
             .unwrap_or_default();
-        Some(crate::format::Refusal {
+        Some(crate::formats::Refusal {
             field,
             reason: "holds a NUL character (\\u0000), which PostgreSQL cannot store in text or jsonb; remove it at the source, or use another target".to_string(),
         })

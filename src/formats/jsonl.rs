@@ -650,9 +650,9 @@ fn continues(open: &[bool], here: &[u8], before: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::Scanner;
-    use crate::format::Failure;
-    use crate::format::testing::{Collect, field, id_template, parse_with};
-    use crate::format::{FormatKind, FormatSpec};
+    use crate::formats::Failure;
+    use crate::formats::testing::{Collect, field, id_template, parse_with};
+    use crate::formats::{FormatKind, FormatSpec};
     use crate::template::*;
     use serde_json::json;
 
@@ -692,8 +692,8 @@ mod tests {
 
     #[test]
     fn the_parallel_parse_gives_what_the_one_thread_loop_gives() {
-        use crate::format::testing::one_thread_and_parallel_agree;
-        use crate::format::{Provenance, Provenanced, RowSink};
+        use crate::formats::testing::one_thread_and_parallel_agree;
+        use crate::formats::{Provenance, Provenanced, RowSink};
         let name = field("name", Column::Name("name".into()), FieldType::String, true);
         let template = id_template("ID", UnknownFields::Ignore, vec![name]);
         // Several batches' worth of lines, with blank lines, bad JSON, non-objects and rows

@@ -389,8 +389,8 @@ fn check_record(
 
 #[cfg(test)]
 mod tests {
-    use crate::format::testing::{Collect, field, id_template, parse_with};
-    use crate::format::{FormatKind, FormatSpec, ParseError, ParseStats};
+    use crate::formats::testing::{Collect, field, id_template, parse_with};
+    use crate::formats::{FormatKind, FormatSpec, ParseError, ParseStats};
     use crate::template::*;
     use serde_json::json;
 
@@ -442,21 +442,21 @@ mod tests {
         assert_eq!(sink.errors[1].reason, "has 2 fields; expected 3");
     }
 
-    /// Parses CSV with a header through the record cap, as `format::parse` does.
+    /// Parses CSV with a header through the record cap, as `formats::parse` does.
     fn parse_capped(
         input: impl std::io::BufRead + Send,
         t: &Template,
-        sink: &mut crate::format::Provenanced<'_, '_>,
+        sink: &mut crate::formats::Provenanced<'_, '_>,
         parallel: bool,
-    ) -> Result<(), crate::format::Failure> {
-        use crate::format::Dialect;
-        use crate::format::record_cap::{Capped, Marks};
+    ) -> Result<(), crate::formats::Failure> {
+        use crate::formats::Dialect;
+        use crate::formats::record_cap::{Capped, Marks};
         let marks = std::sync::Arc::new(Marks::default());
         let input = std::io::BufReader::new(Capped::new(input, Dialect::CSV, marks.clone()));
         super::parse(
             input,
             Dialect::CSV,
-            &crate::format::FormatSpec::default(),
+            &crate::formats::FormatSpec::default(),
             t,
             sink,
             parallel,
@@ -467,8 +467,8 @@ mod tests {
     /// Parses `text` (CSV with a header) on one thread and in parallel and checks that both
     /// ways agree (see `one_thread_and_parallel_agree`); returns the counts.
     fn both_ways(text: &[u8], t: &Template, limit: u64) -> ParseStats {
-        use crate::format::testing::one_thread_and_parallel_agree;
-        use crate::format::{Failure, Provenance, Provenanced, RowSink};
+        use crate::formats::testing::one_thread_and_parallel_agree;
+        use crate::formats::{Failure, Provenance, Provenanced, RowSink};
         let run = |parallel: bool, sink: &mut dyn RowSink| {
             let provenance = Provenance {
                 key: "k",
@@ -509,7 +509,7 @@ mod tests {
 
     #[test]
     fn a_read_failure_comes_after_the_rows_before_it_both_ways() {
-        use crate::format::{Failure, Provenance, Provenanced};
+        use crate::formats::{Failure, Provenance, Provenanced};
         use std::io::Read;
         struct Broken;
         impl Read for Broken {
@@ -591,7 +591,7 @@ mod tests {
 
     #[test]
     fn records_over_the_limits_are_row_errors_with_exact_lines_both_ways() {
-        use crate::format::record_cap::{MAX_FIELDS, MAX_RECORD};
+        use crate::formats::record_cap::{MAX_FIELDS, MAX_RECORD};
         let mut text = b"Product ID,name\n1,a\n".to_vec();
         // Line 3: one line longer than the cap.
         text.extend_from_slice(b"2,");
@@ -629,7 +629,7 @@ mod tests {
                 "{}",
                 e.reason
             );
-            assert!(e.raw.len() <= 2 * crate::format::RAW_CAP, "{}", e.raw.len());
+            assert!(e.raw.len() <= 2 * crate::formats::RAW_CAP, "{}", e.raw.len());
         }
     }
 
@@ -640,7 +640,7 @@ mod tests {
     #[test]
     fn a_header_over_the_limits_rejects_the_file() {
         let mut text = b"Product ID,".to_vec();
-        text.extend(std::iter::repeat_n(b'h', crate::format::record_cap::MAX_RECORD));
+        text.extend(std::iter::repeat_n(b'h', crate::formats::record_cap::MAX_RECORD));
         text.extend_from_slice(b"\n1,a\n");
         let (r, sink) = run_csv(&text, &template(UnknownFields::Ignore));
         assert!(matches!(r, Err(ParseError::HeaderTooLarge { .. })), "{r:?}");

@@ -3,7 +3,7 @@
 //!
 //! A source knows how to list every object under its folder and how to open one listed
 //! version as a byte stream. It knows nothing of windows, ledgers or formats: which objects are
-//! imported is [`crate::select`]'s business, what their bytes mean is [`crate::format`]'s.
+//! imported is [`crate::select`]'s business, what their bytes mean is [`crate::formats`]'s.
 
 pub mod dir;
 pub mod s3;

@@ -215,8 +215,8 @@ impl<'de> DeserializeSeed<'de> for ElementSeed {
 
 #[cfg(test)]
 mod tests {
-    use crate::format::testing::{Collect, id_template, parse_with};
-    use crate::format::{FormatKind, FormatSpec, ParseError, ParseStats};
+    use crate::formats::testing::{Collect, id_template, parse_with};
+    use crate::formats::{FormatKind, FormatSpec, ParseError, ParseStats};
     use crate::template::UnknownFields;
     use serde_json::json;
 

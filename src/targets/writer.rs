@@ -1,6 +1,6 @@
 //! The one writer of the `file` and `s3` targets: the spooled rows of a load, which the spool
 //! holds in the output's format already (JSON Lines, or CSV records: see
-//! `format::CsvEncoder`), copied into any `Write` — after a header row for CSV.
+//! `formats::CsvEncoder`), copied into any `Write` — after a header row for CSV.
 //!
 //! CSV columns are the template's fields, then the provenance columns; fields kept by
 //! `unknown_fields = "keep"` vary from row to row and appear only in JSON Lines output.
@@ -11,7 +11,7 @@ use crate::config::OutputFormat;
 use crate::spool::{SliceReader, SpoolSlice};
 use std::io::{self, Write};
 
-pub use crate::format::PROVENANCE;
+pub use crate::formats::PROVENANCE;
 
 /// Writes the rows of `spools`, in order, to `out` in `format`; `fields` are the template's
 /// field names (the CSV header before the provenance columns).
@@ -39,7 +39,7 @@ pub fn write_load_with(
 ) -> io::Result<()> {
     let mut out = out;
     if let Some(csv) = format.csv() {
-        out.write_all(&crate::format::csv_header(csv, fields))?;
+        out.write_all(&crate::formats::csv_header(csv, fields))?;
     }
     slices.copy_all(spools, &mut out)?;
     out.flush()
@@ -48,7 +48,7 @@ pub fn write_load_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::CsvEncoder;
+    use crate::formats::CsvEncoder;
     use serde_json::{Value, json};
 
     const FIELDS: [&str; 4] = ["id", "name", "price", "tags"];
@@ -167,7 +167,7 @@ mod tests {
             written(csv(false), &rows).lines().nth(1).unwrap(),
             "-5,\"=HYPERLINK(\"\"http://x\"\")\",-1.50,\"[\"\"@x\"\"]\",+k,@v,2"
         );
-        // Which strings are guarded is `format::csv_out`'s table of cases.
+        // Which strings are guarded is `formats::csv_out`'s table of cases.
     }
 
     #[test]

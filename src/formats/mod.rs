@@ -1,0 +1,129 @@
+//! File formats: turning the bytes of one object into checked rows and row errors.
+//!
+//! [`parse`] reads from any `Read` (a decompressed S3 body, a local file, a byte slice in a
+//! test) and hands every row to a [`RowSink`] as it goes, so memory does not grow with the
+//! object. It does no I/O of its own beyond that reader and the sink: fetching is the source's
+//! job, spooling the sink's. An object larger than one chunk is read (and decompressed, and
+//! transcoded) by a scoped thread ahead of the parser, and CSV (with a header) and JSON Lines
+//! rows are checked by worker threads (`parallel.rs`), so that one object keeps both cores
+//! busy; the threads end with the parse. A broken row is a value ([`RowError`]), not a
+//! failure; only a reader that fails, or a file that cannot be read as its format at all,
+//! ends the object.
+
+mod codec;
+mod csv;
+mod csv_out;
+mod encoding;
+mod json;
+mod jsonl;
+mod parallel;
+mod parse;
+mod read_ahead;
+mod record_cap;
+mod rows;
+mod spec;
+
+// Each concern is a module of its own; their items are this module's, as before the split,
+// so that the formats' parsers (and callers) name them `formats::X` (or `super::X`).
+pub use codec::*;
+pub(crate) use encoding::*;
+pub use parse::*;
+use read_ahead::*;
+pub use rows::*;
+pub use spec::*;
+
+pub use csv_out::{CsvEncoder, CsvOut, header as csv_header, needs_guard};
+
+/// The provenance columns every row carries, in the order CSV output puts them.
+pub const PROVENANCE: [&str; 3] = ["_source_key", "_source_version", "_source_line"];
+
+use crate::template::{FieldError, RowBuffer, Template, write_json_str, write_json_value};
+use crate::text::quoted_list;
+use serde_json::{Map, Value};
+use std::io::{self, BufRead, BufReader, Read};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Helpers for the tests of the format parsers: a sink that keeps everything, fields and
+    //! templates in one line, and a parse of bytes with a given spec.
+    use super::*;
+    use crate::template::{BadRowLimit, Column, Field, FieldType, UnknownFields};
+
+    /// A field with no default and no allowed values.
+    pub fn field(name: &str, column: Column, kind: FieldType, required: bool) -> Field {
+        Field {
+            name: name.into(),
+            column,
+            kind,
+            required,
+            values: None,
+            default: None,
+            null_values: vec![String::new()],
+            booleans: None,
+        }
+    }
+
+    /// A template with a required integer `id` read from `column`, and the given fields after.
+    pub fn id_template(column: &str, unknown_fields: UnknownFields, more: Vec<Field>) -> Template {
+        let mut fields = vec![field("id", Column::Name(column.into()), FieldType::Integer, true)];
+        fields.extend(more);
+        Template {
+            table: "t".into(),
+            unknown_fields,
+            max_bad_rows: BadRowLimit::Count(0),
+            fields,
+        }
+    }
+
+    /// Parses `bytes` as the object `key` (which is also its provenance, version `v`).
+    pub fn parse_with(
+        bytes: &[u8],
+        key: &str,
+        spec: &FormatSpec,
+        template: &Template,
+    ) -> (Result<ParseStats, ParseError>, Collect) {
+        let mut sink = Collect::default();
+        let provenance = Provenance { key, version: "v" };
+        let r = parse(bytes, key, spec, template, provenance, &mut sink);
+        (r, sink)
+    }
+
+    /// Runs a format's parser one thread and parallel (`run(parallel, sink)`), into a sink
+    /// that keeps everything and into a sample that stops after `limit` rows, and checks that
+    /// both ways give the same rows, errors and counts. Returns the counts.
+    pub fn one_thread_and_parallel_agree(
+        run: impl Fn(bool, &mut dyn RowSink) -> ParseStats,
+        limit: u64,
+    ) -> ParseStats {
+        let (mut one, mut two) = (Collect::default(), Collect::default());
+        let (a, b) = (run(false, &mut one), run(true, &mut two));
+        assert_eq!(a, b);
+        assert_eq!(one.rows, two.rows);
+        assert_eq!(one.errors, two.errors);
+        // A sink that stops early stops both at the same row.
+        let (mut one, mut two) = (Sample::new(limit), Sample::new(limit));
+        let (c, d) = (run(false, &mut one), run(true, &mut two));
+        assert_eq!(c, d);
+        assert_eq!(one.rows, two.rows);
+        assert_eq!(one.errors, two.errors);
+        a
+    }
+
+    #[derive(Default)]
+    pub struct Collect {
+        pub rows: Vec<Value>,
+        pub errors: Vec<RowError>,
+    }
+
+    impl RowSink for Collect {
+        fn row(&mut self, row: &Row<'_>) -> io::Result<()> {
+            self.rows.push(Value::Object(row.to_map()?));
+            Ok(())
+        }
+        fn error(&mut self, error: RowError) {
+            self.errors.push(error);
+        }
+    }
+}
