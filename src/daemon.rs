@@ -20,7 +20,7 @@ use crate::clock::Clock;
 use crate::config::{Config, ConfigError, Connection};
 use crate::run::RunEnv;
 use crate::schedule;
-use crate::state::{Claim, StateStore};
+use crate::state::{Claim, FleetState, StateStore};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashSet};
@@ -93,7 +93,7 @@ pub trait Fleet: Send + Sync {
 
 /// The fleet side of a shared state store.
 pub struct StoreFleet {
-    pub state: Arc<dyn StateStore>,
+    pub state: Arc<dyn FleetState>,
     pub lease_ttl: Duration,
     pub started_at: DateTime<Utc>,
 }
@@ -127,7 +127,7 @@ pub trait History: Send + Sync {
 }
 
 /// The history kept by the state store.
-pub struct StoreHistory(pub Arc<dyn StateStore>);
+pub struct StoreHistory(pub Arc<dyn FleetState>);
 
 #[async_trait]
 impl History for StoreHistory {

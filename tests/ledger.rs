@@ -11,7 +11,7 @@ use s3_importd::config::{self, TargetSpec};
 use s3_importd::run::{RunEnv, RunLimits, run};
 use s3_importd::select::ObjectMeta;
 use s3_importd::sources::{ObjectReader, Source, SourceError};
-use s3_importd::state::{SqliteStore, StateStore};
+use s3_importd::state::{AdminState, SqliteStore};
 use s3_importd::targets::file::FileTarget;
 use std::sync::Mutex;
 

@@ -13,7 +13,7 @@ use s3_importd::run::{RunEnv, RunLimits, RunSummary, run};
 use s3_importd::select::{ObjectMeta, SkipReason};
 use s3_importd::sources::s3::S3Source;
 use s3_importd::sources::{ObjectReader, Source, SourceError};
-use s3_importd::state::{SqliteStore, StateStore};
+use s3_importd::state::{RunState, SqliteStore};
 use s3_importd::targets::file::FileTarget;
 use std::sync::Mutex;
 

@@ -17,38 +17,25 @@ pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
 use anyhow::Context;
-use s3_importd::config::StateLocation;
 use s3_importd::config::{Config, Connection};
 use s3_importd::select::{self, ObjectMeta, Verdict, Window};
 use s3_importd::sources::Source;
-use s3_importd::state::{self as store, StateStore};
+use s3_importd::state::{self as store, RunState, StateStore};
 use std::sync::Arc;
 
-/// Opens the state store for a command that writes it. On a disk too full to open it, first
-/// frees the spools that killed runs left behind (of connections not running now), which may
-/// be what filled it, and tries once more.
+/// Opens the state store for a command that writes it ([`store::open_for_writing`]: on a
+/// disk too full to open it, the spools killed runs left are freed first).
 pub async fn open_state(config: &Config) -> anyhow::Result<Arc<dyn StateStore>> {
-    match store::open(&config.settings).await {
-        Err(e) if e.is_disk_full() => {
-            if let StateLocation::Sqlite(path) = &config.settings.state {
-                let names: Vec<&str> = config.connections.iter().map(|c| c.name.as_str()).collect();
-                let freed = s3_importd::spool::free_abandoned(&config.settings.spool_dir, &names, |name| {
-                    store::lock_connection(path, name)
-                });
-                tracing::warn!(error = %e, freed, "the disk is full; removed spools left by interrupted runs and trying again");
-            }
-            store::open(&config.settings)
-                .await
-                .context("opening the state store")
-        }
-        other => other.context("opening the state store"),
-    }
+    let names: Vec<&str> = config.connections.iter().map(|c| c.name.as_str()).collect();
+    store::open_for_writing(&config.settings, &names)
+        .await
+        .context("opening the state store")
 }
 
 /// Takes a connection's run lock for a command that changes its state (`reset`, `retry`):
 /// `Ok(None)`, after saying so, when the connection is running right now.
 pub async fn lock_idle(
-    state: &dyn StateStore,
+    state: &dyn RunState,
     name: &str,
     command: &str,
 ) -> anyhow::Result<Option<store::ConnectionLock>> {

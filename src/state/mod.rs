@@ -6,11 +6,11 @@
 //! through it. [`sqlite::SqliteStore`] implements it on one SQLite file (one host);
 //! [`postgres::PostgresStore`] on a PostgreSQL database that a fleet of daemons shares
 //! (docs/design.md §6). Every change a run makes to the ledger and watermark happens in one
-//! transaction ([`StateStore::commit`]), so a crash leaves either all of a run's bookkeeping or
+//! transaction ([`RunState::commit`]), so a crash leaves either all of a run's bookkeeping or
 //! none of it; with PostgreSQL that transaction also checks the run's lease (fencing).
 //!
 //! What is not here: the rules of what a run selects (`select.rs`) and the protocol of a run
-//! (`run.rs`); the stores only keep records.
+//! (`run/`); the stores only keep records.
 
 pub mod postgres;
 pub mod sqlite;
@@ -334,7 +334,7 @@ impl RunCounts {
     }
 }
 
-/// What [`StateStore::reset`] did.
+/// What [`AdminState::reset`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reset {
     pub before: ConnectionState,
@@ -378,10 +378,17 @@ pub struct RunRecord {
 }
 
 /// The state: what runs, the daemon and the commands read and write. Every part of the
-/// program reaches state through this trait; [`open`] picks the store the configuration names.
-/// One contract test suite (`tests/state_contract.rs`) runs against both stores.
-#[async_trait]
-pub trait StateStore: Send + Sync {
+/// program reaches state through this seam, split by consumer so that each sees only what it
+/// needs ([`RunState`], [`AdminState`], [`FleetState`], [`MigrationState`]); [`open`] picks the
+/// store the configuration names. One contract test suite (`tests/state_contract.rs`) runs
+/// against both stores.
+pub trait StateStore: RunState + AdminState + FleetState + MigrationState {}
+
+impl<T: RunState + AdminState + FleetState + MigrationState> StateStore for T {}
+
+/// What every part of the program may ask of a store: which it is, and whose records it
+/// writes.
+pub trait StoreInfo: Send + Sync {
     /// The store for messages: the SQLite file, or PostgreSQL's host and database.
     fn describe(&self) -> String;
     /// Whether several daemons share this store (PostgreSQL): the daemon then claims each
@@ -389,10 +396,15 @@ pub trait StateStore: Send + Sync {
     fn shared(&self) -> bool;
     /// Who this store's records name as the owner of what this process does.
     fn owner(&self) -> &Owner;
+}
 
+/// What a run needs: its lock, the watermark, the ledger, its candidates, pending loads and
+/// the commit that settles them. Runs (and `preview`'s dry run) hold only this.
+#[async_trait]
+pub trait RunState: StoreInfo {
     /// Takes the connection's run lock (a lease, with PostgreSQL), or fails with
-    /// [`StateError::Busy`] at once. While it is held, [`StateStore::begin_load`] and
-    /// [`StateStore::commit`] of the connection check it in their own transaction.
+    /// [`StateError::Busy`] at once. While it is held, [`RunState::begin_load`] and
+    /// [`RunState::commit`] of the connection check it in their own transaction.
     async fn lock(&self, connection: &str) -> Result<ConnectionLock, StateError>;
     /// The watermark and table version of a connection (defaults for a new one).
     async fn connection(&self, name: &str) -> Result<ConnectionState, StateError>;
@@ -406,7 +418,7 @@ pub trait StateStore: Send + Sync {
     ) -> Result<Vec<bool>, StateError>;
     /// For each (key, stamp), the version the ledger holds for `key` with this cheap stamp
     /// ([`ObjectMeta::stamp`]), so that a source need not compute the version of an object it
-    /// has seen before. Batched as [`StateStore::settled_among`].
+    /// has seen before. Batched as [`RunState::settled_among`].
     async fn versions_by_stamp(
         &self,
         connection: &str,
@@ -444,12 +456,14 @@ pub trait StateStore: Send + Sync {
     /// The keys `retry` asked to import again, which a run takes however old they are; a
     /// commit that settles one removes it.
     async fn retries(&self, connection: &str) -> Result<Vec<String>, StateError>;
+}
 
+/// What the administration commands read and change: run history, `status`'s overview, the
+/// ledger and quarantine, `reset` and `retry`.
+#[async_trait]
+pub trait AdminState: StoreInfo {
     /// Recent runs of a connection, newest first.
     async fn runs(&self, connection: &str, limit: usize) -> Result<Vec<RunRecord>, StateError>;
-    /// When the latest run of a connection that reached its end (`ok` or `failed`, not
-    /// `running` or `interrupted`) started.
-    async fn last_completed_run_start(&self, connection: &str) -> Result<Option<DateTime<Utc>>, StateError>;
     /// What `status` shows of a connection.
     async fn overview(&self, connection: &str) -> Result<Overview, StateError>;
     /// The ledger of a connection, oldest first: (key, etag, outcome).
@@ -466,6 +480,15 @@ pub trait StateStore: Send + Sync {
     /// window. `rejected` adds every key whose ledger entry is a rejection. Refused while the
     /// connection has a pending load.
     async fn retry(&self, connection: &str, keys: &[String], rejected: bool) -> Result<Retry, StateError>;
+}
+
+/// What the daemon's scheduler needs to coordinate with other daemons sharing the store:
+/// catch-up, occurrence claims, heartbeats, leases and orphaned loads.
+#[async_trait]
+pub trait FleetState: StoreInfo {
+    /// When the latest run of a connection that reached its end (`ok` or `failed`, not
+    /// `running` or `interrupted`) started.
+    async fn last_completed_run_start(&self, connection: &str) -> Result<Option<DateTime<Utc>>, StateError>;
 
     /// Claims the occurrence of `connection` scheduled at `at` for this process: the first
     /// claim wins, so each occurrence runs once across a fleet.
@@ -479,7 +502,12 @@ pub trait StateStore: Send + Sync {
     /// The connections that have a pending load and whose lease nobody holds: their owner
     /// died mid-delivery, and a run of them recovers the load.
     async fn orphaned(&self) -> Result<Vec<String>, StateError>;
+}
 
+/// What `state migrate` needs: every record of a connection, out of one store and into
+/// another.
+#[async_trait]
+pub trait MigrationState: RunState + AdminState {
     /// The names of every connection the store has records of.
     async fn connection_names(&self) -> Result<Vec<String>, StateError>;
     /// A connection's ledger entries, oldest first, each with the run that settled it.
@@ -503,9 +531,30 @@ pub trait StateStore: Send + Sync {
             pending: self.pending_loads(connection).await?,
         })
     }
-    /// Writes what [`StateStore::export`] read, replacing whatever the store held of that
+    /// Writes what [`MigrationState::export`] read, replacing whatever the store held of that
     /// connection. One transaction.
     async fn import(&self, dump: &ConnectionDump) -> Result<(), StateError>;
+}
+
+/// Opens the state store for a command that writes it. On a disk too full to open a SQLite
+/// file, first frees the spools that killed runs of `connections` left behind (only of those
+/// whose run lock is free: not running now), which may be what filled it, and tries once more.
+pub async fn open_for_writing(
+    settings: &crate::config::Settings,
+    connections: &[&str],
+) -> Result<Arc<dyn StateStore>, StateError> {
+    match open(settings).await {
+        Err(e) if e.is_disk_full() => {
+            if let crate::config::StateLocation::Sqlite(path) = &settings.state {
+                let freed = crate::spool::free_abandoned(&settings.spool_dir, connections, |name| {
+                    lock_connection(path, name)
+                });
+                tracing::warn!(error = %e, freed, "the disk is full; removed spools left by interrupted runs and trying again");
+            }
+            open(settings).await
+        }
+        other => other,
+    }
 }
 
 /// Opens the state store the configuration names: the SQLite file (creating it), or the
@@ -586,7 +635,7 @@ impl Outcome {
     }
 }
 
-/// What [`StateStore::retry`] did.
+/// What [`AdminState::retry`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Retry {
     /// The keys marked, in order.

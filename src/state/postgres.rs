@@ -605,8 +605,7 @@ async fn insert_quarantine(
     .await
 }
 
-#[async_trait]
-impl StateStore for PostgresStore {
+impl StoreInfo for PostgresStore {
     fn describe(&self) -> String {
         self.server.clone()
     }
@@ -618,7 +617,10 @@ impl StateStore for PostgresStore {
     fn owner(&self) -> &Owner {
         &self.owner
     }
+}
 
+#[async_trait]
+impl RunState for PostgresStore {
     async fn lock(&self, connection: &str) -> Result<ConnectionLock, StateError> {
         let ttl_ms = self.lease_ttl.as_millis() as i64;
         let started = Instant::now();
@@ -965,17 +967,12 @@ impl StateStore for PostgresStore {
             .map_err(|e| self.err(e))?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
+}
 
+#[async_trait]
+impl AdminState for PostgresStore {
     async fn runs(&self, connection: &str, limit: usize) -> Result<Vec<RunRecord>, StateError> {
         self.runs_where(connection, "", limit).await
-    }
-
-    async fn last_completed_run_start(&self, connection: &str) -> Result<Option<DateTime<Utc>>, StateError> {
-        Ok(self
-            .runs_where(connection, "AND outcome IN ('ok', 'failed')", 1)
-            .await?
-            .pop()
-            .and_then(|r| r.started_at))
     }
 
     async fn overview(&self, connection: &str) -> Result<Overview, StateError> {
@@ -1116,6 +1113,17 @@ impl StateStore for PostgresStore {
         tx.commit().await.map_err(|e| self.err(e))?;
         Ok(Retry { keys: all, forgotten })
     }
+}
+
+#[async_trait]
+impl FleetState for PostgresStore {
+    async fn last_completed_run_start(&self, connection: &str) -> Result<Option<DateTime<Utc>>, StateError> {
+        Ok(self
+            .runs_where(connection, "AND outcome IN ('ok', 'failed')", 1)
+            .await?
+            .pop()
+            .and_then(|r| r.started_at))
+    }
 
     async fn claim_occurrence(&self, connection: &str, at: DateTime<Utc>) -> Result<Claim, StateError> {
         let client = self.client().await?;
@@ -1218,7 +1226,10 @@ impl StateStore for PostgresStore {
             .map_err(|e| self.err(e))?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
+}
 
+#[async_trait]
+impl MigrationState for PostgresStore {
     async fn connection_names(&self) -> Result<Vec<String>, StateError> {
         let client = self.client().await?;
         let rows = client

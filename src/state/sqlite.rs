@@ -500,158 +500,22 @@ impl SqliteStore {
     }
 }
 
+impl StoreInfo for SqliteStore {
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn shared(&self) -> bool {
+        false
+    }
+
+    fn owner(&self) -> &Owner {
+        &self.owner
+    }
+}
+
 #[async_trait]
-impl StateStore for SqliteStore {
-    /// Recent runs of a connection, newest first.
-    async fn runs(&self, connection: &str, limit: usize) -> Result<Vec<RunRecord>, StateError> {
-        self.runs_where(connection, "", limit)
-    }
-
-    /// When the latest run of a connection that reached its end (`ok` or `failed`, not
-    /// `running` or `interrupted`) started.
-    async fn last_completed_run_start(&self, connection: &str) -> Result<Option<DateTime<Utc>>, StateError> {
-        Ok(self
-            .runs_where(connection, "AND outcome IN ('ok', 'failed')", 1)?
-            .pop()
-            .and_then(|r| r.started_at))
-    }
-
-    /// Rewinds a connection so that object versions modified at or after `since` are imported
-    /// again: forgets their ledger entries, moves the watermark back to `since` (never
-    /// forward) and raises the table version. One transaction. Refused while a load of the
-    /// connection is pending, since committing it later would bring entries back.
-    async fn reset(&self, connection: &str, since: DateTime<Utc>) -> Result<Reset, StateError> {
-        refuse_while_pending(self, connection).await?;
-        let before = self.connection(connection).await?;
-        let forgotten = self.with(|db| {
-            let tx = db.transaction()?;
-            let forgotten = tx.execute(
-                "DELETE FROM ledger WHERE connection = ?1 AND last_modified_ms >= ?2",
-                params![connection, ms(since)],
-            )?;
-            tx.execute(
-                "INSERT INTO connections (name, watermark_ms, table_version, floor_ms) VALUES (?1, NULL, 2, ?2)
-                 ON CONFLICT (name) DO UPDATE SET
-                     watermark_ms = CASE WHEN watermark_ms IS NULL THEN NULL ELSE min(watermark_ms, ?2) END,
-                     table_version = table_version + 1,
-                     floor_ms = ?2",
-                params![connection, ms(since)],
-            )?;
-            tx.commit()?;
-            Ok(forgotten as u64)
-        })?;
-        Ok(Reset {
-            before,
-            after: self.connection(connection).await?,
-            forgotten,
-        })
-    }
-
-    /// Marks keys to be imported again by the next run (`retry`): forgets their ledger
-    /// entries and records them, so that the run takes them even when they are older than its
-    /// window. `rejected` adds every key whose ledger entry is a rejection. Refused while the
-    /// connection has a pending load.
-    async fn retry(&self, connection: &str, keys: &[String], rejected: bool) -> Result<Retry, StateError> {
-        refuse_while_pending(self, connection).await?;
-        self.with(|db| {
-            let tx = db.transaction()?;
-            let mut all: Vec<String> = keys.to_vec();
-            if rejected {
-                let mut stmt = tx.prepare(
-                    "SELECT DISTINCT key FROM ledger WHERE connection = ?1 AND outcome = 'rejected' ORDER BY key",
-                )?;
-                let found: Vec<String> = stmt
-                    .query_map(params![connection], |r| r.get(0))?
-                    .collect::<rusqlite::Result<_>>()?;
-                all.extend(found);
-            }
-            all.sort();
-            all.dedup();
-            let mut forgotten = 0;
-            for key in &all {
-                forgotten += tx.execute(
-                    "DELETE FROM ledger WHERE connection = ?1 AND key = ?2",
-                    params![connection, key],
-                )? as u64;
-                // The next run checks the object again and quarantines what is still bad.
-                tx.execute(
-                    "DELETE FROM quarantine WHERE connection = ?1 AND key = ?2",
-                    params![connection, key],
-                )?;
-                tx.execute(
-                    "INSERT OR IGNORE INTO retries (connection, key) VALUES (?1, ?2)",
-                    params![connection, key],
-                )?;
-            }
-            if !all.is_empty() {
-                tx.execute(
-                    "INSERT INTO connections (name, errors_cleared_ms) VALUES (?1, ?2)
-                     ON CONFLICT (name) DO UPDATE SET errors_cleared_ms = excluded.errors_cleared_ms",
-                    params![connection, ms(Utc::now())],
-                )?;
-            }
-            tx.commit()?;
-            Ok(Retry { keys: all, forgotten })
-        })
-    }
-
-    /// What `status` shows of a connection.
-    async fn overview(&self, connection: &str) -> Result<Overview, StateError> {
-        let state = self.connection(connection).await?;
-        let (ledger_size, quarantined) = self.with(|db| {
-            let count = |table: &str| {
-                db.query_row(
-                    &format!("SELECT count(*) FROM {table} WHERE connection = ?1"),
-                    params![connection],
-                    |r| r.get::<_, i64>(0),
-                )
-            };
-            Ok((count("ledger")? as u64, count("quarantine")? as u64))
-        })?;
-        Ok(Overview {
-            state,
-            ledger_size,
-            quarantined,
-            last_run: self.runs(connection, 1).await?.pop(),
-            last_import: self.runs_where(connection, "AND rows > 0", 1)?.pop(),
-            last_error: self.runs_where(connection, LAST_ERROR, 1)?.pop(),
-        })
-    }
-
-    /// The ledger of a connection, oldest first: (key, etag, outcome).
-    async fn ledger(&self, connection: &str) -> Result<Vec<(String, String, String)>, StateError> {
-        self.with(|db| {
-            let mut stmt = db.prepare(
-                "SELECT key, etag, outcome FROM ledger WHERE connection = ?1 ORDER BY last_modified_ms, key",
-            )?;
-            let rows = stmt.query_map(params![connection], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-            rows.collect()
-        })
-    }
-
-    /// The latest quarantined rows of a connection, newest first.
-    async fn quarantine(&self, connection: &str, limit: usize) -> Result<Vec<Quarantined>, StateError> {
-        self.with(|db| {
-            let mut stmt = db.prepare(
-                "SELECT key, etag, line, field, reason, raw FROM quarantine
-                 WHERE connection = ?1 ORDER BY id DESC LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![connection, limit as i64], |r| {
-                Ok(Quarantined {
-                    key: r.get(0)?,
-                    etag: r.get(1)?,
-                    error: RowError {
-                        line: r.get::<_, i64>(2)? as u64,
-                        field: r.get(3)?,
-                        reason: r.get(4)?,
-                        raw: r.get(5)?,
-                    },
-                })
-            })?;
-            rows.collect()
-        })
-    }
-
+impl RunState for SqliteStore {
     async fn retries(&self, connection: &str) -> Result<Vec<String>, StateError> {
         self.with(|db| {
             let mut stmt = db.prepare_cached("SELECT key FROM retries WHERE connection = ?1 ORDER BY key")?;
@@ -734,226 +598,6 @@ impl StateStore for SqliteStore {
             db.execute_batch(CANDIDATES_TABLE)?;
             db.execute("DELETE FROM temp.candidates WHERE run_id = ?1", params![run_id])?;
             Ok(())
-        })
-    }
-
-    fn describe(&self) -> String {
-        self.path.display().to_string()
-    }
-
-    fn shared(&self) -> bool {
-        false
-    }
-
-    fn owner(&self) -> &Owner {
-        &self.owner
-    }
-
-    async fn claim_occurrence(&self, connection: &str, at: DateTime<Utc>) -> Result<Claim, StateError> {
-        let owner = self.with(|db| {
-            db.execute(
-                "INSERT OR IGNORE INTO occurrences (connection, scheduled_at_ms, owner, claimed_at_ms)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![connection, ms(at), self.owner.id, ms(Utc::now())],
-            )?;
-            db.query_row(
-                "SELECT owner FROM occurrences WHERE connection = ?1 AND scheduled_at_ms = ?2",
-                params![connection, ms(at)],
-                |r| r.get::<_, String>(0),
-            )
-        })?;
-        Ok(if owner == self.owner.id {
-            Claim::Won
-        } else {
-            Claim::Elsewhere { owner }
-        })
-    }
-
-    async fn heartbeat(&self, config_hash: &str, started_at: DateTime<Utc>) -> Result<(), StateError> {
-        self.with(|db| {
-            db.execute(
-                "INSERT INTO daemons (id, host, config_hash, started_at_ms, seen_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (id) DO UPDATE SET config_hash = ?3, seen_at_ms = ?5",
-                params![self.owner.id, self.owner.host, config_hash, ms(started_at), ms(Utc::now())],
-            )?;
-            Ok(())
-        })
-    }
-
-    async fn daemons(&self, since: DateTime<Utc>) -> Result<Vec<DaemonRecord>, StateError> {
-        self.with(|db| {
-            let mut stmt = db.prepare(
-                "SELECT id, host, config_hash, started_at_ms, seen_at_ms FROM daemons
-                 WHERE seen_at_ms >= ?1 ORDER BY seen_at_ms DESC, id",
-            )?;
-            let rows = stmt.query_map(params![ms(since)], |r| {
-                Ok(DaemonRecord {
-                    id: r.get(0)?,
-                    host: r.get(1)?,
-                    config_hash: r.get(2)?,
-                    started_at: from_ms(r.get(3)?).unwrap_or_default(),
-                    seen_at: from_ms(r.get(4)?).unwrap_or_default(),
-                })
-            })?;
-            rows.collect()
-        })
-    }
-
-    async fn leases(&self) -> Result<Vec<LeaseRecord>, StateError> {
-        // A flock has no record: each lock file is tried, and one that cannot be taken is
-        // held by a process on this host.
-        let dir = self.path.parent().unwrap_or(Path::new(".")).join("locks");
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return Ok(Vec::new());
-        };
-        let mut names: Vec<String> = entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".lock").map(str::to_string))
-            .collect();
-        names.sort();
-        Ok(names
-            .into_iter()
-            .filter(|name| matches!(lock_connection(&self.path, name), Err(StateError::Busy { .. })))
-            .map(|connection| LeaseRecord {
-                connection,
-                owner: "a process on this host".into(),
-                expires_at: None,
-            })
-            .collect())
-    }
-
-    async fn orphaned(&self) -> Result<Vec<String>, StateError> {
-        let names: Vec<String> = self.with(|db| {
-            let mut stmt = db.prepare("SELECT DISTINCT connection FROM pending_loads ORDER BY connection")?;
-            let rows = stmt.query_map([], |r| r.get(0))?;
-            rows.collect()
-        })?;
-        Ok(names
-            .into_iter()
-            .filter(|name| lock_connection(&self.path, name).is_ok())
-            .collect())
-    }
-
-    async fn connection_names(&self) -> Result<Vec<String>, StateError> {
-        self.with(|db| {
-            let mut stmt = db.prepare(
-                "SELECT name FROM connections UNION SELECT connection FROM runs
-                 UNION SELECT connection FROM ledger UNION SELECT connection FROM pending_loads ORDER BY 1",
-            )?;
-            let rows = stmt.query_map([], |r| r.get(0))?;
-            rows.collect()
-        })
-    }
-
-    async fn ledger_entries(&self, connection: &str) -> Result<Vec<(Settled, String)>, StateError> {
-        self.with(|db| {
-            let mut stmt = db.prepare(
-                "SELECT key, etag, last_modified_ms, size, stamp, outcome, rows, bad_rows, reason, run_id
-                 FROM ledger WHERE connection = ?1 ORDER BY last_modified_ms, key, etag",
-            )?;
-            let ledger: Vec<(Settled, String)> = stmt
-                .query_map(params![connection], |r| {
-                    Ok((
-                        Settled {
-                            key: r.get(0)?,
-                            etag: r.get(1)?,
-                            last_modified: from_ms(r.get(2)?).unwrap_or_default(),
-                            size: r.get::<_, i64>(3)?.max(0) as u64,
-                            stamp: r.get(4)?,
-                            outcome: Outcome::parse(&r.get::<_, String>(5)?),
-                            rows: r.get::<_, i64>(6)?.max(0) as u64,
-                            bad_rows: r.get::<_, i64>(7)?.max(0) as u64,
-                            reason: r.get(8)?,
-                        },
-                        r.get(9)?,
-                    ))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(ledger)
-        })
-    }
-
-    async fn quarantine_entries(&self, connection: &str) -> Result<Vec<(Quarantined, String)>, StateError> {
-        self.with(|db| {
-            let mut stmt = db.prepare(
-                "SELECT key, etag, line, field, reason, raw, run_id FROM quarantine
-                 WHERE connection = ?1 ORDER BY id",
-            )?;
-            let quarantine: Vec<(Quarantined, String)> = stmt
-                .query_map(params![connection], |r| {
-                    Ok((
-                        Quarantined {
-                            key: r.get(0)?,
-                            etag: r.get(1)?,
-                            error: RowError {
-                                line: r.get::<_, i64>(2)?.max(0) as u64,
-                                field: r.get(3)?,
-                                reason: r.get(4)?,
-                                raw: r.get(5)?,
-                            },
-                        },
-                        r.get(6)?,
-                    ))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(quarantine)
-        })
-    }
-
-    async fn import(&self, dump: &ConnectionDump) -> Result<(), StateError> {
-        let pending: Vec<(String, String)> = dump
-            .pending
-            .iter()
-            .map(|p| {
-                serde_json::to_string(p)
-                    .map(|record| (p.run_id.clone(), record))
-                    .map_err(|e| StateError::Corrupt {
-                        path: self.describe(),
-                        message: e.to_string(),
-                    })
-            })
-            .collect::<Result<_, _>>()?;
-        self.with(|db| {
-            let tx = db.transaction()?;
-            let c = &dump.name;
-            for table in ["ledger", "quarantine", "runs", "retries", "pending_loads"] {
-                tx.execute(&format!("DELETE FROM {table} WHERE connection = ?1"), params![c])?;
-            }
-            tx.execute(
-                "INSERT OR REPLACE INTO connections (name, watermark_ms, table_version, floor_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![c, dump.watermark.map(ms), dump.table_version as i64, dump.floor.map(ms)],
-            )?;
-            for (s, run_id) in &dump.ledger {
-                put_ledger(&tx, c, run_id, s)?;
-            }
-            for (q, run_id) in &dump.quarantine {
-                tx.execute(
-                    "INSERT INTO quarantine (connection, run_id, key, etag, line, field, reason, raw)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![c, run_id, q.key, q.etag, q.error.line as i64, q.error.field, q.error.reason, q.error.raw],
-                )?;
-            }
-            for r in &dump.runs {
-                tx.execute(
-                    "INSERT OR REPLACE INTO runs (run_id, connection, started_at_ms, outcome, host)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![r.run_id, c, r.started_at.map(ms).unwrap_or(0), r.outcome, r.host],
-                )?;
-                update_run(&tx, r)?;
-            }
-            for key in &dump.retries {
-                tx.execute(
-                    "INSERT OR IGNORE INTO retries (connection, key) VALUES (?1, ?2)",
-                    params![c, key],
-                )?;
-            }
-            for (run_id, record) in &pending {
-                tx.execute(
-                    "INSERT INTO pending_loads (run_id, connection, record) VALUES (?1, ?2, ?3)",
-                    params![run_id, c, record],
-                )?;
-            }
-            tx.commit()
         })
     }
 
@@ -1114,6 +758,373 @@ impl StateStore for SqliteStore {
         self.with(|db| {
             db.execute("DELETE FROM pending_loads WHERE run_id = ?1", params![run_id])?;
             Ok(())
+        })
+    }
+}
+
+#[async_trait]
+impl AdminState for SqliteStore {
+    /// Recent runs of a connection, newest first.
+    async fn runs(&self, connection: &str, limit: usize) -> Result<Vec<RunRecord>, StateError> {
+        self.runs_where(connection, "", limit)
+    }
+
+    /// Rewinds a connection so that object versions modified at or after `since` are imported
+    /// again: forgets their ledger entries, moves the watermark back to `since` (never
+    /// forward) and raises the table version. One transaction. Refused while a load of the
+    /// connection is pending, since committing it later would bring entries back.
+    async fn reset(&self, connection: &str, since: DateTime<Utc>) -> Result<Reset, StateError> {
+        refuse_while_pending(self, connection).await?;
+        let before = self.connection(connection).await?;
+        let forgotten = self.with(|db| {
+            let tx = db.transaction()?;
+            let forgotten = tx.execute(
+                "DELETE FROM ledger WHERE connection = ?1 AND last_modified_ms >= ?2",
+                params![connection, ms(since)],
+            )?;
+            tx.execute(
+                "INSERT INTO connections (name, watermark_ms, table_version, floor_ms) VALUES (?1, NULL, 2, ?2)
+                 ON CONFLICT (name) DO UPDATE SET
+                     watermark_ms = CASE WHEN watermark_ms IS NULL THEN NULL ELSE min(watermark_ms, ?2) END,
+                     table_version = table_version + 1,
+                     floor_ms = ?2",
+                params![connection, ms(since)],
+            )?;
+            tx.commit()?;
+            Ok(forgotten as u64)
+        })?;
+        Ok(Reset {
+            before,
+            after: self.connection(connection).await?,
+            forgotten,
+        })
+    }
+
+    /// Marks keys to be imported again by the next run (`retry`): forgets their ledger
+    /// entries and records them, so that the run takes them even when they are older than its
+    /// window. `rejected` adds every key whose ledger entry is a rejection. Refused while the
+    /// connection has a pending load.
+    async fn retry(&self, connection: &str, keys: &[String], rejected: bool) -> Result<Retry, StateError> {
+        refuse_while_pending(self, connection).await?;
+        self.with(|db| {
+            let tx = db.transaction()?;
+            let mut all: Vec<String> = keys.to_vec();
+            if rejected {
+                let mut stmt = tx.prepare(
+                    "SELECT DISTINCT key FROM ledger WHERE connection = ?1 AND outcome = 'rejected' ORDER BY key",
+                )?;
+                let found: Vec<String> = stmt
+                    .query_map(params![connection], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                all.extend(found);
+            }
+            all.sort();
+            all.dedup();
+            let mut forgotten = 0;
+            for key in &all {
+                forgotten += tx.execute(
+                    "DELETE FROM ledger WHERE connection = ?1 AND key = ?2",
+                    params![connection, key],
+                )? as u64;
+                // The next run checks the object again and quarantines what is still bad.
+                tx.execute(
+                    "DELETE FROM quarantine WHERE connection = ?1 AND key = ?2",
+                    params![connection, key],
+                )?;
+                tx.execute(
+                    "INSERT OR IGNORE INTO retries (connection, key) VALUES (?1, ?2)",
+                    params![connection, key],
+                )?;
+            }
+            if !all.is_empty() {
+                tx.execute(
+                    "INSERT INTO connections (name, errors_cleared_ms) VALUES (?1, ?2)
+                     ON CONFLICT (name) DO UPDATE SET errors_cleared_ms = excluded.errors_cleared_ms",
+                    params![connection, ms(Utc::now())],
+                )?;
+            }
+            tx.commit()?;
+            Ok(Retry { keys: all, forgotten })
+        })
+    }
+
+    /// What `status` shows of a connection.
+    async fn overview(&self, connection: &str) -> Result<Overview, StateError> {
+        let state = self.connection(connection).await?;
+        let (ledger_size, quarantined) = self.with(|db| {
+            let count = |table: &str| {
+                db.query_row(
+                    &format!("SELECT count(*) FROM {table} WHERE connection = ?1"),
+                    params![connection],
+                    |r| r.get::<_, i64>(0),
+                )
+            };
+            Ok((count("ledger")? as u64, count("quarantine")? as u64))
+        })?;
+        Ok(Overview {
+            state,
+            ledger_size,
+            quarantined,
+            last_run: self.runs(connection, 1).await?.pop(),
+            last_import: self.runs_where(connection, "AND rows > 0", 1)?.pop(),
+            last_error: self.runs_where(connection, LAST_ERROR, 1)?.pop(),
+        })
+    }
+
+    /// The ledger of a connection, oldest first: (key, etag, outcome).
+    async fn ledger(&self, connection: &str) -> Result<Vec<(String, String, String)>, StateError> {
+        self.with(|db| {
+            let mut stmt = db.prepare(
+                "SELECT key, etag, outcome FROM ledger WHERE connection = ?1 ORDER BY last_modified_ms, key",
+            )?;
+            let rows = stmt.query_map(params![connection], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect()
+        })
+    }
+
+    /// The latest quarantined rows of a connection, newest first.
+    async fn quarantine(&self, connection: &str, limit: usize) -> Result<Vec<Quarantined>, StateError> {
+        self.with(|db| {
+            let mut stmt = db.prepare(
+                "SELECT key, etag, line, field, reason, raw FROM quarantine
+                 WHERE connection = ?1 ORDER BY id DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![connection, limit as i64], |r| {
+                Ok(Quarantined {
+                    key: r.get(0)?,
+                    etag: r.get(1)?,
+                    error: RowError {
+                        line: r.get::<_, i64>(2)? as u64,
+                        field: r.get(3)?,
+                        reason: r.get(4)?,
+                        raw: r.get(5)?,
+                    },
+                })
+            })?;
+            rows.collect()
+        })
+    }
+}
+
+#[async_trait]
+impl FleetState for SqliteStore {
+    /// When the latest run of a connection that reached its end (`ok` or `failed`, not
+    /// `running` or `interrupted`) started.
+    async fn last_completed_run_start(&self, connection: &str) -> Result<Option<DateTime<Utc>>, StateError> {
+        Ok(self
+            .runs_where(connection, "AND outcome IN ('ok', 'failed')", 1)?
+            .pop()
+            .and_then(|r| r.started_at))
+    }
+
+    async fn claim_occurrence(&self, connection: &str, at: DateTime<Utc>) -> Result<Claim, StateError> {
+        let owner = self.with(|db| {
+            db.execute(
+                "INSERT OR IGNORE INTO occurrences (connection, scheduled_at_ms, owner, claimed_at_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![connection, ms(at), self.owner.id, ms(Utc::now())],
+            )?;
+            db.query_row(
+                "SELECT owner FROM occurrences WHERE connection = ?1 AND scheduled_at_ms = ?2",
+                params![connection, ms(at)],
+                |r| r.get::<_, String>(0),
+            )
+        })?;
+        Ok(if owner == self.owner.id {
+            Claim::Won
+        } else {
+            Claim::Elsewhere { owner }
+        })
+    }
+
+    async fn heartbeat(&self, config_hash: &str, started_at: DateTime<Utc>) -> Result<(), StateError> {
+        self.with(|db| {
+            db.execute(
+                "INSERT INTO daemons (id, host, config_hash, started_at_ms, seen_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET config_hash = ?3, seen_at_ms = ?5",
+                params![self.owner.id, self.owner.host, config_hash, ms(started_at), ms(Utc::now())],
+            )?;
+            Ok(())
+        })
+    }
+
+    async fn daemons(&self, since: DateTime<Utc>) -> Result<Vec<DaemonRecord>, StateError> {
+        self.with(|db| {
+            let mut stmt = db.prepare(
+                "SELECT id, host, config_hash, started_at_ms, seen_at_ms FROM daemons
+                 WHERE seen_at_ms >= ?1 ORDER BY seen_at_ms DESC, id",
+            )?;
+            let rows = stmt.query_map(params![ms(since)], |r| {
+                Ok(DaemonRecord {
+                    id: r.get(0)?,
+                    host: r.get(1)?,
+                    config_hash: r.get(2)?,
+                    started_at: from_ms(r.get(3)?).unwrap_or_default(),
+                    seen_at: from_ms(r.get(4)?).unwrap_or_default(),
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    async fn leases(&self) -> Result<Vec<LeaseRecord>, StateError> {
+        // A flock has no record: each lock file is tried, and one that cannot be taken is
+        // held by a process on this host.
+        let dir = self.path.parent().unwrap_or(Path::new(".")).join("locks");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(Vec::new());
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".lock").map(str::to_string))
+            .collect();
+        names.sort();
+        Ok(names
+            .into_iter()
+            .filter(|name| matches!(lock_connection(&self.path, name), Err(StateError::Busy { .. })))
+            .map(|connection| LeaseRecord {
+                connection,
+                owner: "a process on this host".into(),
+                expires_at: None,
+            })
+            .collect())
+    }
+
+    async fn orphaned(&self) -> Result<Vec<String>, StateError> {
+        let names: Vec<String> = self.with(|db| {
+            let mut stmt = db.prepare("SELECT DISTINCT connection FROM pending_loads ORDER BY connection")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect()
+        })?;
+        Ok(names
+            .into_iter()
+            .filter(|name| lock_connection(&self.path, name).is_ok())
+            .collect())
+    }
+}
+
+#[async_trait]
+impl MigrationState for SqliteStore {
+    async fn connection_names(&self) -> Result<Vec<String>, StateError> {
+        self.with(|db| {
+            let mut stmt = db.prepare(
+                "SELECT name FROM connections UNION SELECT connection FROM runs
+                 UNION SELECT connection FROM ledger UNION SELECT connection FROM pending_loads ORDER BY 1",
+            )?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
+    async fn ledger_entries(&self, connection: &str) -> Result<Vec<(Settled, String)>, StateError> {
+        self.with(|db| {
+            let mut stmt = db.prepare(
+                "SELECT key, etag, last_modified_ms, size, stamp, outcome, rows, bad_rows, reason, run_id
+                 FROM ledger WHERE connection = ?1 ORDER BY last_modified_ms, key, etag",
+            )?;
+            let ledger: Vec<(Settled, String)> = stmt
+                .query_map(params![connection], |r| {
+                    Ok((
+                        Settled {
+                            key: r.get(0)?,
+                            etag: r.get(1)?,
+                            last_modified: from_ms(r.get(2)?).unwrap_or_default(),
+                            size: r.get::<_, i64>(3)?.max(0) as u64,
+                            stamp: r.get(4)?,
+                            outcome: Outcome::parse(&r.get::<_, String>(5)?),
+                            rows: r.get::<_, i64>(6)?.max(0) as u64,
+                            bad_rows: r.get::<_, i64>(7)?.max(0) as u64,
+                            reason: r.get(8)?,
+                        },
+                        r.get(9)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(ledger)
+        })
+    }
+
+    async fn quarantine_entries(&self, connection: &str) -> Result<Vec<(Quarantined, String)>, StateError> {
+        self.with(|db| {
+            let mut stmt = db.prepare(
+                "SELECT key, etag, line, field, reason, raw, run_id FROM quarantine
+                 WHERE connection = ?1 ORDER BY id",
+            )?;
+            let quarantine: Vec<(Quarantined, String)> = stmt
+                .query_map(params![connection], |r| {
+                    Ok((
+                        Quarantined {
+                            key: r.get(0)?,
+                            etag: r.get(1)?,
+                            error: RowError {
+                                line: r.get::<_, i64>(2)?.max(0) as u64,
+                                field: r.get(3)?,
+                                reason: r.get(4)?,
+                                raw: r.get(5)?,
+                            },
+                        },
+                        r.get(6)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(quarantine)
+        })
+    }
+
+    async fn import(&self, dump: &ConnectionDump) -> Result<(), StateError> {
+        let pending: Vec<(String, String)> = dump
+            .pending
+            .iter()
+            .map(|p| {
+                serde_json::to_string(p)
+                    .map(|record| (p.run_id.clone(), record))
+                    .map_err(|e| StateError::Corrupt {
+                        path: self.describe(),
+                        message: e.to_string(),
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        self.with(|db| {
+            let tx = db.transaction()?;
+            let c = &dump.name;
+            for table in ["ledger", "quarantine", "runs", "retries", "pending_loads"] {
+                tx.execute(&format!("DELETE FROM {table} WHERE connection = ?1"), params![c])?;
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO connections (name, watermark_ms, table_version, floor_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![c, dump.watermark.map(ms), dump.table_version as i64, dump.floor.map(ms)],
+            )?;
+            for (s, run_id) in &dump.ledger {
+                put_ledger(&tx, c, run_id, s)?;
+            }
+            for (q, run_id) in &dump.quarantine {
+                tx.execute(
+                    "INSERT INTO quarantine (connection, run_id, key, etag, line, field, reason, raw)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![c, run_id, q.key, q.etag, q.error.line as i64, q.error.field, q.error.reason, q.error.raw],
+                )?;
+            }
+            for r in &dump.runs {
+                tx.execute(
+                    "INSERT OR REPLACE INTO runs (run_id, connection, started_at_ms, outcome, host)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![r.run_id, c, r.started_at.map(ms).unwrap_or(0), r.outcome, r.host],
+                )?;
+                update_run(&tx, r)?;
+            }
+            for key in &dump.retries {
+                tx.execute(
+                    "INSERT OR IGNORE INTO retries (connection, key) VALUES (?1, ?2)",
+                    params![c, key],
+                )?;
+            }
+            for (run_id, record) in &pending {
+                tx.execute(
+                    "INSERT INTO pending_loads (run_id, connection, record) VALUES (?1, ?2, ?3)",
+                    params![run_id, c, record],
+                )?;
+            }
+            tx.commit()
         })
     }
 }

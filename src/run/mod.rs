@@ -12,6 +12,10 @@
 //! and the state store; every step itself lives elsewhere (sources, [`crate::select`],
 //! [`crate::formats`], targets, the state store). It reads time only from the injected clock.
 
+mod object;
+
+pub use object::*;
+
 use crate::clock::Clock;
 use crate::config::Connection;
 use crate::fault;
@@ -21,8 +25,8 @@ use crate::select::{self, ObjectMeta, SkipReason, Verdict, Window};
 use crate::sources::{Source, SourceError};
 use crate::spool::{Spool, SpoolFormat, Spooled};
 use crate::state::{
-    CommitPlan, ConnectionState, Outcome, PendingLoad, Quarantined, RunCounts, RunRecord, Settled,
-    StateError, StateStore,
+    CommitPlan, ConnectionState, Outcome, PendingLoad, Quarantined, RunCounts, RunRecord, RunState, Settled,
+    StateError,
 };
 use crate::targets::{Delivery, LoadInfo, LoadPart, Target, TargetError, ValueRules};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -46,7 +50,7 @@ pub struct RunEnv<'a> {
     pub connection: &'a Connection,
     pub source: &'a dyn Source,
     pub target: &'a dyn Target,
-    pub state: &'a dyn StateStore,
+    pub state: &'a dyn RunState,
     pub clock: &'a dyn Clock,
     /// The folder runs spool into (`spool/` beside the state file).
     pub spool_root: &'a Path,
@@ -306,7 +310,7 @@ async fn execute_held(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Re
 /// fails counts as unknown: the source then computes the version, and the ledger's own
 /// error surfaces from the settled check that follows.
 struct LedgerKnown<'a> {
-    state: &'a dyn StateStore,
+    state: &'a dyn RunState,
     connection: &'a str,
 }
 
@@ -331,7 +335,7 @@ const SETTLED_BATCH: usize = 1024;
 /// `stage` says how many to stage at a time. Keeps the first state error; the listing goes
 /// on (it cannot be stopped from inside), and the error ends the plan.
 struct Sorter<'a> {
-    state: &'a dyn StateStore,
+    state: &'a dyn RunState,
     connection: &'a str,
     run_id: &'a str,
     stage: Option<usize>,
@@ -410,7 +414,7 @@ struct Planned {
 
 /// Lists the source and selects the candidates (docs/design.md §3). Needs neither the target nor a
 /// spool: `--dry-run` and `preview` stop here. With `stage`, the candidates go to the state
-/// store ([`StateStore::stage_candidates`]) as they are found, so that a run over a million
+/// store ([`RunState::stage_candidates`]) as they are found, so that a run over a million
 /// objects does not hold them; else they are returned in order.
 async fn plan(
     env: &RunEnv<'_>,
@@ -983,309 +987,4 @@ struct RefusedObject {
     /// The good rows it had, none of which were delivered.
     rows: u64,
     reason: String,
-}
-
-/// What became of one object.
-enum Processed {
-    Imported {
-        stats: ParseStats,
-        spooled: Spooled,
-    },
-    Rejected {
-        stats: ParseStats,
-        reason: String,
-        errors: Vec<formats::RowError>,
-    },
-    Failed(String),
-}
-
-/// Why one attempt at an object failed.
-enum Attempt {
-    Transient(String),
-    Permanent(String),
-}
-
-/// Fetches, parses, checks and spools one object, trying again when that may help.
-async fn process(env: &RunEnv<'_>, spool: &Spool, meta: &ObjectMeta) -> Processed {
-    let mut attempt = 1;
-    loop {
-        match process_once(env, spool, meta).await {
-            Ok(p) => return p,
-            Err(Attempt::Transient(e)) if attempt < ATTEMPTS => {
-                debug!(key = %meta.key, error = %e, attempt, "object failed; trying again");
-                tokio::time::sleep(BACKOFF * 2u32.pow(attempt - 1)).await;
-                attempt += 1;
-            }
-            Err(Attempt::Transient(e)) => {
-                return Processed::Failed(format!("{e} (after {attempt} attempts)"));
-            }
-            Err(Attempt::Permanent(e)) => return Processed::Failed(e),
-        }
-    }
-}
-
-/// Why a parsed object is rejected for its bad rows, if it is: the one rule runs and
-/// `preview` apply.
-pub fn over_max_bad_rows(template: &crate::template::Template, stats: ParseStats) -> Option<String> {
-    template
-        .max_bad_rows
-        .exceeded(stats.bad_rows, stats.rows)
-        .then(|| {
-            // A whole number of bad rows is over the limit when it is over the limit's floor.
-            let allowed = template.max_bad_rows.allowed(stats.rows).floor() as u64;
-            format!(
-                "{} of {} rows are bad, over max_bad_rows = \"{}\", which allows {allowed} of {}; none of its rows were delivered",
-                stats.bad_rows, stats.rows, template.max_bad_rows, stats.rows
-            )
-        })
-}
-
-/// Why an object could not be handed to the parser.
-#[derive(Debug, thiserror::Error)]
-pub enum ObjectError {
-    #[error(transparent)]
-    Source(#[from] SourceError),
-    #[error("parsing task failed: {0}")]
-    Task(String),
-}
-
-/// Opens one object version and parses it into `sink` on the blocking pool (parsing is CPU
-/// work on a blocking reader, so it stays off the runtime's threads). Returns the parse result
-/// and the sink. Used by runs (into the spool) and by `preview` (into a sample).
-pub async fn parse_object<S: RowSink + Send + 'static>(
-    source: &dyn Source,
-    connection: &Connection,
-    meta: &ObjectMeta,
-    sink: S,
-) -> Result<(Result<ParseStats, ParseError>, S), ObjectError> {
-    let open = opener(source, meta).await?;
-    let job = ParseJob::of(connection);
-    let meta = meta.clone();
-    let (result, sink) = tokio::task::spawn_blocking(move || job.parse(open, &meta, sink))
-        .await
-        .map_err(|e| ObjectError::Task(e.to_string()))?;
-    Ok((result?, sink))
-}
-
-/// How one object is opened on the thread that parses it: by the source's own
-/// [`Source::opener`] when it has one, else opened here, on the runtime, and read through it.
-async fn opener(source: &dyn Source, meta: &ObjectMeta) -> Result<crate::sources::Opener, SourceError> {
-    Ok(match source.opener(meta) {
-        Some(open) => open,
-        None => {
-            let reader = source.open(meta).await?.into_blocking();
-            Box::new(move || Ok(reader))
-        }
-    })
-}
-
-/// What parsing objects of one connection needs, owned, for a blocking thread.
-struct ParseJob {
-    spec: formats::FormatSpec,
-    template: crate::template::Template,
-    rules: ValueRules,
-}
-
-impl ParseJob {
-    fn of(connection: &Connection) -> ParseJob {
-        ParseJob {
-            spec: connection.format.clone(),
-            template: connection.template.clone(),
-            // Rows the target could not store are row errors, decided here for runs and
-            // previews.
-            rules: ValueRules::for_target(&connection.target),
-        }
-    }
-
-    /// Opens and parses one object into `sink`, on the calling (blocking) thread. Returns the
-    /// sink in every case.
-    fn parse<S: RowSink>(
-        &self,
-        open: crate::sources::Opener,
-        meta: &ObjectMeta,
-        sink: S,
-    ) -> (Result<Result<ParseStats, ParseError>, SourceError>, S) {
-        let reader = match open() {
-            Ok(reader) => reader,
-            Err(e) => return (Err(e), sink),
-        };
-        let mut sink = Admitting {
-            inner: sink,
-            rules: self.rules,
-        };
-        let provenance = Provenance {
-            key: &meta.key,
-            version: &meta.etag,
-        };
-        let result = formats::parse_sized(
-            reader,
-            Some(meta.size),
-            &meta.key,
-            &self.spec,
-            &self.template,
-            provenance,
-            &mut sink,
-        )
-        .and_then(|stats| sink.end().map(|()| stats).map_err(ParseError::Sink));
-        (Ok(result), sink.inner)
-    }
-}
-
-/// A sink whose rows are also checked against what the target can store.
-struct Admitting<S> {
-    inner: S,
-    rules: ValueRules,
-}
-
-impl<S: RowSink> RowSink for Admitting<S> {
-    fn row(&mut self, row: &formats::Row<'_>) -> std::io::Result<()> {
-        self.inner.row(row)
-    }
-    fn error(&mut self, error: formats::RowError) {
-        self.inner.error(error);
-    }
-    fn wants_more(&self) -> bool {
-        self.inner.wants_more()
-    }
-    fn end(&mut self) -> std::io::Result<()> {
-        self.inner.end()
-    }
-    fn refusal(&self, json: &[u8]) -> Option<formats::Refusal> {
-        self.rules.refusal(json)
-    }
-    fn csv_out(&self) -> Option<formats::CsvOut> {
-        self.inner.csv_out()
-    }
-    fn wants_json(&self) -> bool {
-        // The target's rules read the JSON text (a NUL in a PostgreSQL-bound row).
-        self.inner.wants_json() || self.rules != ValueRules::default()
-    }
-}
-
-async fn process_once(env: &RunEnv<'_>, spool: &Spool, meta: &ObjectMeta) -> Result<Processed, Attempt> {
-    let (result, writer) = parse_object(env.source, env.connection, meta, spool.writer())
-        .await
-        .map_err(|e| match e {
-            ObjectError::Source(e) if e.is_transient() => Attempt::Transient(e.to_string()),
-            other => Attempt::Permanent(other.to_string()),
-        })?;
-    outcome(&env.connection.template, result, writer)
-}
-
-/// What became of one parsed object: imported (its spooled rows kept), rejected (its rows
-/// dropped from the spool), or a failure worth another attempt.
-fn outcome(
-    template: &crate::template::Template,
-    result: Result<ParseStats, ParseError>,
-    writer: crate::spool::SpoolWriter,
-) -> Result<Processed, Attempt> {
-    match result {
-        Ok(stats) => {
-            if let Some(reason) = over_max_bad_rows(template, stats) {
-                let errors = writer.discard();
-                Ok(Processed::Rejected {
-                    stats,
-                    reason,
-                    errors,
-                })
-            } else {
-                Ok(Processed::Imported {
-                    stats,
-                    spooled: writer.keep(),
-                })
-            }
-        }
-        Err(e) => {
-            let errors = writer.discard();
-            match e {
-                e @ (ParseError::Read(_) | ParseError::Sink(_)) => Err(Attempt::Transient(e.to_string())),
-                e => Ok(Processed::Rejected {
-                    stats: ParseStats::default(),
-                    reason: e.to_string(),
-                    errors,
-                }),
-            }
-        }
-    }
-}
-
-/// Small objects whose source opens them on the parsing thread ([`Source::opener`]) are
-/// processed a group at a time, one after the other on one blocking thread: a trip to the
-/// blocking pool per object cost more than a small object. A group holds consecutive
-/// candidates up to this many bytes in all…
-const GROUP_BYTES: u64 = 256 * 1024;
-/// …and at most this many objects.
-const GROUP_OBJECTS: usize = 64;
-
-/// Where the group that starts at candidate `at` ends (exclusive): the consecutive small
-/// candidates that fit [`GROUP_BYTES`] and [`GROUP_OBJECTS`]; a large one is a group alone.
-fn group_end(candidates: &[ObjectMeta], at: usize) -> usize {
-    let mut bytes = 0u64;
-    let mut end = at;
-    while let Some(meta) = candidates.get(end) {
-        if end - at == GROUP_OBJECTS || (end > at && bytes + meta.size > GROUP_BYTES) {
-            break;
-        }
-        bytes += meta.size;
-        end += 1;
-    }
-    end
-}
-
-/// Processes a group of objects on one blocking thread, in order. An object that fails in a
-/// way another attempt may mend goes through [`process`], with its retries, afterwards.
-async fn process_group(env: &RunEnv<'_>, spool: &Spool, metas: &[ObjectMeta]) -> Vec<Processed> {
-    let mut opened = Vec::with_capacity(metas.len());
-    for meta in metas {
-        match env.source.opener(meta) {
-            Some(open) => opened.push((open, meta.clone())),
-            // Not a source that opens on the parsing thread: one after the other, as usual.
-            None => {
-                let mut processed = Vec::with_capacity(metas.len());
-                for meta in metas {
-                    processed.push(process(env, spool, meta).await);
-                }
-                return processed;
-            }
-        }
-    }
-    let (job, writers) = (ParseJob::of(env.connection), spool.writers());
-    let done = tokio::task::spawn_blocking(move || {
-        opened
-            .into_iter()
-            .map(|(open, meta)| {
-                let (result, writer) = job.parse(open, &meta, writers.writer());
-                match result {
-                    Ok(result) => outcome(&job.template, result, writer),
-                    Err(e) => {
-                        writer.discard();
-                        Err(if e.is_transient() {
-                            Attempt::Transient(e.to_string())
-                        } else {
-                            Attempt::Permanent(e.to_string())
-                        })
-                    }
-                }
-            })
-            .collect::<Vec<_>>()
-    })
-    .await;
-    let done = match done {
-        Ok(done) => done,
-        // A panic mid-group loses which objects it finished: every one is tried again.
-        Err(e) => metas
-            .iter()
-            .map(|_| Err(Attempt::Transient(format!("parsing task failed: {e}"))))
-            .collect(),
-    };
-    let mut processed = Vec::with_capacity(metas.len());
-    for (meta, result) in metas.iter().zip(done) {
-        processed.push(match result {
-            Ok(p) => p,
-            Err(Attempt::Permanent(e)) => Processed::Failed(e),
-            // The first attempt was the group's; `process` makes the others.
-            Err(Attempt::Transient(_)) => process(env, spool, meta).await,
-        });
-    }
-    processed
 }
