@@ -737,7 +737,8 @@ impl Load {
                     .push(settled(meta, Outcome::Rejected, stats, Some(reason)));
                 self.plan.quarantine.extend(quarantined(errors));
             }
-            Processed::Failed(error) => {
+            Processed::Failed { error, attempts } => {
+                let error = Processed::failure_text(&error, attempts);
                 warn!(key = %meta.key, error = %error, "object failed; the next run tries it again");
                 self.counts.failed += 1;
                 s.problems.push(format!("{}: failed: {error}", meta.key));

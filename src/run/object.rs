@@ -17,13 +17,44 @@ pub(super) enum Processed {
         reason: String,
         errors: Vec<formats::RowError>,
     },
-    Failed(String),
+    /// Not imported in this run; the next run tries it again.
+    Failed {
+        error: ObjectFailure,
+        /// How many attempts were made, when another could have helped and none was left.
+        attempts: Option<u32>,
+    },
 }
 
-/// Why one attempt at an object failed.
+/// Why an object could not be imported in this run: a value, turned into words only where
+/// a summary, `status` or a log line shows it.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectFailure {
+    /// Opening or reading it (the source), or the parsing task.
+    #[error(transparent)]
+    Object(#[from] ObjectError),
+    /// The parse ended early for a reason outside the file: its reader or the spool.
+    #[error(transparent)]
+    Parse(ParseError),
+    /// The blocking task that parsed a group of small objects ended without saying which of
+    /// them it finished (a panic).
+    #[error("parsing task failed: {0}")]
+    Group(String),
+}
+
+/// Why one attempt at an object failed. The variant decides whether to try again.
 pub(super) enum Attempt {
-    Transient(String),
-    Permanent(String),
+    Transient(ObjectFailure),
+    Permanent(ObjectFailure),
+}
+
+impl Processed {
+    /// A failure, in the words a run's summary and log use.
+    pub(super) fn failure_text(error: &ObjectFailure, attempts: Option<u32>) -> String {
+        match attempts {
+            Some(n) => format!("{error} (after {n} attempts)"),
+            None => error.to_string(),
+        }
+    }
 }
 
 /// Fetches, parses, checks and spools one object, trying again when that may help.
@@ -37,10 +68,18 @@ pub(super) async fn process(env: &RunEnv<'_>, spool: &Spool, meta: &ObjectMeta) 
                 tokio::time::sleep(BACKOFF * 2u32.pow(attempt - 1)).await;
                 attempt += 1;
             }
-            Err(Attempt::Transient(e)) => {
-                return Processed::Failed(format!("{e} (after {attempt} attempts)"));
+            Err(Attempt::Transient(error)) => {
+                return Processed::Failed {
+                    error,
+                    attempts: Some(attempt),
+                };
             }
-            Err(Attempt::Permanent(e)) => return Processed::Failed(e),
+            Err(Attempt::Permanent(error)) => {
+                return Processed::Failed {
+                    error,
+                    attempts: None,
+                };
+            }
         }
     }
 }
@@ -194,8 +233,8 @@ pub(super) async fn process_once(
     let (result, writer) = parse_object(env.source, env.connection, meta, spool.writer())
         .await
         .map_err(|e| match e {
-            ObjectError::Source(e) if e.is_transient() => Attempt::Transient(e.to_string()),
-            other => Attempt::Permanent(other.to_string()),
+            ObjectError::Source(e) if e.is_transient() => Attempt::Transient(ObjectError::Source(e).into()),
+            other => Attempt::Permanent(other.into()),
         })?;
     outcome(&env.connection.template, result, writer)
 }
@@ -226,7 +265,9 @@ pub(super) fn outcome(
         Err(e) => {
             let errors = writer.discard();
             match e {
-                e @ (ParseError::Read(_) | ParseError::Sink(_)) => Err(Attempt::Transient(e.to_string())),
+                e @ (ParseError::Read(_) | ParseError::Sink(_)) => {
+                    Err(Attempt::Transient(ObjectFailure::Parse(e)))
+                }
                 e => Ok(Processed::Rejected {
                     stats: ParseStats::default(),
                     reason: e.to_string(),
@@ -287,10 +328,12 @@ pub(super) async fn process_group(env: &RunEnv<'_>, spool: &Spool, metas: &[Obje
                     Ok(result) => outcome(&job.template, result, writer),
                     Err(e) => {
                         writer.discard();
-                        Err(if e.is_transient() {
-                            Attempt::Transient(e.to_string())
+                        let transient = e.is_transient();
+                        let failure = ObjectFailure::Object(ObjectError::Source(e));
+                        Err(if transient {
+                            Attempt::Transient(failure)
                         } else {
-                            Attempt::Permanent(e.to_string())
+                            Attempt::Permanent(failure)
                         })
                     }
                 }
@@ -303,14 +346,17 @@ pub(super) async fn process_group(env: &RunEnv<'_>, spool: &Spool, metas: &[Obje
         // A panic mid-group loses which objects it finished: every one is tried again.
         Err(e) => metas
             .iter()
-            .map(|_| Err(Attempt::Transient(format!("parsing task failed: {e}"))))
+            .map(|_| Err(Attempt::Transient(ObjectFailure::Group(e.to_string()))))
             .collect(),
     };
     let mut processed = Vec::with_capacity(metas.len());
     for (meta, result) in metas.iter().zip(done) {
         processed.push(match result {
             Ok(p) => p,
-            Err(Attempt::Permanent(e)) => Processed::Failed(e),
+            Err(Attempt::Permanent(error)) => Processed::Failed {
+                error,
+                attempts: None,
+            },
             // The first attempt was the group's; `process` makes the others.
             Err(Attempt::Transient(_)) => process(env, spool, meta).await,
         });
