@@ -45,16 +45,40 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Why a secret could not be read. Names the variable or file and the key that points at
+/// it, never the secret.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("the environment variable {var} ({key}) is not set")]
+    EnvNotSet { var: String, key: &'static str },
+    #[error("reading {} ({key}): {source}", path.display())]
+    File {
+        path: PathBuf,
+        key: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Reads a secret from where the configuration says it is: inline, an environment variable,
 /// or a file (a relative one among systemd's credentials when the service has them, else
-/// beside the configuration). `what` names the keys in messages (`token_env`/`token_file`).
-/// Read at the point of use, so a rotated file needs no restart.
-pub fn read(source: &SecretSource, env_key: &str, file_key: &str) -> Result<Secret, String> {
+/// beside the configuration). `env_key` and `file_key` name the keys in messages
+/// (`token_env`/`token_file`). Read at the point of use, so a rotated file needs no restart.
+pub fn read(
+    source: &SecretSource,
+    env_key: &'static str,
+    file_key: &'static str,
+) -> Result<Secret, SecretError> {
     match source {
         SecretSource::Inline(s) => Ok(s.clone()),
-        SecretSource::Env(var) => std::env::var(var)
-            .map(|v| Secret::new(v.trim()))
-            .map_err(|_| format!("the environment variable {var} ({env_key}) is not set")),
+        SecretSource::Env(var) => {
+            std::env::var(var)
+                .map(|v| Secret::new(v.trim()))
+                .map_err(|_| SecretError::EnvNotSet {
+                    var: var.clone(),
+                    key: env_key,
+                })
+        }
         SecretSource::File { given, in_config_dir } => {
             let path = match std::env::var_os("CREDENTIALS_DIRECTORY") {
                 Some(dir) if Path::new(given).is_relative() => Path::new(&dir).join(given),
@@ -62,7 +86,11 @@ pub fn read(source: &SecretSource, env_key: &str, file_key: &str) -> Result<Secr
             };
             std::fs::read_to_string(&path)
                 .map(|v| Secret::new(v.trim()))
-                .map_err(|e| format!("reading {} ({file_key}): {e}", path.display()))
+                .map_err(|source| SecretError::File {
+                    path,
+                    key: file_key,
+                    source,
+                })
         }
     }
 }

@@ -569,8 +569,8 @@ pub async fn open(settings: &crate::config::Settings) -> Result<Arc<dyn StateSto
             Ok(Arc::new(store))
         }
         crate::config::StateLocation::Postgres(source) => {
-            let url =
-                crate::secret::read(source, "state_url_env", "state_url_file").map_err(StateError::Url)?;
+            let url = crate::secret::read(source, "state_url_env", "state_url_file")
+                .map_err(|e| StateError::Url(e.to_string()))?;
             open_postgres(&url, settings.lease_ttl).await
         }
     }

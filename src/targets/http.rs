@@ -57,10 +57,10 @@ impl HttpTarget {
         }
     }
 
-    fn error(&self, message: String) -> TargetError {
+    fn error(&self, fault: impl Into<HttpFault>) -> TargetError {
         TargetError::Http {
             url: self.spec.shown_url.clone(),
-            message,
+            fault: Box::new(fault.into()),
         }
     }
 
@@ -82,12 +82,13 @@ impl HttpTarget {
         let parsed = reqwest::Url::parse(url.expose())
             .ok()
             .filter(|u| u.scheme() == "http" || u.scheme() == "https")
-            .ok_or_else(|| self.error("is not an http:// or https:// URL".to_string()))?;
+            .ok_or_else(|| self.error(HttpFault::NotHttp))?;
         let headers = match &self.spec.headers_from {
             Some(source) => {
                 let text =
                     crate::secret::read(source, "headers_env", "headers_file").map_err(|e| self.error(e))?;
-                parse_header_lines(text.expose()).map_err(|e| self.error(e))?
+                parse_header_lines(text.expose())
+                    .map_err(|reason| self.error(HttpFault::Headers { reason }))?
             }
             None => Vec::new(),
         };
@@ -100,9 +101,9 @@ impl HttpTarget {
             && !self.spec.allow_insecure_http
             && let Some(host) = crate::text::plaintext_to_remote(url.expose())
         {
-            return Err(self.error(format!(
-                "would send credentials over plain http to {host}; use https://, or set allow_insecure_http = true if the network between is trusted"
-            )));
+            return Err(self.error(HttpFault::PlainHttpCredentials {
+                host: host.to_string(),
+            }));
         }
         Ok(Endpoint { url, headers })
     }
@@ -269,9 +270,31 @@ pub fn idempotency_key(connection: &str, key: &str, version: &str, batch: u64) -
     hasher.finalize().to_hex()[..32].to_string()
 }
 
+/// Why a delivery to the endpoint failed: a value, turned into words in messages.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpFault {
+    #[error(transparent)]
+    Secret(#[from] crate::secret::SecretError),
+    #[error("is not an http:// or https:// URL")]
+    NotHttp,
+    #[error("{reason}")]
+    Headers { reason: String },
+    #[error(
+        "would send credentials over plain http to {host}; use https://, or set allow_insecure_http = true if the network between is trusted"
+    )]
+    PlainHttpCredentials { host: String },
+    #[error("batch {batch} of {key} (rows from line {line}) was refused: {refusal}")]
+    Refused {
+        batch: u64,
+        key: String,
+        line: u64,
+        refusal: Refusal,
+    },
+}
+
 /// Why a batch was not accepted.
 #[derive(Debug)]
-enum Refusal {
+pub enum Refusal {
     Network(String),
     Status {
         status: u16,
@@ -366,11 +389,12 @@ impl Target for HttpTarget {
                     )
                     .await
                     .map_err(|refusal| {
-                        self.error(format!(
-                            "batch {batch} of {} (rows from line {}) was refused: {refusal}",
-                            part.key,
-                            batch * self.spec.batch_size as u64 + 1
-                        ))
+                        self.error(HttpFault::Refused {
+                            batch,
+                            key: part.key.clone(),
+                            line: batch * self.spec.batch_size as u64 + 1,
+                            refusal,
+                        })
                     })?;
                     batch += 1;
                     rows = 0;

@@ -135,10 +135,17 @@ pub enum TargetError {
         key: String,
         what: &'static str,
     },
-    #[error("{url}: {message}")]
-    Http { url: String, message: String },
-    #[error("postgres table {table}: {message}")]
-    Postgres { table: String, message: String },
+    #[error("{url}: {fault}")]
+    Http {
+        url: String,
+        // Shown by the message itself, so not a `source`: a cause chain would repeat it.
+        fault: Box<http::HttpFault>,
+    },
+    #[error("postgres table {table}: {fault}")]
+    Postgres {
+        table: String,
+        fault: Box<postgres::PostgresFault>,
+    },
     #[error("the pending delivery record is unreadable: {0}")]
     Record(String),
     #[error("delivery task failed: {0}")]

@@ -88,10 +88,10 @@ impl PostgresTarget {
         }
     }
 
-    fn error(&self, message: impl Into<String>) -> TargetError {
+    fn error(&self, fault: impl Into<PostgresFault>) -> TargetError {
         TargetError::Postgres {
             table: self.table_name(),
-            message: message.into(),
+            fault: Box::new(fault.into()),
         }
     }
 
@@ -112,7 +112,11 @@ impl PostgresTarget {
             }
             None => crate::aws::cause_chain(&e),
         };
-        self.error(format!("{doing}: {detail}"))
+        self.error(PostgresFault::Db {
+            doing: doing.to_string(),
+            code: e.as_db_error().map(|db| db.code().code().to_string()),
+            detail,
+        })
     }
 
     /// Every column the target writes: the template's fields, then the provenance.
@@ -135,11 +139,13 @@ impl PostgresTarget {
 
     async fn connect(&self) -> Result<tokio_postgres::Client, TargetError> {
         let url = crate::secret::read(&self.spec.url, "url_env", "url_file").map_err(|e| self.error(e))?;
-        let (config, tls) = crate::pg_client::client_config(&url).map_err(|e| self.error(e))?;
-        let (client, connection) = config
-            .connect(tls)
-            .await
-            .map_err(|e| self.error(format!("connecting: {}", crate::aws::cause_chain(&e))))?;
+        let (config, tls) = crate::pg_client::client_config(&url)
+            .map_err(|reason| self.error(PostgresFault::Url { reason }))?;
+        let (client, connection) = config.connect(tls).await.map_err(|e| {
+            self.error(PostgresFault::Connecting {
+                cause: crate::aws::cause_chain(&e),
+            })
+        })?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!(error = %e, "postgres connection ended");
@@ -207,9 +213,7 @@ impl PostgresTarget {
             .map_err(|e| self.db_error("reading the table's columns", e))?;
         let present: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
         if present.is_empty() {
-            return Err(
-                self.error("the table does not exist; create it, or set create_table = true in [target]")
-            );
+            return Err(self.error(PostgresFault::NoTable));
         }
         let mut wanted: Vec<(String, &str)> = columns.iter().map(|(n, sql, _)| (n.clone(), *sql)).collect();
         wanted.push(("_imported_at".into(), "timestamptz"));
@@ -225,12 +229,10 @@ impl PostgresTarget {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            return Err(self.error(format!(
-                "the table lacks the column{} {}; add {} with: {alter}",
-                if names.len() > 1 { "s" } else { "" },
-                names.join(", "),
-                if names.len() > 1 { "them" } else { "it" },
-            )));
+            return Err(self.error(PostgresFault::MissingColumns {
+                names: names.iter().map(|n| n.to_string()).collect(),
+                alter,
+            }));
         }
         Ok(())
     }
@@ -255,9 +257,7 @@ impl PostgresTarget {
             .get(0);
         if !exists {
             if !self.spec.create_table {
-                return Err(
-                    self.error("the table does not exist; create it, or set create_table = true in [target]")
-                );
+                return Err(self.error(PostgresFault::NoTable));
             }
             let can_create: bool = client
                 .query_one(
@@ -273,7 +273,7 @@ impl PostgresTarget {
                     self.table_name()
                 ))
             } else {
-                Err(self.error(format!("the table does not exist and this user may not create tables in schema {schema}; GRANT CREATE ON SCHEMA {schema} TO the user, or create the table")))
+                Err(self.error(PostgresFault::CannotCreate { schema }))
             };
         }
         self.ensure_columns(&client).await?;
@@ -288,10 +288,10 @@ impl PostgresTarget {
                 .map_err(|e| self.db_error("checking privileges", e))?
                 .get(0);
             if !granted {
-                return Err(self.error(format!(
-                    "this user lacks {privilege} on the table; GRANT {privilege} ON {} TO the user",
-                    self.table_sql()
-                )));
+                return Err(self.error(PostgresFault::NoPrivilege {
+                    privilege,
+                    table: self.table_sql(),
+                }));
             }
         }
         Ok(format!(
@@ -393,7 +393,10 @@ impl PostgresTarget {
             .map_err(PartFailure::Target)?;
         while let Some(line) = lines.next().await.map_err(PartFailure::Target)? {
             let row: Map<String, Value> = serde_json::from_str(&line).map_err(|e| {
-                PartFailure::Target(self.error(format!("a spooled row of {} is unreadable: {e}", part.key)))
+                PartFailure::Target(self.error(PostgresFault::SpoolRow {
+                    key: part.key.clone(),
+                    error: e.to_string(),
+                }))
             })?;
             let cells = self.cells(&row).map_err(|e| {
                 PartFailure::Cell(format!(
@@ -506,6 +509,42 @@ impl PostgresTarget {
         ));
         Ok(cells)
     }
+}
+
+/// Why loading into the table failed: a value, turned into words in messages. `Db` keeps the
+/// server's SQLSTATE apart, for code that must tell causes apart.
+#[derive(Debug, thiserror::Error)]
+pub enum PostgresFault {
+    #[error(transparent)]
+    Secret(#[from] crate::secret::SecretError),
+    #[error("{reason}")]
+    Url { reason: String },
+    #[error("connecting: {cause}")]
+    Connecting { cause: String },
+    #[error("{doing}: {detail}")]
+    Db {
+        /// What was being done, with the object's key where there is one.
+        doing: String,
+        code: Option<String>,
+        detail: String,
+    },
+    #[error("the table does not exist; create it, or set create_table = true in [target]")]
+    NoTable,
+    #[error(
+        "the table lacks the column{} {}; add {} with: {alter}",
+        if names.len() > 1 { "s" } else { "" },
+        names.join(", "),
+        if names.len() > 1 { "them" } else { "it" }
+    )]
+    MissingColumns { names: Vec<String>, alter: String },
+    #[error(
+        "the table does not exist and this user may not create tables in schema {schema}; GRANT CREATE ON SCHEMA {schema} TO the user, or create the table"
+    )]
+    CannotCreate { schema: String },
+    #[error("this user lacks {privilege} on the table; GRANT {privilege} ON {table} TO the user")]
+    NoPrivilege { privilege: &'static str, table: String },
+    #[error("a spooled row of {key} is unreadable: {error}")]
+    SpoolRow { key: String, error: String },
 }
 
 /// Why one object's load failed: its data, or the target.
