@@ -442,6 +442,13 @@ fn state_migrate_moves_a_host_into_postgres() {
         .output()
         .unwrap();
     assert!(migrated.status.success(), "{}", text(&migrated.stderr));
+    // Migrating a new database is where refinery and tokio-postgres speak at INFO; at the
+    // default level only s3-importd's own lines are shown.
+    let logged = text(&migrated.stderr);
+    assert!(
+        !logged.contains("refinery") && !logged.contains("tokio_postgres"),
+        "{logged}"
+    );
     let said = stdout_of(&migrated);
     assert!(
         said.contains("moved: watermark") && said.contains("1 ledger entries") && said.contains("1 runs"),

@@ -190,6 +190,34 @@ mod tests {
         }
     }
 
+    /// The file says each line holds the default where there is one: uncommenting it changes
+    /// nothing. The keys without a default hold an example.
+    #[test]
+    fn every_example_of_a_key_with_a_default_is_that_default() {
+        let dir = std::path::Path::new("/etc/s3-importd");
+        let settings_of = |text: Option<String>| {
+            let files = Files {
+                settings: text,
+                ..Files::default()
+            };
+            match check(dir, &files) {
+                Ok(config) => format!("{:?}", config.settings),
+                Err(e) => panic!("{e:?}"),
+            }
+        };
+        let defaults = settings_of(None);
+        let examples_only = [
+            "state_url_env",
+            "state_url_file",
+            "aws_principal",
+            "metrics_listen",
+        ];
+        for s in SETTINGS.iter().filter(|s| !examples_only.contains(&s.key)) {
+            let set = settings_of(Some(format!("{} = {}\n", s.key, s.example)));
+            assert_eq!(set, defaults, "{} = {} is not the default", s.key, s.example);
+        }
+    }
+
     /// The packaged file is what [`render`] makes. After changing the list, write it again:
     /// `S3_IMPORTD_BLESS=1 cargo test --lib settings_file`.
     #[test]
