@@ -198,17 +198,12 @@ fn three_daemons_share_twenty_connections_through_a_kill_and_a_pause() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let started = Utc::now();
-    // a: stops for good after its first delivery, and is killed there.
-    let mut a = Daemon::start("a", &folders[0], Some("after-deliver"));
+    // The daemons start one after another, each once the one before reached its fault, so
+    // each of the two faulty ones surely claims an occurrence (started together, a and c
+    // could claim all twenty before b, running one at a time, claimed any).
     // b: stops itself (SIGSTOP) after its first delivery; continued after its lease expired.
     let mut b = Daemon::start("b", &folders[1], Some("after-deliver!stop"));
-    let mut c = Daemon::start("c", &folders[2], None);
-
-    a.wait_log("fault point after-deliver reached", Duration::from_secs(60));
-    a.signal("KILL");
-    a.wait_exit(Duration::from_secs(10));
-
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !b.stopped() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -217,6 +212,13 @@ fn three_daemons_share_twenty_connections_through_a_kill_and_a_pause() {
         "b never stopped itself; log:\n{}",
         b.log.lock().unwrap().join("\n")
     );
+    // a: stops for good after its first delivery, and is killed there.
+    let mut a = Daemon::start("a", &folders[0], Some("after-deliver"));
+    a.wait_log("fault point after-deliver reached", Duration::from_secs(30));
+    a.signal("KILL");
+    a.wait_exit(Duration::from_secs(10));
+    let mut c = Daemon::start("c", &folders[2], None);
+
     // Both dead owners' loads are taken over within the TTL and a tick or two.
     let deadline = Instant::now() + Duration::from_secs(LEASE_TTL_S * 5);
     while query_count("SELECT count(*) FROM s3_importd.pending_loads") > 0 && Instant::now() < deadline {
