@@ -15,6 +15,7 @@ pub mod keytemplate;
 pub mod metrics;
 pub mod pg_client;
 pub mod policy;
+pub mod probe;
 pub mod run;
 pub mod schedule;
 pub mod secret;

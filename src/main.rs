@@ -496,7 +496,7 @@ async fn run_command(
     use futures::StreamExt;
     // Rows own standard output when a connection delivers to it; the summaries then go to
     // standard error, so that a pipe receives JSON rows and nothing else.
-    let rows_on_stdout = chosen.iter().any(|c| matches!(c.target, TargetSpec::Stdout));
+    let rows_on_stdout = chosen.iter().any(|c| matches!(c.target, TargetSpec::Stdout(_)));
     let summaries: Vec<RunSummary> = futures::stream::iter(chosen)
         .map(|connection| {
             let (state, spool_root, clock) = (state.as_ref(), &spool_root, &clock);

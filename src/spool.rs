@@ -50,13 +50,7 @@ pub enum SpoolFormat {
 impl SpoolFormat {
     /// What a connection's target reads from the spool.
     pub fn for_connection(c: &crate::config::Connection) -> SpoolFormat {
-        use crate::config::{OutputFormat, TargetSpec};
-        let format = match &c.target {
-            TargetSpec::File(f) => f.format,
-            TargetSpec::S3(s) => s.format,
-            TargetSpec::Http(_) | TargetSpec::Postgres(_) | TargetSpec::Stdout => OutputFormat::Jsonl,
-        };
-        match format.csv() {
+        match c.target.output().csv() {
             None => SpoolFormat::Jsonl,
             Some(out) => {
                 let fields: Vec<String> = c.template.fields.iter().map(|f| f.name.clone()).collect();

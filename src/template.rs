@@ -181,6 +181,11 @@ pub struct RowBuffer {
 }
 
 impl Template {
+    /// The fields' names, in order.
+    pub fn field_names(&self) -> Vec<String> {
+        self.fields.iter().map(|f| f.name.clone()).collect()
+    }
+
     /// A buffer for checking this template's rows.
     pub fn row_buffer(&self) -> RowBuffer {
         let keys: Vec<Vec<u8>> = self

@@ -130,7 +130,7 @@ fn bad_files_and_their_messages() {
         (
             s3_source(&format!("{b}\nbuckett = \"x\"")),
             vec![
-                "connections/c.toml: source.buckett: unknown field `buckett`, expected one of `type`, `bucket`, `region`, `prefix`, `role_arn`, `external_id`, `external_id_required`, `expected_bucket_owner`, `endpoint`, `sts_endpoint`, `force_path_style`, `challenge_file`, `allow_insecure_http`, `max_concurrent_listings`, `path`, `follow_symlinks`, `include`, `exclude` (line 4)",
+                "connections/c.toml: source.buckett: unknown field `buckett`, expected one of `type`, `bucket`, `region`, `prefix`, `role_arn`, `external_id`, `external_id_required`, `expected_bucket_owner`, `endpoint`, `sts_endpoint`, `force_path_style`, `allow_insecure_http`, `challenge_file`, `max_concurrent_listings`, `include`, `exclude` (line 4)",
             ],
         ),
         (
@@ -172,8 +172,8 @@ fn bad_files_and_their_messages() {
         (
             "[source]\ntype = \"dir\"\npath = \"in\"\nbucket = \"acme-exports\"\n[template]\n[[template.fields]]\nname = \"id\"\n[target]\ntype = \"stdout\"\npath = \"out\"".to_string(),
             vec![
-                "connections/c.toml: source.bucket: is a key of an s3 source; a dir source reads only `path`, `follow_symlinks`, `include` and `exclude`",
-                "connections/c.toml: target.path: is not a key of a stdout target",
+                "connections/c.toml: source.bucket: is a key of an s3 source; a dir source reads only `path`, `follow_symlinks`, `include` and `exclude` (line 4)",
+                "connections/c.toml: target.path: is a key of a file target; a stdout target has no key but `type` (line 10)",
             ],
         ),
         (
@@ -185,7 +185,8 @@ fn bad_files_and_their_messages() {
         (
             "[source]\ntype = \"dir\"\npath = \"in\"\ntemplate = \"products\"\n[target]\ntype = \"stdout\"".to_string(),
             vec![
-                "connections/c.toml: source.template: unknown field `template`, expected one of `type`, `bucket`, `region`, `prefix`, `role_arn`, `external_id`, `external_id_required`, `expected_bucket_owner`, `endpoint`, `sts_endpoint`, `force_path_style`, `challenge_file`, `allow_insecure_http`, `max_concurrent_listings`, `path`, `follow_symlinks`, `include`, `exclude` (line 4)",
+                "connections/c.toml: source.template: unknown field `template`, expected one of `type`, `path`, `follow_symlinks`, `include`, `exclude` (line 4)",
+                "connections/c.toml: template: missing; add a [template] with [[template.fields]], or template = \"NAME\" for templates/NAME.toml",
             ],
         ),
         (
@@ -199,15 +200,17 @@ fn bad_files_and_their_messages() {
             ],
         ),
         // Every unknown key of the file at once, in any table, each with its line: two in
-        // [source], one at the top, two in the second of the template's fields.
+        // [source], one at the top, two in the second of the template's fields. The keys of
+        // the file and its template come first, then those of its source, which its kind
+        // reads; a dir source lists only its own keys.
         (
             "colour = \"red\"\n[source]\ntype = \"dir\"\npath = \"in\"\nbuckett = \"x\"\nregoin = \"y\"\n[template]\n[[template.fields]]\nname = \"id\"\n[[template.fields]]\nname = \"qty\"\ntyp = \"integer\"\nrequierd = true\n[target]\ntype = \"stdout\"".to_string(),
             vec![
                 "connections/c.toml: colour: unknown field `colour`, expected one of `description`, `enabled`, `schedule`, `backfill_days`, `settle_seconds`, `source`, `format`, `template`, `target` (line 1)",
-                "connections/c.toml: source.buckett: unknown field `buckett`, expected one of `type`, `bucket`, `region`, `prefix`, `role_arn`, `external_id`, `external_id_required`, `expected_bucket_owner`, `endpoint`, `sts_endpoint`, `force_path_style`, `challenge_file`, `allow_insecure_http`, `max_concurrent_listings`, `path`, `follow_symlinks`, `include`, `exclude` (line 5)",
-                "connections/c.toml: source.regoin: unknown field `regoin`, … (line 6)",
                 "connections/c.toml: template.fields[1].typ: unknown field `typ`, … (line 12)",
                 "connections/c.toml: template.fields[1].requierd: unknown field `requierd`, … (line 13)",
+                "connections/c.toml: source.buckett: unknown field `buckett`, expected one of `type`, `path`, `follow_symlinks`, `include`, `exclude` (line 5)",
+                "connections/c.toml: source.regoin: unknown field `regoin`, … (line 6)",
             ],
         ),
         ("[source\n".to_string(), vec!["connections/c.toml: unclosed table, expected `]` (line 1)"]),

@@ -7,7 +7,7 @@
 mod common;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
-use s3_importd::formats::RowError;
+use s3_importd::formats::{RowError, RowFault};
 use s3_importd::secret::Secret;
 use s3_importd::select::ObjectMeta;
 use s3_importd::state::postgres::PostgresStore;
@@ -262,7 +262,7 @@ async fn quarantine_retries_reset_and_pruning() {
             error: RowError {
                 line,
                 field: Some("id".into()),
-                reason: format!("reason {line}"),
+                reason: RowFault::Recorded(format!("reason {line}")),
                 raw: "raw,row".into(),
             },
         };
@@ -477,7 +477,7 @@ async fn a_connection_exported_from_sqlite_imports_into_postgres_unchanged() {
             error: RowError {
                 line: 3,
                 field: None,
-                reason: "r".into(),
+                reason: RowFault::Recorded("r".into()),
                 raw: "w".into(),
             },
         });

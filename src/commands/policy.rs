@@ -10,7 +10,7 @@
 
 use super::{EXIT_FAILED, EXIT_USAGE, pick_one};
 use s3_importd::aws::caller_arn;
-use s3_importd::config::{Config, S3Spec, SourceSpec, TargetSpec};
+use s3_importd::config::{Config, S3Location};
 use s3_importd::policy;
 use serde_json::{Value, json};
 use std::process::ExitCode;
@@ -32,7 +32,7 @@ impl<'a> Role<'a> {
     /// that assumes it.
     fn of(
         table: &'static str,
-        spec: &'a S3Spec,
+        spec: &'a S3Location,
         permission: Value,
         daemon: &str,
         fresh: bool,
@@ -57,14 +57,8 @@ pub async fn command(config: &Config, name: &str, new_external_id: bool, as_json
         Ok(c) => c,
         Err(code) => return code,
     };
-    let source = match &connection.source {
-        SourceSpec::S3(s) => Some(s),
-        SourceSpec::Dir(_) => None,
-    };
-    let target = match &connection.target {
-        TargetSpec::S3(t) => Some(&t.s3),
-        _ => None,
-    };
+    let source = connection.source.location();
+    let target = connection.target.location();
     // The bucket whose region and STS endpoint the daemon's identity is asked at.
     let Some(home) = source.or(target) else {
         eprintln!(
@@ -195,6 +189,6 @@ pub async fn command(config: &Config, name: &str, new_external_id: bool, as_json
 }
 
 /// The permission policy of a source's identity.
-fn permission_of(s: &S3Spec) -> Value {
+fn permission_of(s: &S3Location) -> Value {
     policy::permission_policy(&s.bucket, &s.prefix, &s.region)
 }

@@ -164,7 +164,7 @@ pub async fn command(config: &Config, name: &str, files: usize, rows: u64) -> an
                     .as_ref()
                     .map(|f| format!(" field {}", clean(f)))
                     .unwrap_or_default(),
-                clean(&e.reason)
+                clean(e.reason.text())
             );
         }
     }

@@ -250,7 +250,7 @@ fn quarantined_json(q: &Quarantined) -> Value {
         "version": q.etag,
         "line": q.error.line,
         "field": q.error.field,
-        "reason": q.error.reason,
+        "reason": q.error.reason.text(),
         "raw": q.error.raw,
     })
 }
@@ -351,7 +351,7 @@ fn to_text(
                     .as_ref()
                     .map(|f| format!(" field {}", clean(f)))
                     .unwrap_or_default(),
-                clean(&q.error.reason),
+                clean(q.error.reason.text()),
                 clean(&q.error.raw)
             );
         }

@@ -6,12 +6,12 @@
 //! types below, reporting every problem at once. Only [`load`] touches the disk. Nothing that
 //! runs later parses or checks configuration again.
 
+pub mod kind;
 pub mod raw;
 pub mod settings_file;
 pub mod validate;
 
 use crate::formats::FormatSpec;
-use crate::keytemplate::KeyTemplate;
 use crate::select::Filters;
 use crate::template::Template;
 use chrono::TimeDelta;
@@ -123,166 +123,19 @@ pub enum Schedule {
     Cron(Box<croner::Cron>, String),
 }
 
-/// `[source]`, checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceSpec {
-    S3(S3Spec),
-    Dir(DirSpec),
-}
-
-impl SourceSpec {
-    /// The key prefix the include and exclude globs are matched below.
-    pub fn prefix(&self) -> &str {
-        match self {
-            SourceSpec::S3(s) => &s.prefix,
-            SourceSpec::Dir(_) => "",
-        }
-    }
-}
-
-/// An S3 (or S3-compatible) bucket and folder, with the identity to read it as.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Spec {
-    pub bucket: String,
-    pub region: String,
-    /// Empty for the whole bucket.
-    pub prefix: String,
-    pub role_arn: Option<String>,
-    pub external_id: Option<String>,
-    /// Whether `role_arn` must come with an `external_id` (`external_id_required`, default
-    /// true; off only for a role the operator owns). Checked by [`external_id_problems`].
-    pub external_id_required: bool,
-    /// The account that must own the bucket (`expected_bucket_owner`), sent with every
-    /// request as `x-amz-expected-bucket-owner` so that S3 refuses a bucket of another account.
-    pub expected_bucket_owner: Option<String>,
-    pub endpoint: Option<String>,
-    /// Where AssumeRole goes (`sts_endpoint`): else `AWS_ENDPOINT_URL_STS`, else `endpoint`
-    /// (S3-compatible services such as MinIO serve STS at the same address), else AWS.
-    pub sts_endpoint: Option<String>,
-    pub force_path_style: bool,
-    pub challenge_file: Option<String>,
-    /// How many folders a source lists at once (`max_concurrent_listings`, default 8; 1 lists
-    /// serially). Sources only.
-    pub max_concurrent_listings: usize,
-}
-
-/// A local folder standing in for a bucket.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirSpec {
-    /// Resolved against the configuration folder.
-    pub path: PathBuf,
-    /// Whether symbolic links are followed (only to files inside `path`); off by default.
-    pub follow_symlinks: bool,
-}
-
-/// `[target]`, checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TargetSpec {
-    File(FileTargetSpec),
-    S3(S3TargetSpec),
-    Http(HttpTargetSpec),
-    Postgres(PostgresTargetSpec),
-    Stdout,
-}
-
-/// A PostgreSQL table that receives the rows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PostgresTargetSpec {
-    /// The connection URL (it may hold a password).
-    pub url: SecretSource,
-    /// The schema, when the table name is qualified.
-    pub schema: Option<String>,
-    pub table: String,
-    pub mode: WriteMode,
-    pub create_table: bool,
-}
-
-/// How rows are written into a table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WriteMode {
-    /// Insert; a row already there (same key, version and line) is left alone.
-    Append,
-    /// Insert or update by these columns; the last row of a file wins among its duplicates.
-    Upsert(Vec<String>),
-}
-
-/// An HTTP endpoint that receives batches of rows as JSON.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpTargetSpec {
-    /// The endpoint: a secret, since userinfo and query strings carry credentials.
-    pub url: SecretSource,
-    /// The endpoint as messages, logs and state show it: userinfo and query redacted, or
-    /// where it is read from.
-    pub shown_url: String,
-    pub batch_size: usize,
-    /// Extra request headers; values are treated as secrets (an API key often sits here).
-    pub headers: Vec<(String, crate::secret::Secret)>,
-    /// More headers, `Name: value` a line, from an environment variable or a file, read at
-    /// every delivery.
-    pub headers_from: Option<SecretSource>,
-    /// Whether credentials may be sent over plain `http://` to a host that is not loopback.
-    pub allow_insecure_http: bool,
-    pub token: Option<SecretSource>,
-    pub timeout: Duration,
-    pub max_retries: usize,
-}
+pub use crate::aws::location::S3Location;
+pub use crate::sources::SourceSpec;
+pub use crate::sources::dir::DirSpec;
+pub use crate::sources::s3::S3SourceSpec;
+pub use crate::targets::file::FileTargetSpec;
+pub use crate::targets::http::HttpTargetSpec;
+pub use crate::targets::postgres::{PostgresTargetSpec, WriteMode};
+pub use crate::targets::s3::S3TargetSpec;
+pub use crate::targets::{OutputFormat, TargetSpec};
 
 /// Where a secret is read from; it lives with [`crate::secret`], which reads it, so that
 /// `secret` needs nothing of the configuration.
 pub use crate::secret::SecretSource;
-
-/// How the `file` and `s3` targets write a load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputFormat {
-    Jsonl,
-    /// CSV with a header row; `delimiter` is `,`, `|` or a tab.
-    Csv {
-        delimiter: u8,
-        quote_all: bool,
-        /// `csv_formula_guard`: a string cell starting with `=`, `+`, `-`, `@`, a tab or a
-        /// carriage return gets a `'` in front, so a spreadsheet shows it instead of running it.
-        formula_guard: bool,
-    },
-}
-
-impl OutputFormat {
-    /// How CSV output is written, for a CSV output.
-    pub fn csv(self) -> Option<crate::formats::CsvOut> {
-        match self {
-            OutputFormat::Jsonl => None,
-            OutputFormat::Csv {
-                delimiter,
-                quote_all,
-                formula_guard,
-            } => Some(crate::formats::CsvOut {
-                delimiter,
-                quote_all,
-                formula_guard,
-            }),
-        }
-    }
-}
-
-/// A bucket that receives one object per load.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3TargetSpec {
-    /// The bucket, folder and identity (`challenge_file` is unused for targets).
-    pub s3: S3Spec,
-    pub format: OutputFormat,
-    pub key: KeyTemplate,
-}
-
-/// A local folder that receives one JSONL file per load.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileTargetSpec {
-    /// Resolved against the configuration folder.
-    pub path: PathBuf,
-    /// `file_mode`: the mode of output files (octal, default 0600); folders made for them
-    /// get the same bits plus search where reading is allowed.
-    pub file_mode: u32,
-    pub format: OutputFormat,
-    pub key: KeyTemplate,
-}
 
 /// One problem in the configuration: the file, the key path within it, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -363,6 +216,8 @@ pub enum TemplateChoice {
     Inline(raw::RawTemplate),
     Named(String),
     Missing,
+    /// Inline, with problems already reported: the rest of the connection is still checked.
+    Reported,
 }
 
 /// The whole folder as read from disk, before validation.
@@ -372,8 +227,8 @@ pub struct RawConfig {
     pub settings: raw::RawSettings,
     /// `templates/NAME.toml` by name.
     pub templates: BTreeMap<String, raw::RawTemplate>,
-    /// `connections/NAME.toml`: name, file as shown, contents.
-    pub connections: Vec<(String, String, raw::RawConnection, TemplateChoice)>,
+    /// `connections/NAME.toml`: name, file as shown, text, contents.
+    pub connections: Vec<(String, String, String, raw::RawConnection, TemplateChoice)>,
 }
 
 /// The text of a configuration folder's files, as read: what [`check`] takes. The names are
@@ -499,19 +354,33 @@ pub fn check_with(dir: &Path, files: &Files, external_ids: ExternalIds) -> Resul
     }
     for (name, text) in &files.connections {
         let file = format!("connections/{name}.toml");
-        let Some(mut c) = parse_file::<raw::RawConnection>(text, &file, &mut errors) else {
-            // The file's inline template is checked all the same, so that one run of
-            // `validate` lists its problems too.
-            if let Ok(mut doc) = text.parse::<toml::Table>()
-                && let Some(t @ toml::Value::Table(_)) = doc.remove("template")
+        let add = |errors: &mut Vec<ConfigError>, problems: Vec<(String, String)>| {
+            errors.extend(problems.into_iter().map(|(key, message)| ConfigError {
+                file: file.clone(),
+                key,
+                message,
+            }))
+        };
+        let doc = match parse_toml::<toml::Table>(text) {
+            Ok(doc) => doc,
+            Err(problem) => {
+                add(&mut errors, vec![problem]);
+                continue;
+            }
+        };
+        // Unknown keys are reported and the rest is read all the same, so that one run of
+        // `validate` lists the problems of every table of the file.
+        let (c, unknown) =
+            deserialize_keeping::<raw::RawConnection>(toml::Value::Table(doc.clone()), text, &[]);
+        add(&mut errors, unknown.into_iter().map(Unread::shown).collect());
+        let Some(mut c) = c else {
+            // The file's inline template is checked all the same.
+            let mut doc = doc;
+            if let Some(t @ toml::Value::Table(_)) = doc.remove("template")
                 && let Err(problems) =
                     deserialize_all::<raw::RawTemplate>(t, text, &[PathStep::Key("template".into())])
             {
-                errors.extend(problems.into_iter().map(|(key, message)| ConfigError {
-                    file: file.clone(),
-                    key,
-                    message,
-                }));
+                add(&mut errors, problems);
             }
             continue;
         };
@@ -524,12 +393,8 @@ pub fn check_with(dir: &Path, files: &Files, external_ids: ExternalIds) -> Resul
                 match deserialize_all(toml::Value::Table(t), text, &prefix) {
                     Ok(t) => TemplateChoice::Inline(t),
                     Err(problems) => {
-                        errors.extend(problems.into_iter().map(|(key, message)| ConfigError {
-                            file: file.clone(),
-                            key,
-                            message,
-                        }));
-                        continue;
+                        add(&mut errors, problems);
+                        TemplateChoice::Reported
                     }
                 }
             }
@@ -542,7 +407,7 @@ pub fn check_with(dir: &Path, files: &Files, external_ids: ExternalIds) -> Resul
                 continue;
             }
         };
-        raw.connections.push((name, file, c, choice));
+        raw.connections.push((name, file, text.clone(), c, choice));
     }
     let (config, more) = validate::validate_each(raw);
     errors.extend(more);
@@ -655,41 +520,75 @@ const UNKNOWN_FIELD: &str = "unknown field";
 /// until none is left; then the first other problem, if any. Keys are paths from the file's
 /// root, each message with the line of its key.
 pub fn deserialize_all<T: serde::de::DeserializeOwned>(
-    mut value: toml::Value,
+    value: toml::Value,
     text: &str,
     prefix: &[PathStep],
 ) -> Result<T, Vec<(String, String)>> {
-    // (line, key path, message): shown in the order of the file.
-    let mut problems: Vec<(Option<usize>, String, String)> = Vec::new();
-    let in_file_order = |mut problems: Vec<(Option<usize>, String, String)>| {
-        problems.sort_by_key(|(line, _, _)| line.unwrap_or(usize::MAX));
+    deserialize_each(value, text, prefix)
+        .map_err(|problems| problems.into_iter().map(Unread::shown).collect())
+}
+
+/// A key that could not be read: its path from the file's root, its line, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unread {
+    pub path: Vec<PathStep>,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl Unread {
+    /// The key path and the message with its line, as [`deserialize_all`] gives them.
+    pub fn shown(self) -> (String, String) {
+        let message = match self.line {
+            Some(line) => format!("{} (line {line})", self.message),
+            None => self.message,
+        };
+        (show_path(&self.path), message)
+    }
+}
+
+/// [`deserialize_all`], its problems in the order of the file, lines apart from messages.
+pub fn deserialize_each<T: serde::de::DeserializeOwned>(
+    value: toml::Value,
+    text: &str,
+    prefix: &[PathStep],
+) -> Result<T, Vec<Unread>> {
+    match deserialize_keeping(value, text, prefix) {
+        (Some(t), problems) if problems.is_empty() => Ok(t),
+        (_, problems) => Err(problems),
+    }
+}
+
+/// [`deserialize_each`], also returning what was read once the unknown keys were taken out,
+/// when nothing else was wrong: so that the rest of a file with a typo is checked too.
+pub fn deserialize_keeping<T: serde::de::DeserializeOwned>(
+    mut value: toml::Value,
+    text: &str,
+    prefix: &[PathStep],
+) -> (Option<T>, Vec<Unread>) {
+    let mut problems: Vec<Unread> = Vec::new();
+    let in_file_order = |mut problems: Vec<Unread>| {
+        problems.sort_by_key(|u| u.line.unwrap_or(usize::MAX));
         problems
-            .into_iter()
-            .map(|(_, key, message)| (key, message))
-            .collect()
     };
     // Bounded by the keys the value holds: each round removes one.
     for _ in 0..=count_keys(&value) {
         let e = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
-            Ok(t) if problems.is_empty() => return Ok(t),
-            Ok(_) => return Err(in_file_order(problems)),
+            Ok(t) => return (Some(t), in_file_order(problems)),
             Err(e) => e,
         };
         let mut path: Vec<PathStep> = prefix.to_vec();
         path.extend(e.path().iter().filter_map(PathStep::of));
         let message = e.inner().message().trim_end_matches('.').to_string();
         let line = line_of(text, &path);
-        let message = match line {
-            Some(line) => format!("{message} (line {line})"),
-            None => message,
-        };
-        problems.push((line, show_path(&path), message));
         let unknown = e.inner().message().starts_with(UNKNOWN_FIELD);
-        if !unknown || !remove(&mut value, &path[prefix.len()..]) {
+        let removed = unknown && remove(&mut value, &path[prefix.len()..]);
+        problems.push(Unread { path, line, message });
+        if !removed {
             break;
         }
     }
-    Err(in_file_order(problems))
+    (None, in_file_order(problems))
 }
 
 /// One step of a key path: a key of a table, or an element of an array.
@@ -710,7 +609,7 @@ impl PathStep {
 }
 
 /// A path as messages show it: `template.fields[0].colour`.
-fn show_path(path: &[PathStep]) -> String {
+pub fn show_path(path: &[PathStep]) -> String {
     let mut shown = String::new();
     for step in path {
         match step {
@@ -750,7 +649,7 @@ fn remove(value: &mut toml::Value, path: &[PathStep]) -> bool {
 
 /// The line of the key (or array element) at `path` in the TOML `text`, found by reading it
 /// again with spans.
-fn line_of(text: &str, path: &[PathStep]) -> Option<usize> {
+pub fn line_of(text: &str, path: &[PathStep]) -> Option<usize> {
     let doc = toml::de::DeTable::parse(text).ok()?;
     let mut at: Option<std::ops::Range<usize>> = None;
     let mut value = toml::de::DeValue::Table(doc.into_inner());

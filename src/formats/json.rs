@@ -243,7 +243,7 @@ mod tests {
         let errors: Vec<_> = sink
             .errors
             .iter()
-            .map(|e| (e.line, e.reason.as_str(), e.raw.as_str()))
+            .map(|e| (e.line, e.reason.text(), e.raw.as_str()))
             .collect();
         assert_eq!(
             errors,

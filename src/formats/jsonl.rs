@@ -683,7 +683,7 @@ mod tests {
             .map(|r| (r["id"].clone(), r["_source_line"].clone()))
             .collect();
         assert_eq!(ids, vec![(json!(1), json!(1)), (json!(5), json!(7))]);
-        let errs: Vec<_> = sink.errors.iter().map(|e| (e.line, e.reason.as_str())).collect();
+        let errs: Vec<_> = sink.errors.iter().map(|e| (e.line, e.reason.text())).collect();
         assert_eq!(errs[0], (4, "\"q\" is not an integer"));
         assert_eq!(errs[1], (5, "is not a JSON object"));
         assert_eq!(errs[2].0, 6);
@@ -726,7 +726,7 @@ mod tests {
     fn unknown_keys() {
         let sink = run("{\"ID\": 1, \"x\": 2}\n", UnknownFields::Reject);
         assert_eq!(
-            sink.errors[0].reason,
+            sink.errors[0].reason.text(),
             "has keys no field claims: \"x\" (unknown_fields = \"reject\")"
         );
         let sink = run("{\"ID\": 1, \"x\": 2}\n", UnknownFields::Keep);
@@ -741,7 +741,7 @@ mod tests {
         assert_eq!(sink.rows[0]["x"], json!([4]));
         let sink = run("{\"ID\": 1, \"x\": 2, \"x\": 3}\n", UnknownFields::Reject);
         assert_eq!(
-            sink.errors[0].reason,
+            sink.errors[0].reason.text(),
             "has keys no field claims: \"x\" (unknown_fields = \"reject\")"
         );
     }
@@ -858,7 +858,7 @@ mod tests {
         let errs: Vec<_> = sink.errors.iter().map(|e| (e.line, e.raw.as_str())).collect();
         assert_eq!(errs, [(7, "{\"ID\": 2,")]);
         assert!(
-            sink.errors[0].reason.starts_with("is not valid JSON: EOF"),
+            sink.errors[0].reason.text().starts_with("is not valid JSON: EOF"),
             "{}",
             sink.errors[0].reason
         );
@@ -870,7 +870,7 @@ mod tests {
             "{\"ID\": 123456789012345678901234567890}\n{\"ID\": 1e999}\n{\"ID\": -98765432109876543210.5}\n",
             UnknownFields::Ignore,
         );
-        let reasons: Vec<&str> = c.errors.iter().map(|e| e.reason.as_str()).collect();
+        let reasons: Vec<&str> = c.errors.iter().map(|e| e.reason.text()).collect();
         assert_eq!(
             reasons,
             [

@@ -11,6 +11,7 @@
 //! ends the object.
 
 mod codec;
+pub mod config;
 mod csv;
 mod csv_out;
 mod encoding;

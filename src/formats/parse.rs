@@ -254,7 +254,7 @@ impl<'s, 'p> Provenanced<'s, 'p> {
                     self.inner.error(RowError {
                         line,
                         field: Some(e.field),
-                        reason: e.reason,
+                        reason: RowFault::Value(e.reason),
                         raw: raw.clone(),
                     });
                 }
@@ -271,7 +271,7 @@ impl<'s, 'p> Provenanced<'s, 'p> {
             self.inner.error(RowError {
                 line,
                 field: Some(refusal.field),
-                reason: refusal.reason,
+                reason: RowFault::Refused(refusal.reason),
                 raw: cap(String::from_utf8_lossy(json).into_owned()),
             });
             self.bad_row();
@@ -304,7 +304,7 @@ impl<'s, 'p> Provenanced<'s, 'p> {
         self.inner.error(RowError {
             line,
             field: None,
-            reason,
+            reason: RowFault::Unreadable(reason),
             raw: cap(raw),
         });
         self.bad_row();
@@ -756,7 +756,7 @@ mod tests {
             let (r, sink) = parse_with(&file, "k", &spec(label, kind), &t);
             let stats = r.unwrap_or_else(|e| panic!("{label}: {e}"));
             assert_eq!(stats, ParseStats { rows: 3, bad_rows: 1 }, "{label}");
-            let errors: Vec<(u64, &str)> = sink.errors.iter().map(|e| (e.line, e.reason.as_str())).collect();
+            let errors: Vec<(u64, &str)> = sink.errors.iter().map(|e| (e.line, e.reason.text())).collect();
             // The second row: line 3 under a CSV header, line 2 of JSON Lines.
             let line = if kind == FormatKind::Jsonl { 2 } else { 3 };
             assert_eq!(errors, [(line, reason)], "{label}");

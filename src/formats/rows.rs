@@ -22,9 +22,39 @@ pub struct RowError {
     pub line: u64,
     /// The field that failed, when one did.
     pub field: Option<String>,
-    pub reason: String,
+    pub reason: RowFault,
     /// The record as read, capped at [`RAW_CAP`] bytes.
     pub raw: String,
+}
+
+/// Why a row was refused: the kind of fault, and the words shown for it (made where the
+/// fault is found, which knows the value and the fix).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum RowFault {
+    /// A value fails its field: its type, format, allowed values, or `required`.
+    Value(String),
+    /// A value the target cannot store (`targets::ValueRules`).
+    Refused(String),
+    /// Text that could not be read as a row of its format: syntax, field count, encoding,
+    /// size.
+    Unreadable(String),
+    /// As a state store's quarantine recorded it: the words, the kind not kept.
+    Recorded(String),
+}
+
+impl RowFault {
+    /// The words shown for the fault.
+    pub fn text(&self) -> &str {
+        match self {
+            RowFault::Value(t) | RowFault::Refused(t) | RowFault::Unreadable(t) | RowFault::Recorded(t) => t,
+        }
+    }
+}
+
+impl std::fmt::Display for RowFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.text())
+    }
 }
 
 /// One row that passed its template, as the JSON object it is delivered as: the template's

@@ -4,15 +4,196 @@
 //! A source knows how to list every object under its folder and how to open one listed
 //! version as a byte stream. It knows nothing of windows, ledgers or formats: which objects are
 //! imported is [`crate::select`]'s business, what their bytes mean is [`crate::formats`]'s.
+//!
+//! Each kind lives in its own folder: its `Source` and, in `config.rs`, its keys, their
+//! checks and its `check` probe ([`SourceKind`]). [`registry!`] below lists the kinds: a new
+//! kind is a folder and one line there.
 
 pub mod dir;
 pub mod s3;
 pub mod verify;
 
-use crate::config::{Connection, SourceSpec};
+use crate::aws::location::S3Location;
+use crate::config::Connection;
+use crate::config::kind::{Family, KindTable};
+use crate::config::validate::Problems;
+use crate::probe::Report;
 use crate::select::ObjectMeta;
 use async_trait::async_trait;
+use serde::Deserialize;
+use std::path::Path;
 use tokio::io::AsyncRead;
+
+/// What a source's keys are checked against.
+pub struct SourceContext<'a> {
+    /// The configuration folder, which relative paths are resolved against.
+    pub dir: &'a Path,
+}
+
+/// What a kind of source is, beyond the [`Source`] it opens: its keys and their checks, and
+/// its part of `check`. Implemented by each kind's spec.
+#[async_trait]
+pub trait SourceKind: Sized {
+    /// Every key the kind reads (`type`, `include` and `exclude` aside).
+    fn keys() -> Vec<&'static str>;
+
+    /// Reads the kind's table and checks it, reporting every problem; pure.
+    fn validate(table: KindTable<'_>, cx: &SourceContext<'_>, p: &mut Problems<'_>) -> Option<Self>;
+
+    /// The key prefix the include and exclude globs are matched below.
+    fn prefix(&self) -> &str {
+        ""
+    }
+
+    /// The bucket it reads, for policies and the external-ID rules.
+    fn location(&self) -> Option<&S3Location> {
+        None
+    }
+
+    /// A key the listing must show, that `check` reports on and that is never imported.
+    fn must_list(&self) -> Option<String> {
+        None
+    }
+
+    /// The source that lists and reads a connection's objects.
+    async fn open(&self, connection: &Connection) -> Box<dyn Source>;
+
+    /// `check`'s steps before listing (credentials, role, bucket): whether listing may work.
+    async fn check_access(&self, _connection: &Connection, _report: &mut Report) -> bool {
+        true
+    }
+}
+
+/// The keys every kind of source reads: which objects of the folder are imported.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFilters {
+    pub include: Option<Vec<String>>,
+    pub exclude: Option<Vec<String>>,
+}
+
+/// Lists the kinds of source: `"type" => Variant(module::Spec)`. Makes [`SourceSpec`], with
+/// one variant per kind, and what dispatches to the kinds.
+macro_rules! registry {
+    ($($name:literal => $variant:ident($spec:ty)),+ $(,)?) => {
+        /// `[source]`, checked: one variant per kind.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum SourceSpec {
+            $($variant($spec)),+
+        }
+
+        impl SourceSpec {
+            /// The kinds, as `type` names them, with their keys.
+            pub fn family() -> Family {
+                Family {
+                    table: "source",
+                    kinds: vec![$(($name, [<$spec as SourceKind>::keys(), crate::config::kind::keys_of::<RawFilters>().to_vec()].concat())),+],
+                }
+            }
+
+            fn validate_kind(
+                kind: &str,
+                table: toml::Table,
+                family: &Family,
+                cx: &SourceContext<'_>,
+                p: &mut Problems<'_>,
+            ) -> Option<Option<SourceSpec>> {
+                match kind {
+                    $($name => Some(<$spec as SourceKind>::validate(KindTable::new(table, family, $name), cx, p).map(SourceSpec::$variant)),)+
+                    _ => None,
+                }
+            }
+
+            /// The kind, as `type` names it.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(SourceSpec::$variant(_) => $name),+
+                }
+            }
+
+            /// The key prefix the include and exclude globs are matched below.
+            pub fn prefix(&self) -> &str {
+                match self {
+                    $(SourceSpec::$variant(s) => s.prefix()),+
+                }
+            }
+
+            /// The bucket it reads, if it reads one.
+            pub fn location(&self) -> Option<&S3Location> {
+                match self {
+                    $(SourceSpec::$variant(s) => s.location()),+
+                }
+            }
+
+            /// A key the listing must show, that `check` reports on.
+            pub fn must_list(&self) -> Option<String> {
+                match self {
+                    $(SourceSpec::$variant(s) => s.must_list()),+
+                }
+            }
+
+            /// The source that lists and reads a connection's objects.
+            pub async fn open(&self, connection: &Connection) -> Box<dyn Source> {
+                match self {
+                    $(SourceSpec::$variant(s) => s.open(connection).await),+
+                }
+            }
+
+            /// `check`'s steps before listing: whether listing may work.
+            pub async fn check_access(&self, connection: &Connection, report: &mut Report) -> bool {
+                match self {
+                    $(SourceSpec::$variant(s) => s.check_access(connection, report).await),+
+                }
+            }
+        }
+    };
+}
+
+registry! {
+    "s3" => S3(s3::S3SourceSpec),
+    "dir" => Dir(dir::DirSpec),
+}
+
+impl SourceSpec {
+    /// The kind a `[source]` without `type` is.
+    pub const DEFAULT_KIND: &str = "s3";
+
+    /// Checks `[source]` as written: its `type` (default `s3`) picks the kind, which reads its
+    /// keys; `include` and `exclude` are every kind's. Returns the spec and the filters' raw
+    /// globs (checked by the caller, which knows the prefix rules).
+    pub fn validate(
+        mut table: toml::Table,
+        cx: &SourceContext<'_>,
+        p: &mut Problems<'_>,
+    ) -> (Option<SourceSpec>, Option<RawFilters>) {
+        let family = SourceSpec::family();
+        let kind = match table.remove("type") {
+            None => SourceSpec::DEFAULT_KIND.to_string(),
+            Some(toml::Value::String(kind)) => kind,
+            Some(_) => {
+                p.add("source.type", format!("must be a string: {}", family.listed()));
+                return (None, None);
+            }
+        };
+        let mut filters = toml::Table::new();
+        for k in crate::config::kind::keys_of::<RawFilters>() {
+            if let Some(v) = table.remove(*k) {
+                filters.insert((*k).to_string(), v);
+            }
+        }
+        let filters = KindTable::new(filters, &family, "").rest::<RawFilters>(p);
+        match SourceSpec::validate_kind(&kind, table, &family, cx, p) {
+            Some(spec) => (spec, filters),
+            None => {
+                p.add(
+                    "source.type",
+                    format!("{kind:?} is not a source type; use {}", family.listed()),
+                );
+                (None, filters)
+            }
+        }
+    }
+}
 
 /// One object's (still compressed) bytes, as the source best gives them. Both kinds are
 /// [`verify::Verified`]: the read that reaches the end fails when the bytes are not the ones
@@ -169,8 +350,5 @@ impl SourceError {
 
 /// Builds the source a connection reads from.
 pub async fn for_connection(connection: &Connection) -> Box<dyn Source> {
-    match &connection.source {
-        SourceSpec::S3(spec) => Box::new(s3::S3Source::new(&connection.name, spec).await),
-        SourceSpec::Dir(spec) => Box::new(dir::DirSource::new(spec.path.clone(), spec.follow_symlinks)),
-    }
+    connection.source.open(connection).await
 }

@@ -17,7 +17,7 @@ pub mod sqlite;
 
 pub use sqlite::{SqliteStore, lock_connection};
 
-use crate::formats::RowError;
+use crate::formats::{RowError, RowFault};
 use crate::select::ObjectMeta;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};

@@ -587,7 +587,7 @@ async fn insert_quarantine(
     let etags: Vec<&str> = rows.iter().map(|q| q.etag.as_str()).collect();
     let lines: Vec<i64> = rows.iter().map(|q| q.error.line as i64).collect();
     let fields: Vec<Option<&str>> = rows.iter().map(|q| q.error.field.as_deref()).collect();
-    let reasons: Vec<&str> = rows.iter().map(|q| q.error.reason.as_str()).collect();
+    let reasons: Vec<&str> = rows.iter().map(|q| q.error.reason.text()).collect();
     let raws: Vec<&str> = rows.iter().map(|q| q.error.raw.as_str()).collect();
     tx.execute(
         QUARANTINE_INSERT,
@@ -1371,7 +1371,7 @@ fn quarantined(r: &tokio_postgres::Row) -> Quarantined {
         error: RowError {
             line: r.get::<_, i64>(2).max(0) as u64,
             field: r.get(3),
-            reason: r.get(4),
+            reason: RowFault::Recorded(r.get(4)),
             raw: r.get(5),
         },
     }

@@ -722,7 +722,7 @@ impl RunState for SqliteStore {
                         q.etag,
                         q.error.line as i64,
                         q.error.field,
-                        q.error.reason,
+                        q.error.reason.text(),
                         q.error.raw,
                     ])?;
                 }
@@ -896,7 +896,7 @@ impl AdminState for SqliteStore {
                     error: RowError {
                         line: r.get::<_, i64>(2)? as u64,
                         field: r.get(3)?,
-                        reason: r.get(4)?,
+                        reason: RowFault::Recorded(r.get(4)?),
                         raw: r.get(5)?,
                     },
                 })
@@ -1059,7 +1059,7 @@ impl MigrationState for SqliteStore {
                             error: RowError {
                                 line: r.get::<_, i64>(2)?.max(0) as u64,
                                 field: r.get(3)?,
-                                reason: r.get(4)?,
+                                reason: RowFault::Recorded(r.get(4)?),
                                 raw: r.get(5)?,
                             },
                         },
@@ -1101,7 +1101,7 @@ impl MigrationState for SqliteStore {
                 tx.execute(
                     "INSERT INTO quarantine (connection, run_id, key, etag, line, field, reason, raw)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![c, run_id, q.key, q.etag, q.error.line as i64, q.error.field, q.error.reason, q.error.raw],
+                    params![c, run_id, q.key, q.etag, q.error.line as i64, q.error.field, q.error.reason.text(), q.error.raw],
                 )?;
             }
             for r in &dump.runs {

@@ -6,6 +6,7 @@
 //! [`Target::recover`] tells whether a pending load's delivery completed. Targets know nothing
 //! of sources, ledgers or watermarks.
 
+pub mod config;
 pub mod file;
 pub mod http;
 pub mod postgres;
@@ -13,13 +14,170 @@ pub mod s3;
 pub mod stdout;
 pub mod writer;
 
-use crate::config::{Connection, TargetSpec};
+pub use config::{OutputFormat, TargetContext};
+
+use crate::aws::location::S3Location;
+use crate::config::Connection;
+use crate::config::kind::{Family, KindTable};
+use crate::config::validate::Problems;
 use crate::keytemplate::KeyValues;
+use crate::probe::Report;
 use crate::spool::SpoolSlice;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+
+/// What a kind of target is, beyond the [`Target`] it opens: its keys and their checks, what
+/// the spool holds for it, and its `check` probe. Implemented by each kind's spec.
+#[async_trait]
+pub trait TargetKind: Sized {
+    /// Every key the kind reads (`type` aside), so that a key of another kind is named so.
+    fn keys() -> Vec<&'static str>;
+
+    /// Reads the kind's table and checks it, reporting every problem; pure.
+    fn validate(table: KindTable<'_>, cx: &TargetContext<'_>, p: &mut Problems<'_>) -> Option<Self>;
+
+    /// What the spool's files hold for this target.
+    fn output(&self) -> OutputFormat {
+        OutputFormat::Jsonl
+    }
+
+    /// What values it cannot store.
+    fn value_rules(&self) -> ValueRules {
+        ValueRules::default()
+    }
+
+    /// The bucket it writes into, for policies and the external-ID rules.
+    fn location(&self) -> Option<&S3Location> {
+        None
+    }
+
+    /// The target that delivers a connection's loads.
+    async fn open(&self, connection: &Connection) -> Box<dyn Target>;
+
+    /// `check`'s probe: whether it accepts writes, as the `target` step.
+    async fn check(&self, connection: &Connection, report: &mut Report);
+}
+
+/// Lists the kinds of target: `"type" => Variant(module::Spec)`. Makes [`TargetSpec`], with one
+/// variant per kind, and what dispatches to the kinds.
+macro_rules! registry {
+    ($($name:literal => $variant:ident($spec:ty)),+ $(,)?) => {
+        /// `[target]`, checked: one variant per kind.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum TargetSpec {
+            $($variant($spec)),+
+        }
+
+        impl TargetSpec {
+            /// The kinds, as `type` names them, with their keys.
+            pub fn family() -> Family {
+                Family {
+                    table: "target",
+                    kinds: vec![$(($name, <$spec as TargetKind>::keys())),+],
+                }
+            }
+
+            /// Checks the table of the kind `kind`; `None` inside when it has problems, and
+            /// `None` outside for a kind there is not.
+            fn validate_kind(
+                kind: &str,
+                table: toml::Table,
+                family: &Family,
+                cx: &TargetContext<'_>,
+                p: &mut Problems<'_>,
+            ) -> Option<Option<TargetSpec>> {
+                match kind {
+                    $($name => Some(<$spec as TargetKind>::validate(KindTable::new(table, family, $name), cx, p).map(TargetSpec::$variant)),)+
+                    _ => None,
+                }
+            }
+
+            /// The kind, as `type` names it.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(TargetSpec::$variant(_) => $name),+
+                }
+            }
+
+            /// What the spool's files hold for this target.
+            pub fn output(&self) -> OutputFormat {
+                match self {
+                    $(TargetSpec::$variant(s) => s.output()),+
+                }
+            }
+
+            /// What values it cannot store.
+            pub fn value_rules(&self) -> ValueRules {
+                match self {
+                    $(TargetSpec::$variant(s) => s.value_rules()),+
+                }
+            }
+
+            /// The bucket it writes into, if it writes into one.
+            pub fn location(&self) -> Option<&S3Location> {
+                match self {
+                    $(TargetSpec::$variant(s) => s.location()),+
+                }
+            }
+
+            /// The target that delivers a connection's loads.
+            pub async fn open(&self, connection: &Connection) -> Box<dyn Target> {
+                match self {
+                    $(TargetSpec::$variant(s) => s.open(connection).await),+
+                }
+            }
+
+            /// `check`'s probe of the target.
+            pub async fn check(&self, connection: &Connection, report: &mut Report) {
+                match self {
+                    $(TargetSpec::$variant(s) => s.check(connection, report).await),+
+                }
+            }
+        }
+    };
+}
+
+registry! {
+    "file" => File(file::FileTargetSpec),
+    "stdout" => Stdout(stdout::StdoutSpec),
+    "s3" => S3(s3::S3TargetSpec),
+    "http" => Http(http::HttpTargetSpec),
+    "postgres" => Postgres(postgres::PostgresTargetSpec),
+}
+
+impl TargetSpec {
+    /// Checks `[target]` as written: its `type` picks the kind, which reads the rest.
+    pub fn validate(
+        mut table: toml::Table,
+        cx: &TargetContext<'_>,
+        p: &mut Problems<'_>,
+    ) -> Option<TargetSpec> {
+        let family = TargetSpec::family();
+        let kind = match table.remove("type") {
+            Some(toml::Value::String(kind)) => kind,
+            Some(_) => {
+                p.add("target.type", format!("must be a string: {}", family.listed()));
+                return None;
+            }
+            None => {
+                p.add("target.type", format!("missing; use {}", family.listed()));
+                return None;
+            }
+        };
+        match TargetSpec::validate_kind(&kind, table, &family, cx, p) {
+            Some(spec) => spec,
+            None => {
+                p.add(
+                    "target.type",
+                    format!("{kind:?} is not a target type; use {}", family.listed()),
+                );
+                None
+            }
+        }
+    }
+}
 
 /// What a load is, for naming its output.
 #[derive(Debug, Clone)]
@@ -193,9 +351,7 @@ pub struct ValueRules {
 impl ValueRules {
     /// The rules of a connection's target (pure).
     pub fn for_target(spec: &TargetSpec) -> ValueRules {
-        ValueRules {
-            no_nul: matches!(spec, TargetSpec::Postgres(_)),
-        }
+        spec.value_rules()
     }
 
     /// The first value of a checked row (its JSON text) that the target cannot store.
@@ -252,22 +408,7 @@ fn holds_nul(value: &serde_json::Value) -> bool {
 
 /// Builds the target a connection delivers to.
 pub async fn for_connection(connection: &Connection) -> Box<dyn Target> {
-    let fields: Vec<String> = connection
-        .template
-        .fields
-        .iter()
-        .map(|f| f.name.clone())
-        .collect();
-    match &connection.target {
-        TargetSpec::File(spec) => Box::new(file::FileTarget::new(spec.clone(), fields)),
-        TargetSpec::S3(spec) => Box::new(s3::S3Target::new(&connection.name, spec.clone(), fields).await),
-        TargetSpec::Http(spec) => Box::new(http::HttpTarget::new(connection, spec.clone())),
-        TargetSpec::Postgres(spec) => Box::new(postgres::PostgresTarget::new(
-            spec.clone(),
-            connection.template.fields.clone(),
-        )),
-        TargetSpec::Stdout => Box::new(stdout::StdoutTarget),
-    }
+    connection.target.open(connection).await
 }
 
 #[cfg(test)]

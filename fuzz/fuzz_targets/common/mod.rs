@@ -85,9 +85,9 @@ impl RowSink for Checking {
             error.raw.len()
         );
         assert!(
-            error.reason.len() <= 4096,
+            error.reason.text().len() <= 4096,
             "reason of {} bytes",
-            error.reason.len()
+            error.reason.text().len()
         );
     }
 }

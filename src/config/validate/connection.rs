@@ -36,7 +36,7 @@ pub(super) fn connection(
             (None, None)
         }
     };
-    let format = format(c.format.unwrap_or_default(), p);
+    let format = crate::formats::config::validate(c.format.unwrap_or_default(), p);
     let template = match choice {
         TemplateChoice::Inline(t) => template(&t, name, "template.", format.has_header, p),
         TemplateChoice::Named(n) => match templates.raw.get(&n) {
@@ -68,6 +68,7 @@ pub(super) fn connection(
                 None
             }
         },
+        TemplateChoice::Reported => None,
         TemplateChoice::Missing => {
             p.add(
                 "template",
@@ -77,7 +78,14 @@ pub(super) fn connection(
         }
     };
     let target = match c.target {
-        Some(t) => target(dir, t, name, template.as_ref(), p),
+        Some(t) => {
+            let cx = crate::targets::TargetContext {
+                dir,
+                connection: name,
+                template: template.as_ref(),
+            };
+            TargetSpec::validate(t, &cx, p)
+        }
         None => {
             p.add(
                 "target",
@@ -134,11 +142,6 @@ pub(super) fn schedule(text: Option<&str>, p: &mut Problems<'_>) -> Option<Sched
             }
         }
     }
-}
-
-/// The keys among `pairs` that are set.
-pub(super) fn set_keys<'k>(pairs: &[(&'k str, bool)]) -> Vec<&'k str> {
-    pairs.iter().filter(|(_, set)| *set).map(|(k, _)| *k).collect()
 }
 
 pub(super) fn globs(list: &Option<Vec<String>>, key: &str, p: &mut Problems<'_>) -> Option<GlobSet> {

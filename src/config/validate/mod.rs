@@ -4,11 +4,8 @@
 //! It does no I/O: paths are resolved against the configuration folder but never opened, and
 //! templates named by connections are looked up in the map the loader read.
 
-use super::raw::{
-    CountOrText, RawConnection, RawField, RawFormat, RawSettings, RawSource, RawTarget, RawTemplate,
-};
+use super::raw::{CountOrText, RawConnection, RawField, RawSettings, RawTemplate};
 use super::*;
-use crate::formats::{Compression, Encoding, FormatKind};
 use crate::secret::Secret;
 use crate::template::{BadRowLimit, Column, Field, FieldType, TimeFormat, UnknownFields};
 use chrono_tz::Tz;
@@ -17,39 +14,23 @@ use regex::Regex;
 use std::sync::LazyLock;
 
 mod connection;
-mod format;
 mod settings;
 mod source;
-mod target;
 mod template;
 
 // One module per section of the files; their items are this module's, so that each section
 // calls the others' checks by name.
 use connection::*;
-use format::*;
 use settings::*;
 pub use source::*;
-use target::*;
 pub use template::*;
 
 static NAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$").expect("constant regex"));
-static ROLE_ARN: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^arn:aws(-cn|-us-gov|-iso|-iso-b)?:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$")
-        .expect("constant regex")
-});
 static PRINCIPAL_ARN: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^arn:aws(-cn|-us-gov|-iso|-iso-b)?:(iam|sts)::[0-9]{12}:[A-Za-z0-9+=,.@_/:-]+$")
         .expect("constant regex")
 });
-static EXTERNAL_ID: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9+=,.@:/_-]{2,1224}$").expect("constant regex"));
-static REGION: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$").expect("constant regex"));
-static BUCKET: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$").expect("constant regex"));
-static IPV4: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$").expect("constant regex"));
 static TABLE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$").expect("constant regex"));
 
@@ -70,19 +51,38 @@ pub fn resolve(dir: &Path, path: &str) -> PathBuf {
     out
 }
 
-/// Collects the problems of one file.
-pub(super) struct Problems<'a> {
-    pub(super) file: &'a str,
-    pub(super) out: &'a mut Vec<ConfigError>,
+/// Collects the problems of one file; what each kind's validation reports into.
+pub struct Problems<'a> {
+    pub file: &'a str,
+    /// The file's text, for the lines of keys (empty when there is none to point into).
+    pub text: &'a str,
+    pub out: &'a mut Vec<ConfigError>,
 }
 
 impl Problems<'_> {
-    pub(super) fn add(&mut self, key: &str, message: impl Into<String>) {
+    /// A problem of the key at the dotted path `key`.
+    pub fn add(&mut self, key: &str, message: impl Into<String>) {
         self.out.push(ConfigError {
             file: self.file.to_string(),
             key: key.to_string(),
             message: message.into(),
         });
+    }
+
+    /// A problem of the key at `path`, with the line the key is on.
+    pub fn add_at(&mut self, path: &[super::PathStep], message: impl Into<String>) {
+        let message = message.into();
+        let message = match super::line_of(self.text, path) {
+            Some(line) => format!("{message} (line {line})"),
+            None => message,
+        };
+        self.add(&super::show_path(path), message);
+    }
+
+    /// How many problems have been found so far: compared before and after a part is
+    /// checked, to tell whether that part passed.
+    pub fn count(&self) -> usize {
+        self.out.len()
     }
 }
 
@@ -105,7 +105,11 @@ pub fn template_file(
             .collect::<Vec<_>>()
     })?;
     let mut out = Vec::new();
-    let mut p = Problems { file, out: &mut out };
+    let mut p = Problems {
+        file,
+        text,
+        out: &mut out,
+    };
     match template(&raw, connection, "", has_header, &mut p) {
         Some(t) => Ok(t),
         None => Err(out),
@@ -129,6 +133,7 @@ pub fn validate_each(raw: RawConfig) -> (Option<Config>, Vec<ConfigError>) {
         raw.settings,
         &mut Problems {
             file: "s3-importd.toml",
+            text: "",
             out: &mut errors,
         },
     );
@@ -137,6 +142,7 @@ pub fn validate_each(raw: RawConfig) -> (Option<Config>, Vec<ConfigError>) {
         let file = format!("templates/{name}.toml");
         let mut p = Problems {
             file: &file,
+            text: "",
             out: &mut errors,
         };
         if let Some(t) = template(t, name, "", true, &mut p) {
@@ -144,9 +150,10 @@ pub fn validate_each(raw: RawConfig) -> (Option<Config>, Vec<ConfigError>) {
         }
     }
     let mut connections = Vec::new();
-    for (name, file, c, choice) in raw.connections {
+    for (name, file, text, c, choice) in raw.connections {
         let mut p = Problems {
             file: &file,
+            text: &text,
             out: &mut errors,
         };
         let known = Templates {
@@ -167,7 +174,8 @@ pub fn validate_each(raw: RawConfig) -> (Option<Config>, Vec<ConfigError>) {
     (config, errors)
 }
 
-pub(super) fn in_range(
+/// A count from the files, or its default; out of `min..=max` it is a problem.
+pub fn in_range(
     p: &mut Problems<'_>,
     key: &str,
     value: Option<i64>,

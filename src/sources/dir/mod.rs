@@ -11,6 +11,9 @@
 //! without following a final link, and the file actually opened is checked to lie inside the
 //! folder, so a link swapped in after the listing reads nothing.
 
+mod config;
+pub use config::*;
+
 use super::verify::{Digest, Verified};
 use super::{ObjectReader, Source, SourceError};
 use crate::select::ObjectMeta;

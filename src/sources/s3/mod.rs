@@ -8,10 +8,13 @@
 //! the bytes against the listed size, the MD5 ETag of a single-part object and the object's
 //! S3 checksum ([`super::verify`]).
 
+mod check;
+mod config;
+pub use config::*;
+
 use super::verify::{Digest, Verified};
 use super::{ObjectReader, Source, SourceError};
 use crate::aws::{AwsError, client, http_status};
-use crate::config::S3Spec;
 use crate::select::ObjectMeta;
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
@@ -47,12 +50,12 @@ pub fn listed_key(raw: &str, encoded: bool) -> Option<String> {
 }
 
 impl S3Source {
-    pub async fn new(connection: &str, spec: &S3Spec) -> S3Source {
-        let client = client(connection, spec).await;
+    pub async fn new(connection: &str, spec: &S3SourceSpec) -> S3Source {
+        let client = client(connection, &spec.location).await;
         S3Source {
             client,
-            bucket: spec.bucket.clone(),
-            prefix: spec.prefix.clone(),
+            bucket: spec.location.bucket.clone(),
+            prefix: spec.location.prefix.clone(),
             concurrency: spec.max_concurrent_listings.max(1),
         }
     }

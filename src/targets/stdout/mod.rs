@@ -5,7 +5,10 @@
 //! delivered again by the next run: at least once, not exactly once.
 
 use super::{Delivery, LoadInfo, LoadPart, Refused, Target, TargetError, writer};
-use crate::config::OutputFormat;
+mod config;
+pub use config::*;
+
+use super::OutputFormat;
 use async_trait::async_trait;
 use std::io;
 use std::path::PathBuf;

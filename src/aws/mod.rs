@@ -5,7 +5,8 @@
 //! Shared by the S3 source, the S3 target and the `check` and `policy` commands. Nothing here
 //! lists or reads objects.
 
-use crate::config::S3Spec;
+pub mod location;
+
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::sts::AssumeRoleProvider;
@@ -14,6 +15,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::Region;
 use aws_sdk_s3::error::SdkError;
 use aws_smithy_runtime_api::http::Response as HttpResponse;
+use location::S3Location;
 use std::time::Duration;
 
 /// How many times the SDK tries one request before giving up (it backs off between tries).
@@ -47,7 +49,7 @@ pub use crate::text::cause_chain;
 
 /// The ARN of the identity the default credential chain resolves to (`sts:GetCallerIdentity`),
 /// asked of the STS endpoint of `spec`.
-pub async fn caller_arn(spec: &S3Spec) -> Result<String, String> {
+pub async fn caller_arn(spec: &S3Location) -> Result<String, String> {
     let base = base_config(&spec.region).await;
     let sts = aws_sdk_sts::Client::new(&sts_config(&base, spec));
     match sts.get_caller_identity().send().await {
@@ -60,7 +62,7 @@ pub async fn caller_arn(spec: &S3Spec) -> Result<String, String> {
 /// `AWS_ENDPOINT_URL_STS` (which the SDK reads itself), else the S3 `endpoint` (an
 /// S3-compatible service such as MinIO, Ceph RGW or moto serves STS at the same address),
 /// else AWS.
-pub fn sts_config(base: &aws_config::SdkConfig, spec: &S3Spec) -> aws_config::SdkConfig {
+pub fn sts_config(base: &aws_config::SdkConfig, spec: &S3Location) -> aws_config::SdkConfig {
     let from_env = std::env::var_os("AWS_ENDPOINT_URL_STS").is_some_and(|v| !v.is_empty());
     let endpoint = match (&spec.sts_endpoint, &spec.endpoint) {
         (Some(sts), _) => Some(sts),
@@ -74,7 +76,7 @@ pub fn sts_config(base: &aws_config::SdkConfig, spec: &S3Spec) -> aws_config::Sd
 }
 
 /// Builds an S3 client for a bucket's region, endpoint and identity.
-pub async fn client(connection: &str, spec: &S3Spec) -> Client {
+pub async fn client(connection: &str, spec: &S3Location) -> Client {
     let base = base_config(&spec.region).await;
     let mut config = aws_sdk_s3::config::Builder::from(&base).force_path_style(spec.force_path_style);
     if let Some(role) = spec.role_arn.as_deref() {

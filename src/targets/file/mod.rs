@@ -6,7 +6,10 @@
 //! is what [`FileTarget::recover`] checks.
 
 use super::{Delivery, LoadInfo, LoadPart, Refused, Target, TargetError, writer};
-use crate::config::{FileTargetSpec, OutputFormat};
+mod config;
+pub use config::*;
+
+use super::OutputFormat;
 use crate::keytemplate::with_suffix;
 use crate::spool::{SliceReader, SpoolSlice};
 use async_trait::async_trait;

@@ -3,6 +3,8 @@
 //! UTF-8 or has the wrong number of fields is a row error. Once the header has fixed the
 //! layout, a large object's records are checked in batches by worker threads.
 
+pub mod config;
+
 use super::record_cap::{MAX_FIELDS, MAX_RECORD, Marks};
 use super::{Dialect, Failure, ParseError, Provenanced};
 use crate::template::{Column, RawValue, Template, UnknownFields};
@@ -435,11 +437,11 @@ mod tests {
         assert_eq!(sink.errors.len(), 2);
         assert_eq!(sink.errors[0].line, 5);
         assert_eq!(sink.errors[0].field.as_deref(), Some("id"));
-        assert_eq!(sink.errors[0].reason, "\"x\" is not an integer");
+        assert_eq!(sink.errors[0].reason.text(), "\"x\" is not an integer");
         assert_eq!(sink.errors[0].raw, "x,c,green");
         assert_eq!(sink.errors[1].line, 6);
         assert_eq!(sink.errors[1].field, None);
-        assert_eq!(sink.errors[1].reason, "has 2 fields; expected 3");
+        assert_eq!(sink.errors[1].reason.text(), "has 2 fields; expected 3");
     }
 
     /// Parses CSV with a header through the record cap, as `formats::parse` does.
@@ -584,7 +586,7 @@ mod tests {
         );
         assert_eq!(r.unwrap(), ParseStats { rows: 2, bad_rows: 1 });
         assert_eq!(
-            sink.errors[0].reason,
+            sink.errors[0].reason.text(),
             "column 2 is not valid UTF-8 text: byte 1 of the value cannot be decoded (is `encoding` right?)"
         );
     }
@@ -625,6 +627,7 @@ mod tests {
         for e in &sink.errors {
             assert!(
                 e.reason
+                    .text()
                     .starts_with("the record is longer than 16777200 bytes or has more than 100000 fields"),
                 "{}",
                 e.reason

@@ -8,7 +8,10 @@
 //! `Retry-After`) up to `max_retries`; any other status fails the object at once.
 
 use super::{Delivery, LoadInfo, LoadPart, Refused, Target, TargetError};
-use crate::config::{Connection, HttpTargetSpec, SourceSpec};
+mod config;
+pub use config::*;
+
+use crate::config::{Connection, SourceSpec};
 use crate::secret::Secret;
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
@@ -45,7 +48,7 @@ impl HttpTarget {
             .build()
             .map_err(|e| format!("cannot set up HTTP: {e}"));
         let bucket = match &connection.source {
-            SourceSpec::S3(s) => s.bucket.clone(),
+            SourceSpec::S3(s) => s.location.bucket.clone(),
             SourceSpec::Dir(d) => d.path.display().to_string(),
         };
         HttpTarget {

@@ -10,7 +10,9 @@
 
 use super::{Delivery, LoadInfo, LoadPart, Refused, Target, TargetError, writer};
 use crate::aws::{AwsError, http_status};
-use crate::config::S3TargetSpec;
+mod config;
+pub use config::*;
+
 use crate::keytemplate::with_suffix;
 use crate::spool::SpoolSlice;
 use async_trait::async_trait;

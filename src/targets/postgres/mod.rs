@@ -11,7 +11,9 @@
 //! [`crate::pg_client`]'s, shared with the PostgreSQL state store.
 
 use super::{Delivery, LoadInfo, LoadPart, Refused, Target, TargetError};
-use crate::config::{PostgresTargetSpec, WriteMode};
+mod config;
+pub use config::*;
+
 use crate::template::{Field, FieldType};
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
