@@ -123,15 +123,11 @@ pub enum Schedule {
     Cron(Box<croner::Cron>, String),
 }
 
+// A connection's source and target are specs of their families, which own the kinds (one
+// module each); the bucket location is shared by the S3 kinds.
 pub use crate::aws::location::S3Location;
 pub use crate::sources::SourceSpec;
-pub use crate::sources::dir::DirSpec;
-pub use crate::sources::s3::S3SourceSpec;
-pub use crate::targets::file::FileTargetSpec;
-pub use crate::targets::http::HttpTargetSpec;
-pub use crate::targets::postgres::{PostgresTargetSpec, WriteMode};
-pub use crate::targets::s3::S3TargetSpec;
-pub use crate::targets::{OutputFormat, TargetSpec};
+pub use crate::targets::TargetSpec;
 
 /// Where a secret is read from; it lives with [`crate::secret`], which reads it, so that
 /// `secret` needs nothing of the configuration.

@@ -6,6 +6,7 @@
 
 use crate::config::kind::KindTable;
 use crate::config::validate::{Problems, resolve};
+use crate::formats::CsvOut;
 use crate::keytemplate::KeyTemplate;
 use crate::secret::{Secret, SecretSource};
 use crate::template::Template;
@@ -40,30 +41,17 @@ impl TargetContext<'_> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputFormat {
     Jsonl,
-    /// CSV with a header row; `delimiter` is `,`, `|` or a tab.
-    Csv {
-        delimiter: u8,
-        quote_all: bool,
-        /// `csv_formula_guard`: a string cell starting with `=`, `+`, `-`, `@`, a tab or a
-        /// carriage return gets a `'` in front, so a spreadsheet shows it instead of running it.
-        formula_guard: bool,
-    },
+    /// CSV with a header row: the delimiter (`,`, `|` or a tab), `quote_all`, and the
+    /// formula guard (`csv_formula_guard`).
+    Csv(CsvOut),
 }
 
 impl OutputFormat {
     /// How CSV output is written, for a CSV output.
-    pub fn csv(self) -> Option<crate::formats::CsvOut> {
+    pub fn csv(self) -> Option<CsvOut> {
         match self {
             OutputFormat::Jsonl => None,
-            OutputFormat::Csv {
-                delimiter,
-                quote_all,
-                formula_guard,
-            } => Some(crate::formats::CsvOut {
-                delimiter,
-                quote_all,
-                formula_guard,
-            }),
+            OutputFormat::Csv(out) => Some(out),
         }
     }
 }
@@ -122,11 +110,13 @@ pub fn output(
         );
     }
     let format = if csv {
-        OutputFormat::Csv {
+        OutputFormat::Csv(CsvOut {
             delimiter,
             quote_all: t.quote_all.unwrap_or(false),
+            // A string cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return gets
+            // a `'` in front, so a spreadsheet shows it instead of running it.
             formula_guard: t.csv_formula_guard.unwrap_or(true),
-        }
+        })
     } else {
         OutputFormat::Jsonl
     };

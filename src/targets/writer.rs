@@ -7,7 +7,7 @@
 //! Values: strings as they are (but for the formula guard), numbers and booleans as JSON
 //! writes them, JSON values as JSON text, null as an empty cell. This module writes bytes; where they go is the target's job.
 
-use crate::config::OutputFormat;
+use super::OutputFormat;
 use crate::spool::{SliceReader, SpoolSlice};
 use std::io::{self, Write};
 
@@ -48,7 +48,7 @@ pub fn write_load_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::CsvEncoder;
+    use crate::formats::{CsvEncoder, CsvOut};
     use serde_json::{Value, json};
 
     const FIELDS: [&str; 4] = ["id", "name", "price", "tags"];
@@ -133,11 +133,11 @@ mod tests {
         for (delimiter, quote_all, want) in cases {
             assert_eq!(
                 written(
-                    OutputFormat::Csv {
+                    OutputFormat::Csv(CsvOut {
                         delimiter,
                         quote_all,
                         formula_guard: true
-                    },
+                    }),
                     &rows
                 ),
                 want,
@@ -152,10 +152,12 @@ mod tests {
             json!({"id": -5, "name": "=HYPERLINK(\"http://x\")", "price": "-1.50", "tags": ["@x"],
                            "_source_key": "+k", "_source_version": "@v", "_source_line": 2}),
         ];
-        let csv = |formula_guard| OutputFormat::Csv {
-            delimiter: b',',
-            quote_all: false,
-            formula_guard,
+        let csv = |formula_guard| {
+            OutputFormat::Csv(CsvOut {
+                delimiter: b',',
+                quote_all: false,
+                formula_guard,
+            })
         };
         // Strings are guarded, whatever the column; numbers (a decimal is a string holding
         // one) and JSON values are not.

@@ -5,11 +5,11 @@
 //! into place, so the final name exists only once the whole load is on disk: that existence
 //! is what [`FileTarget::recover`] checks.
 
-use super::{Delivery, LoadInfo, LoadPart, Refused, Target, TargetError, writer};
 mod config;
 pub use config::*;
 
 use super::OutputFormat;
+use super::{Delivery, LoadInfo, LoadPart, Refused, Target, TargetError, writer};
 use crate::keytemplate::with_suffix;
 use crate::spool::{SliceReader, SpoolSlice};
 use async_trait::async_trait;

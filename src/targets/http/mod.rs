@@ -7,10 +7,10 @@
 //! 429, 5xx or a network error are retried with exponential backoff and jitter (honouring
 //! `Retry-After`) up to `max_retries`; any other status fails the object at once.
 
-use super::{Delivery, LoadInfo, LoadPart, Refused, Target, TargetError};
 mod config;
 pub use config::*;
 
+use super::{Delivery, LoadInfo, LoadPart, Refused, Target, TargetError};
 use crate::config::{Connection, SourceSpec};
 use crate::secret::Secret;
 use async_trait::async_trait;

@@ -10,10 +10,10 @@
 //! The connection URL is a secret, read at delivery; connecting (TLS by `sslmode`) is
 //! [`crate::pg_client`]'s, shared with the PostgreSQL state store.
 
-use super::{Delivery, LoadInfo, LoadPart, Refused, Target, TargetError};
 mod config;
 pub use config::*;
 
+use super::{Delivery, LoadInfo, LoadPart, Refused, Target, TargetError};
 use crate::template::{Field, FieldType};
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};

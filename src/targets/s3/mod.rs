@@ -8,10 +8,11 @@
 //! the whole load ([`S3Target::recover`] says delivered) or nothing, and then any unfinished
 //! upload to it is aborted and the load is imported again under a new key.
 
-use super::{Delivery, LoadInfo, LoadPart, Refused, Target, TargetError, writer};
-use crate::aws::{AwsError, http_status};
 mod config;
 pub use config::*;
+
+use super::{Delivery, LoadInfo, LoadPart, Refused, Target, TargetError, writer};
+use crate::aws::{AwsError, http_status};
 
 use crate::keytemplate::with_suffix;
 use crate::spool::SpoolSlice;

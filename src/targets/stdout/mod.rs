@@ -4,11 +4,11 @@
 //! Standard output cannot be asked what it received, so a load interrupted by a crash is
 //! delivered again by the next run: at least once, not exactly once.
 
-use super::{Delivery, LoadInfo, LoadPart, Refused, Target, TargetError, writer};
 mod config;
 pub use config::*;
 
 use super::OutputFormat;
+use super::{Delivery, LoadInfo, LoadPart, Refused, Target, TargetError, writer};
 use async_trait::async_trait;
 use std::io;
 use std::path::PathBuf;
