@@ -19,7 +19,8 @@ bench_setup() {
     fi
     local out=$PWD/target/$profile
     [[ $profile == release ]] || out=$PWD/target/debug
-    bin=$out/s3-importd
+    # BENCH_BIN=path measures another build (e.g. an earlier commit's) with the same cases.
+    bin=${BENCH_BIN:-$out/s3-importd}
     gen=$out/examples/bench_data
     ceiling=$out/examples/bench_ceiling
     mkdir -p "$work/data"
