@@ -176,6 +176,15 @@ fn bad_files_and_their_messages() {
                 "connections/c.toml: target.path: is a key of a file target; a stdout target has no key but `type` (line 10)",
             ],
         ),
+        // A kind's table: a key of another kind, and the kind's own problems, at once.
+        (
+            "[source]\ntype = \"dir\"\npath = \"in\"\n[template]\n[[template.fields]]\nname = \"id\"\n[target]\ntype = \"file\"\nbucket = \"b\"\nfile_mode = \"0100\"".to_string(),
+            vec![
+                "connections/c.toml: target.bucket: is a key of an s3 target; a file target reads only `path`, `file_mode`, `format`, `delimiter`, `quote_all`, `csv_formula_guard` and `key` (line 9)",
+                "connections/c.toml: target.path: missing; a file target needs the folder to write into, e.g. path = \"/srv/imports\"",
+                "connections/c.toml: target.file_mode: \"0100\" is not a file mode the daemon can write; use octal digits such as \"0640\" (owner read and write at least)",
+            ],
+        ),
         (
             "[source]\ntype = \"dir\"\npath = \"in\"\n[target]\ntype = \"stdout\"".to_string(),
             vec![

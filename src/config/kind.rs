@@ -60,7 +60,9 @@ impl<'f> KindTable<'f> {
     }
 
     /// Reads what is left into `T`; any key `T` does not name either is reported: as a key of
-    /// another kind of the family, or as unknown, with the keys this kind reads.
+    /// another kind of the family, or as unknown, with the keys this kind reads. The rest is
+    /// read all the same, so that its problems are reported too: a kind's `validate` tells
+    /// whether it passed by the count of problems.
     pub fn rest<T: DeserializeOwned>(mut self, p: &mut Problems<'_>) -> Option<T> {
         let keys = keys_of::<T>();
         let stray: Vec<String> = self

@@ -31,9 +31,10 @@ impl SourceKind for DirSpec {
     }
 
     fn validate(table: KindTable<'_>, cx: &SourceContext<'_>, p: &mut Problems<'_>) -> Option<Self> {
+        let before = p.count();
         let s: RawDirSource = table.rest(p)?;
         match s.path {
-            Some(path) if !path.is_empty() => Some(DirSpec {
+            Some(path) if !path.is_empty() => (p.count() == before).then(|| DirSpec {
                 path: resolve(cx.dir, &path),
                 follow_symlinks: s.follow_symlinks.unwrap_or(false),
             }),

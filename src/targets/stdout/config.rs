@@ -24,8 +24,9 @@ impl TargetKind for StdoutSpec {
     }
 
     fn validate(table: KindTable<'_>, _cx: &TargetContext<'_>, p: &mut Problems<'_>) -> Option<Self> {
-        let _: RawStdoutTarget = table.rest(p)?;
-        Some(StdoutSpec)
+        let before = p.count();
+        let _: Option<RawStdoutTarget> = table.rest(p);
+        (p.count() == before).then_some(StdoutSpec)
     }
 
     async fn open(&self, _connection: &Connection) -> Box<dyn Target> {
