@@ -524,3 +524,79 @@ fn template_infer_writes_a_template_that_validates_and_imports_its_files_without
         text(&empty.stderr)
     );
 }
+
+/// A Parquet file from a `dir` source: `template infer` writes a template that validates, and
+/// `preview` and `run` read its typed columns by name (`_source_line` is the row's number).
+#[test]
+fn parquet_files_are_read_by_column_name_with_their_types() {
+    use arrow_array::{ArrayRef, Date32Array, Decimal128Array, Int64Array, RecordBatch, StringArray};
+    use std::sync::Arc;
+    let batch = RecordBatch::try_from_iter([
+        (
+            "Product ID",
+            Arc::new(Int64Array::from(vec![1, 2, 3])) as ArrayRef,
+        ),
+        (
+            "name",
+            Arc::new(StringArray::from(vec![Some("Tea pot"), None, Some("Cup")])),
+        ),
+        (
+            "price",
+            Arc::new(
+                Decimal128Array::from(vec![1999, 10, 500])
+                    .with_precision_and_scale(9, 2)
+                    .unwrap(),
+            ),
+        ),
+        (
+            "shipped",
+            Arc::new(Date32Array::from(vec![20_000, 20_001, 20_002])),
+        ),
+    ])
+    .unwrap();
+    let mut bytes = Vec::new();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let cfg = ConfigDir::new();
+    cfg.inbox("pq", &[("a.parquet", &bytes)]);
+    let connection = |template: &str| {
+        format!(
+            "settle_seconds = 0\n{template}\n[source]\ntype = \"dir\"\npath = \"in/pq\"\n[format]\ntype = \"auto\"\n[target]\ntype = \"file\"\npath = \"out\"\n"
+        )
+    };
+    // A table written after [target]: `connection`'s top-level slot takes only keys.
+    cfg.connection(
+        "pq",
+        &(connection("") + "[template]\ntable = \"products\"\nunknown_fields = \"keep\"\n"),
+    );
+    let inferred = run_binary(cfg.path(), &["template", "infer", "pq"]);
+    assert!(inferred.status.success(), "{}", text(&inferred.stderr));
+    let toml = text(&inferred.stdout);
+    for field in [
+        "name = \"product_id\"\ncolumn = \"Product ID\"\ntype = \"integer\"\nrequired = true\n",
+        "name = \"price\"\ntype = \"decimal\"\nrequired = true\n",
+        "name = \"shipped\"\ntype = \"date\"\nrequired = true\n",
+    ] {
+        assert!(toml.contains(field), "{field} not in\n{toml}");
+    }
+    std::fs::create_dir_all(cfg.path().join("templates")).unwrap();
+    std::fs::write(cfg.path().join("templates/pq.toml"), &toml).unwrap();
+    cfg.connection("pq", &connection("template = \"pq\""));
+    let validated = run_binary(cfg.path(), &["validate"]);
+    assert!(validated.status.success(), "{}\n{toml}", text(&validated.stderr));
+    let preview = stdout_of(&run_binary(cfg.path(), &["preview", "pq"]));
+    assert!(preview.contains("parquet"), "{preview}");
+    let out = stdout_of(&run_binary(cfg.path(), &["run"]));
+    assert!(
+        out.contains("imported 1, rejected 0, failed 0; rows 3, bad rows 0"),
+        "{out}"
+    );
+    let rows = cfg.rows();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0]["product_id"], serde_json::json!(1));
+    assert_eq!(rows[0]["price"], serde_json::json!("19.99"));
+    assert_eq!(rows[1]["name"], serde_json::json!(null));
+    assert_eq!(rows[2]["shipped"], serde_json::json!("2024-10-06"));
+    assert_eq!(rows[2]["_source_line"], serde_json::json!(3));
+}

@@ -8,11 +8,12 @@ use crate::config::validate::Problems;
 use serde::Deserialize;
 
 /// The kinds of format, as `type` names them.
-const KINDS: [(&str, FormatKind); 5] = [
+const KINDS: [(&str, FormatKind); 6] = [
     ("csv", FormatKind::Csv),
     ("tsv", FormatKind::Tsv),
     ("json", FormatKind::Json),
     ("jsonl", FormatKind::Jsonl),
+    ("parquet", FormatKind::Parquet),
     ("auto", FormatKind::Auto),
 ];
 
@@ -73,7 +74,7 @@ pub fn validate(mut table: toml::Table, p: &mut Problems<'_>) -> FormatSpec {
     let mut table = KindTable::new(table, &family, name);
     let f: RawFormat = table.part(p).unwrap_or_default();
     let d: RawDialect = match kind {
-        FormatKind::Json | FormatKind::Jsonl => {
+        FormatKind::Json | FormatKind::Jsonl | FormatKind::Parquet => {
             let _: Option<NoKeys> = table.rest(p);
             RawDialect::default()
         }
@@ -133,6 +134,7 @@ pub fn validate(mut table: toml::Table, p: &mut Problems<'_>) -> FormatSpec {
         skip_rows_before_header: dialect.skip_rows_before_header,
         skip_rows_after_header: dialect.skip_rows_after_header,
         comment: dialect.comment,
+        scratch: None,
     }
 }
 

@@ -18,6 +18,7 @@ mod encoding;
 mod json;
 mod jsonl;
 mod parallel;
+mod parquet;
 mod parse;
 mod read_ahead;
 mod record_cap;

@@ -35,6 +35,28 @@ pub fn parse_sized(
         inner: reader,
         failed: failed.clone(),
     };
+    if kind == FormatKind::Parquet {
+        // Compressed inside, a column chunk at a time, and read from its footer: no codec,
+        // no encoding, no read-ahead.
+        let mut sink = Provenanced::new(sink, provenance, template);
+        let result = super::parquet::parse(watched, spec.scratch.as_deref(), template, &mut sink);
+        return match result {
+            Ok(()) | Err(Failure::Stopped) => Ok(sink.stats),
+            Err(Failure::Io(e)) if e.get_ref().is_some_and(|inner| inner.is::<SinkFailed>()) => {
+                Err(ParseError::Sink(e))
+            }
+            Err(Failure::Io(e)) => match e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<super::parquet::Broken>())
+            {
+                Some(broken) => Err(ParseError::Parquet {
+                    reason: broken.to_string(),
+                }),
+                None => Err(ParseError::Read(e)),
+            },
+            Err(Failure::File(e)) => Err(e),
+        };
+    }
     let (input, codec) = decompress(spec.compression, key, Box::new(watched)).map_err(ParseError::Read)?;
     // Errors the sink raises are told apart by wrapping them in this marker on the way out.
     let classify = |e: io::Error| -> ParseError {
@@ -112,7 +134,8 @@ pub fn parse_sized(
             ),
             FormatKind::Jsonl => jsonl::parse(input, template, &mut sink, parallel),
             FormatKind::Json => json::parse(input, template, &mut sink),
-            FormatKind::Auto => Err(Failure::File(ParseError::UnknownFormat)),
+            // Read above, before any codec.
+            FormatKind::Parquet | FormatKind::Auto => Err(Failure::File(ParseError::UnknownFormat)),
         }
     });
     match result {

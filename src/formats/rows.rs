@@ -208,9 +208,11 @@ pub enum ParseError {
     #[error("writing the spool failed: {0}")]
     Sink(#[source] io::Error),
     #[error(
-        "cannot tell the format from the key's extension (.csv, .tsv, .json, .jsonl, .ndjson, before any .gz, .zst or .bz2); set `type` in [format]"
+        "cannot tell the format from the key's extension (.csv, .tsv, .json, .jsonl, .ndjson, before any .gz, .zst or .bz2, or .parquet); set `type` in [format]"
     )]
     UnknownFormat,
+    #[error("is not a Parquet file s3-importd can read: {reason}")]
+    Parquet { reason: String },
     #[error("is not valid JSON: {reason} at line {line}, column {column}")]
     Json { line: u64, column: u64, reason: String },
     #[error("the top-level JSON value is {found}; a json file must hold an array of objects or one object")]

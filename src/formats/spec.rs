@@ -12,6 +12,8 @@ pub enum FormatKind {
     /// A top-level array of objects (one row each), or one object (one row).
     Json,
     Jsonl,
+    /// Apache Parquet: columns by name, a batch of rows at a time.
+    Parquet,
     /// Chosen per object from the key's extension.
     Auto,
 }
@@ -88,6 +90,9 @@ pub struct FormatSpec {
     pub skip_rows_after_header: usize,
     /// CSV lines that start with this character are skipped (`comment_char`).
     pub comment: Option<u8>,
+    /// Where a format read out of order (Parquet: its footer first) copies an object: the
+    /// spool folder (`spool_dir`), else the system's temporary folder.
+    pub scratch: Option<std::path::PathBuf>,
 }
 
 /// How CSV text is split into fields: what the record cap and the parser must agree on.
@@ -125,6 +130,7 @@ impl Default for FormatSpec {
             skip_rows_before_header: 0,
             skip_rows_after_header: 0,
             comment: None,
+            scratch: None,
         }
     }
 }
@@ -152,6 +158,7 @@ pub fn dialect(spec: &FormatSpec, key: &str) -> String {
         Some(FormatKind::Tsv) => format!("tsv, delimiter tab, {}", quoting(spec)),
         Some(FormatKind::Json) => "json (an array of objects, or one object)".to_string(),
         Some(FormatKind::Jsonl) => "jsonl (one object per line)".to_string(),
+        Some(FormatKind::Parquet) => "parquet (columns by name)".to_string(),
         Some(FormatKind::Auto) | None => "a format the key's extension does not name".to_string(),
     }];
     if matches!(kind, Some(FormatKind::Csv | FormatKind::Tsv)) {
@@ -199,6 +206,7 @@ pub fn resolve_kind(kind: FormatKind, key: &str) -> Option<FormatKind> {
         "tsv" | "tab" => Some(FormatKind::Tsv),
         "json" => Some(FormatKind::Json),
         "jsonl" | "ndjson" => Some(FormatKind::Jsonl),
+        "parquet" => Some(FormatKind::Parquet),
         _ => None,
     }
 }

@@ -165,6 +165,12 @@ pub fn validate_each(raw: RawConfig) -> (Option<Config>, Vec<ConfigError>) {
         }
     }
     connections.sort_by(|a, b| a.name.cmp(&b.name));
+    // A format read out of order copies objects into the spool folder.
+    if let Some(settings) = &settings {
+        for c in &mut connections {
+            c.format.scratch = Some(settings.spool_dir.clone());
+        }
+    }
     let config = settings.map(|settings| Config {
         dir: raw.dir,
         settings,
