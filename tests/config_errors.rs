@@ -185,6 +185,14 @@ fn bad_files_and_their_messages() {
                 "connections/c.toml: target.file_mode: \"0100\" is not a file mode the daemon can write; use octal digits such as \"0640\" (owner read and write at least)",
             ],
         ),
+        // A format's own keys: Parquet's row-group limit is a size, and no key of CSV.
+        (
+            "[source]\ntype = \"dir\"\npath = \"in\"\n[format]\ntype = \"parquet\"\nmax_row_group_bytes = \"lots\"\ndelimiter = \";\"\n[template]\n[[template.fields]]\nname = \"id\"\n[target]\ntype = \"stdout\"".to_string(),
+            vec![
+                "connections/c.toml: format.max_row_group_bytes: is not a size; write bytes as a number, or with a unit: \"512MiB\", \"2GiB\"",
+                "connections/c.toml: format.delimiter: is a key of a csv format; a parquet format reads only `compression`, `encoding`, `has_header`, `null_values` and `max_row_group_bytes` (line 7)",
+            ],
+        ),
         (
             "[source]\ntype = \"dir\"\npath = \"in\"\n[target]\ntype = \"stdout\"".to_string(),
             vec![

@@ -30,18 +30,30 @@ pub struct RawFormat {
     pub null_values: Option<Vec<String>>,
 }
 
+/// The keys a format that may be Parquet reads (`parquet`, `auto`), as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawParquet {
+    /// A size: bytes, or a string with a unit ("512MiB").
+    pub max_row_group_bytes: Option<toml::Value>,
+}
+
+/// The keys of one kind beyond the common ones.
+fn own_keys(kind: FormatKind) -> Vec<&'static str> {
+    let parquet = match kind {
+        FormatKind::Parquet | FormatKind::Auto => keys_of::<RawParquet>().to_vec(),
+        _ => Vec::new(),
+    };
+    [RawDialect::keys_for(kind), parquet].concat()
+}
+
 /// The kinds, with their keys.
 pub fn family() -> Family {
     Family {
         table: "format",
         kinds: KINDS
             .iter()
-            .map(|(name, kind)| {
-                (
-                    *name,
-                    [keys_of::<RawFormat>().to_vec(), RawDialect::keys_for(*kind)].concat(),
-                )
-            })
+            .map(|(name, kind)| (*name, [keys_of::<RawFormat>().to_vec(), own_keys(*kind)].concat()))
             .collect(),
     }
 }
@@ -73,6 +85,17 @@ pub fn validate(mut table: toml::Table, p: &mut Problems<'_>) -> FormatSpec {
     };
     let mut table = KindTable::new(table, &family, name);
     let f: RawFormat = table.part(p).unwrap_or_default();
+    let pq: RawParquet = match kind {
+        FormatKind::Parquet | FormatKind::Auto => table.part(p).unwrap_or_default(),
+        _ => RawParquet::default(),
+    };
+    let max_row_group_bytes = crate::config::validate::size_in_range(
+        p,
+        "format.max_row_group_bytes",
+        pq.max_row_group_bytes.as_ref(),
+        super::DEFAULT_MAX_ROW_GROUP_BYTES,
+        (1 << 20, 1 << 40),
+    );
     let d: RawDialect = match kind {
         FormatKind::Json | FormatKind::Jsonl | FormatKind::Parquet => {
             let _: Option<NoKeys> = table.rest(p);
@@ -135,6 +158,7 @@ pub fn validate(mut table: toml::Table, p: &mut Problems<'_>) -> FormatSpec {
         skip_rows_after_header: dialect.skip_rows_after_header,
         comment: dialect.comment,
         scratch: None,
+        max_row_group_bytes,
     }
 }
 

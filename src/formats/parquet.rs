@@ -39,6 +39,7 @@ impl std::error::Error for Broken {}
 pub(super) fn parse(
     mut reader: impl Read,
     scratch: Option<&Path>,
+    limit: u64,
     template: &Template,
     sink: &mut Provenanced<'_, '_>,
 ) -> Result<(), Failure> {
@@ -54,6 +55,17 @@ pub(super) fn parse(
         })
     };
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(broken)?;
+    // The footer says how large each row group is; one is read into memory at a time.
+    for (index, group) in builder.metadata().row_groups().iter().enumerate() {
+        let bytes = u64::try_from(group.total_byte_size()).unwrap_or(u64::MAX);
+        if bytes > limit {
+            return Err(Failure::File(ParseError::RowGroupTooLarge {
+                index,
+                bytes,
+                limit,
+            }));
+        }
+    }
     let found: Vec<String> = builder
         .schema()
         .fields()
@@ -334,6 +346,42 @@ mod tests {
             assert_eq!(sink.rows[2]["price"], json!("-0.01"), "{codec}");
             assert_eq!(sink.rows[1]["tags"], json!([]), "{codec}");
         }
+    }
+
+    #[test]
+    fn a_row_group_over_the_limit_rejects_the_file_naming_the_setting() {
+        let ids: Vec<i64> = (0..1000).collect();
+        let bytes = parquet_file(vec![("id", Arc::new(Int64Array::from(ids)) as ArrayRef)], 1000);
+        let template = id_template("id", UnknownFields::Ignore, vec![]);
+        let spec = FormatSpec {
+            max_row_group_bytes: 1000,
+            ..spec()
+        };
+        let (result, sink) = parse_with(&bytes, "a.parquet", &spec, &template);
+        let e = result.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ParseError::RowGroupTooLarge {
+                    index: 0,
+                    limit: 1000,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("max_row_group_bytes (1000)"), "{e}");
+        assert!(sink.rows.is_empty());
+        let (result, _) = parse_with(
+            &bytes,
+            "a.parquet",
+            &FormatSpec {
+                max_row_group_bytes: 1 << 20,
+                ..spec
+            },
+            &template,
+        );
+        assert_eq!(result.unwrap().rows, 1000);
     }
 
     #[test]

@@ -39,7 +39,13 @@ pub fn parse_sized(
         // Compressed inside, a column chunk at a time, and read from its footer: no codec,
         // no encoding, no read-ahead.
         let mut sink = Provenanced::new(sink, provenance, template);
-        let result = super::parquet::parse(watched, spec.scratch.as_deref(), template, &mut sink);
+        let result = super::parquet::parse(
+            watched,
+            spec.scratch.as_deref(),
+            spec.max_row_group_bytes,
+            template,
+            &mut sink,
+        );
         return match result {
             Ok(()) | Err(Failure::Stopped) => Ok(sink.stats),
             Err(Failure::Io(e)) if e.get_ref().is_some_and(|inner| inner.is::<SinkFailed>()) => {
@@ -393,7 +399,8 @@ mod tests {
             ("b.json.zst", Some(FormatKind::Json)),
             ("b.tsv.bz2", Some(FormatKind::Tsv)),
             ("b.gz", None),
-            ("b.parquet", None),
+            ("b.parquet", Some(FormatKind::Parquet)),
+            ("b.avro", None),
             ("b", None),
             ("dir.csv/b", None),
         ];
@@ -841,7 +848,7 @@ mod tests {
 
     #[test]
     fn unknown_extension() {
-        let (r, _) = run(b"id\n1\n", "x.parquet");
+        let (r, _) = run(b"id\n1\n", "x.avro");
         assert!(matches!(r, Err(ParseError::UnknownFormat)));
     }
 }

@@ -213,6 +213,10 @@ pub enum ParseError {
     UnknownFormat,
     #[error("is not a Parquet file s3-importd can read: {reason}")]
     Parquet { reason: String },
+    #[error(
+        "row group {index} holds {bytes} bytes uncompressed, more than max_row_group_bytes ({limit}), and one row group is held in memory while it is read; raise max_row_group_bytes in [format], or ask the sender for smaller row groups"
+    )]
+    RowGroupTooLarge { index: usize, bytes: u64, limit: u64 },
     #[error("is not valid JSON: {reason} at line {line}, column {column}")]
     Json { line: u64, column: u64, reason: String },
     #[error("the top-level JSON value is {found}; a json file must hold an array of objects or one object")]

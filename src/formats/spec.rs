@@ -93,7 +93,13 @@ pub struct FormatSpec {
     /// Where a format read out of order (Parquet: its footer first) copies an object: the
     /// spool folder (`spool_dir`), else the system's temporary folder.
     pub scratch: Option<std::path::PathBuf>,
+    /// Parquet: the largest row group (uncompressed, as the footer says) a file may have
+    /// (`max_row_group_bytes`), since one is held in memory while it is read.
+    pub max_row_group_bytes: u64,
 }
+
+/// `max_row_group_bytes` unless set: 512 MiB.
+pub const DEFAULT_MAX_ROW_GROUP_BYTES: u64 = 512 << 20;
 
 /// How CSV text is split into fields: what the record cap and the parser must agree on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +137,7 @@ impl Default for FormatSpec {
             skip_rows_after_header: 0,
             comment: None,
             scratch: None,
+            max_row_group_bytes: DEFAULT_MAX_ROW_GROUP_BYTES,
         }
     }
 }

@@ -199,9 +199,83 @@ pub fn in_range(
     }
 }
 
+/// A number of bytes as written: an integer, or a string with a unit (`"512MiB"`, `"1 GiB"`,
+/// `"100MB"`, `"4096"`; KiB/MiB/GiB/TiB are powers of 1024, KB/MB/GB/TB of 1000).
+pub fn byte_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}
+
+/// A size key (`byte_size`), or its default; out of `min..=max` it is a problem.
+pub fn size_in_range(
+    p: &mut Problems<'_>,
+    key: &str,
+    value: Option<&toml::Value>,
+    default: u64,
+    (min, max): (u64, u64),
+) -> u64 {
+    let bytes = match value {
+        None => return default,
+        Some(toml::Value::Integer(n)) => u64::try_from(*n).ok(),
+        Some(toml::Value::String(s)) => byte_size(s),
+        Some(_) => None,
+    };
+    match bytes {
+        Some(n) if (min..=max).contains(&n) => n,
+        Some(n) => {
+            p.add(
+                key,
+                format!("{n} bytes is out of range; use {min} to {max} bytes"),
+            );
+            default
+        }
+        None => {
+            p.add(
+                key,
+                "is not a size; write bytes as a number, or with a unit: \"512MiB\", \"2GiB\"",
+            );
+            default
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::resolve;
+
+    #[test]
+    fn sizes_with_and_without_units() {
+        let cases = [
+            ("512MiB", Some(512 << 20)),
+            ("1 GiB", Some(1 << 30)),
+            ("100MB", Some(100_000_000)),
+            ("4096", Some(4096)),
+            ("7B", Some(7)),
+            ("1.5GiB", None),
+            ("MiB", None),
+            ("-1", None),
+            ("99999999999TiB", None),
+            ("12 parsecs", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(super::byte_size(text), want, "{text}");
+        }
+    }
     use std::path::{Path, PathBuf};
 
     #[test]
