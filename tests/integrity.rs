@@ -344,7 +344,9 @@ fn hostile_files_cost_bounded_memory() {
         let (out, rss) = run_measured(cfg.path(), &["run", &name]);
         let stdout = text(&out.stdout);
         assert!(stdout.contains(expect), "{file}: {stdout}\n{}", text(&out.stderr));
-        assert!(rss < 100.0, "{file}: peak RSS {rss:.1} MB");
+        // Unbounded, these cost 280 MB to 1.3 GB. The bound leaves room for the debug binary
+        // itself (18 MB resident before reading anything, since arrow and parquet are linked).
+        assert!(rss < 128.0, "{file}: peak RSS {rss:.1} MB");
         eprintln!(
             "{file}: peak RSS {rss:.1} MB, {:.1} s",
             started.elapsed().as_secs_f64()
