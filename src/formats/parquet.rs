@@ -35,8 +35,32 @@ impl std::fmt::Display for Broken {
 
 impl std::error::Error for Broken {}
 
-/// Reads one Parquet object from `reader` into `sink`.
+/// Reads one Parquet object from `reader` into `sink`. The Parquet reader can panic on a
+/// corrupt file (fuzzing finds such files in seconds): a panic is caught and the file
+/// rejected with it as the reason, so that one hostile file costs its own import only.
 pub(super) fn parse(
+    reader: impl Read,
+    scratch: Option<&Path>,
+    limit: u64,
+    template: &Template,
+    sink: &mut Provenanced<'_, '_>,
+) -> Result<(), Failure> {
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        read(reader, scratch, limit, template, sink)
+    }));
+    caught.unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".to_string());
+        Err(Failure::File(ParseError::Parquet {
+            reason: format!("the Parquet reader failed on it ({})", crate::text::excerpt(&why)),
+        }))
+    })
+}
+
+fn read(
     mut reader: impl Read,
     scratch: Option<&Path>,
     limit: u64,
@@ -382,6 +406,19 @@ mod tests {
             &template,
         );
         assert_eq!(result.unwrap().rows, 1000);
+    }
+
+    /// A file the fuzzer found (a bit flipped in a seed) on which the Parquet reader panics:
+    /// rejected with the panic as its reason, not a crash and not a retry.
+    #[test]
+    fn a_file_the_reader_panics_on_is_rejected() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/parquet");
+        let bytes = std::fs::read(dir.join("found-reader-panics.parquet")).unwrap();
+        let template = id_template("id", UnknownFields::Keep, vec![]);
+        let (result, _) = parse_with(&bytes, "a.parquet", &spec(), &template);
+        let e = result.unwrap_err();
+        assert!(matches!(e, ParseError::Parquet { .. }), "{e}");
+        assert!(!e.is_transient());
     }
 
     #[test]
