@@ -35,6 +35,12 @@ impl std::fmt::Display for Broken {
 
 impl std::error::Error for Broken {}
 
+/// The reader's words for what is wrong with a file, cut to an excerpt: they can quote the
+/// file (a time zone, a column name), and no message holds more than an excerpt of it.
+fn reason(e: impl std::fmt::Display) -> String {
+    crate::text::excerpt(&e.to_string())
+}
+
 /// Reads one Parquet object from `reader` into `sink`. The Parquet reader can panic on a
 /// corrupt file (fuzzing finds such files in seconds): a panic is caught and the file
 /// rejected with it as the reason, so that one hostile file costs its own import only.
@@ -55,7 +61,7 @@ pub(super) fn parse(
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "no message".to_string());
         Err(Failure::File(ParseError::Parquet {
-            reason: format!("the Parquet reader failed on it ({})", crate::text::excerpt(&why)),
+            reason: format!("the Parquet reader failed on it ({})", reason(why)),
         }))
     })
 }
@@ -73,11 +79,8 @@ fn read(
         None => tempfile::tempfile()?,
     };
     io::copy(&mut reader, &mut file)?;
-    let broken = |e: ::parquet::errors::ParquetError| {
-        Failure::File(ParseError::Parquet {
-            reason: e.to_string(),
-        })
-    };
+    let broken =
+        |e: ::parquet::errors::ParquetError| Failure::File(ParseError::Parquet { reason: reason(e) });
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(broken)?;
     // The footer says how large each row group is; one is read into memory at a time.
     for (index, group) in builder.metadata().row_groups().iter().enumerate() {
@@ -176,9 +179,9 @@ impl Read for JsonLines {
                 None => return Ok(0),
                 Some(Ok(batch)) => self
                     .write(&batch)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, Broken(e.to_string())))?,
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, Broken(reason(e))))?,
                 Some(Err(e)) => {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, Broken(e.to_string())));
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, Broken(reason(e))));
                 }
             }
         }
