@@ -8,12 +8,13 @@ use crate::config::validate::Problems;
 use serde::Deserialize;
 
 /// The kinds of format, as `type` names them.
-const KINDS: [(&str, FormatKind); 6] = [
+const KINDS: [(&str, FormatKind); 7] = [
     ("csv", FormatKind::Csv),
     ("tsv", FormatKind::Tsv),
     ("json", FormatKind::Json),
     ("jsonl", FormatKind::Jsonl),
     ("parquet", FormatKind::Parquet),
+    ("avro", FormatKind::Avro),
     ("auto", FormatKind::Auto),
 ];
 
@@ -97,7 +98,7 @@ pub fn validate(mut table: toml::Table, p: &mut Problems<'_>) -> FormatSpec {
         (1 << 20, 1 << 40),
     );
     let d: RawDialect = match kind {
-        FormatKind::Json | FormatKind::Jsonl | FormatKind::Parquet => {
+        FormatKind::Json | FormatKind::Jsonl | FormatKind::Parquet | FormatKind::Avro => {
             let _: Option<NoKeys> = table.rest(p);
             RawDialect::default()
         }

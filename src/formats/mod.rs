@@ -10,7 +10,9 @@
 //! failure; only a reader that fails, or a file that cannot be read as its format at all,
 //! ends the object.
 
+mod avro;
 mod codec;
+mod columnar;
 pub mod config;
 mod csv;
 mod csv_out;
@@ -28,6 +30,7 @@ mod spec;
 // Each concern is a module of its own; their items are this module's, as before the split,
 // so that the formats' parsers (and callers) name them `formats::X` (or `super::X`).
 pub use codec::*;
+pub use columnar::{ColumnKind, FileColumn, FileSchema, RowGroup};
 pub(crate) use encoding::*;
 pub use parse::*;
 use read_ahead::*;
@@ -117,9 +120,13 @@ pub(crate) mod testing {
     pub struct Collect {
         pub rows: Vec<Value>,
         pub errors: Vec<RowError>,
+        pub schema: Option<FileSchema>,
     }
 
     impl RowSink for Collect {
+        fn schema(&mut self, schema: &FileSchema) {
+            self.schema = Some(schema.clone());
+        }
         fn row(&mut self, row: &Row<'_>) -> io::Result<()> {
             self.rows.push(Value::Object(row.to_map()?));
             Ok(())

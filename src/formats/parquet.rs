@@ -9,41 +9,27 @@
 //!
 //! Values arrive as arrow-json writes them: integers and floats as numbers, decimals as
 //! their exact text (scale kept), dates and timestamps as ISO 8601 text, lists and structs
-//! as JSON, binary as hex; each is then checked against its field like a JSON Lines value.
+//! as JSON, binary as base64; each is then checked against its field like a JSON Lines value.
 //! `_source_line` is the row's 1-based number in the file.
 
+use super::columnar::{ColumnKind, FileColumn, FileSchema, RowGroup, Text, reason};
 use super::*;
-use crate::template::Column;
-use ::parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
-use arrow_array::RecordBatch;
+use ::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use arrow_array::{Array, RecordBatch};
+use arrow_json::{Encoder, EncoderFactory, EncoderOptions, writer::NullableEncoder};
+use arrow_schema::{ArrowError, DataType, FieldRef};
 use std::path::Path;
 
 /// Rows read and converted at once: enough to amortize the conversion, few enough that a
 /// batch of wide rows stays small.
 const BATCH_ROWS: usize = 4096;
 
-/// Marks an I/O error that is the file's fault (it is not valid Parquet), so that the caller
-/// rejects the object instead of retrying it.
-#[derive(Debug)]
-pub(super) struct Broken(pub(super) String);
-
-impl std::fmt::Display for Broken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Broken {}
-
-/// The reader's words for what is wrong with a file, cut to an excerpt: they can quote the
-/// file (a time zone, a column name), and no message holds more than an excerpt of it.
-fn reason(e: impl std::fmt::Display) -> String {
-    crate::text::excerpt(&e.to_string())
+fn broken(e: impl std::fmt::Display) -> Failure {
+    Failure::File(ParseError::Parquet { reason: reason(e) })
 }
 
 /// Reads one Parquet object from `reader` into `sink`. The Parquet reader can panic on a
-/// corrupt file (fuzzing finds such files in seconds): a panic is caught and the file
-/// rejected with it as the reason, so that one hostile file costs its own import only.
+/// corrupt file: a panic rejects the file with it as the reason.
 pub(super) fn parse(
     reader: impl Read,
     scratch: Option<&Path>,
@@ -51,19 +37,10 @@ pub(super) fn parse(
     template: &Template,
     sink: &mut Provenanced<'_, '_>,
 ) -> Result<(), Failure> {
-    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        read(reader, scratch, limit, template, sink)
-    }));
-    caught.unwrap_or_else(|panic| {
-        let why = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "no message".to_string());
-        Err(Failure::File(ParseError::Parquet {
-            reason: format!("the Parquet reader failed on it ({})", reason(why)),
-        }))
-    })
+    columnar::guarded(
+        || read(reader, scratch, limit, template, sink),
+        |reason| ParseError::Parquet { reason },
+    )
 }
 
 fn read(
@@ -79,116 +56,183 @@ fn read(
         None => tempfile::tempfile()?,
     };
     io::copy(&mut reader, &mut file)?;
-    let broken =
-        |e: ::parquet::errors::ParquetError| Failure::File(ParseError::Parquet { reason: reason(e) });
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(broken)?;
+    let schema = file_schema(&builder);
+    sink.inner.schema(&schema);
     // The footer says how large each row group is; one is read into memory at a time.
-    for (index, group) in builder.metadata().row_groups().iter().enumerate() {
-        let bytes = u64::try_from(group.total_byte_size()).unwrap_or(u64::MAX);
-        if bytes > limit {
+    for (index, group) in schema.row_groups.iter().enumerate() {
+        if group.bytes > limit {
             return Err(Failure::File(ParseError::RowGroupTooLarge {
                 index,
-                bytes,
+                bytes: group.bytes,
                 limit,
             }));
         }
     }
-    let found: Vec<String> = builder
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
-    // A required field's column must be in the file: a row cannot supply what its file's
-    // schema lacks.
-    let missing: Vec<String> = template
-        .fields
-        .iter()
-        .filter(|f| f.required)
-        .filter_map(|f| match &f.column {
-            Column::Name(name) if !found.contains(name) => Some(name.clone()),
-            _ => None,
-        })
-        .collect();
-    if !missing.is_empty() {
-        return Err(Failure::File(ParseError::MissingColumns { missing, found }));
-    }
-    let batches = builder.with_batch_size(BATCH_ROWS).build().map_err(broken)?;
-    let lines = JsonLines {
-        batches,
-        text: Vec::new(),
-        at: 0,
-    };
+    columnar::check_schema(template, &schema).map_err(Failure::File)?;
+    let mut batches = builder.with_batch_size(BATCH_ROWS).build().map_err(broken)?;
+    let lines = Text::new(move |text: &mut Vec<u8>| match batches.next() {
+        None => Ok(false),
+        Some(Ok(batch)) => write_lines(&batch, text).map(|()| true).map_err(reason),
+        Some(Err(e)) => Err(reason(e)),
+    });
     super::jsonl::parse(io::BufReader::with_capacity(BUF, lines), template, sink, false)
 }
 
-/// The rows of a Parquet file as JSON Lines text, a batch at a time.
-struct JsonLines {
-    batches: ParquetRecordBatchReader,
-    text: Vec<u8>,
-    at: usize,
-}
-
-impl JsonLines {
-    fn write(&mut self, batch: &RecordBatch) -> Result<(), arrow_schema::ArrowError> {
-        self.text.clear();
-        self.at = 0;
-        let batch = decimals_as_text(batch)?;
-        let mut writer = arrow_json::LineDelimitedWriter::new(&mut self.text);
-        writer.write(&batch)?;
-        writer.finish()
+/// The file's columns and row groups, from its footer.
+fn file_schema<T>(builder: &::parquet::arrow::arrow_reader::ArrowReaderBuilder<T>) -> FileSchema {
+    let metadata = builder.metadata();
+    FileSchema {
+        format: "Parquet",
+        columns: builder
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| FileColumn {
+                name: f.name().clone(),
+                kind: if is_uuid(f) {
+                    ColumnKind::Text
+                } else {
+                    column_kind(f.data_type())
+                },
+                nullable: f.is_nullable(),
+                declared: if is_uuid(f) {
+                    "UUID".to_string()
+                } else {
+                    f.data_type().to_string()
+                },
+            })
+            .collect(),
+        rows: u64::try_from(metadata.file_metadata().num_rows()).ok(),
+        row_groups: metadata
+            .row_groups()
+            .iter()
+            .map(|g| RowGroup {
+                rows: u64::try_from(g.num_rows()).unwrap_or(0),
+                bytes: u64::try_from(g.total_byte_size()).unwrap_or(u64::MAX),
+            })
+            .collect(),
     }
 }
 
-/// Decimal columns as their exact text, scale kept (`0.10`): as JSON numbers they would lose
-/// trailing zeros, and inference would take them for floats.
-fn decimals_as_text(batch: &RecordBatch) -> Result<RecordBatch, arrow_schema::ArrowError> {
-    use arrow_schema::{DataType, Field, Schema};
-    let is_decimal = |t: &DataType| {
-        matches!(
-            t,
-            DataType::Decimal32(..)
-                | DataType::Decimal64(..)
-                | DataType::Decimal128(..)
-                | DataType::Decimal256(..)
-        )
-    };
-    let schema = batch.schema();
-    if !schema.fields().iter().any(|f| is_decimal(f.data_type())) {
-        return Ok(batch.clone());
-    }
-    let mut fields = Vec::with_capacity(schema.fields().len());
-    let mut columns = Vec::with_capacity(schema.fields().len());
-    for (field, column) in schema.fields().iter().zip(batch.columns()) {
-        if is_decimal(field.data_type()) {
-            columns.push(arrow_cast::cast(column, &DataType::Utf8)?);
-            fields.push(Field::new(field.name(), DataType::Utf8, field.is_nullable()));
-        } else {
-            columns.push(column.clone());
-            fields.push(field.as_ref().clone());
+/// Whether a field is Parquet's UUID (16 bytes, delivered as its hyphenated text).
+fn is_uuid(field: &arrow_schema::Field) -> bool {
+    field
+        .metadata()
+        .get("ARROW:extension:name")
+        .is_some_and(|name| name == "arrow.uuid")
+}
+
+/// What an Arrow column holds, for the template check.
+fn column_kind(t: &DataType) -> ColumnKind {
+    use DataType as D;
+    match t {
+        D::Int8 | D::Int16 | D::Int32 | D::Int64 | D::UInt8 | D::UInt16 | D::UInt32 | D::UInt64 => {
+            ColumnKind::Integer
         }
+        D::Float16 | D::Float32 | D::Float64 => ColumnKind::Float,
+        D::Decimal32(..) | D::Decimal64(..) | D::Decimal128(..) | D::Decimal256(..) => ColumnKind::Decimal,
+        D::Boolean => ColumnKind::Boolean,
+        D::Utf8 | D::LargeUtf8 | D::Utf8View => ColumnKind::Text,
+        D::Binary | D::LargeBinary | D::BinaryView | D::FixedSizeBinary(_) => ColumnKind::Binary,
+        D::Date32 | D::Date64 => ColumnKind::Date,
+        D::Timestamp(_, zone) => ColumnKind::Timestamp {
+            local: zone.is_none(),
+        },
+        D::Time32(_) | D::Time64(_) => ColumnKind::Time,
+        D::Dictionary(_, values) => column_kind(values),
+        D::List(_)
+        | D::LargeList(_)
+        | D::ListView(_)
+        | D::LargeListView(_)
+        | D::FixedSizeList(..)
+        | D::Struct(_)
+        | D::Map(..)
+        | D::Union(..) => ColumnKind::Nested,
+        D::Null => ColumnKind::Null,
+        _ => ColumnKind::Other,
     }
-    RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns)
 }
 
-impl Read for JsonLines {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        // Bounded by the file's batches: each round takes one.
-        while self.at == self.text.len() {
-            match self.batches.next() {
-                None => return Ok(0),
-                Some(Ok(batch)) => self
-                    .write(&batch)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, Broken(reason(e))))?,
-                Some(Err(e)) => {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, Broken(reason(e))));
-                }
+/// Writes a batch as JSON Lines: arrow-json's encoding, but binary values as standard base64
+/// (arrow-json writes hex), UUIDs as their text, and decimals as their exact text with the
+/// scale kept (`0.10`; as JSON numbers they would lose trailing zeros, and inference would
+/// take them for floats), at every depth.
+fn write_lines(batch: &RecordBatch, text: &mut Vec<u8>) -> Result<(), ArrowError> {
+    let mut writer = arrow_json::WriterBuilder::new()
+        .with_encoder_factory(std::sync::Arc::new(Exact))
+        .build::<_, arrow_json::writer::LineDelimited>(text);
+    writer.write(batch)?;
+    writer.finish()
+}
+
+/// The encoders of [`write_lines`].
+#[derive(Debug)]
+struct Exact;
+
+impl EncoderFactory for Exact {
+    fn make_default_encoder<'a>(
+        &self,
+        field: &'a FieldRef,
+        array: &'a dyn Array,
+        _options: &'a EncoderOptions,
+    ) -> Result<Option<NullableEncoder<'a>>, ArrowError> {
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::{Decimal32Type, Decimal64Type, Decimal128Type, Decimal256Type};
+        let nulls = array.nulls().cloned();
+        let encoder: Box<dyn Encoder + 'a> = match array.data_type() {
+            DataType::Binary => Box::new(Base64(array.as_binary::<i32>())),
+            DataType::LargeBinary => Box::new(Base64(array.as_binary::<i64>())),
+            DataType::BinaryView => Box::new(Base64(array.as_binary_view())),
+            DataType::FixedSizeBinary(16) if is_uuid(field) => Box::new(Uuid(array.as_fixed_size_binary())),
+            DataType::FixedSizeBinary(_) => Box::new(Base64(array.as_fixed_size_binary())),
+            DataType::Decimal32(..) => Box::new(Decimal(array.as_primitive::<Decimal32Type>())),
+            DataType::Decimal64(..) => Box::new(Decimal(array.as_primitive::<Decimal64Type>())),
+            DataType::Decimal128(..) => Box::new(Decimal(array.as_primitive::<Decimal128Type>())),
+            DataType::Decimal256(..) => Box::new(Decimal(array.as_primitive::<Decimal256Type>())),
+            _ => return Ok(None),
+        };
+        Ok(Some(NullableEncoder::new(encoder, nulls)))
+    }
+}
+
+/// Bytes as a JSON string of their standard base64.
+struct Base64<A>(A);
+
+impl<'a, A: arrow_array::ArrayAccessor<Item = &'a [u8]>> Encoder for Base64<A> {
+    fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
+        use arrow_cast::base64::{BASE64_STANDARD, Engine};
+        out.push(b'"');
+        out.extend_from_slice(BASE64_STANDARD.encode(self.0.value(idx)).as_bytes());
+        out.push(b'"');
+    }
+}
+
+/// 16 bytes as a JSON string of the hyphenated UUID.
+struct Uuid<'a>(&'a arrow_array::FixedSizeBinaryArray);
+
+impl Encoder for Uuid<'_> {
+    fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
+        let b = self.0.value(idx);
+        out.push(b'"');
+        for (i, byte) in b.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                out.push(b'-');
             }
+            out.extend_from_slice(format!("{byte:02x}").as_bytes());
         }
-        let n = out.len().min(self.text.len() - self.at);
-        out[..n].copy_from_slice(&self.text[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
+        out.push(b'"');
+    }
+}
+
+/// A decimal as a JSON string of its exact text.
+struct Decimal<'a, T: arrow_array::types::DecimalType>(&'a arrow_array::PrimitiveArray<T>);
+
+impl<T: arrow_array::types::DecimalType> Encoder for Decimal<'_, T> {
+    fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
+        out.push(b'"');
+        out.extend_from_slice(self.0.value_as_string(idx).as_bytes());
+        out.push(b'"');
     }
 }
 
@@ -314,7 +358,7 @@ mod tests {
         let template = id_template("missing", UnknownFields::Ignore, vec![]);
         let (result, _) = parse_with(&bytes, "a.parquet", &spec(), &template);
         let e = result.unwrap_err();
-        assert!(matches!(e, ParseError::MissingColumns { .. }), "{e}");
+        assert!(matches!(e, ParseError::SchemaLacks { .. }), "{e}");
     }
 
     #[test]

@@ -29,33 +29,53 @@ pub fn parse_sized(
     provenance: Provenance<'_>,
     sink: &mut dyn RowSink,
 ) -> Result<ParseStats, ParseError> {
-    let kind = resolve_kind(spec.kind, key).ok_or(ParseError::UnknownFormat)?;
     let failed = Arc::new(AtomicBool::new(false));
     let watched = Watched {
         inner: reader,
         failed: failed.clone(),
     };
-    if kind == FormatKind::Parquet {
-        // Compressed inside, a column chunk at a time, and read from its footer: no codec,
-        // no encoding, no read-ahead.
+    // A key whose extension names no format is told by its first bytes, for `auto`.
+    let (kind, watched): (FormatKind, Box<dyn Read + Send + '_>) = match resolve_kind(spec.kind, key) {
+        Some(kind) => (kind, Box::new(watched)),
+        None => {
+            let (magic, rest) = peek(watched, 4).map_err(ParseError::Read)?;
+            let kind = kind_by_magic(&magic).ok_or(ParseError::UnknownFormat)?;
+            (kind, Box::new(io::Cursor::new(magic).chain(rest)))
+        }
+    };
+    if matches!(kind, FormatKind::Parquet | FormatKind::Avro) {
+        // Compressed inside, a column chunk or a block at a time: no codec, no encoding, no
+        // read-ahead.
         let mut sink = Provenanced::new(sink, provenance, template);
-        let result = super::parquet::parse(
-            watched,
-            spec.scratch.as_deref(),
-            spec.max_row_group_bytes,
-            template,
-            &mut sink,
-        );
+        let result = match kind {
+            FormatKind::Parquet => super::parquet::parse(
+                watched,
+                spec.scratch.as_deref(),
+                spec.max_row_group_bytes,
+                template,
+                &mut sink,
+            ),
+            _ => super::avro::parse(watched, template, &mut sink),
+        };
         return match result {
             Ok(()) | Err(Failure::Stopped) => Ok(sink.stats),
             Err(Failure::Io(e)) if e.get_ref().is_some_and(|inner| inner.is::<SinkFailed>()) => {
                 Err(ParseError::Sink(e))
             }
+            // The source failed (a body cut short, a digest that differs): whatever the reader
+            // made of it, the object is read again, not rejected.
+            Err(Failure::Io(e)) if failed.load(Ordering::Relaxed) => Err(ParseError::Read(e)),
+            Err(Failure::File(e)) if failed.load(Ordering::Relaxed) => Err(ParseError::Read(
+                io::Error::other(format!("the object's body failed while it was read: {e}")),
+            )),
             Err(Failure::Io(e)) => match e
                 .get_ref()
-                .and_then(|inner| inner.downcast_ref::<super::parquet::Broken>())
+                .and_then(|inner| inner.downcast_ref::<super::columnar::Broken>())
             {
-                Some(broken) => Err(ParseError::Parquet {
+                Some(broken) if kind == FormatKind::Parquet => Err(ParseError::Parquet {
+                    reason: broken.to_string(),
+                }),
+                Some(broken) => Err(ParseError::Avro {
                     reason: broken.to_string(),
                 }),
                 None => Err(ParseError::Read(e)),
@@ -63,7 +83,7 @@ pub fn parse_sized(
             Err(Failure::File(e)) => Err(e),
         };
     }
-    let (input, codec) = decompress(spec.compression, key, Box::new(watched)).map_err(ParseError::Read)?;
+    let (input, codec) = decompress(spec.compression, key, watched).map_err(ParseError::Read)?;
     // Errors the sink raises are told apart by wrapping them in this marker on the way out.
     let classify = |e: io::Error| -> ParseError {
         if e.get_ref().is_some_and(|inner| inner.is::<SinkFailed>()) {
@@ -141,7 +161,9 @@ pub fn parse_sized(
             FormatKind::Jsonl => jsonl::parse(input, template, &mut sink, parallel),
             FormatKind::Json => json::parse(input, template, &mut sink),
             // Read above, before any codec.
-            FormatKind::Parquet | FormatKind::Auto => Err(Failure::File(ParseError::UnknownFormat)),
+            FormatKind::Parquet | FormatKind::Avro | FormatKind::Auto => {
+                Err(Failure::File(ParseError::UnknownFormat))
+            }
         }
     });
     match result {
@@ -400,7 +422,8 @@ mod tests {
             ("b.tsv.bz2", Some(FormatKind::Tsv)),
             ("b.gz", None),
             ("b.parquet", Some(FormatKind::Parquet)),
-            ("b.avro", None),
+            ("b.avro", Some(FormatKind::Avro)),
+            ("b.orc", None),
             ("b", None),
             ("dir.csv/b", None),
         ];
@@ -848,7 +871,23 @@ mod tests {
 
     #[test]
     fn unknown_extension() {
-        let (r, _) = run(b"id\n1\n", "x.avro");
+        let (r, _) = run(b"id\n1\n", "x.orc");
         assert!(matches!(r, Err(ParseError::UnknownFormat)));
+        // Too short to have magic bytes.
+        let (r, _) = run(b"PA", "x");
+        assert!(matches!(r, Err(ParseError::UnknownFormat)));
+    }
+
+    /// A key without a known extension is read by its first bytes under `auto`: Parquet's
+    /// `PAR1`, Avro's `Obj` 1.
+    #[test]
+    fn typed_files_are_told_by_their_magic_bytes() {
+        assert_eq!(kind_by_magic(b"PAR1"), Some(FormatKind::Parquet));
+        assert_eq!(kind_by_magic(b"Obj\x01"), Some(FormatKind::Avro));
+        assert_eq!(kind_by_magic(b"Obj\x02"), None);
+        let avro = super::super::avro::tests::avro_file(2, apache_avro::Codec::Snappy, 1);
+        let (r, sink) = run(&avro, "exports/2024-01-01/part-0001");
+        assert_eq!(r.unwrap().rows, 2);
+        assert_eq!(sink.rows[0]["id"], json!(1));
     }
 }

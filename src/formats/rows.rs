@@ -122,6 +122,8 @@ pub trait RowSink {
     fn wants_json(&self) -> bool {
         true
     }
+    /// A typed file's schema (Parquet, Avro), handed over before its first row.
+    fn schema(&mut self, _schema: &FileSchema) {}
 }
 
 /// Why a row's destination cannot store a value of it.
@@ -143,6 +145,8 @@ pub struct Sample {
     pub rows: Vec<Map<String, Value>>,
     /// The errors of the bad rows, one per failing field.
     pub errors: Vec<RowError>,
+    /// A typed file's schema, as its reader handed it over.
+    pub schema: Option<FileSchema>,
     pub(super) bad_lines: u64,
     pub(super) last_bad_line: Option<u64>,
 }
@@ -170,6 +174,9 @@ impl Sample {
 }
 
 impl RowSink for Sample {
+    fn schema(&mut self, schema: &FileSchema) {
+        self.schema = Some(schema.clone());
+    }
     fn row(&mut self, row: &Row<'_>) -> io::Result<()> {
         if !self.full() {
             self.rows.push(row.to_map()?);
@@ -208,11 +215,29 @@ pub enum ParseError {
     #[error("writing the spool failed: {0}")]
     Sink(#[source] io::Error),
     #[error(
-        "cannot tell the format from the key's extension (.csv, .tsv, .json, .jsonl, .ndjson, before any .gz, .zst or .bz2, or .parquet); set `type` in [format]"
+        "cannot tell the format from the key's extension (.csv, .tsv, .json, .jsonl, .ndjson, before any .gz, .zst or .bz2, or .parquet, .avro) nor from its first bytes; set `type` in [format]"
     )]
     UnknownFormat,
     #[error("is not a Parquet file s3-importd can read: {reason}")]
     Parquet { reason: String },
+    #[error("is not an Avro file s3-importd can read: {reason}")]
+    Avro { reason: String },
+    #[error("the {format} schema lacks the required column{} {}; the file's columns are {}", if .missing.len() > 1 { "s" } else { "" }, quoted_list(.missing), quoted_list(.found))]
+    SchemaLacks {
+        format: &'static str,
+        missing: Vec<String>,
+        found: Vec<String>,
+    },
+    #[error(
+        "column {column:?} is {declared} in the file, which cannot be read as the {wanted} field {field:?}; {fix}"
+    )]
+    ColumnType {
+        column: String,
+        declared: String,
+        field: String,
+        wanted: &'static str,
+        fix: String,
+    },
     #[error(
         "row group {index} holds {bytes} bytes uncompressed, more than max_row_group_bytes ({limit}), and one row group is held in memory while it is read; raise max_row_group_bytes in [format], or ask the sender for smaller row groups"
     )]

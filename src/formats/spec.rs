@@ -14,7 +14,9 @@ pub enum FormatKind {
     Jsonl,
     /// Apache Parquet: columns by name, a batch of rows at a time.
     Parquet,
-    /// Chosen per object from the key's extension.
+    /// Apache Avro object container files: fields by name, a block at a time.
+    Avro,
+    /// Chosen per object from the key's extension, else from its first bytes.
     Auto,
 }
 
@@ -165,8 +167,12 @@ pub fn dialect(spec: &FormatSpec, key: &str) -> String {
         Some(FormatKind::Tsv) => format!("tsv, delimiter tab, {}", quoting(spec)),
         Some(FormatKind::Json) => "json (an array of objects, or one object)".to_string(),
         Some(FormatKind::Jsonl) => "jsonl (one object per line)".to_string(),
-        Some(FormatKind::Parquet) => "parquet (columns by name)".to_string(),
-        Some(FormatKind::Auto) | None => "a format the key's extension does not name".to_string(),
+        // Compressed inside, and binary: the encoding and compression below do not apply.
+        Some(FormatKind::Parquet) => return "parquet (columns by name, compressed inside)".to_string(),
+        Some(FormatKind::Avro) => return "avro (fields by name, compressed inside)".to_string(),
+        Some(FormatKind::Auto) | None => {
+            "from the object's first bytes (Parquet or Avro), as the key's extension names none".to_string()
+        }
     }];
     if matches!(kind, Some(FormatKind::Csv | FormatKind::Tsv)) {
         if spec.skip_rows_before_header > 0 {
@@ -198,6 +204,16 @@ pub fn dialect(spec: &FormatSpec, key: &str) -> String {
     parts.join("; ")
 }
 
+/// The typed format whose magic bytes an object starts with: `PAR1` (Parquet), `Obj` and 1
+/// (an Avro object container file).
+pub fn kind_by_magic(first: &[u8]) -> Option<FormatKind> {
+    match first {
+        b"PAR1" => Some(FormatKind::Parquet),
+        b"Obj\x01" => Some(FormatKind::Avro),
+        _ => None,
+    }
+}
+
 pub fn resolve_kind(kind: FormatKind, key: &str) -> Option<FormatKind> {
     if kind != FormatKind::Auto {
         return Some(kind);
@@ -214,6 +230,7 @@ pub fn resolve_kind(kind: FormatKind, key: &str) -> Option<FormatKind> {
         "json" => Some(FormatKind::Json),
         "jsonl" | "ndjson" => Some(FormatKind::Jsonl),
         "parquet" => Some(FormatKind::Parquet),
+        "avro" => Some(FormatKind::Avro),
         _ => None,
     }
 }

@@ -26,7 +26,7 @@ impl RawDialect {
             FormatKind::Csv | FormatKind::Tsv | FormatKind::Auto => {
                 crate::config::kind::keys_of::<RawDialect>().to_vec()
             }
-            FormatKind::Json | FormatKind::Jsonl | FormatKind::Parquet => Vec::new(),
+            FormatKind::Json | FormatKind::Jsonl | FormatKind::Parquet | FormatKind::Avro => Vec::new(),
         }
     }
 }

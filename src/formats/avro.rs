@@ -1,0 +1,559 @@
+//! Apache Avro object container files, read with the `apache-avro` crate as they stream: the
+//! header (schema, codec, sync marker) first, then a block at a time, each block's records
+//! written as JSON Lines text and checked by the JSON Lines path.
+//!
+//! Streaming keeps every guarantee: a body cut short or altered fails the source's verified
+//! reader, and that failure (not the Avro error it causes) decides that the object is retried
+//! rather than rejected. Memory is one block, compressed and decompressed: the crate refuses
+//! any length (a block, a string, an array) over [`MAX_ALLOCATION`], so a hostile length is a
+//! rejection, not an allocation.
+//!
+//! The top-level schema must be a record; its fields are the columns. Values are written as
+//! JSON: longs and ints as numbers, decimals as their exact text (scale kept), dates,
+//! times and timestamps as ISO 8601 text (local timestamps without an offset), bytes and
+//! fixed as standard base64, enums as their symbol, UUIDs as text, unions as the value they
+//! hold, records and maps as objects, arrays as arrays. `_source_line` is the record's 1-based
+//! number in the file.
+
+use super::columnar::{ColumnKind, FileColumn, FileSchema, Text, reason};
+use super::*;
+use apache_avro::Schema;
+use apache_avro::schema::NamesRef;
+use apache_avro::types::Value as Avro;
+use std::io::Write;
+
+/// Records written as text at once.
+const BATCH_ROWS: usize = 1024;
+
+/// The largest length the reader allocates for (a block, a string, bytes, an array's items):
+/// 64 MiB. Blocks are written a few hundred KiB to a few MiB long; a larger length is a
+/// hostile or corrupt file.
+pub const MAX_ALLOCATION: usize = 64 << 20;
+
+fn broken(e: impl std::fmt::Display) -> Failure {
+    Failure::File(ParseError::Avro { reason: reason(e) })
+}
+
+/// Reads one Avro object from `reader` into `sink`.
+pub(super) fn parse(
+    reader: impl Read + Send,
+    template: &Template,
+    sink: &mut Provenanced<'_, '_>,
+) -> Result<(), Failure> {
+    columnar::guarded(
+        || read(reader, template, sink),
+        |reason| ParseError::Avro { reason },
+    )
+}
+
+fn read(
+    reader: impl Read + Send,
+    template: &Template,
+    sink: &mut Provenanced<'_, '_>,
+) -> Result<(), Failure> {
+    // The crate's limit is set once per process; the first call sets it.
+    apache_avro::util::max_allocation_bytes(MAX_ALLOCATION);
+    let mut records = apache_avro::Reader::new(io::BufReader::with_capacity(BUF, reader)).map_err(broken)?;
+    let schema = records.writer_schema().clone();
+    let resolved = apache_avro::schema::ResolvedSchema::try_from(&schema).map_err(broken)?;
+    let names = resolved.get_names();
+    let Schema::Record(record) = &schema else {
+        return Err(broken(format!(
+            "its schema is {}, not a record; s3-importd reads files whose records are rows",
+            declared(&schema, names)
+        )));
+    };
+    let file = FileSchema {
+        format: "Avro",
+        columns: record
+            .fields
+            .iter()
+            .map(|f| {
+                let (schema, nullable) = without_null(&f.schema, names);
+                FileColumn {
+                    name: f.name.clone(),
+                    kind: column_kind(schema, names),
+                    nullable,
+                    declared: declared(&f.schema, names),
+                }
+            })
+            .collect(),
+        rows: None,
+        row_groups: Vec::new(),
+    };
+    sink.inner.schema(&file);
+    columnar::check_schema(template, &file).map_err(Failure::File)?;
+    let lines = Text::new(|text: &mut Vec<u8>| {
+        for _ in 0..BATCH_ROWS {
+            match records.next() {
+                None => return Ok(!text.is_empty()),
+                Some(Ok(value)) => {
+                    write_value(&value, &schema, names, text, 0)?;
+                    text.push(b'\n');
+                }
+                Some(Err(e)) => return Err(reason(e)),
+            }
+        }
+        Ok(true)
+    });
+    super::jsonl::parse(io::BufReader::with_capacity(BUF, lines), template, sink, false)
+}
+
+/// A schema named by reference, looked up; the schema itself otherwise.
+fn resolve<'s>(schema: &'s Schema, names: &NamesRef<'s>) -> &'s Schema {
+    match schema {
+        // Bounded: a name refers to a named schema (record, enum, fixed), never to a name.
+        Schema::Ref { name } => names.get(name).copied().unwrap_or(schema),
+        _ => schema,
+    }
+}
+
+/// A union of null and one other schema as that schema, nullable.
+fn without_null<'s>(schema: &'s Schema, names: &NamesRef<'s>) -> (&'s Schema, bool) {
+    match resolve(schema, names) {
+        Schema::Union(union) => {
+            let others: Vec<&Schema> = union.variants().iter().filter(|s| **s != Schema::Null).collect();
+            let nullable = others.len() < union.variants().len();
+            match others.as_slice() {
+                [one] => (resolve(one, names), nullable),
+                _ => (schema, nullable),
+            }
+        }
+        other => (other, false),
+    }
+}
+
+/// What a column of this schema holds.
+fn column_kind(schema: &Schema, names: &NamesRef<'_>) -> ColumnKind {
+    match resolve(schema, names) {
+        Schema::Null => ColumnKind::Null,
+        Schema::Boolean => ColumnKind::Boolean,
+        Schema::Int | Schema::Long => ColumnKind::Integer,
+        Schema::Float | Schema::Double => ColumnKind::Float,
+        Schema::Bytes | Schema::Fixed(_) => ColumnKind::Binary,
+        Schema::String | Schema::Enum(_) | Schema::Uuid(_) => ColumnKind::Text,
+        Schema::Decimal(_) | Schema::BigDecimal => ColumnKind::Decimal,
+        Schema::Date => ColumnKind::Date,
+        Schema::TimeMillis | Schema::TimeMicros => ColumnKind::Time,
+        Schema::TimestampMillis | Schema::TimestampMicros | Schema::TimestampNanos => {
+            ColumnKind::Timestamp { local: false }
+        }
+        Schema::LocalTimestampMillis | Schema::LocalTimestampMicros | Schema::LocalTimestampNanos => {
+            ColumnKind::Timestamp { local: true }
+        }
+        Schema::Array(_) | Schema::Map(_) | Schema::Record(_) => ColumnKind::Nested,
+        Schema::Union(_) | Schema::Duration(_) | Schema::Ref { .. } => ColumnKind::Other,
+    }
+}
+
+/// A schema's type in Avro's words (`long`, `decimal(10,2)`, `timestamp-micros`,
+/// `["null","string"]`).
+fn declared(schema: &Schema, names: &NamesRef<'_>) -> String {
+    match schema {
+        Schema::Null => "null".into(),
+        Schema::Boolean => "boolean".into(),
+        Schema::Int => "int".into(),
+        Schema::Long => "long".into(),
+        Schema::Float => "float".into(),
+        Schema::Double => "double".into(),
+        Schema::Bytes => "bytes".into(),
+        Schema::String => "string".into(),
+        Schema::Array(_) => "array".into(),
+        Schema::Map(_) => "map".into(),
+        Schema::Union(union) => format!(
+            "[{}]",
+            union
+                .variants()
+                .iter()
+                .map(|s| declared(s, names))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        Schema::Record(r) => format!("record {}", r.name.name()),
+        Schema::Enum(e) => format!("enum {}", e.name.name()),
+        Schema::Fixed(f) => format!("fixed({})", f.size),
+        Schema::Decimal(d) => format!("decimal({},{})", d.precision, d.scale),
+        Schema::BigDecimal => "big-decimal".into(),
+        Schema::Uuid(_) => "uuid".into(),
+        Schema::Date => "date".into(),
+        Schema::TimeMillis => "time-millis".into(),
+        Schema::TimeMicros => "time-micros".into(),
+        Schema::TimestampMillis => "timestamp-millis".into(),
+        Schema::TimestampMicros => "timestamp-micros".into(),
+        Schema::TimestampNanos => "timestamp-nanos".into(),
+        Schema::LocalTimestampMillis => "local-timestamp-millis".into(),
+        Schema::LocalTimestampMicros => "local-timestamp-micros".into(),
+        Schema::LocalTimestampNanos => "local-timestamp-nanos".into(),
+        Schema::Duration(_) => "duration".into(),
+        Schema::Ref { name } => match names.get(name) {
+            Some(named) => declared(named, names),
+            None => name.name().to_string(),
+        },
+    }
+}
+
+/// The deepest nesting of values written; a schema nests no deeper than its text, but the
+/// text comes from the file.
+const MAX_DEPTH: usize = 128;
+
+/// Writes one value as JSON text. `schema` is the value's writer schema, for what the value
+/// alone does not say (a decimal's scale).
+fn write_value(
+    value: &Avro,
+    schema: &Schema,
+    names: &NamesRef<'_>,
+    out: &mut Vec<u8>,
+    depth: usize,
+) -> Result<(), String> {
+    use chrono::{DateTime, NaiveTime, SecondsFormat};
+    if depth > MAX_DEPTH {
+        return Err(format!("values nest more than {MAX_DEPTH} deep"));
+    }
+    let schema = resolve(schema, names);
+    // Writing to a Vec cannot fail.
+    let _ = match value {
+        Avro::Null => write!(out, "null"),
+        Avro::Boolean(b) => write!(out, "{b}"),
+        Avro::Int(n) => write!(out, "{n}"),
+        Avro::Long(n) => write!(out, "{n}"),
+        Avro::Float(x) => float(out, f64::from(*x)),
+        Avro::Double(x) => float(out, *x),
+        Avro::Bytes(b) | Avro::Fixed(_, b) => {
+            use arrow_cast::base64::{BASE64_STANDARD, Engine};
+            write!(out, "\"{}\"", BASE64_STANDARD.encode(b))
+        }
+        Avro::String(s) | Avro::Enum(_, s) => {
+            write_json_str(out, s);
+            Ok(())
+        }
+        Avro::Uuid(u) => write!(out, "\"{u}\""),
+        Avro::Union(index, inner) => {
+            let variant = match schema {
+                Schema::Union(union) => union.variants().get(*index as usize).unwrap_or(schema),
+                other => other,
+            };
+            return write_value(inner, variant, names, out, depth + 1);
+        }
+        Avro::Array(items) => {
+            let item = match schema {
+                Schema::Array(a) => &*a.items,
+                other => other,
+            };
+            out.push(b'[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(v, item, names, out, depth + 1)?;
+            }
+            out.push(b']');
+            Ok(())
+        }
+        Avro::Map(entries) => {
+            let item = match schema {
+                Schema::Map(m) => &*m.types,
+                other => other,
+            };
+            // Sorted, so that the same map is always the same text.
+            let mut keys: Vec<&String> = entries.keys().collect();
+            keys.sort();
+            out.push(b'{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json_str(out, k);
+                out.push(b':');
+                if let Some(v) = entries.get(k) {
+                    write_value(v, item, names, out, depth + 1)?;
+                }
+            }
+            out.push(b'}');
+            Ok(())
+        }
+        Avro::Record(fields) => {
+            out.push(b'{');
+            for (i, (name, v)) in fields.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let field_schema = match schema {
+                    Schema::Record(r) => r.fields.get(i).map_or(schema, |f| &f.schema),
+                    other => other,
+                };
+                write_json_str(out, name);
+                out.push(b':');
+                write_value(v, field_schema, names, out, depth + 1)?;
+            }
+            out.push(b'}');
+            Ok(())
+        }
+        Avro::Date(days) => match chrono::NaiveDate::from_epoch_days(*days) {
+            Some(d) => write!(out, "\"{}\"", d.format("%Y-%m-%d")),
+            None => write!(out, "{days}"),
+        },
+        Avro::Decimal(d) => {
+            let scale = match schema {
+                Schema::Decimal(s) => s.scale,
+                _ => 0,
+            };
+            let unscaled = num_bigint::BigInt::from(d.clone()).to_string();
+            write!(out, "\"{}\"", with_scale(&unscaled, scale))
+        }
+        Avro::BigDecimal(d) => write!(out, "\"{d}\""),
+        Avro::TimeMillis(ms) => time(out, time_of_day(i64::from(*ms), 1_000), i64::from(*ms)),
+        Avro::TimeMicros(us) => time(out, time_of_day(*us, 1_000_000), *us),
+        Avro::TimestampMillis(n) => utc(out, DateTime::from_timestamp_millis(*n), *n),
+        Avro::TimestampMicros(n) => utc(out, DateTime::from_timestamp_micros(*n), *n),
+        Avro::TimestampNanos(n) => utc(out, Some(DateTime::from_timestamp_nanos(*n)), *n),
+        Avro::LocalTimestampMillis(n) => local(out, DateTime::from_timestamp_millis(*n), *n),
+        Avro::LocalTimestampMicros(n) => local(out, DateTime::from_timestamp_micros(*n), *n),
+        Avro::LocalTimestampNanos(n) => local(out, Some(DateTime::from_timestamp_nanos(*n)), *n),
+        Avro::Duration(d) => write!(
+            out,
+            "{{\"months\":{},\"days\":{},\"millis\":{}}}",
+            u32::from(d.months()),
+            u32::from(d.days()),
+            u32::from(d.millis())
+        ),
+    };
+    return Ok(());
+
+    /// A float as JSON: not-a-number and the infinities have no JSON form and are null.
+    fn float(out: &mut Vec<u8>, x: f64) -> io::Result<()> {
+        match serde_json::Number::from_f64(x) {
+            Some(n) => write!(out, "{n}"),
+            None => write!(out, "null"),
+        }
+    }
+    /// A value out of chrono's range is written as its number, which a date or timestamp
+    /// field then refuses as a row error naming it.
+    fn time(out: &mut Vec<u8>, t: Option<NaiveTime>, raw: i64) -> io::Result<()> {
+        match t {
+            Some(t) => write!(out, "\"{}\"", t.format("%H:%M:%S%.f")),
+            None => write!(out, "{raw}"),
+        }
+    }
+    fn utc(out: &mut Vec<u8>, t: Option<DateTime<chrono::Utc>>, raw: i64) -> io::Result<()> {
+        match t {
+            Some(t) => write!(out, "\"{}\"", t.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+            None => write!(out, "{raw}"),
+        }
+    }
+    fn local(out: &mut Vec<u8>, t: Option<DateTime<chrono::Utc>>, raw: i64) -> io::Result<()> {
+        match t {
+            Some(t) => write!(out, "\"{}\"", t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.f")),
+            None => write!(out, "{raw}"),
+        }
+    }
+}
+
+/// A time of day from a count of `per_second` units since midnight; none when out of range.
+fn time_of_day(n: i64, per_second: i64) -> Option<chrono::NaiveTime> {
+    let seconds = u32::try_from(n.div_euclid(per_second)).ok()?;
+    let nanos = u32::try_from(n.rem_euclid(per_second) * (1_000_000_000 / per_second)).ok()?;
+    if n < 0 {
+        return None;
+    }
+    chrono::NaiveTime::from_num_seconds_from_midnight_opt(seconds, nanos)
+}
+
+/// An unscaled integer's digits with `scale` of them after the point: `-250`, 2 → `-2.50`.
+fn with_scale(unscaled: &str, scale: usize) -> String {
+    if scale == 0 {
+        return unscaled.to_string();
+    }
+    let (sign, digits) = match unscaled.strip_prefix('-') {
+        Some(d) => ("-", d),
+        None => ("", unscaled),
+    };
+    let padded = format!("{digits:0>width$}", width = scale + 1);
+    let (whole, fraction) = padded.split_at(padded.len() - scale);
+    format!("{sign}{whole}.{fraction}")
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::super::testing::*;
+    use super::*;
+    use crate::template::{Column, FieldType, TimeFormat, UnknownFields};
+    use serde_json::json;
+
+    const SCHEMA: &str = r#"{
+        "type": "record", "name": "order", "fields": [
+            {"name": "id", "type": "long"},
+            {"name": "name", "type": ["null", "string"], "default": null},
+            {"name": "price", "type": {"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 2}},
+            {"name": "ratio", "type": "double"},
+            {"name": "ok", "type": "boolean"},
+            {"name": "day", "type": {"type": "int", "logicalType": "date"}},
+            {"name": "at", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+            {"name": "seen", "type": {"type": "long", "logicalType": "local-timestamp-millis"}},
+            {"name": "blob", "type": "bytes"},
+            {"name": "colour", "type": {"type": "enum", "name": "colour", "symbols": ["red", "blue"]}},
+            {"name": "tags", "type": {"type": "array", "items": "string"}},
+            {"name": "small", "type": "int"}
+        ]}"#;
+
+    /// An Avro file of `rows` orders, with the given codec, `per_block` records a block.
+    pub(crate) fn avro_file(rows: i64, codec: apache_avro::Codec, per_block: usize) -> Vec<u8> {
+        let schema = Schema::parse_str(SCHEMA).unwrap();
+        let mut writer = apache_avro::Writer::builder()
+            .schema(&schema)
+            .writer(Vec::new())
+            .codec(codec)
+            .block_size(per_block.max(1) * 16)
+            .build()
+            .unwrap();
+        for i in 1..=rows {
+            let price = apache_avro::Decimal::from((i * 10 - 250).to_be_bytes().to_vec());
+            writer
+                .append_value(Avro::Record(vec![
+                    ("id".into(), Avro::Long(i)),
+                    (
+                        "name".into(),
+                        if i % 2 == 0 {
+                            Avro::Union(0, Box::new(Avro::Null))
+                        } else {
+                            Avro::Union(1, Box::new(Avro::String(format!("tea {i}"))))
+                        },
+                    ),
+                    ("price".into(), Avro::Decimal(price)),
+                    ("ratio".into(), Avro::Double(i as f64 / 4.0)),
+                    ("ok".into(), Avro::Boolean(i % 3 == 0)),
+                    ("day".into(), Avro::Date(19_000 + i as i32)),
+                    ("at".into(), Avro::TimestampMicros(1_700_000_000_000_000 + i)),
+                    ("seen".into(), Avro::LocalTimestampMillis(1_700_000_000_000)),
+                    ("blob".into(), Avro::Bytes(vec![0, 1, 2, 255])),
+                    ("colour".into(), Avro::Enum(1, "blue".into())),
+                    ("tags".into(), Avro::Array(vec![Avro::String("a".into())])),
+                    ("small".into(), Avro::Int(-7)),
+                ]))
+                .unwrap();
+        }
+        writer.into_inner().unwrap()
+    }
+
+    fn spec() -> FormatSpec {
+        FormatSpec {
+            kind: FormatKind::Avro,
+            ..FormatSpec::default()
+        }
+    }
+
+    #[test]
+    fn every_type_is_written_exactly_and_checked_by_name() {
+        let column = |n: &str| Column::Name(n.into());
+        let at = FieldType::Timestamp {
+            format: TimeFormat::Iso,
+            zone: chrono_tz::UTC,
+        };
+        let template = id_template(
+            "id",
+            UnknownFields::Keep,
+            vec![
+                field("price", column("price"), FieldType::Decimal, true),
+                field("at", column("at"), at.clone(), true),
+                field("seen", column("seen"), at, true),
+                field("wide", column("small"), FieldType::Decimal, true),
+            ],
+        );
+        for codec in [
+            apache_avro::Codec::Null,
+            apache_avro::Codec::Deflate(Default::default()),
+            apache_avro::Codec::Snappy,
+            apache_avro::Codec::Zstandard(Default::default()),
+            apache_avro::Codec::Bzip2(Default::default()),
+        ] {
+            let bytes = avro_file(3, codec, 1);
+            let (result, sink) = parse_with(&bytes, "k/a.avro", &spec(), &template);
+            assert_eq!(result.unwrap().rows, 3, "{codec:?}");
+            assert!(sink.errors.is_empty(), "{:?}", sink.errors);
+            let want = json!({
+                "id": 2, "price": "-2.30", "at": "2023-11-14T22:13:20.000002Z",
+                "seen": "2023-11-14T22:13:20Z", "wide": "-7",
+                "name": null, "ratio": 0.5, "ok": false, "day": "2022-01-10",
+                "blob": "AAEC/w==", "colour": "blue", "tags": ["a"],
+                "_source_key": "k/a.avro", "_source_version": "v", "_source_line": 2
+            });
+            assert_eq!(sink.rows[1], want, "{codec:?}");
+            assert_eq!(sink.rows[0]["name"], json!("tea 1"));
+            let schema = sink.schema.unwrap();
+            assert_eq!(schema.columns.len(), 12);
+            assert_eq!(schema.columns[1].declared, "[null,string]");
+            assert!(schema.columns[1].nullable);
+            assert_eq!(schema.columns[2].kind, ColumnKind::Decimal);
+        }
+    }
+
+    #[test]
+    fn a_field_of_the_wrong_type_rejects_the_file_before_any_row() {
+        let template = id_template(
+            "id",
+            UnknownFields::Ignore,
+            vec![field("ok", Column::Name("ok".into()), FieldType::Integer, true)],
+        );
+        let (result, sink) = parse_with(
+            &avro_file(3, apache_avro::Codec::Null, 1),
+            "a.avro",
+            &spec(),
+            &template,
+        );
+        let e = result.unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "column \"ok\" is boolean in the file, which cannot be read as the integer field \"ok\""
+            ),
+            "{e}"
+        );
+        assert!(sink.rows.is_empty());
+    }
+
+    #[test]
+    fn a_file_that_is_not_avro_or_is_cut_short_is_rejected() {
+        let template = id_template("id", UnknownFields::Ignore, vec![]);
+        let whole = avro_file(50, apache_avro::Codec::Deflate(Default::default()), 5);
+        for bytes in [
+            &b"id\n1\n"[..],
+            b"Obj\x01",
+            b"",
+            &whole[..whole.len() - 20],
+            &whole[..40],
+        ] {
+            let (result, _) = parse_with(bytes, "a.avro", &spec(), &template);
+            let e = result.unwrap_err();
+            assert!(matches!(e, ParseError::Avro { .. }), "{e}");
+            assert!(!e.is_transient());
+        }
+        // A record schema that is not a record.
+        let schema = Schema::parse_str("\"long\"").unwrap();
+        let mut writer = apache_avro::Writer::new(&schema, Vec::new()).unwrap();
+        writer.append_value(Avro::Long(1)).unwrap();
+        let bytes = writer.into_inner().unwrap();
+        let (result, _) = parse_with(&bytes, "a.avro", &spec(), &template);
+        assert!(
+            result
+                .unwrap_err()
+                .to_string()
+                .contains("its schema is long, not a record")
+        );
+    }
+
+    #[test]
+    fn scale_puts_the_point_in_the_digits() {
+        for (digits, scale, want) in [
+            ("-250", 2, "-2.50"),
+            ("5", 3, "0.005"),
+            ("-5", 1, "-0.5"),
+            ("123", 0, "123"),
+            ("0", 2, "0.00"),
+        ] {
+            assert_eq!(with_scale(digits, scale), want);
+        }
+    }
+
+    #[test]
+    fn auto_reads_an_avro_key_as_avro() {
+        assert_eq!(resolve_kind(FormatKind::Auto, "x/y.avro"), Some(FormatKind::Avro));
+    }
+}

@@ -1,0 +1,361 @@
+//! What the typed binary formats (Parquet, Avro) share: a file's schema as s3-importd sees it
+//! ([`FileSchema`], each top-level column's [`ColumnKind`]), the check of a template against
+//! it before any row is read, the adapter that hands their rows to the JSON Lines path as text
+//! ([`Text`]), and the marker of a file that is not valid ([`Broken`]).
+//!
+//! Pure: the readers themselves are `parquet.rs` and `avro.rs`. Rows go through the JSON Lines
+//! path so that a typed file's values are checked by the same code as every other format's:
+//! one place decides what a valid integer, decimal or timestamp is.
+
+use super::*;
+use crate::template::{Column, FieldType, TimeFormat};
+
+/// A typed file's columns, as its schema (Parquet's footer, Avro's header) declares them, with
+/// what the file says of its size. Handed to the sink before the first row
+/// ([`RowSink::schema`]): `preview` shows it, `template infer` builds a template from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSchema {
+    /// "Parquet" or "Avro".
+    pub format: &'static str,
+    pub columns: Vec<FileColumn>,
+    /// The number of rows, when the file says it before its rows (Parquet's footer).
+    pub rows: Option<u64>,
+    /// Parquet's row groups, in order (none for Avro).
+    pub row_groups: Vec<RowGroup>,
+}
+
+/// One row group of a Parquet file, as its footer describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowGroup {
+    pub rows: u64,
+    /// Uncompressed.
+    pub bytes: u64,
+}
+
+/// A top-level column of a typed file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileColumn {
+    pub name: String,
+    pub kind: ColumnKind,
+    /// Whether a row may lack a value (a nullable Parquet column, an Avro union with null).
+    pub nullable: bool,
+    /// The type in the file's own words (`Int32`, `Decimal128(10, 2)`, `long`,
+    /// `timestamp-micros`), for messages and `preview`.
+    pub declared: String,
+}
+
+/// What a column holds, as far as a template's field types care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnKind {
+    /// Signed or unsigned, 8 to 64 bits.
+    Integer,
+    Decimal,
+    Float,
+    Boolean,
+    /// Strings, enums, UUIDs, dictionary-encoded strings.
+    Text,
+    /// Bytes, delivered as standard base64.
+    Binary,
+    Date,
+    /// A timestamp; `local`: written without a zone (read as UTC unless the field sets
+    /// `timezone`).
+    Timestamp {
+        local: bool,
+    },
+    /// A time of day.
+    Time,
+    /// Lists, structs, records, maps.
+    Nested,
+    /// A column that holds only nulls.
+    Null,
+    /// Anything else (intervals, durations): delivered as JSON.
+    Other,
+}
+
+impl ColumnKind {
+    /// The field a template for this column declares: its type and format, as
+    /// [`crate::infer::Inferred`] names them.
+    pub fn field_type(self) -> (&'static str, Option<&'static str>) {
+        match self {
+            ColumnKind::Integer => ("integer", None),
+            ColumnKind::Decimal => ("decimal", None),
+            ColumnKind::Float => ("float", None),
+            ColumnKind::Boolean => ("boolean", None),
+            ColumnKind::Text | ColumnKind::Binary | ColumnKind::Time | ColumnKind::Null => ("string", None),
+            ColumnKind::Date => ("date", None),
+            ColumnKind::Timestamp { .. } => ("timestamp", None),
+            ColumnKind::Nested | ColumnKind::Other => ("json", None),
+        }
+    }
+
+    /// Whether a field of type `field` can be read from this column. Text can hold any
+    /// scalar (each value is then checked as a CSV cell would be); an integer widens to a
+    /// decimal or a float; a field of type `json` takes anything.
+    pub fn fits(self, field: &FieldType) -> bool {
+        use ColumnKind as K;
+        if matches!(self, K::Null | K::Text) || *field == FieldType::Json {
+            return true;
+        }
+        match field {
+            FieldType::String => matches!(self, K::Binary | K::Date | K::Timestamp { .. } | K::Time),
+            FieldType::Integer => self == K::Integer,
+            FieldType::Decimal => matches!(self, K::Decimal | K::Integer),
+            FieldType::Float => matches!(self, K::Float | K::Decimal | K::Integer),
+            FieldType::Boolean => self == K::Boolean,
+            // A date column arrives as ISO 8601 text.
+            FieldType::Date(format) => self == K::Date && format.as_deref().is_none_or(|f| f == "%Y-%m-%d"),
+            FieldType::Timestamp { format, .. } => match format {
+                TimeFormat::Iso => matches!(self, K::Timestamp { .. }),
+                TimeFormat::Unix | TimeFormat::UnixMs => self == K::Integer,
+                TimeFormat::Strftime(_) => false,
+            },
+            FieldType::Json => true,
+        }
+    }
+}
+
+/// The name of a field type as the template writes it.
+fn type_name(field: &FieldType) -> &'static str {
+    match field {
+        FieldType::String => "string",
+        FieldType::Integer => "integer",
+        FieldType::Decimal => "decimal",
+        FieldType::Float => "float",
+        FieldType::Boolean => "boolean",
+        FieldType::Date(_) => "date",
+        FieldType::Timestamp { .. } => "timestamp",
+        FieldType::Json => "json",
+    }
+}
+
+/// Checks `template` against a file's schema before any row is read: a required field whose
+/// column the file lacks, or a field whose column's type cannot satisfy it, rejects the file
+/// (every row would fail the same way). Columns are matched by name, so columns added,
+/// removed (if not required), reordered or widened from one file to the next are all read.
+pub(super) fn check_schema(template: &Template, schema: &FileSchema) -> Result<(), ParseError> {
+    let column = |name: &str| schema.columns.iter().find(|c| c.name == name);
+    let missing: Vec<String> = template
+        .fields
+        .iter()
+        .filter(|f| f.required)
+        .filter_map(|f| match &f.column {
+            Column::Name(name) if column(name).is_none() => Some(name.clone()),
+            Column::Index(i) => Some(format!("#{}", i + 1)),
+            Column::Name(_) => None,
+        })
+        .collect();
+    if !missing.is_empty() {
+        return Err(ParseError::SchemaLacks {
+            format: schema.format,
+            missing,
+            found: schema.columns.iter().map(|c| c.name.clone()).collect(),
+        });
+    }
+    for field in &template.fields {
+        let Column::Name(name) = &field.column else {
+            continue;
+        };
+        let Some(found) = column(name) else { continue };
+        if found.kind.fits(&field.kind) {
+            continue;
+        }
+        let wanted = type_name(&field.kind);
+        let fix = match (&field.kind, found.kind) {
+            (
+                FieldType::Timestamp { .. } | FieldType::Date(Some(_)),
+                ColumnKind::Timestamp { .. } | ColumnKind::Date,
+            ) => "remove `format` from the field: a typed date or timestamp column needs none".to_string(),
+            _ => format!(
+                "declare the field as type = \"{}\", or ask the sender to write the column as {wanted}",
+                found.kind.field_type().0
+            ),
+        };
+        return Err(ParseError::ColumnType {
+            column: name.clone(),
+            declared: found.declared.clone(),
+            field: field.name.clone(),
+            wanted,
+            fix,
+        });
+    }
+    Ok(())
+}
+
+/// Marks an I/O error that is the file's fault (it is not a valid file of its format), so
+/// that the caller rejects the object instead of retrying it.
+#[derive(Debug)]
+pub(super) struct Broken(pub(super) String);
+
+impl std::fmt::Display for Broken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Broken {}
+
+/// A reader's words for what is wrong with a file, cut to an excerpt: they can quote the file
+/// (a time zone, a column name), and no message holds more than an excerpt of it.
+pub(super) fn reason(e: impl std::fmt::Display) -> String {
+    crate::text::excerpt(&e.to_string())
+}
+
+/// Runs a reader that may panic on a corrupt file (fuzzing finds such files for arrow-rs in
+/// seconds): a panic becomes `broken(reason)`, so that one hostile file costs its own import
+/// only.
+pub(super) fn guarded(
+    read: impl FnOnce() -> Result<(), Failure>,
+    broken: impl FnOnce(String) -> ParseError,
+) -> Result<(), Failure> {
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(read));
+    caught.unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".to_string());
+        Err(Failure::File(broken(format!(
+            "the reader failed on it ({})",
+            reason(why)
+        ))))
+    })
+}
+
+/// A typed file's rows as JSON Lines text, a batch at a time: `fill` writes the next batch's
+/// lines into the buffer it is given and says whether there was one, or why the file cannot be
+/// read on.
+pub(super) struct Text<F> {
+    fill: F,
+    text: Vec<u8>,
+    at: usize,
+}
+
+impl<F: FnMut(&mut Vec<u8>) -> Result<bool, String>> Text<F> {
+    pub(super) fn new(fill: F) -> Self {
+        Text {
+            fill,
+            text: Vec::new(),
+            at: 0,
+        }
+    }
+}
+
+impl<F: FnMut(&mut Vec<u8>) -> Result<bool, String>> Read for Text<F> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        // Bounded by the file's batches: each round takes one.
+        while self.at == self.text.len() {
+            self.text.clear();
+            self.at = 0;
+            match (self.fill)(&mut self.text) {
+                Ok(true) => {}
+                Ok(false) => return Ok(0),
+                Err(why) => return Err(io::Error::new(io::ErrorKind::InvalidData, Broken(why))),
+            }
+        }
+        let n = out.len().min(self.text.len() - self.at);
+        out[..n].copy_from_slice(&self.text[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::*;
+    use crate::template::UnknownFields;
+
+    fn schema(columns: &[(&str, ColumnKind)]) -> FileSchema {
+        FileSchema {
+            format: "Parquet",
+            columns: columns
+                .iter()
+                .map(|(name, kind)| FileColumn {
+                    name: name.to_string(),
+                    kind: *kind,
+                    nullable: true,
+                    declared: format!("{kind:?}"),
+                })
+                .collect(),
+            rows: None,
+            row_groups: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn which_columns_satisfy_which_fields() {
+        use ColumnKind as K;
+        let iso = FieldType::Timestamp {
+            format: TimeFormat::Iso,
+            zone: chrono_tz::UTC,
+        };
+        let unix = FieldType::Timestamp {
+            format: TimeFormat::Unix,
+            zone: chrono_tz::UTC,
+        };
+        let cases: [(ColumnKind, &FieldType, bool); 20] = [
+            (K::Integer, &FieldType::Integer, true),
+            (K::Integer, &FieldType::Decimal, true),
+            (K::Integer, &FieldType::Float, true),
+            (K::Integer, &FieldType::String, false),
+            (K::Float, &FieldType::Integer, false),
+            (K::Float, &FieldType::Decimal, false),
+            (K::Decimal, &FieldType::Float, true),
+            (K::Decimal, &FieldType::Integer, false),
+            (K::Boolean, &FieldType::Integer, false),
+            (K::Text, &FieldType::Integer, true),
+            (K::Text, &iso, true),
+            (K::Binary, &FieldType::String, true),
+            (K::Date, &FieldType::Date(None), true),
+            (K::Date, &FieldType::Date(Some("%d/%m/%Y".into())), false),
+            (K::Timestamp { local: true }, &iso, true),
+            (K::Timestamp { local: false }, &unix, false),
+            (K::Integer, &unix, true),
+            (K::Nested, &FieldType::String, false),
+            (K::Nested, &FieldType::Json, true),
+            (K::Null, &FieldType::Boolean, true),
+        ];
+        for (column, field, fits) in cases {
+            assert_eq!(column.fits(field), fits, "{column:?} for {field:?}");
+        }
+    }
+
+    #[test]
+    fn a_column_of_the_wrong_type_names_the_column_both_types_and_the_fix() {
+        let template = id_template("id", UnknownFields::Ignore, vec![]);
+        let e = check_schema(&template, &schema(&[("id", ColumnKind::Float)])).unwrap_err();
+        assert!(
+            matches!(&e, ParseError::ColumnType { column, .. } if column == "id"),
+            "{e}"
+        );
+        let text = e.to_string();
+        assert!(text.contains("\"id\" is Float in the file"), "{text}");
+        assert!(text.contains("integer field \"id\""), "{text}");
+        assert!(text.contains("type = \"float\""), "{text}");
+        // Missing: named with what the file has.
+        let e = check_schema(&template, &schema(&[("other", ColumnKind::Integer)])).unwrap_err();
+        assert!(e.to_string().contains("\"other\""), "{e}");
+        assert!(matches!(e, ParseError::SchemaLacks { .. }), "{e}");
+        // Widened or reordered: read by name.
+        let wide = schema(&[("x", ColumnKind::Text), ("id", ColumnKind::Integer)]);
+        check_schema(&template, &wide).unwrap();
+    }
+
+    #[test]
+    fn text_hands_on_every_batch_then_the_end() {
+        let mut batches = vec![b"{\"a\":1}\n".to_vec(), Vec::new(), b"{\"a\":2}\n".to_vec()].into_iter();
+        let mut text = Text::new(|out: &mut Vec<u8>| match batches.next() {
+            Some(b) => {
+                out.extend_from_slice(&b);
+                Ok(true)
+            }
+            None => Ok(false),
+        });
+        let mut all = String::new();
+        text.read_to_string(&mut all).unwrap();
+        assert_eq!(all, "{\"a\":1}\n{\"a\":2}\n");
+        let mut failing = Text::new(|_: &mut Vec<u8>| Err("bad block".to_string()));
+        let e = failing.read(&mut [0; 8]).unwrap_err();
+        assert!(e.get_ref().is_some_and(|inner| inner.is::<Broken>()));
+    }
+}
