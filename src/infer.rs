@@ -213,6 +213,32 @@ impl Inferrer {
     }
 }
 
+/// The fields of typed files (Parquet, Avro), read exactly from their schemas, not guessed
+/// from rows: one per column, in the order columns are first met (newest file first), each
+/// typed from the first schema that has it; `required` where every file has the column and
+/// none lets it be null (so that a file of a connection whose columns come and go is read).
+pub fn from_schemas(schemas: &[crate::formats::FileSchema]) -> Vec<Inferred> {
+    let mut fields: Vec<Inferred> = Vec::new();
+    for schema in schemas {
+        for column in &schema.columns {
+            if fields.iter().any(|f| f.column == column.name) {
+                continue;
+            }
+            let (kind, format) = column.kind.field_type();
+            let required = schemas
+                .iter()
+                .all(|s| s.columns.iter().any(|c| c.name == column.name && !c.nullable));
+            fields.push(Inferred {
+                column: column.name.clone(),
+                kind,
+                format,
+                required,
+            });
+        }
+    }
+    fields
+}
+
 /// A field name from a column name: lower case, words joined by `_` (`Product ID` →
 /// `product_id`); a column name with nothing to keep becomes `column_N`.
 pub fn field_name(column: &str, index: usize) -> String {
@@ -293,6 +319,50 @@ mod tests {
         }
         let f = &inferrer.fields()[0];
         (f.kind, f.format, f.required)
+    }
+
+    /// Typed files: each column's type from its schema; required only where every file has
+    /// it and none lets it be null; columns in the order first met.
+    #[test]
+    fn typed_files_give_their_schemas_fields() {
+        use crate::formats::{ColumnKind as K, FileColumn, FileSchema};
+        let file = |columns: &[(&str, K, bool)]| FileSchema {
+            format: "Avro",
+            columns: columns
+                .iter()
+                .map(|(name, kind, nullable)| FileColumn {
+                    name: name.to_string(),
+                    kind: *kind,
+                    nullable: *nullable,
+                    declared: String::new(),
+                })
+                .collect(),
+            rows: None,
+            row_groups: Vec::new(),
+        };
+        let newest = file(&[
+            ("id", K::Integer, false),
+            ("at", K::Timestamp { local: false }, false),
+            ("tags", K::Nested, false),
+            ("added", K::Decimal, false),
+        ]);
+        let older = file(&[
+            ("at", K::Timestamp { local: true }, false),
+            ("id", K::Integer, true),
+            ("tags", K::Nested, false),
+        ]);
+        let got: Vec<(String, &str, bool)> = from_schemas(&[newest, older])
+            .into_iter()
+            .map(|f| (f.column, f.kind, f.required))
+            .collect();
+        let want = [
+            ("id", "integer", false),
+            ("at", "timestamp", true),
+            ("tags", "json", true),
+            ("added", "decimal", false),
+        ];
+        let want: Vec<(String, &str, bool)> = want.iter().map(|(c, k, r)| (c.to_string(), *k, *r)).collect();
+        assert_eq!(got, want);
     }
 
     #[test]

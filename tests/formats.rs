@@ -531,14 +531,17 @@ fn template_infer_writes_a_template_that_validates_and_imports_its_files_without
 fn parquet_files_are_read_by_column_name_with_their_types() {
     use arrow_array::{ArrayRef, Date32Array, Decimal128Array, Int64Array, RecordBatch, StringArray};
     use std::sync::Arc;
-    let batch = RecordBatch::try_from_iter([
+    // "Product ID" may not be null; the others may.
+    let batch = RecordBatch::try_from_iter_with_nullable([
         (
             "Product ID",
             Arc::new(Int64Array::from(vec![1, 2, 3])) as ArrayRef,
+            false,
         ),
         (
             "name",
             Arc::new(StringArray::from(vec![Some("Tea pot"), None, Some("Cup")])),
+            true,
         ),
         (
             "price",
@@ -547,10 +550,12 @@ fn parquet_files_are_read_by_column_name_with_their_types() {
                     .with_precision_and_scale(9, 2)
                     .unwrap(),
             ),
+            true,
         ),
         (
             "shipped",
             Arc::new(Date32Array::from(vec![20_000, 20_001, 20_002])),
+            true,
         ),
     ])
     .unwrap();
@@ -573,13 +578,16 @@ fn parquet_files_are_read_by_column_name_with_their_types() {
     let inferred = run_binary(cfg.path(), &["template", "infer", "pq"]);
     assert!(inferred.status.success(), "{}", text(&inferred.stderr));
     let toml = text(&inferred.stdout);
+    // Read from the footer: the types and nullability the file declares, no sampling.
+    assert!(toml.contains("from the schemas of 1 file"), "{toml}");
     for field in [
         "name = \"product_id\"\ncolumn = \"Product ID\"\ntype = \"integer\"\nrequired = true\n",
-        "name = \"price\"\ntype = \"decimal\"\nrequired = true\n",
-        "name = \"shipped\"\ntype = \"date\"\nrequired = true\n",
+        "name = \"price\"\ntype = \"decimal\"\n\n",
+        "name = \"shipped\"\ntype = \"date\"\n",
     ] {
         assert!(toml.contains(field), "{field} not in\n{toml}");
     }
+    assert!(!toml.contains("type = \"date\"\nrequired"), "{toml}");
     std::fs::create_dir_all(cfg.path().join("templates")).unwrap();
     std::fs::write(cfg.path().join("templates/pq.toml"), &toml).unwrap();
     cfg.connection("pq", &connection("template = \"pq\""));
@@ -587,6 +595,14 @@ fn parquet_files_are_read_by_column_name_with_their_types() {
     assert!(validated.status.success(), "{}\n{toml}", text(&validated.stderr));
     let preview = stdout_of(&run_binary(cfg.path(), &["preview", "pq"]));
     assert!(preview.contains("parquet"), "{preview}");
+    for line in [
+        "Parquet schema, 4 columns:",
+        "Product ID  Int64             required",
+        "price       Decimal128(9, 2)  nullable",
+        "3 rows in 1 row group (3 rows, ",
+    ] {
+        assert!(preview.contains(line), "{line} not in\n{preview}");
+    }
     let out = stdout_of(&run_binary(cfg.path(), &["run"]));
     assert!(
         out.contains("imported 1, rejected 0, failed 0; rows 3, bad rows 0"),
@@ -599,4 +615,117 @@ fn parquet_files_are_read_by_column_name_with_their_types() {
     assert_eq!(rows[1]["name"], serde_json::json!(null));
     assert_eq!(rows[2]["shipped"], serde_json::json!("2024-10-06"));
     assert_eq!(rows[2]["_source_line"], serde_json::json!(3));
+}
+
+/// Avro files an event pipeline wrote, and Parquet beside them in one folder read with
+/// `type = "auto"` (one by its extension, one by its magic bytes only): fields by name, from
+/// files whose columns were added, removed, reordered and widened; a file lacking a required
+/// column, and one whose column has a type the field cannot take, rejected with the reason.
+#[test]
+fn typed_files_whose_schemas_evolve_are_read_by_name_and_a_file_lacking_a_column_is_rejected() {
+    use apache_avro::types::Value as Avro;
+    use arrow_array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray};
+    use std::sync::Arc;
+    let parquet = |batch: RecordBatch| {
+        let mut bytes = Vec::new();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        bytes
+    };
+    let avro = |schema: &str, rows: Vec<Vec<(&str, Avro)>>| {
+        let schema = apache_avro::Schema::parse_str(schema).unwrap();
+        let mut writer =
+            apache_avro::Writer::with_codec(&schema, Vec::new(), apache_avro::Codec::Snappy).unwrap();
+        for row in rows {
+            let fields = row.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            writer.append_value(Avro::Record(fields)).unwrap();
+        }
+        writer.into_inner().unwrap()
+    };
+    // January: id as int32, then name.
+    let a = parquet(
+        RecordBatch::try_from_iter([
+            ("id", Arc::new(Int32Array::from(vec![1, 2])) as ArrayRef),
+            ("name", Arc::new(StringArray::from(vec!["tea", "pot"]))),
+        ])
+        .unwrap(),
+    );
+    // February: reordered, id widened to int64, a column added.
+    let b = parquet(
+        RecordBatch::try_from_iter([
+            ("name", Arc::new(StringArray::from(vec!["cup"])) as ArrayRef),
+            ("note", Arc::new(StringArray::from(vec!["new"]))),
+            ("id", Arc::new(Int64Array::from(vec![3_000_000_000]))),
+        ])
+        .unwrap(),
+    );
+    // March, from the event pipeline: Avro, name removed (it is not required).
+    let c = avro(
+        r#"{"type":"record","name":"r","fields":[{"name":"qty","type":"int"},{"name":"id","type":"long"}]}"#,
+        vec![vec![("qty", Avro::Int(5)), ("id", Avro::Long(4))]],
+    );
+    // April: no id at all.
+    let d = avro(
+        r#"{"type":"record","name":"r","fields":[{"name":"name","type":"string"}]}"#,
+        vec![vec![("name", Avro::String("lost".into()))]],
+    );
+    // May: id as a float, which an integer field cannot take.
+    let e = parquet(
+        RecordBatch::try_from_iter([(
+            "id",
+            Arc::new(arrow_array::Float64Array::from(vec![1.5])) as ArrayRef,
+        )])
+        .unwrap(),
+    );
+    let cfg = ConfigDir::new();
+    cfg.inbox(
+        "typed",
+        &[
+            ("2024-01.parquet", &a),
+            ("2024-02.parquet", &b),
+            // No extension: told by its first bytes.
+            ("2024-03-events", &c),
+            ("2024-04.avro", &d),
+            ("2024-05.parquet", &e),
+        ],
+    );
+    cfg.connection(
+        "typed",
+        "settle_seconds = 0\n[source]\ntype = \"dir\"\npath = \"in/typed\"\n[format]\ntype = \"auto\"\n[target]\ntype = \"file\"\npath = \"out\"\n[template]\ntable = \"t\"\nunknown_fields = \"ignore\"\n[[template.fields]]\nname = \"id\"\ntype = \"integer\"\nrequired = true\n[[template.fields]]\nname = \"name\"\ntype = \"string\"\n",
+    );
+    let ran = run_binary(cfg.path(), &["run"]);
+    let out = stdout_of(&ran);
+    assert!(
+        out.contains("imported 3, rejected 2, failed 0; rows 4, bad rows 0"),
+        "{out}"
+    );
+    let log = text(&ran.stderr);
+    let got: Vec<(String, Value, Value)> = rows_by_key(&cfg)
+        .iter()
+        .map(|r| {
+            (
+                r["_source_key"].as_str().unwrap_or("").to_string(),
+                r["id"].clone(),
+                r["name"].clone(),
+            )
+        })
+        .collect();
+    let want = [
+        ("2024-01.parquet", json!(1), json!("tea")),
+        ("2024-01.parquet", json!(2), json!("pot")),
+        ("2024-02.parquet", json!(3_000_000_000_i64), json!("cup")),
+        ("2024-03-events", json!(4), json!(null)),
+    ];
+    let want: Vec<(String, Value, Value)> = want
+        .iter()
+        .map(|(k, i, n)| (k.to_string(), i.clone(), n.clone()))
+        .collect();
+    assert_eq!(got, want);
+    for reason in [
+        "the Avro schema lacks the required column \"id\"; the file's columns are \"name\"",
+        "column \"id\" is Float64 in the file, which cannot be read as the integer field \"id\"; declare the field as type = \"float\"",
+    ] {
+        assert!(log.contains(reason), "{reason} not in\n{log}");
+    }
 }

@@ -144,6 +144,9 @@ pub async fn command(config: &Config, name: &str, files: usize, rows: u64) -> an
                 return Ok(ExitCode::from(EXIT_FAILED));
             }
         };
+    if let Some(schema) = &sample.schema {
+        print!("  {}", schema.describe());
+    }
     let stats = match result {
         Ok(stats) => stats,
         Err(e) => {

@@ -50,33 +50,40 @@ pub async fn infer(config: &Config, name: &str, files: usize, rows: u64) -> anyh
     };
     let mut inferrer = Inferrer::default();
     let mut read = Vec::new();
+    // Typed files (Parquet, Avro) say their columns' types: those are read, not guessed.
+    let mut schemas = Vec::new();
     for meta in &newest {
         match run::parse_object(source.as_ref(), &as_is, meta, Sample::new(rows)).await {
             Ok((Ok(_), sample)) => {
                 sample.rows.iter().for_each(|row| inferrer.row(row));
+                schemas.extend(sample.schema);
                 read.push(meta.clone());
             }
             Ok((Err(e), _)) => eprintln!("  {} is left out: {}", clean(&meta.key), clean(&e.to_string())),
             Err(e) => eprintln!("  {} is left out: {}", clean(&meta.key), clean(&e.to_string())),
         }
     }
-    if inferrer.rows() == 0 {
+    if inferrer.rows() == 0 && schemas.is_empty() {
         eprintln!("template infer {name}: the files read hold no rows to learn from");
         return Ok(ExitCode::from(EXIT_FAILED));
     }
-    let mut fields = inferrer.fields();
+    let (mut fields, from) = if schemas.is_empty() {
+        (inferrer.fields(), format!("{} rows", inferrer.rows()))
+    } else {
+        (infer::from_schemas(&schemas), "the schemas".to_string())
+    };
     let header = format!(
-        "Inferred by `s3-importd template infer {name}` from {} rows of {} file{} (the newest): check\nthe types, then save this as templates/{name}.toml and set `template = \"{name}\"` in\nconnections/{name}.toml; or, to keep it inline, put `table` under [template] there and\nwrite each [[fields]] as [[template.fields]].",
-        inferrer.rows(),
+        "Inferred by `s3-importd template infer {name}` from {from} of {} file{} (the newest): check\nthe types, then save this as templates/{name}.toml and set `template = \"{name}\"` in\nconnections/{name}.toml; or, to keep it inline, put `table` under [template] there and\nwrite each [[fields]] as [[template.fields]].",
         read.len(),
         if read.len() == 1 { "" } else { "s" }
     );
     // The guess is checked as a run would use it; a field the parser refuses for some value
     // becomes a string, and the check runs again (at most once per field).
     for _ in 0..=fields.len() {
-        let by_index = !connection.format.has_header
-            && connection.format.kind != s3_importd::formats::FormatKind::Json
-            && connection.format.kind != s3_importd::formats::FormatKind::Jsonl;
+        use s3_importd::formats::FormatKind as K;
+        let by_index = schemas.is_empty()
+            && !connection.format.has_header
+            && !matches!(connection.format.kind, K::Json | K::Jsonl | K::Parquet | K::Avro);
         let text = infer::render(&connection.template.table, &fields, &header, by_index);
         let template = match s3_importd::config::validate::template_file(
             &text,

@@ -114,6 +114,52 @@ impl ColumnKind {
     }
 }
 
+impl FileSchema {
+    /// The schema as `preview` shows it: a line per column (name, type in the file's words,
+    /// nullable or not), then the row count and the row groups.
+    pub fn describe(&self) -> String {
+        let width = self
+            .columns
+            .iter()
+            .map(|c| c.name.chars().count())
+            .max()
+            .unwrap_or(0);
+        let types = self
+            .columns
+            .iter()
+            .map(|c| c.declared.chars().count())
+            .max()
+            .unwrap_or(0);
+        let mut out = format!("{} schema, {} columns:\n", self.format, self.columns.len());
+        for c in &self.columns {
+            out.push_str(&format!(
+                "    {:width$}  {:types$}  {}\n",
+                crate::text::clean(&c.name),
+                crate::text::clean(&c.declared),
+                if c.nullable { "nullable" } else { "required" },
+            ));
+        }
+        if let Some(rows) = self.rows {
+            out.push_str(&format!("  {rows} rows"));
+            if !self.row_groups.is_empty() {
+                let groups: Vec<String> = self
+                    .row_groups
+                    .iter()
+                    .map(|g| format!("{} rows, {} bytes", g.rows, g.bytes))
+                    .collect();
+                out.push_str(&format!(
+                    " in {} row group{} ({} uncompressed)",
+                    groups.len(),
+                    if groups.len() == 1 { "" } else { "s" },
+                    groups.join("; ")
+                ));
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
 /// The name of a field type as the template writes it.
 fn type_name(field: &FieldType) -> &'static str {
     match field {
@@ -339,6 +385,18 @@ mod tests {
         // Widened or reordered: read by name.
         let wide = schema(&[("x", ColumnKind::Text), ("id", ColumnKind::Integer)]);
         check_schema(&template, &wide).unwrap();
+    }
+
+    #[test]
+    fn a_schema_is_described_column_by_column_with_its_row_groups() {
+        let mut s = schema(&[("id", ColumnKind::Integer), ("name", ColumnKind::Text)]);
+        s.columns[0].nullable = false;
+        s.rows = Some(3);
+        s.row_groups = vec![RowGroup { rows: 2, bytes: 100 }, RowGroup { rows: 1, bytes: 50 }];
+        assert_eq!(
+            s.describe(),
+            "Parquet schema, 2 columns:\n    id    Integer  required\n    name  Text     nullable\n  3 rows in 2 row groups (2 rows, 100 bytes; 1 rows, 50 bytes uncompressed)\n"
+        );
     }
 
     #[test]

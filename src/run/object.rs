@@ -201,6 +201,9 @@ pub(super) struct Admitting<S> {
 }
 
 impl<S: RowSink> RowSink for Admitting<S> {
+    fn schema(&mut self, schema: &formats::FileSchema) {
+        self.inner.schema(schema);
+    }
     fn row(&mut self, row: &formats::Row<'_>) -> std::io::Result<()> {
         self.inner.row(row)
     }
