@@ -36,14 +36,26 @@ fn broken(e: impl std::fmt::Display) -> Failure {
 
 /// Reads one Avro object from `reader` into `sink`.
 pub(super) fn parse(
-    reader: impl Read + Send,
+    mut reader: impl Read + Send,
     template: &Template,
     sink: &mut Provenanced<'_, '_>,
 ) -> Result<(), Failure> {
-    columnar::guarded(
-        || read(reader, template, sink),
+    let result = columnar::guarded(
+        || read(&mut reader, template, sink),
         |reason| ParseError::Avro { reason },
-    )
+    );
+    // A file that looks broken may have been damaged on the way (a byte altered, a body cut
+    // short): the source's checks of the body's length and digest run at its end, so the rest
+    // is read, and if they fail the object is retried instead of rejected.
+    let broken = match &result {
+        Err(Failure::File(_)) => true,
+        Err(Failure::Io(e)) => e.get_ref().is_some_and(|inner| inner.is::<columnar::Broken>()),
+        _ => false,
+    };
+    if broken {
+        io::copy(&mut reader, &mut io::sink())?;
+    }
+    result
 }
 
 fn read(
