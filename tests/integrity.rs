@@ -426,7 +426,9 @@ fn avro_object(i: usize, rows: usize) -> Vec<u8> {
     for j in 0..rows {
         let pad: String = (0..40)
             .map(|_| {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 format!("{x:016x}")
             })
             .collect();

@@ -71,9 +71,21 @@ fn read(
     }
     columnar::check_schema(template, &schema).map_err(Failure::File)?;
     let mut batches = builder.with_batch_size(BATCH_ROWS).build().map_err(broken)?;
+    // The footer says how many rows each row group holds; a reader that hands over fewer (or
+    // more) has misread the file, which is then rejected (its rows are not imported).
+    let listed = schema.rows;
+    let mut read = 0u64;
     let lines = Text::new(move |text: &mut Vec<u8>| match batches.next() {
-        None => Ok(false),
-        Some(Ok(batch)) => write_lines(&batch, text).map(|()| true).map_err(reason),
+        None => match listed {
+            Some(listed) if listed != read => Err(format!(
+                "the footer lists {listed} rows, and the reader found {read}"
+            )),
+            _ => Ok(false),
+        },
+        Some(Ok(batch)) => {
+            read += batch.num_rows() as u64;
+            write_lines(&batch, text).map(|()| true).map_err(reason)
+        }
         Some(Err(e)) => Err(reason(e)),
     });
     super::jsonl::parse(io::BufReader::with_capacity(BUF, lines), template, sink, false)
@@ -103,7 +115,15 @@ fn file_schema<T>(builder: &::parquet::arrow::arrow_reader::ArrowReaderBuilder<T
                 },
             })
             .collect(),
-        rows: u64::try_from(metadata.file_metadata().num_rows()).ok(),
+        // The row groups' counts, summed: the file's own total can be wrong (parquet-rs 0.3
+        // wrote 0), and the row groups are what is read.
+        rows: Some(
+            metadata
+                .row_groups()
+                .iter()
+                .map(|g| u64::try_from(g.num_rows()).unwrap_or(0))
+                .fold(0u64, u64::saturating_add),
+        ),
         row_groups: metadata
             .row_groups()
             .iter()
@@ -159,11 +179,91 @@ fn column_kind(t: &DataType) -> ColumnKind {
 /// scale kept (`0.10`; as JSON numbers they would lose trailing zeros, and inference would
 /// take them for floats), at every depth.
 fn write_lines(batch: &RecordBatch, text: &mut Vec<u8>) -> Result<(), ArrowError> {
+    let batch = &string_keys(batch)?;
     let mut writer = arrow_json::WriterBuilder::new()
         .with_encoder_factory(std::sync::Arc::new(Exact))
         .build::<_, arrow_json::writer::LineDelimited>(text);
     writer.write(batch)?;
     writer.finish()
+}
+
+/// The batch with every map's keys as text: a JSON object's keys are strings, and arrow-json
+/// writes only maps whose keys are (a map keyed by integers becomes `{"1": …}`).
+fn string_keys(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+    use arrow_schema::{Field, Schema};
+    let schema = batch.schema();
+    if !schema.fields().iter().any(|f| has_keyed_map(f.data_type())) {
+        return Ok(batch.clone());
+    }
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        if has_keyed_map(field.data_type()) {
+            let to = with_string_keys(field.data_type());
+            columns.push(arrow_cast::cast(column, &to)?);
+            fields.push(Field::new(field.name(), to, field.is_nullable()));
+        } else {
+            columns.push(column.clone());
+            fields.push(field.as_ref().clone());
+        }
+    }
+    RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns)
+}
+
+/// Whether a type holds, at any depth, a map whose keys are not text.
+fn has_keyed_map(t: &DataType) -> bool {
+    match t {
+        DataType::Map(entries, _) => match entries.data_type() {
+            DataType::Struct(kv) => {
+                kv.iter().next().is_some_and(|k| k.data_type() != &DataType::Utf8)
+                    || kv.iter().any(|f| has_keyed_map(f.data_type()))
+            }
+            _ => false,
+        },
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+            has_keyed_map(f.data_type())
+        }
+        DataType::Struct(fields) => fields.iter().any(|f| has_keyed_map(f.data_type())),
+        _ => false,
+    }
+}
+
+/// The type with every map's keys made text (bounded by the type's depth).
+fn with_string_keys(t: &DataType) -> DataType {
+    use arrow_schema::Field;
+    let field = |f: &FieldRef, t: DataType| std::sync::Arc::new(Field::new(f.name(), t, f.is_nullable()));
+    match t {
+        DataType::Map(entries, sorted) => match entries.data_type() {
+            DataType::Struct(kv) => {
+                let kv: Vec<FieldRef> = kv
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| {
+                        let t = if i == 0 {
+                            DataType::Utf8
+                        } else {
+                            with_string_keys(f.data_type())
+                        };
+                        field(f, t)
+                    })
+                    .collect();
+                DataType::Map(field(entries, DataType::Struct(kv.into())), *sorted)
+            }
+            other => other.clone(),
+        },
+        DataType::List(f) => DataType::List(field(f, with_string_keys(f.data_type()))),
+        DataType::LargeList(f) => DataType::LargeList(field(f, with_string_keys(f.data_type()))),
+        DataType::FixedSizeList(f, n) => {
+            DataType::FixedSizeList(field(f, with_string_keys(f.data_type())), *n)
+        }
+        DataType::Struct(fields) => DataType::Struct(
+            fields
+                .iter()
+                .map(|f| field(f, with_string_keys(f.data_type())))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
 }
 
 /// The encoders of [`write_lines`].

@@ -96,7 +96,7 @@ impl RowSink for Checking {
 pub fn parse(kind: &'static str, key: &str, data: &[u8]) {
     static CONNECTIONS: OnceLock<Vec<(&'static str, Connection)>> = OnceLock::new();
     let connections = CONNECTIONS.get_or_init(|| {
-        ["csv", "tsv", "jsonl", "json", "parquet"]
+        ["csv", "tsv", "jsonl", "json", "parquet", "avro"]
             .into_iter()
             .map(|k| (k, connection(k)))
             .collect()
