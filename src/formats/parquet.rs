@@ -56,6 +56,11 @@ fn read(
         None => tempfile::tempfile()?,
     };
     io::copy(&mut reader, &mut file)?;
+    // arrow-rs builds the schema's tree recursively: a schema thousands of levels deep would
+    // overflow the stack before any error could be returned, so its depth is read first.
+    if let Some(footer) = footer(&mut file)? {
+        depth::check(&footer).map_err(|why| broken(format!("its footer {why}")))?;
+    }
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(broken)?;
     let schema = file_schema(&builder);
     sink.inner.schema(&schema);
@@ -89,6 +94,216 @@ fn read(
         Some(Err(e)) => Err(reason(e)),
     });
     super::jsonl::parse(io::BufReader::with_capacity(BUF, lines), template, sink, false)
+}
+
+/// The footer's bytes (its Thrift-encoded metadata), when the file ends as Parquet does: the
+/// footer, its length in 4 bytes, `PAR1`. None for anything else, which arrow-rs then
+/// rejects with its own words.
+fn footer(file: &mut std::fs::File) -> io::Result<Option<Vec<u8>>> {
+    use std::io::{Seek, SeekFrom};
+    let size = file.seek(SeekFrom::End(0))?;
+    if size < 12 {
+        return Ok(None);
+    }
+    let mut tail = [0u8; 8];
+    file.seek(SeekFrom::End(-8))?;
+    file.read_exact(&mut tail)?;
+    let len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+    if &tail[4..] != b"PAR1" || len + 12 > size {
+        return Ok(None);
+    }
+    file.seek(SeekFrom::Start(size - 8 - len))?;
+    let mut footer = vec![0u8; len as usize];
+    file.read_exact(&mut footer)?;
+    file.seek(SeekFrom::Start(0))?;
+    Ok(Some(footer))
+}
+
+mod depth {
+    //! How deep a Parquet footer's schema nests, read from its Thrift compact encoding without
+    //! building anything: the schema is a flat list of elements in pre-order, each saying how
+    //! many children it has. Iterative, and bounded by the bytes.
+
+    /// The deepest schema read, as pyarrow allows: deeper files are refused.
+    pub const MAX_DEPTH: usize = 100;
+
+    /// Checks the depth of the footer's schema; the error says what is wrong.
+    pub fn check(footer: &[u8]) -> Result<(), String> {
+        let mut t = Thrift { b: footer, at: 0 };
+        let mut last = 0i16;
+        while let Some((id, kind)) = t.field(&mut last)? {
+            // FileMetaData field 2: the schema, a list of SchemaElement structs.
+            if id != 2 || kind != LIST {
+                t.skip(kind, 0)?;
+                continue;
+            }
+            let (size, element) = t.list()?;
+            if element != STRUCT {
+                return Err("has a schema that is not a list of elements".to_string());
+            }
+            // Children still to come of each open group, outermost first.
+            let mut open: Vec<i64> = Vec::new();
+            for _ in 0..size {
+                while open.last() == Some(&0) {
+                    open.pop();
+                }
+                if let Some(left) = open.last_mut() {
+                    *left -= 1;
+                }
+                let children = t.element()?;
+                if children > 0 {
+                    open.push(children);
+                    if open.len() > MAX_DEPTH {
+                        return Err(format!(
+                            "declares a schema nested more than {MAX_DEPTH} levels deep, more than s3-importd reads"
+                        ));
+                    }
+                }
+            }
+            return Ok(());
+        }
+        Ok(())
+    }
+
+    const BOOL_TRUE: u8 = 1;
+    const BOOL_FALSE: u8 = 2;
+    const LIST: u8 = 9;
+    const SET: u8 = 10;
+    const MAP: u8 = 11;
+    const STRUCT: u8 = 12;
+    /// Structs within a schema element nest a few levels (a logical type); more is not
+    /// Parquet.
+    const MAX_SKIP: usize = 16;
+
+    struct Thrift<'a> {
+        b: &'a [u8],
+        at: usize,
+    }
+
+    impl Thrift<'_> {
+        fn byte(&mut self) -> Result<u8, String> {
+            let b = *self.b.get(self.at).ok_or("ends inside its metadata")?;
+            self.at += 1;
+            Ok(b)
+        }
+
+        fn bytes(&mut self, n: u64) -> Result<(), String> {
+            let end = usize::try_from(n).ok().and_then(|n| self.at.checked_add(n));
+            match end {
+                Some(end) if end <= self.b.len() => {
+                    self.at = end;
+                    Ok(())
+                }
+                _ => Err("ends inside its metadata".to_string()),
+            }
+        }
+
+        fn varint(&mut self) -> Result<u64, String> {
+            let mut n = 0u64;
+            for shift in (0..70).step_by(7) {
+                let b = self.byte()?;
+                n |= u64::from(b & 0x7f).checked_shl(shift).unwrap_or(0);
+                if b & 0x80 == 0 {
+                    return Ok(n);
+                }
+            }
+            Err("holds a number longer than 10 bytes".to_string())
+        }
+
+        fn zigzag(&mut self) -> Result<i64, String> {
+            let n = self.varint()?;
+            Ok((n >> 1) as i64 ^ -((n & 1) as i64))
+        }
+
+        /// The next field's id and type, or none at the struct's end.
+        fn field(&mut self, last: &mut i16) -> Result<Option<(i16, u8)>, String> {
+            let b = self.byte()?;
+            if b == 0 {
+                return Ok(None);
+            }
+            let delta = i16::from(b >> 4);
+            let id = if delta == 0 {
+                i16::try_from(self.zigzag()?).map_err(|_| "has a field id out of range")?
+            } else {
+                last.wrapping_add(delta)
+            };
+            *last = id;
+            Ok(Some((id, b & 0x0f)))
+        }
+
+        fn list(&mut self) -> Result<(u64, u8), String> {
+            let b = self.byte()?;
+            let size = match b >> 4 {
+                15 => self.varint()?,
+                n => u64::from(n),
+            };
+            Ok((size, b & 0x0f))
+        }
+
+        /// Skips a value of `kind`; `depth` counts the structs and lists around it.
+        fn skip(&mut self, kind: u8, depth: usize) -> Result<(), String> {
+            if depth > MAX_SKIP {
+                return Err("nests its metadata too deep".to_string());
+            }
+            match kind {
+                BOOL_TRUE | BOOL_FALSE => Ok(()),
+                3 => self.bytes(1),
+                4..=6 => self.varint().map(|_| ()),
+                7 => self.bytes(8),
+                8 => {
+                    let n = self.varint()?;
+                    self.bytes(n)
+                }
+                LIST | SET => {
+                    let (size, element) = self.list()?;
+                    for _ in 0..size {
+                        // In a list a boolean is a byte.
+                        if matches!(element, BOOL_TRUE | BOOL_FALSE) {
+                            self.bytes(1)?;
+                        } else {
+                            self.skip(element, depth + 1)?;
+                        }
+                    }
+                    Ok(())
+                }
+                MAP => {
+                    let size = self.varint()?;
+                    if size == 0 {
+                        return Ok(());
+                    }
+                    let kinds = self.byte()?;
+                    for _ in 0..size {
+                        self.skip(kinds >> 4, depth + 1)?;
+                        self.skip(kinds & 0x0f, depth + 1)?;
+                    }
+                    Ok(())
+                }
+                STRUCT => {
+                    let mut last = 0;
+                    while let Some((_, kind)) = self.field(&mut last)? {
+                        self.skip(kind, depth + 1)?;
+                    }
+                    Ok(())
+                }
+                13 => self.bytes(16),
+                other => Err(format!("holds a value of unknown type {other}")),
+            }
+        }
+
+        /// Reads one SchemaElement; returns its `num_children` (field 5), 0 when absent.
+        fn element(&mut self) -> Result<i64, String> {
+            let mut last = 0;
+            let mut children = 0;
+            while let Some((id, kind)) = self.field(&mut last)? {
+                if id == 5 && kind == 5 {
+                    children = self.zigzag()?;
+                } else {
+                    self.skip(kind, 1)?;
+                }
+            }
+            Ok(children)
+        }
+    }
 }
 
 /// The file's columns and row groups, from its footer.
@@ -575,4 +790,29 @@ mod tests {
             Some(FormatKind::Parquet)
         );
     }
+    /// Files written byte by byte to claim what they do not hold (scripts/lib/hostile_typed.py):
+    /// a count of 2^40 rows, sizes and offsets of 2^63 - 1, a schema 10,000 levels deep. Each
+    /// is rejected as not readable, never a panic, a stack overflow or a huge allocation.
+    #[test]
+    fn hostile_files_are_rejected() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/parquet");
+        let template = id_template("id", UnknownFields::Keep, vec![]);
+        for name in ["rows-2e40", "overflow", "nested-10000"] {
+            let bytes = std::fs::read(dir.join(format!("hostile-{name}.parquet"))).unwrap();
+            let (result, sink) = parse_with(&bytes, "a.parquet", &spec(), &template);
+            let e = result.expect_err(name);
+            assert!(matches!(e, ParseError::Parquet { .. }), "{name}: {e}");
+            assert!(sink.rows.is_empty(), "{name}");
+        }
+        let bytes = std::fs::read(dir.join("hostile-nested-10000.parquet")).unwrap();
+        let (result, _) = parse_with(&bytes, "a.parquet", &spec(), &template);
+        let e = result.unwrap_err().to_string();
+        assert!(e.contains("nested more than 100 levels deep"), "{e}");
+        // 99 levels: within the limit, and arrow-rs builds it on a test thread's stack.
+        let bytes = std::fs::read(dir.join("deep-99.parquet")).unwrap();
+        let (result, _) = parse_with(&bytes, "a.parquet", &spec(), &template);
+        let e = result.unwrap_err().to_string();
+        assert!(!e.contains("levels deep"), "{e}");
+    }
+
 }
