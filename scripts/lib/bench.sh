@@ -125,3 +125,22 @@ run_case() {
     # Outputs are as large as the input: keep the disk for the next case.
     rm -rf "$dir/out" "$dir/state/spool" "$dir/spool"
 }
+
+# start_s3s ROOT: serves the folders of ROOT as buckets from s3s-fs (a Rust S3 server on the
+# file system, installed into target/bench-tools on first use) on 127.0.0.1, credentials
+# bench / benchsecret, until the script exits. Sets s3s_port. moto is too slow at large
+# bodies: through it a benchmark measures moto.
+start_s3s() {
+    local s3s=target/bench-tools/bin/s3s-fs
+    if [[ ! -x $s3s ]]; then
+        cargo install --quiet s3s-fs --version 0.14.1 --features binary --root target/bench-tools
+    fi
+    s3s_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    "$s3s" --host 127.0.0.1 --port "$s3s_port" --access-key bench --secret-key benchsecret "$1" > "$work/s3s.log" 2>&1 &
+    s3s_pid=$!
+    trap 'kill "$s3s_pid" 2>/dev/null || true' EXIT
+    for _ in $(seq 1 100); do
+        (echo > "/dev/tcp/127.0.0.1/$s3s_port") 2>/dev/null && break
+        sleep 0.1
+    done
+}

@@ -571,7 +571,11 @@ pub(super) mod tests {
             assert_eq!(sink.rows[0], want, "{codec}");
             assert_eq!(sink.rows[1]["price"], json!(null), "{codec}");
             assert_eq!(sink.rows[2]["price"], json!("-0.01"), "{codec}");
-            assert_eq!(sink.rows[2]["at"], json!("2099-12-31T23:59:59.999999Z"), "{codec}");
+            assert_eq!(
+                sink.rows[2]["at"],
+                json!("2099-12-31T23:59:59.999999Z"),
+                "{codec}"
+            );
             assert_eq!(sink.rows[2]["props"], json!({"x": -2, "y": 3}), "{codec}");
         }
     }
@@ -608,5 +612,4 @@ pub(super) mod tests {
             assert!(sink.rows.is_empty(), "{name}");
         }
     }
-
 }

@@ -197,6 +197,17 @@ pub(super) fn check_schema(template: &Template, schema: &FileSchema) -> Result<(
             found: schema.columns.iter().map(|c| c.name.clone()).collect(),
         });
     }
+    if template.unknown_fields == crate::template::UnknownFields::Reject {
+        let unknown: Vec<String> = schema
+            .columns
+            .iter()
+            .filter(|c| !claimed(template, &c.name))
+            .map(|c| c.name.clone())
+            .collect();
+        if !unknown.is_empty() {
+            return Err(ParseError::UnknownColumns { unknown });
+        }
+    }
     for field in &template.fields {
         let Column::Name(name) = &field.column else {
             continue;
@@ -225,6 +236,14 @@ pub(super) fn check_schema(template: &Template, schema: &FileSchema) -> Result<(
         });
     }
     Ok(())
+}
+
+/// Whether a field of the template reads the column `name`.
+pub(super) fn claimed(template: &Template, name: &str) -> bool {
+    template
+        .fields
+        .iter()
+        .any(|f| matches!(&f.column, Column::Name(n) if n == name))
 }
 
 /// Marks an I/O error that is the file's fault (it is not a valid file of its format), so
@@ -382,6 +401,18 @@ mod tests {
         let e = check_schema(&template, &schema(&[("other", ColumnKind::Integer)])).unwrap_err();
         assert!(e.to_string().contains("\"other\""), "{e}");
         assert!(matches!(e, ParseError::SchemaLacks { .. }), "{e}");
+        // A column no field claims, under unknown_fields = "reject".
+        let mut strict = template.clone();
+        strict.unknown_fields = UnknownFields::Reject;
+        let e = check_schema(
+            &strict,
+            &schema(&[("id", ColumnKind::Integer), ("x", ColumnKind::Text)]),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, ParseError::UnknownColumns { unknown } if unknown == &["x"]),
+            "{e}"
+        );
         // Widened or reordered: read by name.
         let wide = schema(&[("x", ColumnKind::Text), ("id", ColumnKind::Integer)]);
         check_schema(&template, &wide).unwrap();

@@ -5,7 +5,8 @@
 //! Copying first keeps every guarantee of a streamed object: the copy reads the object to its
 //! end, where the source's verified reader fails a body whose length or digest differs, before
 //! any row is handed on. Memory is one row group's decoded pages for the columns read plus
-//! one batch (its arrays and its JSON text); the copy is on disk, in the spool folder.
+//! one batch (its arrays and its JSON text); the copy is on disk, in the spool folder. Only the
+//! columns the template reads are decoded (all of them with `unknown_fields = "keep"`).
 //!
 //! Values arrive as arrow-json writes them: integers and floats as numbers, decimals as
 //! their exact text (scale kept), dates and timestamps as ISO 8601 text, lists and structs
@@ -75,6 +76,20 @@ fn read(
         }
     }
     columnar::check_schema(template, &schema).map_err(Failure::File)?;
+    // Only the columns the template reads are decoded, unless every column is kept.
+    let builder = match template.unknown_fields {
+        crate::template::UnknownFields::Keep => builder,
+        _ => {
+            let roots = schema
+                .columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| columnar::claimed(template, &c.name))
+                .map(|(i, _)| i);
+            let mask = ::parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), roots);
+            builder.with_projection(mask)
+        }
+    };
     let mut batches = builder.with_batch_size(BATCH_ROWS).build().map_err(broken)?;
     // The footer says how many rows each row group holds; a reader that hands over fewer (or
     // more) has misread the file, which is then rejected (its rows are not imported).
@@ -814,5 +829,4 @@ mod tests {
         let e = result.unwrap_err().to_string();
         assert!(!e.contains("levels deep"), "{e}");
     }
-
 }
