@@ -44,20 +44,7 @@ async fn damaged_bodies_are_never_imported(fault: Fault, client: aws_sdk_s3::Cli
     let cfg = ConfigDir::new();
     cfg.connection("cut", &s3_connection(&b, "in/", "").replace(&moto(), &proxy.url));
 
-    let out = run_binary(cfg.path(), &["run"]);
-    let stdout = text(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{fault:?}: {stdout}\n{}",
-        text(&out.stderr)
-    );
-    assert!(
-        stdout.contains(&format!(
-            "imported 0, rejected 0, failed {OBJECTS}; rows 0, bad rows 0"
-        )),
-        "{fault:?}: {stdout}"
-    );
+    let stdout = a_run_fails_every_object(&cfg, &format!("{fault:?}"));
     assert!(stdout.contains(expect), "{fault:?}: {stdout}");
     assert!(stdout.contains("after 3 attempts"), "{fault:?}: {stdout}");
     assert!(proxy.damaged() >= (OBJECTS * 3) as u64, "{}", proxy.damaged());
@@ -68,6 +55,26 @@ async fn damaged_bodies_are_never_imported(fault: Fault, client: aws_sdk_s3::Cli
 }
 
 /// The next run, on a good network, imports every object whole, every row once.
+/// A run in which every object fails (to be retried): exit 1, nothing imported or rejected.
+/// Returns its output.
+fn a_run_fails_every_object(cfg: &ConfigDir, what: &str) -> String {
+    let out = run_binary(cfg.path(), &["run"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{what}: {stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "imported 0, rejected 0, failed {OBJECTS}; rows 0, bad rows 0"
+        )),
+        "{what}: {stdout}"
+    );
+    stdout
+}
+
 fn a_clean_run_imports_every_row_once(cfg: &ConfigDir, what: &str) {
     let stdout = stdout_of(&run_binary(cfg.path(), &["run"]));
     assert!(
@@ -465,18 +472,7 @@ async fn a_typed_body_cut_short_or_altered_is_retried_and_never_rejected() {
             let cfg = ConfigDir::new();
             let connection = s3_connection(&b, "in/", "").replace("type = \"jsonl\"", "type = \"auto\"");
             cfg.connection(kind, &connection.replace(&moto(), &proxy.url));
-            let out = run_binary(cfg.path(), &["run"]);
-            let stdout = text(&out.stdout);
-            assert_eq!(
-                out.status.code(),
-                Some(1),
-                "{what}: {stdout}\n{}",
-                text(&out.stderr)
-            );
-            assert!(
-                stdout.contains(&format!("imported 0, rejected 0, failed {OBJECTS}; rows 0")),
-                "{what}: {stdout}"
-            );
+            a_run_fails_every_object(&cfg, &what);
             assert!(cfg.rows().is_empty(), "{what}");
             proxy.set(Fault::None);
             a_clean_run_imports_every_row_once(&cfg, &what);

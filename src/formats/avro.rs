@@ -556,9 +556,8 @@ pub(super) mod tests {
     #[test]
     fn files_fastavro_wrote_are_read_exactly() {
         let template = id_template("id", UnknownFields::Keep, vec![]);
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/avro");
         for codec in ["null", "deflate", "snappy", "zstandard", "bzip2"] {
-            let bytes = std::fs::read(dir.join(format!("all-types-{codec}.avro"))).unwrap();
+            let bytes = seed("avro", &format!("all-types-{codec}.avro"));
             let (result, sink) = parse_with(&bytes, "a.avro", &spec(), &template);
             assert_eq!(result.unwrap().rows, 3, "{codec}");
             assert!(sink.errors.is_empty(), "{codec}: {:?}", sink.errors);
@@ -597,19 +596,13 @@ pub(super) mod tests {
     fn auto_reads_an_avro_key_as_avro() {
         assert_eq!(resolve_kind(FormatKind::Auto, "x/y.avro"), Some(FormatKind::Avro));
     }
+
     /// Files written byte by byte to claim what they do not hold (scripts/lib/hostile_typed.py):
-    /// a count of 2^40 rows, sizes and offsets of 2^63 - 1, a schema 10,000 levels deep. Each
-    /// is rejected as not readable, never a panic, a stack overflow or a huge allocation.
+    /// a block of 2^40 records, lengths of 2^63 - 1, a schema 10,000 levels deep. Each is
+    /// rejected as not readable, never a panic, a stack overflow or a huge allocation.
     #[test]
     fn hostile_files_are_rejected() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/avro");
-        let template = id_template("id", UnknownFields::Keep, vec![]);
-        for name in ["blocks-2e40", "overflow", "nested-10000"] {
-            let bytes = std::fs::read(dir.join(format!("hostile-{name}.avro"))).unwrap();
-            let (result, sink) = parse_with(&bytes, "a.avro", &spec(), &template);
-            let e = result.expect_err(name);
-            assert!(matches!(e, ParseError::Avro { .. }), "{name}: {e}");
-            assert!(sink.rows.is_empty(), "{name}");
-        }
+        let names = ["blocks-2e40", "overflow", "nested-10000"];
+        hostile_seeds_are_rejected("avro", &names, &spec(), |e| matches!(e, ParseError::Avro { .. }));
     }
 }

@@ -118,18 +118,14 @@ impl FileSchema {
     /// The schema as `preview` shows it: a line per column (name, type in the file's words,
     /// nullable or not), then the row count and the row groups.
     pub fn describe(&self) -> String {
-        let width = self
-            .columns
-            .iter()
-            .map(|c| c.name.chars().count())
-            .max()
-            .unwrap_or(0);
-        let types = self
-            .columns
-            .iter()
-            .map(|c| c.declared.chars().count())
-            .max()
-            .unwrap_or(0);
+        let widest = |text: fn(&FileColumn) -> &str| {
+            self.columns
+                .iter()
+                .map(|c| text(c).chars().count())
+                .max()
+                .unwrap_or(0)
+        };
+        let (width, types) = (widest(|c| &c.name), widest(|c| &c.declared));
         let mut out = format!("{} schema, {} columns:\n", self.format, self.columns.len());
         for c in &self.columns {
             out.push_str(&format!(

@@ -82,6 +82,34 @@ pub(crate) mod testing {
         }
     }
 
+    /// A file of `fuzz/seeds/FORMAT/`.
+    pub fn seed(format: &str, file: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/seeds")
+            .join(format)
+            .join(file);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// Checks that each hostile seed of a typed format (`hostile-NAME.EXT`, written by
+    /// scripts/lib/hostile_typed.py) is rejected as a broken file of that format, with no row
+    /// delivered.
+    pub fn hostile_seeds_are_rejected(
+        ext: &str,
+        names: &[&str],
+        spec: &FormatSpec,
+        broken: fn(&ParseError) -> bool,
+    ) {
+        let template = id_template("id", crate::template::UnknownFields::Keep, vec![]);
+        for name in names {
+            let bytes = seed(ext, &format!("hostile-{name}.{ext}"));
+            let (result, sink) = parse_with(&bytes, &format!("a.{ext}"), spec, &template);
+            let e = result.expect_err(name);
+            assert!(broken(&e), "{name}: {e}");
+            assert!(sink.rows.is_empty(), "{name}");
+        }
+    }
+
     /// Parses `bytes` as the object `key` (which is also its provenance, version `v`).
     pub fn parse_with(
         bytes: &[u8],

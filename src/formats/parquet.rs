@@ -731,9 +731,8 @@ mod tests {
                 field("tags", column("tags"), FieldType::Json, false),
             ],
         );
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/parquet");
         for codec in ["none", "snappy", "zstd"] {
-            let bytes = std::fs::read(dir.join(format!("all-types-{codec}.parquet"))).unwrap();
+            let bytes = seed("parquet", &format!("all-types-{codec}.parquet"));
             let (result, sink) = parse_with(&bytes, "a.parquet", &spec(), &template);
             assert_eq!(result.unwrap().rows, 3, "{codec}");
             assert!(sink.errors.is_empty(), "{codec}: {:?}", sink.errors);
@@ -789,8 +788,7 @@ mod tests {
     /// rejected with the panic as its reason, not a crash and not a retry.
     #[test]
     fn a_file_the_reader_panics_on_is_rejected() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/parquet");
-        let bytes = std::fs::read(dir.join("found-reader-panics.parquet")).unwrap();
+        let bytes = seed("parquet", "found-reader-panics.parquet");
         let template = id_template("id", UnknownFields::Keep, vec![]);
         let (result, _) = parse_with(&bytes, "a.parquet", &spec(), &template);
         let e = result.unwrap_err();
@@ -805,26 +803,23 @@ mod tests {
             Some(FormatKind::Parquet)
         );
     }
+
     /// Files written byte by byte to claim what they do not hold (scripts/lib/hostile_typed.py):
     /// a count of 2^40 rows, sizes and offsets of 2^63 - 1, a schema 10,000 levels deep. Each
     /// is rejected as not readable, never a panic, a stack overflow or a huge allocation.
     #[test]
     fn hostile_files_are_rejected() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/parquet");
+        let names = ["rows-2e40", "overflow", "nested-10000"];
+        hostile_seeds_are_rejected("parquet", &names, &spec(), |e| {
+            matches!(e, ParseError::Parquet { .. })
+        });
         let template = id_template("id", UnknownFields::Keep, vec![]);
-        for name in ["rows-2e40", "overflow", "nested-10000"] {
-            let bytes = std::fs::read(dir.join(format!("hostile-{name}.parquet"))).unwrap();
-            let (result, sink) = parse_with(&bytes, "a.parquet", &spec(), &template);
-            let e = result.expect_err(name);
-            assert!(matches!(e, ParseError::Parquet { .. }), "{name}: {e}");
-            assert!(sink.rows.is_empty(), "{name}");
-        }
-        let bytes = std::fs::read(dir.join("hostile-nested-10000.parquet")).unwrap();
+        let bytes = seed("parquet", "hostile-nested-10000.parquet");
         let (result, _) = parse_with(&bytes, "a.parquet", &spec(), &template);
         let e = result.unwrap_err().to_string();
         assert!(e.contains("nested more than 100 levels deep"), "{e}");
         // 99 levels: within the limit, and arrow-rs builds it on a test thread's stack.
-        let bytes = std::fs::read(dir.join("deep-99.parquet")).unwrap();
+        let bytes = seed("parquet", "deep-99.parquet");
         let (result, _) = parse_with(&bytes, "a.parquet", &spec(), &template);
         let e = result.unwrap_err().to_string();
         assert!(!e.contains("levels deep"), "{e}");
