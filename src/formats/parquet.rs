@@ -108,7 +108,9 @@ fn read(
         }
         Some(Err(e)) => Err(reason(e)),
     });
-    super::jsonl::parse(io::BufReader::with_capacity(BUF, lines), template, sink, false)
+    // A file of more than one batch is checked by worker threads while this one decodes.
+    let parallel = listed.is_some_and(|rows| rows > BATCH_ROWS as u64);
+    super::jsonl::parse(io::BufReader::with_capacity(BUF, lines), template, sink, parallel)
 }
 
 /// The footer's bytes (its Thrift-encoded metadata), when the file ends as Parquet does: the

@@ -55,7 +55,10 @@ pub fn parse_sized(
                 template,
                 &mut sink,
             ),
-            _ => super::avro::parse(watched, template, &mut sink),
+            _ => {
+                let large = size.is_none_or(|n| n >= CHUNK as u64);
+                super::avro::parse(watched, large, template, &mut sink)
+            }
         };
         return match result {
             Ok(()) | Err(Failure::Stopped) => Ok(sink.stats),
