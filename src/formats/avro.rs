@@ -112,7 +112,7 @@ fn read(
         }
         Ok(true)
     });
-    super::jsonl::parse(io::BufReader::with_capacity(BUF, lines), template, sink, parallel)
+    columnar::check_rows(lines, parallel, template, sink)
 }
 
 /// A schema named by reference, looked up; the schema itself otherwise.

@@ -301,23 +301,53 @@ impl<F: FnMut(&mut Vec<u8>) -> Result<bool, String>> Text<F> {
     }
 }
 
-impl<F: FnMut(&mut Vec<u8>) -> Result<bool, String>> Read for Text<F> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+impl<F: FnMut(&mut Vec<u8>) -> Result<bool, String>> BufRead for Text<F> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
         // Bounded by the file's batches: each round takes one.
         while self.at == self.text.len() {
             self.text.clear();
             self.at = 0;
             match (self.fill)(&mut self.text) {
                 Ok(true) => {}
-                Ok(false) => return Ok(0),
+                Ok(false) => break,
                 Err(why) => return Err(io::Error::new(io::ErrorKind::InvalidData, Broken(why))),
             }
         }
-        let n = out.len().min(self.text.len() - self.at);
-        out[..n].copy_from_slice(&self.text[self.at..self.at + n]);
-        self.at += n;
+        Ok(&self.text[self.at..])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.at = (self.at + n).min(self.text.len());
+    }
+}
+
+impl<F: FnMut(&mut Vec<u8>) -> Result<bool, String>> Read for Text<F> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = out.len().min(available.len());
+        out[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
         Ok(n)
     }
+}
+
+/// Checks a typed file's rows, as JSON Lines text, against the template. A large file
+/// (`parallel`) is decoded on a read-ahead thread while this one cuts the text into rows and
+/// worker threads check them; a panic of the decoder on the read-ahead thread reaches the
+/// caller when the threads are joined (and [`guarded`] rejects the file).
+pub(super) fn check_rows(
+    lines: impl BufRead + Send,
+    parallel: bool,
+    template: &Template,
+    sink: &mut Provenanced<'_, '_>,
+) -> Result<(), Failure> {
+    if !parallel {
+        return super::jsonl::parse(lines, template, sink, false);
+    }
+    std::thread::scope(|scope| {
+        let input = ReadAhead::start(scope, Box::new(lines));
+        super::jsonl::parse(input, template, sink, true)
+    })
 }
 
 #[cfg(test)]

@@ -110,7 +110,7 @@ fn read(
     });
     // A file of more than one batch is checked by worker threads while this one decodes.
     let parallel = listed.is_some_and(|rows| rows > BATCH_ROWS as u64);
-    super::jsonl::parse(io::BufReader::with_capacity(BUF, lines), template, sink, parallel)
+    columnar::check_rows(lines, parallel, template, sink)
 }
 
 /// The footer's bytes (its Thrift-encoded metadata), when the file ends as Parquet does: the
