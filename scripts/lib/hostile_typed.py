@@ -135,8 +135,10 @@ def avro(path, schema, blocks):
 
 record = {"type": "record", "name": "r", "fields": [{"name": "id", "type": "long"}, {"name": "s", "type": "string"}]}
 avro(out / "blocks-2e40.avro", record, lambda sync: [zigzag(huge) + zigzag(huge) + b"\2" * 64 + sync])
+# A record whose string claims 2^63 - 1 bytes, then a block that does.
+overflowing = zigzag(1) + zigzag(top) + b"\0" * 2
 avro(out / "overflow.avro", record,
-     lambda sync: [zigzag(1) + zigzag(12) + zigzag(1) + zigzag(top) + b"\0" * 2 + sync,
+     lambda sync: [zigzag(1) + zigzag(len(overflowing)) + overflowing + sync,
                    zigzag(1) + zigzag(top) + b"\0" * 8 + sync])
 # Written as text: Python's own encoder stops at 1,000 levels.
 nested = '{"type":"array","items":' * 10_000 + '"long"' + "}" * 10_000
