@@ -690,6 +690,27 @@ mod tests {
         assert!(errs[2].1.starts_with("is not valid JSON: "), "{}", errs[2].1);
     }
 
+    /// A float is delivered with the value its digits name, to the last bit: serde_json's
+    /// default parser can be one unit in the last place off (it read 11.700000000000001 as
+    /// 11.7), so it is built with `float_roundtrip`.
+    #[test]
+    fn floats_keep_every_digit() {
+        let text = "{\"ID\": 11.700000000000001}\n{\"ID\": 2.2250738585072014e-308}\n{\"ID\": 0.30000000000000004}";
+        let spec = FormatSpec {
+            kind: FormatKind::Jsonl,
+            ..FormatSpec::default()
+        };
+        let x = field("x", Column::Name("ID".into()), FieldType::Float, true);
+        let template = Template {
+            fields: vec![x],
+            ..id_template("ID", UnknownFields::Ignore, Vec::new())
+        };
+        let (r, sink) = parse_with(text.as_bytes(), "k", &spec, &template);
+        r.unwrap();
+        let floats: Vec<f64> = sink.rows.iter().filter_map(|r| r["x"].as_f64()).collect();
+        assert_eq!(floats, vec![11.700000000000001, 2.2250738585072014e-308, 0.30000000000000004]);
+    }
+
     #[test]
     fn the_parallel_parse_gives_what_the_one_thread_loop_gives() {
         use crate::formats::testing::one_thread_and_parallel_agree;

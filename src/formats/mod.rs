@@ -10,6 +10,7 @@
 //! failure; only a reader that fails, or a file that cannot be read as its format at all,
 //! ends the object.
 
+mod arrow_rows;
 mod avro;
 mod codec;
 mod columnar;

@@ -1,24 +1,23 @@
 //! Apache Parquet files, read with arrow-rs: the object is copied to an unnamed local file
 //! (Parquet is read from its footer, so it needs to be seekable), then read a batch of rows
-//! at a time, each batch written as JSON Lines text and checked by the JSON Lines path.
+//! at a time, each batch's rows checked straight from its arrays (`arrow_rows.rs`).
 //!
 //! Copying first keeps every guarantee of a streamed object: the copy reads the object to its
 //! end, where the source's verified reader fails a body whose length or digest differs, before
 //! any row is handed on. Memory is one row group's decoded pages for the columns read plus
-//! one batch (its arrays and its JSON text); the copy is on disk, in the spool folder. Only the
-//! columns the template reads are decoded (all of them with `unknown_fields = "keep"`).
+//! one batch; the copy is on disk, in the spool folder. Only the columns the template reads
+//! are decoded (all of them with `unknown_fields = "keep"`).
 //!
-//! Values arrive as arrow-json writes them: integers and floats as numbers, decimals as
+//! Values are those arrow-json would write: integers and floats as numbers, decimals as
 //! their exact text (scale kept), dates and timestamps as ISO 8601 text, lists and structs
 //! as JSON, binary as base64; each is then checked against its field like a JSON Lines value.
 //! `_source_line` is the row's 1-based number in the file.
 
-use super::columnar::{ColumnKind, FileColumn, FileSchema, RowGroup, Text, reason};
+use super::arrow_rows::{self, is_uuid};
+use super::columnar::{ColumnKind, FileColumn, FileSchema, RowGroup, reason};
 use super::*;
 use ::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use arrow_array::{Array, RecordBatch};
-use arrow_json::{Encoder, EncoderFactory, EncoderOptions, writer::NullableEncoder};
-use arrow_schema::{ArrowError, DataType, FieldRef};
+use arrow_schema::DataType;
 use std::path::Path;
 
 /// Rows read and converted at once: enough to amortize the conversion, few enough that a
@@ -95,22 +94,22 @@ fn read(
     // more) has misread the file, which is then rejected (its rows are not imported).
     let listed = schema.rows;
     let mut read = 0u64;
-    let lines = Text::new(move |text: &mut Vec<u8>| match batches.next() {
+    let next = move || match batches.next() {
         None => match listed {
-            Some(listed) if listed != read => Err(format!(
+            Some(listed) if listed != read => Some(Err(format!(
                 "the footer lists {listed} rows, and the reader found {read}"
-            )),
-            _ => Ok(false),
+            ))),
+            _ => None,
         },
         Some(Ok(batch)) => {
             read += batch.num_rows() as u64;
-            write_lines(&batch, text).map(|()| true).map_err(reason)
+            Some(Ok(batch))
         }
-        Some(Err(e)) => Err(reason(e)),
-    });
+        Some(Err(e)) => Some(Err(reason(e))),
+    };
     // A file of more than one batch is checked by worker threads while this one decodes.
     let parallel = listed.is_some_and(|rows| rows > BATCH_ROWS as u64);
-    columnar::check_rows(lines, parallel, template, sink)
+    arrow_rows::check(next, parallel, template, sink)
 }
 
 /// The footer's bytes (its Thrift-encoded metadata), when the file ends as Parquet does: the
@@ -367,13 +366,6 @@ fn file_schema<T>(builder: &::parquet::arrow::arrow_reader::ArrowReaderBuilder<T
     }
 }
 
-/// Whether a field is Parquet's UUID (16 bytes, delivered as its hyphenated text).
-fn is_uuid(field: &arrow_schema::Field) -> bool {
-    field
-        .metadata()
-        .get("ARROW:extension:name")
-        .is_some_and(|name| name == "arrow.uuid")
-}
 
 /// What an Arrow column holds, for the template check.
 fn column_kind(t: &DataType) -> ColumnKind {
@@ -406,168 +398,6 @@ fn column_kind(t: &DataType) -> ColumnKind {
     }
 }
 
-/// Writes a batch as JSON Lines: arrow-json's encoding, but binary values as standard base64
-/// (arrow-json writes hex), UUIDs as their text, and decimals as their exact text with the
-/// scale kept (`0.10`; as JSON numbers they would lose trailing zeros, and inference would
-/// take them for floats), at every depth.
-fn write_lines(batch: &RecordBatch, text: &mut Vec<u8>) -> Result<(), ArrowError> {
-    let batch = &string_keys(batch)?;
-    let mut writer = arrow_json::WriterBuilder::new()
-        .with_encoder_factory(std::sync::Arc::new(Exact))
-        .build::<_, arrow_json::writer::LineDelimited>(text);
-    writer.write(batch)?;
-    writer.finish()
-}
-
-/// The batch with every map's keys as text: a JSON object's keys are strings, and arrow-json
-/// writes only maps whose keys are (a map keyed by integers becomes `{"1": …}`).
-fn string_keys(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
-    use arrow_schema::{Field, Schema};
-    let schema = batch.schema();
-    if !schema.fields().iter().any(|f| has_keyed_map(f.data_type())) {
-        return Ok(batch.clone());
-    }
-    let mut fields = Vec::with_capacity(schema.fields().len());
-    let mut columns = Vec::with_capacity(schema.fields().len());
-    for (field, column) in schema.fields().iter().zip(batch.columns()) {
-        if has_keyed_map(field.data_type()) {
-            let to = with_string_keys(field.data_type());
-            columns.push(arrow_cast::cast(column, &to)?);
-            fields.push(Field::new(field.name(), to, field.is_nullable()));
-        } else {
-            columns.push(column.clone());
-            fields.push(field.as_ref().clone());
-        }
-    }
-    RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns)
-}
-
-/// Whether a type holds, at any depth, a map whose keys are not text.
-fn has_keyed_map(t: &DataType) -> bool {
-    match t {
-        DataType::Map(entries, _) => match entries.data_type() {
-            DataType::Struct(kv) => {
-                kv.iter().next().is_some_and(|k| k.data_type() != &DataType::Utf8)
-                    || kv.iter().any(|f| has_keyed_map(f.data_type()))
-            }
-            _ => false,
-        },
-        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
-            has_keyed_map(f.data_type())
-        }
-        DataType::Struct(fields) => fields.iter().any(|f| has_keyed_map(f.data_type())),
-        _ => false,
-    }
-}
-
-/// The type with every map's keys made text (bounded by the type's depth).
-fn with_string_keys(t: &DataType) -> DataType {
-    use arrow_schema::Field;
-    let field = |f: &FieldRef, t: DataType| std::sync::Arc::new(Field::new(f.name(), t, f.is_nullable()));
-    match t {
-        DataType::Map(entries, sorted) => match entries.data_type() {
-            DataType::Struct(kv) => {
-                let kv: Vec<FieldRef> = kv
-                    .iter()
-                    .enumerate()
-                    .map(|(i, f)| {
-                        let t = if i == 0 {
-                            DataType::Utf8
-                        } else {
-                            with_string_keys(f.data_type())
-                        };
-                        field(f, t)
-                    })
-                    .collect();
-                DataType::Map(field(entries, DataType::Struct(kv.into())), *sorted)
-            }
-            other => other.clone(),
-        },
-        DataType::List(f) => DataType::List(field(f, with_string_keys(f.data_type()))),
-        DataType::LargeList(f) => DataType::LargeList(field(f, with_string_keys(f.data_type()))),
-        DataType::FixedSizeList(f, n) => {
-            DataType::FixedSizeList(field(f, with_string_keys(f.data_type())), *n)
-        }
-        DataType::Struct(fields) => DataType::Struct(
-            fields
-                .iter()
-                .map(|f| field(f, with_string_keys(f.data_type())))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
-}
-
-/// The encoders of [`write_lines`].
-#[derive(Debug)]
-struct Exact;
-
-impl EncoderFactory for Exact {
-    fn make_default_encoder<'a>(
-        &self,
-        field: &'a FieldRef,
-        array: &'a dyn Array,
-        _options: &'a EncoderOptions,
-    ) -> Result<Option<NullableEncoder<'a>>, ArrowError> {
-        use arrow_array::cast::AsArray;
-        use arrow_array::types::{Decimal32Type, Decimal64Type, Decimal128Type, Decimal256Type};
-        let nulls = array.nulls().cloned();
-        let encoder: Box<dyn Encoder + 'a> = match array.data_type() {
-            DataType::Binary => Box::new(Base64(array.as_binary::<i32>())),
-            DataType::LargeBinary => Box::new(Base64(array.as_binary::<i64>())),
-            DataType::BinaryView => Box::new(Base64(array.as_binary_view())),
-            DataType::FixedSizeBinary(16) if is_uuid(field) => Box::new(Uuid(array.as_fixed_size_binary())),
-            DataType::FixedSizeBinary(_) => Box::new(Base64(array.as_fixed_size_binary())),
-            DataType::Decimal32(..) => Box::new(Decimal(array.as_primitive::<Decimal32Type>())),
-            DataType::Decimal64(..) => Box::new(Decimal(array.as_primitive::<Decimal64Type>())),
-            DataType::Decimal128(..) => Box::new(Decimal(array.as_primitive::<Decimal128Type>())),
-            DataType::Decimal256(..) => Box::new(Decimal(array.as_primitive::<Decimal256Type>())),
-            _ => return Ok(None),
-        };
-        Ok(Some(NullableEncoder::new(encoder, nulls)))
-    }
-}
-
-/// Bytes as a JSON string of their standard base64.
-struct Base64<A>(A);
-
-impl<'a, A: arrow_array::ArrayAccessor<Item = &'a [u8]>> Encoder for Base64<A> {
-    fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
-        use arrow_cast::base64::{BASE64_STANDARD, Engine};
-        out.push(b'"');
-        out.extend_from_slice(BASE64_STANDARD.encode(self.0.value(idx)).as_bytes());
-        out.push(b'"');
-    }
-}
-
-/// 16 bytes as a JSON string of the hyphenated UUID.
-struct Uuid<'a>(&'a arrow_array::FixedSizeBinaryArray);
-
-impl Encoder for Uuid<'_> {
-    fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
-        let b = self.0.value(idx);
-        out.push(b'"');
-        for (i, byte) in b.iter().enumerate() {
-            if matches!(i, 4 | 6 | 8 | 10) {
-                out.push(b'-');
-            }
-            out.extend_from_slice(format!("{byte:02x}").as_bytes());
-        }
-        out.push(b'"');
-    }
-}
-
-/// A decimal as a JSON string of its exact text.
-struct Decimal<'a, T: arrow_array::types::DecimalType>(&'a arrow_array::PrimitiveArray<T>);
-
-impl<T: arrow_array::types::DecimalType> Encoder for Decimal<'_, T> {
-    fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
-        out.push(b'"');
-        out.extend_from_slice(self.0.value_as_string(idx).as_bytes());
-        out.push(b'"');
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
@@ -575,7 +405,7 @@ mod tests {
     use crate::template::{FieldType, TimeFormat, UnknownFields};
     use arrow_array::{
         ArrayRef, BooleanArray, Date32Array, Decimal128Array, Float64Array, Int32Array, Int64Array,
-        StringArray, TimestampMicrosecondArray,
+        RecordBatch, StringArray, TimestampMicrosecondArray,
     };
     use serde_json::json;
     use std::sync::Arc;
