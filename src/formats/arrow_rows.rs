@@ -15,12 +15,12 @@
 //! Pure: no I/O. A large file's batches are checked by worker threads
 //! ([`super::parallel`]) while the calling thread decodes the next ones.
 
-use super::columnar::{Broken, reason};
+use super::columnar::{self, Broken, reason};
 use super::{Failure, Provenanced};
 use crate::template::{Column, RawValue, Template, UnknownFields};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
-    Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+    Decimal32Type, Decimal64Type, Decimal128Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 use arrow_array::{Array, RecordBatch};
 use arrow_buffer::NullBuffer;
@@ -205,6 +205,10 @@ enum Cell<'a> {
     Float(&'a arrow_array::Float64Array),
     Bool(&'a arrow_array::BooleanArray),
     Str(Box<dyn Fn(usize) -> &'a str + Send + 'a>),
+    /// Dates, times, timestamps, durations, intervals: their text as arrow-json writes it.
+    Display(arrow_cast::display::ArrayFormatter<'a>),
+    /// A decimal's unscaled value and its scale (not negative), delivered as exact text.
+    Decimal(Box<dyn Fn(usize) -> i128 + Send + 'a>, usize),
     /// Rendered by arrow-json and read back.
     Json(NullableEncoder<'a>),
 }
@@ -240,16 +244,39 @@ impl<'a> Reader<'a> {
                 let a = array.as_string_view();
                 Cell::Str(Box::new(move |i| a.value(i)))
             }
-            _ => {
-                return Ok(Reader {
-                    nulls: None,
-                    cell: Cell::Json(make_encoder(field, array, options)?),
-                });
+            DataType::Decimal32(_, scale) if *scale >= 0 => {
+                let a = array.as_primitive::<Decimal32Type>();
+                Cell::Decimal(Box::new(move |i| i128::from(a.value(i))), *scale as usize)
             }
+            DataType::Decimal64(_, scale) if *scale >= 0 => {
+                let a = array.as_primitive::<Decimal64Type>();
+                Cell::Decimal(Box::new(move |i| i128::from(a.value(i))), *scale as usize)
+            }
+            DataType::Decimal128(_, scale) if *scale >= 0 => {
+                let a = array.as_primitive::<Decimal128Type>();
+                Cell::Decimal(Box::new(move |i| a.value(i)), *scale as usize)
+            }
+            t if t.is_temporal() => {
+                let options = arrow_cast::display::FormatOptions::new().with_display_error(true);
+                Cell::Display(arrow_cast::display::ArrayFormatter::try_new(array, &options)?)
+            }
+            DataType::Dictionary(key, _) => match dictionary_strings(key, array) {
+                Some(cell) => cell,
+                None => return Self::rendered(field, array, options),
+            },
+            _ => return Self::rendered(field, array, options),
         };
         Ok(Reader {
             nulls: array.nulls().cloned(),
             cell,
+        })
+    }
+
+    /// A reader of values that arrow-json renders.
+    fn rendered(field: &'a FieldRef, array: &'a dyn Array, options: &'a EncoderOptions) -> Result<Self, ArrowError> {
+        Ok(Reader {
+            nulls: None,
+            cell: Cell::Json(make_encoder(field, array, options)?),
         })
     }
 
@@ -275,19 +302,66 @@ impl<'a> Reader<'a> {
             // NaN and infinities: arrow-json writes null, a present key without a value.
             Cell::Float(a) => *slot = serde_json::Number::from_f64(a.value(row)).map_or(Value::Null, Value::Number),
             Cell::Bool(a) => *slot = Value::Bool(a.value(row)),
-            Cell::Str(value) => {
-                let text = value(row);
-                match slot {
-                    Value::String(s) => {
-                        s.clear();
-                        s.push_str(text);
-                    }
-                    _ => *slot = Value::String(text.to_owned()),
-                }
+            Cell::Str(value) => text_slot(slot).push_str(value(row)),
+            Cell::Display(formatter) => {
+                use std::fmt::Write;
+                // Writing to a String cannot fail.
+                let _ = write!(text_slot(slot), "{}", formatter.value(row));
+            }
+            Cell::Decimal(value, scale) => {
+                let mut digits = itoa::Buffer::new();
+                columnar::scaled(digits.format(value(row)), *scale, text_slot(slot));
             }
             Cell::Json(_) => {}
         }
         Ok(true)
+    }
+}
+
+/// `slot` as an empty string, keeping its allocation when it holds one: text values are
+/// written into the same buffer row after row.
+fn text_slot(slot: &mut Value) -> &mut String {
+    if let Value::String(s) = slot {
+        s.clear();
+    } else {
+        *slot = Value::String(String::new());
+    }
+    match slot {
+        Value::String(s) => s,
+        _ => unreachable!("the slot was just made a string"),
+    }
+}
+
+/// A dictionary of strings (Spark's and pyarrow's way with repeated text) read through its
+/// keys, as arrow-json does: a null key is a null value.
+fn dictionary_strings<'a>(key: &DataType, array: &'a dyn Array) -> Option<Cell<'a>> {
+    fn strings<'a, K: arrow_array::types::ArrowDictionaryKeyType>(array: &'a dyn Array) -> Option<Cell<'a>> {
+        use arrow_buffer::ArrowNativeType;
+        let dictionary = array.as_dictionary::<K>();
+        let keys = dictionary.keys();
+        let values = dictionary.values();
+        match values.data_type() {
+            DataType::Utf8 => {
+                let values = values.as_string::<i32>();
+                Some(Cell::Str(Box::new(move |i| values.value(keys.value(i).as_usize()))))
+            }
+            DataType::LargeUtf8 => {
+                let values = values.as_string::<i64>();
+                Some(Cell::Str(Box::new(move |i| values.value(keys.value(i).as_usize()))))
+            }
+            _ => None,
+        }
+    }
+    match key {
+        DataType::Int8 => strings::<Int8Type>(array),
+        DataType::Int16 => strings::<Int16Type>(array),
+        DataType::Int32 => strings::<Int32Type>(array),
+        DataType::Int64 => strings::<Int64Type>(array),
+        DataType::UInt8 => strings::<UInt8Type>(array),
+        DataType::UInt16 => strings::<UInt16Type>(array),
+        DataType::UInt32 => strings::<UInt32Type>(array),
+        DataType::UInt64 => strings::<UInt64Type>(array),
+        _ => None,
     }
 }
 
@@ -560,6 +634,30 @@ mod tests {
                         .with_precision_and_scale(12, 2)
                         .unwrap(),
                 ),
+            ),
+            (
+                "local",
+                Arc::new(arrow_array::TimestampMillisecondArray::from_iter(
+                    (0..rows).map(|i| (i % 4 != 0).then_some(i as i64 * 86_400_123 - 5_000_000_000)),
+                )),
+            ),
+            (
+                "clock",
+                Arc::new(arrow_array::Time64MicrosecondArray::from_iter_values((0..rows).map(|i| i as i64 * 77_777_777))),
+            ),
+            (
+                "whole",
+                Arc::new(
+                    Decimal128Array::from_iter((0..rows).map(|i| (i % 3 != 0).then_some(i as i128 * -1_000_000_007)))
+                        .with_precision_and_scale(38, 0)
+                        .unwrap(),
+                ),
+            ),
+            (
+                "letter",
+                Arc::new(DictionaryArray::<arrow_array::types::Int8Type>::from_iter(
+                    (0..rows).map(|i| (i % 5 != 2).then_some(["x", "y\"z", ""][i % 3])),
+                )),
             ),
             ("blob", Arc::new(BinaryArray::from_iter_values((0..rows).map(|i| vec![i as u8, 0, 255])))),
             (

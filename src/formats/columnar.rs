@@ -282,6 +282,29 @@ pub(super) fn guarded(
     })
 }
 
+/// An unscaled integer's digits with `scale` of them after the point (`-250`, 2 → `-2.50`),
+/// written into `out` (cleared first): how a decimal of either format is delivered.
+pub(super) fn scaled(unscaled: &str, scale: usize, out: &mut String) {
+    out.clear();
+    let (sign, digits) = match unscaled.strip_prefix('-') {
+        Some(d) => ("-", d),
+        None => ("", unscaled),
+    };
+    out.push_str(sign);
+    if scale == 0 {
+        out.push_str(digits);
+    } else if digits.len() > scale {
+        let (whole, fraction) = digits.split_at(digits.len() - scale);
+        out.push_str(whole);
+        out.push('.');
+        out.push_str(fraction);
+    } else {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', scale - digits.len()));
+        out.push_str(digits);
+    }
+}
+
 /// A typed file's rows as JSON Lines text, a batch at a time: `fill` writes the next batch's
 /// lines into the buffer it is given and says whether there was one, or why the file cannot be
 /// read on.
@@ -472,5 +495,22 @@ mod tests {
         let mut failing = Text::new(|_: &mut Vec<u8>| Err("bad block".to_string()));
         let e = failing.read(&mut [0; 8]).unwrap_err();
         assert!(e.get_ref().is_some_and(|inner| inner.is::<Broken>()));
+    }
+
+    #[test]
+    fn scale_puts_the_point_in_the_digits() {
+        for (digits, scale, want) in [
+            ("-250", 2, "-2.50"),
+            ("5", 3, "0.005"),
+            ("-5", 1, "-0.5"),
+            ("123", 0, "123"),
+            ("-123", 0, "-123"),
+            ("12345", 2, "123.45"),
+            ("0", 2, "0.00"),
+        ] {
+            let mut out = String::from("left over");
+            scaled(digits, scale, &mut out);
+            assert_eq!(out, want);
+        }
     }
 }

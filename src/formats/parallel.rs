@@ -45,6 +45,9 @@ where
             let (job_rx, done_tx) = (job_rx.clone(), done_tx.clone());
             scope.spawn(move || {
                 let mut state = new_state();
+                // The size of the last batch's recording: the next is made that large at once,
+                // rather than grown (and copied) as it fills.
+                let mut last = (0, 0, 0);
                 loop {
                     // The lock is held only while waiting for the next batch.
                     let job = match job_rx.lock() {
@@ -52,12 +55,17 @@ where
                         Err(_) => return,
                     };
                     let Ok((seq, batch)) = job else { return };
-                    let mut recorder = Recorder::default();
+                    let mut recorder = Recorder {
+                        text: Vec::with_capacity(last.0),
+                        csv: Vec::with_capacity(last.1),
+                        events: Vec::with_capacity(last.2),
+                    };
                     let mut view =
                         Provenanced::new(&mut recorder, provenance, template).writing_csv(csv_out, json);
                     view.encoding = encoding;
                     check(&mut state, &batch, &mut view);
                     drop(view);
+                    last = (recorder.text.len(), recorder.csv.len(), recorder.events.len());
                     if done_tx.send((seq, recorder, batch)).is_err() {
                         return;
                     }
