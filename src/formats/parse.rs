@@ -209,7 +209,8 @@ pub(super) struct Provenanced<'s, 'p> {
     /// The encoding the text was read in, named by the errors of text that did not decode.
     pub(super) encoding: &'static encoding_rs::Encoding,
     /// With a sink that takes CSV records: the encoder, and the record being written.
-    pub(super) csv: Option<(CsvEncoder, Vec<u8>)>,
+    /// Boxed: it is taken out and put back for every row, which moves only the pointer.
+    pub(super) csv: Option<Box<(CsvEncoder, Vec<u8>)>>,
     /// Whether rows are handed on with their JSON text (see [`RowSink::wants_json`]).
     pub(super) json: bool,
 }
@@ -238,7 +239,7 @@ impl<'s, 'p> Provenanced<'s, 'p> {
     /// Writes each good row as a CSV record too, in `out`'s dialect, and its JSON text only
     /// when `json` (a worker of a parallel parse is told what the real sink asked for).
     pub(super) fn writing_csv(mut self, out: Option<CsvOut>, json: bool) -> Self {
-        self.csv = out.map(|out| (CsvEncoder::new(out), Vec::new()));
+        self.csv = out.map(|out| Box::new((CsvEncoder::new(out), Vec::new())));
         self.json = json || self.csv.is_none();
         self
     }
@@ -286,7 +287,8 @@ impl<'s, 'p> Provenanced<'s, 'p> {
                 // fields have no column in CSV), then the provenance.
                 // Taken out while the row is handed on, as the text is.
                 let mut record = self.csv.take();
-                if let Some((encoder, csv)) = &mut record {
+                if let Some(boxed) = &mut record {
+                    let (encoder, csv) = &mut **boxed;
                     csv.clear();
                     let values = self.buf.spans.iter().map(|span| text.get(span.clone()));
                     let texts = [self.provenance.key, self.provenance.version, line_text];
@@ -297,7 +299,7 @@ impl<'s, 'p> Provenanced<'s, 'p> {
                     }
                 }
                 let json: &[u8] = if self.json { &text } else { &[] };
-                let handed = self.row_json(line, json, record.as_ref().map(|(_, csv)| csv.as_slice()));
+                let handed = self.row_json(line, json, record.as_ref().map(|record| record.1.as_slice()));
                 self.csv = record;
                 self.buf.text = text;
                 handed
