@@ -20,7 +20,8 @@ use super::{Failure, Provenanced};
 use crate::template::{Column, RawValue, Template, UnknownFields};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
-    Decimal32Type, Decimal64Type, Decimal128Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+    Decimal32Type, Decimal64Type, Decimal128Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
+    UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 use arrow_array::{Array, RecordBatch};
 use arrow_buffer::NullBuffer;
@@ -58,7 +59,10 @@ pub(super) fn check(
             }
             Some(Err(why)) => {
                 batch.rows = None;
-                Err(Failure::Io(io::Error::new(io::ErrorKind::InvalidData, Broken(why))))
+                Err(Failure::Io(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    Broken(why),
+                )))
             }
         }
     };
@@ -126,7 +130,10 @@ fn check_batch(
         _ => Vec::new(),
     };
     scratch.values.resize(template.fields.len(), (Value::Null, false));
-    scratch.kept = kept.iter().map(|&c| (schema.field(c).name().clone(), Value::Null)).collect();
+    scratch.kept = kept
+        .iter()
+        .map(|&c| (schema.field(c).name().clone(), Value::Null))
+        .collect();
     scratch.kept_present = vec![false; kept.len()];
     for row in 0..rows.num_rows() {
         let line = batch.first + row as u64;
@@ -214,7 +221,11 @@ enum Cell<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn new(field: &'a FieldRef, array: &'a dyn Array, options: &'a EncoderOptions) -> Result<Self, ArrowError> {
+    fn new(
+        field: &'a FieldRef,
+        array: &'a dyn Array,
+        options: &'a EncoderOptions,
+    ) -> Result<Self, ArrowError> {
         macro_rules! integer {
             ($type:ty, $cell:ident, $to:ty) => {{
                 let a = array.as_primitive::<$type>();
@@ -273,7 +284,11 @@ impl<'a> Reader<'a> {
     }
 
     /// A reader of values that arrow-json renders.
-    fn rendered(field: &'a FieldRef, array: &'a dyn Array, options: &'a EncoderOptions) -> Result<Self, ArrowError> {
+    fn rendered(
+        field: &'a FieldRef,
+        array: &'a dyn Array,
+        options: &'a EncoderOptions,
+    ) -> Result<Self, ArrowError> {
         Ok(Reader {
             nulls: None,
             cell: Cell::Json(make_encoder(field, array, options)?),
@@ -300,7 +315,9 @@ impl<'a> Reader<'a> {
             Cell::Int(value) => *slot = Value::from(value(row)),
             Cell::UInt(value) => *slot = Value::from(value(row)),
             // NaN and infinities: arrow-json writes null, a present key without a value.
-            Cell::Float(a) => *slot = serde_json::Number::from_f64(a.value(row)).map_or(Value::Null, Value::Number),
+            Cell::Float(a) => {
+                *slot = serde_json::Number::from_f64(a.value(row)).map_or(Value::Null, Value::Number)
+            }
             Cell::Bool(a) => *slot = Value::Bool(a.value(row)),
             Cell::Str(value) => text_slot(slot).push_str(value(row)),
             Cell::Display(formatter) => {
@@ -343,11 +360,15 @@ fn dictionary_strings<'a>(key: &DataType, array: &'a dyn Array) -> Option<Cell<'
         match values.data_type() {
             DataType::Utf8 => {
                 let values = values.as_string::<i32>();
-                Some(Cell::Str(Box::new(move |i| values.value(keys.value(i).as_usize()))))
+                Some(Cell::Str(Box::new(move |i| {
+                    values.value(keys.value(i).as_usize())
+                })))
             }
             DataType::LargeUtf8 => {
                 let values = values.as_string::<i64>();
-                Some(Cell::Str(Box::new(move |i| values.value(keys.value(i).as_usize()))))
+                Some(Cell::Str(Box::new(move |i| {
+                    values.value(keys.value(i).as_usize())
+                })))
             }
             _ => None,
         }
@@ -538,7 +559,7 @@ pub(super) fn is_uuid(field: &arrow_schema::Field) -> bool {
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
-    use super::super::{Provenance, Row, RowError, RowSink};
+    use super::super::{Provenance, RowSink};
     use super::*;
     use crate::template::FieldType;
     use arrow_array::builder::{Int32Builder, MapBuilder, StringBuilder};
@@ -548,23 +569,6 @@ mod tests {
         TimestampMicrosecondArray, UInt64Array,
     };
     use arrow_schema::Field;
-
-    /// Keeps each row's JSON text exactly, and the errors.
-    #[derive(Default)]
-    struct Texts {
-        rows: Vec<(u64, String)>,
-        errors: Vec<RowError>,
-    }
-
-    impl RowSink for Texts {
-        fn row(&mut self, row: &Row<'_>) -> io::Result<()> {
-            self.rows.push((row.line, String::from_utf8_lossy(row.json()).into_owned()));
-            Ok(())
-        }
-        fn error(&mut self, error: RowError) {
-            self.errors.push(error);
-        }
-    }
 
     /// Rows of many column types, with nulls, NaN, escapes and values a field refuses.
     fn batch(rows: usize, offset: usize) -> RecordBatch {
@@ -582,21 +586,37 @@ mod tests {
         let point = StructArray::from(vec![
             (
                 Arc::new(Field::new("x", DataType::Int64, true)),
-                Arc::new(Int64Array::from_iter((0..rows).map(|i| (i % 3 != 0).then_some(i as i64)))) as ArrayRef,
+                Arc::new(Int64Array::from_iter(
+                    (0..rows).map(|i| (i % 3 != 0).then_some(i as i64)),
+                )) as ArrayRef,
             ),
             (
                 Arc::new(Field::new("s", DataType::Utf8, true)),
-                Arc::new(StringArray::from_iter((0..rows).map(|i| Some(format!("p\"{i}\n"))))) as ArrayRef,
+                Arc::new(StringArray::from_iter(
+                    (0..rows).map(|i| Some(format!("p\"{i}\n"))),
+                )) as ArrayRef,
             ),
         ]);
         let columns: Vec<(&str, ArrayRef)> = vec![
-            ("id", Arc::new(Int64Array::from_iter_values((0..rows).map(|i| n(i) as i64 - 5)))),
-            ("tiny", Arc::new(Int8Array::from_iter((0..rows).map(|i| (i % 5 != 0).then_some(-(i as i8 % 100)))))),
+            (
+                "id",
+                Arc::new(Int64Array::from_iter_values((0..rows).map(|i| n(i) as i64 - 5))),
+            ),
+            (
+                "tiny",
+                Arc::new(Int8Array::from_iter(
+                    (0..rows).map(|i| (i % 5 != 0).then_some(-(i as i8 % 100))),
+                )),
+            ),
             (
                 "big",
-                Arc::new(UInt64Array::from_iter_values(
-                    (0..rows).map(|i| if i % 50 == 0 { u64::MAX - i as u64 } else { i as u64 * 1000 }),
-                )),
+                Arc::new(UInt64Array::from_iter_values((0..rows).map(|i| {
+                    if i % 50 == 0 {
+                        u64::MAX - i as u64
+                    } else {
+                        i as u64 * 1000
+                    }
+                }))),
             ),
             (
                 "score",
@@ -609,8 +629,16 @@ mod tests {
                     _ => Some(i as f64),
                 }))),
             ),
-            ("single", Arc::new(Float32Array::from_iter_values((0..rows).map(|i| 0.1 + i as f32)))),
-            ("flag", Arc::new(BooleanArray::from_iter((0..rows).map(|i| (i % 7 != 0).then_some(i % 2 == 0))))),
+            (
+                "single",
+                Arc::new(Float32Array::from_iter_values((0..rows).map(|i| 0.1 + i as f32))),
+            ),
+            (
+                "flag",
+                Arc::new(BooleanArray::from_iter(
+                    (0..rows).map(|i| (i % 7 != 0).then_some(i % 2 == 0)),
+                )),
+            ),
             (
                 "name",
                 Arc::new(StringArray::from_iter((0..rows).map(|i| match i % 5 {
@@ -621,11 +649,24 @@ mod tests {
                     _ => Some(format!("x{i}")),
                 }))),
             ),
-            ("long", Arc::new(LargeStringArray::from_iter_values((0..rows).map(|i| format!("L{i}"))))),
-            ("day", Arc::new(Date32Array::from_iter((0..rows).map(|i| (i % 9 != 0).then_some(i as i32 * 40))))),
+            (
+                "long",
+                Arc::new(LargeStringArray::from_iter_values(
+                    (0..rows).map(|i| format!("L{i}")),
+                )),
+            ),
+            (
+                "day",
+                Arc::new(Date32Array::from_iter(
+                    (0..rows).map(|i| (i % 9 != 0).then_some(i as i32 * 40)),
+                )),
+            ),
             (
                 "at",
-                Arc::new(TimestampMicrosecondArray::from_iter_values((0..rows).map(|i| i as i64 * 1_000_123)).with_timezone("+02:00")),
+                Arc::new(
+                    TimestampMicrosecondArray::from_iter_values((0..rows).map(|i| i as i64 * 1_000_123))
+                        .with_timezone("+02:00"),
+                ),
             ),
             (
                 "amount",
@@ -637,20 +678,24 @@ mod tests {
             ),
             (
                 "local",
-                Arc::new(arrow_array::TimestampMillisecondArray::from_iter(
-                    (0..rows).map(|i| (i % 4 != 0).then_some(i as i64 * 86_400_123 - 5_000_000_000)),
-                )),
+                Arc::new(arrow_array::TimestampMillisecondArray::from_iter((0..rows).map(
+                    |i| (i % 4 != 0).then_some(i as i64 * 86_400_123 - 5_000_000_000),
+                ))),
             ),
             (
                 "clock",
-                Arc::new(arrow_array::Time64MicrosecondArray::from_iter_values((0..rows).map(|i| i as i64 * 77_777_777))),
+                Arc::new(arrow_array::Time64MicrosecondArray::from_iter_values(
+                    (0..rows).map(|i| i as i64 * 77_777_777),
+                )),
             ),
             (
                 "whole",
                 Arc::new(
-                    Decimal128Array::from_iter((0..rows).map(|i| (i % 3 != 0).then_some(i as i128 * -1_000_000_007)))
-                        .with_precision_and_scale(38, 0)
-                        .unwrap(),
+                    Decimal128Array::from_iter(
+                        (0..rows).map(|i| (i % 3 != 0).then_some(i as i128 * -1_000_000_007)),
+                    )
+                    .with_precision_and_scale(38, 0)
+                    .unwrap(),
                 ),
             ),
             (
@@ -659,18 +704,31 @@ mod tests {
                     (0..rows).map(|i| (i % 5 != 2).then_some(["x", "y\"z", ""][i % 3])),
                 )),
             ),
-            ("blob", Arc::new(BinaryArray::from_iter_values((0..rows).map(|i| vec![i as u8, 0, 255])))),
+            (
+                "blob",
+                Arc::new(BinaryArray::from_iter_values(
+                    (0..rows).map(|i| vec![i as u8, 0, 255]),
+                )),
+            ),
             (
                 "tags",
-                Arc::new(ListArray::from_iter_primitive::<Int32Type, _, _>((0..rows).map(|i| {
-                    (i % 8 != 0).then(|| (0..i % 3).map(|j| (j != 1).then_some(j as i32)).collect::<Vec<_>>())
-                }))),
+                Arc::new(ListArray::from_iter_primitive::<Int32Type, _, _>((0..rows).map(
+                    |i| {
+                        (i % 8 != 0).then(|| {
+                            (0..i % 3)
+                                .map(|j| (j != 1).then_some(j as i32))
+                                .collect::<Vec<_>>()
+                        })
+                    },
+                ))),
             ),
             ("point", Arc::new(point)),
             ("map", Arc::new(map.finish())),
             (
                 "kind",
-                Arc::new(DictionaryArray::<Int32Type>::from_iter((0..rows).map(|i| (i % 4 != 1).then_some(["a", "b"][i % 2])))),
+                Arc::new(DictionaryArray::<Int32Type>::from_iter(
+                    (0..rows).map(|i| (i % 4 != 1).then_some(["a", "b"][i % 2])),
+                )),
             ),
         ];
         RecordBatch::try_from_iter(columns).unwrap()
@@ -682,14 +740,19 @@ mod tests {
         sink: &mut dyn RowSink,
         how: impl FnOnce(&[RecordBatch], &Template, &mut Provenanced<'_, '_>) -> Result<(), Failure>,
     ) -> super::super::ParseStats {
-        let provenance = Provenance { key: "k", version: "v" };
+        let provenance = Provenance {
+            key: "k",
+            version: "v",
+        };
         let mut p = Provenanced::new(sink, provenance, template);
         let result = how(batches, template, &mut p);
         assert!(matches!(result, Ok(()) | Err(Failure::Stopped)));
         p.stats
     }
 
-    fn direct(parallel: bool) -> impl FnOnce(&[RecordBatch], &Template, &mut Provenanced<'_, '_>) -> Result<(), Failure> {
+    fn direct(
+        parallel: bool,
+    ) -> impl FnOnce(&[RecordBatch], &Template, &mut Provenanced<'_, '_>) -> Result<(), Failure> {
         move |batches, template, sink| {
             let mut batches = batches.iter().cloned().map(Ok);
             check(|| batches.next(), parallel, template, sink)
@@ -698,7 +761,11 @@ mod tests {
 
     /// What the JSON Lines path makes of the batches written by arrow-json: what the typed
     /// path gave before it read the arrays directly.
-    fn through_text(batches: &[RecordBatch], template: &Template, sink: &mut Provenanced<'_, '_>) -> Result<(), Failure> {
+    fn through_text(
+        batches: &[RecordBatch],
+        template: &Template,
+        sink: &mut Provenanced<'_, '_>,
+    ) -> Result<(), Failure> {
         let mut text = Vec::new();
         for batch in batches {
             write_lines(batch, &mut text).unwrap();
@@ -718,7 +785,13 @@ mod tests {
             field("name", Column::Name("name".into()), FieldType::Integer, false),
             f("long", FieldType::String),
             f("day", FieldType::Date(None)),
-            f("at", FieldType::Timestamp { format: crate::template::TimeFormat::Iso, zone: chrono_tz::UTC }),
+            f(
+                "at",
+                FieldType::Timestamp {
+                    format: crate::template::TimeFormat::Iso,
+                    zone: chrono_tz::UTC,
+                },
+            ),
             f("amount", FieldType::Decimal),
             f("tags", FieldType::Json),
             f("missing", FieldType::String),
@@ -774,14 +847,29 @@ mod tests {
         for parallel in [false, true] {
             let template = &templates()[0];
             let mut sink = Texts::default();
-            let provenance = Provenance { key: "k", version: "v" };
+            let provenance = Provenance {
+                key: "k",
+                version: "v",
+            };
             let mut p = Provenanced::new(&mut sink, provenance, template);
             let mut batches = vec![Ok(batch(10, 0)), Err("page 3 is damaged".to_string())].into_iter();
             let e = check(|| batches.next(), parallel, template, &mut p).unwrap_err();
             let Failure::Io(e) = e else { panic!("{parallel}") };
-            assert!(e.get_ref().is_some_and(|inner| inner.to_string() == "page 3 is damaged"));
+            assert!(
+                e.get_ref()
+                    .is_some_and(|inner| inner.to_string() == "page 3 is damaged")
+            );
             drop(p);
-            assert_eq!(sink.rows.len() + sink.errors.iter().map(|e| e.line).collect::<std::collections::BTreeSet<_>>().len(), 10);
+            assert_eq!(
+                sink.rows.len()
+                    + sink
+                        .errors
+                        .iter()
+                        .map(|e| e.line)
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .len(),
+                10
+            );
         }
     }
 }

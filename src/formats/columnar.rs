@@ -1,11 +1,11 @@
 //! What the typed binary formats (Parquet, Avro) share: a file's schema as s3-importd sees it
 //! ([`FileSchema`], each top-level column's [`ColumnKind`]), the check of a template against
-//! it before any row is read, the adapter that hands their rows to the JSON Lines path as text
-//! ([`Text`]), and the marker of a file that is not valid ([`Broken`]).
+//! it before any row is read, how a decimal's digits are written ([`scaled`]), and the marker
+//! of a file that is not valid ([`Broken`]).
 //!
-//! Pure: the readers themselves are `parquet.rs` and `avro.rs`. Rows go through the JSON Lines
-//! path so that a typed file's values are checked by the same code as every other format's:
-//! one place decides what a valid integer, decimal or timestamp is.
+//! Pure: the readers themselves are `parquet.rs` and `avro.rs`. Their rows' values become JSON
+//! values and are checked by the same `Template::check_row` as every other format's: one place
+//! decides what a valid integer, decimal or timestamp is.
 
 use super::*;
 use crate::template::{Column, FieldType, TimeFormat};
@@ -305,74 +305,6 @@ pub(super) fn scaled(unscaled: &str, scale: usize, out: &mut String) {
     }
 }
 
-/// A typed file's rows as JSON Lines text, a batch at a time: `fill` writes the next batch's
-/// lines into the buffer it is given and says whether there was one, or why the file cannot be
-/// read on.
-pub(super) struct Text<F> {
-    fill: F,
-    text: Vec<u8>,
-    at: usize,
-}
-
-impl<F: FnMut(&mut Vec<u8>) -> Result<bool, String>> Text<F> {
-    pub(super) fn new(fill: F) -> Self {
-        Text {
-            fill,
-            text: Vec::new(),
-            at: 0,
-        }
-    }
-}
-
-impl<F: FnMut(&mut Vec<u8>) -> Result<bool, String>> BufRead for Text<F> {
-    fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        // Bounded by the file's batches: each round takes one.
-        while self.at == self.text.len() {
-            self.text.clear();
-            self.at = 0;
-            match (self.fill)(&mut self.text) {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(why) => return Err(io::Error::new(io::ErrorKind::InvalidData, Broken(why))),
-            }
-        }
-        Ok(&self.text[self.at..])
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.at = (self.at + n).min(self.text.len());
-    }
-}
-
-impl<F: FnMut(&mut Vec<u8>) -> Result<bool, String>> Read for Text<F> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let available = self.fill_buf()?;
-        let n = out.len().min(available.len());
-        out[..n].copy_from_slice(&available[..n]);
-        self.consume(n);
-        Ok(n)
-    }
-}
-
-/// Checks a typed file's rows, as JSON Lines text, against the template. A large file
-/// (`parallel`) is decoded on a read-ahead thread while this one cuts the text into rows and
-/// worker threads check them; a panic of the decoder on the read-ahead thread reaches the
-/// caller when the threads are joined (and [`guarded`] rejects the file).
-pub(super) fn check_rows(
-    lines: impl BufRead + Send,
-    parallel: bool,
-    template: &Template,
-    sink: &mut Provenanced<'_, '_>,
-) -> Result<(), Failure> {
-    if !parallel {
-        return super::jsonl::parse(lines, template, sink, false);
-    }
-    std::thread::scope(|scope| {
-        let input = ReadAhead::start(scope, Box::new(lines));
-        super::jsonl::parse(input, template, sink, true)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
@@ -477,24 +409,6 @@ mod tests {
             s.describe(),
             "Parquet schema, 2 columns:\n    id    Integer  required\n    name  Text     nullable\n  3 rows in 2 row groups (2 rows, 100 bytes; 1 rows, 50 bytes uncompressed)\n"
         );
-    }
-
-    #[test]
-    fn text_hands_on_every_batch_then_the_end() {
-        let mut batches = vec![b"{\"a\":1}\n".to_vec(), Vec::new(), b"{\"a\":2}\n".to_vec()].into_iter();
-        let mut text = Text::new(|out: &mut Vec<u8>| match batches.next() {
-            Some(b) => {
-                out.extend_from_slice(&b);
-                Ok(true)
-            }
-            None => Ok(false),
-        });
-        let mut all = String::new();
-        text.read_to_string(&mut all).unwrap();
-        assert_eq!(all, "{\"a\":1}\n{\"a\":2}\n");
-        let mut failing = Text::new(|_: &mut Vec<u8>| Err("bad block".to_string()));
-        let e = failing.read(&mut [0; 8]).unwrap_err();
-        assert!(e.get_ref().is_some_and(|inner| inner.is::<Broken>()));
     }
 
     #[test]

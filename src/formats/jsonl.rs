@@ -232,8 +232,14 @@ impl<'t> Fields<'t> {
 
     /// Sorts out an object map's keys (copying the values kept).
     pub(super) fn fill(&mut self, object: &Map<String, Value>) {
+        self.fill_pairs(object);
+    }
+
+    /// Sorts out keys and their values, in order (copying the values kept): an object's, or
+    /// a typed file's columns.
+    pub(super) fn fill_pairs<'a>(&mut self, pairs: impl IntoIterator<Item = (&'a String, &'a Value)>) {
         self.clear();
-        for (key, value) in object {
+        for (key, value) in pairs {
             match self.slot(key) {
                 Slot::Ignored => {}
                 slot => self.put(slot, key, value.clone()),
@@ -695,7 +701,8 @@ mod tests {
     /// 11.7), so it is built with `float_roundtrip`.
     #[test]
     fn floats_keep_every_digit() {
-        let text = "{\"ID\": 11.700000000000001}\n{\"ID\": 2.2250738585072014e-308}\n{\"ID\": 0.30000000000000004}";
+        let text =
+            "{\"ID\": 11.700000000000001}\n{\"ID\": 2.2250738585072014e-308}\n{\"ID\": 0.30000000000000004}";
         let spec = FormatSpec {
             kind: FormatKind::Jsonl,
             ..FormatSpec::default()
@@ -708,7 +715,10 @@ mod tests {
         let (r, sink) = parse_with(text.as_bytes(), "k", &spec, &template);
         r.unwrap();
         let floats: Vec<f64> = sink.rows.iter().filter_map(|r| r["x"].as_f64()).collect();
-        assert_eq!(floats, vec![11.700000000000001, 2.2250738585072014e-308, 0.30000000000000004]);
+        assert_eq!(
+            floats,
+            vec![11.700000000000001, 2.2250738585072014e-308, 0.30000000000000004]
+        );
     }
 
     #[test]

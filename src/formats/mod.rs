@@ -145,6 +145,24 @@ pub(crate) mod testing {
         a
     }
 
+    /// Keeps each row's JSON text exactly (key order included), and the errors.
+    #[derive(Default)]
+    pub struct Texts {
+        pub rows: Vec<(u64, String)>,
+        pub errors: Vec<RowError>,
+    }
+
+    impl RowSink for Texts {
+        fn row(&mut self, row: &Row<'_>) -> io::Result<()> {
+            self.rows
+                .push((row.line, String::from_utf8_lossy(row.json()).into_owned()));
+            Ok(())
+        }
+        fn error(&mut self, error: RowError) {
+            self.errors.push(error);
+        }
+    }
+
     #[derive(Default)]
     pub struct Collect {
         pub rows: Vec<Value>,

@@ -366,7 +366,6 @@ fn file_schema<T>(builder: &::parquet::arrow::arrow_reader::ArrowReaderBuilder<T
     }
 }
 
-
 /// What an Arrow column holds, for the template check.
 fn column_kind(t: &DataType) -> ColumnKind {
     use DataType as D;
