@@ -74,8 +74,7 @@ pub(super) fn check(
         return Ok(());
     }
     let check = |scratch: &mut Scratch, batch: &Batch, view: &mut Provenanced<'_, '_>| {
-        // A worker's view of the sink records; it never fails nor asks to stop.
-        let _ = check_batch(scratch, batch, template, view);
+        check_batch(scratch, batch, template, view)
     };
     super::parallel::run(sink, template, read, Scratch::default, check)
 }

@@ -24,7 +24,7 @@ use serde_json::Value;
 use std::io::Write;
 
 /// Records decoded at once (a batch a worker thread checks).
-const BATCH_ROWS: usize = 1024;
+const BATCH_ROWS: usize = 128;
 
 /// The largest length the reader allocates for (a block, a string, bytes, an array's items):
 /// 64 MiB. Blocks are written a few hundred KiB to a few MiB long; a larger length is a
@@ -100,94 +100,93 @@ fn read(
     };
     sink.inner.schema(&file);
     columnar::check_schema(template, &file).map_err(Failure::File)?;
-    // This thread decodes records into their fields' JSON values; they are checked here, or
-    // by worker threads for a large file.
+    // This thread decodes records; they are made JSON values and checked here, or by worker
+    // threads for a large file.
     let mut number = 0u64;
-    let mut text = Vec::new();
     let read = |batch: &mut Records| -> Result<bool, Failure> {
         batch.rows.clear();
         while batch.rows.len() < BATCH_ROWS {
-            let failed = match records.next() {
+            match records.next() {
                 None => break,
-                Some(Ok(value)) => match row_values(value, &schema, names, &mut text) {
-                    Ok(row) => {
-                        number += 1;
-                        batch.rows.push((number, row));
-                        continue;
-                    }
-                    Err(why) => why,
-                },
-                Some(Err(e)) => reason(e),
-            };
-            return Err(Failure::Io(io::Error::new(
-                io::ErrorKind::InvalidData,
-                columnar::Broken(failed),
-            )));
+                Some(Ok(record)) => {
+                    number += 1;
+                    batch.rows.push((number, record));
+                }
+                Some(Err(e)) => return Err(not_read(reason(e))),
+            }
         }
         Ok(!batch.rows.is_empty())
     };
+    let new_state = || (Fields::new(template), Vec::new());
+    let check =
+        |(fields, text): &mut (Fields<'_>, Vec<u8>), batch: &Records, view: &mut Provenanced<'_, '_>| {
+            for (line, record) in &batch.rows {
+                check_record(*line, record, &schema, names, fields, text, view)?;
+            }
+            Ok(())
+        };
     if !parallel {
-        let (mut read, mut fields, mut batch) = (read, Fields::new(template), Records::default());
+        let (mut read, mut state, mut batch) = (read, new_state(), Records::default());
         while read(&mut batch)? {
-            check_records(&mut fields, &batch, sink)?;
+            check(&mut state, &batch, sink)?;
         }
         return Ok(());
     }
-    let check = |fields: &mut Fields<'_>, batch: &Records, view: &mut Provenanced<'_, '_>| {
-        // A worker's view of the sink records; it never fails nor asks to stop.
-        let _ = check_records(fields, batch, view);
-    };
-    super::parallel::run(sink, template, read, || Fields::new(template), check)
+    super::parallel::run(sink, template, read, new_state, check)
 }
 
-/// Records read at once, each with its 1-based number and its fields' values in order.
+/// A file's bytes that are not valid Avro: the object is rejected (unless the source finds the
+/// body damaged on the way).
+fn not_read(why: String) -> Failure {
+    Failure::Io(io::Error::new(io::ErrorKind::InvalidData, columnar::Broken(why)))
+}
+
+/// Records read at once, each with its 1-based number.
 #[derive(Default)]
 struct Records {
-    rows: Vec<(u64, Vec<(String, Value)>)>,
+    rows: Vec<(u64, Avro)>,
 }
 
-/// Checks a batch of records as rows, as the JSON Lines path checks objects.
-fn check_records(
-    fields: &mut Fields<'_>,
-    batch: &Records,
-    sink: &mut Provenanced<'_, '_>,
-) -> Result<(), Failure> {
-    for (line, row) in &batch.rows {
-        fields.fill_pairs(row.iter().map(|(k, v)| (k, v)));
-        let raw = || Value::Object(row.iter().cloned().collect()).to_string();
-        fields.emit(*line, sink, raw)?;
-    }
-    Ok(())
-}
-
-/// A record's fields as JSON values, in order: the values [`write_value`] writes, read back;
-/// the common kinds are made directly, with no text in between.
-fn row_values(
-    record: Avro,
+/// Checks one record as a row, as the JSON Lines path checks an object: each field's value is
+/// made a JSON value (the one [`write_value`] writes, with no text in between for the common
+/// kinds) and put in its place, unless no field reads it and it is not kept.
+fn check_record(
+    line: u64,
+    record: &Avro,
     schema: &Schema,
     names: &NamesRef<'_>,
+    fields: &mut Fields<'_>,
     text: &mut Vec<u8>,
-) -> Result<Vec<(String, Value)>, String> {
-    let Avro::Record(fields) = record else {
-        return Err("a record of the file is not a record".to_string());
+    sink: &mut Provenanced<'_, '_>,
+) -> Result<(), Failure> {
+    let Avro::Record(values) = record else {
+        return Err(not_read("a record of the file is not a record".to_string()));
     };
     let field_schemas = match schema {
         Schema::Record(r) => r.fields.as_slice(),
         _ => &[],
     };
-    fields
-        .into_iter()
-        .enumerate()
-        .map(|(i, (name, value))| {
-            let field_schema = field_schemas.get(i).map_or(schema, |f| &f.schema);
-            json_value(value, field_schema, names, text, 1).map(|v| (name, v))
-        })
-        .collect()
+    fields.clear();
+    for (i, (name, value)) in values.iter().enumerate() {
+        let field_schema = field_schemas.get(i).map_or(schema, |f| &f.schema);
+        fields
+            .put_with(name, || json_value(value, field_schema, names, text, 1))
+            .map_err(not_read)?;
+    }
+    // A bad row shows the record as JSON text (the error path only).
+    let raw = || {
+        let mut shown = Vec::new();
+        match write_value(record, schema, names, &mut shown, 0) {
+            Ok(()) => String::from_utf8_lossy(&shown).into_owned(),
+            Err(why) => why,
+        }
+    };
+    fields.emit(line, sink, raw)
 }
 
 /// One value as JSON: what [`write_value`] writes for it, read back.
 fn json_value(
-    value: Avro,
+    value: &Avro,
     schema: &Schema,
     names: &NamesRef<'_>,
     text: &mut Vec<u8>,
@@ -200,22 +199,22 @@ fn json_value(
     let float = |x: f64| serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number);
     Ok(match value {
         Avro::Null => Value::Null,
-        Avro::Boolean(b) => Value::Bool(b),
-        Avro::Int(n) => Value::from(n),
-        Avro::Long(n) => Value::from(n),
-        Avro::Float(x) => float(f64::from(x)),
-        Avro::Double(x) => float(x),
-        Avro::String(s) | Avro::Enum(_, s) => Value::String(s),
+        Avro::Boolean(b) => Value::Bool(*b),
+        Avro::Int(n) => Value::from(*n),
+        Avro::Long(n) => Value::from(*n),
+        Avro::Float(x) => float(f64::from(*x)),
+        Avro::Double(x) => float(*x),
+        Avro::String(s) | Avro::Enum(_, s) => Value::String(s.clone()),
         Avro::Union(index, inner) => {
             let variant = match schema {
-                Schema::Union(union) => union.variants().get(index as usize).unwrap_or(schema),
+                Schema::Union(union) => union.variants().get(*index as usize).unwrap_or(schema),
                 other => other,
             };
-            return json_value(*inner, variant, names, text, depth + 1);
+            return json_value(inner, variant, names, text, depth + 1);
         }
         other => {
             text.clear();
-            write_value(&other, schema, names, text, depth)?;
+            write_value(other, schema, names, text, depth)?;
             serde_json::from_slice(text)
                 .map_err(|e| format!("a value could not be read back as JSON ({e})"))?
         }

@@ -151,9 +151,9 @@ fn parse_parallel(
     let check = |fields: &mut Fields<'_>, batch: &Batch, view: &mut Provenanced<'_, '_>| {
         for (line, range, complete) in &batch.lines {
             let text = batch.text.get(range.clone()).unwrap_or_default();
-            // A worker's view of the sink records; it never fails nor asks to stop.
-            let _ = check_line(*line, text, *complete, fields, view);
+            check_line(*line, text, *complete, fields, view)?;
         }
+        Ok(())
     };
     super::parallel::run(sink, template, read, || Fields::new(template), check)
 }
@@ -232,17 +232,28 @@ impl<'t> Fields<'t> {
 
     /// Sorts out an object map's keys (copying the values kept).
     pub(super) fn fill(&mut self, object: &Map<String, Value>) {
-        self.fill_pairs(object);
-    }
-
-    /// Sorts out keys and their values, in order (copying the values kept): an object's, or
-    /// a typed file's columns.
-    pub(super) fn fill_pairs<'a>(&mut self, pairs: impl IntoIterator<Item = (&'a String, &'a Value)>) {
         self.clear();
-        for (key, value) in pairs {
+        for (key, value) in object {
             match self.slot(key) {
                 Slot::Ignored => {}
                 slot => self.put(slot, key, value.clone()),
+            }
+        }
+    }
+
+    /// Puts one key's value in its place (after [`Fields::clear`]), making it only when it is
+    /// kept: a typed file's column, whose value `make` builds.
+    pub(super) fn put_with<E>(
+        &mut self,
+        key: &str,
+        make: impl FnOnce() -> Result<Value, E>,
+    ) -> Result<(), E> {
+        match self.slot(key) {
+            Slot::Ignored => Ok(()),
+            slot => {
+                let value = make()?;
+                self.put(slot, key, value);
+                Ok(())
             }
         }
     }

@@ -21,15 +21,17 @@ const BATCHES_IN_FLIGHT: usize = 4;
 const WORKERS: usize = 2;
 
 /// Reads batches with `read` (which fills the batch it is given and returns whether it
-/// holds anything; on a failure, the batch holds what was read before it) and checks them with `check` on [`WORKERS`] threads, each with its own
-/// `state` (made by `new_state`) and its own view of the sink. `B` is recycled from batch to
-/// batch.
+/// holds anything; on a failure, the batch holds what was read before it) and checks them
+/// with `check` on [`WORKERS`] threads, each with its own `state` (made by `new_state`) and
+/// its own view of the sink. `B` is recycled from batch to batch. A check that fails (a value
+/// that shows the file is broken) fails the parse there, after the rows before it, as on one
+/// thread.
 pub(super) fn run<B, S>(
     sink: &mut Provenanced<'_, '_>,
     template: &Template,
     mut read: impl FnMut(&mut B) -> Result<bool, Failure>,
     new_state: impl Fn() -> S + Sync,
-    check: impl Fn(&mut S, &B, &mut Provenanced<'_, '_>) + Sync,
+    check: impl Fn(&mut S, &B, &mut Provenanced<'_, '_>) -> Result<(), Failure> + Sync,
 ) -> Result<(), Failure>
 where
     B: Default + Send,
@@ -59,12 +61,16 @@ where
                         text: Vec::with_capacity(last.0),
                         csv: Vec::with_capacity(last.1),
                         events: Vec::with_capacity(last.2),
+                        failure: None,
                     };
                     let mut view =
                         Provenanced::new(&mut recorder, provenance, template).writing_csv(csv_out, json);
                     view.encoding = encoding;
-                    check(&mut state, &batch, &mut view);
+                    // A worker's view of the sink records; it never fails nor asks to stop, so
+                    // a failure is the batch's own.
+                    let checked = check(&mut state, &batch, &mut view);
                     drop(view);
+                    recorder.failure = checked.err();
                     last = (recorder.text.len(), recorder.csv.len(), recorder.events.len());
                     if done_tx.send((seq, recorder, batch)).is_err() {
                         return;
@@ -130,6 +136,8 @@ struct Recorder {
     text: Vec<u8>,
     csv: Vec<u8>,
     events: Vec<Event>,
+    /// What ended the batch's check early, handed on after its rows.
+    failure: Option<Failure>,
 }
 
 enum Event {
@@ -189,6 +197,6 @@ impl Recorder {
                 }
             }
         }
-        Ok(())
+        self.failure.map_or(Ok(()), Err)
     }
 }

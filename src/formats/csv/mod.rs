@@ -184,13 +184,13 @@ pub(super) fn parse(
                      batch: &Batch,
                      view: &mut Provenanced<'_, '_>| {
             for (i, record) in batch.records.iter().take(batch.len).enumerate() {
-                // A worker's view of the sink records; it never fails nor asks to stop.
-                let _ = if batch.cut.contains(&i) {
-                    too_large(record, layout.delimiter, view)
+                if batch.cut.contains(&i) {
+                    too_large(record, layout.delimiter, view)?;
                 } else {
-                    check_record(record, layout, template, spans, view)
-                };
+                    check_record(record, layout, template, spans, view)?;
+                }
             }
+            Ok(())
         };
         return super::parallel::run(sink, template, read, new_state, check);
     }
