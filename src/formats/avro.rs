@@ -184,6 +184,14 @@ fn check_record(
     fields.emit(line, sink, raw)
 }
 
+/// The schema of a union's variant `index` (the schema itself when it is not a union).
+fn variant(schema: &Schema, index: u32) -> &Schema {
+    match schema {
+        Schema::Union(union) => union.variants().get(index as usize).unwrap_or(schema),
+        other => other,
+    }
+}
+
 /// One value as JSON: what [`write_value`] writes for it, read back.
 fn json_value(
     value: &Avro,
@@ -206,11 +214,7 @@ fn json_value(
         Avro::Double(x) => float(*x),
         Avro::String(s) | Avro::Enum(_, s) => Value::String(s.clone()),
         Avro::Union(index, inner) => {
-            let variant = match schema {
-                Schema::Union(union) => union.variants().get(*index as usize).unwrap_or(schema),
-                other => other,
-            };
-            return json_value(inner, variant, names, text, depth + 1);
+            return json_value(inner, variant(schema, *index), names, text, depth + 1);
         }
         other => {
             text.clear();
@@ -350,11 +354,7 @@ fn write_value(
         }
         Avro::Uuid(u) => write!(out, "\"{u}\""),
         Avro::Union(index, inner) => {
-            let variant = match schema {
-                Schema::Union(union) => union.variants().get(*index as usize).unwrap_or(schema),
-                other => other,
-            };
-            return write_value(inner, variant, names, out, depth + 1);
+            return write_value(inner, variant(schema, *index), names, out, depth + 1);
         }
         Avro::Array(items) => {
             let item = match schema {
