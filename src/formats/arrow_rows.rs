@@ -15,7 +15,7 @@
 //! Pure: no I/O. A large file's batches are checked by worker threads
 //! ([`super::parallel`]) while the calling thread decodes the next ones.
 
-use super::columnar::{self, Broken, reason};
+use super::columnar::{self, reason};
 use super::{Failure, Provenanced};
 use crate::template::{Column, RawValue, Template, UnknownFields};
 use arrow_array::cast::AsArray;
@@ -29,7 +29,6 @@ use arrow_json::writer::make_encoder;
 use arrow_json::{Encoder, EncoderFactory, EncoderOptions, writer::NullableEncoder};
 use arrow_schema::{ArrowError, DataType, FieldRef};
 use serde_json::Value;
-use std::io;
 use std::sync::Arc;
 
 /// A file's rows, one batch at a time, and the 1-based number of the batch's first row.
@@ -59,24 +58,14 @@ pub(super) fn check(
             }
             Some(Err(why)) => {
                 batch.rows = None;
-                Err(Failure::Io(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    Broken(why),
-                )))
+                Err(columnar::not_read(why))
             }
         }
     };
-    if !parallel {
-        let (mut read, mut scratch, mut batch) = (read, Scratch::default(), Batch::default());
-        while read(&mut batch)? {
-            check_batch(&mut scratch, &batch, template, sink)?;
-        }
-        return Ok(());
-    }
     let check = |scratch: &mut Scratch, batch: &Batch, view: &mut Provenanced<'_, '_>| {
         check_batch(scratch, batch, template, view)
     };
-    super::parallel::run(sink, template, read, Scratch::default, check)
+    super::parallel::run_or_here(parallel, sink, template, read, Scratch::default, check)
 }
 
 /// What checking reuses from row to row.
@@ -102,7 +91,7 @@ fn check_batch(
     let Some(rows) = &batch.rows else {
         return Ok(());
     };
-    let not_read = |e: ArrowError| Failure::Io(io::Error::new(io::ErrorKind::InvalidData, Broken(reason(e))));
+    let not_read = |e: ArrowError| columnar::not_read(reason(e));
     let rows = &string_keys(rows).map_err(not_read)?;
     let schema = rows.schema();
     let options = EncoderOptions::default().with_encoder_factory(Arc::new(Exact));
@@ -206,15 +195,15 @@ struct Reader<'a> {
 
 /// How a column's values become JSON values.
 enum Cell<'a> {
-    Int(Box<dyn Fn(usize) -> i64 + Send + 'a>),
-    UInt(Box<dyn Fn(usize) -> u64 + Send + 'a>),
+    Int(Box<dyn Fn(usize) -> i64 + 'a>),
+    UInt(Box<dyn Fn(usize) -> u64 + 'a>),
     Float(&'a arrow_array::Float64Array),
     Bool(&'a arrow_array::BooleanArray),
-    Str(Box<dyn Fn(usize) -> &'a str + Send + 'a>),
+    Str(Box<dyn Fn(usize) -> &'a str + 'a>),
     /// Dates, times, timestamps, durations, intervals: their text as arrow-json writes it.
     Display(arrow_cast::display::ArrayFormatter<'a>),
     /// A decimal's unscaled value and its scale (not negative), delivered as exact text.
-    Decimal(Box<dyn Fn(usize) -> i128 + Send + 'a>, usize),
+    Decimal(Box<dyn Fn(usize) -> i128 + 'a>, usize),
     /// Rendered by arrow-json and read back.
     Json(NullableEncoder<'a>),
 }

@@ -8,13 +8,14 @@
 //! any length (a block, a string, an array) over [`MAX_ALLOCATION`], so a hostile length is a
 //! rejection, not an allocation.
 //!
-//! The top-level schema must be a record; its fields are the columns. Values become JSON: longs and ints as numbers, decimals as their exact text (scale kept), dates,
-//! times and timestamps as ISO 8601 text (local timestamps without an offset), bytes and
-//! fixed as standard base64, enums as their symbol, UUIDs as text, unions as the value they
-//! hold, records and maps as objects, arrays as arrays. `_source_line` is the record's 1-based
+//! The top-level schema must be a record; its fields are the columns. Values become JSON:
+//! longs and ints as numbers, decimals as their exact text (scale kept), dates, times and
+//! timestamps as ISO 8601 text (local timestamps without an offset), bytes and fixed as
+//! standard base64, enums as their symbol, UUIDs as text, unions as the value they hold,
+//! records and maps as objects, arrays as arrays. `_source_line` is the record's 1-based
 //! number in the file.
 
-use super::columnar::{ColumnKind, FileColumn, FileSchema, reason};
+use super::columnar::{ColumnKind, FileColumn, FileSchema, not_read, reason};
 use super::jsonl::Fields;
 use super::*;
 use apache_avro::Schema;
@@ -112,7 +113,12 @@ fn read(
                     number += 1;
                     batch.rows.push((number, record));
                 }
-                Some(Err(e)) => return Err(not_read(reason(e))),
+                Some(Err(e)) => {
+                    // What this batch read before the failure is dropped, on one thread or
+                    // several: the file is rejected.
+                    batch.rows.clear();
+                    return Err(not_read(reason(e)));
+                }
             }
         }
         Ok(!batch.rows.is_empty())
@@ -125,20 +131,7 @@ fn read(
             }
             Ok(())
         };
-    if !parallel {
-        let (mut read, mut state, mut batch) = (read, new_state(), Records::default());
-        while read(&mut batch)? {
-            check(&mut state, &batch, sink)?;
-        }
-        return Ok(());
-    }
-    super::parallel::run(sink, template, read, new_state, check)
-}
-
-/// A file's bytes that are not valid Avro: the object is rejected (unless the source finds the
-/// body damaged on the way).
-fn not_read(why: String) -> Failure {
-    Failure::Io(io::Error::new(io::ErrorKind::InvalidData, columnar::Broken(why)))
+    super::parallel::run_or_here(parallel, sink, template, read, new_state, check)
 }
 
 /// Records read at once, each with its 1-based number.
@@ -420,11 +413,9 @@ fn write_value(
                 _ => 0,
             };
             let unscaled = num_bigint::BigInt::from(d.clone()).to_string();
-            {
-                let mut text = String::new();
-                columnar::scaled(&unscaled, scale, &mut text);
-                write!(out, "\"{text}\"")
-            }
+            let mut text = String::new();
+            columnar::scaled(&unscaled, scale, &mut text);
+            write!(out, "\"{text}\"")
         }
         Avro::BigDecimal(d) => write!(out, "\"{d}\""),
         Avro::TimeMillis(ms) => time(out, time_of_day(i64::from(*ms), 1_000), i64::from(*ms)),

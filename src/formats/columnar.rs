@@ -255,6 +255,13 @@ impl std::fmt::Display for Broken {
 
 impl std::error::Error for Broken {}
 
+/// The failure of a file that is not valid in its format, for `why`: an I/O error marked
+/// [`Broken`], so that the object is rejected unless the source finds the body damaged on the
+/// way.
+pub(super) fn not_read(why: String) -> Failure {
+    Failure::Io(io::Error::new(io::ErrorKind::InvalidData, Broken(why)))
+}
+
 /// A reader's words for what is wrong with a file, cut to an excerpt: they can quote the file
 /// (a time zone, a column name), and no message holds more than an excerpt of it.
 pub(super) fn reason(e: impl std::fmt::Display) -> String {

@@ -129,6 +129,35 @@ where
     })
 }
 
+/// [`run`] when `parallel`; else the same reads and checks on this thread, in the same order
+/// (a batch whose read failed is checked before the failure ends the parse, as [`run`] does),
+/// so that a format has one loop for both.
+pub(super) fn run_or_here<B, S>(
+    parallel: bool,
+    sink: &mut Provenanced<'_, '_>,
+    template: &Template,
+    mut read: impl FnMut(&mut B) -> Result<bool, Failure>,
+    new_state: impl Fn() -> S + Sync,
+    check: impl Fn(&mut S, &B, &mut Provenanced<'_, '_>) -> Result<(), Failure> + Sync,
+) -> Result<(), Failure>
+where
+    B: Default + Send,
+{
+    if parallel {
+        return run(sink, template, read, new_state, check);
+    }
+    let (mut state, mut batch) = (new_state(), B::default());
+    // Bounded by the object: each read takes the next batch of it.
+    loop {
+        let read = read(&mut batch);
+        if matches!(read, Ok(false)) {
+            return Ok(());
+        }
+        check(&mut state, &batch, sink)?;
+        read?;
+    }
+}
+
 /// What a worker's checking produced for one batch, in order: row texts (and CSV records,
 /// when the sink takes them) and row errors.
 #[derive(Default)]
