@@ -584,6 +584,28 @@ impl RowSink for SpoolWriter {
 }
 
 #[cfg(test)]
+pub(crate) mod testing {
+    //! Spool slices for the tests of the writers that read them.
+    use super::SpoolSlice;
+
+    /// A slice holding `text`, after another object's rows in the same file, as in a shared
+    /// spool file.
+    pub fn slice_of(text: &[u8]) -> (tempfile::TempDir, SpoolSlice) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("000000.jsonl");
+        let before = b"other object's rows\n";
+        std::fs::write(&path, [&before[..], text].concat()).unwrap();
+        let slice = SpoolSlice {
+            path,
+            start: before.len() as u64,
+            len: text.len() as u64,
+            header: 0,
+        };
+        (dir, slice)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -109,8 +109,9 @@ pub enum Column {
 pub enum FieldType {
     String,
     Integer,
-    /// An exact decimal number, delivered as a JSON string of its digits.
-    Decimal,
+    /// An exact decimal number, delivered as a JSON string of its digits; with a declared
+    /// shape, with exactly its scale's digits after the point.
+    Decimal(Option<DecimalShape>),
     Float,
     Boolean,
     Date(Option<String>),
@@ -120,6 +121,45 @@ pub enum FieldType {
         zone: Tz,
     },
     Json,
+}
+
+/// A decimal field's `precision` (digits in all, 1–38) and `scale` (digits after the point).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecimalShape {
+    pub precision: u8,
+    pub scale: u8,
+}
+
+impl DecimalShape {
+    /// `d` with exactly `scale` digits after the point, or why it does not fit: more
+    /// significant digits after the point than the scale (rounding would change the partner's
+    /// number), or more digits in all than the precision.
+    pub fn fit(self, d: Decimal) -> Result<Decimal, String> {
+        let (precision, scale) = (u32::from(self.precision), u32::from(self.scale));
+        let mut d = d.normalize();
+        if d.scale() > scale {
+            return Err(format!(
+                "has more than {scale} digits after the point (scale = {scale}); rounding would change it"
+            ));
+        }
+        d.rescale(scale);
+        let digits = d.mantissa().unsigned_abs().checked_ilog10().map_or(1, |l| l + 1);
+        if d.scale() != scale || digits > precision {
+            return Err(format!(
+                "has more than {precision} digits (precision = {precision}, scale = {scale})"
+            ));
+        }
+        Ok(d)
+    }
+
+    /// Whether a decimal written as rust_decimal prints it ([`is_canonical_decimal`]) is
+    /// already in this shape: exactly `scale` digits after the point, and few enough before it.
+    fn holds_canonical(self, t: &str) -> bool {
+        let digits = t.strip_prefix('-').unwrap_or(t);
+        let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+        let int_digits = if int == "0" { 0 } else { int.len() };
+        frac.len() == usize::from(self.scale) && int_digits + frac.len() <= usize::from(self.precision)
+    }
 }
 
 /// How a timestamp is written in the file.
@@ -468,10 +508,11 @@ fn coerce(kind: &FieldType, raw: RawValue<'_>, out: &mut Vec<u8>) -> Result<(), 
             let n = number(raw, serde_json::Number::as_i64);
             write_int(out, n.ok_or_else(|| fail("an integer"))?);
         }
-        FieldType::Decimal => {
+        FieldType::Decimal(shape) => {
             let text = text_of(raw).map(str::trim);
             if let Some(t) = text
                 && is_canonical_decimal(t)
+                && shape.is_none_or(|s| s.holds_canonical(t))
             {
                 // Already written as the decimal would print itself: no need to parse it.
                 push_quoted(out, t);
@@ -485,6 +526,10 @@ fn coerce(kind: &FieldType, raw: RawValue<'_>, out: &mut Vec<u8>) -> Result<(), 
                 _ => text.and_then(parse_decimal),
             };
             let d = parsed.ok_or_else(|| fail("a decimal number (at most 28 digits)"))?;
+            let d = match shape {
+                None => d,
+                Some(s) => s.fit(d).map_err(|why| format!("{} {why}", shown(raw)))?,
+            };
             // A decimal's digits, sign and point need no escaping.
             let _ = write!(out, "\"{d}\"");
         }
@@ -696,6 +741,7 @@ mod tests {
         use FieldType as T;
         let at = |format: TimeFormat, zone: Tz| T::Timestamp { format, zone };
         let ts = || at(TimeFormat::Iso, Tz::UTC);
+        let dec = |precision, scale| T::Decimal(Some(DecimalShape { precision, scale }));
         let berlin = chrono_tz::Europe::Berlin;
         let j = |v: &'static Value| RawValue::Json(v);
         let n42 = Box::leak(Box::new(json!(42)));
@@ -816,23 +862,51 @@ mod tests {
                 RawValue::Text("2026-01-02T03:04:05Z"),
                 Ok(json!("2026-01-02T03:04:05Z")),
             ),
-            (T::Decimal, RawValue::Text("19.99"), Ok(json!("19.99"))),
-            (T::Decimal, RawValue::Text(" -0.50 "), Ok(json!("-0.50"))),
-            (T::Decimal, RawValue::Text("+3"), Ok(json!("3"))),
-            (T::Decimal, RawValue::Text("1.5e3"), Ok(json!("1500"))),
-            (T::Decimal, j(f1999), Ok(json!("19.99"))),
+            (T::Decimal(None), RawValue::Text("19.99"), Ok(json!("19.99"))),
+            (T::Decimal(None), RawValue::Text(" -0.50 "), Ok(json!("-0.50"))),
+            (T::Decimal(None), RawValue::Text("+3"), Ok(json!("3"))),
+            (T::Decimal(None), RawValue::Text("1.5e3"), Ok(json!("1500"))),
+            (T::Decimal(None), j(f1999), Ok(json!("19.99"))),
+            // A declared shape: exactly `scale` digits after the point, trailing zeros added
+            // or dropped; a digit more after the point, or beyond the precision, is refused.
+            (dec(6, 2), RawValue::Text("19.99"), Ok(json!("19.99"))),
+            (dec(6, 2), RawValue::Text("19.9"), Ok(json!("19.90"))),
+            (dec(6, 2), RawValue::Text("7"), Ok(json!("7.00"))),
+            (dec(6, 2), RawValue::Text("-0.5"), Ok(json!("-0.50"))),
+            (dec(6, 2), RawValue::Text("19.9900"), Ok(json!("19.99"))),
+            (dec(6, 2), RawValue::Text("1.5e3"), Ok(json!("1500.00"))),
+            (dec(6, 2), RawValue::Text("9999.99"), Ok(json!("9999.99"))),
+            (dec(6, 0), RawValue::Text("123456"), Ok(json!("123456"))),
+            (dec(6, 2), j(f1999), Ok(json!("19.99"))),
             (
-                T::Decimal,
+                dec(6, 2),
+                RawValue::Text("19.999"),
+                Err(
+                    "\"19.999\" has more than 2 digits after the point (scale = 2); rounding would change it",
+                ),
+            ),
+            (
+                dec(6, 2),
+                RawValue::Text("10000.00"),
+                Err("\"10000.00\" has more than 6 digits (precision = 6, scale = 2)"),
+            ),
+            (
+                dec(6, 2),
+                RawValue::Text("-10000"),
+                Err("\"-10000\" has more than 6 digits (precision = 6, scale = 2)"),
+            ),
+            (
+                T::Decimal(None),
                 RawValue::Text("123456789012345678901234567890.5"),
                 Err("\"123456789012345678901234567890.5\" is not a decimal number (at most 28 digits)"),
             ),
             (
-                T::Decimal,
+                T::Decimal(None),
                 RawValue::Text("1_000"),
                 Err("\"1_000\" is not a decimal number (at most 28 digits)"),
             ),
             (
-                T::Decimal,
+                T::Decimal(None),
                 RawValue::Text("12,5"),
                 Err("\"12,5\" is not a decimal number (at most 28 digits)"),
             ),

@@ -113,6 +113,45 @@ fn bad_files_and_their_messages() {
             ],
         ),
         (
+            "[source]\ntype = \"dir\"\npath = \"in\"\n[template]\n[[template.fields]]\nname = \"id\"\n[[template.fields]]\nname = \"price\"\ntype = \"decimal\"\n[[template.fields]]\nname = \"tax\"\ntype = \"decimal\"\nprecision = 40\nscale = 2\n[[template.fields]]\nname = \"n\"\ntype = \"integer\"\nscale = 2\n[target]\ntype = \"file\"\npath = \"out\"\nformat = \"parquet\"\ncompression = \"lz4\"\nrow_group_bytes = \"1KiB\"\n".to_string(),
+            vec![
+                "connections/c.toml: template.fields[2].precision: 40 is not a precision; use 1 to 38 digits",
+                "connections/c.toml: template.fields[3].precision: precision and scale apply only to type = \"decimal\"",
+                "connections/c.toml: target.compression: \"lz4\" is not a Parquet compression; use one of zstd, snappy, gzip, none",
+                "connections/c.toml: target.row_group_bytes: 1024 bytes is out of range; use 1048576 to 4294967296 bytes",
+            ],
+        ),
+        (
+            "[source]\ntype = \"dir\"\npath = \"in\"\n[template]\n[[template.fields]]\nname = \"id\"\n[[template.fields]]\nname = \"price\"\ntype = \"decimal\"\n[[template.fields]]\nname = \"tax\"\ntype = \"decimal\"\nprecision = 4\nscale = 5\n[target]\ntype = \"s3\"\nbucket = \"dest\"\nregion = \"us-east-1\"\nformat = \"parquet\"\ncompression = \"lz4\"\nrow_group_bytes = \"1KiB\"\n".to_string(),
+            vec![
+                "connections/c.toml: template.fields[2].scale: 5 is not a scale for precision 4; use 0 to 4 digits after the point",
+                "connections/c.toml: target.compression: \"lz4\" is not a Parquet compression; use one of zstd, snappy, gzip, none",
+                "connections/c.toml: target.row_group_bytes: 1024 bytes is out of range; use 1048576 to 4294967296 bytes",
+            ],
+        ),
+        (
+            "[source]\ntype = \"dir\"\npath = \"in\"\n[template]\n[[template.fields]]\nname = \"id\"\n[[template.fields]]\nname = \"price\"\ntype = \"decimal\"\n[[template.fields]]\nname = \"tax\"\ntype = \"decimal\"\nprecision = 4\n[target]\ntype = \"s3\"\nbucket = \"dest\"\nregion = \"us-east-1\"\nformat = \"parquet\"\ncompression = \"lz4\"\nrow_group_bytes = \"1KiB\"\n".to_string(),
+            vec![
+                "connections/c.toml: template.fields[2].scale: missing; give scale (digits after the point) with precision, e.g. precision = 12, scale = 2",
+                "connections/c.toml: target.compression: \"lz4\" is not a Parquet compression; use one of zstd, snappy, gzip, none",
+                "connections/c.toml: target.row_group_bytes: 1024 bytes is out of range; use 1048576 to 4294967296 bytes",
+            ],
+        ),
+        (
+            "[source]\ntype = \"dir\"\npath = \"in\"\n[template]\n[[template.fields]]\nname = \"id\"\n[[template.fields]]\nname = \"price\"\ntype = \"decimal\"\n[target]\ntype = \"s3\"\nbucket = \"dest\"\nregion = \"us-east-1\"\nformat = \"parquet\"\ncompression = \"lz4\"\nrow_group_bytes = \"1KiB\"\n".to_string(),
+            vec![
+                "connections/c.toml: target.compression: \"lz4\" is not a Parquet compression; use one of zstd, snappy, gzip, none",
+                "connections/c.toml: target.row_group_bytes: 1024 bytes is out of range; use 1048576 to 4294967296 bytes",
+                "connections/c.toml: target.format: a Parquet output needs the precision and scale of decimal field \"price\"; add them to template.fields[1], e.g. precision = 12, scale = 2",
+            ],
+        ),
+        (
+            "[source]\ntype = \"dir\"\npath = \"in\"\n[template]\n[[template.fields]]\nname = \"id\"\n[target]\ntype = \"file\"\npath = \"out\"\nformat = \"csv\"\ncompression = \"zstd\"\n".to_string(),
+            vec![
+                "connections/c.toml: target.compression: applies to Parquet output; add format = \"parquet\" or remove it",
+            ],
+        ),
+        (
             "[source]\ntype = \"dir\"\npath = \"in\"\n[template]\n[[template.fields]]\nname = \"id\"\n[target]\ntype = \"postgres\"\nurl = \"mysql://u:pw@h/db\"\nurl_env = \"DB\"\ntable = \"a.b.c\"\nmode = \"upsert\"\nkey = [\"id\", \"sku\"]\n".to_string(),
             vec![
                 "connections/c.toml: target.url: give exactly one of url, url_env and url_file",
@@ -180,7 +219,7 @@ fn bad_files_and_their_messages() {
         (
             "[source]\ntype = \"dir\"\npath = \"in\"\n[template]\n[[template.fields]]\nname = \"id\"\n[target]\ntype = \"file\"\nbucket = \"b\"\nfile_mode = \"0100\"".to_string(),
             vec![
-                "connections/c.toml: target.bucket: is a key of an s3 target; a file target reads only `path`, `file_mode`, `format`, `delimiter`, `quote_all`, `csv_formula_guard` and `key` (line 9)",
+                "connections/c.toml: target.bucket: is a key of an s3 target; a file target reads only `path`, `file_mode`, `format`, `delimiter`, `quote_all`, `csv_formula_guard`, `compression`, `row_group_bytes` and `key` (line 9)",
                 "connections/c.toml: target.path: missing; a file target needs the folder to write into, e.g. path = \"/srv/imports\"",
                 "connections/c.toml: target.file_mode: \"0100\" is not a file mode the daemon can write; use octal digits such as \"0640\" (owner read and write at least)",
             ],
@@ -213,7 +252,7 @@ fn bad_files_and_their_messages() {
         (
             "[source]\ntype = \"dir\"\npath = \"in\"\n[template]\n[[template.fields]]\nname = \"id\"\ncolour = \"x\"\n[target]\ntype = \"stdout\"".to_string(),
             vec![
-                "connections/c.toml: template.fields[0].colour: unknown field `colour`, expected one of `name`, `column`, `type`, `required`, `format`, `timezone`, `values`, `default`, `true_values`, `false_values` (line 7)",
+                "connections/c.toml: template.fields[0].colour: unknown field `colour`, expected one of `name`, `column`, `type`, `required`, `format`, `timezone`, `precision`, `scale`, `values`, `default`, `true_values`, `false_values` (line 7)",
             ],
         ),
         // Every unknown key of the file at once, in any table, each with its line: two in

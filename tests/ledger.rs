@@ -78,7 +78,7 @@ async fn entries_behind_the_overlap_band_are_pruned_and_never_imported_again() {
     let TargetSpec::File(spec) = &c.target else {
         panic!("file target")
     };
-    let target = FileTarget::new(spec.clone(), vec!["id".to_string()]);
+    let target = FileTarget::new(spec.clone(), std::sync::Arc::new(c.template.clone()));
     let state = SqliteStore::open(&cfg.state()).unwrap();
     let t0 = Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0).unwrap();
     let clock = ManualClock::new(t0);

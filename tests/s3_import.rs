@@ -7,9 +7,6 @@ mod common;
 use common::*;
 use futures::StreamExt;
 use std::collections::BTreeSet;
-use std::io::BufRead;
-use std::process::Stdio;
-use std::time::Duration;
 
 fn ids(rows: &[serde_json::Value]) -> Vec<String> {
     let mut ids: Vec<String> = rows
@@ -173,31 +170,6 @@ async fn put_pairs(client: &aws_sdk_s3::Client, b: &str, prefix: &str, n: usize)
     ids
 }
 
-/// Runs the binary with a fault point and kills it (SIGKILL) once it stops there.
-fn kill_at(cfg: &ConfigDir, point: &str) {
-    let mut child = binary(cfg.path())
-        .arg("run")
-        .env("S3_IMPORTD_FAULT", point)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("fault point") {
-                let _ = tx.send(line);
-                return;
-            }
-        }
-    });
-    let reached = rx.recv_timeout(Duration::from_secs(120));
-    child.kill().expect("kill");
-    child.wait().expect("wait");
-    assert!(reached.is_ok(), "the run never reached fault point {point}");
-}
-
 /// Kills a run at `point`, checks how many output files it left, runs again, and returns the
 /// second run's output.
 async fn kill_then_rerun(
@@ -206,7 +178,7 @@ async fn kill_then_rerun(
     files_after_kill: usize,
 ) -> (ConfigDir, String) {
     tokio::task::spawn_blocking(move || {
-        kill_at(&cfg, point);
+        kill_at(cfg.path(), point);
         let files = output_files(&cfg.out()).len();
         assert_eq!(files, files_after_kill, "output files after a kill at {point}");
         let out = stdout_of(&run_binary(cfg.path(), &["run"]));
@@ -296,7 +268,7 @@ async fn loads_are_settled_one_by_one_and_a_kill_loses_only_the_load_in_flight()
     // Killed when the second load is prepared: the first is delivered and committed, and
     // the run's record shows how far it got.
     let cfg = tokio::task::spawn_blocking(move || {
-        kill_at(&cfg, "after-prepare#2");
+        kill_at(cfg.path(), "after-prepare#2");
         cfg
     })
     .await

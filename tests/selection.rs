@@ -32,7 +32,9 @@ async fn source_of(c: &Connection) -> S3Source {
 async fn run_once(cfg: &ConfigDir, c: &Connection, source: &dyn Source, clock: &ManualClock) -> RunSummary {
     let state = SqliteStore::open(&cfg.state()).expect("state");
     let target = match &c.target {
-        config::TargetSpec::File(spec) => FileTarget::new(spec.clone(), vec!["id".to_string()]),
+        config::TargetSpec::File(spec) => {
+            FileTarget::new(spec.clone(), std::sync::Arc::new(c.template.clone()))
+        }
         other => panic!("not file: {other:?}"),
     };
     let env = RunEnv {

@@ -302,3 +302,223 @@ fn a_refused_delivery_is_reported_once_with_its_fix_and_not_retried() {
         );
     }
 }
+
+/// A template of every type, for the Parquet tests.
+const TYPED_TEMPLATE: &str = r#"table = "typed"
+[[template.fields]]
+name = "id"
+required = true
+[[template.fields]]
+name = "n"
+type = "integer"
+[[template.fields]]
+name = "price"
+type = "decimal"
+precision = 6
+scale = 2
+[[template.fields]]
+name = "ratio"
+type = "float"
+[[template.fields]]
+name = "ok"
+type = "boolean"
+[[template.fields]]
+name = "day"
+type = "date"
+[[template.fields]]
+name = "at"
+type = "timestamp"
+[[template.fields]]
+name = "attrs"
+type = "json""#;
+
+#[test]
+fn parquet_output_is_typed_and_pyarrow_reads_every_value() {
+    let cfg = ConfigDir::new();
+    cfg.inbox(
+        "typed",
+        &[(
+            "rows.jsonl",
+            concat!(
+                r#"{"id": "a", "n": 9007199254740993, "price": "19.9", "ratio": 0.1, "ok": "yes", "day": "2026-01-02", "at": "2026-01-02T03:04:05.123456+01:00", "attrs": {"b": [1, "x"]}}"#,
+                "\n",
+                r#"{"id": "b", "n": -1, "price": 7, "ratio": -1.5e300, "ok": false, "day": null, "at": "1969-12-31T23:59:59Z", "attrs": "text"}"#,
+                "\n",
+                // Two digits after the point at most: quarantined, not rounded.
+                r#"{"id": "c", "price": "0.125"}"#,
+                "\n",
+                r#"{"id": "d"}"#,
+                "\n",
+            )
+            .as_bytes(),
+        )],
+    );
+    cfg.connection(
+        "typed",
+        &dir_connection_toml(
+            "typed",
+            &format!("max_bad_rows = \"1\"\n{TYPED_TEMPLATE}"),
+            "type = \"file\"\npath = \"out\"\nformat = \"parquet\"\ncompression = \"snappy\"",
+        ),
+    );
+    let out = stdout_of(&run_binary(cfg.path(), &["run"]));
+    assert!(
+        out.contains("imported 1, rejected 0, failed 0; rows 3, bad rows 1"),
+        "{out}"
+    );
+    let files = output_files(&cfg.out());
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].to_string_lossy().ends_with(".parquet"), "{files:?}");
+
+    // Another implementation reads the file: its types, and every value.
+    let script = r#"
+import json, sys
+import pyarrow.parquet as pq
+f = pq.ParquetFile(sys.argv[1])
+t = f.read()
+print(json.dumps([[x.name, str(x.type)] for x in t.schema]))
+print(json.dumps(t.to_pylist(), default=str))
+c = f.metadata.row_group(0).column(0)
+print(json.dumps([f.metadata.num_row_groups, c.compression, c.statistics.min, c.statistics.max, c.statistics.null_count]))
+"#;
+    let read = std::process::Command::new(test_python())
+        .args(["-c", script])
+        .arg(&files[0])
+        .output()
+        .unwrap();
+    let text = stdout_of(&read);
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(
+        lines[0],
+        json!([
+            ["id", "string"],
+            ["n", "int64"],
+            ["price", "decimal128(6, 2)"],
+            ["ratio", "double"],
+            ["ok", "bool"],
+            ["day", "date32[day]"],
+            ["at", "timestamp[us, tz=UTC]"],
+            ["attrs", "extension<arrow.json>"],
+            ["_source_key", "string"],
+            ["_source_version", "string"],
+            ["_source_line", "int64"]
+        ])
+    );
+    let version = lines[1][0]["_source_version"].clone();
+    assert_eq!(
+        lines[1],
+        json!([
+            {"id": "a", "n": 9007199254740993_i64, "price": "19.90", "ratio": 0.1, "ok": true,
+             "day": "2026-01-02", "at": "2026-01-02 02:04:05.123456+00:00", "attrs": "{\"b\":[1,\"x\"]}",
+             "_source_key": "rows.jsonl", "_source_version": version, "_source_line": 1},
+            {"id": "b", "n": -1, "price": "7.00", "ratio": -1.5e300, "ok": false,
+             "day": null, "at": "1969-12-31 23:59:59+00:00", "attrs": "\"text\"",
+             "_source_key": "rows.jsonl", "_source_version": version, "_source_line": 2},
+            {"id": "d", "n": null, "price": null, "ratio": null, "ok": null,
+             "day": null, "at": null, "attrs": null,
+             "_source_key": "rows.jsonl", "_source_version": version, "_source_line": 4}
+        ])
+    );
+    assert_eq!(lines[2], json!([1, "SNAPPY", "a", "d", 0]));
+}
+
+#[test]
+fn parquet_file_loads_survive_a_kill_at_every_step() {
+    let cfg = ConfigDir::new();
+    connection(
+        &cfg,
+        "pq",
+        &ids(500),
+        "type = \"file\"\npath = \"out\"\nformat = \"parquet\"\n",
+    );
+    let template = format!(
+        "{ID_TEMPLATE}\n[[template.fields]]\nname = \"price\"\ntype = \"decimal\"\nprecision = 9\nscale = 2\n[[template.fields]]\nname = \"note\""
+    );
+    cfg.connection(
+        "pq",
+        &dir_connection_toml(
+            "pq",
+            &template,
+            "type = \"file\"\npath = \"out\"\nformat = \"parquet\"\n",
+        ),
+    );
+    let ids_of = |cfg: &ConfigDir| -> Vec<String> {
+        let rows = cfg.rows();
+        // arrow-json writes a DECIMAL(9, 2) as a JSON number.
+        assert!(
+            rows.iter()
+                .all(|r| r["price"] == json!(1.5) && r["note"] == "a, \"b\"")
+        );
+        cfg.ids()
+    };
+    // Killed once the file is in place, before the commit: the next run finds it and commits.
+    kill_at(cfg.path(), "after-deliver");
+    assert_eq!(output_files(&cfg.out()).len(), 1);
+    let out = stdout_of(&run_binary(cfg.path(), &["run"]));
+    assert!(out.contains("new 0, imported 0"), "{out}");
+    assert_eq!(ids_of(&cfg), ids(500));
+
+    // Killed after the load is prepared, before anything is written: imported again, once.
+    std::fs::write(
+        cfg.path().join("in/pq/more.jsonl"),
+        "{\"id\": \"late\", \"price\": 1.5, \"note\": \"a, \\\"b\\\"\"}\n",
+    )
+    .unwrap();
+    kill_at(cfg.path(), "after-prepare");
+    assert_eq!(output_files(&cfg.out()).len(), 1);
+    let out = stdout_of(&run_binary(cfg.path(), &["run"]));
+    assert!(out.contains("new 1, imported 1"), "{out}");
+    let files = output_files(&cfg.out());
+    assert_eq!(files.len(), 2, "no temporary file is left: {files:?}");
+    let mut want = ids(500);
+    want.push("late".into());
+    want.sort();
+    assert_eq!(ids_of(&cfg), want);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parquet_loads_into_s3_survive_a_kill_mid_upload() {
+    let client = s3();
+    let b = bucket(&client, "pq").await;
+    let cfg = ConfigDir::new();
+    let rows = ids(20_000);
+    connection(&cfg, "pq", &rows, &s3_target(&b, "format = \"parquet\""));
+    let template = format!(
+        "{ID_TEMPLATE}\n[[template.fields]]\nname = \"price\"\ntype = \"decimal\"\nprecision = 9\nscale = 2\n[[template.fields]]\nname = \"note\""
+    );
+    cfg.connection(
+        "pq",
+        &dir_connection_toml("pq", &template, &s3_target(&b, "format = \"parquet\"")),
+    );
+    let dir = cfg.path().to_path_buf();
+    let killed = dir.clone();
+    tokio::task::spawn_blocking(move || kill_at(&killed, "s3-upload-started"))
+        .await
+        .unwrap();
+    let uploads = client.list_multipart_uploads().bucket(&b).send().await.unwrap();
+    assert_eq!(uploads.uploads().len(), 1, "the killed run left its upload open");
+    assert!(objects(&client, &b, "loads/").await.is_empty());
+
+    let out = stdout_of(&run_binary(&dir, &["run"]));
+    assert!(
+        out.contains("pq: listed 1, new 1, imported 1, rejected 0, failed 0; rows 20000"),
+        "{out}"
+    );
+    let uploads = client.list_multipart_uploads().bucket(&b).send().await.unwrap();
+    assert!(uploads.uploads().is_empty(), "no unfinished upload is left");
+    let all = objects(&client, &b, "loads/").await;
+    assert_eq!(all.len(), 1);
+    assert!(
+        all[0].0.starts_with("loads/pq/items/1/") && all[0].0.ends_with(".parquet"),
+        "{}",
+        all[0].0
+    );
+    let got: Vec<String> = parquet_rows(all[0].1.clone())
+        .iter()
+        .map(|r| {
+            assert_eq!(r["price"], json!(1.5));
+            r["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(got, rows, "every row once, in order");
+}

@@ -58,6 +58,10 @@ type = "string"
 [[template.fields]]
 name = "price"
 type = "decimal"
+TOML
+    # A Parquet output needs the decimal's precision and scale (its DECIMAL column has them).
+    [[ -z ${bench_decimal_shape:-} ]] || printf 'precision = 12\nscale = 2\n'
+    cat <<'TOML'
 [[template.fields]]
 name = "quantity"
 type = "integer"
@@ -122,8 +126,11 @@ run_case() {
     case_cpu=${case_cpu%\%}
     case_seconds=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", b - a }')
     case_rows=$(grep -o 'rows [0-9]*' "$dir/summary" | head -1 | cut -d' ' -f2)
-    # Outputs are as large as the input: keep the disk for the next case.
-    rm -rf "$dir/out" "$dir/state/spool" "$dir/spool"
+    # Outputs are as large as the input: keep the disk for the next case, unless the caller
+    # looks at the output (case_keep_out=1; it removes $case_out itself).
+    case_out=$dir/out
+    [[ -n ${case_keep_out:-} ]] || rm -rf "$dir/out"
+    rm -rf "$dir/state/spool" "$dir/spool"
 }
 
 # start_s3s ROOT: serves the folders of ROOT as buckets from s3s-fs (a Rust S3 server on the

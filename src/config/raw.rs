@@ -82,6 +82,8 @@ pub struct RawField {
     pub required: Option<bool>,
     pub format: Option<String>,
     pub timezone: Option<String>,
+    pub precision: Option<i64>,
+    pub scale: Option<i64>,
     pub values: Option<Vec<String>>,
     pub default: Option<String>,
     pub true_values: Option<Vec<String>>,

@@ -780,7 +780,7 @@ mod tests {
                     zone: chrono_tz::UTC,
                 },
             ),
-            f("amount", FieldType::Decimal),
+            f("amount", FieldType::Decimal(None)),
             f("tags", FieldType::Json),
             f("missing", FieldType::String),
         ];

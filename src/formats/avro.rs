@@ -555,10 +555,10 @@ pub(super) mod tests {
             "id",
             UnknownFields::Keep,
             vec![
-                field("price", column("price"), FieldType::Decimal, true),
+                field("price", column("price"), FieldType::Decimal(None), true),
                 field("at", column("at"), at.clone(), true),
                 field("seen", column("seen"), at, true),
-                field("wide", column("small"), FieldType::Decimal, true),
+                field("wide", column("small"), FieldType::Decimal(None), true),
             ],
         );
         for codec in [

@@ -99,7 +99,7 @@ impl ColumnKind {
         match field {
             FieldType::String => matches!(self, K::Binary | K::Date | K::Timestamp { .. } | K::Time),
             FieldType::Integer => self == K::Integer,
-            FieldType::Decimal => matches!(self, K::Decimal | K::Integer),
+            FieldType::Decimal(_) => matches!(self, K::Decimal | K::Integer),
             FieldType::Float => matches!(self, K::Float | K::Decimal | K::Integer),
             FieldType::Boolean => self == K::Boolean,
             // A date column arrives as ISO 8601 text.
@@ -161,7 +161,7 @@ fn type_name(field: &FieldType) -> &'static str {
     match field {
         FieldType::String => "string",
         FieldType::Integer => "integer",
-        FieldType::Decimal => "decimal",
+        FieldType::Decimal(_) => "decimal",
         FieldType::Float => "float",
         FieldType::Boolean => "boolean",
         FieldType::Date(_) => "date",
@@ -348,11 +348,11 @@ mod tests {
         };
         let cases: [(ColumnKind, &FieldType, bool); 20] = [
             (K::Integer, &FieldType::Integer, true),
-            (K::Integer, &FieldType::Decimal, true),
+            (K::Integer, &FieldType::Decimal(None), true),
             (K::Integer, &FieldType::Float, true),
             (K::Integer, &FieldType::String, false),
             (K::Float, &FieldType::Integer, false),
-            (K::Float, &FieldType::Decimal, false),
+            (K::Float, &FieldType::Decimal(None), false),
             (K::Decimal, &FieldType::Float, true),
             (K::Decimal, &FieldType::Integer, false),
             (K::Boolean, &FieldType::Integer, false),

@@ -468,7 +468,7 @@ mod tests {
             UnknownFields::Keep,
             vec![
                 field("name", column("name"), FieldType::String, false),
-                field("price", column("price"), FieldType::Decimal, true),
+                field("price", column("price"), FieldType::Decimal(None), true),
                 field("ratio", column("ratio"), FieldType::Float, true),
                 field("ok", column("ok"), FieldType::Boolean, true),
                 field("day", column("day"), FieldType::Date(None), true),
@@ -549,7 +549,7 @@ mod tests {
             "id",
             UnknownFields::Keep,
             vec![
-                field("price", column("price"), FieldType::Decimal, false),
+                field("price", column("price"), FieldType::Decimal(None), false),
                 field(
                     "at",
                     column("at"),

@@ -4,12 +4,13 @@
 //!
 //! Pure: nothing here opens a file or reads a variable; secrets are read when delivering.
 
+use super::parquet::{DEFAULT_ROW_GROUP_BYTES, ParquetCompression, ParquetOut};
 use crate::config::kind::KindTable;
 use crate::config::validate::{Problems, resolve};
 use crate::formats::CsvOut;
 use crate::keytemplate::KeyTemplate;
 use crate::secret::{Secret, SecretSource};
-use crate::template::Template;
+use crate::template::{FieldType, Template};
 use serde::Deserialize;
 use std::path::Path;
 
@@ -44,14 +45,25 @@ pub enum OutputFormat {
     /// CSV with a header row: the delimiter (`,`, `|` or a tab), `quote_all`, and the
     /// formula guard (`csv_formula_guard`).
     Csv(CsvOut),
+    /// Typed, compressed Parquet ([`super::parquet`]).
+    Parquet(ParquetOut),
 }
 
 impl OutputFormat {
     /// How CSV output is written, for a CSV output.
     pub fn csv(self) -> Option<CsvOut> {
         match self {
-            OutputFormat::Jsonl => None,
             OutputFormat::Csv(out) => Some(out),
+            OutputFormat::Jsonl | OutputFormat::Parquet(_) => None,
+        }
+    }
+
+    /// The extension of the default key template.
+    pub fn extension(self) -> &'static str {
+        match self {
+            OutputFormat::Jsonl => "jsonl",
+            OutputFormat::Csv(_) => "csv",
+            OutputFormat::Parquet(_) => "parquet",
         }
     }
 }
@@ -64,6 +76,8 @@ pub struct RawOutput {
     pub delimiter: Option<String>,
     pub quote_all: Option<bool>,
     pub csv_formula_guard: Option<bool>,
+    pub compression: Option<String>,
+    pub row_group_bytes: Option<toml::Value>,
     pub key: Option<toml::Value>,
 }
 
@@ -74,15 +88,16 @@ pub fn output(
     p: &mut Problems<'_>,
 ) -> (OutputFormat, Option<KeyTemplate>) {
     let t: RawOutput = table.part(p).unwrap_or_default();
-    let csv = match t.format.as_deref() {
-        None | Some("jsonl") => false,
-        Some("csv") => true,
+    let (csv, parquet) = match t.format.as_deref() {
+        None | Some("jsonl") => (false, false),
+        Some("csv") => (true, false),
+        Some("parquet") => (false, true),
         Some(other) => {
             p.add(
                 "target.format",
-                format!("{other:?} is not an output format; use \"jsonl\" or \"csv\""),
+                format!("{other:?} is not an output format; use \"jsonl\", \"csv\" or \"parquet\""),
             );
-            false
+            (false, false)
         }
     };
     let delimiter = match t.delimiter.as_deref() {
@@ -117,10 +132,23 @@ pub fn output(
             // a `'` in front, so a spreadsheet shows it instead of running it.
             formula_guard: t.csv_formula_guard.unwrap_or(true),
         })
+    } else if parquet {
+        OutputFormat::Parquet(parquet_out(&t, cx, p))
     } else {
         OutputFormat::Jsonl
     };
-    let extension = if csv { "csv" } else { "jsonl" };
+    if !parquet && (t.compression.is_some() || t.row_group_bytes.is_some()) {
+        let key = if t.compression.is_some() {
+            "compression"
+        } else {
+            "row_group_bytes"
+        };
+        p.add(
+            &format!("target.{key}"),
+            "applies to Parquet output; add format = \"parquet\" or remove it",
+        );
+    }
+    let extension = format.extension();
     let key = match &t.key {
         None => Some(KeyTemplate::default_for(extension)),
         Some(toml::Value::String(text)) => match KeyTemplate::parse(text) {
@@ -141,6 +169,46 @@ pub fn output(
         p.add("target.key", format!("{:?}: {e}", k.to_string()));
     }
     (format, key)
+}
+
+/// The settings of a Parquet output, and what it needs of the template: the precision and
+/// scale of every decimal field (a Parquet DECIMAL column has them).
+fn parquet_out(t: &RawOutput, cx: &TargetContext<'_>, p: &mut Problems<'_>) -> ParquetOut {
+    let compression = match t.compression.as_deref() {
+        None => ParquetCompression::Zstd,
+        Some(name) => ParquetCompression::parse(name).unwrap_or_else(|| {
+            p.add(
+                "target.compression",
+                format!(
+                    "{name:?} is not a Parquet compression; use one of {}",
+                    ParquetCompression::NAMES.join(", ")
+                ),
+            );
+            ParquetCompression::Zstd
+        }),
+    };
+    let row_group_bytes = crate::config::validate::size_in_range(
+        p,
+        "target.row_group_bytes",
+        t.row_group_bytes.as_ref(),
+        DEFAULT_ROW_GROUP_BYTES,
+        (1 << 20, 1 << 32),
+    );
+    for (i, f) in cx.template.iter().flat_map(|t| t.fields.iter().enumerate()) {
+        if f.kind == FieldType::Decimal(None) {
+            p.add(
+                "target.format",
+                format!(
+                    "a Parquet output needs the precision and scale of decimal field {:?}; add them to template.fields[{i}], e.g. precision = 12, scale = 2",
+                    f.name
+                ),
+            );
+        }
+    }
+    ParquetOut {
+        compression,
+        row_group_bytes,
+    }
 }
 
 /// A URL as written: inline, or where the secret that holds it is.

@@ -9,6 +9,7 @@
 pub mod config;
 pub mod file;
 pub mod http;
+pub mod parquet;
 pub mod postgres;
 pub mod s3;
 pub mod stdout;

@@ -1,6 +1,7 @@
 //! The one writer of the `file` and `s3` targets: the spooled rows of a load, which the spool
 //! holds in the output's format already (JSON Lines, or CSV records: see
-//! `formats::CsvEncoder`), copied into any `Write` — after a header row for CSV.
+//! `formats::CsvEncoder`), copied into any `Write` — after a header row for CSV; a Parquet
+//! output is encoded from the spooled JSON Lines by [`super::parquet`].
 //!
 //! CSV columns are the template's fields, then the provenance columns; fields kept by
 //! `unknown_fields = "keep"` vary from row to row and appear only in JSON Lines output.
@@ -9,19 +10,20 @@
 
 use super::OutputFormat;
 use crate::spool::{SliceReader, SpoolSlice};
+use crate::template::Template;
 use std::io::{self, Write};
 
 pub use crate::formats::PROVENANCE;
 
-/// Writes the rows of `spools`, in order, to `out` in `format`; `fields` are the template's
-/// field names (the CSV header before the provenance columns).
+/// Writes the rows of `spools`, in order, to `out` in `format`; `template` gives the CSV
+/// header's fields and the Parquet columns.
 pub fn write_load(
     spools: &[SpoolSlice],
     format: OutputFormat,
-    fields: &[String],
-    out: impl Write,
+    template: &Template,
+    out: impl Write + Send,
 ) -> io::Result<()> {
-    write_load_with(&mut SliceReader::default(), spools, format, fields, out)
+    write_load_with(&mut SliceReader::default(), spools, format, template, out)
 }
 
 /// [`write_load`] through `slices`, which may be a consuming reader
@@ -29,17 +31,21 @@ pub fn write_load(
 ///
 /// The spool already holds the output's rows ([`crate::spool::SpoolFormat::for_connection`]):
 /// JSON Lines, or CSV records, whose header is written here first (the slices leave out the
-/// header a CSV spool file starts with).
+/// header a CSV spool file starts with). Parquet is encoded from the JSON Lines here.
 pub fn write_load_with(
     slices: &mut SliceReader,
     spools: &[SpoolSlice],
     format: OutputFormat,
-    fields: &[String],
-    out: impl Write,
+    template: &Template,
+    out: impl Write + Send,
 ) -> io::Result<()> {
     let mut out = out;
-    if let Some(csv) = format.csv() {
-        out.write_all(&crate::formats::csv_header(csv, fields))?;
+    match format {
+        OutputFormat::Parquet(settings) => {
+            return super::parquet::write_load(slices, spools, settings, template, out);
+        }
+        OutputFormat::Csv(csv) => out.write_all(&crate::formats::csv_header(csv, &template.field_names()))?,
+        OutputFormat::Jsonl => {}
     }
     slices.copy_all(spools, &mut out)?;
     out.flush()
@@ -57,8 +63,6 @@ mod tests {
     /// records made while the rows were checked (each field's value as JSON text, then the
     /// provenance).
     fn spool(format: OutputFormat, rows: &[Value]) -> (tempfile::TempDir, SpoolSlice) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("000000.jsonl");
         let mut text = Vec::new();
         for r in rows {
             match format.csv() {
@@ -80,23 +84,25 @@ mod tests {
                 }
             }
         }
-        // The rows sit after another object's, as they do in a shared spool file.
-        let before = b"other object's rows\n";
-        std::fs::write(&path, [&before[..], &text].concat()).unwrap();
-        let slice = SpoolSlice {
-            path,
-            start: before.len() as u64,
-            len: text.len() as u64,
-            header: 0,
-        };
-        (dir, slice)
+        crate::spool::testing::slice_of(&text)
     }
 
     fn written(format: OutputFormat, rows: &[Value]) -> String {
         let (_dir, path) = spool(format, rows);
         let mut out = Vec::new();
-        let fields: Vec<String> = FIELDS.iter().map(|f| f.to_string()).collect();
-        write_load(&[path], format, &fields, &mut out).unwrap();
+        use crate::template::{BadRowLimit, Column, FieldType, UnknownFields};
+        let template = Template {
+            table: "t".into(),
+            unknown_fields: UnknownFields::Keep,
+            max_bad_rows: BadRowLimit::Count(0),
+            fields: FIELDS
+                .iter()
+                .map(|f| {
+                    crate::formats::testing::field(f, Column::Name(f.to_string()), FieldType::String, false)
+                })
+                .collect(),
+        };
+        write_load(&[path], format, &template, &mut out).unwrap();
         String::from_utf8(out).unwrap()
     }
 

@@ -103,11 +103,14 @@ impl ConfigDir {
         std::fs::write(self.temp.path().join(format!("connections/{name}.toml")), toml).expect("write");
     }
 
-    /// Every row in every output file, parsed.
+    /// Every row in every output file (JSON Lines, or Parquet by its extension), parsed.
     pub fn rows(&self) -> Vec<serde_json::Value> {
         output_files(&self.out())
             .iter()
             .flat_map(|f| {
+                if f.extension().is_some_and(|e| e == "parquet") {
+                    return parquet_rows(std::fs::read(f).expect("read output"));
+                }
                 std::fs::read_to_string(f)
                     .expect("read output")
                     .lines()
@@ -129,6 +132,60 @@ impl ConfigDir {
         ids.sort();
         ids
     }
+}
+
+/// The rows of a Parquet file, as arrow-json writes them (nulls left out).
+pub fn parquet_rows(file: Vec<u8>) -> Vec<serde_json::Value> {
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(file))
+            .expect("a Parquet file")
+            .build()
+            .expect("a Parquet reader");
+    let mut text = Vec::new();
+    let mut writer = arrow_json::LineDelimitedWriter::new(&mut text);
+    for batch in reader {
+        writer.write(&batch.expect("a row group")).expect("rows as JSON");
+    }
+    writer.finish().expect("rows as JSON");
+    drop(writer);
+    text.split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).expect("JSON"))
+        .collect()
+}
+
+/// The Python of the test virtualenv (scripts/test), beside its moto_server.
+pub fn test_python() -> PathBuf {
+    let moto = std::env::var("S3_IMPORTD_TEST_MOTO_SERVER")
+        .expect("S3_IMPORTD_TEST_MOTO_SERVER is set by scripts/test; run the tests with it");
+    Path::new(&moto).with_file_name("python")
+}
+
+/// Runs the binary with a fault point (`S3_IMPORTD_FAULT`) and kills it (SIGKILL) once it
+/// stops there; waits at most two minutes for it.
+pub fn kill_at(config: &Path, point: &str) {
+    use std::io::BufRead;
+    let mut child = binary(config)
+        .arg("run")
+        .env("S3_IMPORTD_FAULT", point)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("fault point") {
+                let _ = tx.send(line);
+                return;
+            }
+        }
+    });
+    let reached = rx.recv_timeout(std::time::Duration::from_secs(120));
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    assert!(reached.is_ok(), "the run never reached fault point {point}");
 }
 
 /// Every file under a folder, sorted, hidden ones included.

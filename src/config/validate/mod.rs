@@ -7,7 +7,7 @@
 use super::raw::{CountOrText, RawConnection, RawField, RawSettings, RawTemplate};
 use super::*;
 use crate::secret::Secret;
-use crate::template::{BadRowLimit, Column, Field, FieldType, TimeFormat, UnknownFields};
+use crate::template::{BadRowLimit, Column, DecimalShape, Field, FieldType, TimeFormat, UnknownFields};
 use chrono_tz::Tz;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use regex::Regex;

@@ -135,6 +135,46 @@ pub(super) fn zone(name: Option<&str>, key: &str, p: &mut Problems<'_>) -> Optio
     }
 }
 
+/// A decimal field's `precision` and `scale`: both or neither; 1 ≤ precision ≤ 38 (what
+/// Parquet's and most warehouses' DECIMAL holds) and 0 ≤ scale ≤ precision.
+fn decimal_shape(f: &RawField, key: &str, p: &mut Problems<'_>) -> Option<DecimalShape> {
+    let (precision, scale) = match (f.precision, f.scale) {
+        (None, None) => return None,
+        (Some(precision), Some(scale)) => (precision, scale),
+        (Some(_), None) => {
+            p.add(
+                &format!("{key}.scale"),
+                "missing; give scale (digits after the point) with precision, e.g. precision = 12, scale = 2",
+            );
+            return None;
+        }
+        (None, Some(_)) => {
+            p.add(
+                &format!("{key}.precision"),
+                "missing; give precision (digits in all) with scale, e.g. precision = 12, scale = 2",
+            );
+            return None;
+        }
+    };
+    let Ok(precision @ 1..=38) = u8::try_from(precision) else {
+        p.add(
+            &format!("{key}.precision"),
+            format!("{precision} is not a precision; use 1 to 38 digits"),
+        );
+        return None;
+    };
+    match u8::try_from(scale) {
+        Ok(scale) if scale <= precision => Some(DecimalShape { precision, scale }),
+        _ => {
+            p.add(
+                &format!("{key}.scale"),
+                format!("{scale} is not a scale for precision {precision}; use 0 to {precision} digits after the point"),
+            );
+            None
+        }
+    }
+}
+
 pub(super) fn field(
     f: &RawField,
     index: usize,
@@ -166,7 +206,7 @@ pub(super) fn field(
     let kind = match kind_name {
         "string" => Some(FieldType::String),
         "integer" => Some(FieldType::Integer),
-        "decimal" => Some(FieldType::Decimal),
+        "decimal" => Some(FieldType::Decimal(decimal_shape(f, key, p))),
         "float" => Some(FieldType::Float),
         "boolean" => Some(FieldType::Boolean),
         "json" => Some(FieldType::Json),
@@ -203,6 +243,12 @@ pub(super) fn field(
         p.add(
             &format!("{key}.format"),
             "applies only to date and timestamp fields",
+        );
+    }
+    if (f.precision.is_some() || f.scale.is_some()) && kind_name != "decimal" {
+        p.add(
+            &format!("{key}.precision"),
+            "precision and scale apply only to type = \"decimal\"",
         );
     }
     if f.timezone.is_some() && kind_name != "timestamp" {

@@ -84,7 +84,7 @@ impl TargetKind for FileTargetSpec {
     async fn open(&self, connection: &Connection) -> Box<dyn Target> {
         Box::new(super::FileTarget::new(
             self.clone(),
-            connection.template.field_names(),
+            std::sync::Arc::new(connection.template.clone()),
         ))
     }
 

@@ -1,4 +1,4 @@
-//! The `file` target: one file per load (JSON Lines or CSV, written by [`writer`]) under a
+//! The `file` target: one file per load (JSON Lines, CSV or Parquet, written by [`writer`]) under a
 //! local folder, named by the key template.
 //!
 //! A load is written to a hidden temporary file beside its final name, synced, and renamed
@@ -12,10 +12,12 @@ use super::OutputFormat;
 use super::{Delivery, LoadInfo, LoadPart, Refused, Target, TargetError, writer};
 use crate::keytemplate::with_suffix;
 use crate::spool::{SliceReader, SpoolSlice};
+use crate::template::Template;
 use async_trait::async_trait;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// How many `-N` suffixes are tried before giving up on a free name.
 const MAX_SUFFIX: u32 = 1000;
@@ -23,13 +25,13 @@ const MAX_SUFFIX: u32 = 1000;
 /// Writes loads as files under a folder.
 pub struct FileTarget {
     spec: FileTargetSpec,
-    /// The template's field names: the CSV header.
-    fields: Vec<String>,
+    /// The connection's template: the CSV header, the Parquet columns.
+    template: Arc<Template>,
 }
 
 impl FileTarget {
-    pub fn new(spec: FileTargetSpec, fields: Vec<String>) -> FileTarget {
-        FileTarget { spec, fields }
+    pub fn new(spec: FileTargetSpec, template: Arc<Template>) -> FileTarget {
+        FileTarget { spec, template }
     }
 }
 
@@ -60,7 +62,7 @@ fn write_file(
     spools: &[SpoolSlice],
     slices: &mut SliceReader,
     format: OutputFormat,
-    fields: &[String],
+    template: &Template,
     mode: u32,
 ) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -68,9 +70,11 @@ fn write_file(
     // A load of one object is its spool file as it is (JSON Lines, or CSV with the header
     // the spool file starts with): when the spool is on the same file system, a second name
     // for it replaces copying every byte. The spool is never written again once spooled, and
-    // removing it later leaves this name intact.
+    // removing it later leaves this name intact. Parquet is encoded from the spool.
     let linked = match spools {
-        [spool] => spool.is_whole_file()? && std::fs::hard_link(&spool.path, temp).is_ok(),
+        [spool] if !matches!(format, OutputFormat::Parquet(_)) => {
+            spool.is_whole_file()? && std::fs::hard_link(&spool.path, temp).is_ok()
+        }
         _ => false,
     };
     let out = if linked {
@@ -79,7 +83,7 @@ fn write_file(
         File::open(temp)?
     } else {
         let mut out = io::BufWriter::with_capacity(256 * 1024, crate::files::create_with_mode(temp, mode)?);
-        writer::write_load_with(slices, spools, format, fields, &mut out)?;
+        writer::write_load_with(slices, spools, format, template, &mut out)?;
         out.into_inner().map_err(|e| e.into_error())?
     };
     out.sync_all()?;
@@ -117,10 +121,10 @@ impl Target for FileTarget {
         let spools = super::spools(parts);
         let path = PathBuf::from(detail_path(delivery, "path")?);
         let temp = PathBuf::from(detail_path(delivery, "temp")?);
-        let (format, fields, mode) = (self.spec.format, self.fields.clone(), self.spec.file_mode);
+        let (format, template, mode) = (self.spec.format, self.template.clone(), self.spec.file_mode);
         let result = tokio::task::spawn_blocking(move || {
             let mut slices = SliceReader::consuming();
-            write_file(&path, &temp, &spools, &mut slices, format, &fields, mode).map_err(|source| {
+            write_file(&path, &temp, &spools, &mut slices, format, &template, mode).map_err(|source| {
                 // Leave nothing half-written behind; the next try starts afresh.
                 let _ = std::fs::remove_file(&temp);
                 if slices.consumed() {

@@ -60,7 +60,7 @@ fn sql_type(kind: &FieldType) -> (&'static str, Type) {
     match kind {
         FieldType::String => ("text", Type::TEXT),
         FieldType::Integer => ("bigint", Type::INT8),
-        FieldType::Decimal => ("numeric", Type::NUMERIC),
+        FieldType::Decimal(_) => ("numeric", Type::NUMERIC),
         FieldType::Float => ("double precision", Type::FLOAT8),
         FieldType::Boolean => ("boolean", Type::BOOL),
         FieldType::Date(_) => ("date", Type::DATE),
@@ -477,7 +477,7 @@ impl PostgresTarget {
                     Box::new(v.map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
                 }
                 (FieldType::Integer, v) => Box::new(v.map(|v| v.as_i64().ok_or_else(bad)).transpose()?),
-                (FieldType::Decimal, v) => Box::new(
+                (FieldType::Decimal(_), v) => Box::new(
                     v.map(|v| v.as_str().and_then(|s| s.parse::<Decimal>().ok()).ok_or_else(bad))
                         .transpose()?,
                 ),

@@ -57,7 +57,12 @@ impl TargetKind for S3TargetSpec {
 
     async fn open(&self, connection: &Connection) -> Box<dyn Target> {
         Box::new(
-            super::S3Target::new(&connection.name, self.clone(), connection.template.field_names()).await,
+            super::S3Target::new(
+                &connection.name,
+                self.clone(),
+                std::sync::Arc::new(connection.template.clone()),
+            )
+            .await,
         )
     }
 

@@ -21,6 +21,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use std::io::{self, Write};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// The size of every part but the last (S3 wants at least 5 MiB).
@@ -34,13 +35,22 @@ pub struct S3Target {
     client: Client,
     spec: S3TargetSpec,
     /// The template's field names: the CSV header.
-    fields: Vec<String>,
+    /// The connection's template: the CSV header, the Parquet columns.
+    template: Arc<crate::template::Template>,
 }
 
 impl S3Target {
-    pub async fn new(connection: &str, spec: S3TargetSpec, fields: Vec<String>) -> S3Target {
+    pub async fn new(
+        connection: &str,
+        spec: S3TargetSpec,
+        template: Arc<crate::template::Template>,
+    ) -> S3Target {
         let client = crate::aws::client(connection, &spec.s3).await;
-        S3Target { client, spec, fields }
+        S3Target {
+            client,
+            spec,
+            template,
+        }
     }
 
     fn error(&self, key: &str, error: AwsError) -> TargetError {
@@ -106,13 +116,13 @@ impl S3Target {
         // The writer runs on the blocking pool and hands over full parts; one part waits in
         // the channel while another is uploaded, so at most three are in memory.
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1);
-        let (format, fields) = (self.spec.format, self.fields.clone());
+        let (format, template) = (self.spec.format, self.template.clone());
         let producer = tokio::task::spawn_blocking(move || {
             let mut parts = PartWriter {
                 buf: Vec::with_capacity(PART_SIZE),
                 tx,
             };
-            writer::write_load(&spools, format, &fields, &mut parts)?;
+            writer::write_load(&spools, format, &template, &mut parts)?;
             parts.finish()
         });
         let mut completed = Vec::new();

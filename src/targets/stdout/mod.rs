@@ -7,10 +7,10 @@
 mod config;
 pub use config::*;
 
-use super::OutputFormat;
-use super::{Delivery, LoadInfo, LoadPart, Refused, Target, TargetError, writer};
+use super::{Delivery, LoadInfo, LoadPart, Refused, Target, TargetError};
+use crate::spool::SliceReader;
 use async_trait::async_trait;
-use std::io;
+use std::io::{self, Write};
 use std::path::PathBuf;
 
 /// Writes loads to standard output.
@@ -29,11 +29,14 @@ impl Target for StdoutTarget {
         let spools = super::spools(parts);
         let result = tokio::task::spawn_blocking(move || {
             // The spool is JSON Lines already: the rows are copied as they are.
-            let out = io::stdout().lock();
-            writer::write_load(&spools, OutputFormat::Jsonl, &[], out).map_err(|source| TargetError::Io {
-                path: PathBuf::from("stdout"),
-                source,
-            })
+            let mut out = io::stdout().lock();
+            let copied = SliceReader::default().copy_all(&spools, &mut out);
+            copied
+                .and_then(|()| out.flush())
+                .map_err(|source| TargetError::Io {
+                    path: PathBuf::from("stdout"),
+                    source,
+                })
         })
         .await;
         result
