@@ -146,6 +146,13 @@ fn bad_files_and_their_messages() {
             ],
         ),
         (
+            "load_max_objects = 0\nload_max_bytes = \"10KiB\"\n[source]\ntype = \"dir\"\npath = \"in\"\n[template]\n[[template.fields]]\nname = \"id\"\n[target]\ntype = \"stdout\"\n".to_string(),
+            vec![
+                "connections/c.toml: load_max_objects: 0 is out of range; use 1 to 1000000",
+                "connections/c.toml: load_max_bytes: 10240 bytes is out of range; use 1048576 to 1099511627776 bytes",
+            ],
+        ),
+        (
             "[source]\ntype = \"dir\"\npath = \"in\"\n[template]\n[[template.fields]]\nname = \"id\"\n[target]\ntype = \"file\"\npath = \"out\"\nformat = \"csv\"\ncompression = \"zstd\"\n".to_string(),
             vec![
                 "connections/c.toml: target.compression: applies to Parquet output; add format = \"parquet\" or remove it",
@@ -262,7 +269,7 @@ fn bad_files_and_their_messages() {
         (
             "colour = \"red\"\n[source]\ntype = \"dir\"\npath = \"in\"\nbuckett = \"x\"\nregoin = \"y\"\n[template]\n[[template.fields]]\nname = \"id\"\n[[template.fields]]\nname = \"qty\"\ntyp = \"integer\"\nrequierd = true\n[target]\ntype = \"stdout\"".to_string(),
             vec![
-                "connections/c.toml: colour: unknown field `colour`, expected one of `description`, `enabled`, `schedule`, `backfill_days`, `settle_seconds`, `source`, `format`, `template`, `target` (line 1)",
+                "connections/c.toml: colour: unknown field `colour`, expected one of `description`, `enabled`, `schedule`, `backfill_days`, `settle_seconds`, `load_max_objects`, `load_max_bytes`, `source`, `format`, `template`, `target` (line 1)",
                 "connections/c.toml: template.fields[1].typ: unknown field `typ`, … (line 12)",
                 "connections/c.toml: template.fields[1].requierd: unknown field `requierd`, … (line 13)",
                 "connections/c.toml: source.buckett: unknown field `buckett`, expected one of `type`, `path`, `follow_symlinks`, `include`, `exclude` (line 5)",

@@ -6,9 +6,14 @@ mod common;
 
 use common::*;
 
-/// Imports the same folder of JSON Lines files with the given settings; returns the output
-/// files' line counts (largest first) and every row.
-fn import(settings: &str, objects: usize, rows_each: usize) -> (Vec<usize>, Vec<serde_json::Value>) {
+/// Imports the same folder of JSON Lines files with the given settings (`s3-importd.toml`)
+/// and connection keys; returns the output files' line counts (largest first) and every row.
+fn import(
+    settings: &str,
+    connection_keys: &str,
+    objects: usize,
+    rows_each: usize,
+) -> (Vec<usize>, Vec<serde_json::Value>) {
     let cfg = ConfigDir::new();
     std::fs::write(
         cfg.path().join("s3-importd.toml"),
@@ -24,14 +29,12 @@ fn import(settings: &str, objects: usize, rows_each: usize) -> (Vec<usize>, Vec<
             .collect();
         std::fs::write(inbox.join(format!("{i:03}.jsonl")), body).unwrap();
     }
-    cfg.connection(
+    let toml = dir_connection_toml(
         "big",
-        &dir_connection_toml(
-            "big",
-            "table = \"items\"\nunknown_fields = \"keep\"\n[[template.fields]]\nname = \"id\"\nrequired = true",
-            "type = \"file\"\npath = \"out\"",
-        ),
+        "table = \"items\"\nunknown_fields = \"keep\"\n[[template.fields]]\nname = \"id\"\nrequired = true",
+        "type = \"file\"\npath = \"out\"",
     );
+    cfg.connection("big", &format!("{connection_keys}{toml}"));
     let out = stdout_of(&run_binary(cfg.path(), &["run"]));
     assert!(out.contains(&format!("imported {objects}")), "{out}");
     let mut lines: Vec<usize> = output_files(&cfg.out())
@@ -52,11 +55,25 @@ fn import(settings: &str, objects: usize, rows_each: usize) -> (Vec<usize>, Vec<
 fn loads_bounded_by_bytes_deliver_exactly_the_rows_of_one_load() {
     // 2,000 rows of 300 to 380 bytes spooled: 0.6 to 0.76 MB an object, so a 1 MiB load
     // closes after its second object (the limit is checked as each object starts).
-    let (one, all_rows) = import("", 5, 2000);
+    let (one, all_rows) = import("", "", 5, 2000);
     assert_eq!(one, [10_000]);
-    let (bounded, bounded_rows) = import("load_max_bytes = 1048576\n", 5, 2000);
+    let (bounded, bounded_rows) = import("load_max_bytes = 1048576\n", "", 5, 2000);
     assert_eq!(bounded, [4000, 4000, 2000]);
     assert_eq!(bounded_rows, all_rows);
+}
+
+#[test]
+fn a_connection_sets_its_own_load_sizes_over_the_settings() {
+    // The settings' sizes hold every object in one load; the connection's own win.
+    let generous = "load_max_objects = 100\nload_max_bytes = \"1GiB\"\n";
+    let (one, all_rows) = import(generous, "", 5, 200);
+    assert_eq!(one, [1000]);
+    let (by_bytes, rows) = import(generous, "load_max_bytes = \"1MiB\"\n", 5, 2000);
+    assert_eq!(by_bytes, [4000, 4000, 2000]);
+    let (by_count, by_count_rows) = import(generous, "load_max_objects = 2\n", 5, 200);
+    assert_eq!(by_count, [400, 400, 200]);
+    assert_eq!(by_count_rows, all_rows);
+    assert_eq!(rows.len(), 10_000);
 }
 
 /// The `hashed=` count of the listing's debug event.

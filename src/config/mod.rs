@@ -107,6 +107,10 @@ pub struct Connection {
     pub schedule: Schedule,
     pub backfill: TimeDelta,
     pub settle: TimeDelta,
+    /// `load_max_objects` of this connection, over `s3-importd.toml`'s.
+    pub load_max_objects: Option<usize>,
+    /// `load_max_bytes` of this connection, over `s3-importd.toml`'s.
+    pub load_max_bytes: Option<u64>,
     pub source: SourceSpec,
     pub filters: Filters,
     pub format: FormatSpec,

@@ -21,7 +21,8 @@ pub struct RawSettings {
     pub max_concurrent_runs: Option<i64>,
     pub max_concurrent_objects: Option<i64>,
     pub load_max_objects: Option<i64>,
-    pub load_max_bytes: Option<i64>,
+    /// A size: bytes, or a string with a unit ("1GiB").
+    pub load_max_bytes: Option<toml::Value>,
     pub shutdown_timeout_s: Option<i64>,
     pub log_format: Option<String>,
     pub aws_principal: Option<String>,
@@ -37,6 +38,9 @@ pub struct RawConnection {
     pub schedule: Option<String>,
     pub backfill_days: Option<i64>,
     pub settle_seconds: Option<i64>,
+    /// Override `s3-importd.toml`'s for this connection.
+    pub load_max_objects: Option<i64>,
+    pub load_max_bytes: Option<toml::Value>,
     /// Read by the source's kind ([`crate::sources::SourceSpec::validate`]).
     pub source: Option<toml::Table>,
     /// Read by [`crate::formats::config::validate`].

@@ -84,6 +84,17 @@ impl RunLimits {
     }
 }
 
+impl RunLimits {
+    /// These limits with the load sizes `connection` sets for itself.
+    pub fn for_connection(self, connection: &crate::config::Connection) -> RunLimits {
+        RunLimits {
+            load_max_objects: connection.load_max_objects.unwrap_or(self.load_max_objects),
+            load_max_bytes: connection.load_max_bytes.unwrap_or(self.load_max_bytes),
+            ..self
+        }
+    }
+}
+
 impl Default for RunLimits {
     /// The defaults of `s3-importd.toml`.
     fn default() -> RunLimits {
@@ -506,6 +517,7 @@ async fn plan(
 /// is gone before the next one is written.
 async fn import(env: &RunEnv<'_>, planned: &Planned, s: &mut RunSummary) -> Result<(), RunError> {
     let c = env.connection;
+    let limits = env.limits.for_connection(c);
     let progress = Progress::new(s.counts.new);
     // The LastModified of every object that must be looked at again.
     let mut failed_at: Vec<DateTime<Utc>> = Vec::new();
@@ -522,7 +534,7 @@ async fn import(env: &RunEnv<'_>, planned: &Planned, s: &mut RunSummary) -> Resu
         // The next load's candidates, in import order, from the state store.
         let candidates = env
             .state
-            .staged_candidates(&s.run_id, cursor.as_ref(), env.limits.load_max_objects.max(1))
+            .staged_candidates(&s.run_id, cursor.as_ref(), limits.load_max_objects.max(1))
             .await?;
         oldest_left = candidates.first().map(|m| m.last_modified);
         if candidates.is_empty() || env.stop.is_cancelled() {
@@ -546,7 +558,7 @@ async fn import(env: &RunEnv<'_>, planned: &Planned, s: &mut RunSummary) -> Resu
         // group of objects is started, so a load ends at most `max_concurrent_objects` groups
         // past it.
         let feed = std::iter::from_fn(|| {
-            if fed >= candidates.len() || spooled.load(Ordering::Relaxed) >= env.limits.load_max_bytes {
+            if fed >= candidates.len() || spooled.load(Ordering::Relaxed) >= limits.load_max_bytes {
                 return None;
             }
             let group = if grouped {

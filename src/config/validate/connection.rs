@@ -29,6 +29,26 @@ pub(super) fn connection(
     let schedule = schedule(c.schedule.as_deref(), p);
     let backfill = in_range(p, "backfill_days", c.backfill_days, 90, 1, 36500);
     let settle = in_range(p, "settle_seconds", c.settle_seconds, 60, 0, 7 * 86400);
+    // The load sizes of `s3-importd.toml`, for this connection alone, in the same ranges.
+    let load_max_objects = c.load_max_objects.map(|n| {
+        in_range(
+            p,
+            "load_max_objects",
+            Some(n),
+            1,
+            LOAD_MAX_OBJECTS.0,
+            LOAD_MAX_OBJECTS.1,
+        ) as usize
+    });
+    let load_max_bytes = c.load_max_bytes.as_ref().map(|v| {
+        size_in_range(
+            p,
+            "load_max_bytes",
+            Some(v),
+            defaults::LOAD_MAX_BYTES,
+            LOAD_MAX_BYTES,
+        )
+    });
     let (source, filters) = match c.source {
         Some(s) => source(dir, s, p),
         None => {
@@ -105,6 +125,8 @@ pub(super) fn connection(
         schedule: schedule?,
         backfill: TimeDelta::days(backfill),
         settle: TimeDelta::seconds(settle),
+        load_max_objects,
+        load_max_bytes,
         source: source?,
         filters: filters?,
         template: template.map(|mut t| {

@@ -199,6 +199,11 @@ pub fn in_range(
     }
 }
 
+/// The range of `load_max_objects`, in `s3-importd.toml` and in a connection.
+pub const LOAD_MAX_OBJECTS: (i64, i64) = (1, 1_000_000);
+/// The range of `load_max_bytes`: 1 MiB to 1 TiB.
+pub const LOAD_MAX_BYTES: (u64, u64) = (1 << 20, 1 << 40);
+
 /// A number of bytes as written: an integer, or a string with a unit (`"512MiB"`, `"1 GiB"`,
 /// `"100MB"`, `"4096"`; KiB/MiB/GiB/TiB are powers of 1024, KB/MB/GB/TB of 1000).
 pub fn byte_size(text: &str) -> Option<u64> {

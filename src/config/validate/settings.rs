@@ -33,17 +33,16 @@ pub(super) fn settings(dir: &Path, s: RawSettings, p: &mut Problems<'_>) -> Opti
         "load_max_objects",
         s.load_max_objects,
         defaults::LOAD_MAX_OBJECTS as i64,
-        1,
-        1_000_000,
+        LOAD_MAX_OBJECTS.0,
+        LOAD_MAX_OBJECTS.1,
     ) as usize;
-    let load_max_bytes = in_range(
+    let load_max_bytes = size_in_range(
         p,
         "load_max_bytes",
-        s.load_max_bytes,
-        defaults::LOAD_MAX_BYTES as i64,
-        1 << 20,
-        1 << 40,
-    ) as u64;
+        s.load_max_bytes.as_ref(),
+        defaults::LOAD_MAX_BYTES,
+        LOAD_MAX_BYTES,
+    );
     let shutdown = in_range(p, "shutdown_timeout_s", s.shutdown_timeout_s, 30, 0, 3600) as u64;
     let log_format = match s.log_format.as_deref() {
         None | Some("text") => LogFormat::Text,
