@@ -166,3 +166,66 @@ fn clock_now(clock: &ManualClock) -> DateTime<Utc> {
     use s3_importd::clock::Clock;
     clock.now()
 }
+
+#[tokio::test]
+async fn a_connection_whose_files_stop_arriving_gives_its_state_back() {
+    let cfg = ConfigDir::new();
+    cfg.connection(
+        "mem",
+        &dir_connection_toml("mem", ID_TEMPLATE, "type = \"file\"\npath = \"out\"")
+            .replace("settle_seconds = 0", "settle_seconds = 0\nbackfill_days = 30"),
+    );
+    let config = config::load(cfg.path()).unwrap_or_else(|e| panic!("{e}"));
+    let c = config.connection("mem").unwrap().clone();
+    let TargetSpec::File(spec) = &c.target else {
+        panic!("file target")
+    };
+    let target = FileTarget::new(spec.clone(), std::sync::Arc::new(c.template.clone()));
+    let state = SqliteStore::open(&cfg.state()).unwrap();
+    let t0 = Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0).unwrap();
+    let clock = ManualClock::new(t0);
+    let bucket = Bucket::default();
+    let spool = cfg.path().join("spool");
+    let run_at = async |clock: &ManualClock| {
+        let env = RunEnv {
+            connection: &c,
+            source: &bucket,
+            target: &target,
+            state: &state,
+            clock,
+            spool_root: &spool,
+            limits: RunLimits::default(),
+            stop: tokio_util::sync::CancellationToken::new(),
+            next_run: None,
+        };
+        run(&env, false).await
+    };
+    // The database's pages, free ones included (what the file holds once checkpointed).
+    let size = || {
+        let db = rusqlite::Connection::open(cfg.state()).unwrap();
+        db.pragma_query_value(None, "page_count", |r| r.get::<_, i64>(0))
+            .unwrap()
+    };
+    // A day's worth of files, imported as they arrive within the hour.
+    for i in 0..3000 {
+        bucket.put(
+            &format!("file-{i:05}-{}", "k".repeat(100)),
+            t0 - TimeDelta::seconds(i),
+        );
+    }
+    let s = run_at(&clock).await;
+    assert_eq!(s.counts.imported, 3000, "{}", s.line());
+    let in_window = size();
+    // The files stop; the daemon runs daily for 30 days more, importing nothing.
+    for _ in 0..31 {
+        clock.advance(TimeDelta::days(1));
+        let s = run_at(&clock).await;
+        assert_eq!((s.counts.new, s.counts.failed), (0, 0), "{}", s.line());
+    }
+    let after = size();
+    assert!(
+        after * 4 <= in_window,
+        "the state is {after} pages, {:.1}% of {in_window} when its files were in the window",
+        after as f64 * 100.0 / in_window as f64
+    );
+}

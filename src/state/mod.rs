@@ -41,6 +41,14 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "state store {path}: cannot copy it to read it (it is older than this binary and read-only): {source}"
+    )]
+    Snapshot {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("state store {path}: cannot create its folder: {source}")]
     Folder {
         path: String,

@@ -128,6 +128,9 @@ pub struct SqliteStore {
     path: PathBuf,
     db: Mutex<Connection>,
     owner: Owner,
+    /// A migrated copy of an older state file that could only be read (see
+    /// [`SqliteStore::open_for_reading`]); removed when the store is dropped.
+    snapshot: Option<tempfile::TempPath>,
 }
 
 /// Takes the run lock of a connection whose state is in the SQLite file `state_path`: lock
@@ -303,6 +306,7 @@ impl SqliteStore {
             path: path.to_path_buf(),
             db: Mutex::new(Connection::open(path).map_err(|e| sqlite_error(path, e))?),
             owner: Owner::this_process(),
+            snapshot: None,
         };
         // Processes that open a new state file together can find it locked in ways SQLite's
         // busy handler does not wait out (switching to WAL, a lock upgrade it sees as a
@@ -356,6 +360,13 @@ impl SqliteStore {
             Err(StateError::ReadOnly { .. }) => {}
             other => return other,
         }
+        SqliteStore::open_read_only(path)
+    }
+
+    /// The state file opened read-only. A file written by an older version lacks columns this
+    /// one reads, and cannot be upgraded in place: a copy of it (`VACUUM INTO`, which reads
+    /// only) is upgraded in a temporary file and read instead, the file itself left as it is.
+    fn open_read_only(path: &Path) -> Result<SqliteStore, StateError> {
         let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
             | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
             | rusqlite::OpenFlags::SQLITE_OPEN_URI;
@@ -380,6 +391,7 @@ impl SqliteStore {
             path: path.to_path_buf(),
             db: Mutex::new(db),
             owner: Owner::this_process(),
+            snapshot: None,
         };
         let known = MIGRATIONS.len() as i64;
         let found: i64 = store.with(|db| db.pragma_query_value(None, "user_version", |r| r.get(0)))?;
@@ -390,7 +402,25 @@ impl SqliteStore {
                 known,
             });
         }
-        Ok(store)
+        if found == known {
+            return Ok(store);
+        }
+        let copy_error = |source| StateError::Snapshot {
+            path: path.display().to_string(),
+            source,
+        };
+        let copy = tempfile::Builder::new()
+            .prefix(".s3-importd-state-")
+            .tempfile()
+            .map_err(copy_error)?
+            .into_temp_path();
+        store.with(|db| db.execute("VACUUM INTO ?1", [copy.to_string_lossy()]))?;
+        drop(store);
+        let mut upgraded = SqliteStore::open(&copy)?;
+        // Messages name the state file, not its copy.
+        upgraded.path = path.to_path_buf();
+        upgraded.snapshot = Some(copy);
+        Ok(upgraded)
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, StateError> {
@@ -747,8 +777,7 @@ impl RunState for SqliteStore {
             )?;
             tx.commit()?;
             if pruned > 0 {
-                // Give the freed pages back to the file system (auto_vacuum is incremental).
-                db.execute_batch("PRAGMA incremental_vacuum")?;
+                give_back_free_pages(db)?;
             }
             Ok(())
         })
@@ -760,6 +789,17 @@ impl RunState for SqliteStore {
             Ok(())
         })
     }
+}
+
+/// Gives the database's free pages back to the file system (auto_vacuum is incremental).
+/// `incremental_vacuum` frees one page each time its statement is stepped, so it is stepped
+/// to its end: run once, as `execute_batch` does, it freed a single page, and a ledger pruned
+/// at once kept its file's size for good.
+fn give_back_free_pages(db: &Connection) -> rusqlite::Result<()> {
+    let mut vacuum = db.prepare("PRAGMA incremental_vacuum")?;
+    let mut steps = vacuum.query([])?;
+    while steps.next()?.is_some() {}
+    Ok(())
 }
 
 #[async_trait]
@@ -1133,6 +1173,44 @@ impl MigrationState for SqliteStore {
 mod tests {
     //! What only SQLite does; the behaviour both stores share is `tests/state_contract.rs`.
     use super::*;
+
+    #[tokio::test]
+    async fn an_older_state_file_that_cannot_be_written_is_read_through_an_upgraded_copy() {
+        // A state file as the version before `floor_ms` left it, with a watermark.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let before_floor = MIGRATIONS.iter().position(|m| m.contains("floor_ms")).unwrap();
+        {
+            let db = Connection::open(&path).unwrap();
+            for m in &MIGRATIONS[..before_floor] {
+                db.execute_batch(m).unwrap();
+            }
+            db.pragma_update(None, "user_version", before_floor as i64)
+                .unwrap();
+            db.execute(
+                "INSERT INTO connections (name, watermark_ms) VALUES ('acme', 1767323045000)",
+                [],
+            )
+            .unwrap();
+        }
+        let original = std::fs::read(&path).unwrap();
+        // Read-only, as `status` opens a file it cannot write: before, `connection` failed
+        // with "no such column: floor_ms".
+        let store = SqliteStore::open_read_only(&path).unwrap();
+        let state = store.connection("acme").await.unwrap();
+        assert_eq!(state.watermark.map(|w| w.timestamp()), Some(1_767_323_045));
+        assert_eq!(state.floor, None);
+        assert_eq!(store.path(), path, "messages name the state file");
+        let copy = store.snapshot.as_ref().map(|c| c.to_path_buf()).unwrap();
+        assert!(copy.exists());
+        drop(store);
+        assert!(!copy.exists(), "the copy goes with the store");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            original,
+            "the file itself is untouched"
+        );
+    }
 
     #[test]
     fn stores_opened_at_the_same_moment_on_a_new_file_all_open() {
