@@ -146,6 +146,13 @@ fn bad_files_and_their_messages() {
             ],
         ),
         (
+            "[source]\ntype = \"dir\"\npath = \"in\"\n[format]\nautogenerate_column_names = true\nnewlines_in_values = true\n[template]\n[[template.fields]]\nname = \"id\"\n[target]\ntype = \"stdout\"\n".to_string(),
+            vec![
+                "connections/c.toml: format.autogenerate_column_names: unknown field `autogenerate_column_names`, expected one of …; pyarrow's autogenerate_column_names is has_header = false here, with each field's `column` its 1-based index (line 5)",
+                "connections/c.toml: format.newlines_in_values: unknown field `newlines_in_values`, expected one of …; quoted values may always hold line breaks here; remove it (line 6)",
+            ],
+        ),
+        (
             "load_max_objects = 0\nload_max_bytes = \"10KiB\"\n[source]\ntype = \"dir\"\npath = \"in\"\n[template]\n[[template.fields]]\nname = \"id\"\n[target]\ntype = \"stdout\"\n".to_string(),
             vec![
                 "connections/c.toml: load_max_objects: 0 is out of range; use 1 to 1000000",

@@ -49,7 +49,7 @@ fn cases() -> Vec<Case> {
         ),
         // `^`-delimited, quoted with `|` and escaping with `!`, line breaks inside values.
         csv_case(
-            "delimiter = \"^\"\nquote_char = \"|\"\nescape_char = \"!\"",
+            "delimiter = \"^\"\nquote_char = \"|\"\nescape_char = \"!\"\ndouble_quote = false",
             "id^when^note\n1^|2021-07-14 10:00|^|a !| pipe|\n2^|2021-07-15\n11:00|^|two\nline !! note|\n3^x^y\n",
             UTF8,
             json!({"delimiter": "^", "quotechar": "|", "escapechar": "!", "doublequote": false}),
@@ -67,6 +67,28 @@ fn cases() -> Vec<Case> {
             "id|name\n1|\"at @\" quote\"\n2|\"at @@ sign\"\n3|plain\n",
             UTF8,
             json!({"delimiter": "|", "escapechar": "@", "doublequote": false}),
+        ),
+        // An escape character and doubled quotes, both (double_quote is on by default).
+        csv_case(
+            "escape_char = \"\\\\\"",
+            "id,name\n1,\"a \"\"b\"\" \\\"c\\\" \\\\ d\"\n2,plain\n",
+            UTF8,
+            json!({"escapechar": "\\", "doublequote": true}),
+        ),
+        // Doubled quotes off, no escape character: a second quote ends the quoted part, and
+        // what follows it is text (`a"b"`).
+        csv_case(
+            "double_quote = false",
+            "id,name\n1,\"a\"\"b\"\n2,plain\n",
+            UTF8,
+            json!({"doublequote": false}),
+        ),
+        // Null values that leave strings alone.
+        csv_case(
+            "null_values = [\"\", \"NULL\"]\nstrings_can_be_null = false",
+            "id,qty,note\n1,NULL,\n2,,x\n",
+            UTF8,
+            json!({"null_values": ["", "NULL"], "strings_can_be_null": false}),
         ),
         // No quote character: quotes are ordinary text.
         csv_case(
@@ -218,9 +240,11 @@ else:
     kw["quotechar"] = opts.get("quotechar", '"')
 if "escapechar" in opts:
     kw["escapechar"] = opts["escapechar"]
+if "doublequote" in opts:
     kw["doublequote"] = opts["doublequote"]
 reader = csv.reader(io.StringIO(text, newline=""), **kw)
-nulls = opts.get("null_values", [""])
+# Every column of these files is kept as a string.
+nulls = [] if opts.get("strings_can_be_null") is False else opts.get("null_values", [""])
 records, previous = [], 0
 for record in reader:
     first = previous + 1
@@ -317,4 +341,29 @@ fn every_dialect_option_and_encoding_reads_as_pythons_csv_module_does() {
             "case {i}: {out}"
         );
     }
+}
+
+#[test]
+fn strings_can_be_null_false_leaves_string_fields_their_text_and_nulls_the_others() {
+    let cfg = ConfigDir::new();
+    cfg.inbox("n", &[("n.csv", b"id,qty,note\n1,NULL,\n2,,NULL\n3,7,x\n")]);
+    cfg.connection(
+        "n",
+        "settle_seconds = 0\n[source]\ntype = \"dir\"\npath = \"in/n\"\n[format]\ntype = \"csv\"\nnull_values = [\"\", \"NULL\"]\nstrings_can_be_null = false\n[template]\n[[template.fields]]\nname = \"id\"\n[[template.fields]]\nname = \"qty\"\ntype = \"integer\"\n[[template.fields]]\nname = \"note\"\n[target]\ntype = \"file\"\npath = \"out\"\n",
+    );
+    let out = stdout_of(&run_binary(cfg.path(), &["run"]));
+    assert!(out.contains("rows 3, bad rows 0"), "{out}");
+    let rows: Vec<Value> = cfg
+        .rows()
+        .into_iter()
+        .map(|r| json!([r["id"], r["qty"], r["note"]]))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            json!(["1", null, ""]),
+            json!(["2", null, "NULL"]),
+            json!(["3", 7, "x"])
+        ]
+    );
 }

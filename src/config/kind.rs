@@ -112,7 +112,11 @@ impl<'f> KindTable<'f> {
                         .chain(mine.iter().copied())
                         .map(|k| format!("`{k}`"))
                         .collect();
-                    format!("unknown field `{k}`, expected one of {}", expected.join(", "))
+                    let unknown = format!("unknown field `{k}`, expected one of {}", expected.join(", "));
+                    match foreign_name(self.family.table, k) {
+                        Some(hint) => format!("{unknown}; {hint}"),
+                        None => unknown,
+                    }
                 }
             };
             p.add_at(&path(k), message);
@@ -178,6 +182,25 @@ impl<'de> de::Deserializer<'de> for &mut KeyNames {
         option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
         ignored_any
     }
+}
+
+/// What a key of another well-known reader (pyarrow's and DuckDB's CSV options, Python's
+/// `csv`) does here: the unknown key stays an error, with the way to say it.
+fn foreign_name(family: &str, key: &str) -> Option<&'static str> {
+    Some(match (family, key) {
+        ("format", "autogenerate_column_names") => {
+            "pyarrow's autogenerate_column_names is has_header = false here, with each field's `column` its 1-based index"
+        }
+        ("format", "column_names" | "names") => "columns are named in the template: each field's `column`",
+        ("format", "newlines_in_values") => "quoted values may always hold line breaks here; remove it",
+        ("format", "escapechar" | "escape") => "the escape character is escape_char",
+        ("format", "quotechar" | "quote") => "the quote character is quote_char",
+        ("format", "doublequote") => "doubled quotes are double_quote",
+        ("format", "header") => "a header row is has_header",
+        ("format", "sep" | "delim") => "the separator is delimiter",
+        ("format", "skip_rows" | "skip") => "rows above the header are skip_rows_before_header",
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

@@ -151,9 +151,15 @@ pub fn validate(mut table: toml::Table, p: &mut Problems<'_>) -> FormatSpec {
         delimiter: dialect.delimiter,
         quote: dialect.quote,
         escape: dialect.escape,
+        double_quote: dialect.double_quote,
         has_header: f.has_header.unwrap_or(true),
         encoding,
-        kept_null_values: f.null_values.clone().unwrap_or_default(),
+        // A kept column is a string: no value only where strings can be null.
+        kept_null_values: match dialect.strings_can_be_null {
+            true => f.null_values.clone().unwrap_or_default(),
+            false => Vec::new(),
+        },
+        strings_can_be_null: dialect.strings_can_be_null,
         null_values: f.null_values.unwrap_or_else(|| vec![String::new()]),
         skip_rows_before_header: dialect.skip_rows_before_header,
         skip_rows_after_header: dialect.skip_rows_after_header,

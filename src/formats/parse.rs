@@ -121,6 +121,7 @@ pub fn parse_sized(
         delimiter,
         quote: spec.quote,
         escape: spec.escape,
+        double_quote: spec.double_quote,
         comment: spec.comment,
     });
     let mut input: Box<dyn BufRead + Send> = match dialect {

@@ -172,6 +172,7 @@ impl Track {
             delimiter,
             quote,
             escape,
+            double_quote,
             comment,
         } = self.dialect;
         let (is_quote, is_escape) = (quote == Some(b), escape == Some(b));
@@ -192,7 +193,7 @@ impl Track {
             State::Quoted if is_quote => (State::QuoteInQuoted, false),
             State::Quoted => (State::Quoted, false),
             // A doubled quote is a quote, when quotes are escaped by doubling.
-            State::QuoteInQuoted if is_quote && escape.is_none() => (State::Quoted, false),
+            State::QuoteInQuoted if is_quote && double_quote => (State::Quoted, false),
             State::QuoteInQuoted => (State::Unquoted, false),
         };
         self.state = next;

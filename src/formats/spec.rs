@@ -79,6 +79,8 @@ pub struct FormatSpec {
     /// The CSV escape inside quoted values (`escape_char`); none: a quote is escaped by
     /// doubling it.
     pub escape: Option<u8>,
+    /// A doubled quote inside quotes is a quote (`double_quote`).
+    pub double_quote: bool,
     pub has_header: bool,
     pub encoding: Encoding,
     /// CSV cells that mean no value (`null_values`, default `[""]`), compared exactly.
@@ -87,6 +89,9 @@ pub struct FormatSpec {
     /// `null_values` when the configuration gives it, else none — a kept column keeps its
     /// text, an empty cell included, unless told otherwise.
     pub kept_null_values: Vec<String>,
+    /// Whether `null_values` apply to string fields and kept columns (`strings_can_be_null`);
+    /// when not, those keep every text, an empty cell included.
+    pub strings_can_be_null: bool,
     /// CSV records skipped before the header (a banner), and after it (units, notes).
     pub skip_rows_before_header: usize,
     pub skip_rows_after_header: usize,
@@ -109,6 +114,8 @@ pub struct Dialect {
     pub delimiter: u8,
     pub quote: Option<u8>,
     pub escape: Option<u8>,
+    /// A doubled quote inside quotes is a quote.
+    pub double_quote: bool,
     /// Lines that start with it are not records.
     pub comment: Option<u8>,
 }
@@ -119,6 +126,7 @@ impl Dialect {
         delimiter: b',',
         quote: Some(b'"'),
         escape: None,
+        double_quote: true,
         comment: None,
     };
 }
@@ -131,10 +139,12 @@ impl Default for FormatSpec {
             delimiter: b',',
             quote: Some(b'"'),
             escape: None,
+            double_quote: true,
             has_header: true,
             encoding: Encoding::Utf8,
             null_values: vec![String::new()],
             kept_null_values: Vec::new(),
+            strings_can_be_null: true,
             skip_rows_before_header: 0,
             skip_rows_after_header: 0,
             comment: None,
@@ -149,7 +159,11 @@ impl Default for FormatSpec {
 pub(super) fn quoting(spec: &FormatSpec) -> String {
     match (spec.quote, spec.escape) {
         (None, _) => "no quoting".to_string(),
-        (Some(q), None) => format!("quote '{}' (doubled to escape)", q as char),
+        (Some(q), None) if spec.double_quote => format!("quote '{}' (doubled to escape)", q as char),
+        (Some(q), None) => format!("quote '{}' (not escaped)", q as char),
+        (Some(q), Some(e)) if spec.double_quote => {
+            format!("quote '{}', escape '{}' (or doubled)", q as char, e as char)
+        }
         (Some(q), Some(e)) => format!("quote '{}', escape '{}'", q as char, e as char),
     }
 }

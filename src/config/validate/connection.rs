@@ -132,7 +132,11 @@ pub(super) fn connection(
         template: template.map(|mut t| {
             // The format says which CSV cells mean no value; the template's fields apply it.
             for f in &mut t.fields {
-                f.null_values = format.null_values.clone();
+                f.null_values = if f.kind == FieldType::String && !format.strings_can_be_null {
+                    Vec::new()
+                } else {
+                    format.null_values.clone()
+                };
             }
             t
         })?,

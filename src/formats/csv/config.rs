@@ -13,7 +13,9 @@ pub struct RawDialect {
     pub delimiter: Option<String>,
     pub quote_char: Option<String>,
     pub escape_char: Option<String>,
+    pub double_quote: Option<bool>,
     pub comment_char: Option<String>,
+    pub strings_can_be_null: Option<bool>,
     pub skip_rows_before_header: Option<i64>,
     pub skip_rows_after_header: Option<i64>,
 }
@@ -37,7 +39,13 @@ pub struct CheckedDialect {
     pub delimiter: u8,
     pub quote: Option<u8>,
     pub escape: Option<u8>,
+    /// A doubled quote inside quotes is a quote (`double_quote`, default true), whether or
+    /// not there is an escape character.
+    pub double_quote: bool,
     pub comment: Option<u8>,
+    /// Whether `null_values` turn string fields (and kept columns) null
+    /// (`strings_can_be_null`, default true).
+    pub strings_can_be_null: bool,
     pub skip_rows_before_header: usize,
     pub skip_rows_after_header: usize,
 }
@@ -101,7 +109,9 @@ pub fn validate(f: &RawDialect, p: &mut Problems<'_>) -> CheckedDialect {
         delimiter,
         quote,
         escape,
+        double_quote: f.double_quote.unwrap_or(true),
         comment,
+        strings_can_be_null: f.strings_can_be_null.unwrap_or(true),
         skip_rows_before_header,
         skip_rows_after_header,
     }

@@ -31,10 +31,10 @@ pub(super) fn parse(
         .has_headers(false)
         .flexible(true)
         .terminator(::csv::Terminator::Any(b'\n'))
-        // With an escape character, a quote inside a quoted value is escaped by it, not by
-        // doubling.
+        // Inside a quoted value, a quote is escaped by the escape character, by doubling,
+        // or both, as the dialect says.
         .escape(dialect.escape)
-        .double_quote(dialect.escape.is_none())
+        .double_quote(dialect.double_quote)
         .comment(dialect.comment);
     match dialect.quote {
         Some(q) => builder.quote(q),
