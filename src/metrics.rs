@@ -159,6 +159,30 @@ impl Metrics {
         }
     }
 
+    /// The gauges the state knows, set when the daemon starts, so that a restart does not
+    /// hide them until each connection's next run ends (an alert on the time since the last
+    /// success could not fire meanwhile): the last successful run's end, and how far the
+    /// watermark was behind the end of the last run.
+    pub fn restore(&self, connection: &str, runs: &[crate::state::RunRecord]) {
+        let connection = label(connection);
+        let seconds = |t: DateTime<Utc>| t.timestamp_millis() as f64 / 1000.0;
+        // Newest first, as the state lists them.
+        if let Some(done) = runs
+            .iter()
+            .find(|r| r.outcome == "ok")
+            .and_then(|r| r.finished_at)
+        {
+            self.last_success.get_or_create(&connection).set(seconds(done));
+        }
+        if let Some((done, watermark)) = runs
+            .iter()
+            .find_map(|r| Some((r.finished_at?, r.watermark_after?)))
+        {
+            let lag = (done - watermark).num_milliseconds().max(0) as f64 / 1000.0;
+            self.watermark_lag.get_or_create(&connection).set(lag);
+        }
+    }
+
     /// The OpenMetrics text of every metric.
     pub fn encode(&self) -> String {
         let mut text = String::new();

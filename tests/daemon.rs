@@ -34,6 +34,8 @@ struct Daemon {
 impl Daemon {
     fn start(cfg: &ConfigDir, env: &[(&str, &str)]) -> Daemon {
         let socket = cfg.path().join("notify.sock");
+        // A daemon started again in the same folder binds the socket anew.
+        let _ = std::fs::remove_file(&socket);
         let notify = UnixDatagram::bind(&socket).unwrap();
         notify.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let mut cmd = binary(cfg.path());
@@ -410,6 +412,31 @@ fn metrics_are_served_and_parse_with_a_real_prometheus_parser() {
             "{name} not in\n{samples}"
         );
     }
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(20)).0, Some(0));
+
+    // Restarted, with no run due: the gauges the state knows are there from the start, with
+    // the values they had, so that an alert on the time since the last success can fire.
+    let gauges = |samples: &str| -> Vec<String> {
+        samples
+            .lines()
+            .filter(|l| {
+                l.starts_with("s3importd_last_success_timestamp_seconds{")
+                    || l.starts_with("s3importd_watermark_lag_seconds{")
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    let before = gauges(&text);
+    assert_eq!(before.len(), 2, "{text}");
+    let mut daemon = Daemon::start(&cfg, &[]);
+    daemon.wait_log("serving /metrics and /healthz");
+    let (_, restarted) = http_get(port, "/metrics");
+    assert_eq!(gauges(&restarted), before, "{restarted}");
+    assert!(
+        !restarted.contains("s3importd_runs_total{"),
+        "no run happened after the restart: {restarted}"
+    );
     daemon.signal("TERM");
     assert_eq!(daemon.wait_exit(Duration::from_secs(20)).0, Some(0));
 }

@@ -15,6 +15,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+/// How many of a connection's latest runs are read at start for the gauges the state knows:
+/// a last success further back than this many failed runs is not shown until the next one.
+const RESTORED_RUNS: usize = 500;
+
 /// sd_notify over `$NOTIFY_SOCKET`; without the variable (not under systemd) every call does
 /// nothing.
 struct SdNotifier;
@@ -51,6 +55,14 @@ pub async fn command(config: Config, dir: PathBuf) -> anyhow::Result<ExitCode> {
     info!(state = %state.describe(), owner = %state.owner().id, config_fingerprint = %config.fingerprint, "state store open");
     let clock = Arc::new(SystemClock);
     let metrics = Arc::new(s3_importd::metrics::Metrics::new());
+    for c in &config.connections {
+        // The state's record of recent runs sets the gauges it knows; without it they wait
+        // for the next run, as they would have.
+        match state.runs(&c.name, RESTORED_RUNS).await {
+            Ok(runs) => metrics.restore(&c.name, &runs),
+            Err(e) => warn!(connection = %c.name, error = %e, "the last runs could not be read for /metrics"),
+        }
+    }
     // The listener binds before anything runs: a port in use stops the start, clearly. It
     // stays as started until the daemon stops (a reload does not move it).
     let serving = CancellationToken::new();
