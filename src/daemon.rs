@@ -170,6 +170,10 @@ impl Runner for StoreRunner {
         }
         self.metrics
             .schedule_lag(&connection.name, self.clock.now() - due);
+        // Set at each run too, so that a connection a reload added has it.
+        if let Some(period) = crate::schedule::period(&connection.schedule, &connection.name, due) {
+            self.metrics.schedule_period(&connection.name, period);
+        }
         self.metrics.run_started();
         let source = crate::sources::for_connection(&connection).await;
         let target = crate::targets::for_connection(&connection).await;

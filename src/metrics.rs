@@ -49,6 +49,7 @@ pub struct Metrics {
     duration: Family<ConnectionLabel, Histogram, fn() -> Histogram>,
     last_success: Family<ConnectionLabel, FloatGauge>,
     watermark_lag: Family<ConnectionLabel, FloatGauge>,
+    schedule_period: Family<ConnectionLabel, FloatGauge>,
     in_flight: Gauge,
     schedule_lag: Family<ConnectionLabel, FloatGauge>,
 }
@@ -71,6 +72,7 @@ impl Metrics {
             duration: Family::new_with_constructor(duration_histogram),
             last_success: Family::default(),
             watermark_lag: Family::default(),
+            schedule_period: Family::default(),
             in_flight: Gauge::default(),
             schedule_lag: Family::default(),
             registry: Registry::default(),
@@ -109,7 +111,20 @@ impl Metrics {
             "How late the last run started after its scheduled time",
             m.schedule_lag.clone(),
         );
+        registry.register(
+            "schedule_period_seconds",
+            "The longest wait between two scheduled runs (alerts compare the time since the last success with it)",
+            m.schedule_period.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// The longest wait between two runs of `connection` by its schedule.
+    pub fn schedule_period(&self, connection: &str, period: chrono::TimeDelta) {
+        let seconds = period.num_milliseconds().max(0) as f64 / 1000.0;
+        self.schedule_period
+            .get_or_create(&label(connection))
+            .set(seconds);
     }
 
     /// A run began.

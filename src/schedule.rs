@@ -66,6 +66,20 @@ pub fn next_run(schedule: &Schedule, name: &str, zone: Tz, after: DateTime<Utc>)
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// The longest interval between the schedule's next eight runs after `after`: how long a
+/// run may be awaited (a weekday schedule's is the weekend's three days). `None` for a cron
+/// expression that fires fewer than twice more.
+pub fn period(schedule: &Schedule, name: &str, after: DateTime<Utc>) -> Option<chrono::TimeDelta> {
+    let mut at = next_run(schedule, name, Tz::UTC, after)?;
+    let mut longest = None;
+    for _ in 0..7 {
+        let next = next_run(schedule, name, Tz::UTC, at)?;
+        longest = longest.max(Some(next - at));
+        at = next;
+    }
+    longest
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +128,27 @@ mod tests {
             next_run(&cron("0 0 30 2 *"), name, Tz::UTC, at(2026, 1, 1, 0, 0)),
             None
         );
+    }
+
+    #[test]
+    fn the_period_is_the_longest_wait_between_runs() {
+        let t = Utc.with_ymd_and_hms(2026, 12, 7, 10, 0, 0).unwrap();
+        let h = |n: i64| Some(chrono::TimeDelta::hours(n));
+        let cases = [
+            (Schedule::Daily, h(24)),
+            (Schedule::Hourly, h(1)),
+            (cron("*/15 * * * *"), Some(chrono::TimeDelta::minutes(15))),
+            // Weekdays at 09:00: Friday to Monday is the longest wait.
+            (cron("0 9 * * 1-5"), h(72)),
+            (cron("0 0 30 2 *"), None),
+        ];
+        for (schedule, want) in cases {
+            assert_eq!(
+                period(&schedule, "acme", t),
+                want,
+                "{}",
+                describe(&schedule, "acme")
+            );
+        }
     }
 }

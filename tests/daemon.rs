@@ -403,6 +403,7 @@ fn metrics_are_served_and_parse_with_a_real_prometheus_parser() {
         "s3importd_last_success_timestamp_seconds",
         "s3importd_watermark_lag_seconds",
         "s3importd_schedule_lag_seconds",
+        "s3importd_schedule_period_seconds",
         "s3importd_bytes_total",
     ] {
         assert!(

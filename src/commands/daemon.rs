@@ -3,7 +3,7 @@
 //! signal exits at once) and the service manager hears of it through sd_notify.
 
 use anyhow::Context;
-use s3_importd::clock::SystemClock;
+use s3_importd::clock::{Clock, SystemClock};
 use s3_importd::config::{self, Config};
 use s3_importd::daemon::{self, Control, Notifier, Parts, StoreFleet, StoreHistory, StoreRunner};
 use sd_notify::NotifyState;
@@ -56,6 +56,9 @@ pub async fn command(config: Config, dir: PathBuf) -> anyhow::Result<ExitCode> {
     let clock = Arc::new(SystemClock);
     let metrics = Arc::new(s3_importd::metrics::Metrics::new());
     for c in &config.connections {
+        if let Some(period) = s3_importd::schedule::period(&c.schedule, &c.name, clock.now()) {
+            metrics.schedule_period(&c.name, period);
+        }
         // The state's record of recent runs sets the gauges it knows; without it they wait
         // for the next run, as they would have.
         match state.runs(&c.name, RESTORED_RUNS).await {
