@@ -75,6 +75,13 @@ fn cases() -> Vec<Case> {
             UTF8,
             json!({"escapechar": "\\", "doublequote": true}),
         ),
+        // The escape outside quotes too: a delimiter, a line break, a leading quote, itself.
+        csv_case(
+            "escape_char = \"\\\\\"\ncomment_char = \"#\"",
+            "id,name\n1,a\\,b\n2,\"q\\\"x\"\n3,two\\\nlines\n4,\\\"lead\n5,back\\\\slash\n\\#6,not a comment\n",
+            UTF8,
+            json!({"escapechar": "\\"}),
+        ),
         // Doubled quotes off, no escape character: a second quote ends the quoted part, and
         // what follows it is text (`a"b"`).
         csv_case(

@@ -124,6 +124,15 @@ pub fn parse_sized(
         double_quote: spec.double_quote,
         comment: spec.comment,
     });
+    // An escape character works outside quotes too, as in Python's `csv`: the text is
+    // rewritten for the `csv` crate, which honours it only inside quotes, before the cap.
+    let input: Box<dyn BufRead + Send> = match dialect {
+        Some(dialect @ Dialect { escape: Some(e), .. }) => Box::new(BufReader::with_capacity(
+            buf,
+            super::csv::escapes::OutsideEscapes::new(input, dialect, e),
+        )),
+        _ => input,
+    };
     let mut input: Box<dyn BufRead + Send> = match dialect {
         Some(dialect) => Box::new(BufReader::with_capacity(
             buf,

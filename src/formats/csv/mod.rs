@@ -4,6 +4,7 @@
 //! layout, a large object's records are checked in batches by worker threads.
 
 pub mod config;
+pub mod escapes;
 
 use super::record_cap::{MAX_FIELDS, MAX_RECORD, Marks};
 use super::{Dialect, Failure, ParseError, Provenanced};
