@@ -631,3 +631,37 @@ async fn stores_opened_together_on_a_new_database_all_open() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgres_ledger_pruned_whole_gives_its_space_back() {
+    let backend = Backend::postgres(Duration::from_secs(60)).await;
+    let Backend::Postgres(url, _) = &backend else {
+        unreachable!()
+    };
+    let store = backend.open().await;
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let size = async || -> i64 {
+        client
+            .query_one("SELECT pg_relation_size('s3_importd.ledger')", &[])
+            .await
+            .unwrap()
+            .get(0)
+    };
+    let keys: Vec<String> = (0..3000)
+        .map(|i| format!("file-{i:05}-{}", "k".repeat(100)))
+        .collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let day = 86_400_000;
+    let _lock = store.lock("c").await.unwrap();
+    store.commit(&plan("r1", 10 * day, &keys)).await.unwrap();
+    let in_window = size().await;
+    // Thirty days on, a run that imports nothing moves the watermark and prunes every entry.
+    store.commit(&plan("r2", 40 * day, &[])).await.unwrap();
+    let after = size().await;
+    assert!(in_window > 0);
+    assert!(
+        after * 4 <= in_window,
+        "the ledger holds {after} bytes, {in_window} when its files were in the window"
+    );
+}

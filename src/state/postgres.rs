@@ -849,14 +849,24 @@ impl RunState for PostgresStore {
             .map_err(|e| self.err(e))?;
         // As with SQLite: imported entries behind the overlap band can never be candidates
         // again; rejections stay for `retry --rejected`.
-        tx.execute(
-            "DELETE FROM ledger WHERE connection = $1 AND outcome = 'imported' AND last_modified_ms <
-                (SELECT watermark_ms FROM connections WHERE name = $1) - $2",
-            &[&c, &crate::select::OVERLAP.num_milliseconds()],
-        )
-        .await
-        .map_err(|e| self.err(e))?;
-        tx.commit().await.map_err(|e| self.err(e))
+        let pruned = tx
+            .execute(
+                "DELETE FROM ledger WHERE connection = $1 AND outcome = 'imported' AND last_modified_ms <
+                    (SELECT watermark_ms FROM connections WHERE name = $1) - $2",
+                &[&c, &crate::select::OVERLAP.num_milliseconds()],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        if pruned > 0 {
+            // The pruned rows' space is reused at once, and the table's empty end given back to
+            // the file system, rather than when autovacuum comes by. An optimisation: skipped
+            // while another vacuum holds the table, and a failure changes nothing committed.
+            if let Err(e) = client.batch_execute("VACUUM (SKIP_LOCKED) ledger").await {
+                tracing::debug!(error = %e, "vacuuming the ledger after pruning failed");
+            }
+        }
+        Ok(())
     }
 
     async fn discard_load(&self, run_id: &str) -> Result<(), StateError> {
