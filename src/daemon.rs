@@ -96,6 +96,8 @@ pub struct StoreFleet {
     pub state: Arc<dyn FleetState>,
     pub lease_ttl: Duration,
     pub started_at: DateTime<Utc>,
+    /// Counts the connections taken over.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 #[async_trait]
@@ -111,10 +113,14 @@ impl Fleet for StoreFleet {
     }
 
     async fn orphaned(&self) -> Vec<String> {
-        self.state.orphaned().await.unwrap_or_else(|e| {
+        let orphans = self.state.orphaned().await.unwrap_or_else(|e| {
             warn!(error = %e, "looking for loads left by dead daemons failed");
             Vec::new()
-        })
+        });
+        for name in &orphans {
+            self.metrics.took_over(name);
+        }
+        orphans
     }
 }
 
@@ -170,7 +176,8 @@ impl Runner for StoreRunner {
         }
         self.metrics
             .schedule_lag(&connection.name, self.clock.now() - due);
-        // Set at each run too, so that a connection a reload added has it.
+        // Registered and set at each run too, so that a connection a reload added has them.
+        self.metrics.register(&connection.name);
         if let Some(period) = crate::schedule::period(&connection.schedule, &connection.name, due) {
             self.metrics.schedule_period(&connection.name, period);
         }
@@ -205,7 +212,16 @@ impl StoreRunner {
             () = tokio::time::sleep(jitter) => {}
             () = stop.cancelled() => return false,
         }
-        match self.state.claim_occurrence(connection, due).await {
+        let claim = self.state.claim_occurrence(connection, due).await;
+        self.metrics.claimed(
+            connection,
+            match &claim {
+                Ok(Claim::Won) => "won",
+                Ok(Claim::Elsewhere { .. }) => "lost",
+                Err(_) => "failed",
+            },
+        );
+        match claim {
             Ok(Claim::Won) => true,
             Ok(Claim::Elsewhere { owner }) => {
                 info!(connection, scheduled_for = %due.to_rfc3339(), owner = %owner, "ran elsewhere: another daemon of the fleet claimed this occurrence");

@@ -50,6 +50,9 @@ pub struct Metrics {
     last_success: Family<ConnectionLabel, FloatGauge>,
     watermark_lag: Family<ConnectionLabel, FloatGauge>,
     schedule_period: Family<ConnectionLabel, FloatGauge>,
+    leases_lost: Family<ConnectionLabel, Counter>,
+    takeovers: Family<ConnectionLabel, Counter>,
+    claims: Family<OutcomeLabels, Counter>,
     in_flight: Gauge,
     schedule_lag: Family<ConnectionLabel, FloatGauge>,
 }
@@ -73,6 +76,9 @@ impl Metrics {
             last_success: Family::default(),
             watermark_lag: Family::default(),
             schedule_period: Family::default(),
+            leases_lost: Family::default(),
+            takeovers: Family::default(),
+            claims: Family::default(),
             in_flight: Gauge::default(),
             schedule_lag: Family::default(),
             registry: Registry::default(),
@@ -116,6 +122,21 @@ impl Metrics {
             "The longest wait between two scheduled runs (alerts compare the time since the last success with it)",
             m.schedule_period.clone(),
         );
+        registry.register(
+            "leases_lost",
+            "Runs stopped because another daemon of the fleet took their lease over (fleet mode)",
+            m.leases_lost.clone(),
+        );
+        registry.register(
+            "takeovers",
+            "Connections this daemon took over from a daemon whose lease expired (fleet mode)",
+            m.takeovers.clone(),
+        );
+        registry.register(
+            "claims",
+            "Scheduled occurrences claimed by this daemon (won), by another (lost), or not claimed for an error (failed) (fleet mode)",
+            m.claims.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -125,6 +146,50 @@ impl Metrics {
         self.schedule_period
             .get_or_create(&label(connection))
             .set(seconds);
+    }
+
+    /// Makes every counter of `connection` exist at zero, so that the first failure shows as an
+    /// increase (`increase()` sees nothing in a series that appears at 1) and each metric a
+    /// dashboard or an alert names is there from the start.
+    pub fn register(&self, connection: &str) {
+        let outcome = |outcome: &'static str| OutcomeLabels {
+            connection: connection.to_string(),
+            outcome,
+        };
+        for o in ["succeeded", "failed"] {
+            let _ = self.runs.get_or_create(&outcome(o));
+        }
+        for o in ["imported", "rejected", "failed"] {
+            let _ = self.objects.get_or_create(&outcome(o));
+        }
+        for o in ["won", "lost", "failed"] {
+            let _ = self.claims.get_or_create(&outcome(o));
+        }
+        let c = label(connection);
+        for family in [
+            &self.rows,
+            &self.bad_rows,
+            &self.bytes,
+            &self.leases_lost,
+            &self.takeovers,
+        ] {
+            let _ = family.get_or_create(&c);
+        }
+    }
+
+    /// This daemon took `connection` over from a dead one.
+    pub fn took_over(&self, connection: &str) {
+        self.takeovers.get_or_create(&label(connection)).inc();
+    }
+
+    /// This daemon's claim on an occurrence of `connection` was `outcome` (won, lost, failed).
+    pub fn claimed(&self, connection: &str, outcome: &'static str) {
+        self.claims
+            .get_or_create(&OutcomeLabels {
+                connection: connection.to_string(),
+                outcome,
+            })
+            .inc();
     }
 
     /// A run began.
@@ -138,8 +203,9 @@ impl Metrics {
         self.schedule_lag.get_or_create(&label(connection)).set(seconds);
     }
 
-    /// A run ended, at `now`, with this summary.
+    /// A run ended, at `now` (or when its summary says it did), with this summary.
     pub fn run_finished(&self, s: &RunSummary, now: DateTime<Utc>) {
+        let now = s.finished_at.unwrap_or(now);
         self.in_flight.dec();
         let connection = label(&s.connection);
         let outcome = |outcome: &'static str| OutcomeLabels {
@@ -163,13 +229,16 @@ impl Metrics {
         self.duration
             .get_or_create(&connection)
             .observe(s.duration.as_secs_f64());
+        if s.lease_lost {
+            self.leases_lost.get_or_create(&connection).inc();
+        }
         if succeeded {
             self.last_success
                 .get_or_create(&connection)
                 .set(now.timestamp_millis() as f64 / 1000.0);
         }
         if let Some(watermark) = s.watermark_after {
-            let lag = (now - watermark).num_milliseconds().max(0) as f64 / 1000.0;
+            let lag = lag_seconds(now, watermark);
             self.watermark_lag.get_or_create(&connection).set(lag);
         }
     }
@@ -193,7 +262,7 @@ impl Metrics {
             .iter()
             .find_map(|r| Some((r.finished_at?, r.watermark_after?)))
         {
-            let lag = (done - watermark).num_milliseconds().max(0) as f64 / 1000.0;
+            let lag = lag_seconds(done, watermark);
             self.watermark_lag.get_or_create(&connection).set(lag);
         }
     }
@@ -261,6 +330,12 @@ pub async fn serve(
     }))
 }
 
+/// Seconds from `watermark` to `end`, in the whole milliseconds the state records both in, so
+/// that a restart shows the value the run set.
+fn lag_seconds(end: DateTime<Utc>, watermark: DateTime<Utc>) -> f64 {
+    (end.timestamp_millis() - watermark.timestamp_millis()).max(0) as f64 / 1000.0
+}
+
 type Body = http_body_util::Full<bytes::Bytes>;
 
 /// The answer to one request.
@@ -324,6 +399,36 @@ mod tests {
             "s3importd_watermark_lag_seconds{connection=\"orders\"} 90.0",
             "s3importd_runs_in_flight 0",
             "s3importd_schedule_lag_seconds{connection=\"orders\"} 1.5",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_fleet_s_claims_takeovers_and_lost_leases_are_counted() {
+        let metrics = Metrics::new();
+        let now = DateTime::parse_from_rfc3339("2026-12-01T02:00:00Z")
+            .unwrap()
+            .to_utc();
+        metrics.claimed("orders", "won");
+        metrics.claimed("orders", "lost");
+        metrics.claimed("orders", "lost");
+        metrics.took_over("orders");
+        let s = RunSummary {
+            connection: "orders".into(),
+            error: Some("the lease was taken over".into()),
+            lease_lost: true,
+            ..RunSummary::default()
+        };
+        metrics.run_started();
+        metrics.run_finished(&s, now);
+        let text = metrics.encode();
+        for line in [
+            "s3importd_claims_total{connection=\"orders\",outcome=\"won\"} 1",
+            "s3importd_claims_total{connection=\"orders\",outcome=\"lost\"} 2",
+            "s3importd_takeovers_total{connection=\"orders\"} 1",
+            "s3importd_leases_lost_total{connection=\"orders\"} 1",
+            "s3importd_runs_total{connection=\"orders\",outcome=\"failed\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
         }

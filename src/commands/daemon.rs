@@ -56,6 +56,7 @@ pub async fn command(config: Config, dir: PathBuf) -> anyhow::Result<ExitCode> {
     let clock = Arc::new(SystemClock);
     let metrics = Arc::new(s3_importd::metrics::Metrics::new());
     for c in &config.connections {
+        metrics.register(&c.name);
         if let Some(period) = s3_importd::schedule::period(&c.schedule, &c.name, clock.now()) {
             metrics.schedule_period(&c.name, period);
         }
@@ -78,7 +79,7 @@ pub async fn command(config: Config, dir: PathBuf) -> anyhow::Result<ExitCode> {
         clock: clock.clone(),
         spool_root: config.settings.spool_dir.clone(),
         limits: s3_importd::run::RunLimits::of(&config.settings),
-        metrics,
+        metrics: metrics.clone(),
     };
     let mut hangup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
     let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
@@ -108,6 +109,7 @@ pub async fn command(config: Config, dir: PathBuf) -> anyhow::Result<ExitCode> {
                 state: state.clone(),
                 lease_ttl: config.settings.lease_ttl,
                 started_at: chrono::Utc::now(),
+                metrics: metrics.clone(),
             }) as Arc<dyn daemon::Fleet>
         }),
         clock,

@@ -145,6 +145,10 @@ pub struct RunSummary {
     pub problems: Vec<String>,
     /// Why the run itself failed.
     pub error: Option<String>,
+    /// The run stopped because another daemon of the fleet took its lease over.
+    pub lease_lost: bool,
+    /// When it ended, as recorded in the state (the metrics use the same instant).
+    pub finished_at: Option<DateTime<Utc>>,
 }
 
 fn show_time(t: Option<DateTime<Utc>>) -> String {
@@ -216,14 +220,12 @@ pub async fn run(env: &RunEnv<'_>, dry_run: bool) -> RunSummary {
         summary.duration = timer.elapsed();
         if let Err(e) = &result {
             summary.error = Some(e.to_string());
+            summary.lease_lost = matches!(e, RunError::State(StateError::LeaseLost { .. }));
             warn!(error = %e, "run failed");
         }
-        if !dry_run
-            && let Err(e) = env
-                .state
-                .finish_run(&record(&summary, started, env.clock.now()))
-                .await
-        {
+        let finished = env.clock.now();
+        summary.finished_at = Some(finished);
+        if !dry_run && let Err(e) = env.state.finish_run(&record(&summary, started, finished)).await {
             warn!(error = %e, "recording the run failed");
         }
         info!(
