@@ -369,11 +369,7 @@ fn metrics_are_served_and_parse_with_a_real_prometheus_parser() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let text = scraped.expect("the run was recorded in /metrics within 10 s");
-    let python = std::path::PathBuf::from(
-        std::env::var("S3_IMPORTD_TEST_MOTO_SERVER").expect("scripts/test sets S3_IMPORTD_TEST_MOTO_SERVER"),
-    )
-    .with_file_name("python");
-    let mut parser = std::process::Command::new(python)
+    let mut parser = std::process::Command::new(test_python())
         .args(["-c", PARSE_METRICS])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -361,12 +361,7 @@ for env in container["env"]:
 "#;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
     // The test venv's Python, which has PyYAML (scripts/requirements/test.txt).
-    let python = Path::new(
-        &std::env::var("S3_IMPORTD_TEST_MOTO_SERVER")
-            .expect("S3_IMPORTD_TEST_MOTO_SERVER is not set: run the tests with scripts/test"),
-    )
-    .with_file_name("python");
-    let out = std::process::Command::new(python)
+    let out = std::process::Command::new(test_python())
         .args(["-c", script])
         .arg(&root)
         .arg(folder.path())

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use common::*;
 use s3_importd::clock::ManualClock;
-use s3_importd::config::{self, TargetSpec};
-use s3_importd::run::{RunEnv, RunLimits, run};
+use s3_importd::config::{self, Connection, TargetSpec};
+use s3_importd::run::{RunEnv, RunLimits, RunSummary, run};
 use s3_importd::select::ObjectMeta;
 use s3_importd::sources::{ObjectReader, Source, SourceError};
 use s3_importd::state::{AdminState, SqliteStore};
@@ -65,39 +65,67 @@ impl Source for Bucket {
     }
 }
 
-#[tokio::test]
-async fn entries_behind_the_overlap_band_are_pruned_and_never_imported_again() {
-    let cfg = ConfigDir::new();
-    cfg.connection(
-        "mem",
-        &dir_connection_toml("mem", ID_TEMPLATE, "type = \"file\"\npath = \"out\"")
-            .replace("settle_seconds = 0", "settle_seconds = 0\nbackfill_days = 30"),
-    );
-    let config = config::load(cfg.path()).unwrap_or_else(|e| panic!("{e}"));
-    let c = config.connection("mem").unwrap().clone();
-    let TargetSpec::File(spec) = &c.target else {
-        panic!("file target")
-    };
-    let target = FileTarget::new(spec.clone(), std::sync::Arc::new(c.template.clone()));
-    let state = SqliteStore::open(&cfg.state()).unwrap();
-    let t0 = Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0).unwrap();
-    let clock = ManualClock::new(t0);
-    let bucket = Bucket::default();
-    let spool = cfg.path().join("spool");
-    let run_at = async |clock: &ManualClock| {
+/// A connection over an in-memory bucket into a file target, with its state file and a
+/// clock the test moves, at 2026-11-01 12:00 UTC to begin with.
+struct Harness {
+    cfg: ConfigDir,
+    connection: Connection,
+    target: FileTarget,
+    state: SqliteStore,
+    t0: DateTime<Utc>,
+    clock: ManualClock,
+    bucket: Bucket,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let cfg = ConfigDir::new();
+        cfg.connection(
+            "mem",
+            &dir_connection_toml("mem", ID_TEMPLATE, "type = \"file\"\npath = \"out\"")
+                .replace("settle_seconds = 0", "settle_seconds = 0\nbackfill_days = 30"),
+        );
+        let config = config::load(cfg.path()).unwrap_or_else(|e| panic!("{e}"));
+        let connection = config.connection("mem").unwrap().clone();
+        let TargetSpec::File(spec) = &connection.target else {
+            panic!("file target")
+        };
+        let target = FileTarget::new(spec.clone(), std::sync::Arc::new(connection.template.clone()));
+        let state = SqliteStore::open(&cfg.state()).unwrap();
+        let t0 = Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0).unwrap();
+        Harness {
+            connection,
+            target,
+            state,
+            t0,
+            clock: ManualClock::new(t0),
+            bucket: Bucket::default(),
+            cfg,
+        }
+    }
+
+    /// One run of the connection, now by the clock.
+    async fn run(&self) -> RunSummary {
+        let spool = self.cfg.path().join("spool");
         let env = RunEnv {
-            connection: &c,
-            source: &bucket,
-            target: &target,
-            state: &state,
-            clock,
+            connection: &self.connection,
+            source: &self.bucket,
+            target: &self.target,
+            state: &self.state,
+            clock: &self.clock,
             spool_root: &spool,
             limits: RunLimits::default(),
             stop: tokio_util::sync::CancellationToken::new(),
             next_run: None,
         };
         run(&env, false).await
-    };
+    }
+}
+
+#[tokio::test]
+async fn entries_behind_the_overlap_band_are_pruned_and_never_imported_again() {
+    let h = Harness::new();
+    let (cfg, state, clock, bucket, t0) = (&h.cfg, &h.state, &h.clock, &h.bucket, h.t0);
     let ledger = async || -> Vec<String> {
         state
             .ledger("mem")
@@ -110,7 +138,7 @@ async fn entries_behind_the_overlap_band_are_pruned_and_never_imported_again() {
 
     bucket.put("ten-days-old", t0 - TimeDelta::days(10));
     bucket.put("an-hour-old", t0 - TimeDelta::hours(1));
-    let s = run_at(&clock).await;
+    let s = h.run().await;
     assert_eq!(s.counts.imported, 2, "{}", s.line());
     // The watermark is t0: the ten-day-old entry is behind its 24-hour band, and goes.
     assert_eq!(ledger().await, ["an-hour-old"]);
@@ -121,10 +149,10 @@ async fn entries_behind_the_overlap_band_are_pruned_and_never_imported_again() {
         if hour % 24 == 0 {
             bucket.put(
                 &format!("day-{}", hour / 24),
-                clock_now(&clock) - TimeDelta::minutes(5),
+                clock_now(clock) - TimeDelta::minutes(5),
             );
         }
-        let s = run_at(&clock).await;
+        let s = h.run().await;
         assert_eq!(s.counts.failed, 0, "{}", s.line());
     }
     let mut ids = cfg.ids();
@@ -144,7 +172,7 @@ async fn entries_behind_the_overlap_band_are_pruned_and_never_imported_again() {
     let since = t0 + TimeDelta::hours(36);
     state.reset("mem", since).await.unwrap();
     clock.advance(TimeDelta::hours(1));
-    let s = run_at(&clock).await;
+    let s = h.run().await;
     assert_eq!((s.counts.new, s.counts.imported), (2, 2), "{}", s.line());
     let mut ids = cfg.ids();
     ids.sort();
@@ -169,37 +197,8 @@ fn clock_now(clock: &ManualClock) -> DateTime<Utc> {
 
 #[tokio::test]
 async fn a_connection_whose_files_stop_arriving_gives_its_state_back() {
-    let cfg = ConfigDir::new();
-    cfg.connection(
-        "mem",
-        &dir_connection_toml("mem", ID_TEMPLATE, "type = \"file\"\npath = \"out\"")
-            .replace("settle_seconds = 0", "settle_seconds = 0\nbackfill_days = 30"),
-    );
-    let config = config::load(cfg.path()).unwrap_or_else(|e| panic!("{e}"));
-    let c = config.connection("mem").unwrap().clone();
-    let TargetSpec::File(spec) = &c.target else {
-        panic!("file target")
-    };
-    let target = FileTarget::new(spec.clone(), std::sync::Arc::new(c.template.clone()));
-    let state = SqliteStore::open(&cfg.state()).unwrap();
-    let t0 = Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0).unwrap();
-    let clock = ManualClock::new(t0);
-    let bucket = Bucket::default();
-    let spool = cfg.path().join("spool");
-    let run_at = async |clock: &ManualClock| {
-        let env = RunEnv {
-            connection: &c,
-            source: &bucket,
-            target: &target,
-            state: &state,
-            clock,
-            spool_root: &spool,
-            limits: RunLimits::default(),
-            stop: tokio_util::sync::CancellationToken::new(),
-            next_run: None,
-        };
-        run(&env, false).await
-    };
+    let h = Harness::new();
+    let (cfg, clock, bucket, t0) = (&h.cfg, &h.clock, &h.bucket, h.t0);
     // The database's pages, free ones included (what the file holds once checkpointed).
     let size = || {
         let db = rusqlite::Connection::open(cfg.state()).unwrap();
@@ -213,13 +212,13 @@ async fn a_connection_whose_files_stop_arriving_gives_its_state_back() {
             t0 - TimeDelta::seconds(i),
         );
     }
-    let s = run_at(&clock).await;
+    let s = h.run().await;
     assert_eq!(s.counts.imported, 3000, "{}", s.line());
     let in_window = size();
     // The files stop; the daemon runs daily for 30 days more, importing nothing.
     for _ in 0..31 {
         clock.advance(TimeDelta::days(1));
-        let s = run_at(&clock).await;
+        let s = h.run().await;
         assert_eq!((s.counts.new, s.counts.failed), (0, 0), "{}", s.line());
     }
     let after = size();

@@ -48,6 +48,32 @@ async fn objects(client: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec
     out
 }
 
+/// How many multipart uploads are open in `bucket`.
+async fn open_uploads(client: &aws_sdk_s3::Client, bucket: &str) -> usize {
+    let listed = client
+        .list_multipart_uploads()
+        .bucket(bucket)
+        .send()
+        .await
+        .unwrap();
+    listed.uploads().len()
+}
+
+/// Runs the connections of `config` and kills the run (SIGKILL) once its multipart upload has
+/// started; checks what it left: one open upload, no object.
+async fn killed_mid_upload(client: &aws_sdk_s3::Client, bucket: &str, config: &std::path::Path) {
+    let config = config.to_path_buf();
+    tokio::task::spawn_blocking(move || kill_at(&config, "s3-upload-started"))
+        .await
+        .unwrap();
+    assert_eq!(
+        open_uploads(client, bucket).await,
+        1,
+        "the killed run left its upload open"
+    );
+    assert!(objects(client, bucket, "loads/").await.is_empty());
+}
+
 fn ids(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("id-{i:06}")).collect()
 }
@@ -167,27 +193,7 @@ async fn large_loads_go_up_in_parts_and_a_kill_mid_upload_leaves_nothing_behind(
     connection(&cfg, "big", &rows, &s3_target(&b, ""));
 
     // Killed after the upload started: a partial upload exists, no object.
-    let mut child = binary(cfg.path())
-        .arg("run")
-        .env(s3_importd::fault::ENV, "s3-upload-started")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let reached = std::thread::spawn(move || {
-        use std::io::BufRead;
-        std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .any(|l| l.contains("fault point s3-upload-started reached"))
-    });
-    // Reading stops at the fault point's line, or at the end of stderr if the run exited.
-    assert!(reached.join().unwrap(), "the run reached the fault point");
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let uploads = client.list_multipart_uploads().bucket(&b).send().await.unwrap();
-    assert_eq!(uploads.uploads().len(), 1, "the killed run left its upload open");
-    assert!(objects(&client, &b, "loads/").await.is_empty());
+    killed_mid_upload(&client, &b, cfg.path()).await;
 
     // The next run aborts it and imports the load again, once.
     let out = stdout_of(&run_binary(cfg.path(), &["run"]));
@@ -195,8 +201,7 @@ async fn large_loads_go_up_in_parts_and_a_kill_mid_upload_leaves_nothing_behind(
         out.contains("big: listed 1, new 1, imported 1, rejected 0, failed 0; rows 150000"),
         "{out}"
     );
-    let uploads = client.list_multipart_uploads().bucket(&b).send().await.unwrap();
-    assert!(uploads.uploads().is_empty(), "no unfinished upload is left");
+    assert_eq!(open_uploads(&client, &b).await, 0, "no unfinished upload is left");
     let all = objects(&client, &b, "loads/").await;
     assert_eq!(all.len(), 1);
     let body = String::from_utf8(all[0].1.clone()).unwrap();
@@ -491,21 +496,14 @@ async fn parquet_loads_into_s3_survive_a_kill_mid_upload() {
         &dir_connection_toml("pq", &template, &s3_target(&b, "format = \"parquet\"")),
     );
     let dir = cfg.path().to_path_buf();
-    let killed = dir.clone();
-    tokio::task::spawn_blocking(move || kill_at(&killed, "s3-upload-started"))
-        .await
-        .unwrap();
-    let uploads = client.list_multipart_uploads().bucket(&b).send().await.unwrap();
-    assert_eq!(uploads.uploads().len(), 1, "the killed run left its upload open");
-    assert!(objects(&client, &b, "loads/").await.is_empty());
+    killed_mid_upload(&client, &b, &dir).await;
 
     let out = stdout_of(&run_binary(&dir, &["run"]));
     assert!(
         out.contains("pq: listed 1, new 1, imported 1, rejected 0, failed 0; rows 20000"),
         "{out}"
     );
-    let uploads = client.list_multipart_uploads().bucket(&b).send().await.unwrap();
-    assert!(uploads.uploads().is_empty(), "no unfinished upload is left");
+    assert_eq!(open_uploads(&client, &b).await, 0, "no unfinished upload is left");
     let all = objects(&client, &b, "loads/").await;
     assert_eq!(all.len(), 1);
     assert!(
