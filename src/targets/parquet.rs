@@ -158,9 +158,12 @@ pub fn write_load(
             out.flush()
         });
         let mut rows = Rows { decoder, batches };
-        // The encoder's error says why the rows stopped being taken.
-        let decoded = slices.copy_all(spools, &mut rows).and_then(|()| rows.finish());
+        // Every row, then the last batch, which no later row completes.
+        let decoded = slices
+            .copy_all(spools, &mut rows)
+            .and_then(|()| rows.send_batch());
         drop(rows);
+        // The encoder's error comes first: it says why the rows stopped being taken.
         let encoded = encoder
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("the Parquet encoder stopped")));
@@ -216,10 +219,6 @@ impl Rows {
         }
         Ok(())
     }
-
-    fn finish(&mut self) -> io::Result<()> {
-        self.send_batch()
-    }
 }
 
 impl Write for Rows {
@@ -245,7 +244,11 @@ impl Write for Rows {
 fn invalid(e: ArrowError) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
-        format!("a spooled row does not fit its Parquet column: {e}"),
+        // arrow-json may quote the value: an excerpt, as for every message about partner data.
+        format!(
+            "a spooled row does not fit its Parquet column: {}",
+            crate::text::excerpt(&e.to_string())
+        ),
     )
 }
 
