@@ -159,6 +159,102 @@ pub struct StoreRunner {
     pub limits: crate::run::RunLimits,
     /// What `/metrics` shows (served only with `metrics_listen`).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// One gate per connection, held by its scheduled runs and event loads alike: within
+    /// this daemon they take turns instead of failing on each other's run lock.
+    pub gates: Gates,
+}
+
+/// A lock per connection name, within one daemon.
+#[derive(Default)]
+pub struct Gates(std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl Gates {
+    /// The gate of `connection`.
+    fn of(&self, connection: &str) -> Arc<tokio::sync::Mutex<()>> {
+        // A poisoned map only means a thread panicked while inserting: the map is still whole.
+        let mut gates = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        gates.entry(connection.to_string()).or_default().clone()
+    }
+}
+
+#[async_trait]
+impl crate::events::Importer for StoreRunner {
+    async fn import(
+        &self,
+        connection: Arc<Connection>,
+        keys: Vec<String>,
+        stop: CancellationToken,
+    ) -> crate::events::Imported {
+        let gate = self.gates.of(&connection.name);
+        let _turn = tokio::select! {
+            turn = gate.lock() => turn,
+            () = stop.cancelled() => return crate::events::Imported::default(),
+        };
+        let source = crate::sources::for_connection(&connection).await;
+        let target = crate::targets::for_connection(&connection).await;
+        let env = RunEnv {
+            connection: &connection,
+            source: source.as_ref(),
+            target: target.as_ref(),
+            state: self.state.as_ref(),
+            clock: self.clock.as_ref(),
+            spool_root: &self.spool_root,
+            limits: self.limits,
+            stop,
+            next_run: None,
+        };
+        let load = crate::run::run_keys(&env, &keys).await;
+        self.metrics.objects_counted(&load.summary);
+        drop((source, target));
+        crate::events::Imported {
+            settled: load.settled,
+            busy: load.summary.busy,
+            delivered: load.delivered,
+        }
+    }
+}
+
+/// Starts event mode's consumer of a connection's queue.
+pub trait Listener: Send + Sync {
+    /// Consumes the queue of `connection` (which has one) until `stop`.
+    fn listen(&self, connection: Arc<Connection>, stop: CancellationToken) -> tokio::task::JoinHandle<()>;
+}
+
+/// The real daemon's listener: an SQS consumer whose loads the [`StoreRunner`] runs.
+pub struct StoreListener(pub Arc<StoreRunner>);
+
+impl Listener for StoreListener {
+    fn listen(&self, connection: Arc<Connection>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let runner = self.0.clone();
+        tokio::spawn(async move {
+            let crate::sources::SourceSpec::S3(spec) = &connection.source else {
+                return;
+            };
+            let Some(events) = spec.events.clone() else { return };
+            let Ok(url) = url::Url::parse(&events.queue_url) else {
+                return;
+            };
+            let client = crate::aws::sqs_client(&connection.name, &spec.location, &url).await;
+            let consumer = crate::events::Consumer {
+                bucket: spec.location.bucket.clone(),
+                queue: Arc::new(crate::events::SqsQueue::new(client, &events.queue_url)),
+                spec: events,
+                importer: runner.clone(),
+                clock: runner.clock.clone(),
+                metrics: runner.metrics.clone(),
+                connection: connection.clone(),
+            };
+            consumer.run(stop).await;
+        })
+    }
+}
+
+/// Event mode's queue of a connection, if it has one.
+pub fn queue_of(connection: &Connection) -> Option<&crate::events::EventSpec> {
+    match &connection.source {
+        crate::sources::SourceSpec::S3(spec) => spec.events.as_ref(),
+        _ => None,
+    }
 }
 
 #[async_trait]
@@ -174,6 +270,12 @@ impl Runner for StoreRunner {
         if scheduled && self.state.shared() && !self.claim(&connection.name, due, &stop).await {
             return;
         }
+        // An event load of this connection in this daemon finishes first (seconds).
+        let gate = self.gates.of(&connection.name);
+        let _turn = tokio::select! {
+            turn = gate.lock() => turn,
+            () = stop.cancelled() => return,
+        };
         self.metrics
             .schedule_lag(&connection.name, self.clock.now() - due);
         // Registered and set at each run too, so that a connection a reload added has them.
@@ -280,6 +382,62 @@ pub struct Parts {
     pub watchdog: Option<Duration>,
     /// With a shared state store: heartbeats and takeovers.
     pub fleet: Option<Arc<dyn Fleet>>,
+    /// Event mode: consumers of the connections' queues.
+    pub listener: Option<Arc<dyn Listener>>,
+}
+
+/// The running consumer of one connection's queue: the connection as it was started (a
+/// reload that changes it restarts the consumer), its stop, its task.
+struct Listening {
+    connection: String,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts a consumer for each scheduled connection with a queue, stops those whose
+/// connection is gone, disabled or changed (a changed one starts again with its new
+/// settings). A stopped consumer's load in flight finishes in its own task.
+fn listen_all(
+    entries: &BTreeMap<String, Entry>,
+    listener: Option<&Arc<dyn Listener>>,
+    stop: &CancellationToken,
+    listening: &mut BTreeMap<String, Listening>,
+    stopped: &mut Vec<tokio::task::JoinHandle<()>>,
+) {
+    let Some(listener) = listener else { return };
+    // A connection's whole checked configuration, as its `Debug` shows it (secrets
+    // redacted): a change anywhere (its queue, its target, its template) restarts the consumer.
+    let wanted: BTreeMap<&String, (String, &Arc<Connection>)> = entries
+        .iter()
+        .filter(|(_, e)| queue_of(&e.connection).is_some())
+        .map(|(name, e)| (name, (format!("{:?}", e.connection), &e.connection)))
+        .collect();
+    let names: Vec<String> = listening.keys().cloned().collect();
+    for name in names {
+        if wanted
+            .get(&name)
+            .is_none_or(|(shown, _)| listening[&name].connection != *shown)
+            && let Some(old) = listening.remove(&name)
+        {
+            old.stop.cancel();
+            stopped.push(old.task);
+        }
+    }
+    for (name, (shown, connection)) in wanted {
+        if listening.contains_key(name) {
+            continue;
+        }
+        let own = stop.child_token();
+        let task = listener.listen(connection.clone(), own.clone());
+        listening.insert(
+            name.clone(),
+            Listening {
+                connection: shown,
+                stop: own,
+                task,
+            },
+        );
+    }
 }
 
 /// Runs the schedule until [`Control::Stop`] (or the control channel closes), then waits up to
@@ -292,6 +450,7 @@ pub async fn serve(config: Config, parts: Parts, mut control: mpsc::Receiver<Con
         notifier,
         watchdog,
         fleet,
+        listener,
     } = parts;
     let mut config = config;
     let mut entries = schedule_all(&config, &BTreeMap::new(), history.as_ref(), clock.now()).await;
@@ -302,6 +461,15 @@ pub async fn serve(config: Config, parts: Parts, mut control: mpsc::Receiver<Con
     let mut tasks: JoinSet<String> = JoinSet::new();
     let stop = CancellationToken::new();
     let mut keepalive = watchdog.map(|w| tokio::time::interval((w / 2).max(Duration::from_millis(100))));
+    let mut listening: BTreeMap<String, Listening> = BTreeMap::new();
+    let mut stopped_listeners: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    listen_all(
+        &entries,
+        listener.as_ref(),
+        &stop,
+        &mut listening,
+        &mut stopped_listeners,
+    );
     notifier.ready();
     info!(connections = entries.len(), "daemon started");
 
@@ -391,6 +559,8 @@ pub async fn serve(config: Config, parts: Parts, mut control: mpsc::Receiver<Con
                         permits = Arc::new(Semaphore::new(new.settings.max_concurrent_runs));
                     }
                     entries = schedule_all(&new, &entries, history.as_ref(), clock.now()).await;
+                    listen_all(&entries, listener.as_ref(), &stop, &mut listening, &mut stopped_listeners);
+                    stopped_listeners.retain(|t| !t.is_finished());
                     config = *new;
                     info!(connections = entries.len(), "configuration reloaded");
                     notifier.ready();
@@ -417,6 +587,10 @@ pub async fn serve(config: Config, parts: Parts, mut control: mpsc::Receiver<Con
     );
     let finished = tokio::time::timeout(config.settings.shutdown_timeout, async {
         while tasks.join_next().await.is_some() {}
+        // Event loads in flight reach their safe point; gathered messages go back.
+        for task in listening.into_values().map(|l| l.task).chain(stopped_listeners) {
+            let _ = task.await;
+        }
     })
     .await
     .is_ok();
@@ -670,6 +844,7 @@ mod tests {
                 notifier: notifier.clone(),
                 watchdog: Some(Duration::from_secs(60)),
                 fleet,
+                listener: None,
             };
             let daemon = tokio::spawn(serve(config, parts, rx));
             Harness {

@@ -7,6 +7,7 @@ pub mod aws;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod events;
 pub mod fault;
 pub mod files;
 pub mod formats;

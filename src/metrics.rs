@@ -38,6 +38,11 @@ fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(1.0, 2.0, 16))
 }
 
+/// Seconds from an object's LastModified to its delivery in event mode: 0.25 s to about 2 hours.
+fn delay_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.25, 2.0, 16))
+}
+
 /// Every metric the daemon exports.
 pub struct Metrics {
     registry: Registry,
@@ -55,6 +60,9 @@ pub struct Metrics {
     claims: Family<OutcomeLabels, Counter>,
     in_flight: Gauge,
     schedule_lag: Family<ConnectionLabel, FloatGauge>,
+    events: Family<OutcomeLabels, Counter>,
+    event_delay: Family<ConnectionLabel, Histogram, fn() -> Histogram>,
+    event_oldest: Family<ConnectionLabel, FloatGauge>,
 }
 
 impl Default for Metrics {
@@ -81,6 +89,9 @@ impl Metrics {
             claims: Family::default(),
             in_flight: Gauge::default(),
             schedule_lag: Family::default(),
+            events: Family::default(),
+            event_delay: Family::new_with_constructor(delay_histogram),
+            event_oldest: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -137,7 +148,54 @@ impl Metrics {
             "Scheduled occurrences claimed by this daemon (won), by another (lost), or not claimed for an error (failed) (fleet mode)",
             m.claims.clone(),
         );
+        registry.register(
+            "events",
+            "Object events read from the queue (event mode), by outcome: received (each object named), ignored (not an object creation, another bucket, outside the prefix or globs), imported (settled by an event load)",
+            m.events.clone(),
+        );
+        registry.register(
+            "event_delay_seconds",
+            "Seconds from an object's LastModified to the delivery of its rows by an event load",
+            m.event_delay.clone(),
+        );
+        registry.register(
+            "event_oldest_message_age_seconds",
+            "Age of the oldest message of the last receive from the queue (0 when it was empty)",
+            m.event_oldest.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// `n` object events of `connection` were `outcome` (received, ignored, imported).
+    pub fn events(&self, connection: &str, outcome: &'static str, n: u64) {
+        self.events
+            .get_or_create(&OutcomeLabels {
+                connection: connection.to_string(),
+                outcome,
+            })
+            .inc_by(n);
+    }
+
+    /// An object an event named was delivered `delay` after its LastModified.
+    pub fn event_delivered(&self, connection: &str, delay: chrono::TimeDelta) {
+        let seconds = delay.num_milliseconds().max(0) as f64 / 1000.0;
+        self.event_delay
+            .get_or_create(&label(connection))
+            .observe(seconds);
+    }
+
+    /// The oldest message the last receive returned was `age` old.
+    pub fn event_oldest(&self, connection: &str, age: chrono::TimeDelta) {
+        let seconds = age.num_milliseconds().max(0) as f64 / 1000.0;
+        self.event_oldest.get_or_create(&label(connection)).set(seconds);
+    }
+
+    /// Makes the event counters of `connection` exist at zero (event mode only).
+    pub fn register_events(&self, connection: &str) {
+        for o in ["received", "ignored", "imported"] {
+            self.events(connection, o, 0);
+        }
+        let _ = self.event_oldest.get_or_create(&label(connection));
     }
 
     /// The longest wait between two runs of `connection` by its schedule.
@@ -201,6 +259,27 @@ impl Metrics {
     pub fn schedule_lag(&self, connection: &str, lag: chrono::TimeDelta) {
         let seconds = lag.num_milliseconds().max(0) as f64 / 1000.0;
         self.schedule_lag.get_or_create(&label(connection)).set(seconds);
+    }
+
+    /// What an event load counted: its objects, rows and bytes. Not a run: the runs, the
+    /// last success and the watermark lag stay those of the scheduled runs, which alerts watch.
+    pub fn objects_counted(&self, s: &RunSummary) {
+        let connection = label(&s.connection);
+        for (name, count) in [
+            ("imported", s.counts.imported),
+            ("rejected", s.counts.rejected),
+            ("failed", s.counts.failed),
+        ] {
+            self.objects
+                .get_or_create(&OutcomeLabels {
+                    connection: s.connection.clone(),
+                    outcome: name,
+                })
+                .inc_by(count);
+        }
+        self.rows.get_or_create(&connection).inc_by(s.counts.rows);
+        self.bad_rows.get_or_create(&connection).inc_by(s.counts.bad_rows);
+        self.bytes.get_or_create(&connection).inc_by(s.counts.bytes);
     }
 
     /// A run ended, at `now` (or when its summary says it did), with this summary.

@@ -83,7 +83,7 @@ fn plan(run: &str, wm: i64, keys: &[&str]) -> CommitPlan {
             .map(|k| settled(k, "e1", wm, Outcome::Imported))
             .collect(),
         quarantine: vec![],
-        watermark: at(wm),
+        watermark: Some(at(wm)),
     }
 }
 
@@ -148,6 +148,18 @@ async fn commits_recover_pending_loads_and_keep_the_watermark() {
         // The watermark never moves back.
         store.commit(&plan("r2", 1000, &[])).await.unwrap();
         assert_eq!(store.connection("c").await.unwrap().watermark, Some(at(5000)));
+        // An event load's plan has none: its objects are settled, the watermark stays, and a
+        // connection that never had one still has none.
+        let mut event = plan("r3", 9000, &["e"]);
+        event.watermark = None;
+        store.commit(&event).await.unwrap();
+        assert_eq!(store.connection("c").await.unwrap().watermark, Some(at(5000)));
+        assert_eq!(store.settled_among("c", &[("e", "e1")]).await.unwrap(), [true]);
+        event.connection = "fresh".into();
+        let fresh = lock_soon(store.as_ref(), "fresh").await;
+        store.commit(&event).await.unwrap();
+        drop(fresh);
+        assert_eq!(store.connection("fresh").await.unwrap().watermark, None);
 
         // A discarded load is gone; a load of another connection is not this one's.
         let mut other = pending.clone();
@@ -276,7 +288,7 @@ async fn quarantine_retries_reset_and_pruning() {
                     settled("k1", "e1", 10 * day, Outcome::Imported),
                 ],
                 quarantine: vec![bad(2), bad(5)],
-                watermark: at(10 * day),
+                watermark: Some(at(10 * day)),
             })
             .await
             .unwrap();

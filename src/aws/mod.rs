@@ -2,7 +2,7 @@
 //! or AssumeRole with a connection's role and external ID (the SDK's provider caches and
 //! refreshes the credentials), standard retries and time-outs, and errors made readable.
 //!
-//! Shared by the S3 source, the S3 target and the `check` and `policy` commands. Nothing here
+//! Shared by the S3 source, the S3 target, event mode's SQS client and the `check` and `policy` commands. Nothing here
 //! lists or reads objects.
 
 pub mod location;
@@ -75,18 +75,49 @@ pub fn sts_config(base: &aws_config::SdkConfig, spec: &S3Location) -> aws_config
     }
 }
 
+/// The connection's role as a credentials provider (AssumeRole with its external ID, cached
+/// and refreshed by the SDK), when it has one; else the default chain of `base` applies.
+async fn assumed_role(
+    connection: &str,
+    spec: &S3Location,
+    base: &aws_config::SdkConfig,
+) -> Option<AssumeRoleProvider> {
+    let role = spec.role_arn.as_deref()?;
+    let mut provider = AssumeRoleProvider::builder(role)
+        .session_name(session_name(connection))
+        .configure(&sts_config(base, spec));
+    if let Some(id) = spec.external_id.as_deref() {
+        provider = provider.external_id(id);
+    }
+    Some(provider.build().await)
+}
+
+/// Builds an SQS client for event mode's queue: the region named in the queue's host
+/// (`sqs.REGION.amazonaws.com`, else the bucket's), the scheme, host and port of `queue_url`
+/// as its endpoint (so that a queue on 127.0.0.1 works unchanged), and the connection's role.
+pub async fn sqs_client(connection: &str, spec: &S3Location, queue_url: &url::Url) -> aws_sdk_sqs::Client {
+    let region = queue_url
+        .host_str()
+        .and_then(|h| h.strip_prefix("sqs."))
+        .and_then(|h| h.split('.').next())
+        .filter(|r| !r.is_empty())
+        .unwrap_or(&spec.region)
+        .to_string();
+    let base = base_config(&region).await;
+    let mut config = aws_sdk_sqs::config::Builder::from(&base);
+    if let Some(provider) = assumed_role(connection, spec, &base).await {
+        config = config.credentials_provider(provider);
+    }
+    let endpoint = queue_url.origin().ascii_serialization();
+    aws_sdk_sqs::Client::from_conf(config.endpoint_url(endpoint).build())
+}
+
 /// Builds an S3 client for a bucket's region, endpoint and identity.
 pub async fn client(connection: &str, spec: &S3Location) -> Client {
     let base = base_config(&spec.region).await;
     let mut config = aws_sdk_s3::config::Builder::from(&base).force_path_style(spec.force_path_style);
-    if let Some(role) = spec.role_arn.as_deref() {
-        let mut provider = AssumeRoleProvider::builder(role)
-            .session_name(session_name(connection))
-            .configure(&sts_config(&base, spec));
-        if let Some(id) = spec.external_id.as_deref() {
-            provider = provider.external_id(id);
-        }
-        config = config.credentials_provider(provider.build().await);
+    if let Some(provider) = assumed_role(connection, spec, &base).await {
+        config = config.credentials_provider(provider);
     }
     if let Some(url) = spec.endpoint.as_deref() {
         config = config.endpoint_url(url);

@@ -80,7 +80,9 @@ pub async fn command(config: Config, dir: PathBuf) -> anyhow::Result<ExitCode> {
         spool_root: config.settings.spool_dir.clone(),
         limits: s3_importd::run::RunLimits::of(&config.settings),
         metrics: metrics.clone(),
+        gates: Default::default(),
     };
+    let runner = Arc::new(runner);
     let mut hangup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
     let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
@@ -102,7 +104,8 @@ pub async fn command(config: Config, dir: PathBuf) -> anyhow::Result<ExitCode> {
         }
     });
     let parts = Parts {
-        runner: Arc::new(runner),
+        listener: Some(Arc::new(daemon::StoreListener(runner.clone()))),
+        runner,
         history: Arc::new(StoreHistory(state.clone())),
         fleet: state.shared().then(|| {
             Arc::new(StoreFleet {

@@ -147,6 +147,8 @@ pub struct RunSummary {
     pub error: Option<String>,
     /// The run stopped because another daemon of the fleet took its lease over.
     pub lease_lost: bool,
+    /// The run did not start: the connection's lock was held (another run or event load).
+    pub busy: bool,
     /// When it ended, as recorded in the state (the metrics use the same instant).
     pub finished_at: Option<DateTime<Utc>>,
 }
@@ -205,22 +207,103 @@ impl RunSummary {
 
 /// Runs one connection once. With `dry_run`, lists and selects only, and changes nothing.
 pub async fn run(env: &RunEnv<'_>, dry_run: bool) -> RunSummary {
+    run_planning(env, dry_run, None).await
+}
+
+/// What an event load did with the keys it was given.
+#[derive(Debug)]
+pub struct EventLoad {
+    pub summary: RunSummary,
+    /// For each key given, in order, whether what it names is settled: imported or rejected
+    /// (its current version in the ledger), skipped by the connection's rules, or gone. A
+    /// key not settled (its object failed, or the daemon stopped first) is imported by a
+    /// later event or run; its message must stay on the queue.
+    pub settled: Vec<bool>,
+    /// The LastModified of each object this load imported (or rejected).
+    pub delivered: Vec<DateTime<Utc>>,
+}
+
+/// Imports the current versions of `keys` (the objects events named) through the same
+/// plan → import → settle protocol and ledger as a run, without listing the source and
+/// without moving the watermark. An object the ledger holds is skipped as in any run; one
+/// that no longer exists is settled with a log line.
+pub async fn run_keys(env: &RunEnv<'_>, keys: &[String]) -> EventLoad {
+    let mut fates = vec![KeyFate::Unsettled; keys.len()];
+    let summary = run_planning(env, false, Some((keys, &mut fates))).await;
+    let mut settled: Vec<bool> = fates.iter().map(|f| matches!(f, KeyFate::Settled)).collect();
+    // A candidate is settled when the ledger now holds the version that was imported.
+    let asked: Vec<(usize, (&str, &str))> = fates
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| match f {
+            KeyFate::Candidate(meta) => Some((i, (meta.key.as_str(), meta.etag.as_str()))),
+            _ => None,
+        })
+        .collect();
+    if !asked.is_empty() {
+        let pairs: Vec<(&str, &str)> = asked.iter().map(|(_, pair)| *pair).collect();
+        match env.state.settled_among(&env.connection.name, &pairs).await {
+            Ok(answers) if answers.len() == pairs.len() => {
+                for ((i, _), yes) in asked.iter().zip(answers) {
+                    settled[*i] = yes;
+                }
+            }
+            // Unknown counts as not settled: the message comes back and the ledger skips
+            // whatever was in fact imported.
+            Ok(_) | Err(_) => warn!("asking the ledger what the event load settled failed"),
+        }
+    }
+    let delivered = fates
+        .iter()
+        .zip(&settled)
+        .filter_map(|(f, yes)| match f {
+            KeyFate::Candidate(meta) if *yes => Some(meta.last_modified),
+            _ => None,
+        })
+        .collect();
+    EventLoad {
+        summary,
+        settled,
+        delivered,
+    }
+}
+
+/// What became of one key an event named, while its load is planned.
+#[derive(Debug, Clone)]
+enum KeyFate {
+    /// Not known to be settled (looking it up failed, or the run ended first).
+    Unsettled,
+    /// Nothing to import: gone, skipped by the rules, or already in the ledger.
+    Settled,
+    /// To import: this version.
+    Candidate(ObjectMeta),
+}
+
+/// A run: of the whole listing, or (`keys`) of the objects events named, whose fates it
+/// records.
+async fn run_planning(
+    env: &RunEnv<'_>,
+    dry_run: bool,
+    keys: Option<(&[String], &mut Vec<KeyFate>)>,
+) -> RunSummary {
     let mut summary = RunSummary {
         connection: env.connection.name.clone(),
         run_id: uuid::Uuid::now_v7().to_string(),
         dry_run,
         ..RunSummary::default()
     };
-    let span = info_span!("run", connection = %env.connection.name, run_id = %summary.run_id);
+    let trigger = if keys.is_some() { "event" } else { "schedule" };
+    let span = info_span!("run", connection = %env.connection.name, run_id = %summary.run_id, trigger);
     async {
         let timer = Instant::now();
         let started = env.clock.now();
         info!(dry_run, "run started");
-        let result = execute(env, dry_run, &mut summary).await;
+        let result = execute(env, dry_run, keys, &mut summary).await;
         summary.duration = timer.elapsed();
         if let Err(e) = &result {
             summary.error = Some(e.to_string());
             summary.lease_lost = matches!(e, RunError::State(StateError::LeaseLost { .. }));
+            summary.busy = matches!(e, RunError::State(StateError::Busy { .. }));
             warn!(error = %e, "run failed");
         }
         let finished = env.clock.now();
@@ -278,19 +361,29 @@ fn snapshot(s: &RunSummary) -> RunRecord {
     }
 }
 
-async fn execute(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<(), RunError> {
+async fn execute(
+    env: &RunEnv<'_>,
+    dry_run: bool,
+    keys: Option<(&[String], &mut Vec<KeyFate>)>,
+    s: &mut RunSummary,
+) -> Result<(), RunError> {
     // A dry run changes nothing and needs no lock; a run holds it until it ends.
     if dry_run {
-        return execute_held(env, true, s).await;
+        return execute_held(env, true, keys, s).await;
     }
     let lock = env.state.lock(&env.connection.name).await?;
-    let result = execute_held(env, false, s).await;
+    let result = execute_held(env, false, keys, s).await;
     lock.release().await;
     result
 }
 
 /// A run under its connection's lock (none for a dry run).
-async fn execute_held(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Result<(), RunError> {
+async fn execute_held(
+    env: &RunEnv<'_>,
+    dry_run: bool,
+    keys: Option<(&[String], &mut Vec<KeyFate>)>,
+    s: &mut RunSummary,
+) -> Result<(), RunError> {
     let c = env.connection;
     if !dry_run {
         // Before anything is written: an old spool may be what filled the disk.
@@ -304,7 +397,10 @@ async fn execute_held(env: &RunEnv<'_>, dry_run: bool, s: &mut RunSummary) -> Re
     if !dry_run {
         env.state.start_run(&c.name, &s.run_id, now).await?;
     }
-    let planned = plan(env, now, s, !dry_run).await;
+    let planned = match keys {
+        None => plan(env, now, s, !dry_run).await,
+        Some((keys, fates)) => plan_keys(env, keys, fates, s).await,
+    };
     let result = match planned {
         Ok(planned) if dry_run => {
             s.candidates = planned.candidates;
@@ -423,6 +519,18 @@ struct Planned {
     state: ConnectionState,
     window: Window,
     candidates: Vec<ObjectMeta>,
+    /// Whether settling moves the watermark: a listing's run does, an event load never
+    /// (docs/design.md §4.9: events are hints, the listing is the truth).
+    moves_watermark: bool,
+}
+
+impl Planned {
+    /// Where a commit moves the watermark: to the window's upper edge, but never past an
+    /// object not yet settled (`unsettled`); nowhere for an event load.
+    fn next_watermark(&self, unsettled: impl IntoIterator<Item = DateTime<Utc>>) -> Option<DateTime<Utc>> {
+        self.moves_watermark
+            .then(|| select::next_watermark(self.state.watermark, &self.window, unsettled))
+    }
 }
 
 /// Lists the source and selects the candidates (docs/design.md §3). Needs neither the target nor a
@@ -509,6 +617,94 @@ async fn plan(
         state,
         window,
         candidates,
+        moves_watermark: true,
+    })
+}
+
+/// How many objects an event load looks up at once.
+const STAT_CONCURRENCY: usize = 16;
+
+/// Plans an event load: the current version of each key (one lookup each), taken when the
+/// connection's prefix and globs admit it and the ledger does not hold it. The backfill
+/// window and `settle_seconds` do not apply (an event names an object S3 has completed);
+/// the floor a `reset --since` set does. The candidates are staged as a listing's are.
+async fn plan_keys(
+    env: &RunEnv<'_>,
+    keys: &[String],
+    fates: &mut [KeyFate],
+    s: &mut RunSummary,
+) -> Result<Planned, RunError> {
+    let c = env.connection;
+    let state = env.state.connection(&c.name).await?;
+    s.watermark_before = state.watermark;
+    s.watermark_after = state.watermark;
+    let window = Window {
+        lower: DateTime::<Utc>::MIN_UTC,
+        upper: DateTime::<Utc>::MAX_UTC,
+    }
+    .not_before(state.floor);
+    let lookups: Vec<_> = keys.iter().map(|key| env.source.stat(key)).collect();
+    let looked: Vec<Result<Option<ObjectMeta>, SourceError>> = futures::stream::iter(lookups)
+        .buffered(STAT_CONCURRENCY)
+        .collect()
+        .await;
+    s.counts.listed = keys.len() as u64;
+    let mut admitted: Vec<(usize, ObjectMeta)> = Vec::new();
+    for (i, looked) in looked.into_iter().enumerate() {
+        match looked {
+            Ok(None) => {
+                info!(key = %keys[i], "an event named an object that no longer exists; nothing to import");
+                fates[i] = KeyFate::Settled;
+            }
+            Ok(Some(meta)) => match select::classify(&meta, c.source.prefix(), &c.filters, &window) {
+                Verdict::Candidate => admitted.push((i, meta)),
+                Verdict::Skip(reason) => {
+                    debug!(key = %meta.key, %reason, "an event named an object the connection does not import");
+                    *s.skipped.entry(reason).or_default() += 1;
+                    fates[i] = KeyFate::Settled;
+                }
+            },
+            Err(e) => {
+                warn!(key = %keys[i], error = %e, "looking up an object an event named failed; a later event or run imports it");
+                s.counts.failed += 1;
+                s.problems.push(e.to_string());
+            }
+        }
+    }
+    let asked: Vec<(&str, &str)> = admitted
+        .iter()
+        .map(|(_, m)| (m.key.as_str(), m.etag.as_str()))
+        .collect();
+    let held = env.state.settled_among(&c.name, &asked).await?;
+    if held.len() != asked.len() {
+        return Err(StateError::Answer {
+            asked: asked.len(),
+            answered: held.len(),
+        }
+        .into());
+    }
+    let mut candidates = Vec::new();
+    for ((i, meta), held) in admitted.into_iter().zip(held) {
+        if held {
+            *s.skipped.entry(SkipReason::AlreadySettled).or_default() += 1;
+            fates[i] = KeyFate::Settled;
+        } else if !candidates.iter().any(|m: &ObjectMeta| m.key == meta.key) {
+            // The same key twice in one batch (a duplicate event) is one candidate.
+            fates[i] = KeyFate::Candidate(meta.clone());
+            candidates.push(meta);
+        } else {
+            fates[i] = KeyFate::Candidate(meta);
+        }
+    }
+    select::order(&mut candidates);
+    s.counts.new = candidates.len() as u64;
+    env.state.stage_candidates(&s.run_id, &candidates).await?;
+    info!(keys = keys.len(), new = s.counts.new, "event load planned");
+    Ok(Planned {
+        state,
+        window,
+        candidates: Vec::new(),
+        moves_watermark: false,
     })
 }
 
@@ -607,7 +803,11 @@ async fn import(env: &RunEnv<'_>, planned: &Planned, s: &mut RunSummary) -> Resu
         started += handled as u64;
         cursor = Some(candidates[handled - 1].clone());
         debug!(load = loads, objects = handled, "load parsed and spooled");
-        let mut load = Load::new(c, &s.run_id, planned.window.upper);
+        let mut load = Load::new(
+            c,
+            &s.run_id,
+            planned.moves_watermark.then_some(planned.window.upper),
+        );
         for (at, processed) in results {
             load.add(&candidates[at], processed, s);
         }
@@ -624,7 +824,7 @@ async fn import(env: &RunEnv<'_>, planned: &Planned, s: &mut RunSummary) -> Resu
                 .map(|m| m.last_modified),
         };
         let unsettled = failed_at.iter().copied().chain(next);
-        load.plan.watermark = select::next_watermark(planned.state.watermark, &planned.window, unsettled);
+        load.plan.watermark = planned.next_watermark(unsettled);
         let settled = settle(env, planned, load, s).await;
         // The spool is not needed past delivery; its space is freed before anything else.
         drop(spool);
@@ -658,23 +858,19 @@ async fn import(env: &RunEnv<'_>, planned: &Planned, s: &mut RunSummary) -> Resu
             run_id: s.run_id.clone(),
             settled: Vec::new(),
             quarantine: Vec::new(),
-            watermark: select::next_watermark(
-                planned.state.watermark,
-                &planned.window,
-                failed_at.iter().copied().chain(oldest_left),
-            ),
+            watermark: planned.next_watermark(failed_at.iter().copied().chain(oldest_left)),
         };
         env.state.commit(&plan).await?;
-        s.watermark_after = Some(watermark_after(planned, &plan));
+        s.watermark_after = watermark_after(planned, &plan);
     }
     s.loads = loads;
     Ok(())
 }
 
-/// The watermark once `plan` is committed (the store never moves it back).
-fn watermark_after(planned: &Planned, plan: &CommitPlan) -> DateTime<Utc> {
-    plan.watermark
-        .max(planned.state.watermark.unwrap_or(plan.watermark))
+/// The watermark once `plan` is committed (the store never moves it back, and a plan
+/// without one leaves it).
+fn watermark_after(planned: &Planned, plan: &CommitPlan) -> Option<DateTime<Utc>> {
+    planned.state.watermark.max(plan.watermark)
 }
 
 /// One load's objects before it is settled: what to commit, the spooled rows to deliver, and
@@ -688,7 +884,7 @@ struct Load {
 }
 
 impl Load {
-    fn new(c: &Connection, run_id: &str, watermark: DateTime<Utc>) -> Load {
+    fn new(c: &Connection, run_id: &str, watermark: Option<DateTime<Utc>>) -> Load {
         Load {
             plan: CommitPlan {
                 connection: c.name.clone(),
@@ -807,7 +1003,7 @@ async fn settle(
                 }
             }
             s.counts.add(&counts);
-            s.watermark_after = Some(watermark_after(planned, &load.plan));
+            s.watermark_after = watermark_after(planned, &load.plan);
             Ok(())
         }
         Err(e) => {
@@ -823,18 +1019,11 @@ async fn settle(
             plan.settled.retain(|x| x.outcome == Outcome::Rejected);
             let rejected: Vec<&str> = plan.settled.iter().map(|x| x.key.as_str()).collect();
             plan.quarantine.retain(|q| rejected.contains(&q.key.as_str()));
-            plan.watermark = select::next_watermark(
-                planned.state.watermark,
-                &planned.window,
-                load.imported_at
-                    .iter()
-                    .copied()
-                    .chain(std::iter::once(plan.watermark)),
-            );
+            plan.watermark = planned.next_watermark(load.imported_at.iter().copied().chain(plan.watermark));
             if let Err(commit) = env.state.commit(&plan).await {
                 return Err((commit.into(), load.imported_at));
             }
-            s.watermark_after = Some(watermark_after(planned, &plan));
+            s.watermark_after = watermark_after(planned, &plan);
             Err((e, load.imported_at))
         }
     }

@@ -77,6 +77,9 @@ pub struct RawFilters {
 macro_rules! registry {
     ($($name:literal => $variant:ident($spec:ty)),+ $(,)?) => {
         /// `[source]`, checked: one variant per kind.
+        // One per connection, made once when the configuration is read: the size of the
+        // largest kind costs nothing worth a box.
+        #[allow(clippy::large_enum_variant)]
         #[derive(Debug, Clone, PartialEq, Eq)]
         pub enum SourceSpec {
             $($variant($spec)),+
@@ -244,6 +247,21 @@ pub trait Source: Send + Sync {
     ) -> Result<u64, SourceError> {
         let _ = known;
         self.list(visit).await
+    }
+
+    /// The current version of one object, as a listing would show it; `None` when there is
+    /// no such object (deleted since an event named it). Event mode asks this of the keys
+    /// its events name. The default lists everything and picks the key out: correct for any
+    /// source, meant to be replaced by a single request where the source has one (S3's HEAD).
+    async fn stat(&self, key: &str) -> Result<Option<ObjectMeta>, SourceError> {
+        let mut found = None;
+        self.list(&mut |meta| {
+            if meta.key == key {
+                found = Some(meta);
+            }
+        })
+        .await?;
+        Ok(found)
     }
 
     /// Opens one listed version. Fails with [`SourceError::Changed`] when the object is no

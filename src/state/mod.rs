@@ -298,7 +298,9 @@ pub struct CommitPlan {
     pub run_id: String,
     pub settled: Vec<Settled>,
     pub quarantine: Vec<Quarantined>,
-    pub watermark: DateTime<Utc>,
+    /// Where the watermark moves (never back); `None` leaves it where it is, as an event
+    /// load does (events are hints: only the listing moves the watermark).
+    pub watermark: Option<DateTime<Utc>>,
 }
 
 /// A load that was being delivered: what the target was told (where it writes), and what to

@@ -840,7 +840,8 @@ impl RunState for PostgresStore {
         tx.execute(
             "INSERT INTO connections (name, watermark_ms) VALUES ($1, $2)
              ON CONFLICT (name) DO UPDATE SET watermark_ms = GREATEST(coalesce(connections.watermark_ms, $2), $2)",
-            &[&c, &ms(plan.watermark)],
+            // GREATEST ignores a NULL: a plan without a watermark leaves it as it is.
+            &[&c, &plan.watermark.map(ms)],
         )
         .await
         .map_err(|e| self.err(e))?;

@@ -759,8 +759,9 @@ impl RunState for SqliteStore {
             }
             tx.execute(
                 "INSERT INTO connections (name, watermark_ms) VALUES (?1, ?2)
-                 ON CONFLICT (name) DO UPDATE SET watermark_ms = max(coalesce(watermark_ms, ?2), ?2)",
-                params![plan.connection, ms(plan.watermark)],
+                 ON CONFLICT (name) DO UPDATE SET watermark_ms =
+                     CASE WHEN ?2 IS NULL THEN watermark_ms ELSE max(coalesce(watermark_ms, ?2), ?2) END",
+                params![plan.connection, plan.watermark.map(ms)],
             )?;
             tx.execute(
                 "DELETE FROM pending_loads WHERE run_id = ?1",

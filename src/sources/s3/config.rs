@@ -1,5 +1,6 @@
 //! The `s3` source's keys: the shared S3 location ([`crate::aws::location`]), the challenge
-//! file that proves a bucket's owner granted access, and how many folders are listed at once;
+//! file that proves a bucket's owner granted access, how many folders are listed at once, and
+//! event mode's queue (`queue_url`, `event_batch_seconds`, checked by [`crate::events`]);
 //! their checks; and its `check` probe.
 
 use super::super::{Source, SourceContext, SourceKind};
@@ -16,6 +17,8 @@ use serde::Deserialize;
 pub struct RawS3Source {
     pub challenge_file: Option<String>,
     pub max_concurrent_listings: Option<i64>,
+    pub queue_url: Option<String>,
+    pub event_batch_seconds: Option<i64>,
 }
 
 /// A bucket and folder to import from.
@@ -28,6 +31,8 @@ pub struct S3SourceSpec {
     /// How many folders are listed at once (`max_concurrent_listings`, default 8; 1 lists
     /// serially).
     pub max_concurrent_listings: usize,
+    /// Event mode (`queue_url`): the daemon also imports what S3 notifications name.
+    pub events: Option<crate::events::EventSpec>,
 }
 
 #[async_trait::async_trait]
@@ -39,6 +44,7 @@ impl SourceKind for S3SourceSpec {
     fn validate(mut table: KindTable<'_>, _cx: &SourceContext<'_>, p: &mut Problems<'_>) -> Option<Self> {
         let before = p.count();
         let raw: Option<RawS3Location> = table.part(p);
+        let insecure_ok = raw.as_ref().and_then(|r| r.allow_insecure_http).unwrap_or(false);
         let s: RawS3Source = table.rest(p)?;
         let location = location::validate(raw?, "source", "read", p);
         if s.challenge_file.as_deref() == Some("") {
@@ -55,10 +61,12 @@ impl SourceKind for S3SourceSpec {
             1,
             64,
         ) as usize;
+        let events = crate::events::validate(s.queue_url, s.event_batch_seconds, insecure_ok, p);
         (p.count() == before).then_some(S3SourceSpec {
             location: location?,
             challenge_file: s.challenge_file,
             max_concurrent_listings,
+            events,
         })
     }
 
@@ -81,6 +89,10 @@ impl SourceKind for S3SourceSpec {
     }
 
     async fn check_access(&self, connection: &Connection, report: &mut Report) -> bool {
-        super::check::access(report, &connection.name, &self.location).await
+        let mut ok = super::check::access(report, &connection.name, &self.location).await;
+        if let Some(events) = &self.events {
+            ok &= crate::events::check(report, &connection.name, &self.location, events).await;
+        }
+        ok
     }
 }

@@ -189,6 +189,39 @@ impl Source for S3Source {
         Ok(count)
     }
 
+    /// One HeadObject: the current version's ETag, LastModified and size; 404 is `None`.
+    async fn stat(&self, key: &str) -> Result<Option<ObjectMeta>, SourceError> {
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await;
+        let head = match head {
+            Ok(head) => head,
+            Err(e) if http_status(&e) == Some(404) => return Ok(None),
+            Err(e) => {
+                return Err(SourceError::Read {
+                    location: format!("s3://{}/", self.bucket),
+                    key: key.to_string(),
+                    cause: AwsError::of("HeadObject", &e).into(),
+                });
+            }
+        };
+        // A delete marker answers 404 above; an object without LastModified is not one S3 makes.
+        let Some(last_modified) = head.last_modified().and_then(to_chrono) else {
+            return Ok(None);
+        };
+        Ok(Some(ObjectMeta {
+            key: key.to_string(),
+            etag: head.e_tag().unwrap_or_default().trim_matches('"').to_string(),
+            last_modified,
+            size: head.content_length().unwrap_or(0).max(0) as u64,
+            stamp: None,
+        }))
+    }
+
     async fn open(&self, object: &ObjectMeta) -> Result<ObjectReader, SourceError> {
         // The SDK checks the body against the object's S3 checksum when it has one (the
         // checksum is sent only when asked for); the size and the MD5 ETag are checked here.

@@ -1,0 +1,321 @@
+//! Event mode end to end: the real daemon reads S3 notifications that moto delivers to an
+//! SQS queue (moto sends them when the bucket has a QueueConfiguration), plus messages the
+//! test sends itself in the other forms, and junk.
+
+mod common;
+
+use aws_sdk_s3::types::{
+    Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter,
+    QueueConfiguration, S3KeyFilter,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn sqs() -> aws_sdk_sqs::Client {
+    let config = aws_sdk_sqs::config::Builder::new()
+        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "testing", "testing", None, None, "tests",
+        ))
+        .endpoint_url(moto())
+        .build();
+    aws_sdk_sqs::Client::from_conf(config)
+}
+
+/// A queue with the given visibility timeout, and its URL and ARN.
+async fn queue(sqs: &aws_sdk_sqs::Client, stem: &str, visibility_s: u32) -> (String, String) {
+    let name = format!("{stem}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let url = sqs
+        .create_queue()
+        .queue_name(&name)
+        .attributes(QueueAttributeName::VisibilityTimeout, visibility_s.to_string())
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url
+        .expect("queue url");
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .expect("queue arn");
+    (url, arn)
+}
+
+/// Sends S3's notifications of objects created under `prefix` to the queue `arn`; with
+/// `None`, sends none.
+async fn notify(s3: &aws_sdk_s3::Client, bucket: &str, arn: Option<&str>, prefix: &str) {
+    let mut config = NotificationConfiguration::builder();
+    if let Some(arn) = arn {
+        let filter = NotificationConfigurationFilter::builder()
+            .key(
+                S3KeyFilter::builder()
+                    .filter_rules(
+                        FilterRule::builder()
+                            .name(FilterRuleName::Prefix)
+                            .value(prefix)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build();
+        config = config.queue_configurations(
+            QueueConfiguration::builder()
+                .queue_arn(arn)
+                .events(Event::from("s3:ObjectCreated:*"))
+                .filter(filter)
+                .build()
+                .expect("queue configuration"),
+        );
+    }
+    s3.put_bucket_notification_configuration()
+        .bucket(bucket)
+        .notification_configuration(config.build())
+        .send()
+        .await
+        .expect("put notification configuration");
+}
+
+async fn send(sqs: &aws_sdk_sqs::Client, url: &str, body: String) {
+    sqs.send_message()
+        .queue_url(url)
+        .message_body(body)
+        .send()
+        .await
+        .expect("send message");
+}
+
+/// How many messages the queue holds, visible or not.
+async fn held(sqs: &aws_sdk_sqs::Client, url: &str) -> u64 {
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes
+        .unwrap_or_default();
+    attributes.values().map(|v| v.parse::<u64>().unwrap_or(0)).sum()
+}
+
+/// A connection in event mode over `bucket`/in/, 1 s batches, into `out`.
+fn event_connection(cfg: &ConfigDir, bucket: &str, queue_url: &str) {
+    cfg.connection(
+        "acme",
+        &s3_connection(
+            bucket,
+            "in/",
+            &format!("queue_url = \"{queue_url}\"\nevent_batch_seconds = 1"),
+        ),
+    );
+}
+
+/// The daemon under test, its stderr lines as they come.
+struct Daemon {
+    child: Child,
+    log: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Daemon {
+    fn start(cfg: &ConfigDir, env: &[(&str, &str)]) -> Daemon {
+        let mut cmd = binary(cfg.path());
+        cmd.arg("daemon").stdout(Stdio::null()).stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn the daemon");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Daemon {
+            child,
+            log,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (at most 30 s) for a log line containing `needle`.
+    fn wait_log(&mut self, needle: &str) -> String {
+        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.log.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("no log line with {needle:?}; seen:\n{}", self.seen.join("\n"));
+    }
+
+    /// SIGTERM, and the exit code (within 30 s).
+    fn stop(&mut self) -> Option<i32> {
+        signal(self.child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the daemon did not stop within 30 s");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits (at most 30 s) until the output holds exactly `want`, in any order.
+fn wait_ids(cfg: &ConfigDir, want: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let want = sorted(want.iter().map(|s| s.to_string()).collect());
+    while Instant::now() < deadline {
+        if sorted(cfg.ids()) == want {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(sorted(cfg.ids()), want);
+}
+
+/// Waits (at most 30 s) until the queue holds `n` messages.
+async fn wait_held(sqs: &aws_sdk_sqs::Client, url: &str, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if held(sqs, url).await == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(held(sqs, url).await, n, "messages left on the queue");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_import_new_objects_once_and_the_listing_catches_what_they_missed() {
+    let (s3, sqs) = (s3(), sqs());
+    let bucket = bucket(&s3, "events").await;
+    let (url, arn) = queue(&sqs, "events", 5).await;
+    notify(&s3, &bucket, Some(&arn), "in/").await;
+    let cfg = ConfigDir::new();
+    event_connection(&cfg, &bucket, &url);
+    let mut daemon = Daemon::start(&cfg, &[]);
+    daemon.wait_log("event mode: reading the queue");
+    // The catch-up run of a connection that never ran ends before events are awaited.
+    daemon.wait_log("run finished");
+
+    put(
+        &s3,
+        &bucket,
+        "in/a b.jsonl",
+        "{\"id\": \"a1\"}\n{\"id\": \"a2\"}\n",
+    )
+    .await;
+    wait_ids(&cfg, &["a1", "a2"]);
+
+    // The same object again, in all three forms, then junk and an object that is gone.
+    let record = |key: &str| {
+        serde_json::json!({"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3",
+            "eventTime": "2026-12-07T09:00:00.000Z", "eventName": "ObjectCreated:Put",
+            "s3": {"bucket": {"name": bucket}, "object": {"key": key, "size": 28}}}]})
+        .to_string()
+    };
+    send(&sqs, &url, record("in/a+b.jsonl")).await;
+    send(
+        &sqs,
+        &url,
+        serde_json::json!({"Type": "Notification", "Message": record("in/a+b.jsonl")}).to_string(),
+    )
+    .await;
+    send(
+        &sqs,
+        &url,
+        serde_json::json!({"version": "0", "source": "aws.s3", "detail-type": "Object Created",
+            "time": "2026-12-07T09:00:00Z",
+            "detail": {"bucket": {"name": bucket}, "object": {"key": "in/a b.jsonl"}}})
+        .to_string(),
+    )
+    .await;
+    send(&sqs, &url, "this is not an event".to_string()).await;
+    send(&sqs, &url, record("in/gone.jsonl")).await;
+    put(&s3, &bucket, "in/b.jsonl", "{\"id\": \"b1\"}\n").await;
+    wait_ids(&cfg, &["a1", "a2", "b1"]);
+    daemon.wait_log("no longer exists");
+    daemon.wait_log("is not an S3 event");
+    // Everything but the junk is settled and deleted; the junk waits for the redrive policy.
+    wait_held(&sqs, &url, 1).await;
+    assert_eq!(
+        cfg.ids().len(),
+        3,
+        "a duplicate event imported rows twice: {:?}",
+        cfg.ids()
+    );
+
+    // A notification configured late: this object's event never comes, so the daemon does
+    // not import it; the next listing does, and skips what the events imported.
+    notify(&s3, &bucket, None, "in/").await;
+    put(&s3, &bucket, "in/c.jsonl", "{\"id\": \"c1\"}\n").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(cfg.ids().len(), 3);
+    assert_eq!(daemon.stop(), Some(0));
+    let out = stdout_of(&run_binary(cfg.path(), &["run"]));
+    assert!(out.contains("new 1, imported 1"), "{out}");
+    wait_ids(&cfg, &["a1", "a2", "b1", "c1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_during_an_event_load_delivers_every_row_once_after_a_restart() {
+    let (s3, sqs) = (s3(), sqs());
+    let bucket = bucket(&s3, "events-kill").await;
+    let (url, arn) = queue(&sqs, "events-kill", 2).await;
+    notify(&s3, &bucket, Some(&arn), "in/").await;
+    let cfg = ConfigDir::new();
+    event_connection(&cfg, &bucket, &url);
+    // The catch-up run has nothing to deliver, so the first delivery is the event load's.
+    let mut daemon = Daemon::start(&cfg, &[("S3_IMPORTD_FAULT", "after-deliver")]);
+    daemon.wait_log("event mode: reading the queue");
+    daemon.wait_log("run finished");
+    put(&s3, &bucket, "in/a.jsonl", "{\"id\": \"a1\"}\n{\"id\": \"a2\"}\n").await;
+    daemon.wait_log("fault point after-deliver reached");
+    drop(daemon);
+    // Delivered, not committed, and the message not deleted: it comes back.
+    assert_eq!(held(&sqs, &url).await, 1);
+
+    let mut daemon = Daemon::start(&cfg, &[]);
+    daemon.wait_log("event load finished");
+    wait_held(&sqs, &url, 0).await;
+    assert_eq!(cfg.ids(), ["a1", "a2"]);
+    assert_eq!(daemon.stop(), Some(0));
+}
