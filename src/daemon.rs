@@ -164,6 +164,44 @@ pub struct StoreRunner {
     pub gates: Gates,
 }
 
+/// A connection's source and target, opened for one run or event load.
+struct Ends {
+    source: Box<dyn crate::sources::Source>,
+    target: Box<dyn crate::targets::Target>,
+}
+
+impl Ends {
+    async fn open(connection: &Connection) -> Ends {
+        Ends {
+            source: crate::sources::for_connection(connection).await,
+            target: crate::targets::for_connection(connection).await,
+        }
+    }
+}
+
+impl StoreRunner {
+    /// What a run or an event load of `connection` works with.
+    fn env<'a>(
+        &'a self,
+        connection: &'a Connection,
+        ends: &'a Ends,
+        stop: CancellationToken,
+        next_run: Option<DateTime<Utc>>,
+    ) -> RunEnv<'a> {
+        RunEnv {
+            connection,
+            source: ends.source.as_ref(),
+            target: ends.target.as_ref(),
+            state: self.state.as_ref(),
+            clock: self.clock.as_ref(),
+            spool_root: &self.spool_root,
+            limits: self.limits,
+            stop,
+            next_run,
+        }
+    }
+}
+
 /// A lock per connection name, within one daemon.
 #[derive(Default)]
 pub struct Gates(std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>);
@@ -190,22 +228,10 @@ impl crate::events::Importer for StoreRunner {
             turn = gate.lock() => turn,
             () = stop.cancelled() => return crate::events::Imported::default(),
         };
-        let source = crate::sources::for_connection(&connection).await;
-        let target = crate::targets::for_connection(&connection).await;
-        let env = RunEnv {
-            connection: &connection,
-            source: source.as_ref(),
-            target: target.as_ref(),
-            state: self.state.as_ref(),
-            clock: self.clock.as_ref(),
-            spool_root: &self.spool_root,
-            limits: self.limits,
-            stop,
-            next_run: None,
-        };
-        let load = crate::run::run_keys(&env, &keys).await;
+        let ends = Ends::open(&connection).await;
+        let load = crate::run::run_keys(&self.env(&connection, &ends, stop, None), &keys).await;
         self.metrics.objects_counted(&load.summary);
-        drop((source, target));
+        drop(ends);
         crate::events::Imported {
             settled: load.settled,
             busy: load.summary.busy,
@@ -284,23 +310,11 @@ impl Runner for StoreRunner {
             self.metrics.schedule_period(&connection.name, period);
         }
         self.metrics.run_started();
-        let source = crate::sources::for_connection(&connection).await;
-        let target = crate::targets::for_connection(&connection).await;
-        let env = RunEnv {
-            connection: &connection,
-            source: source.as_ref(),
-            target: target.as_ref(),
-            state: self.state.as_ref(),
-            clock: self.clock.as_ref(),
-            spool_root: &self.spool_root,
-            limits: self.limits,
-            stop,
-            next_run,
-        };
+        let ends = Ends::open(&connection).await;
         // The run logs its start, its summary and its errors itself.
-        let summary = crate::run::run(&env, false).await;
+        let summary = crate::run::run(&self.env(&connection, &ends, stop, next_run), false).await;
         self.metrics.run_finished(&summary, self.clock.now());
-        drop((source, target));
+        drop(ends);
         give_back_memory();
     }
 }

@@ -339,6 +339,7 @@ impl Metrics {
         }
         if let Some((done, watermark)) = runs
             .iter()
+            .filter(|r| !r.outcome.starts_with(crate::state::EVENT_OUTCOME))
             .find_map(|r| Some((r.finished_at?, r.watermark_after?)))
         {
             let lag = lag_seconds(done, watermark);

@@ -4,6 +4,9 @@
 //! an S3 destination its bucket policy and, when it assumes a role, that role's permission
 //! policy.
 //!
+//! In event mode, also the queue's statements: reading it (in the source's permission policy),
+//! S3 sending to it (the queue's access policy), and the bucket's notification configuration.
+//!
 //! Pure functions of names and ARNs; finding the daemon's own principal
 //! (`sts:GetCallerIdentity`) is the command's job, not this module's.
 
@@ -65,6 +68,84 @@ pub fn permission_policy(bucket: &str, prefix: &str, region: &str) -> Value {
             },
         ],
     })
+}
+
+/// An SQS queue as event mode sees it: its ARN, and the account that owns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueArn {
+    pub arn: String,
+    pub account: String,
+}
+
+/// The ARN of the queue at `queue_url` (`https://sqs.REGION.amazonaws.com/ACCOUNT/NAME`;
+/// the region is `region` for a host that does not name one), or `None` for a URL without
+/// an account and a name.
+pub fn queue_arn(queue_url: &str, region: &str) -> Option<QueueArn> {
+    let url = url::Url::parse(queue_url).ok()?;
+    let region = url
+        .host_str()
+        .and_then(|h| h.strip_prefix("sqs."))
+        .and_then(|h| h.split('.').next())
+        .filter(|r| !r.is_empty())
+        .unwrap_or(region);
+    let mut parts = url.path().trim_matches('/').split('/');
+    let (account, name) = (parts.next()?, parts.next()?);
+    if account.is_empty() || name.is_empty() || parts.next().is_some() {
+        return None;
+    }
+    Some(QueueArn {
+        arn: format!("arn:{}:sqs:{region}:{account}:{name}", partition(region)),
+        account: account.to_string(),
+    })
+}
+
+/// The statement that lets event mode read the queue: receive, delete, hide for longer,
+/// and read its visibility timeout.
+pub fn queue_statement(queue: &QueueArn) -> Value {
+    json!({
+        "Sid": "ReadTheEventQueue",
+        "Effect": "Allow",
+        "Action": [
+            "sqs:ReceiveMessage",
+            "sqs:DeleteMessage",
+            "sqs:ChangeMessageVisibility",
+            "sqs:GetQueueAttributes",
+        ],
+        "Resource": queue.arn,
+    })
+}
+
+/// The queue's access policy: S3 may send it the notifications of `bucket`, owned by
+/// `bucket_account`, and no other bucket's.
+pub fn queue_policy(queue: &QueueArn, bucket: &str, region: &str, bucket_account: &str) -> Value {
+    json!({
+        "Version": VERSION,
+        "Statement": [{
+            "Sid": "S3SendsTheBucketsEvents",
+            "Effect": "Allow",
+            "Principal": { "Service": "s3.amazonaws.com" },
+            "Action": "sqs:SendMessage",
+            "Resource": queue.arn,
+            "Condition": {
+                "ArnLike": { "aws:SourceArn": format!("arn:{}:s3:::{bucket}", partition(region)) },
+                "StringEquals": { "aws:SourceAccount": bucket_account },
+            },
+        }],
+    })
+}
+
+/// The bucket's notification configuration: every object created under `prefix` is sent
+/// to the queue (as `aws s3api put-bucket-notification-configuration` takes it).
+pub fn bucket_notification(queue: &QueueArn, prefix: &str, connection: &str) -> Value {
+    let mut config = json!({
+        "Id": format!("s3-importd-{connection}"),
+        "QueueArn": queue.arn,
+        "Events": ["s3:ObjectCreated:*"],
+    });
+    if !prefix.is_empty() {
+        config["Filter"] = json!({ "Key": { "FilterRules": [{ "Name": "prefix", "Value": prefix }] } });
+    }
+    json!({ "QueueConfigurations": [config] })
 }
 
 /// The trust policy of a source role: `principal` may assume it, presenting `external_id`
@@ -271,5 +352,61 @@ mod tests {
         let (a, b) = (new_external_id(), new_external_id());
         assert_ne!(a, b);
         assert!(uuid::Uuid::parse_str(&a).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod queue_tests {
+    use super::*;
+
+    #[test]
+    fn queue_arns_come_from_queue_urls() {
+        let cases = [
+            (
+                "https://sqs.eu-west-1.amazonaws.com/123456789012/acme-events",
+                Some("arn:aws:sqs:eu-west-1:123456789012:acme-events"),
+            ),
+            (
+                "https://sqs.cn-north-1.amazonaws.com.cn/123456789012/q",
+                Some("arn:aws-cn:sqs:cn-north-1:123456789012:q"),
+            ),
+            // A local queue takes the bucket's region.
+            (
+                "http://127.0.0.1:5000/123456789012/q",
+                Some("arn:aws:sqs:us-east-1:123456789012:q"),
+            ),
+            ("https://sqs.us-east-1.amazonaws.com/q", None),
+            ("https://sqs.us-east-1.amazonaws.com/1/q/extra", None),
+            ("not a url", None),
+        ];
+        for (url, want) in cases {
+            assert_eq!(
+                queue_arn(url, "us-east-1").map(|q| q.arn).as_deref(),
+                want,
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_queue_policy_admits_only_the_bucket_of_its_account() {
+        let q = queue_arn("https://sqs.us-east-1.amazonaws.com/123456789012/q", "us-east-1").unwrap();
+        let doc = queue_policy(&q, "acme", "us-east-1", "210987654321");
+        let st = &doc["Statement"][0];
+        assert_eq!(st["Principal"]["Service"], "s3.amazonaws.com");
+        assert_eq!(st["Resource"], "arn:aws:sqs:us-east-1:123456789012:q");
+        assert_eq!(st["Condition"]["ArnLike"]["aws:SourceArn"], "arn:aws:s3:::acme");
+        assert_eq!(
+            st["Condition"]["StringEquals"]["aws:SourceAccount"],
+            "210987654321"
+        );
+        let n = bucket_notification(&q, "in/", "acme");
+        assert_eq!(
+            n["QueueConfigurations"][0]["Filter"]["Key"]["FilterRules"][0]["Value"],
+            "in/"
+        );
+        assert_eq!(n["QueueConfigurations"][0]["Events"][0], "s3:ObjectCreated:*");
+        let actions = queue_statement(&q)["Action"].clone();
+        assert_eq!(actions.as_array().map(Vec::len), Some(4));
     }
 }

@@ -183,7 +183,28 @@ fn bad_files_and_their_messages() {
         (
             s3_source(&format!("{b}\nbuckett = \"x\"")),
             vec![
-                "connections/c.toml: source.buckett: unknown field `buckett`, expected one of `type`, `bucket`, `region`, `prefix`, `role_arn`, `external_id`, `external_id_required`, `expected_bucket_owner`, `endpoint`, `sts_endpoint`, `force_path_style`, `allow_insecure_http`, `challenge_file`, `max_concurrent_listings`, `include`, `exclude` (line 4)",
+                "connections/c.toml: source.buckett: unknown field `buckett`, expected one of `type`, `bucket`, `region`, `prefix`, `role_arn`, `external_id`, `external_id_required`, `expected_bucket_owner`, `endpoint`, `sts_endpoint`, `force_path_style`, `allow_insecure_http`, `challenge_file`, `max_concurrent_listings`, `queue_url`, `event_batch_seconds`, `include`, `exclude` (line 4)",
+            ],
+        ),
+        (
+            s3_source(&format!(
+                "{b}\nqueue_url = \"http://sqs.example.com/123456789012/q\"\nevent_batch_seconds = 301"
+            )),
+            vec![
+                "connections/c.toml: source.event_batch_seconds: 301 is out of range; use 0 to 300",
+                "connections/c.toml: source.queue_url: sends AWS credentials (signed requests) over plain http to sqs.example.com; use https://, or set allow_insecure_http = true if the network between is trusted",
+            ],
+        ),
+        (
+            s3_source(&format!("{b}\nqueue_url = \"https://sqs.us-east-1.amazonaws.com/q\"")),
+            vec![
+                "connections/c.toml: source.queue_url: \"https://sqs.us-east-1.amazonaws.com/q\" does not end in /ACCOUNT/QUEUE; copy the queue's URL from the SQS console (https://sqs.REGION.amazonaws.com/123456789012/NAME)",
+            ],
+        ),
+        (
+            s3_source(&format!("{b}\nevent_batch_seconds = 5")),
+            vec![
+                "connections/c.toml: source.event_batch_seconds: applies to event mode, and no queue_url is set; set queue_url, or remove the key",
             ],
         ),
         (

@@ -231,6 +231,22 @@ async fn events_import_new_objects_once_and_the_listing_catches_what_they_missed
     notify(&s3, &bucket, Some(&arn), "in/").await;
     let cfg = ConfigDir::new();
     event_connection(&cfg, &bucket, &url);
+    // The set-up tools know the queue: `policy` prints its documents, `check` reads it.
+    let policy = stdout_of(&run_binary(cfg.path(), &["policy", "acme"]));
+    for needle in [
+        "sqs:ReceiveMessage",
+        "sqs:ChangeMessageVisibility",
+        &arn,
+        "\"Service\": \"s3.amazonaws.com\"",
+        &format!("arn:aws:s3:::{bucket}"),
+        "\"QueueConfigurations\"",
+        "s3:ObjectCreated:*",
+    ] {
+        assert!(policy.contains(needle), "no {needle} in:\n{policy}");
+    }
+    let check = run_binary(cfg.path(), &["check", "acme"]);
+    let said = format!("{}{}", text(&check.stdout), text(&check.stderr));
+    assert!(said.contains("readable (visibility timeout 5 s)"), "{said}");
     let mut daemon = Daemon::start(&cfg, &[]);
     daemon.wait_log("event mode: reading the queue");
     // The catch-up run of a connection that never ran ends before events are awaited.
@@ -282,6 +298,22 @@ async fn events_import_new_objects_once_and_the_listing_catches_what_they_missed
         "a duplicate event imported rows twice: {:?}",
         cfg.ids()
     );
+    // `status` tells the event loads apart from the scheduled run, whose watermark they
+    // leave where it was.
+    let status = stdout_of(&run_binary(
+        cfg.path(),
+        &["status", "acme", "--json", "--runs", "20"],
+    ));
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status json");
+    assert_eq!(status["last_event_load"]["outcome"], "event-ok", "{status}");
+    let scheduled: Vec<&serde_json::Value> = status["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .filter(|r| r["outcome"] == "ok")
+        .collect();
+    assert_eq!(scheduled.len(), 1, "{status}");
+    assert_eq!(status["watermark"], scheduled[0]["watermark_after"], "{status}");
 
     // A notification configured late: this object's event never comes, so the daemon does
     // not import it; the next listing does, and skips what the events imported.

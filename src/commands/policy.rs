@@ -2,7 +2,8 @@
 //! connection needs, each ready to paste into the AWS console: for an `s3` source the
 //! permission policy and, with a `role_arn`, the role's trust policy; for an `s3` target the
 //! destination's bucket policy and, with a `role_arn` of its own, that role's permission and
-//! trust policies. The documents themselves are built by `s3_importd::policy`; this handler
+//! trust policies; in event mode, the queue's access policy and the bucket's notification
+//! configuration, and reading the queue in the source's permission policy. The documents themselves are built by `s3_importd::policy`; this handler
 //! finds the daemon's principal and prints.
 //!
 //! It loads the configuration without the external-ID rules (`ExternalIds::Deferred`):
@@ -90,6 +91,31 @@ pub async fn command(config: &Config, name: &str, new_external_id: bool, as_json
         None
     };
     let daemon = principal.as_ref().map(|(p, _)| p.as_str()).unwrap_or_default();
+    // Event mode: the queue's ARN, read from its URL.
+    let queue = s3_importd::daemon::queue_of(connection)
+        .zip(source)
+        .and_then(|(events, s)| policy::queue_arn(&events.queue_url, &s.region));
+    let permission_of = |s: &S3Location| {
+        let mut doc = policy::permission_policy(&s.bucket, &s.prefix, &s.region);
+        if let (Some(q), Some(statements)) = (&queue, doc["Statement"].as_array_mut()) {
+            statements.push(policy::queue_statement(q));
+        }
+        doc
+    };
+    // S3 sends the bucket's events; the bucket's owner is `expected_bucket_owner` when set,
+    // else taken to be the queue's account.
+    let queue_docs = queue.as_ref().zip(source).map(|(q, s)| {
+        let owner = s
+            .expected_bucket_owner
+            .clone()
+            .unwrap_or_else(|| q.account.clone());
+        (
+            q,
+            owner.clone(),
+            policy::queue_policy(q, &s.bucket, &s.region, &owner),
+            policy::bucket_notification(q, &s.prefix, &connection.name),
+        )
+    });
     let source_role = source.and_then(|s| Role::of("source", s, permission_of(s), daemon, new_external_id));
     let target_role = target.and_then(|t| {
         let permission = policy::writer_policy(&t.bucket, &t.prefix, &t.region);
@@ -113,6 +139,8 @@ pub async fn command(config: &Config, name: &str, new_external_id: bool, as_json
             "target_new_external_id": target_role.as_ref().and_then(|r| r.fresh_id.as_deref()),
             "target_permission_policy": target_role.as_ref().map(|r| &r.permission),
             "target_trust_policy": target_role.as_ref().map(|r| &r.trust),
+            "queue_policy": queue_docs.as_ref().map(|(_, _, doc, _)| doc),
+            "bucket_notification": queue_docs.as_ref().map(|(_, _, _, doc)| doc),
         });
         println!("{doc}");
         return ExitCode::SUCCESS;
@@ -166,6 +194,24 @@ pub async fn command(config: &Config, name: &str, new_external_id: bool, as_json
     if let Some(role) = &source_role {
         section(trust_heading(role), &role.trust);
     }
+    if let Some((q, owner, queue_policy, notification)) = &queue_docs {
+        section(
+            format!(
+                "# Access policy of the queue {}
+# (SQS > the queue > Access policy > Edit): S3 may send it the events of this bucket only,
+# owned by account {owner} (expected_bucket_owner in [source], else the queue's account)",
+                q.arn
+            ),
+            queue_policy,
+        );
+        section(
+            "# Event notifications of the bucket (S3 > the bucket > Properties > Event notifications, or
+# aws s3api put-bucket-notification-configuration --bucket BUCKET --notification-configuration file://this.json,
+# which replaces the bucket's other notifications: merge them in first)"
+                .to_string(),
+            notification,
+        );
+    }
     if let Some((t, writer, doc)) = &bucket {
         section(
             format!(
@@ -186,9 +232,4 @@ pub async fn command(config: &Config, name: &str, new_external_id: bool, as_json
         section(trust_heading(role), &role.trust);
     }
     ExitCode::SUCCESS
-}
-
-/// The permission policy of a source's identity.
-fn permission_of(s: &S3Location) -> Value {
-    policy::permission_policy(&s.bucket, &s.prefix, &s.region)
 }

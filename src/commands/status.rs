@@ -255,6 +255,15 @@ fn quarantined_json(q: &Quarantined) -> Value {
     })
 }
 
+/// The latest event load among the last run, the last import and the runs shown (event mode).
+fn last_event_load<'a>(o: &'a Overview, history: &'a [RunRecord]) -> Option<&'a RunRecord> {
+    o.last_run
+        .iter()
+        .chain(o.last_import.iter())
+        .chain(history)
+        .find(|r| r.outcome.starts_with(s3_importd::state::EVENT_OUTCOME))
+}
+
 fn to_json(
     config: &Config,
     c: &Connection,
@@ -276,6 +285,7 @@ fn to_json(
         "quarantined_rows": o.quarantined,
         "last_run": o.last_run.as_ref().map(run_json),
         "last_import": o.last_import.as_ref().map(run_json),
+        "last_event_load": last_event_load(o, history).map(run_json),
         "runs": history.iter().map(run_json).collect::<Vec<_>>(),
         "last_error": o.last_error.as_ref().map(|r| json!({
             "run_id": r.run_id,
@@ -318,6 +328,9 @@ fn to_text(
         && o.last_run.as_ref().is_none_or(|last| last.run_id != r.run_id)
     {
         out += &format!("  last import {}\n", run_line(r));
+    }
+    if let Some(r) = last_event_load(o, history) {
+        out += &format!("  last event load {}\n", run_line(r));
     }
     match &o.last_error {
         Some(r) => {

@@ -149,6 +149,8 @@ pub struct RunSummary {
     pub lease_lost: bool,
     /// The run did not start: the connection's lock was held (another run or event load).
     pub busy: bool,
+    /// An event load (of keys events named), not a run of the listing.
+    pub event: bool,
     /// When it ended, as recorded in the state (the metrics use the same instant).
     pub finished_at: Option<DateTime<Utc>>,
 }
@@ -292,7 +294,8 @@ async fn run_planning(
         dry_run,
         ..RunSummary::default()
     };
-    let trigger = if keys.is_some() { "event" } else { "schedule" };
+    summary.event = keys.is_some();
+    let trigger = if summary.event { "event" } else { "schedule" };
     let span = info_span!("run", connection = %env.connection.name, run_id = %summary.run_id, trigger);
     async {
         let timer = Instant::now();
@@ -337,7 +340,11 @@ fn record(s: &RunSummary, started: DateTime<Utc>, finished: DateTime<Utc>) -> Ru
     RunRecord {
         started_at: Some(started),
         finished_at: Some(finished),
-        outcome: if s.succeeded() { "ok" } else { "failed" }.to_string(),
+        outcome: format!(
+            "{}{}",
+            if s.event { crate::state::EVENT_OUTCOME } else { "" },
+            if s.succeeded() { "ok" } else { "failed" }
+        ),
         error: s.error.clone().or_else(|| s.problems.first().cloned()),
         ..snapshot(s)
     }

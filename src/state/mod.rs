@@ -368,6 +368,9 @@ pub struct Overview {
     pub last_error: Option<RunRecord>,
 }
 
+/// How an event load's outcome starts (`event-ok`, `event-failed`).
+pub const EVENT_OUTCOME: &str = "event-";
+
 /// A run in the run history.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -375,7 +378,9 @@ pub struct RunRecord {
     pub connection: String,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
-    /// `running`, `ok`, `failed` (some objects or the run failed), `interrupted`.
+    /// `running`, `ok`, `failed` (some objects or the run failed), `interrupted`; an event
+    /// load ends as `event-ok` or `event-failed`, so that it never passes for a scheduled run
+    /// (catch-up, the last success).
     pub outcome: String,
     pub counts: RunCounts,
     pub watermark_before: Option<DateTime<Utc>>,
