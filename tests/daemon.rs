@@ -4,10 +4,8 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// A connection over the folder `in/NAME` into `out`, run daily (so only catch-up runs it
@@ -27,8 +25,7 @@ fn dir_connection(cfg: &ConfigDir, name: &str, rows: &[&str]) {
 struct Daemon {
     child: Child,
     notify: UnixDatagram,
-    log: mpsc::Receiver<String>,
-    seen: Vec<String>,
+    log: Log,
 }
 
 impl Daemon {
@@ -48,21 +45,8 @@ impl Daemon {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, log) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Daemon {
-            child,
-            notify,
-            log,
-            seen: Vec::new(),
-        }
+        let log = Log::of(&mut child);
+        Daemon { child, notify, log }
     }
 
     /// The next sd_notify message other than a watchdog keep-alive (which are counted).
@@ -81,22 +65,7 @@ impl Daemon {
 
     /// Waits (at most 20 s) for a log line containing `needle`.
     fn wait_log(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
-            return l.clone();
-        }
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.log.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        panic!("no log line with {needle:?}; seen:\n{}", self.seen.join("\n"));
+        self.log.wait(needle, Duration::from_secs(20))
     }
 
     fn signal(&self, name: &str) {

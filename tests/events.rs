@@ -10,9 +10,7 @@ use aws_sdk_s3::types::{
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use common::*;
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 fn sqs() -> aws_sdk_sqs::Client {
@@ -125,8 +123,7 @@ fn event_connection(cfg: &ConfigDir, bucket: &str, queue_url: &str) {
 /// The daemon under test, its stderr lines as they come.
 struct Daemon {
     child: Child,
-    log: mpsc::Receiver<String>,
-    seen: Vec<String>,
+    log: Log,
 }
 
 impl Daemon {
@@ -137,40 +134,13 @@ impl Daemon {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn the daemon");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, log) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Daemon {
-            child,
-            log,
-            seen: Vec::new(),
-        }
+        let log = Log::of(&mut child);
+        Daemon { child, log }
     }
 
     /// Waits (at most 30 s) for a log line containing `needle`.
     fn wait_log(&mut self, needle: &str) -> String {
-        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
-            return l.clone();
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.log.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        panic!("no log line with {needle:?}; seen:\n{}", self.seen.join("\n"));
+        self.log.wait(needle, Duration::from_secs(30))
     }
 
     /// SIGTERM, and the exit code (within 30 s).
@@ -350,4 +320,75 @@ async fn a_daemon_killed_during_an_event_load_delivers_every_row_once_after_a_re
     wait_held(&sqs, &url, 0).await;
     assert_eq!(cfg.ids(), ["a1", "a2"]);
     assert_eq!(daemon.stop(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_reading_one_queue_deliver_every_row_once() {
+    let (s3, sqs) = (s3(), sqs());
+    let bucket = bucket(&s3, "events-fleet").await;
+    let (url, arn) = queue(&sqs, "events-fleet", 5).await;
+    notify(&s3, &bucket, Some(&arn), "in/").await;
+    let state = fresh_database("events_fleet").await;
+    // Two daemons of a fleet: one state database, one queue, one output folder, each its
+    // own spool.
+    let (a, b) = (ConfigDir::new(), ConfigDir::new());
+    let out = a.out();
+    for cfg in [&a, &b] {
+        std::fs::write(
+            cfg.path().join("s3-importd.toml"),
+            format!("state = \"{state}\"\nspool_dir = \"spool\"\nlease_ttl_s = 10\n"),
+        )
+        .expect("settings");
+        let toml = s3_connection(
+            &bucket,
+            "in/",
+            &format!("queue_url = \"{url}\"\nevent_batch_seconds = 1"),
+        )
+        .replace("path = \"out\"", &format!("path = \"{}\"", out.display()));
+        cfg.connection("acme", &toml);
+    }
+    let mut first = Daemon::start(&a, &[]);
+    let mut second = Daemon::start(&b, &[]);
+    for d in [&mut first, &mut second] {
+        d.wait_log("event mode: reading the queue");
+        // The catch-up run of a connection that never ran: one daemon runs it.
+        d.log
+            .wait_any(&["run finished", "ran elsewhere"], Duration::from_secs(30));
+    }
+    // Each object announced twice (S3's own event, and a copy), so that both daemons are
+    // likely to hold events for the same objects at once.
+    let mut want = Vec::new();
+    for i in 0..20 {
+        let key = format!("in/f{i:02}.jsonl");
+        put(
+            &s3,
+            &bucket,
+            &key,
+            format!("{{\"id\": \"f{i:02}-a\"}}\n{{\"id\": \"f{i:02}-b\"}}\n"),
+        )
+        .await;
+        let copy = serde_json::json!({"Records": [{"eventName": "ObjectCreated:Put",
+            "s3": {"bucket": {"name": bucket}, "object": {"key": key}}}]});
+        send(&sqs, &url, copy.to_string()).await;
+        want.push(format!("f{i:02}-a"));
+        want.push(format!("f{i:02}-b"));
+    }
+    let want: Vec<&str> = want.iter().map(String::as_str).collect();
+    wait_ids(&a, &want);
+    wait_held(&sqs, &url, 0).await;
+    assert_eq!(a.ids().len(), 40, "rows delivered twice: {:?}", a.ids());
+    // Imported by event loads (the schedule is daily and its catch-up was over).
+    let loads = [&mut first, &mut second]
+        .into_iter()
+        .map(|d| {
+            d.log
+                .drain()
+                .iter()
+                .filter(|l| l.contains("event load finished"))
+                .count()
+        })
+        .sum::<usize>();
+    assert!(loads >= 1, "no event load");
+    assert_eq!(first.stop(), Some(0));
+    assert_eq!(second.stop(), Some(0));
 }

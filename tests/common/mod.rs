@@ -585,3 +585,62 @@ pub fn signal(pid: u32, name: &str) {
         .expect("run kill");
     assert!(status.success(), "kill -{name} {pid}");
 }
+
+/// The lines a child process writes to its standard error, read as they come on a thread of
+/// their own, and those seen so far.
+pub struct Log {
+    rx: std::sync::mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Log {
+    /// Takes the child's piped standard error.
+    pub fn of(child: &mut std::process::Child) -> Log {
+        use std::io::BufRead;
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Log { rx, seen: Vec::new() }
+    }
+
+    /// Every line written so far, taken into `seen`.
+    pub fn drain(&mut self) -> &[String] {
+        while let Ok(line) = self.rx.try_recv() {
+            self.seen.push(line);
+        }
+        &self.seen
+    }
+
+    /// The first line (seen before or within `limit`) that contains `needle`; panics with
+    /// every line seen when none comes.
+    pub fn wait(&mut self, needle: &str, limit: Duration) -> String {
+        self.wait_any(&[needle], limit)
+    }
+
+    /// The first line (seen before or within `limit`) that contains any of `needles`.
+    pub fn wait_any(&mut self, needles: &[&str], limit: Duration) -> String {
+        let found = |l: &String| needles.iter().any(|n| l.contains(n));
+        if let Some(l) = self.seen.iter().find(|l| found(l)) {
+            return l.clone();
+        }
+        let deadline = std::time::Instant::now() + limit;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if found(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("no log line with {needles:?}; seen:\n{}", self.seen.join("\n"));
+    }
+}
