@@ -276,6 +276,10 @@ async fn events_import_new_objects_once_and_the_listing_catches_what_they_missed
     ));
     let status: serde_json::Value = serde_json::from_str(&status).expect("status json");
     assert_eq!(status["last_event_load"]["outcome"], "event-ok", "{status}");
+    let delay = status["last_event_load"]["event_delay_s"]
+        .as_f64()
+        .unwrap_or(-1.0);
+    assert!((0.0..30.0).contains(&delay), "{status}");
     let scheduled: Vec<&serde_json::Value> = status["runs"]
         .as_array()
         .expect("runs")

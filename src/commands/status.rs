@@ -241,6 +241,7 @@ fn run_json(run: &RunRecord) -> Value {
         "output": run.output,
         "error": run.error,
         "host": (!run.host.is_empty()).then_some(&run.host),
+        "event_delay_s": run.event_delay_ms.map(|ms| ms as f64 / 1000.0),
     })
 }
 
@@ -330,7 +331,11 @@ fn to_text(
         out += &format!("  last import {}\n", run_line(r));
     }
     if let Some(r) = last_event_load(o, history) {
-        out += &format!("  last event load {}\n", run_line(r));
+        out += &format!("  last event load {}", run_line(r));
+        if let Some(ms) = r.event_delay_ms {
+            out += &format!(" (delivered {:.1} s after the upload)", ms as f64 / 1000.0);
+        }
+        out += "\n";
     }
     match &o.last_error {
         Some(r) => {

@@ -151,6 +151,9 @@ pub struct RunSummary {
     pub busy: bool,
     /// An event load (of keys events named), not a run of the listing.
     pub event: bool,
+    /// An event load: the longest any object it delivered waited, from its LastModified to
+    /// the commit.
+    pub event_delay: Option<chrono::TimeDelta>,
     /// When it ended, as recorded in the state (the metrics use the same instant).
     pub finished_at: Option<DateTime<Utc>>,
 }
@@ -365,6 +368,7 @@ fn snapshot(s: &RunSummary) -> RunRecord {
         output: s.output.clone(),
         error: None,
         host: String::new(),
+        event_delay_ms: s.event_delay.map(|d| d.num_milliseconds()),
     }
 }
 
@@ -1011,6 +1015,12 @@ async fn settle(
             }
             s.counts.add(&counts);
             s.watermark_after = watermark_after(planned, &load.plan);
+            if s.event
+                && let Some(oldest) = load.imported_at.iter().min()
+            {
+                let delay = env.clock.now() - *oldest;
+                s.event_delay = Some(s.event_delay.map_or(delay, |d| d.max(delay)));
+            }
             Ok(())
         }
         Err(e) => {

@@ -390,6 +390,10 @@ pub struct RunRecord {
     /// The host that ran it (empty for runs recorded before hosts were).
     #[serde(default)]
     pub host: String,
+    /// An event load: how long after its LastModified the oldest object it delivered was
+    /// committed, in milliseconds.
+    #[serde(default)]
+    pub event_delay_ms: Option<i64>,
 }
 
 /// The state: what runs, the daemon and the commands read and write. Every part of the

@@ -136,6 +136,11 @@ CREATE TABLE daemons (
         "V2__errors_cleared",
         "ALTER TABLE connections ADD COLUMN errors_cleared_ms BIGINT;",
     ),
+    // Event mode: an event load's delay from its oldest object's LastModified to the commit.
+    (
+        "V3__event_delay",
+        "ALTER TABLE runs ADD COLUMN event_delay_ms BIGINT;",
+    ),
 ];
 
 /// A lease this process holds.
@@ -425,7 +430,7 @@ impl PostgresStore {
                 &format!(
                     "SELECT run_id, connection, started_at_ms, finished_at_ms, outcome, listed, new, imported,
                             rejected, failed, rows, bad_rows, bytes, watermark_before_ms, watermark_after_ms,
-                            output, error, host
+                            output, error, host, event_delay_ms
                      FROM runs WHERE connection = $1 {condition}
                      ORDER BY started_at_ms DESC, seq DESC LIMIT $2"
                 ),
@@ -479,6 +484,7 @@ fn run_record(r: &tokio_postgres::Row) -> RunRecord {
         output: r.get(15),
         error: r.get(16),
         host: r.get::<_, Option<String>>(17).unwrap_or_default(),
+        event_delay_ms: r.get(18),
     }
 }
 
@@ -492,7 +498,8 @@ async fn update_run(
     db.execute(
         "UPDATE runs SET finished_at_ms = $2, outcome = $3, listed = $4, new = $5, imported = $6,
                 rejected = $7, failed = $8, rows = $9, bad_rows = $10, bytes = $11,
-                watermark_before_ms = $12, watermark_after_ms = $13, output = $14, error = $15
+                watermark_before_ms = $12, watermark_after_ms = $13, output = $14, error = $15,
+                event_delay_ms = $16
          WHERE run_id = $1",
         &[
             &r.run_id,
@@ -510,6 +517,7 @@ async fn update_run(
             &r.watermark_after.map(ms),
             &r.output,
             &r.error,
+            &r.event_delay_ms,
         ],
     )
     .await?;

@@ -116,6 +116,10 @@ CREATE TABLE daemons (
     r#"
 ALTER TABLE connections ADD COLUMN errors_cleared_ms INTEGER;
 "#,
+    // Event mode: an event load's delay from its oldest object's LastModified to the commit.
+    r#"
+ALTER TABLE runs ADD COLUMN event_delay_ms INTEGER;
+"#,
 ];
 
 /// The runs whose error `status` may show as the last error: those since `retry` last
@@ -221,7 +225,8 @@ fn update_run(db: &Connection, r: &RunRecord) -> rusqlite::Result<()> {
     db.execute(
         "UPDATE runs SET finished_at_ms = ?2, outcome = ?3, listed = ?4, new = ?5, imported = ?6,
                 rejected = ?7, failed = ?8, rows = ?9, bad_rows = ?10, bytes = ?11,
-                watermark_before_ms = ?12, watermark_after_ms = ?13, output = ?14, error = ?15
+                watermark_before_ms = ?12, watermark_after_ms = ?13, output = ?14, error = ?15,
+                event_delay_ms = ?16
          WHERE run_id = ?1",
         params![
             r.run_id,
@@ -239,6 +244,7 @@ fn update_run(db: &Connection, r: &RunRecord) -> rusqlite::Result<()> {
             r.watermark_after.map(ms),
             r.output,
             r.error,
+            r.event_delay_ms,
         ],
     )?;
     Ok(())
@@ -497,7 +503,7 @@ impl SqliteStore {
             let mut stmt = db.prepare(&format!(
                 "SELECT run_id, connection, started_at_ms, finished_at_ms, outcome, listed, new, imported,
                         rejected, failed, rows, bad_rows, bytes, watermark_before_ms, watermark_after_ms,
-                        output, error, host
+                        output, error, host, event_delay_ms
                  FROM runs WHERE connection = ?1 {condition}
                  ORDER BY started_at_ms DESC, rowid DESC LIMIT ?2"
             ))?;
@@ -523,6 +529,7 @@ impl SqliteStore {
                     output: r.get(15)?,
                     error: r.get(16)?,
                     host: r.get::<_, Option<String>>(17)?.unwrap_or_default(),
+                    event_delay_ms: r.get(18)?,
                 })
             })?;
             rows.collect()
