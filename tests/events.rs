@@ -396,3 +396,49 @@ async fn two_daemons_reading_one_queue_deliver_every_row_once() {
     assert_eq!(first.stop(), Some(0));
     assert_eq!(second.stop(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_load_keeps_its_message_hidden_past_the_visibility_timeout() {
+    let (s3, sqs) = (s3(), sqs());
+    let bucket = bucket(&s3, "events-slow").await;
+    // A 2 s visibility timeout, and a download that takes 6 s.
+    let (url, arn) = queue(&sqs, "events-slow", 2).await;
+    notify(&s3, &bucket, Some(&arn), "in/").await;
+    let proxy = FaultProxy::start(&moto(), Fault::Delay(6000), u64::MAX).await;
+    let cfg = ConfigDir::new();
+    let toml = s3_connection(
+        &bucket,
+        "in/",
+        &format!("queue_url = \"{url}\"\nevent_batch_seconds = 0"),
+    )
+    .replace(
+        &format!("endpoint = \"{}\"", moto()),
+        &format!("endpoint = \"{}\"", proxy.url),
+    );
+    cfg.connection("acme", &toml);
+    let mut daemon = Daemon::start(&cfg, &[]);
+    daemon.wait_log("event mode: reading the queue");
+    daemon.wait_log("run finished");
+    put(&s3, &bucket, "in/big.jsonl", "{\"id\": \"b1\"}\n").await;
+    daemon.wait_log("event load planned");
+    // While the load runs (well past the 2 s timeout), nobody else sees its message.
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        let got = sqs
+            .receive_message()
+            .queue_url(&url)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive");
+        assert!(
+            got.messages().is_empty(),
+            "the message became visible during its load: {:?}",
+            got.messages()
+        );
+    }
+    daemon.wait_log("event load finished");
+    wait_held(&sqs, &url, 0).await;
+    assert_eq!(cfg.ids(), ["b1"]);
+    assert_eq!(daemon.stop(), Some(0));
+}

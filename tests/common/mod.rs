@@ -364,6 +364,9 @@ pub enum Fault {
     CloseDelimited,
     /// Changes one byte in the middle of the body and keeps its length.
     AlterByte,
+    /// Holds every object's body back this many milliseconds, then passes it on whole: a
+    /// slow download (not counted as a damage).
+    Delay(u64),
 }
 
 /// An HTTP proxy in front of an S3 server that damages object bodies (one request per
@@ -504,6 +507,13 @@ async fn serve_one(
     };
     let ok = text(rhead).starts_with("HTTP/1.1 200");
     let fault = *fault.lock().unwrap();
+    if let Fault::Delay(ms) = fault {
+        if object_read && ok {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        client.write_all(&response).await?;
+        return Ok(());
+    }
     let take = object_read
         && ok
         && fault != Fault::None
@@ -525,7 +535,7 @@ async fn serve_one(
                 rbody[..cut].to_vec()
             }
             Fault::CloseDelimited => rbody[..cut].to_vec(),
-            Fault::AlterByte | Fault::None => {
+            Fault::AlterByte | Fault::None | Fault::Delay(_) => {
                 let mut altered = rbody.to_vec();
                 // A digit changed into another digit keeps the file valid: only the digest
                 // can tell.
