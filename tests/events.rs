@@ -200,6 +200,15 @@ async fn events_import_new_objects_once_and_the_listing_catches_what_they_missed
     let (url, arn) = queue(&sqs, "events", 5).await;
     notify(&s3, &bucket, Some(&arn), "in/").await;
     let cfg = ConfigDir::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    std::fs::write(
+        cfg.path().join("s3-importd.toml"),
+        format!("state = \"state/state.db\"\nmetrics_listen = \"127.0.0.1:{port}\"\n"),
+    )
+    .expect("settings");
     event_connection(&cfg, &bucket, &url);
     // The set-up tools know the queue: `policy` prints its documents, `check` reads it.
     let policy = stdout_of(&run_binary(cfg.path(), &["policy", "acme"]));
@@ -289,6 +298,16 @@ async fn events_import_new_objects_once_and_the_listing_catches_what_they_missed
     assert_eq!(scheduled.len(), 1, "{status}");
     assert_eq!(status["watermark"], scheduled[0]["watermark_after"], "{status}");
 
+    // The metrics count the events (four for a.jsonl, one for b.jsonl, one for the object
+    // that is gone) and the delay of each of the two deliveries.
+    let (_, metrics) = http_get(port, "/metrics");
+    for line in [
+        "s3importd_events_total{connection=\"acme\",outcome=\"received\"} 6",
+        "s3importd_events_total{connection=\"acme\",outcome=\"ignored\"} 0",
+        "s3importd_event_delay_seconds_count{connection=\"acme\"} 2",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no {line} in:\n{metrics}");
+    }
     // A notification configured late: this object's event never comes, so the daemon does
     // not import it; the next listing does, and skips what the events imported.
     notify(&s3, &bucket, None, "in/").await;
