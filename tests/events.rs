@@ -461,3 +461,39 @@ async fn a_slow_load_keeps_its_message_hidden_past_the_visibility_timeout() {
     assert_eq!(cfg.ids(), ["b1"]);
     assert_eq!(daemon.stop(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_is_read_with_the_connections_role() {
+    let (s3, sqs) = (s3(), sqs());
+    let bucket = bucket(&s3, "events-role").await;
+    let (url, arn) = queue(&sqs, "events-role", 5).await;
+    notify(&s3, &bucket, Some(&arn), "in/").await;
+    // Only the queue's requests pass through the proxy: its host and port are the client's
+    // endpoint.
+    let proxy = RecordingProxy::start(&moto()).await;
+    let cfg = ConfigDir::new();
+    cfg.connection(
+        "acme",
+        &s3_connection(
+            &bucket,
+            "in/",
+            &format!(
+                "role_arn = \"arn:aws:iam::123456789012:role/importer\"\nexternal_id = \"ext-events-1\"\nqueue_url = \"{}\"\nevent_batch_seconds = 0",
+                url.replace(&moto(), &proxy.url)
+            ),
+        ),
+    );
+    let mut daemon = Daemon::start(&cfg, &[]);
+    daemon.wait_log("event mode: reading the queue");
+    daemon.wait_log("run finished");
+    put(&s3, &bucket, "in/a.jsonl", "{\"id\": \"a1\"}\n").await;
+    wait_ids(&cfg, &["a1"]);
+    assert_eq!(daemon.stop(), Some(0));
+    let requests = proxy.requests();
+    assert!(requests.contains("AmazonSQS.ReceiveMessage"), "{requests}");
+    assert!(requests.contains("AmazonSQS.DeleteMessageBatch"), "{requests}");
+    // Signed with the role's session credentials (moto hands out ASIA… keys), never the
+    // daemon's own.
+    assert!(requests.contains("Credential=ASIA"), "{requests}");
+    assert!(!requests.contains("Credential=testing/"), "{requests}");
+}
