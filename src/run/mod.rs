@@ -310,7 +310,12 @@ async fn run_planning(
             summary.error = Some(e.to_string());
             summary.lease_lost = matches!(e, RunError::State(StateError::LeaseLost { .. }));
             summary.busy = matches!(e, RunError::State(StateError::Busy { .. }));
-            warn!(error = %e, "run failed");
+            if summary.busy && summary.event {
+                // The event load waits for the run or load that holds the connection.
+                debug!(error = %e, "event load waits: the connection is busy");
+            } else {
+                warn!(error = %e, "run failed");
+            }
         }
         let finished = env.clock.now();
         summary.finished_at = Some(finished);
