@@ -79,24 +79,11 @@ fn read(value: &Value, unwrap: bool) -> Result<Vec<Notice>, MessageError> {
             index: 0,
             field: "detail",
         })?;
-        let bucket = detail
-            .pointer("/bucket/name")
-            .and_then(Value::as_str)
-            .ok_or(MessageError::Missing {
-                index: 0,
-                field: "detail.bucket.name",
-            })?
-            .to_string();
+        let bucket = text_at(detail, "/bucket/name", 0, "detail.bucket.name")?.to_string();
         if kind != "Object Created" {
             return Ok(vec![Notice::Other { bucket, what: kind }]);
         }
-        let key = detail
-            .pointer("/object/key")
-            .and_then(Value::as_str)
-            .ok_or(MessageError::Missing {
-                index: 0,
-                field: "detail.object.key",
-            })?;
+        let key = text_at(detail, "/object/key", 0, "detail.object.key")?;
         return Ok(vec![Notice::Created(Created {
             bucket,
             key: key.to_string(),
@@ -106,13 +93,21 @@ fn read(value: &Value, unwrap: bool) -> Result<Vec<Notice>, MessageError> {
     Err(MessageError::Unknown)
 }
 
+/// The text at `pointer` in `v`, or the record `index` lacks `field`.
+fn text_at<'a>(
+    v: &'a Value,
+    pointer: &str,
+    index: usize,
+    field: &'static str,
+) -> Result<&'a str, MessageError> {
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .ok_or(MessageError::Missing { index, field })
+}
+
 /// One record of an S3 notification.
 fn record(index: usize, r: &Value) -> Result<Notice, MessageError> {
-    let field = |pointer: &str, field: &'static str| {
-        r.pointer(pointer)
-            .and_then(Value::as_str)
-            .ok_or(MessageError::Missing { index, field })
-    };
+    let field = |pointer: &str, field: &'static str| text_at(r, pointer, index, field);
     let name = field("/eventName", "eventName")?;
     let bucket = field("/s3/bucket/name", "s3.bucket.name")?.to_string();
     if !name.starts_with("ObjectCreated:") {
