@@ -89,6 +89,10 @@ pub trait Fleet: Send + Sync {
     async fn heartbeat(&self, fingerprint: &str);
     /// Connections with a pending load whose lease nobody holds.
     async fn orphaned(&self) -> Vec<String>;
+    /// Occurrences whose claiming daemon died before their run ended: (connection, due).
+    async fn lapsed(&self) -> Vec<(String, DateTime<Utc>)> {
+        Vec::new()
+    }
 }
 
 /// The fleet side of a shared state store.
@@ -121,6 +125,13 @@ impl Fleet for StoreFleet {
             self.metrics.took_over(name);
         }
         orphans
+    }
+
+    async fn lapsed(&self) -> Vec<(String, DateTime<Utc>)> {
+        self.state.lapsed_occurrences().await.unwrap_or_else(|e| {
+            warn!(error = %e, "looking for occurrences left by dead daemons failed");
+            Vec::new()
+        })
     }
 }
 
@@ -293,7 +304,7 @@ impl Runner for StoreRunner {
         scheduled: bool,
         next_run: Option<DateTime<Utc>>,
     ) {
-        if scheduled && self.state.shared() && !self.claim(&connection.name, due, &stop).await {
+        if scheduled && self.state.shared() && !self.claim(&connection.name, due, next_run, &stop).await {
             return;
         }
         // An event load of this connection in this daemon finishes first (seconds).
@@ -322,31 +333,56 @@ impl Runner for StoreRunner {
 impl StoreRunner {
     /// Claims the occurrence `due` of a connection for this daemon, after a random pause of
     /// up to half a second that spreads the fleet's claims over its daemons. Whether to run.
-    async fn claim(&self, connection: &str, due: DateTime<Utc>, stop: &CancellationToken) -> bool {
+    /// A claim that fails (the state database unreachable) is tried again, backing off up to
+    /// 30 s, until it is answered, the daemon stops, or the next occurrence (`next`) is due:
+    /// every daemon of the fleet does the same, and the first answered claim runs it.
+    async fn claim(
+        &self,
+        connection: &str,
+        due: DateTime<Utc>,
+        next: Option<DateTime<Utc>>,
+        stop: &CancellationToken,
+    ) -> bool {
         let jitter = Duration::from_millis((uuid::Uuid::new_v4().as_u128() % 500) as u64);
         tokio::select! {
             () = tokio::time::sleep(jitter) => {}
             () = stop.cancelled() => return false,
         }
-        let claim = self.state.claim_occurrence(connection, due).await;
-        self.metrics.claimed(
-            connection,
-            match &claim {
-                Ok(Claim::Won) => "won",
-                Ok(Claim::Elsewhere { .. }) => "lost",
-                Err(_) => "failed",
-            },
-        );
-        match claim {
-            Ok(Claim::Won) => true,
-            Ok(Claim::Elsewhere { owner }) => {
-                info!(connection, scheduled_for = %due.to_rfc3339(), owner = %owner, "ran elsewhere: another daemon of the fleet claimed this occurrence");
-                false
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let claim = self.state.claim_occurrence(connection, due).await;
+            self.metrics.claimed(
+                connection,
+                match &claim {
+                    Ok(Claim::Won) => "won",
+                    Ok(Claim::Retaken { .. }) => "retaken",
+                    Ok(Claim::Elsewhere { .. }) => "lost",
+                    Err(_) => "failed",
+                },
+            );
+            match claim {
+                Ok(Claim::Won) => return true,
+                Ok(Claim::Retaken { from }) => {
+                    warn!(connection, scheduled_for = %due.to_rfc3339(), owner = %from, "running an occurrence whose daemon died before its run ended");
+                    return true;
+                }
+                Ok(Claim::Elsewhere { owner }) => {
+                    info!(connection, scheduled_for = %due.to_rfc3339(), owner = %owner, "ran elsewhere: another daemon of the fleet claimed this occurrence");
+                    return false;
+                }
+                Err(e) => {
+                    if next.is_some_and(|n| self.clock.now() >= n) {
+                        error!(connection, scheduled_for = %due.to_rfc3339(), error = %e, "claiming the occurrence failed until the next one was due; it is skipped");
+                        return false;
+                    }
+                    warn!(connection, scheduled_for = %due.to_rfc3339(), error = %e, retry_in_s = backoff.as_secs(), "claiming the occurrence failed; trying again (the state database may be down)");
+                }
             }
-            Err(e) => {
-                warn!(connection, scheduled_for = %due.to_rfc3339(), error = %e, "claiming the occurrence failed; another daemon of the fleet may run it");
-                false
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = stop.cancelled() => return false,
             }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
         }
     }
 }
@@ -516,6 +552,26 @@ pub async fn serve(config: Config, parts: Parts, mut control: mpsc::Receiver<Con
         {
             fleet_seen = Some(tokio::time::Instant::now());
             fleet.heartbeat(&config.fingerprint).await;
+            // An occurrence whose daemon died mid-run is claimed again (the claim takes it
+            // over only if it has still lapsed) and run, as scheduled.
+            for (name, due) in fleet.lapsed().await {
+                let Some(entry) = entries.get(&name) else { continue };
+                if running.contains(&name) {
+                    continue;
+                }
+                info!(connection = %name, scheduled_for = %due.to_rfc3339(), "an occurrence's daemon died before its run ended: claiming it");
+                spawn_run(
+                    &mut tasks,
+                    &mut running,
+                    &runner,
+                    &entry.connection,
+                    &stop,
+                    &permits,
+                    due,
+                    true,
+                    entry.next,
+                );
+            }
             for name in fleet.orphaned().await {
                 let Some(entry) = entries.get(&name) else { continue };
                 if running.contains(&name) {

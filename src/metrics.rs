@@ -145,7 +145,7 @@ impl Metrics {
         );
         registry.register(
             "claims",
-            "Scheduled occurrences claimed by this daemon (won), by another (lost), or not claimed for an error (failed) (fleet mode)",
+            "Scheduled occurrences claimed by this daemon (won), taken over from a daemon that died before its run ended (retaken), claimed by another (lost), or a claim that failed for an error and is tried again (failed) (fleet mode)",
             m.claims.clone(),
         );
         registry.register(
@@ -220,7 +220,7 @@ impl Metrics {
         for o in ["imported", "rejected", "failed"] {
             let _ = self.objects.get_or_create(&outcome(o));
         }
-        for o in ["won", "lost", "failed"] {
+        for o in ["won", "retaken", "lost", "failed"] {
             let _ = self.claims.get_or_create(&outcome(o));
         }
         let c = label(connection);

@@ -219,7 +219,8 @@ fn three_daemons_share_twenty_connections_through_a_kill_and_a_pause() {
     a.wait_exit(Duration::from_secs(10));
     let mut c = Daemon::start("c", &folders[2], None);
 
-    // Both dead owners' loads are taken over within the TTL and a tick or two.
+    // Both dead owners' loads are taken over within the TTL and a tick or two (their
+    // occurrences too: the runs they claimed never ended).
     let deadline = Instant::now() + Duration::from_secs(LEASE_TTL_S * 5);
     while query_count("SELECT count(*) FROM s3_importd.pending_loads") > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(250));
@@ -230,8 +231,9 @@ fn three_daemons_share_twenty_connections_through_a_kill_and_a_pause() {
         "pending loads were not taken over; c's log:\n{}",
         c.log.lock().unwrap().join("\n")
     );
+    // Through an orphaned load, or through the occurrence its dead daemon had claimed.
     assert!(
-        c.logged("taking over") >= 1,
+        c.logged("taking over") + c.logged("running an occurrence whose daemon died") >= 1,
         "c's log:\n{}",
         c.log.lock().unwrap().join("\n")
     );
@@ -486,4 +488,152 @@ fn state_migrate_moves_a_host_into_postgres() {
     assert!(shown.contains("last 2 runs"), "{shown}");
     assert!(shown.contains("; on "), "runs show their host: {shown}");
     assert!(shown.contains("fleet: "), "{shown}");
+}
+
+#[test]
+fn an_occurrence_whose_daemon_dies_mid_run_runs_again_on_another_daemon() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = runtime.block_on(fresh_database("lapsed"));
+    let root = tempfile::tempdir().unwrap();
+    let (inbox, out) = (root.path().join("in"), root.path().join("out"));
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::write(inbox.join("a.jsonl"), "{\"id\": \"a1\"}\n{\"id\": \"a2\"}\n").unwrap();
+    // Once a year: only the catch-up of a connection that never ran fires during the test.
+    let config = |who: &str| {
+        let dir = root.path().join(who);
+        std::fs::create_dir_all(dir.join("connections")).unwrap();
+        std::fs::write(
+            dir.join("s3-importd.toml"),
+            format!("state = \"{url}\"\nspool_dir = \"spool\"\nlease_ttl_s = 5\nshutdown_timeout_s = 5\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("connections/yearly.toml"),
+            format!(
+                "schedule = \"0 0 1 1 *\"\nsettle_seconds = 0\n[source]\ntype = \"dir\"\npath = \"{}\"\n[format]\ntype = \"jsonl\"\n[template]\n{ID_TEMPLATE}\n[target]\ntype = \"file\"\npath = \"{}\"\n",
+                inbox.display(),
+                out.display()
+            ),
+        )
+        .unwrap();
+        dir
+    };
+    // The first daemon claims the occurrence and stops mid-run, before any load is pending:
+    // nothing for an orphan takeover to find.
+    let mut first = Daemon::start("first", &config("first"), Some("after-plan"));
+    first.wait_log("fault point after-plan reached", Duration::from_secs(30));
+    let second = Daemon::start("second", &config("second"), None);
+    second.wait_log("ran elsewhere", Duration::from_secs(30));
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    // Within the lease TTL and a few seconds, the second daemon runs the occurrence.
+    second.wait_log(
+        "running an occurrence whose daemon died before its run ended",
+        Duration::from_secs(20),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ids = || {
+        let mut ids: Vec<String> = output_files(&out)
+            .iter()
+            .flat_map(|f| {
+                std::fs::read_to_string(f)
+                    .unwrap()
+                    .lines()
+                    .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        ids.sort();
+        ids
+    };
+    while Instant::now() < deadline && ids().len() < 2 {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(ids(), ["\"a1\"", "\"a2\""]);
+}
+
+#[test]
+fn a_claim_made_while_the_state_database_is_down_is_made_again_when_it_is_back() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = runtime.block_on(fresh_database("claim_retry"));
+    // The daemon reaches the database through a proxy that can be switched off.
+    let mut through = url::Url::parse(&url).unwrap();
+    let upstream = format!(
+        "{}:{}",
+        through.host_str().unwrap(),
+        through.port().unwrap_or(5432)
+    );
+    let proxy = runtime.block_on(SwitchProxy::start(&upstream));
+    through.set_host(Some("127.0.0.1")).unwrap();
+    through.set_port(Some(proxy.port)).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let (inbox, out) = (root.path().join("in"), root.path().join("out"));
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::write(inbox.join("a.jsonl"), "{\"id\": \"a1\"}\n").unwrap();
+    let dir = root.path().join("daemon");
+    std::fs::create_dir_all(dir.join("connections")).unwrap();
+    std::fs::write(
+        dir.join("s3-importd.toml"),
+        format!("state = \"{through}\"\nspool_dir = \"spool\"\nlease_ttl_s = 5\nshutdown_timeout_s = 5\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("connections/minutely.toml"),
+        format!(
+            "schedule = \"* * * * *\"\nsettle_seconds = 0\n[source]\ntype = \"dir\"\npath = \"{}\"\n[format]\ntype = \"jsonl\"\n[template]\n{ID_TEMPLATE}\n[target]\ntype = \"file\"\npath = \"{}\"\n",
+            inbox.display(),
+            out.display()
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start("daemon", &dir, None);
+    daemon.wait_log("run finished", Duration::from_secs(30));
+    // A new file, then the database down across the next minute, up again 5 s past it.
+    std::fs::write(inbox.join("b.jsonl"), "{\"id\": \"b1\"}\n").unwrap();
+    let now = Utc::now();
+    let mut left = 60 - u64::from(now.second());
+    if left < 5 {
+        std::thread::sleep(Duration::from_secs(left + 1));
+        left = 60;
+    }
+    std::thread::sleep(Duration::from_secs(left - 3));
+    proxy.set(false);
+    std::thread::sleep(Duration::from_secs(8));
+    proxy.set(true);
+    daemon.wait_log(
+        "claiming the occurrence failed; trying again",
+        Duration::from_secs(5),
+    );
+    // The claim is made again, and the occurrence runs: b1 arrives before the next minute.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let delivered = || {
+        output_files(&out)
+            .iter()
+            .any(|f| std::fs::read_to_string(f).unwrap().contains("b1"))
+    };
+    while Instant::now() < deadline && !delivered() {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        delivered(),
+        "b1 never arrived; log:\n{}",
+        daemon.log.lock().unwrap().join("\n")
+    );
+    // Imported by the occurrence whose claim failed (the run logs its end after its delivery).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && daemon.logged("new=1 imported=1") < 2 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        daemon.logged("new=1 imported=1"),
+        2,
+        "{}",
+        daemon.log.lock().unwrap().join("\n")
+    );
 }

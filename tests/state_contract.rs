@@ -403,6 +403,8 @@ async fn occurrences_are_claimed_once_and_orphans_found() {
         let first = b.open().await;
         let second = b.open().await;
         let due = at(60_000);
+        // A live daemon's claim holds (a dead one's may pass on: tested below, on PostgreSQL).
+        first.heartbeat("aaaa", at(0)).await.unwrap();
         assert_eq!(first.claim_occurrence("c", due).await.unwrap(), Claim::Won);
         assert_eq!(first.claim_occurrence("c", due).await.unwrap(), Claim::Won);
         assert_eq!(
@@ -469,6 +471,58 @@ async fn occurrences_are_claimed_once_and_orphans_found() {
         );
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_daemon_died_before_its_run_ended_passes_on_once() {
+    let b = Backend::postgres(Duration::from_secs(5)).await;
+    let (dead, alive) = (b.open().await, b.open().await);
+    alive.heartbeat("h", at(0)).await.unwrap();
+    let due = at(60_000);
+    // A daemon that never beat (or stopped beating a TTL ago) and holds no lease.
+    assert_eq!(dead.claim_occurrence("c", due).await.unwrap(), Claim::Won);
+    assert_eq!(
+        alive.lapsed_occurrences().await.unwrap(),
+        [("c".to_string(), due)]
+    );
+    assert_eq!(
+        alive.claim_occurrence("c", due).await.unwrap(),
+        Claim::Retaken {
+            from: dead.owner().id.clone()
+        }
+    );
+    // Now a live daemon's: it holds.
+    assert!(alive.lapsed_occurrences().await.unwrap().is_empty());
+    assert_eq!(
+        dead.claim_occurrence("c", due).await.unwrap(),
+        Claim::Elsewhere {
+            owner: alive.owner().id.clone()
+        }
+    );
+    // A claim whose run reached its end holds, dead owner or not.
+    let gone = b.open().await;
+    assert_eq!(gone.claim_occurrence("d", due).await.unwrap(), Claim::Won);
+    {
+        let _lock = gone.lock("d").await.unwrap();
+        gone.start_run("d", "r1", at(61_000)).await.unwrap();
+        gone.finish_run(&RunRecord {
+            run_id: "r1".into(),
+            connection: "d".into(),
+            started_at: Some(at(61_000)),
+            finished_at: Some(at(62_000)),
+            outcome: "failed".into(),
+            ..RunRecord::default()
+        })
+        .await
+        .unwrap();
+    }
+    assert!(alive.lapsed_occurrences().await.unwrap().is_empty());
+    assert_eq!(
+        alive.claim_occurrence("d", due).await.unwrap(),
+        Claim::Elsewhere {
+            owner: gone.owner().id.clone()
+        }
+    );
 }
 
 /// `state migrate`: what SQLite holds, PostgreSQL holds the same after an export and import.

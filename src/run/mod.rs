@@ -417,6 +417,9 @@ async fn execute_held(
         None => plan(env, now, s, !dry_run).await,
         Some((keys, fates)) => plan_keys(env, keys, fates, s).await,
     };
+    if !dry_run {
+        fault::point("after-plan");
+    }
     let result = match planned {
         Ok(planned) if dry_run => {
             s.candidates = planned.candidates;

@@ -174,6 +174,9 @@ fn hostname() -> String {
 pub enum Claim {
     /// This daemon runs it.
     Won,
+    /// This daemon runs it: the daemon that claimed it first died before its run ended
+    /// (its owner id).
+    Retaken { from: String },
     /// Another daemon claimed it first (its owner id).
     Elsewhere { owner: String },
 }
@@ -510,8 +513,16 @@ pub trait FleetState: StoreInfo {
     async fn last_completed_run_start(&self, connection: &str) -> Result<Option<DateTime<Utc>>, StateError>;
 
     /// Claims the occurrence of `connection` scheduled at `at` for this process: the first
-    /// claim wins, so each occurrence runs once across a fleet.
+    /// claim wins, so each occurrence runs once across a fleet — unless its owner died
+    /// (no heartbeat within the lease TTL, no lease held) before a run of the connection that
+    /// started at or after `at` reached its end: then the claim passes to this process.
     async fn claim_occurrence(&self, connection: &str, at: DateTime<Utc>) -> Result<Claim, StateError>;
+    /// Occurrences claimed in the last day whose owner died before their run ended, so that
+    /// another daemon runs them (see [`FleetState::claim_occurrence`]). None in a store
+    /// without a fleet.
+    async fn lapsed_occurrences(&self) -> Result<Vec<(String, DateTime<Utc>)>, StateError> {
+        Ok(Vec::new())
+    }
     /// Records that this daemon is alive and which configuration it runs.
     async fn heartbeat(&self, config_hash: &str, started_at: DateTime<Utc>) -> Result<(), StateError>;
     /// The daemons seen since `since`, newest heartbeat first.

@@ -143,6 +143,20 @@ CREATE TABLE daemons (
     ),
 ];
 
+/// When the claim `o` of an occurrence has lapsed: its owner has not beaten within the lease
+/// TTL (the statement's parameter `ttl`, in seconds), nobody holds the connection's lease, and
+/// no run of the connection that started at or after the occurrence reached its end (`ok` or
+/// `failed`: a run killed midway stays `running`, or is marked `interrupted`).
+fn lapsed(ttl: &str) -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM daemons d WHERE d.id = o.owner
+                         AND d.seen_at > now() - make_interval(secs => {ttl}::double precision))
+         AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.connection = o.connection AND l.expires_at > now())
+         AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.connection = o.connection
+                         AND r.started_at_ms >= o.scheduled_at_ms AND r.outcome IN ('ok', 'failed'))"
+    )
+}
+
 /// A lease this process holds.
 struct Held {
     token: i64,
@@ -267,6 +281,11 @@ fn retryable(e: &tokio_postgres::Error) -> bool {
 }
 
 impl PostgresStore {
+    /// The lease TTL in seconds, as SQL takes it.
+    fn ttl_seconds(&self) -> f64 {
+        self.lease_ttl.as_secs_f64()
+    }
+
     /// Connects to the database of `url`, creating the schema or migrating it.
     pub async fn open(url: &crate::secret::Secret, lease_ttl: Duration) -> Result<PostgresStore, StateError> {
         let (mut config, tls) = crate::pg_client::client_config(url).map_err(StateError::Url)?;
@@ -1154,6 +1173,29 @@ impl FleetState for PostgresStore {
             )
             .await
             .map_err(|e| self.err(e))?;
+        // A claim whose owner died before its run ended passes to this process (one row
+        // updated, compare-and-swap on the owner: of several daemons asking, one gets it).
+        let retaken = client
+            .query_opt(
+                &format!(
+                    "WITH lapsed AS (
+                         SELECT o.owner FROM occurrences o
+                         WHERE o.connection = $1 AND o.scheduled_at_ms = $2 AND o.owner <> $3 AND {}
+                         FOR UPDATE SKIP LOCKED
+                     )
+                     UPDATE occurrences o SET owner = $3, claimed_at = now()
+                     FROM lapsed
+                     WHERE o.connection = $1 AND o.scheduled_at_ms = $2 AND o.owner = lapsed.owner
+                     RETURNING lapsed.owner",
+                    lapsed("$4")
+                ),
+                &[&connection, &ms(at), &self.owner.id, &self.ttl_seconds()],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        if let Some(row) = retaken {
+            return Ok(Claim::Retaken { from: row.get(0) });
+        }
         let owner: String = client
             .query_one(
                 "SELECT owner FROM occurrences WHERE connection = $1 AND scheduled_at_ms = $2",
@@ -1174,6 +1216,26 @@ impl FleetState for PostgresStore {
         } else {
             Claim::Elsewhere { owner }
         })
+    }
+
+    async fn lapsed_occurrences(&self) -> Result<Vec<(String, DateTime<Utc>)>, StateError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT o.connection, o.scheduled_at_ms FROM occurrences o
+                     WHERE o.claimed_at > now() - interval '1 day' AND {}
+                     ORDER BY o.scheduled_at_ms, o.connection",
+                    lapsed("$1")
+                ),
+                &[&self.ttl_seconds()],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| Some((r.get(0), from_ms(r.get(1))?)))
+            .collect())
     }
 
     async fn heartbeat(&self, config_hash: &str, started_at: DateTime<Utc>) -> Result<(), StateError> {

@@ -673,3 +673,42 @@ pub fn http_get(port: u16, path: &str) -> (String, String) {
         body.to_string(),
     )
 }
+
+/// A TCP proxy that can be switched off: then it cuts the connections it carries and closes
+/// new ones at once, as a database server that went down would look to its clients.
+pub struct SwitchProxy {
+    pub port: u16,
+    on: tokio::sync::watch::Sender<bool>,
+}
+
+impl SwitchProxy {
+    pub async fn start(upstream: &str) -> SwitchProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (on, watch) = tokio::sync::watch::channel(true);
+        let upstream = upstream.to_string();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut watch = watch.clone();
+                if !*watch.borrow() {
+                    continue;
+                }
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = watch.wait_for(|on| !*on) => {}
+                    }
+                });
+            }
+        });
+        SwitchProxy { port, on }
+    }
+
+    pub fn set(&self, on: bool) {
+        let _ = self.on.send(on);
+    }
+}
