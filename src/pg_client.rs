@@ -29,6 +29,21 @@ pub fn client_config(
     Ok((config, tokio_postgres_rustls::MakeRustlsConnect::new(tls)))
 }
 
+/// Whether `url` is a PostgreSQL URL this program can connect with: `postgres://` or
+/// `postgresql://`, a known `sslmode`, settings tokio-postgres reads (pure: `sslrootcert` is
+/// read only when connecting). The error never repeats the URL, which may hold a password.
+pub fn check_url(url: &str) -> Result<(), String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err("is not a postgres:// or postgresql:// URL".into());
+    }
+    let plan = tls_plan(url)?;
+    plan.url
+        .expose()
+        .parse::<tokio_postgres::Config>()
+        .map(|_| ())
+        .map_err(|e| format!("the URL cannot be read: {}", crate::aws::cause_chain(&e)))
+}
+
 /// How a connection uses TLS: the URL's `sslmode` (libpq's names), or by default `require`
 /// for any host that is not loopback or a Unix socket, `prefer` otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,6 +216,26 @@ impl rustls::client::danger::ServerCertVerifier for ChainOnly {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_are_checked_without_connecting() {
+        let cases = [
+            ("postgres://u:pw@db.example.com:5432/state", Ok(())),
+            ("postgresql://u@127.0.0.1/state?sslmode=disable", Ok(())),
+            ("postgres://u@db/state?sslmode=verify-full&sslrootcert=/etc/ca.pem", Ok(())),
+            (
+                "postgres://u:pw@db/state?sslmode=requir",
+                Err("sslmode=requir is not a TLS mode; use disable, prefer, require, verify-ca or verify-full"),
+            ),
+            ("mysql://u:pw@db/state", Err("is not a postgres:// or postgresql:// URL")),
+        ];
+        for (url, want) in cases {
+            assert_eq!(check_url(url), want.map_err(str::to_string), "{url}");
+        }
+        let unreadable = check_url("postgres://u:pw@db/state?connect_timeout=soon").unwrap_err();
+        assert!(unreadable.starts_with("the URL cannot be read"), "{unreadable}");
+        assert!(!unreadable.contains("pw"), "{unreadable}");
+    }
 
     #[test]
     fn tls_plans() {

@@ -367,6 +367,32 @@ fn settings_problems_are_reported_with_connection_problems() {
 }
 
 #[test]
+fn a_state_url_that_cannot_connect_is_a_configuration_problem() {
+    // `run` with it exits 2 like `validate`, before any connection is tried; the password
+    // is never repeated.
+    let cfg = ConfigDir::new();
+    std::fs::write(
+        cfg.path().join("s3-importd.toml"),
+        "state = \"postgres://importer:hunter2@db.example.com/state?sslmode=verify_full\"\n",
+    )
+    .unwrap();
+    cfg.connection(
+        "fine",
+        "[source]\ntype = \"dir\"\npath = \"in\"\n[template]\n[[template.fields]]\nname = \"id\"\n[target]\ntype = \"stdout\"",
+    );
+    for command in ["validate", "run"] {
+        let out = run_binary(cfg.path(), &[command]);
+        assert_eq!(out.status.code(), Some(2), "{command}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("s3-importd.toml: state: sslmode=verify_full is not a TLS mode; use disable, prefer, require, verify-ca or verify-full"),
+            "{command}: {err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}
+
+#[test]
 fn validate_prints_every_problem_and_exits_2() {
     let cfg = ConfigDir::new();
     cfg.connection("one", &s3_source("bucket = \"s3://one\"\nregion = \"us-east-1\""));

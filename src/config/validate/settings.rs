@@ -108,7 +108,13 @@ pub(super) fn settings(dir: &Path, s: RawSettings, p: &mut Problems<'_>) -> Opti
 pub(super) fn state_location(dir: &Path, s: &RawSettings, p: &mut Problems<'_>) -> StateLocation {
     let is_url = |v: &str| v.starts_with("postgres://") || v.starts_with("postgresql://");
     match (s.state.as_deref(), &s.state_url_env, &s.state_url_file) {
-        (Some(v), None, None) if is_url(v) => StateLocation::Postgres(SecretSource::Inline(Secret::new(v))),
+        (Some(v), None, None) if is_url(v) => {
+            // Checked now (URL, sslmode), so that `validate` and `run` refuse it with exit 2.
+            if let Err(problem) = crate::pg_client::check_url(v) {
+                p.add("state", problem);
+            }
+            StateLocation::Postgres(SecretSource::Inline(Secret::new(v)))
+        }
         (Some(v), None, None) if v.contains("://") => {
             p.add(
                 "state",

@@ -97,10 +97,10 @@ fn postgres_target(
 ) -> PostgresTargetSpec {
     let url = url_source(cx.dir, raw_url, p);
     if let SecretSource::Inline(u) = &url
-        && !(u.expose().starts_with("postgres://") || u.expose().starts_with("postgresql://"))
+        && let Err(problem) = crate::pg_client::check_url(u.expose())
     {
         // The URL may hold a password: it is not repeated in the message.
-        p.add("target.url", "is not a postgres:// or postgresql:// URL");
+        p.add("target.url", problem);
     }
     let name = t
         .table
