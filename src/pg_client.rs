@@ -222,12 +222,20 @@ mod tests {
         let cases = [
             ("postgres://u:pw@db.example.com:5432/state", Ok(())),
             ("postgresql://u@127.0.0.1/state?sslmode=disable", Ok(())),
-            ("postgres://u@db/state?sslmode=verify-full&sslrootcert=/etc/ca.pem", Ok(())),
+            (
+                "postgres://u@db/state?sslmode=verify-full&sslrootcert=/etc/ca.pem",
+                Ok(()),
+            ),
             (
                 "postgres://u:pw@db/state?sslmode=requir",
-                Err("sslmode=requir is not a TLS mode; use disable, prefer, require, verify-ca or verify-full"),
+                Err(
+                    "sslmode=requir is not a TLS mode; use disable, prefer, require, verify-ca or verify-full",
+                ),
             ),
-            ("mysql://u:pw@db/state", Err("is not a postgres:// or postgresql:// URL")),
+            (
+                "mysql://u:pw@db/state",
+                Err("is not a postgres:// or postgresql:// URL"),
+            ),
         ];
         for (url, want) in cases {
             assert_eq!(check_url(url), want.map_err(str::to_string), "{url}");

@@ -603,9 +603,9 @@ fn a_claim_made_while_the_state_database_is_down_is_made_again_when_it_is_back()
         left = 60;
     }
     std::thread::sleep(Duration::from_secs(left - 3));
-    proxy.set(false);
+    proxy.set(Switch::Off);
     std::thread::sleep(Duration::from_secs(8));
-    proxy.set(true);
+    proxy.set(Switch::On);
     daemon.wait_log(
         "claiming the occurrence failed; trying again",
         Duration::from_secs(5),

@@ -409,3 +409,48 @@ async fn loads_that_create_the_same_table_at_once_all_succeed() {
         .get(0);
     assert_eq!(rows, 6);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_database_fails_the_delivery_after_timeout_s() {
+    // The database behind a proxy that keeps the connection open and answers nothing: the
+    // delivery gives up after timeout_s instead of holding the run.
+    let url = url::Url::parse(&database_url()).unwrap();
+    let proxy = SwitchProxy::start(&format!(
+        "{}:{}",
+        url.host_str().unwrap(),
+        url.port().unwrap_or(5432)
+    ))
+    .await;
+    proxy.set(Switch::Stalled);
+    let mut stalled = url.clone();
+    stalled.set_host(Some("127.0.0.1")).unwrap();
+    stalled.set_port(Some(proxy.port)).unwrap();
+    let cfg = ConfigDir::new();
+    connection(&cfg, "stalled", "items", "timeout_s = 2");
+    inbox(&cfg, "stalled", "a.jsonl", &[r#"{"id": 1}"#]);
+    let started = std::time::Instant::now();
+    let out = tokio::task::spawn_blocking({
+        let (path, url) = (cfg.path().to_path_buf(), stalled.to_string());
+        move || {
+            binary(&path)
+                .arg("run")
+                .env("S3I_TEST_PG_URL", url)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("connecting: no answer within timeout_s = 2 s"),
+        "{stdout}"
+    );
+    // Not retried for minutes: the run's attempts end within a few timeouts.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -674,23 +674,34 @@ pub fn http_get(port: u16, path: &str) -> (String, String) {
     )
 }
 
-/// A TCP proxy that can be switched off: then it cuts the connections it carries and closes
-/// new ones at once, as a database server that went down would look to its clients.
+/// What a [`SwitchProxy`] does with its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Switch {
+    /// Carries them.
+    On,
+    /// Cuts those it carries and closes new ones at once: a server that went down.
+    Off,
+    /// Keeps them open and carries nothing more: a server that froze.
+    Stalled,
+}
+
+/// A TCP proxy whose connections can be cut or frozen, as a database server that went down
+/// or stalled would look to its clients.
 pub struct SwitchProxy {
     pub port: u16,
-    on: tokio::sync::watch::Sender<bool>,
+    state: tokio::sync::watch::Sender<Switch>,
 }
 
 impl SwitchProxy {
     pub async fn start(upstream: &str) -> SwitchProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        let (on, watch) = tokio::sync::watch::channel(true);
+        let (state, watch) = tokio::sync::watch::channel(Switch::On);
         let upstream = upstream.to_string();
         tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 let mut watch = watch.clone();
-                if !*watch.borrow() {
+                if *watch.borrow() == Switch::Off {
                     continue;
                 }
                 let upstream = upstream.clone();
@@ -698,17 +709,21 @@ impl SwitchProxy {
                     let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
                         return;
                     };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = watch.wait_for(|on| !*on) => {}
+                    let state = tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
+                        state = watch.wait_for(|s| *s != Switch::On) => state.map(|s| *s),
+                    };
+                    if matches!(state, Ok(Switch::Stalled)) {
+                        // Both ends stay open, and nothing moves until the proxy is dropped.
+                        std::future::pending::<()>().await;
                     }
                 });
             }
         });
-        SwitchProxy { port, on }
+        SwitchProxy { port, state }
     }
 
-    pub fn set(&self, on: bool) {
-        let _ = self.on.send(on);
+    pub fn set(&self, to: Switch) {
+        let _ = self.state.send(to);
     }
 }

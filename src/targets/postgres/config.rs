@@ -26,6 +26,7 @@ pub struct RawPostgresTarget {
     pub mode: Option<String>,
     pub key: Option<toml::Value>,
     pub create_table: Option<bool>,
+    pub timeout_s: Option<i64>,
 }
 
 /// A PostgreSQL table that receives the rows.
@@ -38,6 +39,10 @@ pub struct PostgresTargetSpec {
     pub table: String,
     pub mode: WriteMode,
     pub create_table: bool,
+    /// The longest one step may take (`timeout_s`, default 300): connecting, checking the
+    /// table, or one object's transaction. A stalled database fails the delivery instead of
+    /// holding the run (and, in a fleet, its lease) for ever.
+    pub timeout: std::time::Duration,
 }
 
 /// How rows are written into a table.
@@ -169,5 +174,13 @@ fn postgres_target(
         table,
         mode,
         create_table: t.create_table.unwrap_or(false),
+        timeout: std::time::Duration::from_secs(crate::config::validate::in_range(
+            p,
+            "target.timeout_s",
+            t.timeout_s,
+            300,
+            1,
+            86_400,
+        ) as u64),
     }
 }

@@ -139,15 +139,38 @@ impl PostgresTarget {
         columns
     }
 
+    /// `step` within `timeout_s`, or a [`PostgresFault::TimedOut`] naming what was being done.
+    async fn within<T>(
+        &self,
+        doing: impl Into<String>,
+        step: impl std::future::Future<Output = Result<T, TargetError>>,
+    ) -> Result<T, TargetError> {
+        match tokio::time::timeout(self.spec.timeout, step).await {
+            Ok(done) => done,
+            Err(_) => Err(self.error(PostgresFault::TimedOut {
+                doing: doing.into(),
+                seconds: self.spec.timeout.as_secs(),
+            })),
+        }
+    }
+
     async fn connect(&self) -> Result<tokio_postgres::Client, TargetError> {
         let url = crate::secret::read(&self.spec.url, "url_env", "url_file").map_err(|e| self.error(e))?;
-        let (config, tls) = crate::pg_client::client_config(&url)
+        let (mut config, tls) = crate::pg_client::client_config(&url)
             .map_err(|reason| self.error(PostgresFault::Url { reason }))?;
-        let (client, connection) = config.connect(tls).await.map_err(|e| {
-            self.error(PostgresFault::Connecting {
-                cause: crate::aws::cause_chain(&e),
+        // A peer that vanished (a host down, a dropped route) is noticed by TCP keepalives; a
+        // server that stalls with the connection open, by `within`.
+        config
+            .keepalives(true)
+            .keepalives_idle(std::time::Duration::from_secs(60));
+        let connecting = async {
+            config.connect(tls).await.map_err(|e| {
+                self.error(PostgresFault::Connecting {
+                    cause: crate::aws::cause_chain(&e),
+                })
             })
-        })?;
+        };
+        let (client, connection) = self.within("connecting", connecting).await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!(error = %e, "postgres connection ended");
@@ -523,6 +546,10 @@ pub enum PostgresFault {
     Url { reason: String },
     #[error("connecting: {cause}")]
     Connecting { cause: String },
+    #[error(
+        "{doing}: no answer within timeout_s = {seconds} s; the database may be stalled or overloaded (raise timeout_s in [target] for objects that take longer)"
+    )]
+    TimedOut { doing: String, seconds: u64 },
     #[error("{doing}: {detail}")]
     Db {
         /// What was being done, with the object's key where there is one.
@@ -573,10 +600,18 @@ impl Target for PostgresTarget {
 
     async fn deliver(&self, _delivery: &Delivery, parts: &[LoadPart]) -> Result<Vec<Refused>, TargetError> {
         let mut client = self.connect().await?;
-        self.ensure_table(&client).await?;
+        self.within("checking the table", self.ensure_table(&client))
+            .await?;
         let mut refused = Vec::new();
         for (i, part) in parts.iter().enumerate() {
-            match self.load_part(&mut client, part).await {
+            let loaded = tokio::time::timeout(self.spec.timeout, self.load_part(&mut client, part)).await;
+            let loaded = loaded.unwrap_or_else(|_| {
+                Err(PartError::Target(self.error(PostgresFault::TimedOut {
+                    doing: format!("loading {}", part.key),
+                    seconds: self.spec.timeout.as_secs(),
+                })))
+            });
+            match loaded {
                 Ok(written) => {
                     tracing::debug!(key = %part.key, rows = written, table = %self.table_name(), "object loaded");
                 }
