@@ -285,7 +285,6 @@ impl Metrics {
     /// A run ended, at `now` (or when its summary says it did), with this summary.
     pub fn run_finished(&self, s: &RunSummary, now: DateTime<Utc>) {
         let now = s.finished_at.unwrap_or(now);
-        self.in_flight.dec();
         let connection = label(&s.connection);
         let outcome = |outcome: &'static str| OutcomeLabels {
             connection: s.connection.clone(),
@@ -320,6 +319,8 @@ impl Metrics {
             let lag = lag_seconds(now, watermark);
             self.watermark_lag.get_or_create(&connection).set(lag);
         }
+        // Last: a scrape that sees no run in flight sees everything the run recorded.
+        self.in_flight.dec();
     }
 
     /// The gauges the state knows, set when the daemon starts, so that a restart does not
