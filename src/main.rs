@@ -412,6 +412,7 @@ fn init_logging(format: LogFormat) {
         ("aws_smithy_runtime", "error"),
         ("aws_sdk_s3", "error"),
         ("aws_sdk_sts", "error"),
+        ("aws_sdk_sqs", "error"),
         ("refinery", "warn"),
         ("refinery_core", "warn"),
         ("tokio_postgres", "warn"),
