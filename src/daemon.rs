@@ -506,10 +506,14 @@ pub async fn serve(config: Config, parts: Parts, mut control: mpsc::Receiver<Con
     let mut entries = schedule_all(&config, &BTreeMap::new(), history.as_ref(), clock.now()).await;
     // When the fleet was last looked at (heartbeat, orphans); `None` until the first time.
     let mut fleet_seen: Option<tokio::time::Instant> = None;
-    let mut permits = Arc::new(Semaphore::new(config.settings.max_concurrent_runs));
-    let mut running: HashSet<String> = HashSet::new();
-    let mut tasks: JoinSet<String> = JoinSet::new();
     let stop = CancellationToken::new();
+    let mut runs = Runs {
+        tasks: JoinSet::new(),
+        running: HashSet::new(),
+        runner: runner.clone(),
+        stop: stop.clone(),
+        permits: Arc::new(Semaphore::new(config.settings.max_concurrent_runs)),
+    };
     let mut keepalive = watchdog.map(|w| tokio::time::interval((w / 2).max(Duration::from_millis(100))));
     let mut listening: BTreeMap<String, Listening> = BTreeMap::new();
     let mut stopped_listeners: Vec<tokio::task::JoinHandle<()>> = Vec::new();
@@ -531,21 +535,9 @@ pub async fn serve(config: Config, parts: Parts, mut control: mpsc::Receiver<Con
             };
             let zone = config.settings.timezone;
             entry.next = schedule::next_run(&entry.connection.schedule, name, zone, due.max(now));
-            if running.contains(name) {
+            if !runs.start(&entry.connection, due, true, entry.next) {
                 info!(connection = %name, "still running; this scheduled run is skipped");
-                continue;
             }
-            spawn_run(
-                &mut tasks,
-                &mut running,
-                &runner,
-                &entry.connection,
-                &stop,
-                &permits,
-                due,
-                true,
-                entry.next,
-            );
         }
         if let Some(fleet) = &fleet
             && fleet_seen.is_none_or(|seen| seen.elapsed() >= fleet.every())
@@ -556,39 +548,15 @@ pub async fn serve(config: Config, parts: Parts, mut control: mpsc::Receiver<Con
             // over only if it has still lapsed) and run, as scheduled.
             for (name, due) in fleet.lapsed().await {
                 let Some(entry) = entries.get(&name) else { continue };
-                if running.contains(&name) {
-                    continue;
+                if runs.start(&entry.connection, due, true, entry.next) {
+                    info!(connection = %name, scheduled_for = %due.to_rfc3339(), "an occurrence's daemon died before its run ended: claiming it");
                 }
-                info!(connection = %name, scheduled_for = %due.to_rfc3339(), "an occurrence's daemon died before its run ended: claiming it");
-                spawn_run(
-                    &mut tasks,
-                    &mut running,
-                    &runner,
-                    &entry.connection,
-                    &stop,
-                    &permits,
-                    due,
-                    true,
-                    entry.next,
-                );
             }
             for name in fleet.orphaned().await {
                 let Some(entry) = entries.get(&name) else { continue };
-                if running.contains(&name) {
-                    continue;
+                if runs.start(&entry.connection, now, false, entry.next) {
+                    info!(connection = %name, "taking over: a load of this connection was left pending by a daemon whose lease expired");
                 }
-                info!(connection = %name, "taking over: a load of this connection was left pending by a daemon whose lease expired");
-                spawn_run(
-                    &mut tasks,
-                    &mut running,
-                    &runner,
-                    &entry.connection,
-                    &stop,
-                    &permits,
-                    now,
-                    false,
-                    entry.next,
-                );
             }
         }
         let wake = entries.values().filter_map(|e| e.next).min();
@@ -607,14 +575,14 @@ pub async fn serve(config: Config, parts: Parts, mut control: mpsc::Receiver<Con
         };
         tokio::select! {
             () = tokio::time::sleep(nap) => {}
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+            Some(done) = runs.tasks.join_next(), if !runs.tasks.is_empty() => {
                 match done {
-                    Ok(name) => { running.remove(&name); }
+                    Ok(name) => { runs.running.remove(&name); }
                     Err(e) => {
                         // A run that panicked: its name is lost with it, so forget every name
                         // whose task is gone. Cannot happen unless a bug does.
                         error!(error = %e, "a run task failed");
-                        running.clear();
+                        runs.running.clear();
                     }
                 }
             }
@@ -626,7 +594,7 @@ pub async fn serve(config: Config, parts: Parts, mut control: mpsc::Receiver<Con
                     }
                     if new.settings.max_concurrent_runs != config.settings.max_concurrent_runs {
                         // Runs holding a permit of the old semaphore finish with it.
-                        permits = Arc::new(Semaphore::new(new.settings.max_concurrent_runs));
+                        runs.permits = Arc::new(Semaphore::new(new.settings.max_concurrent_runs));
                     }
                     entries = schedule_all(&new, &entries, history.as_ref(), clock.now()).await;
                     listen_all(&entries, listener.as_ref(), &stop, &mut listening, &mut stopped_listeners);
@@ -652,11 +620,11 @@ pub async fn serve(config: Config, parts: Parts, mut control: mpsc::Receiver<Con
     notifier.stopping();
     stop.cancel();
     info!(
-        in_flight = tasks.len(),
+        in_flight = runs.tasks.len(),
         "stopping: in-flight runs finish their objects"
     );
     let finished = tokio::time::timeout(config.settings.shutdown_timeout, async {
-        while tasks.join_next().await.is_some() {}
+        while runs.tasks.join_next().await.is_some() {}
         // Event loads in flight reach their safe point; gathered messages go back.
         for task in listening.into_values().map(|l| l.task).chain(stopped_listeners) {
             let _ = task.await;
@@ -666,42 +634,57 @@ pub async fn serve(config: Config, parts: Parts, mut control: mpsc::Receiver<Con
     .is_ok();
     if !finished {
         warn!(
-            in_flight = tasks.len(),
+            in_flight = runs.tasks.len(),
             "in-flight runs did not finish within shutdown_timeout_s; stopping anyway (the next run recovers their loads)"
         );
     }
     finished
 }
 
-/// Starts a run of `connection` as a task of its own, which waits for one of the
-/// `max_concurrent_runs` permits first.
-#[allow(clippy::too_many_arguments)]
-fn spawn_run(
-    tasks: &mut JoinSet<String>,
-    running: &mut HashSet<String>,
-    runner: &Arc<dyn Runner>,
-    connection: &Arc<Connection>,
-    stop: &CancellationToken,
-    permits: &Arc<Semaphore>,
-    due: DateTime<Utc>,
-    scheduled: bool,
-    next: Option<DateTime<Utc>>,
-) {
-    running.insert(connection.name.clone());
-    let (runner, connection, stop, permits) =
-        (runner.clone(), connection.clone(), stop.clone(), permits.clone());
-    tasks.spawn(async move {
-        let name = connection.name.clone();
-        // Queued runs wait here for one of the max_concurrent_runs permits.
-        let permit = tokio::select! {
-            p = permits.acquire_owned() => p.ok(),
-            () = stop.cancelled() => None,
-        };
-        if permit.is_some() {
-            runner.run(connection, stop, due, scheduled, next).await;
+/// The runs in flight: a task each, the connections they run (none runs twice at once),
+/// and what a new one needs.
+struct Runs {
+    tasks: JoinSet<String>,
+    running: HashSet<String>,
+    runner: Arc<dyn Runner>,
+    stop: CancellationToken,
+    /// `max_concurrent_runs`; a reload that changes it gives new runs a new semaphore.
+    permits: Arc<Semaphore>,
+}
+
+impl Runs {
+    /// Starts a run of `connection` as a task of its own, which waits for one of the
+    /// `max_concurrent_runs` permits first; `false` (and nothing started) when it is running.
+    fn start(
+        &mut self,
+        connection: &Arc<Connection>,
+        due: DateTime<Utc>,
+        scheduled: bool,
+        next: Option<DateTime<Utc>>,
+    ) -> bool {
+        if !self.running.insert(connection.name.clone()) {
+            return false;
         }
-        name
-    });
+        let (runner, connection, stop, permits) = (
+            self.runner.clone(),
+            connection.clone(),
+            self.stop.clone(),
+            self.permits.clone(),
+        );
+        self.tasks.spawn(async move {
+            let name = connection.name.clone();
+            // Queued runs wait here for one of the max_concurrent_runs permits.
+            let permit = tokio::select! {
+                p = permits.acquire_owned() => p.ok(),
+                () = stop.cancelled() => None,
+            };
+            if permit.is_some() {
+                runner.run(connection, stop, due, scheduled, next).await;
+            }
+            name
+        });
+        true
+    }
 }
 
 /// The schedule of every enabled connection of `config`. A connection already scheduled
