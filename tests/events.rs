@@ -420,10 +420,10 @@ async fn two_daemons_reading_one_queue_deliver_every_row_once() {
 async fn a_slow_load_keeps_its_message_hidden_past_the_visibility_timeout() {
     let (s3, sqs) = (s3(), sqs());
     let bucket = bucket(&s3, "events-slow").await;
-    // A 2 s visibility timeout, and a download that takes 6 s.
-    let (url, arn) = queue(&sqs, "events-slow", 2).await;
+    // A 4 s visibility timeout, and a download that takes 12 s.
+    let (url, arn) = queue(&sqs, "events-slow", 4).await;
     notify(&s3, &bucket, Some(&arn), "in/").await;
-    let proxy = FaultProxy::start(&moto(), Fault::Delay(6000), u64::MAX).await;
+    let proxy = FaultProxy::start(&moto(), Fault::Delay(12_000), u64::MAX).await;
     let cfg = ConfigDir::new();
     let toml = s3_connection(
         &bucket,
@@ -440,8 +440,8 @@ async fn a_slow_load_keeps_its_message_hidden_past_the_visibility_timeout() {
     daemon.wait_log("run finished");
     put(&s3, &bucket, "in/big.jsonl", "{\"id\": \"b1\"}\n").await;
     daemon.wait_log("event load planned");
-    // While the load runs (well past the 2 s timeout), nobody else sees its message.
-    let until = Instant::now() + Duration::from_secs(5);
+    // While the load runs (well past the 4 s timeout), nobody else sees its message.
+    let until = Instant::now() + Duration::from_secs(9);
     while Instant::now() < until {
         let got = sqs
             .receive_message()
