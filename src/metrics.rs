@@ -196,6 +196,7 @@ impl Metrics {
             self.events(connection, o, 0);
         }
         let _ = self.event_oldest.get_or_create(&label(connection));
+        let _ = self.event_delay.get_or_create(&label(connection));
     }
 
     /// The longest wait between two runs of `connection` by its schedule.
