@@ -380,14 +380,15 @@ impl Consumer {
     /// it waits for the connection's lock.
     async fn load(&self, held: Vec<Held>, timeout: Duration, stop: &CancellationToken) {
         let name = &self.connection.name;
-        let mut keys: Vec<String> = Vec::new();
-        for h in &held {
-            for k in &h.keys {
-                if !keys.contains(k) {
-                    keys.push(k.clone());
-                }
-            }
-        }
+        // Each key once, in order of arrival (a batch holds up to MAX_MESSAGES messages:
+        // a set, not a scan of the list per key).
+        let mut seen = HashSet::new();
+        let keys: Vec<String> = held
+            .iter()
+            .flat_map(|h| &h.keys)
+            .filter(|k| seen.insert(k.as_str()))
+            .cloned()
+            .collect();
         let receipts: Vec<String> = held.iter().map(|h| h.receipt.clone()).collect();
         let extend = async {
             let every = (timeout / 2).max(Duration::from_millis(500));

@@ -703,11 +703,12 @@ async fn plan_keys(
         .into());
     }
     let mut candidates = Vec::new();
+    let mut taken = std::collections::HashSet::new();
     for ((i, meta), held) in admitted.into_iter().zip(held) {
         if held {
             *s.skipped.entry(SkipReason::AlreadySettled).or_default() += 1;
             fates[i] = KeyFate::Settled;
-        } else if !candidates.iter().any(|m: &ObjectMeta| m.key == meta.key) {
+        } else if taken.insert(meta.key.clone()) {
             // The same key twice in one batch (a duplicate event) is one candidate.
             fates[i] = KeyFate::Candidate(meta.clone());
             candidates.push(meta);
