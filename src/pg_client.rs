@@ -25,8 +25,21 @@ pub fn client_config(
             tokio_postgres::config::SslMode::Require
         }
     });
+    // The server's NOTICEs (`schema "public" already exists, skipping` from every
+    // `CREATE … IF NOT EXISTS`) say nothing an operator can act on: the session asks for
+    // warnings and up only, so they are never sent, whatever the log filter.
+    add_session_option(&mut config, "client_min_messages=warning");
     let tls = tls_config(&plan)?;
     Ok((config, tokio_postgres_rustls::MakeRustlsConnect::new(tls)))
+}
+
+/// Adds `-c SETTING` to the session options, after any the URL's `options` gave.
+pub fn add_session_option(config: &mut tokio_postgres::Config, setting: &str) {
+    let options = match config.get_options() {
+        Some(given) if !given.trim().is_empty() => format!("{given} -c {setting}"),
+        _ => format!("-c {setting}"),
+    };
+    config.options(options);
 }
 
 /// Whether `url` is a PostgreSQL URL this program can connect with: `postgres://` or
@@ -120,7 +133,14 @@ fn tls_plan(url: &str) -> Result<TlsPlan, String> {
     if kept.is_empty() {
         parsed.set_query(None);
     } else {
-        parsed.query_pairs_mut().clear().extend_pairs(kept);
+        // Form encoding writes a space as `+`, which tokio-postgres keeps as a `+` (`options=-c
+        // x=1` would reach the server as `-c+x=1`); a literal `+` is written `%2B`, so every
+        // `+` left stands for a space.
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(kept)
+            .finish()
+            .replace('+', "%20");
+        parsed.set_query(Some(&query));
     }
     Ok(TlsPlan {
         url: crate::secret::Secret::new(parsed.as_str()),
@@ -243,6 +263,22 @@ mod tests {
         let unreadable = check_url("postgres://u:pw@db/state?connect_timeout=soon").unwrap_err();
         assert!(unreadable.starts_with("the URL cannot be read"), "{unreadable}");
         assert!(!unreadable.contains("pw"), "{unreadable}");
+    }
+
+    #[test]
+    fn sessions_ask_for_warnings_only_after_the_urls_own_options() {
+        let plain = crate::secret::Secret::new("postgres://u@127.0.0.1/db?sslmode=disable");
+        let (config, _) = client_config(&plain).unwrap();
+        assert_eq!(config.get_options(), Some("-c client_min_messages=warning"));
+        let given = crate::secret::Secret::new(
+            "postgres://u@127.0.0.1/db?sslmode=disable&options=-c%20statement_timeout%3D5000",
+        );
+        let (mut config, _) = client_config(&given).unwrap();
+        add_session_option(&mut config, "search_path=s3_importd");
+        assert_eq!(
+            config.get_options(),
+            Some("-c statement_timeout=5000 -c client_min_messages=warning -c search_path=s3_importd")
+        );
     }
 
     #[test]

@@ -647,6 +647,36 @@ pub(crate) fn order_ns(t: DateTime<Utc>) -> i64 {
         .unwrap_or(if t.timestamp() < 0 { i64::MIN } else { i64::MAX })
 }
 
+/// Where a page of staged candidates starts, as both stores' `(order_ns, key) > (…, …)`
+/// takes it: just after `after` in import order, or at the very start.
+pub(crate) fn staged_cursor(after: Option<&ObjectMeta>) -> (i64, &str) {
+    match after {
+        Some(m) => (order_ns(m.last_modified), m.key.as_str()),
+        None => (i64::MIN, ""),
+    }
+}
+
+/// A staged candidate's row (`key, etag, size, last_modified, stamp`, the time as RFC 3339)
+/// as the object it stands for; the error says which row is malformed and how.
+pub(crate) fn staged_meta(
+    key: String,
+    etag: String,
+    size: i64,
+    last_modified: &str,
+    stamp: Option<String>,
+) -> Result<ObjectMeta, String> {
+    let last_modified = DateTime::parse_from_rfc3339(last_modified)
+        .map_err(|e| format!("staged candidate {key}: {e}"))?
+        .with_timezone(&Utc);
+    Ok(ObjectMeta {
+        key,
+        etag,
+        last_modified,
+        size: size.max(0) as u64,
+        stamp,
+    })
+}
+
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }

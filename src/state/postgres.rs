@@ -289,7 +289,7 @@ impl PostgresStore {
     /// Connects to the database of `url`, creating the schema or migrating it.
     pub async fn open(url: &crate::secret::Secret, lease_ttl: Duration) -> Result<PostgresStore, StateError> {
         let (mut config, tls) = crate::pg_client::client_config(url).map_err(StateError::Url)?;
-        config.options(format!("-c search_path={SCHEMA}"));
+        crate::pg_client::add_session_option(&mut config, &format!("search_path={SCHEMA}"));
         if config.get_application_name().is_none() {
             config.application_name("s3-importd");
         }
@@ -949,10 +949,7 @@ impl RunState for PostgresStore {
         after: Option<&ObjectMeta>,
         limit: usize,
     ) -> Result<Vec<ObjectMeta>, StateError> {
-        let (after_ns, after_key) = match after {
-            Some(m) => (order_ns(m.last_modified), m.key.as_str()),
-            None => (i64::MIN, ""),
-        };
+        let (after_ns, after_key) = super::staged_cursor(after);
         let client = self.client().await?;
         let rows = self
             .query_cached(
@@ -970,17 +967,8 @@ impl RunState for PostgresStore {
             .await?;
         rows.iter()
             .map(|r| {
-                let key: String = r.get(0);
-                let last_modified = DateTime::parse_from_rfc3339(r.get::<_, &str>(3))
-                    .map_err(|e| self.corrupt(format!("staged candidate {key}: {e}")))?
-                    .with_timezone(&Utc);
-                Ok(ObjectMeta {
-                    etag: r.get(1),
-                    size: r.get::<_, i64>(2).max(0) as u64,
-                    last_modified,
-                    stamp: r.get(4),
-                    key,
-                })
+                super::staged_meta(r.get(0), r.get(1), r.get(2), r.get::<_, &str>(3), r.get(4))
+                    .map_err(|message| self.corrupt(message))
             })
             .collect()
     }

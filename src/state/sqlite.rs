@@ -593,10 +593,7 @@ impl RunState for SqliteStore {
         after: Option<&ObjectMeta>,
         limit: usize,
     ) -> Result<Vec<ObjectMeta>, StateError> {
-        let (after_ns, after_key) = match after {
-            Some(m) => (order_ns(m.last_modified), m.key.as_str()),
-            None => (i64::MIN, ""),
-        };
+        let (after_ns, after_key) = super::staged_cursor(after);
         type Row = (String, String, i64, String, Option<String>);
         let rows: Vec<Row> = self.with(|db| {
             db.execute_batch(CANDIDATES_TABLE)?;
@@ -613,18 +610,9 @@ impl RunState for SqliteStore {
         })?;
         rows.into_iter()
             .map(|(key, etag, size, lm, stamp)| {
-                let last_modified = DateTime::parse_from_rfc3339(&lm)
-                    .map_err(|e| StateError::Corrupt {
-                        path: "a temporary table".into(),
-                        message: format!("staged candidate {key}: {e}"),
-                    })?
-                    .with_timezone(&Utc);
-                Ok(ObjectMeta {
-                    key,
-                    etag,
-                    last_modified,
-                    size: size.max(0) as u64,
-                    stamp,
+                super::staged_meta(key, etag, size, &lm, stamp).map_err(|message| StateError::Corrupt {
+                    path: "a temporary table".into(),
+                    message,
                 })
             })
             .collect()
