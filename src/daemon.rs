@@ -320,13 +320,34 @@ impl Runner for StoreRunner {
         if let Some(period) = crate::schedule::period(&connection.schedule, &connection.name, due) {
             self.metrics.schedule_period(&connection.name, period);
         }
-        self.metrics.run_started();
-        let ends = Ends::open(&connection).await;
-        // The run logs its start, its summary and its errors itself.
-        let summary = crate::run::run(&self.env(&connection, &ends, stop, next_run), false).await;
-        self.metrics.run_finished(&summary, self.clock.now());
-        drop(ends);
-        give_back_memory();
+        // A run that failed for the state store's sake (out of reach) is run again when it
+        // answers, backing off from 1 s to 30 s, until the next occurrence is due: the claim
+        // is this daemon's, so no other daemon would run this occurrence.
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            self.metrics.run_started();
+            let ends = Ends::open(&connection).await;
+            // The run logs its start, its summary and its errors itself.
+            let summary = crate::run::run(&self.env(&connection, &ends, stop.clone(), next_run), false).await;
+            self.metrics.run_finished(&summary, self.clock.now());
+            drop(ends);
+            give_back_memory();
+            if !summary.state_fault || stop.is_cancelled() || next_run.is_some_and(|n| self.clock.now() >= n) {
+                return;
+            }
+            warn!(
+                connection = %connection.name,
+                scheduled_for = %due.to_rfc3339(),
+                retry_in_s = backoff.as_secs(),
+                "the run failed because the state store was out of reach; running the occurrence again"
+            );
+            self.metrics.rerun(&connection.name);
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = stop.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
     }
 }
 

@@ -3,7 +3,9 @@
 //! at an exact moment of a delivery; `NAME#N` stops there the N-th time the point is reached
 //! (the second load of a run, say). `NAME!stop` instead stops the process with SIGSTOP there,
 //! as a pause of the host would, and goes on when it is continued (the fleet tests' paused
-//! daemon). Without the variable every point is a no-op.
+//! daemon). `NAME!sleep=SECS` holds the thread that reaches it for SECS seconds and goes on
+//! (a stalled step, while the rest of the process — lease renewals — runs). Without the
+//! variable every point is a no-op.
 //!
 //! This is a test hook, not a feature: nothing else reads the variable.
 
@@ -21,6 +23,10 @@ pub fn point(name: &str) {
     let Ok(wanted) = std::env::var(ENV) else {
         return;
     };
+    let (wanted, sleep) = match wanted.split_once("!sleep=") {
+        Some((point, secs)) => (point.to_string(), secs.parse::<u64>().ok()),
+        None => (wanted, None),
+    };
     let (wanted, pause) = match wanted.strip_suffix("!stop") {
         Some(point) => (point.to_string(), true),
         None => (wanted, false),
@@ -30,6 +36,11 @@ pub fn point(name: &str) {
         None => (wanted, 1),
     };
     if wanted == name && REACHED.fetch_add(1, Ordering::SeqCst) + 1 == nth {
+        if let Some(secs) = sleep {
+            eprintln!("fault point {name} reached; sleeping {secs} s");
+            std::thread::sleep(std::time::Duration::from_secs(secs));
+            return;
+        }
         if pause {
             eprintln!("fault point {name} reached; stopping the process");
             // SAFETY: raise only sends a signal to this process.

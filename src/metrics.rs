@@ -57,6 +57,7 @@ pub struct Metrics {
     schedule_period: Family<ConnectionLabel, FloatGauge>,
     leases_lost: Family<ConnectionLabel, Counter>,
     takeovers: Family<ConnectionLabel, Counter>,
+    reruns: Family<ConnectionLabel, Counter>,
     claims: Family<OutcomeLabels, Counter>,
     in_flight: Gauge,
     schedule_lag: Family<ConnectionLabel, FloatGauge>,
@@ -86,6 +87,7 @@ impl Metrics {
             schedule_period: Family::default(),
             leases_lost: Family::default(),
             takeovers: Family::default(),
+            reruns: Family::default(),
             claims: Family::default(),
             in_flight: Gauge::default(),
             schedule_lag: Family::default(),
@@ -135,13 +137,18 @@ impl Metrics {
         );
         registry.register(
             "leases_lost",
-            "Runs stopped because another daemon of the fleet took their lease over (fleet mode)",
+            "Runs stopped because their lease was taken over by another daemon of the fleet, or lapsed while the state store was out of reach (fleet mode)",
             m.leases_lost.clone(),
         );
         registry.register(
             "takeovers",
             "Connections this daemon took over from a daemon whose lease expired (fleet mode)",
             m.takeovers.clone(),
+        );
+        registry.register(
+            "reruns",
+            "Occurrences this daemon ran again because their run failed while the state store was out of reach (fleet mode)",
+            m.reruns.clone(),
         );
         registry.register(
             "claims",
@@ -231,6 +238,7 @@ impl Metrics {
             &self.bytes,
             &self.leases_lost,
             &self.takeovers,
+            &self.reruns,
         ] {
             let _ = family.get_or_create(&c);
         }
@@ -239,6 +247,12 @@ impl Metrics {
     /// This daemon took `connection` over from a dead one.
     pub fn took_over(&self, connection: &str) {
         self.takeovers.get_or_create(&label(connection)).inc();
+    }
+
+    /// This daemon runs an occurrence of `connection` again (its run failed for the state
+    /// store's sake).
+    pub fn rerun(&self, connection: &str) {
+        self.reruns.get_or_create(&label(connection)).inc();
     }
 
     /// This daemon's claim on an occurrence of `connection` was `outcome` (won, lost, failed).
@@ -496,6 +510,7 @@ mod tests {
         metrics.claimed("orders", "lost");
         metrics.claimed("orders", "lost");
         metrics.took_over("orders");
+        metrics.rerun("orders");
         let s = RunSummary {
             connection: "orders".into(),
             error: Some("the lease was taken over".into()),
@@ -509,6 +524,7 @@ mod tests {
             "s3importd_claims_total{connection=\"orders\",outcome=\"won\"} 1",
             "s3importd_claims_total{connection=\"orders\",outcome=\"lost\"} 2",
             "s3importd_takeovers_total{connection=\"orders\"} 1",
+            "s3importd_reruns_total{connection=\"orders\"} 1",
             "s3importd_leases_lost_total{connection=\"orders\"} 1",
             "s3importd_runs_total{connection=\"orders\",outcome=\"failed\"} 1",
         ] {

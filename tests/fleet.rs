@@ -637,3 +637,87 @@ fn a_claim_made_while_the_state_database_is_down_is_made_again_when_it_is_back()
         daemon.log.lock().unwrap().join("\n")
     );
 }
+
+/// The state database goes away in the middle of a run and stays away past its end: the run
+/// fails, its end is recorded once the database is back (so `status` shows it failed, with
+/// its error, not `interrupted` with none), and the occurrence runs again.
+#[test]
+fn a_run_that_loses_the_state_database_is_recorded_as_failed_and_runs_again() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = runtime.block_on(fresh_database("lost_store"));
+    let mut through = url::Url::parse(&url).unwrap();
+    let upstream = format!(
+        "{}:{}",
+        through.host_str().unwrap(),
+        through.port().unwrap_or(5432)
+    );
+    let proxy = runtime.block_on(SwitchProxy::start(&upstream));
+    through.set_host(Some("127.0.0.1")).unwrap();
+    through.set_port(Some(proxy.port)).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let (inbox, out) = (root.path().join("in"), root.path().join("out"));
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::write(inbox.join("a.jsonl"), "{\"id\": \"a1\"}\n").unwrap();
+    let dir = root.path().join("daemon");
+    std::fs::create_dir_all(dir.join("connections")).unwrap();
+    std::fs::write(
+        dir.join("s3-importd.toml"),
+        format!("state = \"{through}\"\nspool_dir = \"spool\"\nlease_ttl_s = 5\nshutdown_timeout_s = 5\n"),
+    )
+    .unwrap();
+    // Once a year: only the catch-up of a connection that never ran fires during the test.
+    std::fs::write(
+        dir.join("connections/yearly.toml"),
+        format!(
+            "schedule = \"0 0 1 1 *\"\nsettle_seconds = 0\n[source]\ntype = \"dir\"\npath = \"{}\"\n[format]\ntype = \"jsonl\"\n[template]\n{ID_TEMPLATE}\n[target]\ntype = \"file\"\npath = \"{}\"\n",
+            inbox.display(),
+            out.display()
+        ),
+    )
+    .unwrap();
+    // The run stalls 6 s after its plan; the database is down from then until well after.
+    let daemon = Daemon::start("daemon", &dir, Some("after-plan!sleep=6"));
+    daemon.wait_log("fault point after-plan reached", Duration::from_secs(30));
+    proxy.set(Switch::Off);
+    daemon.wait_log(
+        "recording the run failed; trying again until the state store answers",
+        Duration::from_secs(20),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    proxy.set(Switch::On);
+    daemon.wait_log("recorded the run's end after all", Duration::from_secs(40));
+    let status = binary(&dir).arg("status").output().unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{text}");
+    assert!(text.contains("failed: listed 1, new 1"), "{text}");
+    assert!(!text.contains("interrupted"), "{text}");
+    assert!(!text.contains("last error: none"), "{text}");
+    assert!(text.contains("last error ("), "{text}");
+    // The occurrence runs again once the store is back: a1 arrives, once.
+    daemon.wait_log(
+        "the run failed because the state store was out of reach; running the occurrence again",
+        Duration::from_secs(5),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let rows = || -> Vec<String> {
+        output_files(&out)
+            .iter()
+            .flat_map(|f| {
+                std::fs::read_to_string(f)
+                    .unwrap()
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    while Instant::now() < deadline && rows().is_empty() {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let rows = rows();
+    assert_eq!(rows.len(), 1, "{rows:?}; log:\n{}", daemon.log.lock().unwrap().join("\n"));
+    assert!(rows[0].contains("\"a1\""), "{rows:?}");
+}

@@ -12,8 +12,8 @@ use s3_importd::secret::Secret;
 use s3_importd::select::ObjectMeta;
 use s3_importd::state::postgres::PostgresStore;
 use s3_importd::state::{
-    Claim, CommitPlan, ConnectionState, Outcome, PendingLoad, Quarantined, RunCounts, RunRecord, Settled,
-    SqliteStore, StateError, StateStore,
+    Claim, CommitPlan, ConnectionState, LeaseLoss, Outcome, PendingLoad, Quarantined, RunCounts, RunRecord,
+    Settled, SqliteStore, StateError, StateStore,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -597,6 +597,20 @@ fn a_paused_owner_loses_its_lease_and_cannot_commit() {
         Err(StateError::Busy { .. })
     ));
     std::thread::sleep(ttl + Duration::from_millis(500));
+    let load = PendingLoad {
+        run_id: "r1".into(),
+        connection: "c".into(),
+        delivery: serde_json::Value::Null,
+        plan: plan("r1", 1000, &["late"]),
+    };
+    // Lapsed but not yet taken: the old owner is told it lost contact, not that another runs.
+    assert!(matches!(
+        paused.block_on(old.begin_load(&load)),
+        Err(StateError::LeaseLost {
+            loss: LeaseLoss::LostContact,
+            ..
+        })
+    ));
     let taken = runtime
         .block_on(new.lock("c"))
         .expect("the expired lease is taken over");
@@ -607,21 +621,25 @@ fn a_paused_owner_loses_its_lease_and_cannot_commit() {
         .map(|l| l.owner)
         .collect();
     assert_eq!(held_by, [new.owner().id.clone()]);
-    // The old owner wakes up: nothing it does is committed.
-    let load = PendingLoad {
-        run_id: "r1".into(),
-        connection: "c".into(),
-        delivery: serde_json::Value::Null,
-        plan: plan("r1", 1000, &["late"]),
-    };
-    assert!(matches!(
+    // The old owner wakes up: nothing it does is committed, and it is told who runs now.
+    for refused in [
         paused.block_on(old.begin_load(&load)),
-        Err(StateError::LeaseLost { .. })
-    ));
-    assert!(matches!(
         paused.block_on(old.commit(&load.plan)),
-        Err(StateError::LeaseLost { .. })
-    ));
+    ] {
+        let Err(e) = refused else {
+            panic!("a lapsed lease committed")
+        };
+        assert!(
+            matches!(
+                e,
+                StateError::LeaseLost {
+                    loss: LeaseLoss::TakenOver,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
     assert_eq!(
         runtime
             .block_on(new.settled_among("c", &[("late", "e1")]))

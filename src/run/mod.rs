@@ -25,8 +25,8 @@ use crate::select::{self, ObjectMeta, SkipReason, Verdict, Window};
 use crate::sources::{Source, SourceError};
 use crate::spool::{Spool, SpoolFormat, Spooled};
 use crate::state::{
-    CommitPlan, ConnectionState, Outcome, PendingLoad, Quarantined, RunCounts, RunRecord, RunState, Settled,
-    StateError,
+    CommitPlan, ConnectionState, LeaseLoss, Outcome, PendingLoad, Quarantined, RunCounts, RunRecord, RunState,
+    Settled, StateError,
 };
 use crate::targets::{Delivery, LoadInfo, LoadPart, Target, TargetError, ValueRules};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -147,6 +147,9 @@ pub struct RunSummary {
     pub error: Option<String>,
     /// The run stopped because another daemon of the fleet took its lease over.
     pub lease_lost: bool,
+    /// The run failed for the state store's sake: out of reach, or out of reach long enough
+    /// for the run's lease to lapse. Nothing was refused; the same run may succeed later.
+    pub state_fault: bool,
     /// The run did not start: the connection's lock was held (another run or event load).
     pub busy: bool,
     /// An event load (of keys events named), not a run of the listing.
@@ -310,6 +313,8 @@ async fn run_planning(
             summary.error = Some(e.to_string());
             summary.lease_lost = matches!(e, RunError::State(StateError::LeaseLost { .. }));
             summary.busy = matches!(e, RunError::State(StateError::Busy { .. }));
+            summary.state_fault = matches!(e, RunError::State(e) if e.is_transient()
+                || matches!(e, StateError::LeaseLost { loss: LeaseLoss::LostContact, .. }));
             if summary.busy && summary.event {
                 // The event load waits for the run or load that holds the connection.
                 debug!(error = %e, "event load waits: the connection is busy");
@@ -319,8 +324,8 @@ async fn run_planning(
         }
         let finished = env.clock.now();
         summary.finished_at = Some(finished);
-        if !dry_run && let Err(e) = env.state.finish_run(&record(&summary, started, finished)).await {
-            warn!(error = %e, "recording the run failed");
+        if !dry_run {
+            record_end(env, &record(&summary, started, finished)).await;
         }
         info!(
             listed = summary.counts.listed,
@@ -342,6 +347,43 @@ async fn run_planning(
     .instrument(span)
     .await;
     summary
+}
+
+/// How long a run's end is tried again while the state store is out of reach.
+const RECORD_PATIENCE: Duration = Duration::from_secs(300);
+
+/// Records a run's end. A state store out of reach at that moment (a PostgreSQL restart, the
+/// very fault that may have failed the run) must not leave the run shown as `interrupted`
+/// with no error: a transient failure is tried again, backing off from 1 s to 30 s, for up to
+/// [`RECORD_PATIENCE`] or until the process stops.
+async fn record_end(env: &RunEnv<'_>, record: &RunRecord) {
+    let give_up = tokio::time::Instant::now() + RECORD_PATIENCE;
+    let mut wait = Duration::from_secs(1);
+    let mut told = false;
+    loop {
+        let e = match env.state.finish_run(record).await {
+            Ok(()) => {
+                if told {
+                    info!("recorded the run's end after all");
+                }
+                return;
+            }
+            Err(e) => e,
+        };
+        if !e.is_transient() || env.stop.is_cancelled() || tokio::time::Instant::now() + wait > give_up {
+            warn!(error = %e, "recording the run failed");
+            return;
+        }
+        if !told {
+            warn!(error = %e, "recording the run failed; trying again until the state store answers");
+            told = true;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = env.stop.cancelled() => {}
+        }
+        wait = (wait * 2).min(Duration::from_secs(30));
+    }
 }
 
 fn record(s: &RunSummary, started: DateTime<Utc>, finished: DateTime<Utc>) -> RunRecord {

@@ -82,16 +82,46 @@ pub enum StateError {
     /// The URL of a PostgreSQL state store could not be read or used.
     #[error("state store: {0}")]
     Url(String),
-    #[error(
-        "connection {connection}: this run's lease was taken over by another daemon (it could not renew it within lease_ttl_s); its work was not committed and the new owner runs the connection"
-    )]
-    LeaseLost { connection: String },
+    /// The run's lease is no longer surely its own, so nothing more of it is committed.
+    #[error("connection {connection}: {loss}")]
+    LeaseLost { connection: String, loss: LeaseLoss },
     #[error("lock file {path}: {source}")]
     Lock {
         path: String,
         #[source]
         source: std::io::Error,
     },
+}
+
+impl StateError {
+    /// Whether the same call may succeed later without anyone changing anything: the store
+    /// was out of reach (a PostgreSQL restart, a dropped connection), not refusing.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StateError::Postgres { retryable: true, .. })
+    }
+}
+
+/// Why a run's lease was lost: the difference tells an operator whether another daemon runs
+/// the connection now, or the state store was out of reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseLoss {
+    /// Another daemon holds it now (this one could not renew it within `lease_ttl_s`).
+    TakenOver,
+    /// No renewal reached the state store within `lease_ttl_s`; nobody else took it (yet).
+    LostContact,
+}
+
+impl std::fmt::Display for LeaseLoss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LeaseLoss::TakenOver => {
+                "this run's lease was taken over by another daemon (it could not renew it within lease_ttl_s); its work was not committed and the new owner runs the connection"
+            }
+            LeaseLoss::LostContact => {
+                "this run lost contact with the state store for longer than lease_ttl_s, so its lease lapsed; its work was not committed, and the connection runs again (on this daemon or another) once the store answers"
+            }
+        })
+    }
 }
 
 /// Held while one run of a connection is under way; dropping it lets the next run in. Two

@@ -406,9 +406,20 @@ impl PostgresStore {
             .cloned();
         match held {
             Some(h) if h.usable() => Ok(h),
-            _ => Err(StateError::LeaseLost {
-                connection: connection.to_string(),
-            }),
+            // A renewal saw another owner's token: taken over. Otherwise no renewal reached the
+            // store within the TTL (or the lease was never taken): out of contact, as far as
+            // this process knows; `fence` asks the store which it was.
+            Some(h) if h.lost.load(Ordering::SeqCst) => {
+                Err(self.lease_lost(connection, LeaseLoss::TakenOver))
+            }
+            _ => Err(self.lease_lost(connection, LeaseLoss::LostContact)),
+        }
+    }
+
+    fn lease_lost(&self, connection: &str, loss: LeaseLoss) -> StateError {
+        StateError::LeaseLost {
+            connection: connection.to_string(),
+            loss,
         }
     }
 
@@ -416,7 +427,34 @@ impl PostgresStore {
     /// extends it: the row is locked until the transaction ends, so no one takes the lease
     /// between the check and the commit.
     async fn fence(&self, tx: &tokio_postgres::Transaction<'_>, connection: &str) -> Result<(), StateError> {
-        let held = self.held(connection)?;
+        let held = match self.held(connection) {
+            Ok(held) => held,
+            Err(StateError::LeaseLost {
+                loss: LeaseLoss::LostContact,
+                ..
+            }) => {
+                // The lease lapsed here; whether another daemon has taken it since is the
+                // store's to say (and it answers now). Either way, nothing is committed.
+                let ours = self
+                    .held
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(connection)
+                    .map(|h| h.token);
+                let token: Option<i64> = tx
+                    .query_opt("SELECT token FROM leases WHERE connection = $1", &[&connection])
+                    .await
+                    .map_err(|e| self.err(e))?
+                    .map(|r| r.get(0));
+                let loss = if token.is_some() && token != ours {
+                    LeaseLoss::TakenOver
+                } else {
+                    LeaseLoss::LostContact
+                };
+                return Err(self.lease_lost(connection, loss));
+            }
+            Err(e) => return Err(e),
+        };
         let ttl_ms = self.lease_ttl.as_millis() as i64;
         let renewed = tx
             .execute(
@@ -430,9 +468,7 @@ impl PostgresStore {
             Ok(())
         } else {
             held.lost.store(true, Ordering::SeqCst);
-            Err(StateError::LeaseLost {
-                connection: connection.to_string(),
-            })
+            Err(self.lease_lost(connection, LeaseLoss::TakenOver))
         }
     }
 
@@ -1470,11 +1506,30 @@ async fn renew(pool: Pool, connection: String, owner: String, held: Arc<Held>, t
         match renewed {
             Ok(1) => *held.valid_until.lock().unwrap_or_else(|p| p.into_inner()) = started + ttl,
             Ok(_) => {
-                held.lost.store(true, Ordering::SeqCst);
-                tracing::error!(
-                    connection = %connection,
-                    "the lease of this run was taken over by another daemon; the run stops before its next commit"
-                );
+                // Expired, or in other hands: which one decides what the operator is told.
+                let token: Result<Option<i64>, String> = async {
+                    let client = pool.get().await.map_err(|e| e.to_string())?;
+                    let row = client
+                        .query_opt("SELECT token FROM leases WHERE connection = $1", &[&connection])
+                        .await
+                        .map_err(|e| crate::aws::cause_chain(&e))?;
+                    Ok(row.map(|r| r.get(0)))
+                }
+                .await;
+                if matches!(token, Ok(Some(t)) if t != held.token) {
+                    held.lost.store(true, Ordering::SeqCst);
+                    tracing::error!(
+                        connection = %connection,
+                        "the lease of this run was taken over by another daemon; the run stops before its next commit"
+                    );
+                } else {
+                    // Still ours in the table but lapsed: no renewal reached the store in time.
+                    *held.valid_until.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+                    tracing::error!(
+                        connection = %connection,
+                        "the lease of this run lapsed: no renewal reached the state store within lease_ttl_s; the run stops before its next commit"
+                    );
+                }
                 return;
             }
             Err(error) => {
