@@ -332,7 +332,8 @@ impl Runner for StoreRunner {
             self.metrics.run_finished(&summary, self.clock.now());
             drop(ends);
             give_back_memory();
-            if !summary.state_fault || stop.is_cancelled() || next_run.is_some_and(|n| self.clock.now() >= n) {
+            if !summary.state_fault || stop.is_cancelled() || next_run.is_some_and(|n| self.clock.now() >= n)
+            {
                 return;
             }
             warn!(

@@ -553,6 +553,19 @@ fn an_occurrence_whose_daemon_dies_mid_run_runs_again_on_another_daemon() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(ids(), ["\"a1\"", "\"a2\""]);
+    // `status` marks the killed daemon as gone, and only it.
+    let status = binary(&root.path().join("second"))
+        .arg("status")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("fleet: 2 daemons seen"), "{text}");
+    let gone: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("— GONE: no heartbeat for"))
+        .collect();
+    assert_eq!(gone.len(), 1, "{text}");
+    assert!(gone[0].contains(&format!(":{}:", first.child.id())), "{text}");
 }
 
 #[test]
@@ -718,6 +731,11 @@ fn a_run_that_loses_the_state_database_is_recorded_as_failed_and_runs_again() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let rows = rows();
-    assert_eq!(rows.len(), 1, "{rows:?}; log:\n{}", daemon.log.lock().unwrap().join("\n"));
+    assert_eq!(
+        rows.len(),
+        1,
+        "{rows:?}; log:\n{}",
+        daemon.log.lock().unwrap().join("\n")
+    );
     assert!(rows[0].contains("\"a1\""), "{rows:?}");
 }

@@ -91,7 +91,7 @@ pub async fn command(
             .daemons(now - chrono::TimeDelta::minutes(10))
             .await
             .context("reading the fleet's daemons")?;
-        let fleet = Fleet::of(&daemons, &config.fingerprint);
+        let fleet = Fleet::of(&daemons, &config.fingerprint, now, config.settings.lease_ttl);
         if as_json {
             println!("{}", fleet.json());
         } else {
@@ -112,10 +112,19 @@ struct Fleet<'a> {
     here: &'a str,
     /// The fingerprint most daemons run.
     common: Option<&'a str>,
+    now: DateTime<Utc>,
+    /// A daemon beats every third of the lease TTL: one silent for longer than the TTL is
+    /// gone (stopped, killed, or cut off from the state store), and its claims lapse.
+    lease_ttl: std::time::Duration,
 }
 
 impl<'a> Fleet<'a> {
-    fn of(daemons: &'a [DaemonRecord], here: &'a str) -> Fleet<'a> {
+    fn of(
+        daemons: &'a [DaemonRecord],
+        here: &'a str,
+        now: DateTime<Utc>,
+        lease_ttl: std::time::Duration,
+    ) -> Fleet<'a> {
         let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
         for d in daemons {
             *counts.entry(d.config_hash.as_str()).or_default() += 1;
@@ -125,7 +134,15 @@ impl<'a> Fleet<'a> {
             daemons,
             here,
             common,
+            now,
+            lease_ttl,
         }
+    }
+
+    /// How long a daemon has been silent, when that is longer than the lease TTL.
+    fn gone_for(&self, d: &DaemonRecord) -> Option<i64> {
+        let silent = self.now - d.seen_at;
+        (silent.num_milliseconds() > self.lease_ttl.as_millis() as i64).then(|| silent.num_seconds())
     }
 
     /// Whether a daemon runs another configuration than most of the fleet.
@@ -141,12 +158,15 @@ impl<'a> Fleet<'a> {
         );
         for d in self.daemons {
             out += &format!(
-                "  {} on {}: configuration {}, up since {}, last seen {}{}\n",
+                "  {} on {}: configuration {}, up since {}, last seen {}{}{}\n",
                 clean(&d.id),
                 clean(&d.host),
                 d.config_hash,
                 time(Some(d.started_at)).unwrap_or_default(),
                 time(Some(d.seen_at)).unwrap_or_default(),
+                self.gone_for(d).map_or_else(String::new, |s| format!(
+                    " — GONE: no heartbeat for {s} s (stopped, killed, or cut off from the state store)"
+                )),
                 if self.drifted(d) {
                     " — DIFFERS from the rest of the fleet"
                 } else {
@@ -173,6 +193,7 @@ impl<'a> Fleet<'a> {
                 "config": d.config_hash,
                 "started_at": time(Some(d.started_at)),
                 "seen_at": time(Some(d.seen_at)),
+                "alive": self.gone_for(d).is_none(),
                 "drift": self.drifted(d),
             })).collect::<Vec<_>>(),
         }})

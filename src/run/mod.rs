@@ -25,8 +25,8 @@ use crate::select::{self, ObjectMeta, SkipReason, Verdict, Window};
 use crate::sources::{Source, SourceError};
 use crate::spool::{Spool, SpoolFormat, Spooled};
 use crate::state::{
-    CommitPlan, ConnectionState, LeaseLoss, Outcome, PendingLoad, Quarantined, RunCounts, RunRecord, RunState,
-    Settled, StateError,
+    CommitPlan, ConnectionState, LeaseLoss, Outcome, PendingLoad, Quarantined, RunCounts, RunRecord,
+    RunState, Settled, StateError,
 };
 use crate::targets::{Delivery, LoadInfo, LoadPart, Target, TargetError, ValueRules};
 use chrono::{DateTime, SecondsFormat, Utc};
