@@ -1172,8 +1172,9 @@ fn settled(meta: &ObjectMeta, outcome: Outcome, stats: ParseStats, reason: Optio
     }
 }
 
-/// Settles the loads earlier runs left pending: commits those the target holds completely,
-/// drops the others so that their objects are imported again.
+/// Settles the loads earlier runs left pending (a crash, or a daemon whose lease this one
+/// took over): commits those the target holds completely, and delivers the others again, as
+/// planned, to the output they recorded ([`reimport`]).
 async fn recover(env: &RunEnv<'_>) -> Result<(), RunError> {
     for pending in env.state.pending_loads(&env.connection.name).await? {
         let delivery: Delivery = serde_json::from_value(pending.delivery.clone())
@@ -1181,12 +1182,84 @@ async fn recover(env: &RunEnv<'_>) -> Result<(), RunError> {
         if env.target.recover(&delivery).await? {
             env.state.commit(&pending.plan).await?;
             info!(pending_run = %pending.run_id, output = %delivery.output, "committed a load delivered before an interruption");
-        } else {
-            env.state.discard_load(&pending.run_id).await?;
-            info!(pending_run = %pending.run_id, "dropped a load interrupted before delivery; its objects are imported again");
+            continue;
+        }
+        match reimport(env, &pending, &delivery).await {
+            Ok(true) => {
+                info!(pending_run = %pending.run_id, output = %delivery.output, "delivered a load interrupted before its delivery, as planned, to its recorded output");
+            }
+            Ok(false) => {
+                env.state.discard_load(&pending.run_id).await?;
+                info!(pending_run = %pending.run_id, "dropped a load interrupted before delivery whose objects changed since; they are imported again");
+            }
+            Err(RunError::Target(e @ TargetError::OutputConflict { .. })) => {
+                env.state.discard_load(&pending.run_id).await?;
+                warn!(pending_run = %pending.run_id, error = %e, "dropped a load interrupted before delivery");
+            }
+            Err(e) => return Err(e),
         }
     }
     Ok(())
+}
+
+/// Imports a pending load again exactly as planned — the same object versions, in the same
+/// order, to the output its delivery recorded (the same key, table version, load time) — so
+/// that a daemon that takes a load over from a paused one publishes the very bytes the paused
+/// one would: whichever publishes second finds them in place and counts the load delivered
+/// (`Target::deliver` never replaces). `false`, with nothing delivered, when an object no
+/// longer reads as it did (changed, gone, or failing): its load is then imported anew.
+async fn reimport(env: &RunEnv<'_>, pending: &PendingLoad, delivery: &Delivery) -> Result<bool, RunError> {
+    let c = env.connection;
+    let spool = Spool::create(
+        env.spool_root,
+        &c.name,
+        &format!("{}-again", pending.run_id),
+        SpoolFormat::for_connection(c),
+    )
+    .map_err(|source| RunError::Spool {
+        path: env.spool_root.to_path_buf(),
+        source,
+    })?;
+    let mut parts = Vec::new();
+    // Objects whose rows were all bad had no part in the load.
+    for x in pending
+        .plan
+        .settled
+        .iter()
+        .filter(|x| x.outcome == Outcome::Imported && x.rows > 0)
+    {
+        let meta = ObjectMeta {
+            key: x.key.clone(),
+            etag: x.etag.clone(),
+            last_modified: x.last_modified,
+            size: x.size,
+            stamp: x.stamp.clone(),
+        };
+        match object::process(env, &spool, &meta).await {
+            Processed::Imported { stats, spooled } if stats.rows - stats.bad_rows == x.rows => {
+                parts.push(LoadPart {
+                    spool: spooled.slice,
+                    key: meta.key,
+                    version: meta.etag,
+                    last_modified: meta.last_modified,
+                });
+            }
+            _ => {
+                info!(key = %x.key, "an object of a pending load no longer reads as it did when planned");
+                return Ok(false);
+            }
+        }
+    }
+    if parts.is_empty() {
+        return Ok(false);
+    }
+    let refused = env.target.deliver(delivery, &parts).await?;
+    let mut plan = pending.plan.clone();
+    for r in refuse(&mut plan, &parts, refused) {
+        warn!(key = %r.key, reason = %r.reason, "object refused by the target; rejected");
+    }
+    env.state.commit(&plan).await?;
+    Ok(true)
 }
 
 /// Delivers a load exactly once: fixes its output, records the intent, writes, commits.
@@ -1217,9 +1290,12 @@ async fn deliver(
                 attempt += 1;
             }
             Err(e) => {
-                // The target may hold the load even though it reported a failure (a rename
-                // done, its sync not): ask, rather than deliver it twice later.
-                if env.target.recover(&delivery).await.unwrap_or(false) {
+                // The target may hold the load even though it reported a failure (a link
+                // done, its sync not): ask, rather than deliver it twice later. Not when the
+                // name holds another load: that is there, but it is not this one.
+                if !matches!(e, TargetError::OutputConflict { .. })
+                    && env.target.recover(&delivery).await.unwrap_or(false)
+                {
                     break Vec::new();
                 }
                 env.state.discard_load(&plan.run_id).await?;
@@ -1228,11 +1304,18 @@ async fn deliver(
         }
     };
     fault::point("after-deliver");
-    // Objects the target refused for their data are settled as rejected, like a file over
-    // `max_bad_rows`: importing them again would fail the same way.
+    let refused_objects = refuse(plan, spools, refused);
+    env.state.commit(plan).await?;
+    fault::point("after-commit");
+    Ok((delivery.output, refused_objects))
+}
+
+/// Settles the objects the target refused for their data as rejected, like a file over
+/// `max_bad_rows` (importing them again would fail the same way); what was refused.
+fn refuse(plan: &mut CommitPlan, parts: &[LoadPart], refused: Vec<crate::targets::Refused>) -> Vec<RefusedObject> {
     let mut refused_objects = Vec::new();
     for r in refused {
-        let Some(part) = spools.get(r.part) else { continue };
+        let Some(part) = parts.get(r.part) else { continue };
         if let Some(entry) = plan
             .settled
             .iter_mut()
@@ -1248,9 +1331,7 @@ async fn deliver(
             entry.reason = Some(r.reason);
         }
     }
-    env.state.commit(plan).await?;
-    fault::point("after-commit");
-    Ok((delivery.output, refused_objects))
+    refused_objects
 }
 
 /// An object of a delivered load that the target refused for its data.

@@ -305,6 +305,12 @@ pub enum TargetError {
         table: String,
         fault: Box<postgres::PostgresFault>,
     },
+    /// The load's output name holds other content than the load (another load was published
+    /// there): nothing was replaced.
+    #[error(
+        "{output} already holds {found} bytes that are not this load's {ours}: another load was published under the same name; nothing was replaced, and this load's objects are imported again under a new name"
+    )]
+    OutputConflict { output: String, ours: u64, found: u64 },
     #[error("the pending delivery record is unreadable: {0}")]
     Record(String),
     #[error("delivery task failed: {0}")]
@@ -334,6 +340,10 @@ pub trait Target: Send + Sync {
     /// Writes the rows of the spooled objects, in order, as one load. Returns the parts the
     /// target refused for their data (nothing of such a part was written; the others were),
     /// so that one object the target cannot store never blocks the others of its load.
+    ///
+    /// Publishing never replaces: when the output already exists (the same load delivered by
+    /// a daemon that took this one's lease over, while this one was paused), identical
+    /// content counts as delivered, and other content is [`TargetError::OutputConflict`].
     async fn deliver(&self, delivery: &Delivery, parts: &[LoadPart]) -> Result<Vec<Refused>, TargetError>;
 
     /// After a crash: whether a prepared load was delivered completely. Removes any partial

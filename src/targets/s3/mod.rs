@@ -6,7 +6,13 @@
 //! uploaded, and the run records it as a pending load. An object appears under that key only
 //! when CompleteMultipartUpload succeeds, all at once; so after a crash the key either holds
 //! the whole load ([`S3Target::recover`] says delivered) or nothing, and then any unfinished
-//! upload to it is aborted and the load is imported again under a new key.
+//! upload to it is aborted and the same load is imported again to the same key.
+//!
+//! Fenced: CompleteMultipartUpload carries `If-None-Match: *`, so it never replaces an
+//! object. A daemon woken from a pause, after another took its load over and published it,
+//! is answered 412; it then compares the object with what it uploaded (size, then a BLAKE3
+//! digest of the bytes): the same bytes are the same load, delivered; other bytes are
+//! [`TargetError::OutputConflict`].
 
 mod config;
 pub use config::*;
@@ -121,6 +127,8 @@ impl S3Target {
             let mut parts = PartWriter {
                 buf: Vec::with_capacity(PART_SIZE),
                 tx,
+                hasher: blake3::Hasher::new(),
+                len: 0,
             };
             writer::write_load(&spools, format, &template, &mut parts)?;
             parts.finish()
@@ -151,27 +159,82 @@ impl S3Target {
                     .build(),
             );
         }
-        producer
+        let (len, digest) = producer
             .await
             .map_err(|e| TargetError::Task(e.to_string()))?
             .map_err(|source| TargetError::Io {
                 path: format!("s3://{bucket}/{key}").into(),
                 source,
             })?;
-        self.client
+        crate::fault::point("s3-parts-uploaded");
+        let completed = self
+            .client
             .complete_multipart_upload()
             .bucket(bucket)
             .key(key)
             .upload_id(upload_id)
+            .if_none_match("*")
             .multipart_upload(
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(completed))
                     .build(),
             )
             .send()
+            .await;
+        match completed {
+            Ok(_) => Ok(()),
+            // The key was published meanwhile (by the daemon that took this load over).
+            Err(e) if http_status(&e) == Some(412) => {
+                self.abort(key, upload_id).await;
+                self.compare(key, len, digest).await
+            }
+            Err(e) => Err(self.error(key, AwsError::of("CompleteMultipartUpload", &e))),
+        }
+    }
+
+    /// Aborts an upload, quietly: an unfinished one is billed and invisible, and the lifecycle
+    /// rule the README suggests removes any this misses.
+    async fn abort(&self, key: &str, upload_id: &str) {
+        let _ = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.spec.s3.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await;
+    }
+
+    /// Whether the object under `key` is the `len` bytes whose digest is `digest`: delivered
+    /// if so, a conflict if not.
+    async fn compare(&self, key: &str, len: u64, digest: blake3::Hash) -> Result<(), TargetError> {
+        let got = self
+            .client
+            .get_object()
+            .bucket(&self.spec.s3.bucket)
+            .key(key)
+            .send()
             .await
-            .map_err(|e| self.error(key, AwsError::of("CompleteMultipartUpload", &e)))?;
-        Ok(())
+            .map_err(|e| self.error(key, AwsError::of("GetObject", &e)))?;
+        let found = got.content_length().unwrap_or(0).max(0) as u64;
+        if found == len {
+            let mut hasher = blake3::Hasher::new();
+            let mut body = got.body;
+            while let Some(chunk) = body.try_next().await.map_err(|e| TargetError::Io {
+                path: format!("s3://{}/{key}", self.spec.s3.bucket).into(),
+                source: io::Error::other(e),
+            })? {
+                hasher.update(&chunk);
+            }
+            if hasher.finalize() == digest {
+                return Ok(());
+            }
+        }
+        Err(TargetError::OutputConflict {
+            output: format!("s3://{}/{key}", self.spec.s3.bucket),
+            ours: len,
+            found,
+        })
     }
 }
 
@@ -179,6 +242,10 @@ impl S3Target {
 struct PartWriter {
     buf: Vec<u8>,
     tx: mpsc::Sender<Vec<u8>>,
+    /// The digest and length of everything written, to recognise the load if its key turns
+    /// out to be taken.
+    hasher: blake3::Hasher,
+    len: u64,
 }
 
 impl PartWriter {
@@ -189,9 +256,11 @@ impl PartWriter {
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the upload stopped"))
     }
 
-    /// Sends the last part; a load always has at least one (a CSV header, or a row).
-    fn finish(mut self) -> io::Result<()> {
-        self.send()
+    /// Sends the last part (a load always has at least one: a CSV header, or a row); the
+    /// load's length and digest.
+    fn finish(mut self) -> io::Result<(u64, blake3::Hash)> {
+        self.send()?;
+        Ok((self.len, self.hasher.finalize()))
     }
 }
 
@@ -200,6 +269,8 @@ impl Write for PartWriter {
         let room = PART_SIZE - self.buf.len();
         let take = room.min(data.len());
         self.buf.extend_from_slice(&data[..take]);
+        self.hasher.update(&data[..take]);
+        self.len += take as u64;
         if self.buf.len() == PART_SIZE {
             self.send()?;
         }
@@ -262,14 +333,7 @@ impl Target for S3Target {
         let result = self.upload(key, &upload_id, spools).await;
         if result.is_err() {
             // Never leave an unfinished upload behind (it is billed, and invisible).
-            let _ = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.spec.s3.bucket)
-                .key(key)
-                .upload_id(&upload_id)
-                .send()
-                .await;
+            self.abort(key, &upload_id).await;
         }
         result.map(|()| Vec::new())
     }
