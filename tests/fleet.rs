@@ -739,3 +739,150 @@ fn a_run_that_loses_the_state_database_is_recorded_as_failed_and_runs_again() {
     );
     assert!(rows[0].contains("\"a1\""), "{rows:?}");
 }
+
+/// A daemon paused (SIGSTOP) in the middle of publishing a load, for longer than its lease:
+/// another daemon takes the load over and delivers it, as planned, to the name it recorded;
+/// the paused one, continued, finds the name taken by the same bytes and publishes nothing
+/// more; its commit is refused. One output per load, every row once — for `file` and `s3`.
+fn a_paused_publisher_leaves_one_output(
+    target: &str,
+    fault: &str,
+    runtime: &tokio::runtime::Runtime,
+) -> Vec<String> {
+    let url = runtime.block_on(fresh_database("fenced"));
+    let root = tempfile::tempdir().unwrap();
+    let inbox = root.path().join("in");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let mut want = Vec::new();
+    for f in 0..3 {
+        let rows: String = (0..50)
+            .map(|r| {
+                want.push(format!("\"{f}-{r}\""));
+                format!("{{\"id\": \"{f}-{r}\"}}\n")
+            })
+            .collect();
+        std::fs::write(inbox.join(format!("{f}.jsonl")), rows).unwrap();
+    }
+    want.sort();
+    let target = target.replace("OUT", &root.path().join("out").display().to_string());
+    let config = |who: &str| {
+        let dir = root.path().join(who);
+        std::fs::create_dir_all(dir.join("connections")).unwrap();
+        std::fs::write(
+            dir.join("s3-importd.toml"),
+            format!("state = \"{url}\"\nspool_dir = \"spool\"\nlease_ttl_s = 5\nshutdown_timeout_s = 5\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("connections/yearly.toml"),
+            format!(
+                "schedule = \"0 0 1 1 *\"\nsettle_seconds = 0\n[source]\ntype = \"dir\"\npath = \"{}\"\n[format]\ntype = \"jsonl\"\n[template]\n{ID_TEMPLATE}\n[target]\n{target}\n",
+                inbox.display(),
+            ),
+        )
+        .unwrap();
+        dir
+    };
+    let paused = Daemon::start("paused", &config("paused"), Some(&format!("{fault}!stop")));
+    paused.wait_log(&format!("fault point {fault} reached"), Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && !paused.stopped() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(paused.stopped(), "the daemon did not stop at {fault}");
+    // Its lease lapses; the other daemon takes the pending load over and delivers it.
+    let other = Daemon::start("other", &config("other"), None);
+    other.wait_log(
+        "delivered a load interrupted before its delivery, as planned, to its recorded output",
+        Duration::from_secs(30),
+    );
+    // Continued: it completes its publish, finds the same bytes, and its commit is refused.
+    paused.signal("CONT");
+    paused.wait_log("lease was taken over by another daemon", Duration::from_secs(30));
+    // It met the other daemon's output, and recognised it.
+    assert_eq!(
+        paused.logged("the output already holds this very load"),
+        1,
+        "log:\n{}",
+        paused.log.lock().unwrap().join("\n")
+    );
+    want
+}
+
+#[test]
+fn a_paused_file_publisher_leaves_one_file() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("out");
+    let target = format!("type = \"file\"\npath = \"{}\"", out.display());
+    let want = a_paused_publisher_leaves_one_output(&target, "file-written", &runtime);
+    // One file, no temporary one left, every row once.
+    let mut files = Vec::new();
+    for entry in walk(&out) {
+        files.push(entry);
+    }
+    assert_eq!(files.len(), 1, "{files:?}");
+    let mut ids: Vec<String> = std::fs::read_to_string(&files[0])
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].to_string())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, want);
+}
+
+#[test]
+fn a_paused_s3_publisher_leaves_one_object() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = s3();
+    let b = runtime.block_on(bucket(&client, "fenced"));
+    let target = format!(
+        "type = \"s3\"\nbucket = \"{b}\"\nregion = \"us-east-1\"\nprefix = \"loads/\"\nendpoint = \"{}\"\nforce_path_style = true",
+        moto()
+    );
+    let want = a_paused_publisher_leaves_one_output(&target, "s3-parts-uploaded", &runtime);
+    let (keys, bodies, uploads) = runtime.block_on(async {
+        let listed = client.list_objects_v2().bucket(&b).send().await.unwrap();
+        let mut keys = Vec::new();
+        let mut bodies = Vec::new();
+        for o in listed.contents() {
+            let key = o.key().unwrap().to_string();
+            let got = client.get_object().bucket(&b).key(&key).send().await.unwrap();
+            bodies.push(String::from_utf8(got.body.collect().await.unwrap().into_bytes().to_vec()).unwrap());
+            keys.push(key);
+        }
+        let uploads = client.list_multipart_uploads().bucket(&b).send().await.unwrap();
+        (keys, bodies, uploads.uploads().len())
+    });
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(uploads, 0, "no unfinished upload is left");
+    let mut ids: Vec<String> = bodies[0]
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].to_string())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, want);
+}
+
+/// Every file under `dir`, hidden ones included.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}

@@ -1312,7 +1312,11 @@ async fn deliver(
 
 /// Settles the objects the target refused for their data as rejected, like a file over
 /// `max_bad_rows` (importing them again would fail the same way); what was refused.
-fn refuse(plan: &mut CommitPlan, parts: &[LoadPart], refused: Vec<crate::targets::Refused>) -> Vec<RefusedObject> {
+fn refuse(
+    plan: &mut CommitPlan,
+    parts: &[LoadPart],
+    refused: Vec<crate::targets::Refused>,
+) -> Vec<RefusedObject> {
     let mut refused_objects = Vec::new();
     for r in refused {
         let Some(part) = parts.get(r.part) else { continue };

@@ -74,7 +74,11 @@ fn remove_attempts(temp: &Path) -> io::Result<()> {
         let entry = entry?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name == base || name.strip_prefix(base.as_ref()).is_some_and(|rest| rest.starts_with('.')) {
+        if name == base
+            || name
+                .strip_prefix(base.as_ref())
+                .is_some_and(|rest| rest.starts_with('.'))
+        {
             match std::fs::remove_file(entry.path()) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -124,7 +128,10 @@ fn compare(ours: &Path, theirs: &Path) -> io::Result<Published> {
     Ok(if ours_len == found && digest(ours)? == digest(theirs)? {
         Published::Identical
     } else {
-        Published::Conflict { ours: ours_len, found }
+        Published::Conflict {
+            ours: ours_len,
+            found,
+        }
     })
 }
 
@@ -212,7 +219,11 @@ impl Target for FileTarget {
             let mut slices = SliceReader::consuming();
             let written = write_file(&path, &temp, &spools, &mut slices, format, &template, mode);
             match written {
-                Ok(Published::Linked | Published::Identical) => return Ok(()),
+                Ok(Published::Linked) => return Ok(()),
+                Ok(Published::Identical) => {
+                    tracing::info!(output = %path.display(), "the output already holds this very load (published by a daemon that took it over); nothing replaced");
+                    return Ok(());
+                }
                 Ok(Published::Conflict { ours, found }) => {
                     return Err(TargetError::OutputConflict {
                         output: path.display().to_string(),
@@ -243,5 +254,41 @@ impl Target for FileTarget {
         let temp = PathBuf::from(detail_path(delivery, "temp")?);
         remove_attempts(&temp).map_err(|source| TargetError::Io { path: temp, source })?;
         Ok(path.exists())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publishing_never_replaces_and_recognises_the_same_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("load.jsonl");
+        let temp = temp_path(&path, "r1");
+        let write = |body: &str| {
+            let attempt = attempt_path(&temp);
+            std::fs::write(&attempt, body).unwrap();
+            attempt
+        };
+        let cases = [
+            ("{\"id\":1}\n", Published::Linked),
+            ("{\"id\":1}\n", Published::Identical),
+            ("{\"id\":2}\n", Published::Conflict { ours: 9, found: 9 }),
+            ("{\"id\":22}\n", Published::Conflict { ours: 10, found: 9 }),
+        ];
+        for (body, want) in cases {
+            let attempt = write(body);
+            assert_eq!(publish(&attempt, &path).unwrap(), want, "{body}");
+            assert!(!attempt.exists(), "the attempt's file is removed");
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"id\":1}\n");
+        }
+        // Recovery removes every attempt's file, and nothing else.
+        let (a, b) = (write("x"), write("y"));
+        std::fs::write(dir.path().join(".load.jsonl.r10.tmp"), "another run's").unwrap();
+        remove_attempts(&temp).unwrap();
+        assert!(!a.exists() && !b.exists());
+        assert!(dir.path().join(".load.jsonl.r10.tmp").exists());
+        assert!(path.exists());
     }
 }

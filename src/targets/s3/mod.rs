@@ -227,6 +227,7 @@ impl S3Target {
                 hasher.update(&chunk);
             }
             if hasher.finalize() == digest {
+                tracing::info!(output = %format!("s3://{}/{key}", self.spec.s3.bucket), "the output already holds this very load (published by a daemon that took it over); nothing replaced");
                 return Ok(());
             }
         }
