@@ -129,8 +129,9 @@ pub async fn command(config: Config, dir: PathBuf) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The first stop signal asks for a graceful stop; the second exits at once. SQLite commits
-/// are atomic, so the state store is consistent whenever the process ends.
+/// The first stop signal asks for a graceful stop; the second exits at once. Commits are
+/// transactions (SQLite's, or PostgreSQL's in fleet mode), so the state store is consistent
+/// whenever the process ends, and a lease a killed daemon held lapses after `lease_ttl_s`.
 async fn stop(tx: &mpsc::Sender<Control>, stopping: &mut bool) {
     if *stopping {
         error!("second stop signal: exiting at once");

@@ -52,7 +52,8 @@ pub struct RunEnv<'a> {
     pub target: &'a dyn Target,
     pub state: &'a dyn RunState,
     pub clock: &'a dyn Clock,
-    /// The folder runs spool into (`spool/` beside the state file).
+    /// The folder runs spool into (`spool_dir`: by default `spool/` beside a SQLite state
+    /// file, or `/var/lib/s3-importd/spool` with PostgreSQL state).
     pub spool_root: &'a Path,
     pub limits: RunLimits,
     /// Cancelled when the daemon stops: no further object is started; those already read
