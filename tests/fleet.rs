@@ -490,6 +490,56 @@ fn state_migrate_moves_a_host_into_postgres() {
     assert!(shown.contains("fleet: "), "{shown}");
 }
 
+/// A configuration folder `root/who` whose state is `state` (lease TTL 5 s), with one
+/// connection `name` on `schedule` from the `dir` folder `inbox` (JSON Lines, the id template)
+/// into `target` (the lines of its `[target]` table).
+fn folder(
+    root: &Path,
+    who: &str,
+    state: &str,
+    name: &str,
+    schedule: &str,
+    inbox: &Path,
+    target: &str,
+) -> PathBuf {
+    let dir = root.join(who);
+    std::fs::create_dir_all(dir.join("connections")).unwrap();
+    std::fs::write(
+        dir.join("s3-importd.toml"),
+        format!("state = \"{state}\"\nspool_dir = \"spool\"\nlease_ttl_s = 5\nshutdown_timeout_s = 5\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join(format!("connections/{name}.toml")),
+        format!(
+            "schedule = \"{schedule}\"\nsettle_seconds = 0\n[source]\ntype = \"dir\"\npath = \"{}\"\n[format]\ntype = \"jsonl\"\n[template]\n{ID_TEMPLATE}\n[target]\n{target}\n",
+            inbox.display(),
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+/// A `file` target's table.
+fn file_target(out: &Path) -> String {
+    format!("type = \"file\"\npath = \"{}\"", out.display())
+}
+
+/// The database of `url` behind a proxy that can be switched off: the proxy and the URL
+/// through it.
+fn behind_switch(runtime: &tokio::runtime::Runtime, url: &str) -> (SwitchProxy, url::Url) {
+    let mut through = url::Url::parse(url).unwrap();
+    let upstream = format!(
+        "{}:{}",
+        through.host_str().unwrap(),
+        through.port().unwrap_or(5432)
+    );
+    let proxy = runtime.block_on(SwitchProxy::start(&upstream));
+    through.set_host(Some("127.0.0.1")).unwrap();
+    through.set_port(Some(proxy.port)).unwrap();
+    (proxy, through)
+}
+
 #[test]
 fn an_occurrence_whose_daemon_dies_mid_run_runs_again_on_another_daemon() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -503,23 +553,15 @@ fn an_occurrence_whose_daemon_dies_mid_run_runs_again_on_another_daemon() {
     std::fs::write(inbox.join("a.jsonl"), "{\"id\": \"a1\"}\n{\"id\": \"a2\"}\n").unwrap();
     // Once a year: only the catch-up of a connection that never ran fires during the test.
     let config = |who: &str| {
-        let dir = root.path().join(who);
-        std::fs::create_dir_all(dir.join("connections")).unwrap();
-        std::fs::write(
-            dir.join("s3-importd.toml"),
-            format!("state = \"{url}\"\nspool_dir = \"spool\"\nlease_ttl_s = 5\nshutdown_timeout_s = 5\n"),
+        folder(
+            root.path(),
+            who,
+            &url,
+            "yearly",
+            "0 0 1 1 *",
+            &inbox,
+            &file_target(&out),
         )
-        .unwrap();
-        std::fs::write(
-            dir.join("connections/yearly.toml"),
-            format!(
-                "schedule = \"0 0 1 1 *\"\nsettle_seconds = 0\n[source]\ntype = \"dir\"\npath = \"{}\"\n[format]\ntype = \"jsonl\"\n[template]\n{ID_TEMPLATE}\n[target]\ntype = \"file\"\npath = \"{}\"\n",
-                inbox.display(),
-                out.display()
-            ),
-        )
-        .unwrap();
-        dir
     };
     // The first daemon claims the occurrence and stops mid-run, before any load is pending:
     // nothing for an orphan takeover to find.
@@ -576,35 +618,20 @@ fn a_claim_made_while_the_state_database_is_down_is_made_again_when_it_is_back()
         .unwrap();
     let url = runtime.block_on(fresh_database("claim_retry"));
     // The daemon reaches the database through a proxy that can be switched off.
-    let mut through = url::Url::parse(&url).unwrap();
-    let upstream = format!(
-        "{}:{}",
-        through.host_str().unwrap(),
-        through.port().unwrap_or(5432)
-    );
-    let proxy = runtime.block_on(SwitchProxy::start(&upstream));
-    through.set_host(Some("127.0.0.1")).unwrap();
-    through.set_port(Some(proxy.port)).unwrap();
+    let (proxy, through) = behind_switch(&runtime, &url);
     let root = tempfile::tempdir().unwrap();
     let (inbox, out) = (root.path().join("in"), root.path().join("out"));
     std::fs::create_dir_all(&inbox).unwrap();
     std::fs::write(inbox.join("a.jsonl"), "{\"id\": \"a1\"}\n").unwrap();
-    let dir = root.path().join("daemon");
-    std::fs::create_dir_all(dir.join("connections")).unwrap();
-    std::fs::write(
-        dir.join("s3-importd.toml"),
-        format!("state = \"{through}\"\nspool_dir = \"spool\"\nlease_ttl_s = 5\nshutdown_timeout_s = 5\n"),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("connections/minutely.toml"),
-        format!(
-            "schedule = \"* * * * *\"\nsettle_seconds = 0\n[source]\ntype = \"dir\"\npath = \"{}\"\n[format]\ntype = \"jsonl\"\n[template]\n{ID_TEMPLATE}\n[target]\ntype = \"file\"\npath = \"{}\"\n",
-            inbox.display(),
-            out.display()
-        ),
-    )
-    .unwrap();
+    let dir = folder(
+        root.path(),
+        "daemon",
+        through.as_str(),
+        "minutely",
+        "* * * * *",
+        &inbox,
+        &file_target(&out),
+    );
     let daemon = Daemon::start("daemon", &dir, None);
     daemon.wait_log("run finished", Duration::from_secs(30));
     // A new file, then the database down across the next minute, up again 5 s past it.
@@ -661,36 +688,21 @@ fn a_run_that_loses_the_state_database_is_recorded_as_failed_and_runs_again() {
         .build()
         .unwrap();
     let url = runtime.block_on(fresh_database("lost_store"));
-    let mut through = url::Url::parse(&url).unwrap();
-    let upstream = format!(
-        "{}:{}",
-        through.host_str().unwrap(),
-        through.port().unwrap_or(5432)
-    );
-    let proxy = runtime.block_on(SwitchProxy::start(&upstream));
-    through.set_host(Some("127.0.0.1")).unwrap();
-    through.set_port(Some(proxy.port)).unwrap();
+    let (proxy, through) = behind_switch(&runtime, &url);
     let root = tempfile::tempdir().unwrap();
     let (inbox, out) = (root.path().join("in"), root.path().join("out"));
     std::fs::create_dir_all(&inbox).unwrap();
     std::fs::write(inbox.join("a.jsonl"), "{\"id\": \"a1\"}\n").unwrap();
-    let dir = root.path().join("daemon");
-    std::fs::create_dir_all(dir.join("connections")).unwrap();
-    std::fs::write(
-        dir.join("s3-importd.toml"),
-        format!("state = \"{through}\"\nspool_dir = \"spool\"\nlease_ttl_s = 5\nshutdown_timeout_s = 5\n"),
-    )
-    .unwrap();
     // Once a year: only the catch-up of a connection that never ran fires during the test.
-    std::fs::write(
-        dir.join("connections/yearly.toml"),
-        format!(
-            "schedule = \"0 0 1 1 *\"\nsettle_seconds = 0\n[source]\ntype = \"dir\"\npath = \"{}\"\n[format]\ntype = \"jsonl\"\n[template]\n{ID_TEMPLATE}\n[target]\ntype = \"file\"\npath = \"{}\"\n",
-            inbox.display(),
-            out.display()
-        ),
-    )
-    .unwrap();
+    let dir = folder(
+        root.path(),
+        "daemon",
+        through.as_str(),
+        "yearly",
+        "0 0 1 1 *",
+        &inbox,
+        &file_target(&out),
+    );
     // The run stalls 6 s after its plan; the database is down from then until well after.
     let daemon = Daemon::start("daemon", &dir, Some("after-plan!sleep=6"));
     daemon.wait_log("fault point after-plan reached", Duration::from_secs(30));
@@ -764,25 +776,7 @@ fn a_paused_publisher_leaves_one_output(
         std::fs::write(inbox.join(format!("{f}.jsonl")), rows).unwrap();
     }
     want.sort();
-    let target = target.replace("OUT", &root.path().join("out").display().to_string());
-    let config = |who: &str| {
-        let dir = root.path().join(who);
-        std::fs::create_dir_all(dir.join("connections")).unwrap();
-        std::fs::write(
-            dir.join("s3-importd.toml"),
-            format!("state = \"{url}\"\nspool_dir = \"spool\"\nlease_ttl_s = 5\nshutdown_timeout_s = 5\n"),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join("connections/yearly.toml"),
-            format!(
-                "schedule = \"0 0 1 1 *\"\nsettle_seconds = 0\n[source]\ntype = \"dir\"\npath = \"{}\"\n[format]\ntype = \"jsonl\"\n[template]\n{ID_TEMPLATE}\n[target]\n{target}\n",
-                inbox.display(),
-            ),
-        )
-        .unwrap();
-        dir
-    };
+    let config = |who: &str| folder(root.path(), who, &url, "yearly", "0 0 1 1 *", &inbox, target);
     let paused = Daemon::start("paused", &config("paused"), Some(&format!("{fault}!stop")));
     paused.wait_log(&format!("fault point {fault} reached"), Duration::from_secs(30));
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -817,8 +811,7 @@ fn a_paused_file_publisher_leaves_one_file() {
         .unwrap();
     let root = tempfile::tempdir().unwrap();
     let out = root.path().join("out");
-    let target = format!("type = \"file\"\npath = \"{}\"", out.display());
-    let want = a_paused_publisher_leaves_one_output(&target, "file-written", &runtime);
+    let want = a_paused_publisher_leaves_one_output(&file_target(&out), "file-written", &runtime);
     // One file, no temporary one left, every row once.
     let mut files = Vec::new();
     for entry in walk(&out) {
