@@ -610,14 +610,23 @@ fn an_occurrence_whose_daemon_dies_mid_run_runs_again_on_another_daemon() {
     assert!(gone[0].contains(&format!(":{}:", first.child.id())), "{text}");
 }
 
-#[test]
-fn a_claim_made_while_the_state_database_is_down_is_made_again_when_it_is_back() {
+/// One daemon's folder for a connection `name` on `schedule` whose state database sits
+/// behind a switchable proxy, with one object (`a.jsonl`, id `a1`) waiting.
+struct Switched {
+    /// Runs the proxy: kept for as long as the test needs it.
+    runtime: tokio::runtime::Runtime,
+    proxy: SwitchProxy,
+    root: tempfile::TempDir,
+    dir: PathBuf,
+    out: PathBuf,
+}
+
+fn switched(database: &str, name: &str, schedule: &str) -> Switched {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    let url = runtime.block_on(fresh_database("claim_retry"));
-    // The daemon reaches the database through a proxy that can be switched off.
+    let url = runtime.block_on(fresh_database(database));
     let (proxy, through) = behind_switch(&runtime, &url);
     let root = tempfile::tempdir().unwrap();
     let (inbox, out) = (root.path().join("in"), root.path().join("out"));
@@ -627,11 +636,31 @@ fn a_claim_made_while_the_state_database_is_down_is_made_again_when_it_is_back()
         root.path(),
         "daemon",
         through.as_str(),
-        "minutely",
-        "* * * * *",
+        name,
+        schedule,
         &inbox,
         &file_target(&out),
     );
+    Switched {
+        runtime,
+        proxy,
+        root,
+        dir,
+        out,
+    }
+}
+
+#[test]
+fn a_claim_made_while_the_state_database_is_down_is_made_again_when_it_is_back() {
+    // The daemon reaches the database through a proxy that can be switched off.
+    let Switched {
+        runtime: _runtime,
+        proxy,
+        root,
+        dir,
+        out,
+    } = switched("claim_retry", "minutely", "* * * * *");
+    let inbox = root.path().join("in");
     let daemon = Daemon::start("daemon", &dir, None);
     daemon.wait_log("run finished", Duration::from_secs(30));
     // A new file, then the database down across the next minute, up again 5 s past it.
@@ -683,26 +712,14 @@ fn a_claim_made_while_the_state_database_is_down_is_made_again_when_it_is_back()
 /// its error, not `interrupted` with none), and the occurrence runs again.
 #[test]
 fn a_run_that_loses_the_state_database_is_recorded_as_failed_and_runs_again() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let url = runtime.block_on(fresh_database("lost_store"));
-    let (proxy, through) = behind_switch(&runtime, &url);
-    let root = tempfile::tempdir().unwrap();
-    let (inbox, out) = (root.path().join("in"), root.path().join("out"));
-    std::fs::create_dir_all(&inbox).unwrap();
-    std::fs::write(inbox.join("a.jsonl"), "{\"id\": \"a1\"}\n").unwrap();
     // Once a year: only the catch-up of a connection that never ran fires during the test.
-    let dir = folder(
-        root.path(),
-        "daemon",
-        through.as_str(),
-        "yearly",
-        "0 0 1 1 *",
-        &inbox,
-        &file_target(&out),
-    );
+    let Switched {
+        runtime: _runtime,
+        proxy,
+        root: _root,
+        dir,
+        out,
+    } = switched("lost_store", "yearly", "0 0 1 1 *");
     // The run stalls 6 s after its plan; the database is down from then until well after.
     let daemon = Daemon::start("daemon", &dir, Some("after-plan!sleep=6"));
     daemon.wait_log("fault point after-plan reached", Duration::from_secs(30));
