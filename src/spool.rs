@@ -553,6 +553,26 @@ impl RowSink for SpoolWriter {
         }
     }
 
+    fn takes_blocks(&self) -> bool {
+        self.format == SpoolFormat::Jsonl
+    }
+
+    fn rows(&mut self, block: &[u8]) -> io::Result<()> {
+        match self.out().and_then(|out| out.write_all(block)) {
+            Ok(()) => {
+                self.written += block.len() as u64;
+                if let Holding::Open(file) = &mut self.holding {
+                    file.write_back_early(self.start + self.written);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.break_file();
+                Err(e)
+            }
+        }
+    }
+
     fn csv_out(&self) -> Option<crate::formats::CsvOut> {
         match &self.format {
             SpoolFormat::Jsonl => None,

@@ -136,6 +136,18 @@ pub(crate) mod testing {
         assert_eq!(a, b);
         assert_eq!(one.rows, two.rows);
         assert_eq!(one.errors, two.errors);
+        // A sink that takes runs of rows at once (the JSON Lines spool) gets the same bytes.
+        let (mut one, mut two) = (Lines::default(), Lines::default());
+        let (e, f) = (run(false, &mut one), run(true, &mut two));
+        assert_eq!((e, f), (a, a));
+        assert_eq!(
+            String::from_utf8_lossy(&one.text),
+            String::from_utf8_lossy(&two.text)
+        );
+        assert_eq!(one.errors, two.errors);
+        if a.rows > a.bad_rows + 1 {
+            assert!(two.blocks > 0, "the parallel check hands on blocks");
+        }
         // A sink that stops early stops both at the same row.
         let (mut one, mut two) = (Sample::new(limit), Sample::new(limit));
         let (c, d) = (run(false, &mut one), run(true, &mut two));
@@ -160,6 +172,34 @@ pub(crate) mod testing {
         }
         fn error(&mut self, error: RowError) {
             self.errors.push(error);
+        }
+    }
+
+    /// Keeps the rows' JSON Lines bytes, taking runs of rows as blocks as the spool does.
+    #[derive(Default)]
+    pub struct Lines {
+        pub text: Vec<u8>,
+        pub errors: Vec<RowError>,
+        /// How many blocks were handed over.
+        pub blocks: usize,
+    }
+
+    impl RowSink for Lines {
+        fn row(&mut self, row: &Row<'_>) -> io::Result<()> {
+            self.text.extend_from_slice(row.json());
+            self.text.push(b'\n');
+            Ok(())
+        }
+        fn error(&mut self, error: RowError) {
+            self.errors.push(error);
+        }
+        fn takes_blocks(&self) -> bool {
+            true
+        }
+        fn rows(&mut self, block: &[u8]) -> io::Result<()> {
+            self.blocks += 1;
+            self.text.extend_from_slice(block);
+            Ok(())
         }
     }
 

@@ -183,12 +183,15 @@ enum Event {
 impl RowSink for Recorder {
     fn row(&mut self, row: &Row<'_>) -> std::io::Result<()> {
         self.text.extend_from_slice(row.json());
+        // Each row's text ends with a line break, outside its span, so that a run of rows is
+        // one block for a sink that takes blocks (the spool of a JSON Lines output).
+        self.text.push(b'\n');
         if let Some(csv) = row.csv() {
             self.csv.extend_from_slice(csv);
         }
         self.events.push(Event::Row {
             line: row.line,
-            end: self.text.len(),
+            end: self.text.len() - 1,
             csv_end: self.csv.len(),
         });
         Ok(())
@@ -204,14 +207,26 @@ impl Recorder {
     fn replay(self, sink: &mut Provenanced<'_, '_>) -> Result<(), Failure> {
         let (mut start, mut csv_start) = (0, 0);
         let csv_wanted = sink.csv_out().is_some();
+        let blocks = sink.takes_blocks();
         let mut last_bad = None;
         let mut events = self.events.into_iter().peekable();
         while let Some(event) = events.next() {
             match event {
+                Event::Row { end, .. } if blocks => {
+                    // This row and the good rows right after it, with their line breaks.
+                    let (mut last, mut count) = (end, 1u64);
+                    while let Some(&Event::Row { end, .. }) = events.peek() {
+                        last = end;
+                        count += 1;
+                        events.next();
+                    }
+                    sink.rows_block(self.text.get(start..=last).unwrap_or_default(), count)?;
+                    start = last + 1;
+                }
                 Event::Row { line, end, csv_end } => {
                     let csv = csv_wanted.then(|| self.csv.get(csv_start..csv_end).unwrap_or_default());
                     sink.row_json(line, self.text.get(start..end).unwrap_or_default(), csv)?;
-                    start = end;
+                    start = end + 1;
                     csv_start = csv_end;
                 }
                 Event::Error(error) => {

@@ -356,6 +356,21 @@ impl<'s, 'p> Provenanced<'s, 'p> {
         self.go_on()
     }
 
+    /// Whether a run of good rows can be handed on at once ([`Provenanced::rows_block`]): the
+    /// sink takes blocks, and no CSV record goes with each row.
+    pub(super) fn takes_blocks(&self) -> bool {
+        self.csv.is_none() && self.json && self.inner.takes_blocks()
+    }
+
+    /// Hands on `count` good rows at once: their JSON texts, each followed by `\n`.
+    pub(super) fn rows_block(&mut self, block: &[u8], count: u64) -> Result<(), Failure> {
+        self.stats.rows += count;
+        self.inner
+            .rows(block)
+            .map_err(|e| Failure::Io(io::Error::other(SinkFailed(e))))?;
+        self.go_on()
+    }
+
     /// Hands on a row error found elsewhere; `first` when it is the first error of its row.
     /// The caller asks [`Provenanced::go_on`] after the row's last error.
     pub(super) fn error(&mut self, error: RowError, first: bool) {

@@ -124,6 +124,16 @@ pub trait RowSink {
     }
     /// A typed file's schema (Parquet, Avro), handed over before its first row.
     fn schema(&mut self, _schema: &FileSchema) {}
+    /// Whether the sink takes a run of good rows at once ([`RowSink::rows`]): it would only
+    /// write each row's JSON text and a line break, and refuses none.
+    fn takes_blocks(&self) -> bool {
+        false
+    }
+    /// Several good rows at once: their JSON texts, each followed by `\n`. Called only when
+    /// [`RowSink::takes_blocks`] says so; it saves a copy of every row and a call per row.
+    fn rows(&mut self, _block: &[u8]) -> io::Result<()> {
+        Err(io::Error::other("this sink takes rows one at a time"))
+    }
 }
 
 /// Why a row's destination cannot store a value of it.

@@ -226,6 +226,13 @@ impl<S: RowSink> RowSink for Admitting<S> {
         // The target's rules read the JSON text (a NUL in a PostgreSQL-bound row).
         self.inner.wants_json() || self.rules != ValueRules::default()
     }
+    fn takes_blocks(&self) -> bool {
+        // Rows the target may refuse are looked at one by one.
+        self.rules == ValueRules::default() && self.inner.takes_blocks()
+    }
+    fn rows(&mut self, block: &[u8]) -> std::io::Result<()> {
+        self.inner.rows(block)
+    }
 }
 
 pub(super) async fn process_once(
