@@ -382,7 +382,9 @@ fn write_float(out: &mut Vec<u8>, f: f64) {
 /// Appends a UTC time as an RFC 3339 JSON string, as chrono's
 /// `to_rfc3339_opts(SecondsFormat::AutoSi, true)` writes it (a unit test holds them equal),
 /// without its general-purpose formatter: this runs once per timestamp cell.
-fn write_timestamp(out: &mut Vec<u8>, t: DateTime<Utc>) {
+/// Appends an instant as a timestamp field delivers it: a JSON string of RFC 3339 in UTC
+/// (`Z`), with as many fractional digits as it has.
+pub(crate) fn write_timestamp(out: &mut Vec<u8>, t: DateTime<Utc>) {
     use chrono::{Datelike, Timelike};
     let year = t.year();
     let nanos = t.nanosecond();

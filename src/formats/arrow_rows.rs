@@ -21,13 +21,15 @@ use crate::template::{Column, RawValue, Template, UnknownFields};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Decimal32Type, Decimal64Type, Decimal128Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
+    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
     UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 use arrow_array::{Array, RecordBatch};
 use arrow_buffer::NullBuffer;
 use arrow_json::writer::make_encoder;
 use arrow_json::{Encoder, EncoderFactory, EncoderOptions, writer::NullableEncoder};
-use arrow_schema::{ArrowError, DataType, FieldRef};
+use arrow_schema::{ArrowError, DataType, FieldRef, TimeUnit};
+use chrono::{DateTime, TimeZone, Utc};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -95,13 +97,6 @@ fn check_batch(
     let rows = &string_keys(rows).map_err(not_read)?;
     let schema = rows.schema();
     let options = EncoderOptions::default().with_encoder_factory(Arc::new(Exact));
-    let mut readers = schema
-        .fields()
-        .iter()
-        .zip(rows.columns())
-        .map(|(field, column)| Reader::new(field, column.as_ref(), &options))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(not_read)?;
     // A field reads the last column of its name, as a JSON object keeps a key's last value.
     let field_column: Vec<Option<usize>> = template
         .fields
@@ -117,6 +112,35 @@ fn check_batch(
             .collect(),
         _ => Vec::new(),
     };
+    // A column only ISO timestamp fields read is read as instants: whatever text names the
+    // instant, those fields deliver the same value, and the canonical text is copied through
+    // without being parsed again. Any other reader gets the text arrow-json would write.
+    let instants = |c: usize| {
+        let mut readers = template
+            .fields
+            .iter()
+            .zip(&field_column)
+            .filter(|(_, column)| **column == Some(c))
+            .peekable();
+        readers.peek().is_some()
+            && readers.all(|(f, _)| {
+                matches!(
+                    &f.kind,
+                    crate::template::FieldType::Timestamp {
+                        format: crate::template::TimeFormat::Iso,
+                        ..
+                    }
+                )
+            })
+    };
+    let mut readers = schema
+        .fields()
+        .iter()
+        .zip(rows.columns())
+        .enumerate()
+        .map(|(c, (field, column))| Reader::new(field, column.as_ref(), &options, instants(c)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(not_read)?;
     scratch.values.resize(template.fields.len(), (Value::Null, false));
     scratch.kept = kept
         .iter()
@@ -202,6 +226,12 @@ enum Cell<'a> {
     Str(Box<dyn Fn(usize) -> &'a str + 'a>),
     /// Dates, times, timestamps, durations, intervals: their text as arrow-json writes it.
     Display(arrow_cast::display::ArrayFormatter<'a>),
+    /// A UTC-adjusted timestamp that only timestamp fields read: the instant, written as those
+    /// fields deliver it (the text, for an instant chrono cannot hold).
+    Instant(
+        Box<dyn Fn(usize) -> Option<DateTime<Utc>> + 'a>,
+        arrow_cast::display::ArrayFormatter<'a>,
+    ),
     /// A decimal's unscaled value and its scale (not negative), delivered as exact text.
     Decimal(Box<dyn Fn(usize) -> i128 + 'a>, usize),
     /// Rendered by arrow-json and read back.
@@ -213,6 +243,7 @@ impl<'a> Reader<'a> {
         field: &'a FieldRef,
         array: &'a dyn Array,
         options: &'a EncoderOptions,
+        instants: bool,
     ) -> Result<Self, ArrowError> {
         macro_rules! integer {
             ($type:ty, $cell:ident, $to:ty) => {{
@@ -254,6 +285,32 @@ impl<'a> Reader<'a> {
             DataType::Decimal128(_, scale) if *scale >= 0 => {
                 let a = array.as_primitive::<Decimal128Type>();
                 Cell::Decimal(Box::new(move |i| a.value(i)), *scale as usize)
+            }
+            DataType::Timestamp(unit, Some(zone)) if instants && is_utc(zone) => {
+                let options = arrow_cast::display::FormatOptions::new().with_display_error(true);
+                let display = arrow_cast::display::ArrayFormatter::try_new(array, &options)?;
+                macro_rules! instant {
+                    ($type:ty, $to:expr) => {{
+                        let a = array.as_primitive::<$type>();
+                        Box::new(move |i: usize| $to(a.value(i)))
+                            as Box<dyn Fn(usize) -> Option<DateTime<Utc>> + 'a>
+                    }};
+                }
+                let at = match unit {
+                    TimeUnit::Second => instant!(TimestampSecondType, |v| Utc.timestamp_opt(v, 0).single()),
+                    TimeUnit::Millisecond => {
+                        instant!(TimestampMillisecondType, |v| Utc.timestamp_millis_opt(v).single())
+                    }
+                    TimeUnit::Microsecond => {
+                        instant!(TimestampMicrosecondType, DateTime::<Utc>::from_timestamp_micros)
+                    }
+                    TimeUnit::Nanosecond => {
+                        instant!(TimestampNanosecondType, |v| Some(
+                            DateTime::<Utc>::from_timestamp_nanos(v)
+                        ))
+                    }
+                };
+                Cell::Instant(at, display)
             }
             t if t.is_temporal() => {
                 let options = arrow_cast::display::FormatOptions::new().with_display_error(true);
@@ -313,6 +370,19 @@ impl<'a> Reader<'a> {
                 // Writing to a String cannot fail.
                 let _ = write!(text_slot(slot), "{}", formatter.value(row));
             }
+            Cell::Instant(at, display) => match at(row) {
+                Some(t) => {
+                    text.clear();
+                    crate::template::write_timestamp(text, t);
+                    // The JSON string's content: no escapes in a timestamp.
+                    let inner = text.get(1..text.len().saturating_sub(1)).unwrap_or_default();
+                    text_slot(slot).push_str(&String::from_utf8_lossy(inner));
+                }
+                None => {
+                    use std::fmt::Write;
+                    let _ = write!(text_slot(slot), "{}", display.value(row));
+                }
+            },
             Cell::Decimal(value, scale) => {
                 let mut digits = itoa::Buffer::new();
                 columnar::scaled(digits.format(value(row)), *scale, text_slot(slot));
@@ -321,6 +391,11 @@ impl<'a> Reader<'a> {
         }
         Ok(true)
     }
+}
+
+/// Whether a timestamp column's zone is UTC itself (an instant adjusted to UTC).
+fn is_utc(zone: &str) -> bool {
+    matches!(zone, "UTC" | "utc" | "Z" | "+00:00" | "+0000" | "Etc/UTC" | "GMT")
 }
 
 /// `slot` as an empty string, keeping its allocation when it holds one: text values are
@@ -657,6 +732,27 @@ mod tests {
                 ),
             ),
             (
+                // UTC-adjusted, whole seconds in some rows: read as instants by its
+                // timestamp field.
+                "utc",
+                Arc::new(
+                    TimestampMicrosecondArray::from_iter((0..rows).map(|i| {
+                        (i % 7 != 3).then_some(i as i64 * if i % 2 == 0 { 1_000_000 } else { 1_000_123 })
+                    }))
+                    .with_timezone("UTC"),
+                ),
+            ),
+            (
+                // The same, nanoseconds, read by a string field: arrow-json's text.
+                "utc_text",
+                Arc::new(
+                    arrow_array::TimestampNanosecondArray::from_iter_values(
+                        (0..rows).map(|i| i as i64 * 1_000_000_007),
+                    )
+                    .with_timezone("UTC"),
+                ),
+            ),
+            (
                 "amount",
                 Arc::new(
                     Decimal128Array::from_iter_values((0..rows).map(|i| i as i128 * 7 - 300))
@@ -780,6 +876,14 @@ mod tests {
                     zone: chrono_tz::UTC,
                 },
             ),
+            f(
+                "utc",
+                FieldType::Timestamp {
+                    format: crate::template::TimeFormat::Iso,
+                    zone: chrono_tz::UTC,
+                },
+            ),
+            f("utc_text", FieldType::String),
             f("amount", FieldType::Decimal(None)),
             f("tags", FieldType::Json),
             f("missing", FieldType::String),
