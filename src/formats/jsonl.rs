@@ -62,7 +62,12 @@ fn check_line(
     // The line is read straight into the fields' slots: no map of the whole object is built,
     // and keys without escapes are compared without being copied.
     fields.clear();
-    let mut de = serde_json::Deserializer::from_slice(bytes);
+    // The whole line is checked as UTF-8 once (fast, over long runs), so that serde_json
+    // need not check each string again as it reads it.
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return undecodable_line(line, bytes, sink, raw);
+    };
+    let mut de = serde_json::Deserializer::from_str(text);
     match LineSeed(fields)
         .deserialize(&mut de)
         .and_then(|object| de.end().map(|()| object))
@@ -75,16 +80,23 @@ fn check_line(
             format!("holds a number too large for a 64-bit float ({e}); write such a number as a string"),
             raw(),
         ),
-        Err(_) if std::str::from_utf8(bytes).is_err() => {
-            let what = match undecodable_key(bytes) {
-                Some(key) => format!("key {:?}", crate::text::excerpt(&key)),
-                None => "the object".to_string(),
-            };
-            let reason = super::undecodable(&what, "object", bytes, sink.encoding);
-            sink.broken(line, reason, raw())
-        }
         Err(e) => sink.broken(line, format!("is not valid JSON: {e}"), raw()),
     }
+}
+
+/// Reports a line holding text that did not decode, naming the key it is in when it can.
+fn undecodable_line(
+    line: u64,
+    bytes: &[u8],
+    sink: &mut Provenanced<'_, '_>,
+    raw: impl FnOnce() -> String,
+) -> Result<(), Failure> {
+    let what = match undecodable_key(bytes) {
+        Some(key) => format!("key {:?}", crate::text::excerpt(&key)),
+        None => "the object".to_string(),
+    };
+    let reason = super::undecodable(&what, "object", bytes, sink.encoding);
+    sink.broken(line, reason, raw())
 }
 
 /// The top-level key of an object whose name or value holds text that did not decode (read
