@@ -496,6 +496,27 @@ impl SpoolWriter {
         }
     }
 
+    /// Appends `pieces` (a row and its line break, or a block of rows) to the object's
+    /// rows; a failed write takes the file out of the pool.
+    fn write(&mut self, pieces: &[&[u8]]) -> io::Result<()> {
+        let result = self
+            .out()
+            .and_then(|out| pieces.iter().try_for_each(|piece| out.write_all(piece)));
+        match result {
+            Ok(()) => {
+                self.written += pieces.iter().map(|piece| piece.len() as u64).sum::<u64>();
+                if let Holding::Open(file) = &mut self.holding {
+                    file.write_back_early(self.start + self.written);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.break_file();
+                Err(e)
+            }
+        }
+    }
+
     fn give_back(&self, file: SpoolFile) {
         if let Ok(mut idle) = self.idle.lock() {
             idle.push(file);
@@ -534,23 +555,7 @@ impl RowSink for SpoolWriter {
                 None => return Err(io::Error::other("a row came without its CSV record")),
             },
         };
-        let result = self.out().and_then(|out| {
-            out.write_all(text)?;
-            out.write_all(newline)
-        });
-        match result {
-            Ok(()) => {
-                self.written += (text.len() + newline.len()) as u64;
-                if let Holding::Open(file) = &mut self.holding {
-                    file.write_back_early(self.start + self.written);
-                }
-                Ok(())
-            }
-            Err(e) => {
-                self.break_file();
-                Err(e)
-            }
-        }
+        self.write(&[text, newline])
     }
 
     fn takes_blocks(&self) -> bool {
@@ -558,19 +563,7 @@ impl RowSink for SpoolWriter {
     }
 
     fn rows(&mut self, block: &[u8]) -> io::Result<()> {
-        match self.out().and_then(|out| out.write_all(block)) {
-            Ok(()) => {
-                self.written += block.len() as u64;
-                if let Holding::Open(file) = &mut self.holding {
-                    file.write_back_early(self.start + self.written);
-                }
-                Ok(())
-            }
-            Err(e) => {
-                self.break_file();
-                Err(e)
-            }
-        }
+        self.write(&[block])
     }
 
     fn csv_out(&self) -> Option<crate::formats::CsvOut> {

@@ -217,31 +217,27 @@ impl Target for FileTarget {
         let (format, template, mode) = (self.spec.format, self.template.clone(), self.spec.file_mode);
         let result = tokio::task::spawn_blocking(move || {
             let mut slices = SliceReader::consuming();
-            let written = write_file(&path, &temp, &spools, &mut slices, format, &template, mode);
-            match written {
-                Ok(Published::Linked) => return Ok(()),
+            match write_file(&path, &temp, &spools, &mut slices, format, &template, mode) {
+                Ok(Published::Linked) => Ok(()),
                 Ok(Published::Identical) => {
                     tracing::info!(output = %path.display(), "the output already holds this very load (published by a daemon that took it over); nothing replaced");
-                    return Ok(());
+                    Ok(())
                 }
-                Ok(Published::Conflict { ours, found }) => {
-                    return Err(TargetError::OutputConflict {
-                        output: path.display().to_string(),
-                        ours,
-                        found,
-                    });
+                Ok(Published::Conflict { ours, found }) => Err(TargetError::OutputConflict {
+                    output: path.display().to_string(),
+                    ours,
+                    found,
+                }),
+                Err(source) => {
+                    // Leave nothing half-written behind; the next try starts afresh.
+                    let _ = std::fs::remove_file(&temp);
+                    if slices.consumed() {
+                        Err(TargetError::SpoolConsumed { path, source })
+                    } else {
+                        Err(TargetError::Io { path, source })
+                    }
                 }
-                Err(_) => {}
             }
-            written.map(|_| ()).map_err(|source| {
-                // Leave nothing half-written behind; the next try starts afresh.
-                let _ = std::fs::remove_file(&temp);
-                if slices.consumed() {
-                    TargetError::SpoolConsumed { path, source }
-                } else {
-                    TargetError::Io { path, source }
-                }
-            })
         })
         .await;
         result
