@@ -157,6 +157,28 @@ fn lapsed(ttl: &str) -> String {
     )
 }
 
+/// The token of the lease on `connection` in the table, if any.
+async fn lease_token(
+    client: &impl tokio_postgres::GenericClient,
+    connection: &str,
+) -> Result<Option<i64>, tokio_postgres::Error> {
+    let row = client
+        .query_opt("SELECT token FROM leases WHERE connection = $1", &[&connection])
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// Why a lease this process held (`ours`, its token) is no longer usable, given the token the
+/// table holds now (`None`: the store could not say): taken over when another token is there,
+/// else out of contact.
+fn loss_of(token: Option<i64>, ours: Option<i64>) -> LeaseLoss {
+    if token.is_some() && token != ours {
+        LeaseLoss::TakenOver
+    } else {
+        LeaseLoss::LostContact
+    }
+}
+
 /// A lease this process holds.
 struct Held {
     token: i64,
@@ -441,17 +463,8 @@ impl PostgresStore {
                     .unwrap_or_else(|p| p.into_inner())
                     .get(connection)
                     .map(|h| h.token);
-                let token: Option<i64> = tx
-                    .query_opt("SELECT token FROM leases WHERE connection = $1", &[&connection])
-                    .await
-                    .map_err(|e| self.err(e))?
-                    .map(|r| r.get(0));
-                let loss = if token.is_some() && token != ours {
-                    LeaseLoss::TakenOver
-                } else {
-                    LeaseLoss::LostContact
-                };
-                return Err(self.lease_lost(connection, loss));
+                let token = lease_token(tx, connection).await.map_err(|e| self.err(e))?;
+                return Err(self.lease_lost(connection, loss_of(token, ours)));
             }
             Err(e) => return Err(e),
         };
@@ -1507,16 +1520,14 @@ async fn renew(pool: Pool, connection: String, owner: String, held: Arc<Held>, t
             Ok(1) => *held.valid_until.lock().unwrap_or_else(|p| p.into_inner()) = started + ttl,
             Ok(_) => {
                 // Expired, or in other hands: which one decides what the operator is told.
-                let token: Result<Option<i64>, String> = async {
-                    let client = pool.get().await.map_err(|e| e.to_string())?;
-                    let row = client
-                        .query_opt("SELECT token FROM leases WHERE connection = $1", &[&connection])
-                        .await
-                        .map_err(|e| crate::aws::cause_chain(&e))?;
-                    Ok(row.map(|r| r.get(0)))
-                }
-                .await;
-                if matches!(token, Ok(Some(t)) if t != held.token) {
+                let token = match pool.get().await {
+                    Ok(client) => {
+                        let client: &tokio_postgres::Client = &client;
+                        lease_token(client, &connection).await.ok().flatten()
+                    }
+                    Err(_) => None,
+                };
+                if loss_of(token, Some(held.token)) == LeaseLoss::TakenOver {
                     held.lost.store(true, Ordering::SeqCst);
                     tracing::error!(
                         connection = %connection,
