@@ -1,7 +1,16 @@
-//! The clock, injected so that tests can move time instead of sleeping.
+//! The clock, injected so that tests can move time instead of sleeping; and [`pause`], the
+//! one way a loop waits before trying again (tokio's timer, which paused tests drive too).
 
 use chrono::{DateTime, TimeDelta, Utc};
 use std::sync::Mutex;
+
+/// Sleeps `d` unless `stop` comes first; whether it slept the whole time.
+pub async fn pause(d: std::time::Duration, stop: &tokio_util::sync::CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(d) => true,
+        () = stop.cancelled() => false,
+    }
+}
 
 /// Where "now" comes from.
 pub trait Clock: Send + Sync {

@@ -343,9 +343,8 @@ impl Runner for StoreRunner {
                 "the run failed because the state store was out of reach; running the occurrence again"
             );
             self.metrics.rerun(&connection.name);
-            tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
-                () = stop.cancelled() => return,
+            if !crate::clock::pause(backoff, &stop).await {
+                return;
             }
             backoff = (backoff * 2).min(Duration::from_secs(30));
         }
@@ -366,9 +365,8 @@ impl StoreRunner {
         stop: &CancellationToken,
     ) -> bool {
         let jitter = Duration::from_millis((uuid::Uuid::new_v4().as_u128() % 500) as u64);
-        tokio::select! {
-            () = tokio::time::sleep(jitter) => {}
-            () = stop.cancelled() => return false,
+        if !crate::clock::pause(jitter, stop).await {
+            return false;
         }
         let mut backoff = Duration::from_secs(1);
         loop {
@@ -400,9 +398,8 @@ impl StoreRunner {
                     warn!(connection, scheduled_for = %due.to_rfc3339(), error = %e, retry_in_s = backoff.as_secs(), "claiming the occurrence failed; trying again (the state database may be down)");
                 }
             }
-            tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
-                () = stop.cancelled() => return false,
+            if !crate::clock::pause(backoff, stop).await {
+                return false;
             }
             backoff = (backoff * 2).min(Duration::from_secs(30));
         }

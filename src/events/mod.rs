@@ -213,14 +213,6 @@ pub struct Consumer {
     pub metrics: Arc<Metrics>,
 }
 
-/// Sleeps `d` unless `stop` comes first; whether it slept the whole time.
-async fn pause(d: Duration, stop: &CancellationToken) -> bool {
-    tokio::select! {
-        () = tokio::time::sleep(d) => true,
-        () = stop.cancelled() => false,
-    }
-}
-
 impl Consumer {
     /// Consumes the queue until `stop`. Messages gathered and not yet loaded are made
     /// visible again at once; a load in flight reaches its safe point first.
@@ -238,7 +230,7 @@ impl Consumer {
                 Ok(t) => break t.max(Duration::from_secs(1)),
                 Err(e) => {
                     warn!(queue = %self.spec.queue_url, error = %e, "reading the queue's attributes failed; trying again");
-                    if !pause(backoff, &stop).await {
+                    if !crate::clock::pause(backoff, &stop).await {
                         return;
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(60));
@@ -278,7 +270,7 @@ impl Consumer {
                 }
                 Err(e) => {
                     warn!(queue = %self.spec.queue_url, error = %e, "receiving from the queue failed; trying again");
-                    if !pause(backoff, &stop).await {
+                    if !crate::clock::pause(backoff, &stop).await {
                         break;
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(60));
@@ -413,7 +405,7 @@ impl Consumer {
                     return imported;
                 }
                 debug!("the connection is busy (a run, or another daemon's load); the event load waits");
-                if !pause(backoff, stop).await {
+                if !crate::clock::pause(backoff, stop).await {
                     return imported;
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));

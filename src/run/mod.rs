@@ -379,10 +379,8 @@ async fn record_end(env: &RunEnv<'_>, record: &RunRecord) {
             warn!(error = %e, "recording the run failed; trying again until the state store answers");
             told = true;
         }
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = env.stop.cancelled() => {}
-        }
+        // Stopped meanwhile: one last try, then the loop ends.
+        crate::clock::pause(wait, &env.stop).await;
         wait = (wait * 2).min(Duration::from_secs(30));
     }
 }
