@@ -138,12 +138,15 @@ fn footer(file: &mut std::fs::File) -> io::Result<Option<Vec<u8>>> {
 mod depth {
     //! How deep a Parquet footer's schema nests, read from its Thrift compact encoding without
     //! building anything: the schema is a flat list of elements in pre-order, each saying how
-    //! many children it has. Iterative, and bounded by the bytes.
+    //! many children it has. Iterative, and bounded by the bytes: the whole footer is walked,
+    //! and a list or map that claims more elements than the bytes left could hold is refused
+    //! (a fuzzed file claiming 2^62 booleans held a walk that did not check this for ever).
 
     /// The deepest schema read, as pyarrow allows: deeper files are refused.
     pub const MAX_DEPTH: usize = 100;
 
-    /// Checks the depth of the footer's schema; the error says what is wrong.
+    /// Checks the depth of the footer's schema and the sizes of its collections; the error
+    /// says what is wrong.
     pub fn check(footer: &[u8]) -> Result<(), String> {
         let mut t = Thrift { b: footer, at: 0 };
         let mut last = 0i16;
@@ -176,7 +179,8 @@ mod depth {
                     }
                 }
             }
-            return Ok(());
+            // The rest of the footer is walked too: arrow-rs decodes all of it, and a
+            // collection that claims more elements than it has bytes is refused here.
         }
         Ok(())
     }
@@ -253,7 +257,31 @@ mod depth {
                 15 => self.varint()?,
                 n => u64::from(n),
             };
+            self.fits(size, 1)?;
             Ok((size, b & 0x0f))
+        }
+
+        /// Refuses a collection of `size` elements of at least `each` bytes that the bytes
+        /// left cannot hold. Every element takes a byte or more (a boolean in a collection
+        /// is a byte), so this bounds every loop by the footer's length: a count of 2^62
+        /// would otherwise be counted down without end.
+        fn fits(&self, size: u64, each: u64) -> Result<(), String> {
+            let left = self.b.len().saturating_sub(self.at) as u64;
+            if size.saturating_mul(each) > left {
+                return Err(format!(
+                    "declares a collection of {size} elements in {left} bytes"
+                ));
+            }
+            Ok(())
+        }
+
+        /// Skips an element of a list, set or map, where a boolean is a byte.
+        fn skip_element(&mut self, kind: u8, depth: usize) -> Result<(), String> {
+            if matches!(kind, BOOL_TRUE | BOOL_FALSE) {
+                self.bytes(1)
+            } else {
+                self.skip(kind, depth)
+            }
         }
 
         /// Skips a value of `kind`; `depth` counts the structs and lists around it.
@@ -273,12 +301,7 @@ mod depth {
                 LIST | SET => {
                     let (size, element) = self.list()?;
                     for _ in 0..size {
-                        // In a list a boolean is a byte.
-                        if matches!(element, BOOL_TRUE | BOOL_FALSE) {
-                            self.bytes(1)?;
-                        } else {
-                            self.skip(element, depth + 1)?;
-                        }
+                        self.skip_element(element, depth + 1)?;
                     }
                     Ok(())
                 }
@@ -288,9 +311,10 @@ mod depth {
                         return Ok(());
                     }
                     let kinds = self.byte()?;
+                    self.fits(size, 2)?;
                     for _ in 0..size {
-                        self.skip(kinds >> 4, depth + 1)?;
-                        self.skip(kinds & 0x0f, depth + 1)?;
+                        self.skip_element(kinds >> 4, depth + 1)?;
+                        self.skip_element(kinds & 0x0f, depth + 1)?;
                     }
                     Ok(())
                 }
@@ -625,6 +649,27 @@ mod tests {
         let e = result.unwrap_err();
         assert!(matches!(e, ParseError::Parquet { .. }), "{e}");
         assert!(!e.is_transient());
+    }
+
+    /// A 143-byte file the fuzzer found (CI, 2026-12-07) that held the reader for the whole
+    /// 30-minute unit timeout: it is rejected at once. Run on a thread so that a regression
+    /// fails the test after 60 s instead of hanging it.
+    #[test]
+    fn a_file_the_fuzzer_found_hanging_the_reader_is_rejected_at_once() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let bytes = seed("parquet", "found-hang.parquet");
+            let template = id_template("id", UnknownFields::Keep, vec![]);
+            let (result, _) = parse_with(&bytes, "a.parquet", &spec(), &template);
+            let _ = tx.send(result.map(|s| s.rows).map_err(|e| e.to_string()));
+        });
+        let result = rx.recv_timeout(std::time::Duration::from_secs(60));
+        let e = match result {
+            Ok(Err(e)) => e,
+            Ok(Ok(rows)) => panic!("the file was read as {rows} rows"),
+            Err(_) => panic!("reading the file did not end within 60 s"),
+        };
+        assert!(e.contains("Parquet"), "{e}");
     }
 
     #[test]
