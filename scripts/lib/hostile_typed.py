@@ -9,6 +9,7 @@ library only): footers and headers that claim what the data does not hold.
 - blocks-2e40.avro: a block claiming 2^40 records of 2^40 bytes.
 - overflow.avro: a block whose length is 2^63 - 1, and a string whose length overflows.
 - nested-10000.avro: a schema of arrays 10,000 deep.
+- zero-width.avro: a block claiming 2^40 records of a schema whose records take no bytes.
 """
 import json
 import struct
@@ -144,5 +145,9 @@ avro(out / "overflow.avro", record,
 nested = '{"type":"array","items":' * 10_000 + '"long"' + "}" * 10_000
 avro(out / "nested-10000.avro", '{"type":"record","name":"r","fields":[{"name":"id","type":' + nested + "}]}",
      lambda sync: [zigzag(1) + zigzag(2) + b"\2\0" + sync])
-for name in ["rows-2e40.parquet", "overflow.parquet", "nested-10000.parquet", "blocks-2e40.avro", "overflow.avro", "nested-10000.avro"]:
+# Records of a null field take no bytes: 2^40 of them fit in an empty block.
+avro(out / "zero-width.avro", {"type": "record", "name": "r", "fields": [{"name": "a", "type": "null"}]},
+     lambda sync: [zigzag(huge) + zigzag(0) + sync])
+for name in ["rows-2e40.parquet", "overflow.parquet", "nested-10000.parquet", "blocks-2e40.avro", "overflow.avro",
+             "nested-10000.avro", "zero-width.avro"]:
     print(out / name)

@@ -99,6 +99,11 @@ fn read(
         rows: None,
         row_groups: Vec::new(),
     };
+    if let Some(what) = width::zero_width(&schema, names) {
+        return Err(broken(format!(
+            "its schema lets {what} take no bytes at all, so the counts in the file cannot be checked against its size (a file of a few bytes could claim 2^62 of them); s3-importd does not read such a file"
+        )));
+    }
     sink.inner.schema(&file);
     columnar::check_schema(template, &file).map_err(Failure::File)?;
     // This thread decodes records; they are made JSON values and checked here, or by worker
@@ -224,6 +229,176 @@ fn resolve<'s>(schema: &'s Schema, names: &NamesRef<'s>) -> &'s Schema {
         // Bounded: a name refers to a named schema (record, enum, fixed), never to a name.
         Schema::Ref { name } => names.get(name).copied().unwrap_or(schema),
         _ => schema,
+    }
+}
+
+mod width {
+    //! Where a schema lets a value take no bytes. An Avro block says how many records it
+    //! holds, and an array or map block how many items: where each takes at least a byte,
+    //! the file's bytes bound the count, but records of nulls only (or items of null) cost
+    //! nothing to claim, and a 149-byte file of "2^40 records" of `{"a": null}` was read on
+    //! and on, filling the spool. Such schemas hold no data, so they are refused.
+
+    use apache_avro::Schema;
+    use apache_avro::schema::{InnerDecimalSchema, Name, NamesRef, UuidSchema};
+    use std::collections::HashMap;
+
+    /// How deep the walk goes; deeper parts count as taking bytes (the walk is bounded
+    /// whatever the schema).
+    const MAX_DEPTH: usize = 100;
+
+    /// What takes no bytes: "its records", or "the items of an array of null" and the like;
+    /// none when every count is bounded by bytes.
+    pub(super) fn zero_width(schema: &Schema, names: &NamesRef<'_>) -> Option<String> {
+        let mut w = Width {
+            names,
+            least: HashMap::new(),
+            walked: Vec::new(),
+        };
+        if w.least(schema, 0) == 0 {
+            return Some("its records (every field null)".to_string());
+        }
+        w.find(schema, 0)
+    }
+
+    struct Width<'a, 's> {
+        names: &'a NamesRef<'s>,
+        /// The least size of each named schema; none while it is being measured (a
+        /// recursive type, which then counts as a byte).
+        least: HashMap<&'a Name, Option<u64>>,
+        /// Named schemas already searched by [`Width::find`].
+        walked: Vec<&'a Name>,
+    }
+
+    impl<'a> Width<'a, '_> {
+        /// The fewest bytes a value of `schema` takes.
+        fn least(&mut self, schema: &'a Schema, depth: usize) -> u64 {
+            if depth > MAX_DEPTH {
+                return 1;
+            }
+            match schema {
+                Schema::Null => 0,
+                Schema::Float => 4,
+                Schema::Double => 8,
+                Schema::Fixed(f) | Schema::Duration(f) => f.size as u64,
+                Schema::Decimal(d) => match &d.inner {
+                    InnerDecimalSchema::Fixed(f) => f.size as u64,
+                    InnerDecimalSchema::Bytes => 1,
+                },
+                Schema::Uuid(UuidSchema::Fixed(f)) => f.size as u64,
+                Schema::Record(r) => r
+                    .fields
+                    .iter()
+                    .map(|f| self.least(&f.schema, depth + 1))
+                    .fold(0, u64::saturating_add),
+                Schema::Ref { name } => {
+                    let Some(named) = self.names.get(name).copied() else {
+                        return 1;
+                    };
+                    match self.least.get(name) {
+                        Some(Some(known)) => *known,
+                        Some(None) => 1,
+                        None => {
+                            self.least.insert(name, None);
+                            let known = self.least(named, depth + 1);
+                            self.least.insert(name, Some(known));
+                            known
+                        }
+                    }
+                }
+                // Every other value takes a byte at least: a number, a length, a union's
+                // branch, an enum's index, an array's or map's closing count.
+                _ => 1,
+            }
+        }
+
+        /// An array or map within `schema` whose items take no bytes.
+        fn find(&mut self, schema: &'a Schema, depth: usize) -> Option<String> {
+            if depth > MAX_DEPTH {
+                return None;
+            }
+            match schema {
+                Schema::Array(a) => {
+                    if self.least(&a.items, depth + 1) == 0 {
+                        return Some("the items of an array".to_string());
+                    }
+                    self.find(&a.items, depth + 1)
+                }
+                Schema::Map(m) => {
+                    if self.least(&m.types, depth + 1) == 0 {
+                        return Some("the values of a map".to_string());
+                    }
+                    self.find(&m.types, depth + 1)
+                }
+                Schema::Union(u) => u.variants().iter().find_map(|v| self.find(v, depth + 1)),
+                Schema::Record(r) => r.fields.iter().find_map(|f| self.find(&f.schema, depth + 1)),
+                Schema::Ref { name } => {
+                    if self.walked.contains(&name) {
+                        return None;
+                    }
+                    self.walked.push(name);
+                    let named = self.names.get(name).copied()?;
+                    self.find(named, depth + 1)
+                }
+                _ => None,
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn width(json: &str) -> Option<String> {
+            let schema = Schema::parse_str(json).unwrap();
+            let resolved = apache_avro::schema::ResolvedSchema::try_from(&schema).unwrap();
+            zero_width(&schema, resolved.get_names())
+        }
+
+        #[test]
+        fn schemas_whose_counts_bytes_cannot_bound_are_found() {
+            let record = |fields: &str| format!(r#"{{"type":"record","name":"r","fields":[{fields}]}}"#);
+            let cases: &[(&str, Option<&str>)] = &[
+                (r#"{"name":"a","type":"long"}"#, None),
+                (r#"{"name":"a","type":"null"}"#, Some("its records")),
+                (
+                    r#"{"name":"a","type":"null"},{"name":"b","type":{"type":"fixed","name":"f","size":0}}"#,
+                    Some("its records"),
+                ),
+                (r#"{"name":"a","type":["null","long"]}"#, None),
+                (
+                    r#"{"name":"a","type":"long"},{"name":"b","type":{"type":"array","items":"null"}}"#,
+                    Some("array"),
+                ),
+                (
+                    r#"{"name":"a","type":{"type":"map","values":{"type":"record","name":"e","fields":[]}}}"#,
+                    Some("map"),
+                ),
+                (
+                    r#"{"name":"a","type":{"type":"array","items":{"type":"array","items":"null"}}}"#,
+                    Some("array"),
+                ),
+                (r#"{"name":"a","type":{"type":"array","items":"double"}}"#, None),
+                // A recursive type: each level takes a byte (the union's branch).
+                (
+                    r#"{"name":"a","type":"long"},{"name":"next","type":["null","r"]}"#,
+                    None,
+                ),
+                // A named zero-width record referred to by name as an array's items.
+                (
+                    r#"{"name":"a","type":{"type":"record","name":"z","fields":[]}},{"name":"b","type":{"type":"array","items":"z"}}"#,
+                    Some("array"),
+                ),
+            ];
+            for (fields, want) in cases {
+                let got = width(&record(fields));
+                match (want, &got) {
+                    (None, None) => {}
+                    (Some(want), Some(got)) => assert!(got.contains(want), "{fields}: {got}"),
+                    _ => panic!("{fields}: got {got:?}, want {want:?}"),
+                }
+            }
+        }
     }
 }
 
@@ -766,7 +941,13 @@ pub(super) mod tests {
     /// rejected as not readable, never a panic, a stack overflow or a huge allocation.
     #[test]
     fn hostile_files_are_rejected() {
-        let names = ["blocks-2e40", "overflow", "nested-10000"];
+        let names = ["blocks-2e40", "overflow", "nested-10000", "zero-width"];
         hostile_seeds_are_rejected("avro", &names, &spec(), |e| matches!(e, ParseError::Avro { .. }));
+        // 149 bytes claiming 2^40 records of `{"a": null}`: read on, they filled the spool.
+        let template = id_template("id", UnknownFields::Keep, vec![]);
+        let bytes = seed("avro", "hostile-zero-width.avro");
+        let (result, _) = parse_with(&bytes, "a.avro", &spec(), &template);
+        let e = result.unwrap_err().to_string();
+        assert!(e.contains("its records (every field null) take no bytes"), "{e}");
     }
 }
