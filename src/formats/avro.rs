@@ -241,7 +241,7 @@ mod width {
 
     use apache_avro::Schema;
     use apache_avro::schema::{InnerDecimalSchema, Name, NamesRef, UuidSchema};
-    use std::collections::HashMap;
+    use std::collections::{HashMap, HashSet};
 
     /// How deep the walk goes; deeper parts count as taking bytes (the walk is bounded
     /// whatever the schema).
@@ -253,7 +253,7 @@ mod width {
         let mut w = Width {
             names,
             least: HashMap::new(),
-            walked: Vec::new(),
+            walked: HashSet::new(),
         };
         if w.least(schema, 0) == 0 {
             return Some("its records (every field null)".to_string());
@@ -267,7 +267,7 @@ mod width {
         /// recursive type, which then counts as a byte).
         least: HashMap<&'a Name, Option<u64>>,
         /// Named schemas already searched by [`Width::find`].
-        walked: Vec<&'a Name>,
+        walked: HashSet<&'a Name>,
     }
 
     impl<'a> Width<'a, '_> {
@@ -333,10 +333,10 @@ mod width {
                 Schema::Union(u) => u.variants().iter().find_map(|v| self.find(v, depth + 1)),
                 Schema::Record(r) => r.fields.iter().find_map(|f| self.find(&f.schema, depth + 1)),
                 Schema::Ref { name } => {
-                    if self.walked.contains(&name) {
+                    // A set: a schema of many names must not make this quadratic.
+                    if !self.walked.insert(name) {
                         return None;
                     }
-                    self.walked.push(name);
                     let named = self.names.get(name).copied()?;
                     self.find(named, depth + 1)
                 }
